@@ -1,0 +1,49 @@
+//! Staleness check for the checked-in generated code.
+//!
+//! `cargo test -p baton-proto --test generated` fails when `src/gen/` does not match what the
+//! `.proto` files under `proto/` produce. Regenerate with:
+//!
+//! ```sh
+//! BATON_REGENERATE=1 cargo test -p baton-proto --test generated
+//! ```
+//!
+//! The compiler is `protox` (pure Rust), so no `protoc` is needed on the machine.
+
+use std::path::{Path, PathBuf};
+
+fn generate(out: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["baton/v1/envelope.proto", "baton/v1/config.proto", "baton/v1/admin.proto"];
+    let fds = protox::compile(files, [&root]).unwrap_or_else(|e| panic!("proto compile: {e}"));
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
+        .out_dir(out)
+        .compile_fds(fds)
+        .unwrap_or_else(|e| panic!("codegen: {e}"));
+}
+
+#[test]
+fn generated_code_is_fresh() {
+    let checked_in = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/gen");
+    if std::env::var_os("BATON_REGENERATE").is_some() {
+        generate(&checked_in);
+        return;
+    }
+    let tmp = std::env::temp_dir().join(format!("baton-proto-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
+    generate(&tmp);
+    for entry in std::fs::read_dir(&tmp).unwrap_or_else(|e| panic!("{e}")) {
+        let entry = entry.unwrap_or_else(|e| panic!("{e}"));
+        let fresh = std::fs::read_to_string(entry.path()).unwrap_or_else(|e| panic!("{e}"));
+        let name = entry.file_name();
+        let old = std::fs::read_to_string(checked_in.join(&name)).unwrap_or_default();
+        assert!(
+            fresh == old,
+            "src/gen/{} is stale: run `BATON_REGENERATE=1 cargo test -p baton-proto --test generated`",
+            name.to_string_lossy()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -1,0 +1,1 @@
+//! baton-smtp-client (skeleton).
