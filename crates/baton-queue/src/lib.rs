@@ -1,1 +1,71 @@
-//! baton-queue (skeleton).
+//! `baton-queue` owns everything Baton keeps in NATS JetStream: the `BATON_QUEUE` work-queue
+//! stream and its per-pool lanes (`baton.new.<pool>`, `baton.retry.<pool>.<tier>`), publishing
+//! envelopes with a `Nats-Msg-Id` and awaiting the PubAck, large bodies in the Object Store,
+//! pulling and acknowledging queued messages, the `baton-config` KV snapshot, and reading
+//! consumer state for metrics.
+//!
+//! It is a thin shell: no policy lives here. See `../shared/ARCHITECTURE.md` for why deferred
+//! mail is re-published to retry lanes instead of being NAK'd with a delay.
+
+mod config_store;
+mod consume;
+mod error;
+mod provision;
+mod publish;
+
+pub use config_store::{ConfigStore, ConfigWatch};
+pub use consume::{Lane, LaneKind, QueuedMessage};
+pub use error::QueueError;
+pub use provision::{LaneStats, Provisioner, StreamSettings};
+pub use publish::{PublishReceipt, Publisher};
+
+/// Name of the work-queue stream holding all queued mail.
+pub const STREAM: &str = "BATON_QUEUE";
+/// Object Store bucket for message bodies too large to travel inline.
+pub const BODY_BUCKET: &str = "baton-bodies";
+/// KV bucket holding the compiled `RelayConfig` snapshot.
+pub const CONFIG_BUCKET: &str = "baton-config";
+/// Key of the snapshot inside [`CONFIG_BUCKET`].
+pub const CONFIG_KEY: &str = "relay-config";
+/// Bodies larger than this go to the Object Store (JetStream's default max_payload is 1 MiB and
+/// the envelope needs room for its own fields).
+pub const INLINE_BODY_LIMIT: usize = 900 * 1024;
+
+/// Subject of the fresh-mail lane of a pool.
+pub fn new_subject(pool: &str) -> String {
+    format!("baton.new.{pool}")
+}
+
+/// Subject of one retry tier of a pool.
+pub fn retry_subject(pool: &str, tier: u32) -> String {
+    format!("baton.retry.{pool}.{tier}")
+}
+
+/// Durable consumer name of a lane. Pool names are Kubernetes names (DNS labels), which are
+/// valid consumer names.
+pub fn consumer_name(pool: &str, kind: LaneKind) -> String {
+    match kind {
+        LaneKind::New => format!("{pool}-new"),
+        LaneKind::Retry(tier) => format!("{pool}-retry-{tier}"),
+    }
+}
+
+/// Connect to NATS with the options every Baton process uses: retry the initial connect,
+/// reconnect forever, and a name that shows up in `nats-server` monitoring.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, QueueError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| QueueError::Connect(e.to_string()))
+}
+
+/// Whether the client currently has a live connection to the server.
+pub fn is_connected(client: &async_nats::Client) -> bool {
+    matches!(
+        client.connection_state(),
+        async_nats::connection::State::Connected
+    )
+}

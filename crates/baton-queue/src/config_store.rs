@@ -1,0 +1,81 @@
+//! The `baton-config` KV bucket: writing the compiled snapshot and watching it.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, kv};
+use baton_proto::{Message as _, v1::RelayConfig};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::{CONFIG_BUCKET, CONFIG_KEY, QueueError};
+
+/// Receiver of the current snapshot; `None` until one was loaded.
+pub type ConfigWatch = watch::Receiver<Option<Arc<RelayConfig>>>;
+
+/// Reads, writes and watches the RelayConfig snapshot.
+#[derive(Clone)]
+pub struct ConfigStore {
+    kv: kv::Store,
+}
+
+fn err(e: impl std::fmt::Display) -> QueueError {
+    QueueError::ConfigStore(e.to_string())
+}
+
+impl ConfigStore {
+    /// Open the bucket (it must exist: see [`crate::Provisioner::ensure_buckets`]).
+    pub async fn open(js: &jetstream::Context) -> Result<Self, QueueError> {
+        let kv = js.get_key_value(CONFIG_BUCKET).await.map_err(err)?;
+        Ok(ConfigStore { kv })
+    }
+
+    /// The current snapshot, if any.
+    pub async fn get(&self) -> Result<Option<RelayConfig>, QueueError> {
+        match self.kv.get(CONFIG_KEY).await.map_err(err)? {
+            Some(bytes) => RelayConfig::decode(bytes.as_ref())
+                .map(Some)
+                .map_err(|e| QueueError::Decode(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Store a snapshot; returns the KV revision.
+    pub async fn put(&self, config: &RelayConfig) -> Result<u64, QueueError> {
+        self.kv
+            .put(CONFIG_KEY, config.encode_to_vec().into())
+            .await
+            .map_err(err)
+    }
+
+    /// Watch the snapshot: the returned receiver holds the latest decoded config and changes
+    /// whenever a new one is written. A snapshot that does not decode is logged and skipped
+    /// (the previous one stays in force). The watch task ends when all receivers are dropped.
+    pub async fn watch(&self) -> Result<ConfigWatch, QueueError> {
+        let mut updates = self.kv.watch_with_history(CONFIG_KEY).await.map_err(err)?;
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            while let Some(entry) = updates.next().await {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "config watch error");
+                        continue;
+                    }
+                };
+                if entry.operation != kv::Operation::Put {
+                    continue;
+                }
+                match RelayConfig::decode(entry.value.as_ref()) {
+                    Ok(cfg) => {
+                        tracing::info!(generation = cfg.generation, "config snapshot loaded");
+                        if tx.send(Some(Arc::new(cfg))).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "undecodable config snapshot ignored"),
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

@@ -1,0 +1,172 @@
+//! Pulling from a lane and acknowledging: a [`QueuedMessage`] is acked only by its owner,
+//! after every follow-up it caused was published and acknowledged.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use baton_proto::{Message as _, v1::Envelope, v1::envelope::Body};
+use futures::StreamExt;
+
+use crate::{Publisher, QueueError, STREAM, consumer_name};
+
+/// Which lane of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LaneKind {
+    /// Fresh mail (`baton.new.<pool>`).
+    New,
+    /// Retry tier `n` (`baton.retry.<pool>.<n>`).
+    Retry(u32),
+}
+
+impl LaneKind {
+    /// Bounded metric label: `new` or `retry-<n>`.
+    pub fn label(&self) -> String {
+        match self {
+            LaneKind::New => "new".into(),
+            LaneKind::Retry(t) => format!("retry-{t}"),
+        }
+    }
+}
+
+/// A pull consumer for one lane of one pool.
+pub struct Lane {
+    consumer: PullConsumer,
+    kind: LaneKind,
+    publisher: Publisher,
+}
+
+/// One message taken from a lane, with its decoded envelope and body.
+pub struct QueuedMessage {
+    /// The decoded envelope; `body` is always inline here (object-store bodies are loaded).
+    pub envelope: Envelope,
+    /// How many times JetStream delivered this message (1 on first delivery).
+    pub delivered: i64,
+    /// Stream sequence, for logs.
+    pub stream_sequence: u64,
+    /// Lane it came from.
+    pub lane: LaneKind,
+    /// Object Store name of the body, when it was stored there.
+    pub object_ref: Option<String>,
+    msg: jetstream::Message,
+}
+
+impl Lane {
+    /// Bind to the durable consumer of `pool`'s `kind` lane (it must have been provisioned).
+    pub async fn bind(
+        js: &jetstream::Context,
+        publisher: Publisher,
+        pool: &str,
+        kind: LaneKind,
+    ) -> Result<Lane, QueueError> {
+        let stream = js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| QueueError::Consume(e.to_string()))?;
+        let consumer: PullConsumer = stream
+            .get_consumer(&consumer_name(pool, kind))
+            .await
+            .map_err(|e| QueueError::Consume(e.to_string()))?;
+        Ok(Lane {
+            consumer,
+            kind,
+            publisher,
+        })
+    }
+
+    /// Which lane this is.
+    pub fn kind(&self) -> LaneKind {
+        self.kind
+    }
+
+    /// Fetch up to `max` messages, waiting at most `wait` for the first one.
+    /// A payload that does not decode is terminated (`AckKind::Term`) and skipped: it can never
+    /// be delivered, and redelivering it forever would only block the lane. This is logged.
+    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<QueuedMessage>, QueueError> {
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(|e| QueueError::Consume(e.to_string()))?;
+        let mut out = Vec::new();
+        while let Some(item) = batch.next().await {
+            let msg = item.map_err(|e| QueueError::Consume(e.to_string()))?;
+            match self.decode(msg).await {
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn decode(&self, msg: jetstream::Message) -> Result<Option<QueuedMessage>, QueueError> {
+        let (delivered, seq) = match msg.info() {
+            Ok(i) => (i.delivered, i.stream_sequence),
+            Err(_) => (1, 0),
+        };
+        let mut envelope = match Envelope::decode(msg.payload.as_ref()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(stream_seq = seq, error = %e, "undecodable queued payload terminated");
+                msg.ack_with(AckKind::Term)
+                    .await
+                    .map_err(|e| QueueError::Ack(e.to_string()))?;
+                return Ok(None);
+            }
+        };
+        let mut object_ref = None;
+        if let Some(Body::ObjectRef(name)) = &envelope.body {
+            let name = name.clone();
+            // A missing body object is a transient fault (it is only deleted after the final
+            // outcome): leave the message unacked so it is redelivered.
+            let body = self.publisher.load_body(&name).await?;
+            envelope.body = Some(Body::InlineBody(body));
+            object_ref = Some(name);
+        }
+        Ok(Some(QueuedMessage {
+            envelope,
+            delivered,
+            stream_sequence: seq,
+            lane: self.kind,
+            object_ref,
+            msg,
+        }))
+    }
+}
+
+impl QueuedMessage {
+    /// The message body (always inline after [`Lane::fetch`]).
+    pub fn body(&self) -> &[u8] {
+        match &self.envelope.body {
+            Some(Body::InlineBody(b)) => b,
+            _ => &[],
+        }
+    }
+
+    /// Final acknowledgement, confirmed by the server (double ack): the message leaves the queue.
+    pub async fn ack(&self) -> Result<(), QueueError> {
+        self.msg
+            .double_ack()
+            .await
+            .map_err(|e| QueueError::Ack(e.to_string()))
+    }
+
+    /// Tell JetStream we are still working on it (resets the ack-wait timer).
+    pub async fn progress(&self) -> Result<(), QueueError> {
+        self.msg
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| QueueError::Ack(e.to_string()))
+    }
+
+    /// Give it back for immediate redelivery (only used on shutdown, never to park deferred mail).
+    pub async fn release(&self) -> Result<(), QueueError> {
+        self.msg
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|e| QueueError::Ack(e.to_string()))
+    }
+}

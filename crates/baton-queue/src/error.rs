@@ -1,0 +1,62 @@
+//! The crate's error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong talking to JetStream.
+#[derive(Debug, Error)]
+pub enum QueueError {
+    /// Could not connect to the NATS server.
+    #[error("connect to NATS: {0}")]
+    Connect(String),
+    /// The publish was not acknowledged (timeout, no stream, storage failure).
+    #[error("publish not acknowledged: {0}")]
+    Publish(String),
+    /// Creating or reading the stream, consumers or buckets failed.
+    #[error("provisioning {what}: {detail}")]
+    Provision {
+        /// Which object.
+        what: String,
+        /// Server or client error text.
+        detail: String,
+    },
+    /// A server accepted a consumer/stream but dropped options Baton relies on.
+    #[error("{what} drifted after create: {detail}")]
+    Drift {
+        /// Which object.
+        what: String,
+        /// Which setting differs.
+        detail: String,
+    },
+    /// Pulling messages failed.
+    #[error("consume: {0}")]
+    Consume(String),
+    /// Acknowledging a message failed.
+    #[error("ack: {0}")]
+    Ack(String),
+    /// A queued payload could not be decoded as an envelope.
+    #[error("decode envelope: {0}")]
+    Decode(String),
+    /// Object Store read or write failed.
+    #[error("object store: {0}")]
+    ObjectStore(String),
+    /// KV bucket read, write or watch failed.
+    #[error("config store: {0}")]
+    ConfigStore(String),
+}
+
+impl QueueError {
+    /// Bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            QueueError::Connect(_) => "connect",
+            QueueError::Publish(_) => "publish",
+            QueueError::Provision { .. } => "provision",
+            QueueError::Drift { .. } => "drift",
+            QueueError::Consume(_) => "consume",
+            QueueError::Ack(_) => "ack",
+            QueueError::Decode(_) => "decode",
+            QueueError::ObjectStore(_) => "object_store",
+            QueueError::ConfigStore(_) => "config_store",
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Idempotent provisioning of the stream, the per-pool lane consumers and the buckets, with a
+//! read-back after every create/update: old servers silently drop options they do not know, so
+//! what matters is what the server reports, not what was asked for.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, consumer,
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+
+use crate::{QueueError, STREAM, consume::LaneKind, consumer_name};
+
+/// Stream-level settings (from the deployment, not from CRDs).
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    /// Stream replicas: 1 for a single server, 3 in production clusters.
+    pub replicas: usize,
+    /// Window in which a repeated `Nats-Msg-Id` is stored once.
+    pub duplicate_window: Duration,
+    /// How long a lane consumer waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Deliveries before JetStream stops redelivering a message that keeps crashing workers.
+    pub max_deliver: i64,
+    /// Unacknowledged messages a fresh-mail lane hands out across all workers.
+    pub max_ack_pending: i64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(60),
+            max_deliver: 50,
+            max_ack_pending: 10_000,
+        }
+    }
+}
+
+/// Counts read from one lane consumer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LaneStats {
+    /// `new` or `retry-<tier>`.
+    pub lane: String,
+    /// Messages not yet delivered to any worker.
+    pub pending: u64,
+    /// Messages handed out and not yet acknowledged.
+    pub ack_pending: u64,
+    /// Messages delivered more than once and still unacknowledged.
+    pub redelivered: u64,
+}
+
+/// Creates and checks JetStream objects.
+#[derive(Clone)]
+pub struct Provisioner {
+    js: jetstream::Context,
+    settings: StreamSettings,
+}
+
+fn provision_err(what: impl Into<String>, e: impl std::fmt::Display) -> QueueError {
+    QueueError::Provision {
+        what: what.into(),
+        detail: e.to_string(),
+    }
+}
+
+impl Provisioner {
+    /// A provisioner over a JetStream context.
+    pub fn new(js: jetstream::Context, settings: StreamSettings) -> Self {
+        Provisioner { js, settings }
+    }
+
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: STREAM.to_string(),
+            subjects: vec!["baton.new.>".into(), "baton.retry.>".into()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            discard: DiscardPolicy::New,
+            num_replicas: self.settings.replicas,
+            duplicate_window: self.settings.duplicate_window,
+            ..Default::default()
+        }
+    }
+
+    /// Create or update the queue stream and verify what the server kept.
+    pub async fn ensure_stream(&self) -> Result<(), QueueError> {
+        let want = self.stream_config();
+        let info = match self.js.get_stream(STREAM).await {
+            Ok(mut s) => {
+                let have = s
+                    .info()
+                    .await
+                    .map_err(|e| provision_err("stream info", e))?
+                    .config
+                    .clone();
+                if have.subjects != want.subjects
+                    || have.duplicate_window != want.duplicate_window
+                    || have.num_replicas != want.num_replicas
+                {
+                    self.js
+                        .update_stream(&want)
+                        .await
+                        .map_err(|e| provision_err("update stream", e))?
+                } else {
+                    s.info()
+                        .await
+                        .map_err(|e| provision_err("stream info", e))?
+                        .clone()
+                }
+            }
+            Err(_) => self
+                .js
+                .create_stream(want.clone())
+                .await
+                .map_err(|e| provision_err("create stream", e))?
+                .cached_info()
+                .clone(),
+        };
+        let have = &info.config;
+        if have.retention != RetentionPolicy::WorkQueue {
+            return Err(QueueError::Drift {
+                what: STREAM.into(),
+                detail: "retention is not WorkQueue".into(),
+            });
+        }
+        if have.duplicate_window != want.duplicate_window {
+            return Err(QueueError::Drift {
+                what: STREAM.into(),
+                detail: format!("duplicate_window is {:?}", have.duplicate_window),
+            });
+        }
+        Ok(())
+    }
+
+    fn lane_config(&self, pool: &str, kind: LaneKind) -> consumer::pull::Config {
+        let (filter, max_ack_pending) = match kind {
+            LaneKind::New => (crate::new_subject(pool), self.settings.max_ack_pending),
+            // A retry tier is consumed in order, head first; a worker holds the few messages
+            // it waits on, so a small window is enough and keeps due-order.
+            LaneKind::Retry(t) => (crate::retry_subject(pool, t), 256),
+        };
+        consumer::pull::Config {
+            durable_name: Some(consumer_name(pool, kind)),
+            description: Some(format!("Baton lane {filter}")),
+            filter_subject: filter,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.settings.ack_wait,
+            max_deliver: self.settings.max_deliver,
+            max_ack_pending,
+            deliver_policy: consumer::DeliverPolicy::All,
+            num_replicas: 0,
+            ..Default::default()
+        }
+    }
+
+    /// Create or update the lane consumers of a pool (`new` and `retry_tiers` retry tiers), then
+    /// read each back and check the options that matter.
+    pub async fn ensure_lanes(&self, pool: &str, retry_tiers: u32) -> Result<(), QueueError> {
+        let stream = self
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| provision_err("get stream", e))?;
+        let kinds =
+            std::iter::once(LaneKind::New).chain((0..retry_tiers).map(LaneKind::Retry));
+        for kind in kinds {
+            let want = self.lane_config(pool, kind);
+            let name = consumer_name(pool, kind);
+            let existing: Result<consumer::PullConsumer, _> = stream.get_consumer(&name).await;
+            let mut c = match existing {
+                Ok(mut c) => {
+                    let have = c
+                        .info()
+                        .await
+                        .map_err(|e| provision_err(&name, e))?
+                        .config
+                        .clone();
+                    if have.ack_wait != want.ack_wait
+                        || have.max_deliver != want.max_deliver
+                        || have.max_ack_pending != want.max_ack_pending
+                    {
+                        stream
+                            .update_consumer(want.clone())
+                            .await
+                            .map_err(|e| provision_err(&name, e))?
+                    } else {
+                        c
+                    }
+                }
+                Err(_) => stream
+                    .create_consumer(want.clone())
+                    .await
+                    .map_err(|e| provision_err(&name, e))?,
+            };
+            let have = c
+                .info()
+                .await
+                .map_err(|e| provision_err(&name, e))?
+                .config
+                .clone();
+            if have.filter_subject != want.filter_subject || have.max_deliver != want.max_deliver
+            {
+                return Err(QueueError::Drift {
+                    what: name,
+                    detail: format!(
+                        "filter {:?} max_deliver {}",
+                        have.filter_subject, have.max_deliver
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Create the Object Store bucket for large bodies and the config KV bucket if missing.
+    pub async fn ensure_buckets(&self) -> Result<(), QueueError> {
+        if self.js.get_object_store(crate::BODY_BUCKET).await.is_err() {
+            self.js
+                .create_object_store(jetstream::object_store::Config {
+                    bucket: crate::BODY_BUCKET.into(),
+                    num_replicas: self.settings.replicas,
+                    storage: StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| provision_err(crate::BODY_BUCKET, e))?;
+        }
+        if self.js.get_key_value(crate::CONFIG_BUCKET).await.is_err() {
+            self.js
+                .create_key_value(jetstream::kv::Config {
+                    bucket: crate::CONFIG_BUCKET.into(),
+                    history: 5,
+                    num_replicas: self.settings.replicas,
+                    storage: StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| provision_err(crate::CONFIG_BUCKET, e))?;
+        }
+        Ok(())
+    }
+
+    /// Stream, buckets, and the lanes of the given pools.
+    pub async fn ensure_all(&self, pools: &[(String, u32)]) -> Result<(), QueueError> {
+        self.ensure_stream().await?;
+        self.ensure_buckets().await?;
+        for (pool, tiers) in pools {
+            self.ensure_lanes(pool, *tiers).await?;
+        }
+        Ok(())
+    }
+
+    /// Pending / ack-pending counts of every lane of a pool that exists.
+    pub async fn lane_stats(&self, pool: &str, retry_tiers: u32) -> Result<Vec<LaneStats>, QueueError> {
+        let stream = self
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| provision_err("get stream", e))?;
+        let mut out = Vec::new();
+        let kinds =
+            std::iter::once(LaneKind::New).chain((0..retry_tiers).map(LaneKind::Retry));
+        for kind in kinds {
+            let name = consumer_name(pool, kind);
+            let Ok(mut c) = stream.get_consumer::<consumer::pull::Config>(&name).await else {
+                continue;
+            };
+            let info = c.info().await.map_err(|e| provision_err(&name, e))?;
+            out.push(LaneStats {
+                lane: kind.label(),
+                pending: info.num_pending,
+                ack_pending: info.num_ack_pending as u64,
+                redelivered: info.num_redelivered as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Age of the oldest queued message of a pool (fresh or retry), if any.
+    pub async fn oldest_age(&self, pool: &str) -> Result<Option<Duration>, QueueError> {
+        let stream = self
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| provision_err("get stream", e))?;
+        let mut oldest: Option<time::OffsetDateTime> = None;
+        for subject in [crate::new_subject(pool), format!("baton.retry.{pool}.>")] {
+            if let Ok(m) = stream.get_first_raw_message_by_subject(subject, 1).await {
+                oldest = Some(match oldest {
+                    Some(o) if o < m.time => o,
+                    _ => m.time,
+                });
+            }
+        }
+        Ok(oldest.map(|t| {
+            let age = time::OffsetDateTime::now_utc() - t;
+            Duration::from_secs_f64(age.as_seconds_f64().max(0.0))
+        }))
+    }
+}

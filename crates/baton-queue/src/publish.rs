@@ -1,0 +1,136 @@
+//! Publishing envelopes: inline or via the Object Store, always with a `Nats-Msg-Id`, and only
+//! reporting success once JetStream's PubAck arrived.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use baton_proto::{Message as _, v1::Envelope, v1::envelope::Body};
+use bytes::Bytes;
+
+use crate::QueueError;
+
+/// What the server acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// Stream sequence of the stored message.
+    pub sequence: u64,
+    /// True when the server had already stored this `Nats-Msg-Id` (a retried publish).
+    pub duplicate: bool,
+}
+
+/// Publishes envelopes to the queue stream.
+#[derive(Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// A publisher that gives up (and reports an error) after `timeout` without a PubAck.
+    pub fn new(js: jetstream::Context, timeout: Duration) -> Self {
+        Publisher { js, timeout }
+    }
+
+    /// Publish `envelope` on `subject` with `msg_id` as `Nats-Msg-Id`. An inline body above
+    /// [`crate::INLINE_BODY_LIMIT`] is first stored in the Object Store under `msg_id` and
+    /// replaced by a reference. Returns only after the PubAck (or an error: nothing is then
+    /// known to be queued, and the caller must answer 4xx or keep its own message unacked).
+    pub async fn publish(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        envelope: &Envelope,
+    ) -> Result<PublishReceipt, QueueError> {
+        let fut = self.publish_inner(subject, msg_id, envelope);
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(QueueError::Publish(format!(
+                "no PubAck within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    async fn publish_inner(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        envelope: &Envelope,
+    ) -> Result<PublishReceipt, QueueError> {
+        let payload = match &envelope.body {
+            Some(Body::InlineBody(b)) if b.len() > crate::INLINE_BODY_LIMIT => {
+                self.store_body(msg_id, b).await?;
+                let mut e = envelope.clone();
+                e.body = Some(Body::ObjectRef(msg_id.to_string()));
+                e.encode_to_vec()
+            }
+            _ => envelope.encode_to_vec(),
+        };
+        let ack = self
+            .js
+            .send_publish(
+                subject.to_string(),
+                PublishMessage::build()
+                    .payload(Bytes::from(payload))
+                    .message_id(msg_id),
+            )
+            .await
+            .map_err(|e| publish_error(e.kind(), e))?
+            .await
+            .map_err(|e| QueueError::Publish(e.to_string()))?;
+        Ok(PublishReceipt {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    async fn store_body(&self, name: &str, body: &[u8]) -> Result<(), QueueError> {
+        let store = self
+            .js
+            .get_object_store(crate::BODY_BUCKET)
+            .await
+            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+        let mut reader = body;
+        store
+            .put(name, &mut reader)
+            .await
+            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Delete a body object once no queued envelope references it any more.
+    pub async fn delete_body(&self, name: &str) -> Result<(), QueueError> {
+        let store = self
+            .js
+            .get_object_store(crate::BODY_BUCKET)
+            .await
+            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+        store
+            .delete(name)
+            .await
+            .map_err(|e| QueueError::ObjectStore(e.to_string()))
+    }
+
+    /// Read a body stored by [`Publisher::publish`].
+    pub async fn load_body(&self, name: &str) -> Result<Vec<u8>, QueueError> {
+        use tokio::io::AsyncReadExt;
+        let store = self
+            .js
+            .get_object_store(crate::BODY_BUCKET)
+            .await
+            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+        let mut obj = store
+            .get(name)
+            .await
+            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+        let mut out = Vec::new();
+        obj.read_to_end(&mut out)
+            .await
+            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+        Ok(out)
+    }
+}
+
+fn publish_error(kind: PublishErrorKind, e: impl std::fmt::Display) -> QueueError {
+    QueueError::Publish(format!("{kind:?}: {e}"))
+}

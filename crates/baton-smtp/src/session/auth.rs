@@ -1,0 +1,189 @@
+//! AUTH PLAIN / LOGIN (RFC 4954, RFC 4616), only over TLS.
+//!
+//! Passwords live only for the policy call and are overwritten afterwards.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::{AuthStep, LineRead, MAX_AUTH_LINE, Mode, Policy, Session};
+use crate::command::clean_line;
+use crate::reply::Reply;
+
+const USERNAME_PROMPT: &str = "VXNlcm5hbWU6";
+const PASSWORD_PROMPT: &str = "UGFzc3dvcmQ6";
+
+/// Overwrites secret bytes before they are freed.
+fn wipe(mut bytes: Vec<u8>) {
+    bytes.fill(0);
+    std::hint::black_box(&bytes);
+}
+
+fn bad_base64() -> Reply {
+    Reply::new(
+        501,
+        "5.5.2",
+        "Error: invalid base64 or malformed authentication data",
+    )
+}
+
+/// Decodes a client response; `=` is the empty response.
+fn decode(text: &str) -> Result<Vec<u8>, Reply> {
+    if text == "=" {
+        return Ok(Vec::new());
+    }
+    STANDARD.decode(text).map_err(|_| bad_base64())
+}
+
+impl Session {
+    /// AUTH mechanism [initial-response].
+    pub(super) fn handle_auth(
+        &mut self,
+        mechanism: &str,
+        initial: Option<String>,
+        policy: &dyn Policy,
+    ) {
+        if !self.peer.tls {
+            let text = "Error: encryption required for requested authentication mechanism";
+            return self.reject("tls_required", Reply::new(538, "5.7.11", text));
+        }
+        if self.authenticated.is_some() {
+            return self.reject(
+                "bad_sequence",
+                Reply::new(503, "5.5.1", "Error: already authenticated"),
+            );
+        }
+        if self.txn.is_some() {
+            let text = "Error: AUTH not allowed during a mail transaction";
+            return self.reject("bad_sequence", Reply::new(503, "5.5.1", text));
+        }
+        if self.helo.is_none() {
+            return self.reject(
+                "bad_sequence",
+                Reply::new(503, "5.5.1", "Error: send EHLO first"),
+            );
+        }
+        match (mechanism, initial) {
+            ("PLAIN", None) => self.prompt(AuthStep::Plain, ""),
+            ("PLAIN", Some(response)) => self.auth_plain(&response, policy),
+            ("LOGIN", None) => self.prompt(AuthStep::LoginUser, USERNAME_PROMPT),
+            ("LOGIN", Some(response)) => self.auth_login_user(&response),
+            _ => self.reject(
+                "bad_mechanism",
+                Reply::new(504, "5.5.4", "Error: unsupported authentication mechanism"),
+            ),
+        }
+    }
+
+    fn prompt(&mut self, step: AuthStep, text: &str) {
+        self.send(Reply::new(334, "", text));
+        self.mode = Mode::Auth(step);
+    }
+
+    /// Reads one continuation line of the AUTH exchange.
+    pub(super) fn step_auth(&mut self, policy: &dyn Policy) -> bool {
+        let line = match self.next_line(MAX_AUTH_LINE) {
+            LineRead::NeedMore => return false,
+            LineRead::TooLong => {
+                self.mode = Mode::Command;
+                self.line_too_long();
+                return true;
+            }
+            LineRead::Line(line) => line,
+        };
+        let Mode::Auth(step) = std::mem::replace(&mut self.mode, Mode::Command) else {
+            return true;
+        };
+        let text = match clean_line(&line) {
+            Ok(text) => text,
+            Err(_) => {
+                self.reject("auth_syntax", bad_base64());
+                wipe(line);
+                return true;
+            }
+        };
+        if text == "*" {
+            let reply = Reply::new(501, "5.0.0", "Authentication cancelled");
+            self.reject("auth_cancelled", reply);
+        } else {
+            match step {
+                AuthStep::Plain => self.auth_plain(text, policy),
+                AuthStep::LoginUser => self.auth_login_user(text),
+                AuthStep::LoginPass { user } => match decode(text) {
+                    Ok(password) => self.verify(user, password, policy),
+                    Err(reply) => self.reject("auth_syntax", reply),
+                },
+            }
+        }
+        wipe(line);
+        true
+    }
+
+    /// PLAIN: `authzid NUL authcid NUL passwd`.
+    fn auth_plain(&mut self, response: &str, policy: &dyn Policy) {
+        let decoded = match decode(response) {
+            Ok(d) => d,
+            Err(reply) => return self.reject("auth_syntax", reply),
+        };
+        let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
+        let [authzid, authcid, password] = parts.as_slice() else {
+            wipe(decoded);
+            return self.reject("auth_syntax", bad_base64());
+        };
+        let (Ok(authzid), Ok(authcid)) =
+            (std::str::from_utf8(authzid), std::str::from_utf8(authcid))
+        else {
+            wipe(decoded);
+            return self.reject("auth_syntax", bad_base64());
+        };
+        let (authzid, user, password) =
+            (authzid.to_string(), authcid.to_string(), password.to_vec());
+        wipe(decoded);
+        if !authzid.is_empty() && authzid != user {
+            wipe(password);
+            let reply = Reply::new(535, "5.7.8", "Error: authentication credentials invalid");
+            return self.auth_failed(reply);
+        }
+        self.verify(user, password, policy);
+    }
+
+    /// LOGIN: the user name arrived; ask for the password.
+    fn auth_login_user(&mut self, response: &str) {
+        let user = match decode(response).map(String::from_utf8) {
+            Ok(Ok(user)) => user,
+            _ => return self.reject("auth_syntax", bad_base64()),
+        };
+        self.prompt(AuthStep::LoginPass { user }, PASSWORD_PROMPT);
+    }
+
+    fn verify(&mut self, user: String, password: Vec<u8>, policy: &dyn Policy) {
+        let result = match std::str::from_utf8(&password) {
+            Ok(pw) if !user.is_empty() => policy.authenticate(&self.peer, &user, pw),
+            _ => Err(Reply::new(
+                535,
+                "5.7.8",
+                "Error: authentication credentials invalid",
+            )),
+        };
+        wipe(password);
+        match result {
+            Ok(()) => {
+                self.stats.auth_successes += 1;
+                self.authenticated = Some(user);
+                self.send(Reply::new(235, "2.7.0", "Authentication successful"));
+            }
+            Err(reply) => self.auth_failed(reply),
+        }
+    }
+
+    fn auth_failed(&mut self, reply: Reply) {
+        self.stats.auth_failures += 1;
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        if self.auth_failures >= self.config.max_auth_failures {
+            self.stats.reject("too_many_auth_failures");
+            let host = self.config.hostname.clone();
+            let text = format!("{host} Error: too many authentication failures");
+            return self.close_with(Reply::new(421, "4.7.0", text));
+        }
+        self.reject("auth_failed", reply);
+    }
+}

@@ -1,0 +1,58 @@
+//! RCPT TO (RFC 5321 4.1.1.3) with DSN NOTIFY / ORCPT.
+
+use super::{Policy, Recipient, SenderContext, Session};
+use crate::address::ForwardPath;
+use crate::params::RcptParams;
+use crate::reply::Reply;
+
+impl Session {
+    /// RCPT TO: sequence, recipient limit, SMTPUTF8 and the recipient policy.
+    pub(super) fn handle_rcpt(
+        &mut self,
+        forward_path: ForwardPath,
+        params: RcptParams,
+        policy: &dyn Policy,
+    ) {
+        let Some(txn) = &self.txn else {
+            return self.reject(
+                "bad_sequence",
+                Reply::new(503, "5.5.1", "Error: need MAIL command"),
+            );
+        };
+        if txn.recipients.len() >= self.config.max_recipients {
+            // Not an error: RFC 5321 4.5.3.1.10 expects clients to retry the rest later.
+            self.stats.reject("too_many_recipients");
+            return self.send(Reply::new(452, "4.5.3", "Error: too many recipients"));
+        }
+        if forward_path.address().is_some_and(|a| a.is_utf8()) && !txn.params.smtputf8 {
+            return self.reject(
+                "smtputf8_required",
+                Reply::new(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8"),
+            );
+        }
+        let verdict = {
+            let ctx = SenderContext {
+                peer: &self.peer,
+                listener: self.config.listener,
+                tls: self.peer.tls,
+                authenticated: self.authenticated.as_deref(),
+                helo: self.helo.as_deref().unwrap_or(""),
+                reverse_path: &txn.reverse_path,
+                params: &txn.params,
+            };
+            policy.check_recipient(&ctx, &txn.grant, &forward_path)
+        };
+        match verdict {
+            Ok(()) => {
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.recipients.push(Recipient {
+                        path: forward_path,
+                        params,
+                    });
+                }
+                self.send(Reply::new(250, "2.1.5", "Ok"));
+            }
+            Err(reply) => self.reject("recipient_policy", reply),
+        }
+    }
+}

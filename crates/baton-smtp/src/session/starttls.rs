@@ -1,0 +1,32 @@
+//! STARTTLS (RFC 3207). Plaintext pipelined after the command is discarded, never executed.
+
+use super::{Action, Mode, Session};
+use crate::reply::Reply;
+
+impl Session {
+    /// STARTTLS: 220, then [`Action::StartTls`]; the session waits for `tls_established`.
+    pub(super) fn handle_starttls(&mut self) {
+        if self.peer.tls {
+            return self.reject(
+                "bad_sequence",
+                Reply::new(503, "5.5.1", "Error: TLS already active"),
+            );
+        }
+        if !self.starttls_offered() {
+            return self.reject(
+                "not_implemented",
+                Reply::new(502, "5.5.1", "Error: STARTTLS not available"),
+            );
+        }
+        self.send(Reply::new(220, "2.0.0", "Ready to start TLS"));
+        self.pending.push_back(Action::StartTls);
+        self.mode = Mode::WaitTls;
+        // RFC 3207 section 5 / CVE-2011-0411: anything the client sent after STARTTLS in
+        // plaintext must not be processed after the handshake.
+        let leftover = self.input.len() - self.pos;
+        self.stats.plaintext_after_starttls += leftover as u64;
+        self.input = Vec::new();
+        self.pos = 0;
+        self.discarding_line = false;
+    }
+}

@@ -1,0 +1,189 @@
+//! Public types of the session: configuration, peer, policy hooks, transactions, actions, stats.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::address::{ForwardPath, ReversePath};
+use crate::params::{MailParams, RcptParams};
+use crate::reply::Reply;
+
+/// Which listener accepted the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// Port 25: relay from trusted networks / to relay domains.
+    Relay,
+    /// Port 587: message submission, AUTH required before MAIL.
+    Submission,
+    /// Port 465: implicit TLS submission.
+    Smtps,
+}
+
+/// Per-listener session limits and identity.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Our host name, used in the greeting, EHLO and 421 replies.
+    pub hostname: String,
+    /// The listener the session runs on.
+    pub listener: ListenerKind,
+    /// A certificate is configured: STARTTLS may be offered (never on Smtps).
+    pub tls_available: bool,
+    /// Advertised in SIZE; also the hard cap unless the grant sets one.
+    pub max_message_size: u64,
+    /// Recipients per transaction; more get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Error replies before 421 4.7.0 and close.
+    pub max_errors: u32,
+    /// Error replies after which every further error reply is delayed.
+    pub soft_error_limit: u32,
+    /// Tarpit delay before error replies beyond the soft limit.
+    pub error_delay: Duration,
+    /// Failed AUTH attempts before 421 4.7.0 and close.
+    pub max_auth_failures: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            hostname: "localhost".to_string(),
+            listener: ListenerKind::Relay,
+            tls_available: false,
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 10,
+            soft_error_limit: 3,
+            error_delay: Duration::from_secs(1),
+            max_auth_failures: 3,
+        }
+    }
+}
+
+/// The connected client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Remote address.
+    pub addr: IpAddr,
+    /// The connection is encrypted (true on Smtps from the start).
+    pub tls: bool,
+}
+
+/// What the policy hooks see when judging a sender or recipient.
+#[derive(Clone, Copy, Debug)]
+pub struct SenderContext<'a> {
+    /// The client.
+    pub peer: &'a PeerInfo,
+    /// The listener.
+    pub listener: ListenerKind,
+    /// TLS is active.
+    pub tls: bool,
+    /// Authenticated user name, if any.
+    pub authenticated: Option<&'a str>,
+    /// The EHLO/HELO argument.
+    pub helo: &'a str,
+    /// The MAIL FROM path.
+    pub reverse_path: &'a ReversePath,
+    /// The MAIL FROM parameters.
+    pub params: &'a MailParams,
+}
+
+/// What the session asks of the outside world. Implemented by the ingress over the config
+/// snapshot; pure and synchronous.
+pub trait Policy {
+    /// Verify AUTH credentials. Err carries the reply (normally 535 5.7.8).
+    fn authenticate(&self, peer: &PeerInfo, username: &str, password: &str) -> Result<(), Reply>;
+    /// MAIL FROM: may this client send as this reverse-path? Ok carries the grant the
+    /// transaction runs under.
+    fn check_sender(&self, ctx: &SenderContext<'_>) -> Result<Grant, Reply>;
+    /// RCPT TO under an accepted MAIL. Ok(()) to accept.
+    fn check_recipient(
+        &self,
+        ctx: &SenderContext<'_>,
+        grant: &Grant,
+        rcpt: &ForwardPath,
+    ) -> Result<(), Reply>;
+}
+
+/// The authority a transaction runs under, decided by [`Policy::check_sender`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The relay domain that allowed the sender.
+    pub relay_domain: String,
+    /// The sending pool the message goes to.
+    pub pool: String,
+    /// Size cap for this transaction; 0 means the listener default.
+    pub max_message_size: u64,
+}
+
+/// One accepted recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The forward-path.
+    pub path: ForwardPath,
+    /// Its DSN parameters.
+    pub params: RcptParams,
+}
+
+/// A complete message handed to the driver with [`Action::Enqueue`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    /// The EHLO/HELO argument.
+    pub helo: String,
+    /// MAIL FROM path.
+    pub reverse_path: ReversePath,
+    /// MAIL FROM parameters.
+    pub params: MailParams,
+    /// Accepted recipients (at least one).
+    pub recipients: Vec<Recipient>,
+    /// The grant from the sender check.
+    pub grant: Grant,
+    /// Authenticated user, if any.
+    pub authenticated: Option<String>,
+    /// Received over TLS.
+    pub tls: bool,
+    /// Content as received after dot-unstuffing, CRLF line endings, no terminating "." line.
+    pub body: Vec<u8>,
+}
+
+/// What the session asks the driver to do.
+// Enqueue carries the whole transaction by value (the API the driver is written against);
+// actions are short-lived, so the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write these reply bytes (the driver may batch them until poll returns None or
+    /// another action comes).
+    Send(Vec<u8>),
+    /// Tarpit: sleep before continuing.
+    Delay(Duration),
+    /// Upgrade to TLS now, then call [`super::Session::tls_established`].
+    StartTls,
+    /// Publish this message, then call [`super::Session::enqueue_result`].
+    Enqueue(Transaction),
+    /// Flush and close the connection.
+    Close,
+}
+
+/// Counters the driver turns into metrics; all labels are bounded `&'static str`s.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Command lines processed.
+    pub commands: u64,
+    /// Error replies counted against `max_errors`.
+    pub errors: u64,
+    /// Failed AUTH attempts.
+    pub auth_failures: u64,
+    /// Successful AUTH.
+    pub auth_successes: u64,
+    /// Transactions handed over with [`Action::Enqueue`].
+    pub messages: u64,
+    /// Plaintext bytes received after STARTTLS and discarded unexecuted.
+    pub plaintext_after_starttls: u64,
+    /// Rejections by reason label (e.g. "syntax", "sender_policy", "bare_eol").
+    pub rejections: BTreeMap<&'static str, u64>,
+}
+
+impl SessionStats {
+    pub(crate) fn reject(&mut self, reason: &'static str) {
+        *self.rejections.entry(reason).or_insert(0) += 1;
+    }
+}

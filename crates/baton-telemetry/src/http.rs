@@ -1,0 +1,146 @@
+//! The operations endpoint: `/metrics` (Prometheus text), `/healthz` (process alive),
+//! `/readyz` (ready to take traffic: NATS connected and a config snapshot loaded) and
+//! `/loglevel` (GET the current filter, PUT a new `EnvFilter` directive).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::{LogHandle, Metrics};
+
+/// Readiness state shared between a process's tasks and its `/readyz`.
+#[derive(Default)]
+pub struct Health {
+    not_ready: Mutex<Vec<(&'static str, String)>>,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    /// A health state that is not ready until [`Health::set`] clears every named condition.
+    pub fn new(conditions: &[&'static str]) -> Arc<Self> {
+        let h = Health::default();
+        if let Ok(mut g) = h.not_ready.lock() {
+            for c in conditions {
+                g.push((c, "not yet".into()));
+            }
+        }
+        h.started.store(true, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(h)
+    }
+
+    /// Mark one condition ok (`None`) or failing with a reason.
+    pub fn set(&self, condition: &'static str, failing: Option<String>) {
+        if let Ok(mut g) = self.not_ready.lock() {
+            g.retain(|(c, _)| *c != condition);
+            if let Some(reason) = failing {
+                g.push((condition, reason));
+            }
+        }
+    }
+
+    /// Ready when no condition is failing.
+    pub fn is_ready(&self) -> bool {
+        self.not_ready.lock().map(|g| g.is_empty()).unwrap_or(false)
+    }
+
+    fn report(&self) -> String {
+        match self.not_ready.lock() {
+            Ok(g) if g.is_empty() => "ready\n".into(),
+            Ok(g) => g.iter().map(|(c, r)| format!("{c}: {r}\n")).collect(),
+            Err(_) => "poisoned\n".into(),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    log: Option<LogHandle>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, metrics.render());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
+        (&Method::GET, "/readyz") => {
+            let code = if health.is_ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(code, health.report())
+        }
+        (&Method::GET, "/loglevel") => match &log {
+            Some(l) => text(StatusCode::OK, format!("{}\n", l.current())),
+            None => text(StatusCode::NOT_FOUND, "no log handle\n".into()),
+        },
+        (&Method::PUT, "/loglevel") => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            let directive = String::from_utf8_lossy(&body).trim().to_string();
+            match &log {
+                Some(l) => match l.set(&directive) {
+                    Ok(()) => text(StatusCode::OK, format!("{directive}\n")),
+                    Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+                },
+                None => text(StatusCode::NOT_FOUND, "no log handle\n".into()),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    };
+    Ok(resp)
+}
+
+/// Serve the operations endpoint on an already bound listener until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    health: Arc<Health>,
+    log: Option<LogHandle>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (m, h, l) = (metrics.clone(), health.clone(), log.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(req, m.clone(), h.clone(), l.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Bind `addr` and serve in a background task; returns the bound address.
+pub async fn spawn(
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Arc<Health>,
+    log: Option<LogHandle>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(serve(listener, metrics, health, log));
+    Ok(local)
+}

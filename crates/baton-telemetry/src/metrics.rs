@@ -1,0 +1,176 @@
+//! Every Baton metric, declared in one place. Names are `baton_*`, in base units, counters end
+//! in `_total`. Labels are bounded: listener, pool, relay domain, lane, result, reason, reply
+//! code class — never recipient domains, addresses or message ids.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// All collectors of one process (a process registers all of them; unused ones stay at zero).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Connections by listener and outcome (`accepted`, `over_capacity`, `over_per_ip`, `shutting_down`).
+    pub ingress_connections: IntCounterVec,
+    /// Sessions currently open, by listener.
+    pub ingress_sessions_active: IntGaugeVec,
+    /// TLS handshakes by listener and result (`ok`, `failed`).
+    pub ingress_tls_handshakes: IntCounterVec,
+    /// AUTH attempts by result (`ok`, `failed`).
+    pub ingress_auth: IntCounterVec,
+    /// Transactions accepted (250 after PubAck), by relay domain.
+    pub ingress_accepted: IntCounterVec,
+    /// Replies refusing something, by reason and reply code.
+    pub ingress_rejections: IntCounterVec,
+    /// Size of accepted messages.
+    pub ingress_message_size: Histogram,
+    /// Time from the final dot to the PubAck.
+    pub ingress_publish_duration: Histogram,
+    /// Publishes that failed (answered 451), by error label.
+    pub ingress_publish_errors: IntCounterVec,
+    /// Bytes of message content currently held by the ingress.
+    pub ingress_inflight_bytes: IntGauge,
+    /// Delivery attempts (one per envelope per destination), by pool and result.
+    pub delivery_attempts: IntCounterVec,
+    /// Recipient outcomes by pool, relay domain and outcome (`delivered`, `deferred`, `bounced`, `expired`).
+    pub delivery_recipients: IntCounterVec,
+    /// Duration of one delivery attempt (connect to final reply).
+    pub delivery_duration: HistogramVec,
+    /// Time from ingress acceptance to successful delivery.
+    pub delivery_accept_to_delivery: HistogramVec,
+    /// Open outbound SMTP connections, by pool.
+    pub delivery_connections_active: IntGaugeVec,
+    /// Destinations currently suspended, by pool.
+    pub delivery_suspended_destinations: IntGaugeVec,
+    /// DSNs generated, by pool.
+    pub delivery_dsn_generated: IntCounterVec,
+    /// 1 when an upstream smarthost is considered healthy, by pool and upstream (from config).
+    pub delivery_smarthost_up: IntGaugeVec,
+    /// Messages received again after a worker died or timed out (JetStream redeliveries seen).
+    pub delivery_redeliveries: IntCounterVec,
+    /// Messages waiting in a lane, by pool and lane.
+    pub queue_pending: IntGaugeVec,
+    /// Messages handed to workers and not yet acknowledged, by pool and lane.
+    pub queue_ack_pending: IntGaugeVec,
+    /// Age of the oldest queued message, by pool.
+    pub queue_oldest_age: prometheus::GaugeVec,
+    /// Generation of the RelayConfig snapshot in force.
+    pub config_generation: IntGauge,
+    /// Config snapshots rejected or failed to load.
+    pub config_errors: IntCounter,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+    reg.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("{name}: {e}"));
+    c
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+    reg.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("{name}: {e}"));
+    g
+}
+
+fn histogram(reg: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    reg.register(Box::new(h.clone())).unwrap_or_else(|e| panic!("{name}: {e}"));
+    h
+}
+
+const LATENCY: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    /// Build and register every collector. Names are static, so registration cannot fail
+    /// except by a programming error caught by the unit test below.
+    #[allow(clippy::too_many_lines)]
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let size_buckets = prometheus::exponential_buckets(1024.0, 4.0, 10)
+            .unwrap_or_else(|e| panic!("buckets: {e}"));
+        let age_buckets = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            14400.0, 86400.0,
+        ];
+        let m = Metrics {
+            ingress_connections: counter(&r, "baton_ingress_connections_total", "SMTP connections by listener and outcome.", &["listener", "result"]),
+            ingress_sessions_active: gauge(&r, "baton_ingress_sessions_active", "SMTP sessions currently open.", &["listener"]),
+            ingress_tls_handshakes: counter(&r, "baton_ingress_tls_handshakes_total", "Inbound TLS handshakes by result.", &["listener", "result"]),
+            ingress_auth: counter(&r, "baton_ingress_auth_total", "SMTP AUTH attempts by result.", &["result"]),
+            ingress_accepted: counter(&r, "baton_ingress_messages_accepted_total", "Transactions answered 250 after the PubAck.", &["relay_domain"]),
+            ingress_rejections: counter(&r, "baton_ingress_rejections_total", "Refusals by reason and reply code.", &["reason", "code"]),
+            ingress_message_size: histogram(&r, "baton_ingress_message_size_bytes", "Size of accepted messages.", &[], size_buckets)
+                .with_label_values::<&str>(&[]),
+            ingress_publish_duration: histogram(&r, "baton_ingress_publish_duration_seconds", "Final dot to PubAck.", &[], LATENCY.to_vec())
+                .with_label_values::<&str>(&[]),
+            ingress_publish_errors: counter(&r, "baton_ingress_publish_errors_total", "Publishes that failed and were answered 451.", &["error"]),
+            ingress_inflight_bytes: gauge(&r, "baton_ingress_inflight_bytes", "Message bytes held by the ingress.", &[])
+                .with_label_values::<&str>(&[]),
+            delivery_attempts: counter(&r, "baton_delivery_attempts_total", "Delivery attempts by pool and result.", &["pool", "result"]),
+            delivery_recipients: counter(&r, "baton_delivery_recipients_total", "Recipient outcomes.", &["pool", "relay_domain", "outcome"]),
+            delivery_duration: histogram(&r, "baton_delivery_duration_seconds", "Duration of one delivery attempt.", &["pool"], LATENCY.to_vec()),
+            delivery_accept_to_delivery: histogram(&r, "baton_delivery_accept_to_delivery_seconds", "Ingress acceptance to delivery.", &["pool"], age_buckets),
+            delivery_connections_active: gauge(&r, "baton_delivery_connections_active", "Open outbound SMTP connections.", &["pool"]),
+            delivery_suspended_destinations: gauge(&r, "baton_delivery_suspended_destinations", "Destinations currently suspended.", &["pool"]),
+            delivery_dsn_generated: counter(&r, "baton_delivery_dsn_generated_total", "Delivery status notifications generated.", &["pool"]),
+            delivery_smarthost_up: gauge(&r, "baton_delivery_smarthost_up", "1 when the smarthost is considered healthy.", &["pool", "upstream"]),
+            delivery_redeliveries: counter(&r, "baton_delivery_redeliveries_total", "Queued messages seen again after a worker failed to ack.", &["pool"]),
+            queue_pending: gauge(&r, "baton_queue_pending_messages", "Messages waiting in a lane.", &["pool", "lane"]),
+            queue_ack_pending: gauge(&r, "baton_queue_ack_pending_messages", "Messages handed out and not yet acknowledged.", &["pool", "lane"]),
+            queue_oldest_age: {
+                let g = prometheus::GaugeVec::new(Opts::new("baton_queue_oldest_message_age_seconds", "Age of the oldest queued message."), &["pool"])
+                    .unwrap_or_else(|e| panic!("{e}"));
+                r.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("{e}"));
+                g
+            },
+            config_generation: gauge(&r, "baton_config_generation", "Generation of the RelayConfig snapshot in force.", &[])
+                .with_label_values::<&str>(&[]),
+            config_errors: counter(&r, "baton_config_errors_total", "Config snapshots that could not be used.", &[])
+                .with_label_values::<&str>(&[]),
+            registry: r,
+        };
+        let info = gauge(&m.registry, "baton_build_info", "Build information.", &["version"]);
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The underlying registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_metrics_register_and_render_with_baton_prefix() {
+        let m = Metrics::new();
+        m.ingress_rejections.with_label_values(&["too_many_recipients", "452"]).inc();
+        m.delivery_recipients.with_label_values(&["default", "team-a/example", "delivered"]).inc();
+        let text = m.render();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("baton_"), "{line}");
+        }
+        assert!(text.contains("baton_ingress_rejections_total{code=\"452\",reason=\"too_many_recipients\"} 1"));
+        assert!(text.contains("baton_build_info"));
+    }
+}
