@@ -1,1 +1,8 @@
-//! system-test harness (skeleton).
+//! The system-test harness: starts real processes on loopback — `nats-server` with JetStream,
+//! `dnsmasq` serving MX records, Baton's own binary as ingress and workers — plus programmable
+//! SMTP receivers, and waits on conditions (never on sleeps). Each scenario lives in its own
+//! file under `tests/`.
+
+pub mod harness;
+pub mod receiver;
+pub mod tls;

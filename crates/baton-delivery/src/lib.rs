@@ -1,1 +1,230 @@
-//! baton-delivery (skeleton).
+//! `baton-delivery` owns the delivery worker: pulling from a SendingPool's lanes (fresh mail
+//! and retry tiers), routing (MX or smarthosts), the outbound connection cache and limits,
+//! per-recipient outcomes, retries, expiry and DSNs. Workers are identical and stateless: any
+//! number may join or die; a message leaves the queue only after its follow-ups are durable.
+
+mod deliver;
+mod process;
+pub mod resolve;
+pub mod route;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use baton_core::routing::SuspensionTracker;
+use baton_proto::v1::SendingPool;
+use baton_queue::{ConfigWatch, Lane, LaneKind, Provisioner, Publisher};
+use baton_smtp_client::ClientConfig;
+use baton_telemetry::{Health as Readiness, Metrics};
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use deliver::Connections;
+
+/// Errors that stop a worker.
+#[derive(Debug, Error)]
+pub enum DeliveryError {
+    /// Resolver could not be set up.
+    #[error("dns: {0}")]
+    Dns(String),
+    /// JetStream trouble that prevents consuming.
+    #[error(transparent)]
+    Queue(#[from] baton_queue::QueueError),
+}
+
+impl DeliveryError {
+    /// Bounded metric label.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            DeliveryError::Dns(_) => "dns",
+            DeliveryError::Queue(e) => e.metric_label(),
+        }
+    }
+}
+
+/// Settings of one worker process.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The SendingPool this worker serves.
+    pub pool: String,
+    /// Our name (EHLO default, DSN Reporting-MTA).
+    pub hostname: String,
+    /// Concurrent delivery attempts.
+    pub concurrency: usize,
+    /// Messages held from the fresh lane at once.
+    pub fetch_window: usize,
+    /// DNS server to use instead of the system resolver.
+    pub dns_server: Option<SocketAddr>,
+    /// How long an idle outbound connection is kept for reuse.
+    pub idle_timeout: Duration,
+    /// Interval of progress acks while a message is being worked on.
+    pub progress_every: Duration,
+    /// SMTP client timeouts etc. (EHLO name and TLS are set per delivery).
+    pub client: ClientConfig,
+}
+
+/// Everything one message's processing needs.
+pub(crate) struct Ctx {
+    pub(crate) dns: resolve::Dns,
+    pub(crate) health: route::Health,
+    pub(crate) conns: Connections,
+    pub(crate) publisher: Publisher,
+    pub(crate) metrics: Metrics,
+    pub(crate) client: ClientConfig,
+    pub(crate) progress_every: Duration,
+    pub(crate) delivery_slots: Semaphore,
+    pub(crate) suspensions: Mutex<SuspensionTracker>,
+    pub(crate) pool_name: String,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl Ctx {
+    fn suspended_until(&self, dest: &str) -> Option<i64> {
+        self.suspensions.lock().ok()?.suspended_until(dest, now_ms())
+    }
+
+    fn record_destination(&self, dest: &str, ok: bool) {
+        if let Ok(mut s) = self.suspensions.lock() {
+            if ok {
+                s.record_success(dest);
+            } else {
+                s.record_failure(dest, now_ms());
+            }
+            self.metrics
+                .delivery_suspended_destinations
+                .with_label_values(&[&self.pool_name])
+                .set(s.suspended_count(now_ms()) as i64);
+        }
+    }
+}
+
+/// Run a worker until `stop` is cancelled. Waits for a config snapshot that contains the pool,
+/// provisions the pool's lanes (idempotent), then consumes the fresh lane and every retry tier.
+pub async fn run(
+    config: WorkerConfig,
+    js: jetstream::Context,
+    provisioner: Provisioner,
+    publisher: Publisher,
+    mut snapshots: ConfigWatch,
+    metrics: Metrics,
+    ready: Arc<Readiness>,
+    stop: CancellationToken,
+) -> Result<(), DeliveryError> {
+    let ctx = Arc::new(Ctx {
+        dns: resolve::Dns::new(config.dns_server)?,
+        health: route::Health::default(),
+        conns: Connections::new(config.idle_timeout),
+        publisher,
+        metrics,
+        client: config.client.clone(),
+        progress_every: config.progress_every,
+        delivery_slots: Semaphore::new(config.concurrency.max(1)),
+        suspensions: Mutex::new(SuspensionTracker::default()),
+        pool_name: config.pool.clone(),
+    });
+    let current: Arc<Mutex<Option<Arc<SendingPool>>>> = Arc::default();
+    let tracker = TaskTracker::new();
+    let mut running: HashSet<LaneKind> = HashSet::new();
+    let reaper = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                ctx.conns.reap();
+            }
+        })
+    };
+    loop {
+        let pool = snapshots
+            .borrow_and_update()
+            .as_ref()
+            .and_then(|c| c.pools.iter().find(|p| p.name == config.pool).cloned());
+        match pool {
+            None => ready.set("config", Some(format!("pool {} not in config snapshot", config.pool))),
+            Some(pool) => {
+                let tiers = baton_core::retry::RetrySchedule::from_pool(&pool).tiers().len() as u32;
+                provisioner.ensure_lanes(&pool.name, tiers).await?;
+                if let Ok(mut c) = current.lock() {
+                    *c = Some(Arc::new(pool.clone()));
+                }
+                let kinds = std::iter::once(LaneKind::New).chain((0..tiers).map(LaneKind::Retry));
+                for kind in kinds {
+                    if running.insert(kind) {
+                        let lane = Lane::bind(&js, ctx.publisher.clone(), &pool.name, kind).await?;
+                        let window = match kind {
+                            LaneKind::New => config.fetch_window,
+                            LaneKind::Retry(_) => 32,
+                        };
+                        tracker.spawn(lane_loop(lane, window, ctx.clone(), current.clone(), stop.clone(), tracker.clone()));
+                    }
+                }
+                ready.set("config", None);
+            }
+        }
+        tokio::select! {
+            r = snapshots.changed() => if r.is_err() { break },
+            _ = stop.cancelled() => break,
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    reaper.abort();
+    Ok(())
+}
+
+/// Pull from one lane and process messages concurrently, holding at most `window` at a time.
+async fn lane_loop(
+    lane: Lane,
+    window: usize,
+    ctx: Arc<Ctx>,
+    pool: Arc<Mutex<Option<Arc<SendingPool>>>>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let in_hand = Arc::new(Semaphore::new(window.max(1)));
+    while !stop.is_cancelled() {
+        let free = in_hand.available_permits();
+        if free == 0 {
+            // Wait until at least one message in hand is finished.
+            tokio::select! {
+                p = in_hand.clone().acquire_owned() => drop(p),
+                _ = stop.cancelled() => break,
+            }
+            continue;
+        }
+        let batch = tokio::select! {
+            b = lane.fetch(free, Duration::from_secs(2)) => b,
+            _ = stop.cancelled() => break,
+        };
+        let msgs = match batch {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(lane = %lane.kind().label(), error = %e, "fetch failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        for m in msgs {
+            let Ok(permit) = in_hand.clone().acquire_owned().await else { return };
+            let Some(p) = pool.lock().ok().and_then(|g| g.clone()) else { return };
+            let ctx = ctx.clone();
+            let span = tracing::info_span!("delivery", queue_id = %m.envelope.id, pool = %p.name, attempt = m.envelope.attempt + 1);
+            tracker.spawn(
+                async move {
+                    process::process(&ctx, &p, m).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+}

@@ -1,1 +1,34 @@
-//! baton-smtp-client (skeleton).
+//! Async SMTP client for Baton's delivery workers.
+//!
+//! Owns the outbound SMTP conversation with one server: connect (optionally from a given
+//! source address), greeting, EHLO with HELO fallback (RFC 5321), STARTTLS (RFC 3207) with an
+//! opportunistic/required/disabled policy, AUTH PLAIN/LOGIN (RFC 4954), MAIL/RCPT with SIZE
+//! (RFC 1870), 8BITMIME, SMTPUTF8 (RFC 6531) and DSN (RFC 3461) parameters, pipelining
+//! (RFC 2920), DATA with dot-stuffing or BDAT (RFC 3030), RSET for connection reuse, QUIT.
+//!
+//! It does not resolve MX records, choose routes, pool connections or decide retries: the
+//! delivery worker does, using the per-recipient replies in [`SendResult`] and
+//! [`ClientError::is_permanent`].
+//!
+//! Every stage runs under its own timeout ([`Timeouts`], RFC 5321 section 4.5.3.2 defaults).
+//! TLS uses rustls with the ring provider.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod body;
+mod caps;
+mod config;
+mod connection;
+mod error;
+mod reply;
+mod stream;
+mod tls;
+mod transaction;
+
+pub use body::MAX_CHUNK;
+pub use caps::Capabilities;
+pub use config::{ClientConfig, Credentials, Timeouts, TlsMode};
+pub use connection::Connection;
+pub use error::ClientError;
+pub use reply::{MAX_REPLY_LINE, MAX_REPLY_LINES, Reply};
+pub use transaction::{OutgoingMessage, OutgoingRecipient, SendResult};

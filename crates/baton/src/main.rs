@@ -1,1 +1,30 @@
-fn main() {}
+//! `baton`: the one binary. Each subcommand is a thin wiring of library crates:
+//! `ingress` and `worker` are the production processes, `dev` runs everything on one machine,
+//! `config apply` compiles Kubernetes-style YAML into the KV snapshot, `crds` writes the CRDs.
+
+mod cli;
+mod dev;
+mod wiring;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    // kube/async-nats bring rustls with ring; install it once for the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = cli::Cli::parse();
+    let _log = baton_telemetry::init_logging(&cli.log_level, cli.log_format.into());
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("baton: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(wiring::dispatch(cli, _log)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! RelayDomain → `baton.v1.RelayDomain` plus its [`DomainReport`].
+
+use std::collections::BTreeMap;
+
+use baton_proto::v1 as pb;
+use ipnet::IpNet;
+
+use super::dkim::public_key_from_pem;
+use super::secrets::{SecretIndex, basic_auth, hashed_credential, secret_value};
+use super::{
+    ConditionType, DKIM_KEY_SECRET_KEY, DomainCondition, DomainReport, namespace_of, required_name,
+};
+use crate::ConfigError;
+use crate::crd::{DkimAlgorithm, RelayDomain, RelayDomainSpec, SecretRef, SendingPoolSpec};
+use crate::dns::{DkimPublicKey, dns_records};
+use crate::units::{parse_duration, parse_size};
+
+const KIND: &str = "RelayDomain";
+
+/// A per-domain problem: condition reason and message.
+type Problem = (&'static str, String);
+
+/// `namespace/name` of a RelayDomain.
+pub(crate) fn key_of(rd: &RelayDomain) -> Result<String, ConfigError> {
+    let name = required_name(KIND, &rd.metadata)?;
+    Ok(format!("{}/{name}", namespace_of(&rd.metadata)))
+}
+
+/// The owner (`namespace/name`) of every claimed domain: the oldest claimant by
+/// `metadata.creationTimestamp` (resources without one, as in files, count as newest), ties
+/// broken by `namespace/name`. Also rejects two RelayDomains with the same `namespace/name`.
+pub(crate) fn domain_owners(
+    domains: &[RelayDomain],
+) -> Result<BTreeMap<&str, String>, ConfigError> {
+    let mut candidates = Vec::with_capacity(domains.len());
+    let mut keys = std::collections::BTreeSet::new();
+    for rd in domains {
+        let key = key_of(rd)?;
+        if !keys.insert(key.clone()) {
+            return Err(ConfigError::Duplicate {
+                kind: KIND,
+                name: key,
+            });
+        }
+        let created = rd.metadata.creation_timestamp.as_ref();
+        candidates.push((created.is_none(), created, key, rd.spec.domain.as_str()));
+    }
+    candidates.sort();
+    let mut owners = BTreeMap::new();
+    for (_, _, key, domain) in candidates {
+        owners.entry(domain).or_insert(key);
+    }
+    Ok(owners)
+}
+
+/// Compiles one RelayDomain. Returns no snapshot entry when it lost a conflict to `conflict_with`.
+pub(crate) fn compile_domain(
+    rd: &RelayDomain,
+    key: &str,
+    pools: &BTreeMap<&str, &SendingPoolSpec>,
+    secrets: &SecretIndex<'_>,
+    conflict_with: Option<&str>,
+) -> Result<(Option<pb::RelayDomain>, DomainReport), ConfigError> {
+    let spec = &rd.spec;
+    let namespace = namespace_of(&rd.metadata);
+    let mut entry = validated_entry(spec, key)?;
+    let pool = pools.get(spec.pool.as_str()).copied();
+    let dkim = dkim_keys(spec, key, namespace, secrets)?;
+    let credentials = credentials(spec, namespace, secrets);
+
+    let pool_problem = match pool {
+        Some(_) => None,
+        None => Some((
+            "PoolNotFound",
+            format!("SendingPool {:?} not found", spec.pool),
+        )),
+    };
+    let conflict_problem = conflict_with.map(|owner| {
+        (
+            "Conflict",
+            format!(
+                "domain {} is claimed by older RelayDomain {owner}",
+                spec.domain
+            ),
+        )
+    });
+    let dkim_problem = dkim.as_ref().err().cloned();
+    let credentials_problem = credentials.as_ref().err().cloned();
+    let not_ready = [
+        &conflict_problem,
+        &pool_problem,
+        &dkim_problem,
+        &credentials_problem,
+    ]
+    .into_iter()
+    .find_map(|p| p.clone());
+
+    let (dkim_keys, public_keys) = dkim.unwrap_or_default();
+    entry.dkim_keys = dkim_keys;
+    entry.credentials = credentials.unwrap_or_default();
+    entry.ready = not_ready.is_none();
+    entry.not_ready_reason = not_ready
+        .as_ref()
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
+
+    let conditions = conditions(
+        spec,
+        &not_ready,
+        &pool_problem,
+        &dkim_problem,
+        &conflict_problem,
+    );
+    let dns_records = match conflict_with {
+        Some(_) => Vec::new(),
+        None => dns_records(spec, pool, &public_keys),
+    };
+    let report = DomainReport {
+        name: key.to_owned(),
+        namespace: namespace.to_owned(),
+        resource_name: rd.metadata.name.clone().unwrap_or_default(),
+        domain: spec.domain.clone(),
+        ready: entry.ready,
+        not_ready_reason: entry.not_ready_reason.clone(),
+        conditions,
+        dns_records,
+    };
+    Ok((conflict_with.is_none().then_some(entry), report))
+}
+
+/// The snapshot entry without DKIM keys, credentials and readiness, after validating every field
+/// whose error makes the input unusable.
+fn validated_entry(spec: &RelayDomainSpec, key: &str) -> Result<pb::RelayDomain, ConfigError> {
+    let invalid = |field: &str, message: String| ConfigError::invalid(KIND, key, field, message);
+    check_domain_name(&spec.domain).map_err(|m| invalid("spec.domain", m))?;
+    if spec.pool.is_empty() {
+        return Err(invalid("spec.pool", "must not be empty".into()));
+    }
+    let mut allowed_senders = spec.allowed_senders.clone();
+    for (i, sender) in allowed_senders.iter().enumerate() {
+        check_sender(sender, &spec.domain)
+            .map_err(|m| invalid(&format!("spec.allowedSenders[{i}]"), m))?;
+    }
+    if allowed_senders.is_empty() {
+        allowed_senders.push(format!("*@{}", spec.domain));
+    }
+    let networks = spec
+        .submission
+        .networks
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            n.trim()
+                .parse::<IpNet>()
+                .map(|net| net.to_string())
+                .map_err(|_| {
+                    invalid(
+                        &format!("spec.submission.networks[{i}]"),
+                        format!("{n:?} is not a CIDR"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_message_size = parse_size(&spec.limits.max_message_size.0)
+        .map_err(|m| invalid("spec.limits.maxMessageSize", m))?;
+    Ok(pb::RelayDomain {
+        name: key.to_owned(),
+        domain: spec.domain.clone(),
+        pool: spec.pool.clone(),
+        allowed_senders,
+        networks,
+        credentials: Vec::new(),
+        dkim_keys: Vec::new(),
+        max_message_size,
+        messages_per_minute: spec.limits.messages_per_minute,
+        ready: false,
+        not_ready_reason: String::new(),
+        allow_unaligned_from: spec.allow_unaligned_from,
+    })
+}
+
+/// Lower-case ASCII host name with at least two labels (the schema's `DOMAIN_PATTERN`).
+fn check_domain_name(domain: &str) -> Result<(), String> {
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if domain.len() > 253 || labels.len() < 2 || !labels.iter().all(label_ok) {
+        return Err(format!(
+            "{domain:?} is not a lower-case DNS name (use A-labels for internationalized names)"
+        ));
+    }
+    Ok(())
+}
+
+/// Same rule as the schema's CEL: a local part, then `@<domain>` or a subdomain of it.
+fn check_sender(sender: &str, domain: &str) -> Result<(), String> {
+    let in_domain =
+        sender.ends_with(&format!("@{domain}")) || sender.ends_with(&format!(".{domain}"));
+    if sender.find('@').is_some_and(|at| at > 0) && in_domain {
+        return Ok(());
+    }
+    Err(format!(
+        "{sender:?} is not an address pattern in {domain} or its subdomains (e.g. *@{domain})"
+    ))
+}
+
+type DkimMaterial = (Vec<pb::DkimKey>, Vec<DkimPublicKey>);
+
+/// The DKIM keys (primary first). `Err(problem)` for a missing or unusable key Secret;
+/// `ConfigError` only for an invalid `expireAfter`.
+fn dkim_keys(
+    spec: &RelayDomainSpec,
+    key: &str,
+    namespace: &str,
+    secrets: &SecretIndex<'_>,
+) -> Result<Result<DkimMaterial, Problem>, ConfigError> {
+    let Some(dkim) = &spec.dkim else {
+        return Ok(Ok((Vec::new(), Vec::new())));
+    };
+    let expire_secs = match dkim.expire_after.as_deref() {
+        None => 0,
+        Some(text) => parse_duration(text)
+            .map_err(|m| ConfigError::invalid(KIND, key, "spec.dkim.expireAfter", m))?
+            .as_secs(),
+    };
+    let all = std::iter::once((&dkim.selector, dkim.algorithm, &dkim.key_secret_ref)).chain(
+        dkim.additional_keys
+            .iter()
+            .map(|k| (&k.selector, k.algorithm, &k.key_secret_ref)),
+    );
+    let mut material: DkimMaterial = (Vec::new(), Vec::new());
+    for (selector, algorithm, secret_ref) in all {
+        let (pem, public_key) = match load_key(namespace, secret_ref, algorithm, secrets) {
+            Ok(loaded) => loaded,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        material.0.push(pb::DkimKey {
+            selector: selector.clone(),
+            algorithm: algorithm.as_str().to_owned(),
+            private_key_pem: pem,
+            expire_secs,
+        });
+        material.1.push(DkimPublicKey {
+            selector: selector.clone(),
+            algorithm,
+            public_key,
+        });
+    }
+    Ok(Ok(material))
+}
+
+fn load_key(
+    namespace: &str,
+    secret_ref: &SecretRef,
+    algorithm: DkimAlgorithm,
+    secrets: &SecretIndex<'_>,
+) -> Result<(String, Vec<u8>), Problem> {
+    let name = format!("{namespace}/{}", secret_ref.name);
+    let secret = secrets.get(namespace, &secret_ref.name).ok_or_else(|| {
+        (
+            "SecretNotFound",
+            format!("DKIM key Secret {name} not found"),
+        )
+    })?;
+    let pem = secret_value(secret, DKIM_KEY_SECRET_KEY).ok_or_else(|| {
+        (
+            "KeyMissing",
+            format!("DKIM key Secret {name} has no `{DKIM_KEY_SECRET_KEY}` key"),
+        )
+    })?;
+    let pem = std::str::from_utf8(pem).map_err(|_| {
+        (
+            "InvalidKey",
+            format!("DKIM key Secret {name}: {DKIM_KEY_SECRET_KEY} is not UTF-8"),
+        )
+    })?;
+    let public = public_key_from_pem(pem, algorithm)
+        .map_err(|p| (p.reason, format!("DKIM key Secret {name}: {}", p.message)))?;
+    Ok((pem.to_owned(), public))
+}
+
+/// SMTP AUTH credentials, hashed. `Err(problem)` for a missing or unusable Secret or a username
+/// listed twice.
+fn credentials(
+    spec: &RelayDomainSpec,
+    namespace: &str,
+    secrets: &SecretIndex<'_>,
+) -> Result<Vec<pb::Credential>, Problem> {
+    let mut out: Vec<pb::Credential> = Vec::new();
+    for cred in &spec.submission.credentials {
+        let name = format!("{namespace}/{}", cred.secret_ref.name);
+        let secret = secrets
+            .get(namespace, &cred.secret_ref.name)
+            .ok_or_else(|| {
+                (
+                    "CredentialsSecretNotFound",
+                    format!("credentials Secret {name} not found"),
+                )
+            })?;
+        let (username, password) = basic_auth(secret).map_err(|why| {
+            (
+                "InvalidCredentialsSecret",
+                format!("credentials Secret {name} {why}"),
+            )
+        })?;
+        if out.iter().any(|c| c.username == username) {
+            return Err((
+                "DuplicateUsername",
+                format!("username {username:?} of credentials Secret {name} is listed twice"),
+            ));
+        }
+        out.push(hashed_credential(secret, &username, &password));
+    }
+    Ok(out)
+}
+
+fn conditions(
+    spec: &RelayDomainSpec,
+    not_ready: &Option<Problem>,
+    pool: &Option<Problem>,
+    dkim: &Option<Problem>,
+    conflict: &Option<Problem>,
+) -> Vec<DomainCondition> {
+    let cond = |type_, status, reason: &str, message: String| DomainCondition {
+        type_,
+        status,
+        reason: reason.to_owned(),
+        message,
+    };
+    let ready = match not_ready {
+        Some((reason, message)) => cond(ConditionType::Ready, false, reason, message.clone()),
+        None => cond(
+            ConditionType::Ready,
+            true,
+            "Compiled",
+            format!("relaying through SendingPool {:?}", spec.pool),
+        ),
+    };
+    let pool = match pool {
+        Some((reason, message)) => cond(ConditionType::PoolFound, false, reason, message.clone()),
+        None => cond(
+            ConditionType::PoolFound,
+            true,
+            "PoolFound",
+            format!("SendingPool {:?} exists", spec.pool),
+        ),
+    };
+    let dkim = match (dkim, &spec.dkim) {
+        (Some((reason, message)), _) => {
+            cond(ConditionType::DkimKeyReady, false, reason, message.clone())
+        }
+        (None, Some(_)) => cond(
+            ConditionType::DkimKeyReady,
+            true,
+            "KeyLoaded",
+            "DKIM keys loaded".into(),
+        ),
+        (None, None) => cond(
+            ConditionType::DkimKeyReady,
+            true,
+            "NotConfigured",
+            "DKIM not configured; mail is relayed unsigned".into(),
+        ),
+    };
+    let conflict = match conflict {
+        Some((_, message)) => cond(
+            ConditionType::Conflict,
+            true,
+            "DomainClaimed",
+            message.clone(),
+        ),
+        None => cond(
+            ConditionType::Conflict,
+            false,
+            "NoConflict",
+            format!("no older RelayDomain claims {}", spec.domain),
+        ),
+    };
+    vec![ready, pool, dkim, conflict]
+}

@@ -1,0 +1,124 @@
+//! Secret material: lookup by namespace/name, basic-auth credentials, salted password hashes.
+
+use std::collections::BTreeMap;
+
+use baton_proto::v1::Credential;
+use k8s_openapi::api::core::v1::Secret;
+use sha2::{Digest as _, Sha256};
+
+/// Secret type of SMTP AUTH and smarthost credentials.
+pub const BASIC_AUTH_TYPE: &str = "kubernetes.io/basic-auth";
+
+/// Secrets indexed by `(namespace, name)`; a missing namespace means `default`.
+pub(crate) struct SecretIndex<'a>(BTreeMap<(String, String), &'a Secret>);
+
+impl<'a> SecretIndex<'a> {
+    pub(crate) fn new(secrets: &'a [Secret]) -> Result<Self, crate::ConfigError> {
+        let mut map = BTreeMap::new();
+        for secret in secrets {
+            let ns = super::namespace_of(&secret.metadata).to_owned();
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            if map.insert((ns.clone(), name.clone()), secret).is_some() {
+                return Err(crate::ConfigError::Duplicate {
+                    kind: "Secret",
+                    name: format!("{ns}/{name}"),
+                });
+            }
+        }
+        Ok(Self(map))
+    }
+
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
+        self.0
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .copied()
+    }
+}
+
+/// The value of `key` in a Secret: `stringData` wins over `data`, as when the API server merges
+/// them on write.
+pub(crate) fn secret_value<'s>(secret: &'s Secret, key: &str) -> Option<&'s [u8]> {
+    if let Some(value) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Some(value.as_bytes());
+    }
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.as_slice())
+}
+
+/// Username and password of a basic-auth Secret. A Secret without `type` (common in files) is
+/// accepted; any other type than `kubernetes.io/basic-auth` is refused.
+pub(crate) fn basic_auth(secret: &Secret) -> Result<(String, Vec<u8>), String> {
+    if let Some(t) = secret.type_.as_deref()
+        && t != BASIC_AUTH_TYPE
+    {
+        return Err(format!("has type {t:?}, expected {BASIC_AUTH_TYPE:?}"));
+    }
+    let username = secret_value(secret, "username").ok_or("has no `username` key")?;
+    let username = std::str::from_utf8(username)
+        .map_err(|_| "`username` is not UTF-8".to_owned())?
+        .trim();
+    if username.is_empty() {
+        return Err("`username` is empty".to_owned());
+    }
+    let password = secret_value(secret, "password").ok_or("has no `password` key")?;
+    if password.is_empty() {
+        return Err("`password` is empty".to_owned());
+    }
+    Ok((username.to_owned(), password.to_vec()))
+}
+
+/// A hashed SMTP AUTH credential for `username`/`password` read from `secret`.
+///
+/// The salt is 16 bytes derived with SHA-256 from the Secret's identity (its `uid`, or
+/// `namespace/name` when it has none, as in files) and the username, not drawn at random: the
+/// same Secret then compiles to the same snapshot, so [`crate::config_digest`] only changes when
+/// content does. Each credential still has its own salt; recreating the Secret changes it.
+pub(crate) fn hashed_credential(secret: &Secret, username: &str, password: &[u8]) -> Credential {
+    let identity = match secret.metadata.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => format!("uid:{uid}"),
+        _ => format!(
+            "name:{}/{}",
+            super::namespace_of(&secret.metadata),
+            secret.metadata.name.as_deref().unwrap_or_default()
+        ),
+    };
+    let mut h = Sha256::new();
+    h.update(b"baton.dev/credential-salt/v1\0");
+    h.update(identity.as_bytes());
+    h.update(b"\0");
+    h.update(username.as_bytes());
+    let salt = &h.finalize()[..16];
+    Credential {
+        username: username.to_owned(),
+        salt: hex::encode(salt),
+        password_sha256: hex::encode(password_hash(salt, password)),
+    }
+}
+
+fn password_hash(salt: &[u8], password: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(password);
+    h.finalize().into()
+}
+
+/// Whether `password` matches a compiled [`Credential`]: `hex(SHA-256(salt || password))`,
+/// compared in constant time. A malformed salt or hash never matches.
+pub fn verify_password(credential: &Credential, password: &[u8]) -> bool {
+    let (Ok(salt), Ok(expected)) = (
+        hex::decode(&credential.salt),
+        hex::decode(&credential.password_sha256),
+    ) else {
+        return false;
+    };
+    let actual = password_hash(&salt, password);
+    expected.len() == actual.len()
+        && expected
+            .iter()
+            .zip(actual.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}

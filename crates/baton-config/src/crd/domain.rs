@@ -1,0 +1,239 @@
+//! `RelayDomain`: a sending domain, who may submit mail as it, and how it is signed.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::SecretRef;
+use crate::dns::DnsRecord;
+
+/// Schema pattern of a sending domain: lower-case ASCII host name (A-labels for IDNs).
+pub(crate) const DOMAIN_PATTERN: &str =
+    r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// Schema pattern of a DKIM selector: one lower-case DNS label.
+pub(crate) const SELECTOR_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// Desired state of a RelayDomain: the sending domain, the SendingPool that delivers its mail,
+/// who may submit mail as it, DKIM signing and inbound limits.
+// Several `printcolumn(type_ = ...)` entries trip clippy's duplicated-attribute check.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "baton.dev",
+    version = "v1alpha1",
+    kind = "RelayDomain",
+    plural = "relaydomains",
+    singular = "relaydomain",
+    shortname = "rd",
+    category = "baton",
+    namespaced,
+    status = "RelayDomainStatus",
+    doc = "A sending domain relayed by Baton: allowed senders, submission access, DKIM signing and \
+           limits. Namespaced; owned by the application team that sends as the domain.",
+    printcolumn(
+        name = "Domain",
+        type_ = "string",
+        json_path = ".spec.domain",
+        description = "Sending domain"
+    ),
+    printcolumn(
+        name = "Pool",
+        type_ = "string",
+        json_path = ".spec.pool",
+        description = "SendingPool delivering the domain's mail"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether Baton accepts mail for the domain"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "!has(self.allowedSenders) || self.allowedSenders.all(s, s.indexOf('@') > 0 && (s.endsWith('@' + self.domain) || s.endsWith('.' + self.domain)))")
+    .message("allowedSenders must be addresses in the domain or its subdomains")
+    .field_path(".allowedSenders"))]
+pub struct RelayDomainSpec {
+    /// The sending domain, lower-case ASCII (A-labels for IDNs). Immutable.
+    #[schemars(length(min = 1, max = 253), pattern(DOMAIN_PATTERN))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("domain is immutable"))]
+    pub domain: String,
+    /// Name of the SendingPool that delivers this domain's mail.
+    #[serde(default = "default_pool")]
+    #[schemars(length(min = 1))]
+    pub pool: String,
+    /// Envelope senders allowed to use this domain: `*@example.com`, `app@example.com`,
+    /// `*@*.example.com`. Each must be in the domain or one of its subdomains. Empty: any address
+    /// in the domain (`*@<domain>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 3, max = 320)))]
+    pub allowed_senders: Vec<String>,
+    /// Accept messages whose From: header domain does not align with the envelope sender domain
+    /// (DMARC alignment is then the sender's responsibility).
+    #[serde(default)]
+    pub allow_unaligned_from: bool,
+    /// Who may submit mail for this domain: client networks and/or SMTP AUTH users.
+    #[serde(default)]
+    pub submission: SubmissionSpec,
+    /// DKIM signing. Omitted: mail is relayed unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimSpec>,
+    /// Inbound limits.
+    #[serde(default)]
+    pub limits: DomainLimits,
+}
+
+/// Who may submit mail for a RelayDomain.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmissionSpec {
+    /// Client networks (CIDR, e.g. `10.0.0.0/8`, `fd00::/8`) that may submit without AUTH.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 9, max = 49)))]
+    #[x_kube(validation = Rule::new("self.all(n, isCIDR(n))").message("networks must be CIDRs"))]
+    pub networks: Vec<String>,
+    /// SMTP AUTH users that may submit, one Secret per user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub credentials: Vec<SmtpCredentialRef>,
+}
+
+/// An SMTP AUTH user of a RelayDomain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SmtpCredentialRef {
+    /// Secret of type `kubernetes.io/basic-auth` (keys `username`, `password`) in the
+    /// RelayDomain's namespace. Only a salted hash of the password reaches the data plane.
+    pub secret_ref: SecretRef,
+}
+
+/// DKIM signing of a RelayDomain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DkimSpec {
+    /// Selector of the signing key: the DNS label in `<selector>._domainkey.<domain>`.
+    #[schemars(length(min = 1, max = 63), pattern(SELECTOR_PATTERN))]
+    pub selector: String,
+    /// Signing algorithm: `rsa-sha256` or `ed25519-sha256`.
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+    /// Secret holding the private key as PKCS#8 PEM under `private.pem`, in the RelayDomain's
+    /// namespace. The operator generates it when absent.
+    pub key_secret_ref: SecretRef,
+    /// Extra keys signed with in addition to the primary one (dual signing during a rotation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_keys: Vec<DkimKeySpec>,
+    /// Signature lifetime (`7d`, `36h`); sets the `x=` tag. Omitted: signatures do not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_after: Option<String>,
+}
+
+/// An additional DKIM key (for dual signing during a key rotation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DkimKeySpec {
+    /// Selector of the key: the DNS label in `<selector>._domainkey.<domain>`.
+    #[schemars(length(min = 1, max = 63), pattern(SELECTOR_PATTERN))]
+    pub selector: String,
+    /// Signing algorithm: `rsa-sha256` or `ed25519-sha256`.
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+    /// Secret holding the private key as PKCS#8 PEM under `private.pem`, in the RelayDomain's
+    /// namespace.
+    pub key_secret_ref: SecretRef,
+}
+
+/// DKIM signing algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DkimAlgorithm {
+    /// RSA with SHA-256 (RFC 6376); 2048-bit keys or larger.
+    #[default]
+    #[serde(rename = "rsa-sha256")]
+    RsaSha256,
+    /// Ed25519 with SHA-256 (RFC 8463).
+    #[serde(rename = "ed25519-sha256")]
+    Ed25519Sha256,
+}
+
+impl DkimAlgorithm {
+    /// The algorithm name as written in the resource and in the snapshot (`rsa-sha256`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RsaSha256 => "rsa-sha256",
+            Self::Ed25519Sha256 => "ed25519-sha256",
+        }
+    }
+
+    /// The `k=` tag value of the DKIM DNS record (`rsa` or `ed25519`).
+    pub fn key_type(self) -> &'static str {
+        match self {
+            Self::RsaSha256 => "rsa",
+            Self::Ed25519Sha256 => "ed25519",
+        }
+    }
+}
+
+/// Inbound limits of a RelayDomain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DomainLimits {
+    /// Largest message accepted, as a quantity (`25Mi`, `10M`, `1048576`).
+    #[serde(default = "default_max_message_size")]
+    #[schemars(schema_with = "size_quantity_schema")]
+    pub max_message_size: Quantity,
+    /// Messages accepted per minute, per ingress pod. 0: unlimited.
+    #[serde(default)]
+    pub messages_per_minute: u32,
+}
+
+impl Default for DomainLimits {
+    fn default() -> Self {
+        Self {
+            max_message_size: default_max_message_size(),
+            messages_per_minute: 0,
+        }
+    }
+}
+
+/// Observed state of a RelayDomain, written by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayDomainStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `DkimKeyReady`, `PoolFound` and `Conflict`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// DNS records to publish for the domain: DKIM public keys, an SPF suggestion and a starting
+    /// DMARC policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_records: Vec<DnsRecord>,
+}
+
+/// Schema of a byte size: a Kubernetes quantity (integer or string) with the `resource.Quantity`
+/// pattern, explicitly not nullable (kube marks optional int-or-string fields nullable), so the
+/// default always applies.
+fn size_quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+        "x-kubernetes-int-or-string": true,
+        "nullable": false,
+    })
+}
+
+fn default_pool() -> String {
+    "default".to_owned()
+}
+fn default_max_message_size() -> Quantity {
+    Quantity("25Mi".to_owned())
+}

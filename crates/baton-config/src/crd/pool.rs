@@ -1,0 +1,329 @@
+//! `SendingPool`: how mail leaves the cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::NamespacedSecretRef;
+
+/// Desired state of a SendingPool: its delivery workers, how they route mail (direct MX delivery
+/// or through smarthosts), the identities they present, outbound TLS policy, per-destination
+/// limits and the retry schedule.
+// Several `printcolumn(type_ = ...)` entries trip clippy's duplicated-attribute check.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "baton.dev",
+    version = "v1alpha1",
+    kind = "SendingPool",
+    plural = "sendingpools",
+    singular = "sendingpool",
+    shortname = "sp",
+    category = "baton",
+    status = "SendingPoolStatus",
+    doc = "A pool of delivery workers and the policy they deliver with. Cluster-scoped; \
+           RelayDomains select one by name.",
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.delivery.mode",
+        description = "Delivery mode (Direct or Smarthost)"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "integer",
+        json_path = ".spec.workers.replicas",
+        description = "Desired worker replicas"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyWorkers",
+        description = "Ready worker pods"
+    ),
+    printcolumn(
+        name = "Queue",
+        type_ = "integer",
+        json_path = ".status.queueDepth",
+        description = "Messages waiting in the pool's queues"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendingPoolSpec {
+    /// Delivery worker Deployment settings: replicas, resources, scheduling and autoscaling.
+    #[serde(default)]
+    pub workers: WorkersSpec,
+    /// How mail is routed: direct MX delivery or through smarthosts.
+    #[serde(default)]
+    pub delivery: DeliverySpec,
+    /// Egress identities (EHLO name and optional source address), chosen by weight. Empty: any local
+    /// address and the worker's default EHLO name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub egress: Vec<EgressSpec>,
+    /// Outbound TLS policy for direct delivery.
+    #[serde(default)]
+    pub tls: TlsSpec,
+    /// Per-destination concurrency limits.
+    #[serde(default)]
+    pub limits: PoolLimits,
+    /// Retry schedule and maximum queue lifetime.
+    #[serde(default)]
+    pub retry: RetrySpec,
+}
+
+/// Delivery worker Deployment settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkersSpec {
+    /// Desired worker replicas. Defaults to 1 (or `autoscaling.minReplicas` when autoscaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// CPU and memory requests and limits of each worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node labels the worker pods must be scheduled on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations of the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Horizontal autoscaling of the workers on CPU. When set, `replicas` is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// Horizontal autoscaling of the delivery workers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("minReplicas must not exceed maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// Lower bound of worker replicas.
+    #[serde(default = "one_i32")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Upper bound of worker replicas.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average CPU utilization (percent of requests) the autoscaler aims for.
+    #[serde(
+        default = "default_target_cpu",
+        rename = "targetCPUUtilizationPercentage"
+    )]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+/// How a pool routes mail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.mode != 'Smarthost' || (has(self.smarthosts) && size(self.smarthosts) > 0)")
+    .message("at least one smarthost is required when mode is Smarthost")
+    .field_path(".smarthosts"))]
+pub struct DeliverySpec {
+    /// `Direct`: look up the recipient domain's MX hosts and deliver there. `Smarthost`: relay
+    /// everything through the listed smarthosts.
+    #[serde(default)]
+    pub mode: DeliveryMode,
+    /// Direct mode: TCP port used at every MX host.
+    #[serde(default = "default_smtp_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Smarthost mode: the upstream relays, chosen by weight with failover. At least one is
+    /// required when mode is Smarthost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub smarthosts: Vec<SmarthostSpec>,
+}
+
+impl Default for DeliverySpec {
+    fn default() -> Self {
+        Self {
+            mode: DeliveryMode::default(),
+            port: default_smtp_port(),
+            smarthosts: Vec::new(),
+        }
+    }
+}
+
+/// Delivery mode of a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeliveryMode {
+    /// Deliver to the recipient domain's MX hosts.
+    #[default]
+    Direct,
+    /// Relay all mail through the pool's smarthosts.
+    Smarthost,
+}
+
+/// Outbound TLS policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TlsPolicy {
+    /// Use STARTTLS when offered; deliver in clear text otherwise.
+    #[default]
+    Opportunistic,
+    /// Require STARTTLS; defer delivery when it is not offered or fails.
+    Required,
+    /// Never use STARTTLS.
+    Disabled,
+}
+
+/// An upstream relay used in Smarthost mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SmarthostSpec {
+    /// Host name or IP address of the smarthost.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// TCP port of the smarthost (25, 587 with STARTTLS, ...).
+    #[serde(default = "default_smtp_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Relative share of mail sent to this smarthost (at least 1).
+    #[serde(default = "one_u32")]
+    #[schemars(range(min = 1))]
+    pub weight: u32,
+    /// TLS policy towards this smarthost.
+    #[serde(default)]
+    pub tls: TlsPolicy,
+    /// Secret of type `kubernetes.io/basic-auth` (keys `username`, `password`) used to AUTH at the
+    /// smarthost. Namespace defaults to `baton-system`. Omitted: no AUTH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<NamespacedSecretRef>,
+}
+
+/// An egress identity: the EHLO name and source address outgoing connections use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressSpec {
+    /// Host name announced in EHLO; should resolve to `sourceAddress` and back (FCrDNS).
+    #[schemars(length(min = 1, max = 253))]
+    pub ehlo_name: String,
+    /// Local IPv4 or IPv6 address to bind outgoing connections to (must exist on the worker
+    /// nodes, e.g. with hostNetwork). Omitted: any address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 45))]
+    #[x_kube(validation = Rule::new("isIP(self)").message("sourceAddress must be an IP address"))]
+    pub source_address: Option<String>,
+    /// Relative share of connections using this identity (at least 1).
+    #[serde(default = "one_u32")]
+    #[schemars(range(min = 1))]
+    pub weight: u32,
+}
+
+/// Outbound TLS settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsSpec {
+    /// `Opportunistic` (STARTTLS when offered), `Required` (defer without TLS) or `Disabled`.
+    #[serde(default)]
+    pub policy: TlsPolicy,
+}
+
+/// Per-destination concurrency limits of a pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolLimits {
+    /// Maximum simultaneous connections per destination (MX host or smarthost), per worker.
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1))]
+    pub max_connections_per_destination: u32,
+    /// Messages sent over one connection before it is closed and reopened.
+    #[serde(default = "default_max_messages")]
+    #[schemars(range(min = 1))]
+    pub max_messages_per_connection: u32,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self {
+            max_connections_per_destination: default_max_connections(),
+            max_messages_per_connection: default_max_messages(),
+        }
+    }
+}
+
+/// Most retry tiers a pool may have (each tier is a JetStream consumer).
+pub const MAX_RETRY_TIERS: usize = 16;
+
+/// Retry schedule and maximum queue lifetime.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Fixed delay of each retry tier, in order (`1m`, `1h30m`, `4h`, ...). A deferred message
+    /// moves to the next tier after each failed attempt and stays in the last one. At most 16.
+    #[serde(default = "default_retry_schedule")]
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 32)))]
+    pub schedule: Vec<String>,
+    /// Maximum queue lifetime (`5d`, `36h`, ...); older mail expires and bounces to its sender.
+    #[serde(default = "default_max_age")]
+    #[schemars(length(min = 1, max = 32))]
+    pub max_age: String,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            schedule: default_retry_schedule(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+/// Observed state of a SendingPool, written by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendingPoolStatus {
+    /// Worker pods that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_workers: Option<i32>,
+    /// Messages waiting in the pool's new and retry queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<i64>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions (`Ready`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+fn one_i32() -> i32 {
+    1
+}
+fn one_u32() -> u32 {
+    1
+}
+fn default_target_cpu() -> i32 {
+    80
+}
+fn default_smtp_port() -> u16 {
+    25
+}
+fn default_max_connections() -> u32 {
+    20
+}
+fn default_max_messages() -> u32 {
+    100
+}
+fn default_retry_schedule() -> Vec<String> {
+    ["1m", "5m", "15m", "1h", "4h"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+fn default_max_age() -> String {
+    "5d".to_owned()
+}

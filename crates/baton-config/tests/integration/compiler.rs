@@ -1,0 +1,488 @@
+//! The compiler: defaults, per-domain readiness rules, conflicts, credentials, digest, errors.
+
+use baton_config::compile::{ConditionType, verify_password};
+use baton_config::{ConfigError, compile, config_digest};
+use baton_proto::Message as _;
+use baton_proto::v1::{DeliveryMode, TlsPolicy};
+
+use super::{POOL, compile_err, compile_yaml, cond, dkim_secret, fixture, load, report};
+
+const DOMAIN: &str = "---\napiVersion: baton.dev/v1alpha1\nkind: RelayDomain\n\
+                      metadata: {name: example-com, namespace: team-a}\nspec: {domain: example.com}\n";
+
+fn domain(name: &str, ns: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: baton.dev/v1alpha1\nkind: RelayDomain\n\
+         metadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+    )
+}
+
+#[test]
+fn defaults_apply() {
+    let compiled = compile_yaml(&format!("{POOL}---\n{DOMAIN}"));
+    let config = &compiled.config;
+    assert_eq!(
+        (config.generation, config.compiled_at_ms),
+        (1, 1_700_000_000_000)
+    );
+    let pool = &config.pools[0];
+    assert_eq!(pool.name, "default");
+    assert_eq!(pool.mode, DeliveryMode::Direct as i32);
+    assert_eq!(pool.tls_policy, TlsPolicy::Opportunistic as i32);
+    assert_eq!(pool.port, 25);
+    assert_eq!(pool.retry_schedule_secs, [60, 300, 900, 3600, 14_400]);
+    assert_eq!(pool.max_age_secs, 5 * 86_400);
+    assert_eq!(
+        (
+            pool.max_connections_per_destination,
+            pool.max_messages_per_connection
+        ),
+        (20, 100)
+    );
+    assert_eq!(pool.workers, 1);
+
+    let d = &config.domains[0];
+    assert_eq!(d.name, "team-a/example-com");
+    assert_eq!(d.pool, "default");
+    assert_eq!(d.allowed_senders, ["*@example.com"]);
+    assert_eq!(d.max_message_size, 25 * 1024 * 1024);
+    assert_eq!(d.messages_per_minute, 0);
+    assert!(d.ready && d.not_ready_reason.is_empty());
+    assert!(d.dkim_keys.is_empty() && d.credentials.is_empty() && !d.allow_unaligned_from);
+
+    let r = report(&compiled, "team-a/example-com");
+    assert!(r.ready);
+    assert_eq!(cond(r, ConditionType::Ready), ("True", "Compiled"));
+    assert_eq!(cond(r, ConditionType::PoolFound), ("True", "PoolFound"));
+    assert_eq!(
+        cond(r, ConditionType::DkimKeyReady),
+        ("True", "NotConfigured"),
+        "unsigned by choice"
+    );
+    assert_eq!(cond(r, ConditionType::Conflict), ("False", "NoConflict"));
+
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default());
+    let k8s = r
+        .condition(ConditionType::Ready)
+        .unwrap()
+        .to_condition(Some(4), now.clone());
+    assert_eq!(
+        (k8s.type_.as_str(), k8s.status.as_str(), k8s.reason.as_str()),
+        ("Ready", "True", "Compiled")
+    );
+    assert_eq!(
+        (k8s.observed_generation, k8s.last_transition_time),
+        (Some(4), now)
+    );
+}
+
+#[test]
+fn fields_are_compiled() {
+    let pool = "apiVersion: baton.dev/v1alpha1\nkind: SendingPool\nmetadata: {name: out}\nspec:\n\
+                \x20 workers: {autoscaling: {minReplicas: 3, maxReplicas: 9}}\n\
+                \x20 delivery: {mode: Direct, port: 2525}\n\
+                \x20 egress: [{ehloName: mta1.example.net, sourceAddress: 2001:db8::1, weight: 2}]\n\
+                \x20 tls: {policy: Required}\n\
+                \x20 limits: {maxConnectionsPerDestination: 5, maxMessagesPerConnection: 7}\n\
+                \x20 retry: {schedule: [30s, 1h30m], maxAge: 36h}\n";
+    let rd = domain(
+        "d",
+        "ns",
+        "{domain: example.org, pool: out, allowedSenders: [app@example.org, '*@*.example.org'], \
+          allowUnalignedFrom: true, submission: {networks: [10.0.0.0/8, 'fd00::/8']}, \
+          limits: {maxMessageSize: 10M, messagesPerMinute: 600}}",
+    );
+    let compiled = compile_yaml(&format!("{pool}{rd}"));
+    let p = &compiled.config.pools[0];
+    assert_eq!(
+        (p.workers, p.port, p.tls_policy),
+        (3, 2525, TlsPolicy::Required as i32)
+    );
+    assert_eq!(p.egress[0].source_address, "2001:db8::1");
+    assert_eq!(p.egress[0].weight, 2);
+    assert_eq!(
+        (
+            p.max_connections_per_destination,
+            p.max_messages_per_connection
+        ),
+        (5, 7)
+    );
+    assert_eq!(
+        (p.retry_schedule_secs.as_slice(), p.max_age_secs),
+        (&[30, 5400][..], 36 * 3600)
+    );
+    let d = &compiled.config.domains[0];
+    assert_eq!(d.allowed_senders, ["app@example.org", "*@*.example.org"]);
+    assert_eq!(d.networks, ["10.0.0.0/8", "fd00::/8"]);
+    assert_eq!(
+        (d.max_message_size, d.messages_per_minute),
+        (10_000_000, 600)
+    );
+    assert!(d.allow_unaligned_from && d.ready);
+}
+
+#[test]
+fn missing_pool_makes_the_domain_not_ready() {
+    let yaml = format!(
+        "{POOL}{}",
+        domain("d", "ns", "{domain: example.com, pool: nope}")
+    );
+    let compiled = compile_yaml(&yaml);
+    let d = &compiled.config.domains[0];
+    assert!(!d.ready);
+    assert_eq!(d.not_ready_reason, "SendingPool \"nope\" not found");
+    let r = report(&compiled, "ns/d");
+    assert_eq!(cond(r, ConditionType::PoolFound), ("False", "PoolNotFound"));
+    assert_eq!(cond(r, ConditionType::Ready), ("False", "PoolNotFound"));
+    assert_eq!(
+        r.dns_records.len(),
+        1,
+        "only DMARC without a pool: {:?}",
+        r.dns_records
+    );
+}
+
+const DKIM_SPEC: &str = "{domain: example.com, dkim: {selector: baton1, keySecretRef: {name: k}}}";
+
+fn dkim_case(secret: &str) -> (bool, String, (&'static str, String)) {
+    let yaml = format!("{POOL}{}{secret}", domain("d", "ns", DKIM_SPEC));
+    let compiled = compile_yaml(&yaml);
+    let d = &compiled.config.domains[0];
+    let r = report(&compiled, "ns/d");
+    let (status, reason) = cond(r, ConditionType::DkimKeyReady);
+    assert_eq!(r.ready, d.ready);
+    (
+        d.ready,
+        d.not_ready_reason.clone(),
+        (status, reason.to_owned()),
+    )
+}
+
+#[test]
+fn dkim_key_secret_problems_make_only_the_domain_not_ready() {
+    let (ready, why, c) = dkim_case("");
+    assert!(!ready);
+    assert_eq!(why, "DKIM key Secret ns/k not found");
+    assert_eq!(c, ("False", "SecretNotFound".to_owned()));
+
+    let no_key = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: k, namespace: ns}\n\
+                  stringData: {other.pem: x}\n";
+    assert_eq!(dkim_case(no_key).2, ("False", "KeyMissing".to_owned()));
+
+    let garbage = dkim_secret(
+        "ns",
+        "k",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+    );
+    assert_eq!(dkim_case(&garbage).2, ("False", "InvalidKey".to_owned()));
+
+    let (_, why, c) = dkim_case(&dkim_secret("ns", "k", &fixture("ed25519.pem")));
+    assert_eq!(c, ("False", "AlgorithmMismatch".to_owned()));
+    assert!(
+        why.contains("Ed25519 key but the algorithm is rsa-sha256"),
+        "{why}"
+    );
+
+    let (_, why, c) = dkim_case(&dkim_secret("ns", "k", &fixture("rsa1024.pem")));
+    assert_eq!(c, ("False", "InvalidKey".to_owned()), "{why}");
+
+    let (ready, why, c) = dkim_case(&dkim_secret("ns", "k", &fixture("rsa2048.pem")));
+    assert!(ready, "{why}");
+    assert_eq!(c, ("True", "KeyLoaded".to_owned()));
+}
+
+#[test]
+fn dkim_keys_with_rotation_and_expiry() {
+    let spec = "{domain: example.com, dkim: {selector: new, algorithm: ed25519-sha256, \
+                keySecretRef: {name: k2}, expireAfter: 7d, additionalKeys: \
+                [{selector: old, algorithm: rsa-sha256, keySecretRef: {name: k1}}]}}";
+    let yaml = format!(
+        "{POOL}{}{}{}",
+        domain("d", "ns", spec),
+        dkim_secret("ns", "k1", &fixture("rsa2048.pem")),
+        dkim_secret("ns", "k2", &fixture("ed25519.pem")),
+    );
+    let compiled = compile_yaml(&yaml);
+    let keys = &compiled.config.domains[0].dkim_keys;
+    let summary: Vec<_> = keys
+        .iter()
+        .map(|k| (k.selector.as_str(), k.algorithm.as_str(), k.expire_secs))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("new", "ed25519-sha256", 604_800),
+            ("old", "rsa-sha256", 604_800)
+        ]
+    );
+    assert_eq!(keys[0].private_key_pem, fixture("ed25519.pem"));
+    let names: Vec<_> = report(&compiled, "ns/d")
+        .dns_records
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "new._domainkey.example.com",
+            "old._domainkey.example.com",
+            "_dmarc.example.com"
+        ]
+    );
+}
+
+#[test]
+fn conflicts_go_to_the_oldest_claim() {
+    let claim = |name: &str, ns: &str, created: Option<&str>| {
+        let created = created
+            .map(|c| format!(", creationTimestamp: '{c}'"))
+            .unwrap_or_default();
+        format!(
+            "---\napiVersion: baton.dev/v1alpha1\nkind: RelayDomain\n\
+             metadata: {{name: {name}, namespace: {ns}{created}}}\nspec: {{domain: example.com}}\n"
+        )
+    };
+    // team-z's claim is older, so it wins although team-a sorts first.
+    let yaml = format!(
+        "{POOL}{}{}",
+        claim("a", "team-a", Some("2025-02-01T00:00:00Z")),
+        claim("z", "team-z", Some("2025-01-01T00:00:00Z"))
+    );
+    let compiled = compile_yaml(&yaml);
+    assert_eq!(
+        compiled.config.domains.len(),
+        1,
+        "the loser is left out of the snapshot"
+    );
+    assert_eq!(compiled.config.domains[0].name, "team-z/z");
+    let loser = report(&compiled, "team-a/a");
+    assert!(!loser.ready);
+    assert_eq!(
+        cond(loser, ConditionType::Conflict),
+        ("True", "DomainClaimed")
+    );
+    assert_eq!(cond(loser, ConditionType::Ready), ("False", "Conflict"));
+    assert_eq!(
+        loser.not_ready_reason,
+        "domain example.com is claimed by older RelayDomain team-z/z"
+    );
+    assert!(loser.dns_records.is_empty());
+    let winner = report(&compiled, "team-z/z");
+    assert!(winner.ready);
+    assert_eq!(
+        cond(winner, ConditionType::Conflict),
+        ("False", "NoConflict")
+    );
+
+    // Without timestamps (files), ties break by namespace/name.
+    let yaml = format!(
+        "{POOL}{}{}",
+        claim("z", "team-z", None),
+        claim("a", "team-a", None)
+    );
+    let compiled = compile_yaml(&yaml);
+    assert_eq!(compiled.config.domains[0].name, "team-a/a");
+    assert!(!report(&compiled, "team-z/z").ready);
+}
+
+const CRED_SPEC: &str =
+    "{domain: example.com, submission: {credentials: [{secretRef: {name: app}}]}}";
+
+#[test]
+fn credentials_are_hashed_and_verifiable() {
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: app, namespace: ns}\n\
+                  type: kubernetes.io/basic-auth\ndata: {username: YXBwLWE=, password: czNjcmV0LXB3}\n";
+    let compiled = compile_yaml(&format!("{POOL}{}{secret}", domain("d", "ns", CRED_SPEC)));
+    let d = &compiled.config.domains[0];
+    assert!(d.ready);
+    let cred = &d.credentials[0];
+    assert_eq!(cred.username, "app-a");
+    assert_eq!(cred.salt.len(), 32, "16 bytes, hex");
+    assert!(verify_password(cred, b"s3cret-pw"));
+    assert!(!verify_password(cred, b"s3cret-pX"));
+    let bytes = compiled.config.encode_to_vec();
+    assert!(
+        !bytes.windows(9).any(|w| w == b"s3cret-pw"),
+        "password must not be in the snapshot"
+    );
+
+    // stringData works too; another Secret gives another salt.
+    let other = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: app, namespace: ns2}\n\
+                 stringData: {username: app-a, password: s3cret-pw}\n";
+    let compiled2 = compile_yaml(&format!("{POOL}{}{other}", domain("d", "ns2", CRED_SPEC)));
+    let cred2 = &compiled2.config.domains[0].credentials[0];
+    assert!(verify_password(cred2, b"s3cret-pw"));
+    assert_ne!(cred2.salt, cred.salt);
+}
+
+#[test]
+fn credential_secret_problems_make_only_the_domain_not_ready() {
+    let compiled = compile_yaml(&format!("{POOL}{}", domain("d", "ns", CRED_SPEC)));
+    let r = report(&compiled, "ns/d");
+    assert_eq!(
+        cond(r, ConditionType::Ready),
+        ("False", "CredentialsSecretNotFound")
+    );
+    let opaque = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: app, namespace: ns}\n\
+                  type: Opaque\nstringData: {username: u, password: p}\n";
+    let compiled = compile_yaml(&format!("{POOL}{}{opaque}", domain("d", "ns", CRED_SPEC)));
+    let r = report(&compiled, "ns/d");
+    assert_eq!(
+        cond(r, ConditionType::Ready),
+        ("False", "InvalidCredentialsSecret")
+    );
+    assert!(
+        r.not_ready_reason.contains("has type \"Opaque\""),
+        "{}",
+        r.not_ready_reason
+    );
+}
+
+#[test]
+fn smarthost_credentials_are_kept_for_auth() {
+    let yaml = "apiVersion: baton.dev/v1alpha1\nkind: SendingPool\nmetadata: {name: relay}\nspec:\n\
+                \x20 delivery:\n    mode: Smarthost\n    smarthosts:\n\
+                \x20     - {host: smtp.upstream.example, port: 587, weight: 3, tls: Required,\n\
+                \x20        credentialsSecretRef: {name: upstream}}\n\
+                ---\napiVersion: v1\nkind: Secret\nmetadata: {name: upstream, namespace: baton-system}\n\
+                stringData: {username: relay, password: up-pw}\n";
+    let compiled = compile_yaml(yaml);
+    let p = &compiled.config.pools[0];
+    assert_eq!(p.mode, DeliveryMode::Smarthost as i32);
+    let s = &p.smarthosts[0];
+    assert_eq!(
+        (s.host.as_str(), s.port, s.weight),
+        ("smtp.upstream.example", 587, 3)
+    );
+    assert_eq!(s.tls, TlsPolicy::Required as i32);
+    assert_eq!(
+        (s.username.as_str(), s.password.as_str()),
+        ("relay", "up-pw")
+    );
+
+    let missing = yaml.split("---").next().unwrap();
+    assert_eq!(
+        compile_err(missing).to_string(),
+        "SendingPool relay: spec.delivery.smarthosts[0].credentialsSecretRef: \
+         Secret baton-system/upstream not found"
+    );
+}
+
+#[test]
+fn digest_ignores_generation_and_order_but_not_content() {
+    let secrets = format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: app, namespace: ns}}\n\
+         stringData: {{username: u, password: p}}\n",
+        dkim_secret("ns", "k", &fixture("rsa2048.pem"))
+    );
+    let spec = "{domain: example.com, dkim: {selector: s, keySecretRef: {name: k}}, \
+                submission: {credentials: [{secretRef: {name: app}}]}}";
+    let rd = domain("d", "ns", spec);
+    let other = domain("e", "ns", "{domain: example.net}");
+    let res = load(&format!("{POOL}{rd}{other}{secrets}"));
+    let a = compile(&res, 1, 1).unwrap().config;
+    let b = compile(&res, 2, 99).unwrap().config;
+    assert_eq!(config_digest(&a), config_digest(&b));
+    assert_eq!(config_digest(&a).len(), 64);
+
+    let reordered = load(&format!("{secrets}{other}{rd}{POOL}"));
+    assert_eq!(
+        config_digest(&compile(&reordered, 3, 3).unwrap().config),
+        config_digest(&a)
+    );
+
+    let changed = load(&format!(
+        "{POOL}{rd}{}{secrets}",
+        other.replace("example.net", "example.io")
+    ));
+    assert_ne!(
+        config_digest(&compile(&changed, 1, 1).unwrap().config),
+        config_digest(&a)
+    );
+    let new_password = load(&format!(
+        "{POOL}{rd}{other}{}",
+        secrets.replace("password: p", "password: q")
+    ));
+    assert_ne!(
+        config_digest(&compile(&new_password, 1, 1).unwrap().config),
+        config_digest(&a)
+    );
+}
+
+fn pool_err(spec: &str) -> String {
+    compile_err(&POOL.replace("spec: {}", &format!("spec: {spec}"))).to_string()
+}
+
+fn domain_err(spec: &str) -> String {
+    compile_err(&format!("{POOL}{}", domain("d", "ns", spec))).to_string()
+}
+
+#[test]
+fn invalid_input_is_one_clear_error() {
+    let cases = [
+        (
+            pool_err("{retry: {schedule: [1m, soon]}}"),
+            "SendingPool default: spec.retry.schedule[1]: invalid duration \"soon\"",
+        ),
+        (
+            pool_err("{retry: {maxAge: 0s}}"),
+            "SendingPool default: spec.retry.maxAge: \"0s\" is shorter than 1s",
+        ),
+        (
+            pool_err("{egress: [{ehloName: a.example, weight: 0}]}"),
+            "SendingPool default: spec.egress[0].weight: must be at least 1",
+        ),
+        (
+            pool_err("{egress: [{ehloName: a.example, sourceAddress: 203.0.113.300}]}"),
+            "SendingPool default: spec.egress[0].sourceAddress: \"203.0.113.300\" is not an IP address",
+        ),
+        (
+            pool_err("{delivery: {mode: Smarthost}}"),
+            "SendingPool default: spec.delivery.smarthosts: at least one smarthost is required when mode is Smarthost",
+        ),
+        (
+            pool_err("{delivery: {mode: Smarthost, smarthosts: [{host: h.example, weight: 0}]}}"),
+            "SendingPool default: spec.delivery.smarthosts[0].weight: must be at least 1",
+        ),
+        (
+            domain_err("{domain: example.com, submission: {networks: [10.0.0.0/33]}}"),
+            "RelayDomain ns/d: spec.submission.networks[0]: \"10.0.0.0/33\" is not a CIDR",
+        ),
+        (
+            domain_err("{domain: example.com, limits: {maxMessageSize: 25MB}}"),
+            "RelayDomain ns/d: spec.limits.maxMessageSize: invalid size \"25MB\"",
+        ),
+        (
+            domain_err(
+                "{domain: example.com, dkim: {selector: s, keySecretRef: {name: k}, expireAfter: weekly}}",
+            ),
+            "RelayDomain ns/d: spec.dkim.expireAfter: invalid duration \"weekly\"",
+        ),
+        (
+            domain_err("{domain: Example.COM}"),
+            "RelayDomain ns/d: spec.domain: \"Example.COM\" is not a lower-case DNS name",
+        ),
+        (
+            domain_err("{domain: example.com, allowedSenders: ['*@evil.example']}"),
+            "RelayDomain ns/d: spec.allowedSenders[0]: \"*@evil.example\" is not an address pattern in example.com",
+        ),
+        (
+            compile_err(&format!("{POOL}---\n{POOL}")).to_string(),
+            "duplicate SendingPool \"default\"",
+        ),
+        (
+            compile_err(&format!("{POOL}{DOMAIN}---\n{DOMAIN}")).to_string(),
+            "duplicate RelayDomain \"team-a/example-com\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert!(
+            text.starts_with(expected),
+            "got:      {text}\nexpected: {expected}…"
+        );
+        assert!(!text.contains('\n'), "one line: {text}");
+    }
+    let err = compile_err(&format!("{POOL}---\n{POOL}"));
+    assert!(matches!(err, ConfigError::Duplicate { .. }));
+    assert_eq!(err.metric_label(), "duplicate");
+}

@@ -1,0 +1,350 @@
+//! RFC 3464 delivery status notifications.
+//!
+//! The message is written by hand rather than with mail-builder: a DSN needs exact control
+//! over parts mail-builder treats as opaque or re-encodes (`message/delivery-status` must be
+//! plain `7bit` field lines, `message/rfc822` must embed the original unencoded), plus the
+//! guarantees checked here — CRLF only, lines ≤ 998 octets, a boundary absent from content.
+
+use baton_proto::v1::{DsnRet, Envelope, EnvelopeKind, Recipient};
+use time::OffsetDateTime;
+
+use crate::headers::{rfc5322_date, split_headers};
+use crate::outcome::{RecipientOutcome, enhanced_from_reply};
+
+/// Longest line allowed by RFC 5322.
+const MAX_LINE: usize = 998;
+/// Longest field value (diagnostic, address) written into the report.
+const MAX_VALUE: usize = 900;
+
+/// RFC 3464 `Action` of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DsnAction {
+    /// Permanently failed (including expired).
+    Failed,
+    /// Still being retried.
+    Delayed,
+    /// Delivered to the next hop (NOTIFY=SUCCESS).
+    Delivered,
+    /// Relayed to a system that does not offer DSNs.
+    Relayed,
+    /// Expanded to several recipients.
+    Expanded,
+}
+
+impl DsnAction {
+    /// The field value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DsnAction::Failed => "failed",
+            DsnAction::Delayed => "delayed",
+            DsnAction::Delivered => "delivered",
+            DsnAction::Relayed => "relayed",
+            DsnAction::Expanded => "expanded",
+        }
+    }
+}
+
+/// One recipient block of a DSN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DsnRecipient {
+    /// The recipient address (`Final-Recipient: rfc822;<address>`).
+    pub address: String,
+    /// ORCPT as given by the client, `addr-type;address` (`rfc822;` is assumed without `;`).
+    pub orcpt: Option<String>,
+    /// What happened.
+    pub action: DsnAction,
+    /// Enhanced status code, e.g. `5.1.1`.
+    pub status: String,
+    /// The reply behind the status, e.g. `550 5.1.1 no such user`.
+    pub diagnostic: Option<String>,
+    /// Host that gave the diagnostic.
+    pub remote_mta: Option<String>,
+}
+
+impl DsnRecipient {
+    /// The block for a queued recipient and its outcome (`last_remote` becomes the
+    /// `Remote-MTA`). Expired recipients are `failed` with status `5.4.7` (delivery time
+    /// expired) and their last reply as diagnostic.
+    pub fn from_outcome(recipient: &Recipient, outcome: &RecipientOutcome) -> Self {
+        let (action, status) = match outcome {
+            RecipientOutcome::Delivered { reply } => (DsnAction::Delivered, status_of(reply)),
+            RecipientOutcome::Deferred { reply } => (DsnAction::Delayed, status_of(reply)),
+            RecipientOutcome::Failed { status, .. } => (DsnAction::Failed, status.clone()),
+            RecipientOutcome::Expired { .. } => (DsnAction::Failed, "5.4.7".to_string()),
+        };
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        DsnRecipient {
+            address: recipient.address.clone(),
+            orcpt: non_empty(&recipient.orcpt),
+            action,
+            status,
+            diagnostic: non_empty(outcome.reply()),
+            remote_mta: non_empty(&recipient.last_remote),
+        }
+    }
+}
+
+/// Enhanced status of a reply string that starts with its basic code.
+fn status_of(reply: &str) -> String {
+    let code = reply
+        .get(..3)
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(400);
+    enhanced_from_reply(code, reply)
+}
+
+/// Everything a DSN is built from.
+#[derive(Debug, Clone)]
+pub struct DsnInput<'a> {
+    /// Host name of this MTA (`Reporting-MTA`, `MAILER-DAEMON@…`).
+    pub reporting_mta: &'a str,
+    /// The envelope the DSN reports on (reverse path, ENVID, RET).
+    pub original: &'a Envelope,
+    /// The original message content.
+    pub original_message: &'a [u8],
+    /// One block per recipient reported.
+    pub recipients: Vec<DsnRecipient>,
+    /// When the original was accepted (Unix ms).
+    pub arrival_ms: i64,
+    /// Now (`Date`, `Last-Attempt-Date`).
+    pub now: OffsetDateTime,
+    /// Unique id of the DSN, used in its Message-ID (`<dsn_id@reporting_mta>`).
+    pub dsn_id: &'a str,
+}
+
+/// Whether a failure of `original` may be reported to its sender: never for the null
+/// reverse-path nor for a DSN (no bounce loops).
+pub fn should_bounce(original: &Envelope) -> bool {
+    !original.reverse_path.is_empty() && original.kind != EnvelopeKind::Dsn as i32
+}
+
+/// Whether a built DSN carries 8-bit content (the original was 8-bit), so it must be sent
+/// with `BODY=8BITMIME`.
+pub fn needs_8bitmime(dsn: &[u8]) -> bool {
+    !dsn.is_ascii()
+}
+
+/// Printable single-line value: control characters become spaces, bounded length.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_VALUE)
+        .collect()
+}
+
+/// Normalise line endings to CRLF (bare CR and bare LF become CRLF).
+fn to_crlf(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() + input.len() / 32);
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' if input.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn longest_line(crlf: &[u8]) -> usize {
+    crlf.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Cut every line to [`MAX_LINE`] octets (used for the headers-only part as a last resort).
+fn truncate_lines(crlf: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(crlf.len());
+    for line in crlf.split_inclusive(|&b| b == b'\n') {
+        let body = line.strip_suffix(b"\r\n").unwrap_or(line);
+        out.extend_from_slice(&body[..body.len().min(MAX_LINE)]);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The returned-content part: `(content type, content)`, content CRLF-terminated.
+/// RET=FULL on a DSN reporting a failure returns the whole message, unless a line is too long
+/// to embed; otherwise (and for delay/success reports, RFC 3461 §4.3) the header block only.
+fn returned_content(input: &DsnInput<'_>) -> (&'static str, Vec<u8>) {
+    let ret = input.original.dsn.as_ref().map_or(0, |d| d.ret);
+    let any_failed = input
+        .recipients
+        .iter()
+        .any(|r| r.action == DsnAction::Failed);
+    if ret == DsnRet::Full as i32 && any_failed {
+        let mut full = to_crlf(input.original_message);
+        if longest_line(&full) <= MAX_LINE {
+            if !full.ends_with(b"\r\n") {
+                full.extend_from_slice(b"\r\n");
+            }
+            return ("message/rfc822", full);
+        }
+    }
+    let (headers, _) = split_headers(input.original_message);
+    let headers = truncate_lines(&to_crlf(headers));
+    ("text/rfc822-headers", headers)
+}
+
+fn subject(recipients: &[DsnRecipient]) -> &'static str {
+    if recipients.iter().any(|r| r.action == DsnAction::Failed) {
+        "Undelivered Mail Returned to Sender"
+    } else if recipients.iter().any(|r| r.action == DsnAction::Delayed) {
+        "Delayed Mail (still being retried)"
+    } else {
+        "Delivery Status Notification"
+    }
+}
+
+/// The human-readable first part.
+fn explanation(input: &DsnInput<'_>) -> String {
+    let mta = clean(input.reporting_mta);
+    let mut t = format!("This is the mail system at host {mta}.\r\n\r\n");
+    let intro = match subject(&input.recipients) {
+        "Undelivered Mail Returned to Sender" => {
+            "Your message could not be delivered to one or more recipients.\r\n\
+             It is attached below.\r\n"
+        }
+        "Delayed Mail (still being retried)" => {
+            "Your message could not be delivered yet to one or more recipients.\r\n\
+             Delivery will be retried; you do not need to resend it.\r\n"
+        }
+        _ => "Your message was delivered to the following recipients.\r\n",
+    };
+    t.push_str(intro);
+    for r in &input.recipients {
+        let why = r.diagnostic.as_deref().unwrap_or(&r.status);
+        t.push_str(&format!(
+            "\r\n<{}>: {}: {}\r\n",
+            clean(&r.address),
+            r.action.as_str(),
+            clean(why)
+        ));
+    }
+    t
+}
+
+/// The `message/delivery-status` body: per-message fields, then one block per recipient.
+fn delivery_status(input: &DsnInput<'_>) -> String {
+    let mut s = format!("Reporting-MTA: dns; {}\r\n", clean(input.reporting_mta));
+    if let Some(envid) = input.original.dsn.as_ref().map(|d| &d.envid)
+        && !envid.is_empty()
+    {
+        s.push_str(&format!("Original-Envelope-Id: {}\r\n", clean(envid)));
+    }
+    let arrival =
+        OffsetDateTime::from_unix_timestamp(input.arrival_ms.div_euclid(1000)).unwrap_or(input.now);
+    s.push_str(&format!("Arrival-Date: {}\r\n", rfc5322_date(arrival)));
+    let now = rfc5322_date(input.now);
+    for r in &input.recipients {
+        s.push_str("\r\n");
+        if let Some(orcpt) = r.orcpt.as_deref().filter(|o| !o.is_empty()) {
+            let orcpt = if orcpt.contains(';') {
+                clean(orcpt)
+            } else {
+                format!("rfc822;{}", clean(orcpt))
+            };
+            s.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
+        }
+        s.push_str(&format!(
+            "Final-Recipient: rfc822;{}\r\n",
+            clean(&r.address)
+        ));
+        s.push_str(&format!("Action: {}\r\n", r.action.as_str()));
+        s.push_str(&format!("Status: {}\r\n", clean(&r.status)));
+        if let Some(remote) = &r.remote_mta {
+            s.push_str(&format!("Remote-MTA: dns; {}\r\n", clean(remote)));
+        }
+        if let Some(diag) = &r.diagnostic {
+            s.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", clean(diag)));
+        }
+        s.push_str(&format!("Last-Attempt-Date: {now}\r\n"));
+    }
+    s
+}
+
+/// A boundary that occurs in none of the parts.
+fn boundary(dsn_id: &str, parts: &[&[u8]]) -> String {
+    let id: String = dsn_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(40)
+        .collect();
+    let mut n = 0u32;
+    loop {
+        let b = format!("=_baton_{id}_{n}");
+        let found = parts
+            .iter()
+            .any(|p| p.windows(b.len()).any(|w| w == b.as_bytes()));
+        if !found {
+            return b;
+        }
+        n += 1;
+    }
+}
+
+fn transfer_encoding(content: &[u8]) -> &'static str {
+    if content.is_ascii() { "7bit" } else { "8bit" }
+}
+
+/// Build one complete RFC 3464 DSN message (CRLF line endings, lines ≤ 998 octets).
+pub fn build_dsn(input: &DsnInput<'_>) -> Vec<u8> {
+    let mta = clean(input.reporting_mta);
+    let text = explanation(input);
+    let status = delivery_status(input);
+    let (returned_type, returned) = returned_content(input);
+    let b = boundary(
+        input.dsn_id,
+        &[text.as_bytes(), status.as_bytes(), &returned],
+    );
+    let to = if input.original.reverse_path.is_empty() {
+        "undisclosed-recipients:;".to_string()
+    } else {
+        format!("<{}>", clean(&input.original.reverse_path))
+    };
+    let mut m = Vec::with_capacity(returned.len() + text.len() + status.len() + 1024);
+    let mut w = |s: &str| m.extend_from_slice(s.as_bytes());
+    w(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\n"
+    ));
+    w(&format!("To: {to}\r\n"));
+    w(&format!("Subject: {}\r\n", subject(&input.recipients)));
+    w(&format!("Date: {}\r\n", rfc5322_date(input.now)));
+    w(&format!("Message-ID: <{}@{mta}>\r\n", clean(input.dsn_id)));
+    w("Auto-Submitted: auto-replied\r\n");
+    w("MIME-Version: 1.0\r\n");
+    w("Content-Type: multipart/report; report-type=delivery-status;\r\n");
+    w(&format!("\tboundary=\"{b}\"\r\n\r\n"));
+    w("This is a MIME-encapsulated message.\r\n\r\n");
+    w(&format!("--{b}\r\n"));
+    w(&format!(
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: {}\r\n\r\n",
+        transfer_encoding(text.as_bytes())
+    ));
+    w(&text);
+    w(&format!("\r\n--{b}\r\n"));
+    w("Content-Type: message/delivery-status\r\n");
+    w(&format!(
+        "Content-Transfer-Encoding: {}\r\n\r\n",
+        transfer_encoding(status.as_bytes())
+    ));
+    w(&status);
+    w(&format!("\r\n--{b}\r\n"));
+    w(&format!("Content-Type: {returned_type}\r\n"));
+    w(&format!(
+        "Content-Transfer-Encoding: {}\r\n\r\n",
+        transfer_encoding(&returned)
+    ));
+    m.extend_from_slice(&returned);
+    m.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    m
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

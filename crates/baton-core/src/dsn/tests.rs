@@ -1,0 +1,249 @@
+use super::*;
+use baton_proto::v1::DsnEnvelope;
+use mail_parser::{MessageParser, MimeHeaders};
+
+fn envelope(ret: DsnRet, envid: &str) -> Envelope {
+    Envelope {
+        id: "Q1".into(),
+        reverse_path: "alice@example.com".into(),
+        dsn: Some(DsnEnvelope {
+            ret: ret as i32,
+            envid: envid.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+const ORIGINAL: &[u8] = b"From: Alice <alice@example.com>\r\nTo: bob@example.org\r\n\
+Subject: hello\r\nMessage-ID: <m1@example.com>\r\n\r\nHi Bob,\r\nbody line\r\n";
+
+fn failed() -> DsnRecipient {
+    DsnRecipient {
+        address: "bob@example.org".into(),
+        orcpt: Some("rfc822;Bob@Example.org".into()),
+        action: DsnAction::Failed,
+        status: "5.1.1".into(),
+        diagnostic: Some("550 5.1.1 <bob@example.org>: no such user".into()),
+        remote_mta: Some("mx.example.org".into()),
+    }
+}
+
+fn build(env: &Envelope, original: &[u8], recipients: Vec<DsnRecipient>) -> Vec<u8> {
+    build_dsn(&DsnInput {
+        reporting_mta: "relay.baton.dev",
+        original: env,
+        original_message: original,
+        recipients,
+        arrival_ms: 1_772_546_709_000,
+        now: OffsetDateTime::from_unix_timestamp(1_772_550_309).unwrap(),
+        dsn_id: "Q1.dsn1",
+    })
+}
+
+/// CRLF only, lines ≤ 998 octets.
+fn assert_wire_clean(m: &[u8]) {
+    for (i, &b) in m.iter().enumerate() {
+        if b == b'\n' {
+            assert_eq!(m[i - 1], b'\r', "bare LF at {i}");
+        }
+        if b == b'\r' {
+            assert_eq!(m.get(i + 1), Some(&b'\n'), "bare CR at {i}");
+        }
+    }
+    for line in m.split(|&b| b == b'\n') {
+        assert!(line.len() <= 999, "line of {} octets", line.len());
+    }
+    assert!(m.ends_with(b"\r\n"));
+}
+
+fn part_text<'a>(msg: &'a mail_parser::Message<'a>, i: usize) -> String {
+    String::from_utf8_lossy(msg.parts[i].contents()).into_owned()
+}
+
+#[test]
+fn failed_headers_only() {
+    let env = envelope(DsnRet::Hdrs, "env-42");
+    let m = build(&env, ORIGINAL, vec![failed()]);
+    assert_wire_clean(&m);
+    let msg = MessageParser::new().parse(&m).unwrap();
+    assert_eq!(msg.subject(), Some("Undelivered Mail Returned to Sender"));
+    let from = msg.from().unwrap().first().unwrap();
+    assert_eq!(from.address(), Some("MAILER-DAEMON@relay.baton.dev"));
+    assert_eq!(from.name(), Some("Mail Delivery System"));
+    assert_eq!(
+        msg.to().unwrap().first().unwrap().address(),
+        Some("alice@example.com")
+    );
+    assert_eq!(msg.message_id(), Some("Q1.dsn1@relay.baton.dev"));
+    assert_eq!(
+        msg.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-replied")
+    );
+    assert!(msg.date().is_some());
+    let ct = msg.content_type().unwrap();
+    assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+    assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+    let subs = msg.parts[0].sub_parts().unwrap();
+    assert_eq!(subs.len(), 3);
+    let types: Vec<String> = subs
+        .iter()
+        .map(|&i| {
+            let ct = msg.parts[i as usize].content_type().unwrap();
+            format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "text/plain",
+            "message/delivery-status",
+            "text/rfc822-headers"
+        ]
+    );
+    let text = part_text(&msg, subs[0] as usize);
+    assert!(text.contains("could not be delivered"));
+    assert!(text.contains("<bob@example.org>: failed: 550 5.1.1"));
+    let status = part_text(&msg, subs[1] as usize);
+    for field in [
+        "Reporting-MTA: dns; relay.baton.dev\r\n",
+        "Original-Envelope-Id: env-42\r\n",
+        "Arrival-Date: Tue, 03 Mar 2026 14:05:09 +0000\r\n",
+        "\r\n\r\nOriginal-Recipient: rfc822;Bob@Example.org\r\n",
+        "Final-Recipient: rfc822;bob@example.org\r\n",
+        "Action: failed\r\n",
+        "Status: 5.1.1\r\n",
+        "Remote-MTA: dns; mx.example.org\r\n",
+        "Diagnostic-Code: smtp; 550 5.1.1 <bob@example.org>: no such user\r\n",
+        "Last-Attempt-Date: Tue, 03 Mar 2026 15:05:09 +0000\r\n",
+    ] {
+        assert!(status.contains(field), "{field:?} in {status:?}");
+    }
+    let returned = part_text(&msg, subs[2] as usize);
+    assert!(returned.contains("Subject: hello"));
+    assert!(!returned.contains("Hi Bob"));
+}
+
+#[test]
+fn failed_full_returns_message() {
+    let m = build(&envelope(DsnRet::Full, ""), ORIGINAL, vec![failed()]);
+    assert_wire_clean(&m);
+    let text = String::from_utf8(m.clone()).unwrap();
+    assert!(!text.contains("Original-Envelope-Id"));
+    assert!(text.contains("Content-Type: message/rfc822\r\n"));
+    let msg = MessageParser::new().parse(&m).unwrap();
+    let subs = msg.parts[0].sub_parts().unwrap();
+    let inner = msg.parts[subs[2] as usize].message().unwrap();
+    assert_eq!(inner.subject(), Some("hello"));
+    assert!(inner.body_text(0).unwrap().contains("Hi Bob"));
+}
+
+#[test]
+fn delayed_and_success_subjects_and_content() {
+    let mut r = failed();
+    r.action = DsnAction::Delayed;
+    r.status = "4.4.1".into();
+    let m = build(&envelope(DsnRet::Full, ""), ORIGINAL, vec![r.clone()]);
+    let msg = MessageParser::new().parse(&m).unwrap();
+    assert_eq!(msg.subject(), Some("Delayed Mail (still being retried)"));
+    // Delay reports return headers only, even with RET=FULL.
+    assert!(String::from_utf8_lossy(&m).contains("text/rfc822-headers"));
+    r.action = DsnAction::Delivered;
+    let m = build(&envelope(DsnRet::Unspecified, ""), ORIGINAL, vec![r]);
+    let msg = MessageParser::new().parse(&m).unwrap();
+    assert_eq!(msg.subject(), Some("Delivery Status Notification"));
+    assert!(String::from_utf8_lossy(&m).contains("Action: delivered\r\n"));
+}
+
+#[test]
+fn hostile_inputs_stay_clean() {
+    let mut original = b"Subject: x\nX-Long: ".to_vec();
+    original.extend(std::iter::repeat_n(b'a', 3000));
+    original.extend_from_slice(
+        b"\r\nX-Boundary: =_baton_Q1dsn1_0\rbare\r\n\r\nbody =_baton_Q1dsn1_1\n",
+    );
+    let mut r = failed();
+    r.address = "bob@example.org\r\nBcc: evil@x".into();
+    r.diagnostic = Some(format!("550 {}\r\n", "d".repeat(5000)));
+    r.orcpt = Some("Bob@Example.org".into());
+    let env = envelope(DsnRet::Full, "id\r\nX-Evil: 1");
+    let m = build(&env, &original, vec![r, failed()]);
+    assert_wire_clean(&m);
+    let text = String::from_utf8_lossy(&m);
+    assert!(text.contains("boundary=\"=_baton_Q1dsn1_1\""));
+    assert!(!text.contains("\r\nBcc:") && !text.contains("\r\nX-Evil:"));
+    assert!(text.contains("Original-Recipient: rfc822;Bob@Example.org\r\n"));
+    // The long line cannot be embedded: headers only (so `_1`, in the body, is free).
+    assert!(text.contains("text/rfc822-headers") && !text.contains("message/rfc822"));
+    let msg = MessageParser::new().parse(&m).unwrap();
+    assert_eq!(msg.parts[0].sub_parts().unwrap().len(), 3);
+}
+
+#[test]
+fn eight_bit_original() {
+    let original = "Subject: caf\u{e9}\r\n\r\nna\u{ef}ve\r\n".as_bytes();
+    let m = build(&envelope(DsnRet::Full, ""), original, vec![failed()]);
+    assert!(needs_8bitmime(&m));
+    assert!(String::from_utf8_lossy(&m).contains("Content-Transfer-Encoding: 8bit"));
+    let m = build(&envelope(DsnRet::Hdrs, ""), ORIGINAL, vec![failed()]);
+    assert!(!needs_8bitmime(&m));
+}
+
+#[test]
+fn bounce_rules() {
+    let mut env = envelope(DsnRet::Unspecified, "");
+    assert!(should_bounce(&env));
+    env.kind = EnvelopeKind::Dsn as i32;
+    assert!(!should_bounce(&env));
+    env.kind = EnvelopeKind::Message as i32;
+    env.reverse_path.clear();
+    assert!(!should_bounce(&env));
+}
+
+#[test]
+fn recipient_from_outcome() {
+    let rcpt = Recipient {
+        address: "bob@example.org".into(),
+        orcpt: "rfc822;bob@example.org".into(),
+        last_remote: "mx.example.org".into(),
+        ..Default::default()
+    };
+    let r = DsnRecipient::from_outcome(
+        &rcpt,
+        &RecipientOutcome::Failed {
+            reply: "550 5.1.1 no".into(),
+            status: "5.1.1".into(),
+        },
+    );
+    assert_eq!(r.action, DsnAction::Failed);
+    assert_eq!(r.status, "5.1.1");
+    assert_eq!(r.orcpt.as_deref(), Some("rfc822;bob@example.org"));
+    assert_eq!(r.remote_mta.as_deref(), Some("mx.example.org"));
+    let r = DsnRecipient::from_outcome(
+        &rcpt,
+        &RecipientOutcome::Expired {
+            last_reply: "451 4.4.1 timeout".into(),
+        },
+    );
+    assert_eq!((r.action, r.status.as_str()), (DsnAction::Failed, "5.4.7"));
+    assert_eq!(r.diagnostic.as_deref(), Some("451 4.4.1 timeout"));
+    let r = DsnRecipient::from_outcome(
+        &Recipient::default(),
+        &RecipientOutcome::Deferred {
+            reply: "421 4.7.0 later".into(),
+        },
+    );
+    assert_eq!((r.action, r.status.as_str()), (DsnAction::Delayed, "4.7.0"));
+    assert_eq!((r.orcpt, r.remote_mta), (None, None));
+    let r = DsnRecipient::from_outcome(
+        &rcpt,
+        &RecipientOutcome::Delivered {
+            reply: "250 ok".into(),
+        },
+    );
+    assert_eq!(
+        (r.action, r.status.as_str()),
+        (DsnAction::Delivered, "2.0.0")
+    );
+    assert_eq!(DsnAction::Relayed.as_str(), "relayed");
+    assert_eq!(DsnAction::Expanded.as_str(), "expanded");
+}

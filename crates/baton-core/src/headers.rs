@@ -1,0 +1,337 @@
+//! Header handling: trace fields (`Received:`), `Date:` and `Message-ID:` values, splitting
+//! the header block from the body, and the From: header domain.
+//!
+//! Messages are CRLF-terminated (as queued); bare LF is tolerated when scanning.
+
+use std::net::IpAddr;
+
+use mail_parser::{HeaderName, MessageParser};
+use time::OffsetDateTime;
+
+/// Longest value of one element (name, address, id) placed in a generated header line, so a
+/// folded line can never exceed 998 octets.
+const MAX_ELEMENT: usize = 255;
+
+const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// An RFC 5322 `date-time`, e.g. `Tue, 03 Mar 2026 14:05:09 +0000`, in `at`'s offset.
+pub fn rfc5322_date(at: OffsetDateTime) -> String {
+    let day = DAYS[usize::from(at.weekday().number_days_from_monday())];
+    let month = MONTHS[usize::from(u8::from(at.month()) - 1)];
+    let offset = at.offset();
+    let total_min = offset.whole_minutes();
+    let sign = if total_min < 0 { '-' } else { '+' };
+    let abs = total_min.unsigned_abs();
+    format!(
+        "{day}, {:02} {month} {:04} {:02}:{:02}:{:02} {sign}{:02}{:02}",
+        at.day(),
+        at.year(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        abs / 60,
+        abs % 60
+    )
+}
+
+/// Keep only characters that are safe inside a trace token: printable ASCII except the
+/// characters that would change the field's structure (`(`, `)`, `;`, `<`, `>`, `\`, `"`);
+/// anything else becomes `_`. Bounded to [`MAX_ELEMENT`] characters; empty becomes `unknown`.
+fn token(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .take(MAX_ELEMENT)
+        .map(|c| {
+            if c.is_ascii_graphic() && !"();<>\\\"".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if t.is_empty() { "unknown".into() } else { t }
+}
+
+/// RFC 5321 address literal of an IP address: `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+pub fn address_literal(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+    }
+}
+
+/// An RFC 5321 §4.4 `Received:` trace field, folded (one clause per line), CRLF-terminated.
+///
+/// ```text
+/// Received: from <helo> (<address literal>)
+///     (using <tls_cipher>)
+///     by <by_host> with <with_proto> id <queue_id>
+///     for <rcpt>; <date>
+/// ```
+/// `with_proto` is `ESMTP`, `ESMTPS`, `ESMTPA` or `ESMTPSA` (RFC 3848). Every element is
+/// sanitized and bounded, so no line exceeds 998 octets and no element can inject structure.
+#[allow(clippy::too_many_arguments)]
+pub fn received_header(
+    from_helo: &str,
+    client_ip: IpAddr,
+    by_host: &str,
+    with_proto: &str,
+    queue_id: &str,
+    for_rcpt: Option<&str>,
+    tls_cipher: Option<&str>,
+    at: OffsetDateTime,
+) -> String {
+    let mut h = format!(
+        "Received: from {} ({})\r\n",
+        token(from_helo),
+        address_literal(client_ip)
+    );
+    if let Some(cipher) = tls_cipher {
+        h.push_str(&format!("\t(using {})\r\n", token(cipher)));
+    }
+    h.push_str(&format!(
+        "\tby {} with {} id {}\r\n",
+        token(by_host),
+        token(with_proto),
+        token(queue_id)
+    ));
+    match for_rcpt {
+        Some(rcpt) => h.push_str(&format!(
+            "\tfor <{}>; {}\r\n",
+            token(rcpt),
+            rfc5322_date(at)
+        )),
+        None => h.push_str(&format!("\t; {}\r\n", rfc5322_date(at))),
+    }
+    h
+}
+
+/// A `Message-ID:` value, `<queue_id@host>` (angle brackets included). Unique because the
+/// queue id is.
+pub fn message_id(queue_id: &str, host: &str) -> String {
+    format!("<{}@{}>", token(queue_id), token(host))
+}
+
+/// Split a message into its header block and body.
+///
+/// `headers` ends with the line break of its last field (the empty separator line is in
+/// neither slice); `rest` starts after the separator. Without a separator the whole input is
+/// the header block. To insert fields at the end of the header block, write
+/// `headers + fields + "\r\n" + rest`.
+pub fn split_headers(body: &[u8]) -> (&[u8], &[u8]) {
+    let mut pos = 0;
+    while pos < body.len() {
+        let end = body[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |i| pos + i + 1);
+        let line = &body[pos..end];
+        if line == b"\r\n" || line == b"\n" {
+            return (&body[..pos], &body[end..]);
+        }
+        pos = end;
+    }
+    (body, &[])
+}
+
+/// Names of the header fields in a header block (continuation lines skipped), as written.
+fn field_names(headers: &[u8]) -> impl Iterator<Item = &[u8]> {
+    headers
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty() && line[0] != b' ' && line[0] != b'\t')
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            Some(line[..colon].trim_ascii_end())
+        })
+}
+
+/// `(missing Message-ID, missing Date)`, looking only at the header block.
+pub fn needs_message_id_and_date(body: &[u8]) -> (bool, bool) {
+    let (headers, _) = split_headers(body);
+    let (mut has_id, mut has_date) = (false, false);
+    for name in field_names(headers) {
+        has_id |= name.eq_ignore_ascii_case(b"message-id");
+        has_date |= name.eq_ignore_ascii_case(b"date");
+    }
+    (!has_id, !has_date)
+}
+
+/// Domain of the From: header (lower-cased): the first address of the first From: field.
+/// Display names, comments, encoded words and groups are handled by mail-parser. `None` when
+/// there is no From: field or its first address has no domain.
+pub fn header_from_domain(body: &[u8]) -> Option<String> {
+    let (headers, _) = split_headers(body);
+    let mut block = headers.to_vec();
+    block.extend_from_slice(b"\r\n");
+    let parsed = MessageParser::new().parse_headers(&block)?;
+    let first = parsed
+        .header_values(HeaderName::From)
+        .find_map(|v| v.as_address())?;
+    let addr = first.first()?.address()?;
+    let (_, domain) = addr.rsplit_once('@')?;
+    let domain = domain.trim();
+    (!domain.is_empty()).then(|| domain.to_lowercase())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use time::UtcOffset;
+
+    /// 2026-03-03 14:05:09 UTC.
+    pub(crate) fn at() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_772_546_709).unwrap()
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc5322_date(at()), "Tue, 03 Mar 2026 14:05:09 +0000");
+        assert_eq!(
+            rfc5322_date(
+                OffsetDateTime::from_unix_timestamp(946_704_599)
+                    .unwrap()
+                    .to_offset(UtcOffset::from_hms(-5, -30, 0).unwrap())
+            ),
+            "Fri, 31 Dec 1999 23:59:59 -0530"
+        );
+        let parsed = MessageParser::new()
+            .parse(b"Date: Tue, 03 Mar 2026 14:05:09 +0100\r\n\r\n")
+            .unwrap();
+        assert_eq!(parsed.date().unwrap().to_timestamp(), 1_772_543_109);
+    }
+
+    #[test]
+    fn received() {
+        let at = at();
+        let h = received_header(
+            "client.example",
+            "192.0.2.1".parse().unwrap(),
+            "mx.baton.dev",
+            "ESMTPS",
+            "Q123",
+            Some("bob@example.org"),
+            Some("TLS_AES_128_GCM_SHA256"),
+            at,
+        );
+        assert_eq!(
+            h,
+            "Received: from client.example ([192.0.2.1])\r\n\t(using TLS_AES_128_GCM_SHA256)\r\n\
+             \tby mx.baton.dev with ESMTPS id Q123\r\n\tfor <bob@example.org>; \
+             Tue, 03 Mar 2026 14:05:09 +0000\r\n"
+        );
+        let h = received_header(
+            "evil)\r\nX-Injected: 1",
+            "2001:db8::1".parse().unwrap(),
+            "mx",
+            "ESMTP",
+            "Q",
+            None,
+            None,
+            at,
+        );
+        assert!(h.starts_with("Received: from evil___X-Injected:_1 ([IPv6:2001:db8::1])\r\n"));
+        assert!(h.ends_with("\t; Tue, 03 Mar 2026 14:05:09 +0000\r\n"));
+        let long = "a".repeat(5000);
+        let h = received_header(
+            &long,
+            "::ffff:10.0.0.1".parse().unwrap(),
+            &long,
+            &long,
+            &long,
+            Some(&long),
+            Some(&long),
+            at,
+        );
+        assert!(h.contains("([10.0.0.1])"));
+        for line in h.split("\r\n") {
+            assert!(line.len() <= 998 && !line.contains('\n') && !line.contains('\r'));
+        }
+        let msg = format!("{h}Subject: x\r\n\r\nbody\r\n");
+        let parsed = MessageParser::new().parse(msg.as_bytes()).unwrap();
+        assert_eq!(parsed.subject(), Some("x"));
+    }
+
+    #[test]
+    fn message_ids() {
+        assert_eq!(message_id("Q1", "mx.example"), "<Q1@mx.example>");
+        let m = format!("Message-ID: {}\r\n\r\n", message_id("Q1", "mx.example"));
+        let parsed = MessageParser::new().parse(m.as_bytes()).unwrap();
+        assert_eq!(parsed.message_id(), Some("Q1@mx.example"));
+    }
+
+    #[test]
+    fn split() {
+        let m = b"A: 1\r\n folded\r\nB: 2\r\n\r\nbody\r\n\r\nmore";
+        let (h, r) = split_headers(m);
+        assert_eq!(h, b"A: 1\r\n folded\r\nB: 2\r\n");
+        assert_eq!(r, b"body\r\n\r\nmore");
+        assert_eq!(split_headers(b"A: 1\r\n"), (&b"A: 1\r\n"[..], &b""[..]));
+        assert_eq!(split_headers(b"\r\nbody"), (&b""[..], &b"body"[..]));
+        assert_eq!(
+            split_headers(b"A: 1\n\nbody"),
+            (&b"A: 1\n"[..], &b"body"[..])
+        );
+        assert_eq!(split_headers(b""), (&b""[..], &b""[..]));
+    }
+
+    #[test]
+    fn missing_fields() {
+        assert_eq!(
+            needs_message_id_and_date(b"Subject: x\r\n\r\n"),
+            (true, true)
+        );
+        assert_eq!(
+            needs_message_id_and_date(b"message-id: <a@b>\r\nDATE : x\r\n\r\n"),
+            (false, false)
+        );
+        // Only the header block counts, and continuation lines are not fields.
+        assert_eq!(
+            needs_message_id_and_date(b"Subject: x\r\n Date: y\r\n\r\nMessage-ID: <a@b>\r\n"),
+            (true, true)
+        );
+        assert_eq!(
+            needs_message_id_and_date(b"X-Date: 1\r\n\r\n"),
+            (true, true)
+        );
+    }
+
+    #[test]
+    fn from_domain() {
+        let f = |m: &str| header_from_domain(m.as_bytes());
+        assert_eq!(
+            f("From: a@Example.COM\r\n\r\n").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            f("From: \"Doe, John\" <john@example.com>\r\n\r\n").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            f("From: =?utf-8?q?J=C3=B6rg?= <j@ex.org>\r\n\r\n").as_deref(),
+            Some("ex.org")
+        );
+        assert_eq!(
+            f("From: a@one.com, b@two.com\r\nTo: x@y\r\n\r\n").as_deref(),
+            Some("one.com")
+        );
+        assert_eq!(
+            f("From: a@one.com\r\nFrom: b@two.com\r\n\r\n").as_deref(),
+            Some("one.com")
+        );
+        assert_eq!(
+            f("From: Team: a@grp.com, b@x.com;\r\n\r\n").as_deref(),
+            Some("grp.com")
+        );
+        assert_eq!(
+            f("From: (comment) a@c.com (x)\r\n\r\n").as_deref(),
+            Some("c.com")
+        );
+        assert_eq!(f("Subject: x\r\n\r\nFrom: a@b.com\r\n"), None);
+        assert_eq!(f("From: nobody\r\n\r\n"), None);
+        assert_eq!(f(""), None);
+    }
+}

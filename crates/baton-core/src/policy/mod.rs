@@ -1,0 +1,343 @@
+//! Relay policy: who may relay what, evaluated against one compiled
+//! [`RelayConfig`] snapshot.
+//!
+//! A [`PolicyIndex`] is built once per snapshot (CIDRs, credential hashes and sender patterns
+//! are pre-parsed) and then answers the ingress's questions: does this AUTH succeed
+//! ([`PolicyIndex::authenticate`]), may this client send as this envelope sender
+//! ([`PolicyIndex::authorize_sender`]), is the From: header aligned
+//! ([`PolicyIndex::check_from_alignment`]).
+
+mod pattern;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use baton_proto::v1::{RelayConfig, RelayDomain, SendingPool};
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+use crate::error::CoreError;
+use crate::refusal::Refusal;
+use pattern::{SenderPattern, is_within, normalize_domain};
+
+/// What an authorised MAIL FROM is granted: the RelayDomain that accepted it and how its mail
+/// is handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderGrant {
+    /// `namespace/name` of the RelayDomain.
+    pub relay_domain: String,
+    /// SendingPool that delivers the mail.
+    pub pool: String,
+    /// Largest message accepted, bytes (0 = the listener default).
+    pub max_message_size: u64,
+}
+
+/// A credential with its salt and hash decoded.
+struct Credential {
+    username: String,
+    salt: Vec<u8>,
+    hash: [u8; 32],
+}
+
+/// One RelayDomain with its pre-parsed fields.
+struct DomainEntry {
+    config: RelayDomain,
+    /// The sending domain, normalised (empty when unusable: then it never matches).
+    domain: String,
+    networks: Vec<IpNet>,
+    patterns: Vec<SenderPattern>,
+    credentials: Vec<Credential>,
+}
+
+impl DomainEntry {
+    fn parse(config: &RelayDomain, skipped: &mut Vec<CoreError>) -> Self {
+        let name = &config.name;
+        let networks = config
+            .networks
+            .iter()
+            .filter_map(|n| {
+                let parsed = parse_network(n);
+                if parsed.is_none() {
+                    skipped.push(CoreError::InvalidNetwork {
+                        domain: name.clone(),
+                        value: n.clone(),
+                    });
+                }
+                parsed
+            })
+            .collect();
+        let patterns = config
+            .allowed_senders
+            .iter()
+            .filter_map(|p| {
+                let parsed = SenderPattern::parse(p);
+                if parsed.is_none() {
+                    skipped.push(CoreError::InvalidSenderPattern {
+                        domain: name.clone(),
+                        pattern: p.clone(),
+                    });
+                }
+                parsed
+            })
+            .collect();
+        let credentials = config
+            .credentials
+            .iter()
+            .filter_map(|c| {
+                let salt = hex::decode(&c.salt).ok();
+                let hash = hex::decode(&c.password_sha256)
+                    .ok()
+                    .and_then(|h| <[u8; 32]>::try_from(h).ok());
+                match (salt, hash) {
+                    (Some(salt), Some(hash)) if !c.username.is_empty() => Some(Credential {
+                        username: c.username.clone(),
+                        salt,
+                        hash,
+                    }),
+                    _ => {
+                        skipped.push(CoreError::InvalidCredential {
+                            domain: name.clone(),
+                            username: c.username.clone(),
+                        });
+                        None
+                    }
+                }
+            })
+            .collect();
+        DomainEntry {
+            config: config.clone(),
+            domain: normalize_domain(&config.domain).unwrap_or_default(),
+            networks,
+            patterns,
+            credentials,
+        }
+    }
+
+    /// The client is authorised by address or by its AUTH identity.
+    fn authorises(&self, client: IpAddr, authenticated: Option<&str>) -> bool {
+        self.networks.iter().any(|n| n.contains(&client))
+            || authenticated.is_some_and(|user| self.credentials.iter().any(|c| c.username == user))
+    }
+
+    /// `local@domain` (domain normalised) may be used as envelope sender through this
+    /// RelayDomain: it matches a pattern and lies within the RelayDomain's own domain.
+    fn allows(&self, local: &str, domain: &str) -> bool {
+        is_within(domain, &self.domain) && self.patterns.iter().any(|p| p.matches(local, domain))
+    }
+
+    fn grant(&self) -> Result<SenderGrant, Refusal> {
+        if !self.config.ready {
+            return Err(Refusal::domain_not_ready(
+                &self.config.domain,
+                &self.config.not_ready_reason,
+            ));
+        }
+        Ok(SenderGrant {
+            relay_domain: self.config.name.clone(),
+            pool: self.config.pool.clone(),
+            max_message_size: self.config.max_message_size,
+        })
+    }
+}
+
+/// A CIDR, or a bare address meaning a single host.
+fn parse_network(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    IpNet::from_str(s)
+        .ok()
+        .or_else(|| IpAddr::from_str(s).ok().map(IpNet::from))
+}
+
+/// Byte-wise comparison whose running time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+fn salted_sha256(salt: &[u8], password: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+/// The policy view of one [`RelayConfig`] snapshot. Cheap to query, immutable; build a new
+/// one when the snapshot changes.
+pub struct PolicyIndex {
+    /// Sorted by RelayDomain name, so every choice below is deterministic.
+    domains: Vec<DomainEntry>,
+    by_name: HashMap<String, usize>,
+    pools: HashMap<String, SendingPool>,
+    skipped: Vec<CoreError>,
+}
+
+impl PolicyIndex {
+    /// Index a snapshot. Never fails: unusable entries (invalid CIDR, credential or sender
+    /// pattern — the compiler validates them upstream) are skipped and listed in
+    /// [`PolicyIndex::skipped`].
+    pub fn new(config: &RelayConfig) -> Self {
+        let mut skipped = Vec::new();
+        let mut domains: Vec<DomainEntry> = config
+            .domains
+            .iter()
+            .map(|d| DomainEntry::parse(d, &mut skipped))
+            .collect();
+        domains.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        let by_name = domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.config.name.clone(), i))
+            .collect();
+        let pools = config
+            .pools
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        PolicyIndex {
+            domains,
+            by_name,
+            pools,
+            skipped,
+        }
+    }
+
+    /// Entries ignored while indexing, for logging.
+    pub fn skipped(&self) -> &[CoreError] {
+        &self.skipped
+    }
+
+    /// Verify SMTP AUTH credentials: `true` when any RelayDomain has a credential with this
+    /// username whose salted SHA-256 matches. Hashes are compared in constant time, and a
+    /// hash is computed even for unknown usernames so timing does not reveal them.
+    pub fn authenticate(&self, username: &str, password: &str) -> bool {
+        let mut ok = false;
+        let mut tried = false;
+        for cred in self.domains.iter().flat_map(|d| &d.credentials) {
+            if cred.username == username {
+                tried = true;
+                let hash = salted_sha256(&cred.salt, password);
+                ok |= constant_time_eq(&hash, &cred.hash);
+            }
+        }
+        if !tried {
+            std::hint::black_box(salted_sha256(&[0u8; 16], password));
+        }
+        ok
+    }
+
+    /// Decide whether a client may send MAIL FROM `sender` (`(local, domain)`, `None` for the
+    /// null reverse-path `<>`).
+    ///
+    /// - On the submission listener an unauthenticated client is refused with `530 5.7.0`
+    ///   (client networks do not authorise there).
+    /// - A RelayDomain authorises the client when the client address is in its `networks` or
+    ///   `authenticated` is one of its credential usernames. None: `530 5.7.0` when not
+    ///   authenticated, `550 5.7.1 Relay access denied` when authenticated.
+    /// - The sender must match an `allowed_senders` pattern of an authorising RelayDomain
+    ///   *and* be within that RelayDomain's own domain (domain case-insensitive, local part
+    ///   exact; address literals and trailing dots never match). Otherwise `550 5.7.1`.
+    ///   Among several matches, ready RelayDomains win, then the most specific `domain`,
+    ///   then the name order.
+    /// - The null sender is granted by the first *ready* authorising RelayDomain by name.
+    /// - When the chosen RelayDomain is not ready: `451 4.7.5 <domain>: <reason>`.
+    pub fn authorize_sender(
+        &self,
+        client: IpAddr,
+        authenticated: Option<&str>,
+        sender: Option<(&str, &str)>,
+        submission_listener: bool,
+    ) -> Result<SenderGrant, Refusal> {
+        if submission_listener && authenticated.is_none() {
+            return Err(Refusal::auth_required());
+        }
+        let client = client.to_canonical();
+        let candidates: Vec<&DomainEntry> = self
+            .domains
+            .iter()
+            .filter(|d| d.authorises(client, authenticated))
+            .collect();
+        if candidates.is_empty() {
+            return Err(match authenticated {
+                Some(_) => Refusal::client_not_authorised(),
+                None => Refusal::auth_required(),
+            });
+        }
+        let chosen = match sender {
+            None => candidates
+                .iter()
+                .find(|d| d.config.ready)
+                .or(candidates.first()),
+            Some((local, domain)) => {
+                let refuse = || Refusal::sender_not_allowed(&format!("{local}@{domain}"));
+                let domain = normalize_domain(domain).ok_or_else(refuse)?;
+                let mut matching: Vec<&&DomainEntry> = candidates
+                    .iter()
+                    .filter(|d| d.allows(local, &domain))
+                    .collect();
+                // Stable sort: equal keys keep the name order.
+                matching.sort_by_key(|d| (!d.config.ready, Reverse(d.domain.len())));
+                Some(*matching.first().ok_or_else(refuse)?)
+            }
+        };
+        match chosen {
+            Some(d) => d.grant(),
+            None => Err(Refusal::auth_required()),
+        }
+    }
+
+    /// Check the From: header against the envelope sender (DMARC-style relaxed alignment).
+    ///
+    /// Aligned when the From: domain equals `sender_domain` or is the RelayDomain's domain or
+    /// a subdomain of it. Skipped when the RelayDomain sets `allow_unaligned_from`. A missing
+    /// From: header (`None`) is always refused with `550 5.6.0` — RFC 5322 requires it and
+    /// DKIM signs it. For the null sender pass `sender_domain = ""`. An unknown RelayDomain
+    /// (config swapped mid-transaction) gives `451 4.3.0`.
+    pub fn check_from_alignment(
+        &self,
+        relay_domain: &str,
+        sender_domain: &str,
+        header_from_domain: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let entry = self
+            .entry(relay_domain)
+            .ok_or_else(Refusal::unknown_relay_domain)?;
+        let from = header_from_domain.ok_or_else(Refusal::from_missing)?;
+        if entry.config.allow_unaligned_from {
+            return Ok(());
+        }
+        let aligned = normalize_domain(from).is_some_and(|f| {
+            normalize_domain(sender_domain).is_some_and(|s| s == f) || is_within(&f, &entry.domain)
+        });
+        if aligned {
+            Ok(())
+        } else {
+            Err(Refusal::from_unaligned(from))
+        }
+    }
+
+    fn entry(&self, name: &str) -> Option<&DomainEntry> {
+        self.by_name.get(name).and_then(|&i| self.domains.get(i))
+    }
+
+    /// A RelayDomain by `namespace/name`.
+    pub fn domain(&self, name: &str) -> Option<&RelayDomain> {
+        self.entry(name).map(|d| &d.config)
+    }
+
+    /// A SendingPool by name.
+    pub fn pool(&self, name: &str) -> Option<&SendingPool> {
+        self.pools.get(name)
+    }
+
+    /// All RelayDomains, sorted by name.
+    pub fn domains(&self) -> impl Iterator<Item = &RelayDomain> {
+        self.domains.iter().map(|d| &d.config)
+    }
+}

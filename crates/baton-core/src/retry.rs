@@ -1,0 +1,243 @@
+//! The retry schedule: a pure function from (attempts made, arrival, now) to the next step.
+//!
+//! Deferred recipients are re-published to retry tier `t` of their pool; each tier has one
+//! fixed delay, so due times within a tier are in arrival order. A message older than the
+//! pool's maximum age expires (and bounces). Times are Unix milliseconds.
+
+use std::time::Duration;
+
+use baton_proto::v1::SendingPool;
+
+/// Tier delays used when a pool sets none: 1m, 5m, 15m, 1h, 4h.
+pub const DEFAULT_TIERS_SECS: [u64; 5] = [60, 300, 900, 3600, 14_400];
+/// Maximum queue lifetime used when a pool sets none: 5 days.
+pub const DEFAULT_MAX_AGE_SECS: u64 = 5 * 24 * 3600;
+
+/// What to do after a failed delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Publish to retry tier `tier`, not to be attempted before `not_before_ms`.
+    Retry {
+        /// Retry tier index (`baton.retry.<pool>.<tier>`).
+        tier: u32,
+        /// Earliest next attempt, Unix milliseconds.
+        not_before_ms: i64,
+    },
+    /// The message is too old: give up and bounce.
+    Expire,
+}
+
+/// Retry tiers and maximum age of one SendingPool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule {
+    tiers: Vec<Duration>,
+    max_age: Duration,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl RetrySchedule {
+    /// A schedule from explicit tiers and maximum age; empty tiers or a zero age take the
+    /// defaults.
+    pub fn new(tiers: Vec<Duration>, max_age: Duration) -> Self {
+        let tiers = if tiers.is_empty() {
+            DEFAULT_TIERS_SECS
+                .iter()
+                .map(|&s| Duration::from_secs(s))
+                .collect()
+        } else {
+            tiers
+        };
+        let max_age = if max_age.is_zero() {
+            Duration::from_secs(DEFAULT_MAX_AGE_SECS)
+        } else {
+            max_age
+        };
+        RetrySchedule { tiers, max_age }
+    }
+
+    /// The schedule of a pool (`retry_schedule_secs`, `max_age_secs`, defaults when unset).
+    pub fn from_pool(pool: &SendingPool) -> Self {
+        Self::new(
+            pool.retry_schedule_secs
+                .iter()
+                .map(|&s| Duration::from_secs(s))
+                .collect(),
+            Duration::from_secs(pool.max_age_secs),
+        )
+    }
+
+    /// Tier delays, in order (never empty).
+    pub fn tiers(&self) -> &[Duration] {
+        &self.tiers
+    }
+
+    /// Maximum queue lifetime.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// Tier used after `attempt_done` attempts: attempt 1 → tier 0, attempt k → tier
+    /// `min(k - 1, last)` (attempt 0 is treated as 1).
+    pub fn tier_for_attempt(&self, attempt_done: u32) -> u32 {
+        let last = u32::try_from(self.tiers.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        attempt_done.saturating_sub(1).min(last)
+    }
+
+    /// Whether a message received at `received_at_ms` has reached its maximum age.
+    pub fn is_expired(&self, received_at_ms: i64, now_ms: i64) -> bool {
+        now_ms.saturating_sub(received_at_ms) >= millis(self.max_age)
+    }
+
+    /// Next step after `attempt_done` failed attempts: [`RetryDecision::Expire`] once
+    /// `now - received_at >= max_age`; otherwise retry on the attempt's tier at
+    /// `now + delay`, capped at `received_at + max_age` so the last attempt happens at expiry.
+    pub fn next(&self, attempt_done: u32, received_at_ms: i64, now_ms: i64) -> RetryDecision {
+        if self.is_expired(received_at_ms, now_ms) {
+            return RetryDecision::Expire;
+        }
+        let tier = self.tier_for_attempt(attempt_done);
+        let delay = self
+            .tiers
+            .get(tier as usize)
+            .copied()
+            .unwrap_or(Duration::ZERO);
+        let deadline = received_at_ms.saturating_add(millis(self.max_age));
+        RetryDecision::Retry {
+            tier,
+            not_before_ms: now_ms.saturating_add(millis(delay)).min(deadline),
+        }
+    }
+}
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        Self::new(Vec::new(), Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: i64 = 60_000;
+
+    #[test]
+    fn defaults() {
+        let s = RetrySchedule::from_pool(&SendingPool::default());
+        assert_eq!(s, RetrySchedule::default());
+        let secs: Vec<u64> = s.tiers().iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [60, 300, 900, 3600, 14_400]);
+        assert_eq!(s.max_age(), Duration::from_secs(432_000));
+    }
+
+    /// Exact vector: a message that keeps failing, each attempt made when it is due.
+    #[test]
+    fn exact_vector() {
+        let s = RetrySchedule::default();
+        let t0 = 1_700_000_000_000;
+        let mut now = t0;
+        let mut got = Vec::new();
+        for attempt in 1..=40 {
+            match s.next(attempt, t0, now) {
+                RetryDecision::Retry {
+                    tier,
+                    not_before_ms,
+                } => {
+                    got.push((attempt, tier, (not_before_ms - t0) / M));
+                    now = not_before_ms;
+                }
+                RetryDecision::Expire => {
+                    got.push((attempt, u32::MAX, (now - t0) / M));
+                    break;
+                }
+            }
+        }
+        // Minutes since arrival: 1, 6, 21, 81, then every 240 until the 7200-minute cap.
+        let mut want = vec![(1, 0, 1), (2, 1, 6), (3, 2, 21), (4, 3, 81)];
+        let mut at = 81;
+        let mut attempt = 5;
+        while at + 240 < 7200 {
+            at += 240;
+            want.push((attempt, 4, at));
+            attempt += 1;
+        }
+        want.push((attempt, 4, 7200)); // capped at max age: last attempt at expiry
+        want.push((attempt + 1, u32::MAX, 7200));
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 35);
+    }
+
+    #[test]
+    fn custom_pool_and_edges() {
+        let pool = SendingPool {
+            retry_schedule_secs: vec![10, 20],
+            max_age_secs: 100,
+            ..Default::default()
+        };
+        let s = RetrySchedule::from_pool(&pool);
+        let r = |a, now| s.next(a, 0, now);
+        assert_eq!(
+            r(0, 0),
+            RetryDecision::Retry {
+                tier: 0,
+                not_before_ms: 10_000
+            }
+        );
+        assert_eq!(
+            r(1, 0),
+            RetryDecision::Retry {
+                tier: 0,
+                not_before_ms: 10_000
+            }
+        );
+        assert_eq!(
+            r(2, 10_000),
+            RetryDecision::Retry {
+                tier: 1,
+                not_before_ms: 30_000
+            }
+        );
+        assert_eq!(
+            r(9, 30_000),
+            RetryDecision::Retry {
+                tier: 1,
+                not_before_ms: 50_000
+            }
+        );
+        assert_eq!(
+            r(9, 90_000),
+            RetryDecision::Retry {
+                tier: 1,
+                not_before_ms: 100_000
+            }
+        );
+        assert_eq!(
+            r(9, 99_999),
+            RetryDecision::Retry {
+                tier: 1,
+                not_before_ms: 100_000
+            }
+        );
+        assert_eq!(r(9, 100_000), RetryDecision::Expire);
+        assert!(!s.is_expired(0, 99_999));
+        assert!(s.is_expired(0, 100_000));
+        assert_eq!(s.tier_for_attempt(u32::MAX), 1);
+        // Clock skew (now before arrival) still retries.
+        assert_eq!(
+            r(1, -5_000),
+            RetryDecision::Retry {
+                tier: 0,
+                not_before_ms: 5_000
+            }
+        );
+        // No overflow at the extremes.
+        assert_eq!(s.next(1, i64::MIN, i64::MAX), RetryDecision::Expire);
+        assert!(matches!(
+            s.next(1, i64::MAX, i64::MAX),
+            RetryDecision::Retry { .. }
+        ));
+    }
+}

@@ -1,0 +1,292 @@
+//! One delivery attempt for a group of recipients sharing a destination: take a slot for the
+//! destination, reuse or open a connection (target by target until one answers), send, and
+//! turn every reply into a per-recipient outcome. Connections are kept for reuse (RSET between
+//! messages) up to the pool's messages-per-connection cap and an idle timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_core::outcome::{OutcomeClass, classify_reply};
+use baton_smtp_client::{
+    ClientConfig, ClientError, Connection, OutgoingMessage, OutgoingRecipient, Reply, SendResult,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::route::Target;
+
+/// What happened to one recipient in one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// Accepted by the remote (2xx after DATA).
+    Delivered { reply: String, remote: String },
+    /// Temporary failure: try again later.
+    Deferred { reply: String, remote: String },
+    /// Permanent failure: bounce.
+    Failed {
+        reply: String,
+        status: String,
+        remote: String,
+    },
+}
+
+type Key = (SocketAddr, String, String);
+
+/// Idle connections and per-destination slots of one worker.
+pub struct Connections {
+    idle: Mutex<HashMap<Key, Vec<(Connection, Instant)>>>,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Connections {
+    /// An empty cache.
+    pub fn new(idle_timeout: Duration) -> Self {
+        Connections {
+            idle: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            idle_timeout,
+        }
+    }
+
+    /// Wait for one of `cap` slots of `destination`.
+    pub async fn slot(&self, destination: &str, cap: usize) -> Option<OwnedSemaphorePermit> {
+        let sem = {
+            let mut m = self.slots.lock().ok()?;
+            m.entry(destination.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(cap.max(1))))
+                .clone()
+        };
+        sem.acquire_owned().await.ok()
+    }
+
+    fn take_idle(&self, key: &Key) -> Option<Connection> {
+        let mut m = self.idle.lock().ok()?;
+        let list = m.get_mut(key)?;
+        while let Some((c, since)) = list.pop() {
+            if since.elapsed() < self.idle_timeout {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, key: Key, c: Connection) {
+        if let Ok(mut m) = self.idle.lock() {
+            m.entry(key).or_default().push((c, Instant::now()));
+        }
+    }
+
+    /// Drop connections idle for longer than the idle timeout (called periodically).
+    pub fn reap(&self) {
+        let timeout = self.idle_timeout;
+        if let Ok(mut m) = self.idle.lock() {
+            for list in m.values_mut() {
+                list.retain(|(_, since)| since.elapsed() < timeout);
+            }
+            m.retain(|_, l| !l.is_empty());
+        }
+    }
+}
+
+/// The message, as the SMTP client needs it.
+pub struct Outgoing<'a> {
+    /// Envelope sender ("" = null).
+    pub reverse_path: &'a str,
+    /// Recipients with their DSN parameters.
+    pub recipients: Vec<OutgoingRecipient<'a>>,
+    /// Content.
+    pub body: &'a [u8],
+    /// SMTPUTF8 requested.
+    pub smtputf8: bool,
+    /// 8BITMIME.
+    pub eight_bit: bool,
+    /// RET.
+    pub ret: Option<&'a str>,
+    /// ENVID.
+    pub envid: Option<&'a str>,
+}
+
+/// Result of trying a list of targets.
+pub struct GroupResult {
+    /// Per recipient, in input order.
+    pub attempts: Vec<Attempt>,
+    /// Targets that failed at connection level (for health/suspension), and the one that answered.
+    pub failed_targets: Vec<Target>,
+    /// Target that carried the transaction, if any.
+    pub used: Option<Target>,
+}
+
+fn reply_text(r: &Reply) -> String {
+    r.to_string()
+}
+
+/// Try `targets` in order until one carries the transaction.
+pub async fn deliver_group(
+    conns: &Connections,
+    targets: &[Target],
+    base: &ClientConfig,
+    max_per_conn: u32,
+    msg: &Outgoing<'_>,
+) -> GroupResult {
+    let n = msg.recipients.len();
+    let mut failed_targets = Vec::new();
+    let mut last_error = String::from("no delivery target");
+    for t in targets {
+        let key: Key = (
+            t.addr,
+            base.ehlo_name.clone(),
+            base.source_address.map(|a| a.to_string()).unwrap_or_default(),
+        );
+        let mut cfg = base.clone();
+        cfg.tls = t.tls.clone();
+        cfg.auth = t.auth.clone();
+        let reused = conns.take_idle(&key);
+        let mut conn = match reused {
+            Some(mut c) => match c.reset().await {
+                Ok(()) => c,
+                Err(_) => match Connection::connect(t.addr, &t.host, &cfg).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last_error = e.to_string();
+                        failed_targets.push(t.clone());
+                        continue;
+                    }
+                },
+            },
+            None => match Connection::connect(t.addr, &t.host, &cfg).await {
+                Ok(c) => c,
+                Err(e) if e.is_permanent() => {
+                    return permanent_for_all(n, &e, t, failed_targets);
+                }
+                Err(e) => {
+                    last_error = format!("{}: {e}", t.host);
+                    failed_targets.push(t.clone());
+                    continue;
+                }
+            },
+        };
+        let sent = conn
+            .send(&OutgoingMessage {
+                reverse_path: msg.reverse_path,
+                recipients: msg.recipients.clone(),
+                body: msg.body,
+                smtputf8: msg.smtputf8,
+                eight_bit: msg.eight_bit,
+                ret: msg.ret,
+                envid: msg.envid,
+            })
+            .await;
+        let remote = format!("{}[{}]", t.host, t.addr.ip());
+        match sent {
+            Ok(result) => {
+                let attempts = map_result(&result, n, &remote);
+                if conn.messages_sent() < max_per_conn.max(1) {
+                    conns.put_idle(key, conn);
+                } else {
+                    conn.quit().await;
+                }
+                return GroupResult {
+                    attempts,
+                    failed_targets,
+                    used: Some(t.clone()),
+                };
+            }
+            Err(e) if e.is_permanent() => {
+                return permanent_for_all(n, &e, t, failed_targets);
+            }
+            Err(e) => {
+                // Trouble mid-transaction: the message may or may not have been taken; defer
+                // rather than try the next host in the same attempt (RFC 5321 §4.5.4.1 allows
+                // either; deferring keeps duplicate risk to one per retry).
+                let reply = format!("{}: {e}", t.host);
+                return GroupResult {
+                    attempts: vec![
+                        Attempt::Deferred {
+                            reply,
+                            remote: remote.clone()
+                        };
+                        n
+                    ],
+                    failed_targets,
+                    used: Some(t.clone()),
+                };
+            }
+        }
+    }
+    GroupResult {
+        attempts: vec![
+            Attempt::Deferred {
+                reply: last_error,
+                remote: String::new()
+            };
+            n
+        ],
+        failed_targets,
+        used: None,
+    }
+}
+
+fn permanent_for_all(n: usize, e: &ClientError, t: &Target, failed: Vec<Target>) -> GroupResult {
+    let text = e.to_string();
+    let status = baton_core::outcome::enhanced_from_reply(550, &text);
+    GroupResult {
+        attempts: vec![
+            Attempt::Failed {
+                reply: text,
+                status,
+                remote: format!("{}[{}]", t.host, t.addr.ip()),
+            };
+            n
+        ],
+        failed_targets: failed,
+        used: Some(t.clone()),
+    }
+}
+
+fn classify(r: &Reply, remote: &str) -> Attempt {
+    let text = reply_text(r);
+    match classify_reply(r.code, r.enhanced.as_deref(), &text) {
+        OutcomeClass::Delivered => Attempt::Delivered {
+            reply: text,
+            remote: remote.to_string(),
+        },
+        OutcomeClass::Deferred => Attempt::Deferred {
+            reply: text,
+            remote: remote.to_string(),
+        },
+        OutcomeClass::Failed => Attempt::Failed {
+            status: r
+                .enhanced
+                .clone()
+                .unwrap_or_else(|| baton_core::outcome::enhanced_from_reply(r.code, &text)),
+            reply: text,
+            remote: remote.to_string(),
+        },
+    }
+}
+
+/// Per-recipient outcome from the replies of one transaction.
+fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<Attempt> {
+    if !res.mail_reply.is_positive() {
+        return vec![classify(&res.mail_reply, remote); n];
+    }
+    (0..n)
+        .map(|i| match res.rcpt_replies.get(i) {
+            Some(r) if !r.is_positive() => classify(r, remote),
+            Some(_) => match &res.data_reply {
+                Some(d) => classify(d, remote),
+                None => Attempt::Deferred {
+                    reply: "no reply to DATA".into(),
+                    remote: remote.to_string(),
+                },
+            },
+            None => Attempt::Deferred {
+                reply: "no reply to RCPT".into(),
+                remote: remote.to_string(),
+            },
+        })
+        .collect()
+}

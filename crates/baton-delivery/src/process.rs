@@ -1,0 +1,392 @@
+//! What a worker does with one queued message: wait until it is due, check expiry, deliver
+//! each destination group, log one line per recipient outcome, publish follow-ups (retry
+//! envelope for deferred recipients, one DSN for failed/expired ones) and only then ack the
+//! original. Follow-ups carry deterministic `Nats-Msg-Id`s, so a crash between publishing
+//! them and the ack duplicates nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use baton_core::dsn::{DsnAction, DsnInput, DsnRecipient, build_dsn, should_bounce};
+use baton_core::ids::{FollowUp, follow_up_msg_id};
+use baton_core::outcome::{RecipientOutcome, notify_wanted};
+use baton_core::retry::{RetryDecision, RetrySchedule};
+use baton_proto::v1::{
+    DeliveryMode, DsnRet, Envelope, EnvelopeKind, Recipient, SendingPool, envelope::Body,
+};
+use baton_queue::{QueuedMessage, new_subject, retry_subject};
+use baton_smtp_client::OutgoingRecipient;
+
+use crate::deliver::{Attempt, Outgoing, deliver_group};
+use crate::route::{Route, pick_egress, route};
+use crate::{Ctx, now_ms};
+
+/// Final per-recipient result of this pass.
+#[derive(Clone, Debug)]
+enum Fate {
+    Delivered { reply: String, remote: String },
+    Deferred { reply: String, remote: String },
+    Failed { reply: String, status: String, remote: String },
+    Expired { reply: String },
+}
+
+impl Fate {
+    /// The core outcome (without the remote host) for DSN decisions.
+    fn outcome(&self) -> RecipientOutcome {
+        match self.clone() {
+            Fate::Delivered { reply, .. } => RecipientOutcome::Delivered { reply },
+            Fate::Deferred { reply, .. } => RecipientOutcome::Deferred { reply },
+            Fate::Failed { reply, status, .. } => RecipientOutcome::Failed { reply, status },
+            Fate::Expired { reply } => RecipientOutcome::Expired { last_reply: reply },
+        }
+    }
+}
+
+/// Process one message end to end. Returns without acking when a follow-up could not be
+/// published: JetStream redelivers it after `ack_wait`.
+pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage) {
+    let env = &qm.envelope;
+    if qm.delivered > 1 {
+        ctx.metrics.delivery_redeliveries.with_label_values(&[&pool.name]).inc();
+    }
+    // A retry-lane message waits for its due time (the lane's head is always the earliest).
+    let wait_ms = env.not_before_ms - now_ms();
+    if wait_ms > 0 {
+        wait_with_progress(ctx, &qm, Duration::from_millis(wait_ms as u64)).await;
+    }
+    let schedule = RetrySchedule::from_pool(pool);
+    let fates = if schedule.is_expired(env.received_at_ms, now_ms()) {
+        env.recipients
+            .iter()
+            .map(|r| Fate::Expired { reply: r.last_reply.clone() })
+            .collect()
+    } else {
+        let work = deliver_all(ctx, pool, &qm);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(ctx.progress_every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                f = &mut work => break f,
+                _ = tick.tick() => { let _ = qm.progress().await; }
+            }
+        }
+    };
+    finish(ctx, pool, &qm, &schedule, fates).await;
+}
+
+async fn wait_with_progress(ctx: &Ctx, qm: &QueuedMessage, total: Duration) {
+    let until = Instant::now() + total;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(ctx.progress_every)).await;
+        if Instant::now() < until {
+            let _ = qm.progress().await;
+        }
+    }
+}
+
+fn domain_of(addr: &str) -> String {
+    addr.rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Deliver every recipient: grouped by destination domain (Direct) or all at once (Smarthost).
+async fn deliver_all(ctx: &Ctx, pool: &SendingPool, qm: &QueuedMessage) -> Vec<Fate> {
+    let env = &qm.envelope;
+    let smarthost = DeliveryMode::try_from(pool.mode) == Ok(DeliveryMode::Smarthost);
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, r) in env.recipients.iter().enumerate() {
+        let key = if smarthost { String::new() } else { domain_of(&r.address) };
+        groups.entry(key).or_default().push(i);
+    }
+    let runs = groups
+        .into_iter()
+        .map(|(domain, idx)| deliver_domain(ctx, pool, qm, domain, idx));
+    let results = futures::future::join_all(runs).await;
+    let mut fates = vec![
+        Fate::Deferred {
+            reply: "not attempted".into(),
+            remote: String::new()
+        };
+        env.recipients.len()
+    ];
+    for (idx, group_fates) in results {
+        for (i, f) in idx.into_iter().zip(group_fates) {
+            if let Some(slot) = fates.get_mut(i) {
+                *slot = f;
+            }
+        }
+    }
+    fates
+}
+
+async fn deliver_domain(
+    ctx: &Ctx,
+    pool: &SendingPool,
+    qm: &QueuedMessage,
+    domain: String,
+    idx: Vec<usize>,
+) -> (Vec<usize>, Vec<Fate>) {
+    let env = &qm.envelope;
+    let dest = if domain.is_empty() { format!("smarthosts:{}", pool.name) } else { domain.clone() };
+    let n = idx.len();
+    let all = |f: Fate| vec![f; n];
+    if let Some(until) = ctx.suspended_until(&dest) {
+        let reply = format!("451 4.4.5 destination {dest} suspended after repeated failures until {until} ms");
+        return (idx, all(Fate::Deferred { reply, remote: String::new() }));
+    }
+    let targets = match route(&ctx.dns, pool, &ctx.health, &domain).await {
+        Route::Targets(t) => t,
+        Route::Fail { status, text } => {
+            let reply = format!("550 {status} {text}");
+            return (idx, all(Fate::Failed { reply, status: status.into(), remote: String::new() }));
+        }
+        Route::Defer { status, text } => {
+            let reply = format!("451 {status} {text}");
+            return (idx, all(Fate::Deferred { reply, remote: String::new() }));
+        }
+    };
+    let cap = if pool.max_connections_per_destination == 0 { 20 } else { pool.max_connections_per_destination as usize };
+    let Some(_slot) = ctx.conns.slot(&dest, cap).await else {
+        return (idx, all(Fate::Deferred { reply: "451 4.3.0 worker shutting down".into(), remote: String::new() }));
+    };
+    let _global = ctx.delivery_slots.acquire().await;
+    let mut cfg = ctx.client.clone();
+    if let Some(e) = pick_egress(pool) {
+        if !e.ehlo_name.is_empty() {
+            cfg.ehlo_name = e.ehlo_name.clone();
+        }
+        cfg.source_address = e.source_address.parse().ok();
+    }
+    let recipients: Vec<OutgoingRecipient<'_>> = idx
+        .iter()
+        .filter_map(|i| env.recipients.get(*i))
+        .map(outgoing_recipient)
+        .collect();
+    let ret = env.dsn.as_ref().and_then(|d| match DsnRet::try_from(d.ret) {
+        Ok(DsnRet::Full) => Some("FULL"),
+        Ok(DsnRet::Hdrs) => Some("HDRS"),
+        _ => None,
+    });
+    let envid = env.dsn.as_ref().map(|d| d.envid.as_str()).filter(|s| !s.is_empty());
+    let msg = Outgoing {
+        reverse_path: &env.reverse_path,
+        recipients,
+        body: qm.body(),
+        smtputf8: env.smtputf8,
+        eight_bit: env.body_type == baton_proto::v1::BodyType::BodyType8bitmime as i32,
+        ret,
+        envid,
+    };
+    let started = Instant::now();
+    ctx.metrics.delivery_connections_active.with_label_values(&[&pool.name]).inc();
+    let max_per_conn = if pool.max_messages_per_connection == 0 { 100 } else { pool.max_messages_per_connection };
+    let result = deliver_group(&ctx.conns, &targets, &cfg, max_per_conn, &msg).await;
+    ctx.metrics.delivery_connections_active.with_label_values(&[&pool.name]).dec();
+    ctx.metrics
+        .delivery_duration
+        .with_label_values(&[&pool.name])
+        .observe(started.elapsed().as_secs_f64());
+    for t in &result.failed_targets {
+        if let Some(i) = t.upstream {
+            ctx.health.record(i, false);
+        }
+    }
+    if let Some(i) = result.used.as_ref().and_then(|t| t.upstream) {
+        ctx.health.record(i, true);
+    }
+    ctx.record_destination(&dest, result.used.is_some());
+    let label = if result.used.is_some() { "connected" } else { "connect_failed" };
+    ctx.metrics.delivery_attempts.with_label_values(&[&pool.name, label]).inc();
+    let fates = result
+        .attempts
+        .into_iter()
+        .map(|a| match a {
+            Attempt::Delivered { reply, remote } => Fate::Delivered { reply, remote },
+            Attempt::Deferred { reply, remote } => Fate::Deferred { reply, remote },
+            Attempt::Failed { reply, status, remote } => Fate::Failed { reply, status, remote },
+        })
+        .collect();
+    (idx, fates)
+}
+
+fn outgoing_recipient(r: &Recipient) -> OutgoingRecipient<'_> {
+    OutgoingRecipient {
+        address: &r.address,
+        notify: None,
+        orcpt: (!r.orcpt.is_empty()).then_some(r.orcpt.as_str()),
+    }
+}
+
+/// Log, count, publish follow-ups, then ack.
+async fn finish(ctx: &Ctx, pool: &SendingPool, qm: &QueuedMessage, schedule: &RetrySchedule, mut fates: Vec<Fate>) {
+    let env = &qm.envelope;
+    let attempt = env.attempt + 1;
+    let now = now_ms();
+    // Deferred recipients either go to the next tier or, past maxAge, expire now.
+    let decision = schedule.next(attempt, env.received_at_ms, now);
+    if matches!(decision, RetryDecision::Expire) {
+        for f in fates.iter_mut() {
+            if let Fate::Deferred { reply, .. } = f {
+                *f = Fate::Expired { reply: reply.clone() };
+            }
+        }
+    }
+    for (r, f) in env.recipients.iter().zip(&fates) {
+        log_outcome(ctx, pool, env, r, f, attempt, now);
+    }
+    let mut follow_ups: Vec<(String, String, Envelope)> = Vec::new();
+    let deferred: Vec<Recipient> = env
+        .recipients
+        .iter()
+        .zip(&fates)
+        .filter_map(|(r, f)| match f {
+            Fate::Deferred { reply, remote } => {
+                let mut r = r.clone();
+                r.last_reply = reply.clone();
+                r.last_remote = remote.clone();
+                Some(r)
+            }
+            _ => None,
+        })
+        .collect();
+    if let (false, RetryDecision::Retry { tier, not_before_ms }) = (deferred.is_empty(), decision) {
+        let mut next = env.clone();
+        next.recipients = deferred;
+        next.attempt = attempt;
+        next.retry_tier = tier;
+        next.not_before_ms = not_before_ms;
+        follow_ups.push((retry_subject(&pool.name, tier), follow_up_msg_id(&env.id, attempt, FollowUp::Retry), next));
+    }
+    if let Some(dsn) = dsn_for(ctx, env, &fates, attempt) {
+        ctx.metrics.delivery_dsn_generated.with_label_values(&[&pool.name]).inc();
+        follow_ups.push((new_subject(&pool.name), dsn.id.clone(), dsn));
+    }
+    for (subject, msg_id, e) in &follow_ups {
+        if let Err(err) = ctx.publisher.publish(subject, msg_id, e).await {
+            tracing::error!(queue_id = %env.id, error = %err, "follow-up publish failed; leaving message for redelivery");
+            return;
+        }
+    }
+    if let Err(err) = qm.ack().await {
+        tracing::warn!(queue_id = %env.id, error = %err, "ack failed; message will be redelivered");
+        return;
+    }
+    if let Some(name) = &qm.object_ref {
+        let _ = ctx.publisher.delete_body(name).await;
+    }
+}
+
+fn log_outcome(ctx: &Ctx, pool: &SendingPool, env: &Envelope, r: &Recipient, f: &Fate, attempt: u32, now: i64) {
+    let delay = (now - env.received_at_ms).max(0) as f64 / 1000.0;
+    let (status, reply, remote) = match f {
+        Fate::Delivered { reply, remote } => ("sent", reply, remote.as_str()),
+        Fate::Deferred { reply, remote } => ("deferred", reply, remote.as_str()),
+        Fate::Failed { reply, remote, .. } => ("bounced", reply, remote.as_str()),
+        Fate::Expired { reply } => ("expired", reply, ""),
+    };
+    let dest = domain_of(&r.address);
+    tracing::info!(
+        queue_id = %env.id,
+        pool = %pool.name,
+        relay_domain = %env.relay_domain,
+        to = %r.address,
+        relay = %remote,
+        destination = %dest,
+        attempt,
+        delay,
+        status,
+        dsn = env.kind == EnvelopeKind::Dsn as i32,
+        reply = %reply,
+        "status={status}"
+    );
+    let outcome = match f {
+        Fate::Delivered { .. } => "delivered",
+        Fate::Deferred { .. } => "deferred",
+        Fate::Failed { .. } => "bounced",
+        Fate::Expired { .. } => "expired",
+    };
+    ctx.metrics
+        .delivery_recipients
+        .with_label_values(&[&pool.name, &env.relay_domain, outcome])
+        .inc();
+    if let Fate::Delivered { .. } = f {
+        ctx.metrics
+            .delivery_accept_to_delivery
+            .with_label_values(&[&pool.name])
+            .observe(delay);
+    }
+}
+
+/// One DSN for the recipients whose fate the sender asked to hear about.
+fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<Envelope> {
+    if !should_bounce(env) {
+        return None;
+    }
+    let mut recipients = Vec::new();
+    for (r, f) in env.recipients.iter().zip(fates) {
+        let (action, status, diagnostic, remote) = match f {
+            Fate::Failed { reply, status, remote } => (DsnAction::Failed, status.clone(), Some(reply.clone()), remote.clone()),
+            Fate::Expired { reply } => (DsnAction::Failed, "4.4.7".to_string(), (!reply.is_empty()).then(|| reply.clone()), r.last_remote.clone()),
+            Fate::Delivered { reply, remote } => (DsnAction::Delivered, "2.0.0".to_string(), Some(reply.clone()), remote.clone()),
+            Fate::Deferred { .. } => continue,
+        };
+        if !notify_wanted(r, &f.outcome()) {
+            continue;
+        }
+        recipients.push(DsnRecipient {
+            address: r.address.clone(),
+            orcpt: (!r.orcpt.is_empty()).then(|| r.orcpt.clone()),
+            action,
+            status,
+            diagnostic,
+            remote_mta: (!remote.is_empty()).then_some(remote),
+        });
+    }
+    if recipients.is_empty() {
+        return None;
+    }
+    let dsn_id = follow_up_msg_id(&env.id, attempt, FollowUp::Dsn);
+    let body = build_dsn(&DsnInput {
+        reporting_mta: &ctx.client.ehlo_name,
+        original: env,
+        original_message: match &env.body {
+            Some(Body::InlineBody(b)) => b.as_slice(),
+            _ => &[],
+        },
+        recipients,
+        arrival_ms: env.received_at_ms,
+        now: time::OffsetDateTime::now_utc(),
+        dsn_id: &dsn_id,
+    });
+    Some(Envelope {
+        id: dsn_id.clone(),
+        reverse_path: String::new(),
+        recipients: vec![Recipient {
+            address: env.reverse_path.clone(),
+            notify_never: true,
+            ..Default::default()
+        }],
+        relay_domain: env.relay_domain.clone(),
+        pool: env.pool.clone(),
+        client_address: String::new(),
+        authenticated_as: String::new(),
+        received_at_ms: now_ms(),
+        attempt: 0,
+        not_before_ms: 0,
+        size: body.len() as u64,
+        body: Some(Body::InlineBody(body)),
+        dsn: None,
+        smtputf8: env.smtputf8,
+        body_type: env.body_type,
+        helo: String::new(),
+        kind: EnvelopeKind::Dsn as i32,
+        retry_tier: 0,
+        origin_id: env.id.clone(),
+    })
+}

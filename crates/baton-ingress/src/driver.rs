@@ -1,0 +1,210 @@
+//! The session driver: performs the I/O the sans-IO [`baton_smtp::Session`] asks for — read
+//! with timeouts, write batched replies, upgrade to TLS, hand off to JetStream — and accounts
+//! the session's message bytes against the ingress budget. No SMTP logic lives here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_smtp::session::{Action, Session};
+use baton_smtp::{ListenerKind, PeerInfo, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::budget::Reservation;
+use crate::conn::Conn;
+use crate::handoff::{self, Arrival};
+use crate::policy::SessionPolicy;
+use crate::{Shared, listener_label};
+
+/// Why a session ended (for logs).
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Closed,
+    PeerGone,
+    Timeout,
+    Shutdown,
+}
+
+/// Drive one SMTP session to its end.
+pub async fn run(conn: Conn, peer: PeerInfo, kind: ListenerKind, shared: Arc<Shared>, stop: CancellationToken, hard_stop: CancellationToken) {
+    let label = listener_label(kind);
+    let gauge = shared.metrics.ingress_sessions_active.with_label_values(&[label]);
+    gauge.inc();
+    let span = tracing::info_span!("smtp_session", client = %peer.addr, listener = label);
+    let end = drive(conn, peer, kind, &shared, &stop, &hard_stop)
+        .instrument(span.clone())
+        .await;
+    tracing::debug!(parent: &span, end = ?end, "session ended");
+    gauge.dec();
+}
+
+async fn flush(conn: &mut Conn, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if !out.is_empty() {
+        conn.write_all(out).await?;
+        out.clear();
+    }
+    conn.flush().await
+}
+
+async fn drive(
+    mut conn: Conn,
+    peer: PeerInfo,
+    kind: ListenerKind,
+    shared: &Shared,
+    stop: &CancellationToken,
+    hard_stop: &CancellationToken,
+) -> End {
+    let limits = &shared.config.limits;
+    let mut session = Session::new(shared.session_config(kind), peer.clone());
+    let mut out = Vec::with_capacity(1024);
+    let mut reservation = Reservation::new(&shared.budget);
+    let deadline = Instant::now() + limits.session_timeout;
+    let mut buf = vec![0u8; 16 * 1024];
+    if let Action::Send(b) = session.greeting() {
+        out.extend_from_slice(&b);
+    }
+    loop {
+        // Perform every action the session has for the input seen so far.
+        loop {
+            let snapshot = shared.snapshot.borrow().clone();
+            let action = {
+                let policy = SessionPolicy {
+                    snapshot: snapshot.as_deref(),
+                    rates: &shared.rates,
+                    metrics: &shared.metrics,
+                };
+                session.poll(&policy)
+            };
+            let Some(action) = action else { break };
+            match action {
+                Action::Send(b) => {
+                    count_reply(shared, &b);
+                    out.extend_from_slice(&b);
+                }
+                Action::Delay(d) => {
+                    if flush(&mut conn, &mut out).await.is_err() {
+                        return End::PeerGone;
+                    }
+                    tokio::time::sleep(d).await;
+                }
+                Action::StartTls => {
+                    if flush(&mut conn, &mut out).await.is_err() {
+                        return End::PeerGone;
+                    }
+                    match upgrade(conn, shared, kind).await {
+                        Some(c) => conn = c,
+                        None => return End::PeerGone,
+                    }
+                    session.tls_established();
+                }
+                Action::Enqueue(tx) => {
+                    let id = baton_core::ids::new_queue_id(time_ms(), &mut rand::rng());
+                    let arrival = Arrival {
+                        hostname: &shared.config.hostname,
+                        client: peer.addr,
+                        listener: kind,
+                        tls_cipher: conn.cipher(),
+                    };
+                    let env = handoff::build_envelope(tx, &id, &arrival, time::OffsetDateTime::now_utc());
+                    let result = handoff::publish(&shared.publisher, &shared.metrics, &env).await;
+                    drop(env);
+                    session.enqueue_result(result);
+                }
+                Action::Close => {
+                    let _ = flush(&mut conn, &mut out).await;
+                    let _ = conn.shutdown().await;
+                    return End::Closed;
+                }
+            }
+            account(&mut session, &mut reservation, shared);
+        }
+        account(&mut session, &mut reservation, shared);
+        if flush(&mut conn, &mut out).await.is_err() {
+            return End::PeerGone;
+        }
+        // Wait for input, the command timeout, the session deadline, or shutdown.
+        let wait = limits.command_timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let idle = !session.in_transaction();
+        tokio::select! {
+            r = tokio::time::timeout(wait, conn.read(&mut buf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => return End::PeerGone,
+                Ok(Ok(n)) => session.feed(&buf[..n]),
+                Err(_) => {
+                    shared.metrics.ingress_rejections.with_label_values(&["4.4.2", "421"]).inc();
+                    finish(&mut conn, session.timeout()).await;
+                    return End::Timeout;
+                }
+            },
+            _ = stop.cancelled(), if idle => {
+                finish(&mut conn, session.shutdown()).await;
+                return End::Shutdown;
+            }
+            _ = hard_stop.cancelled() => {
+                finish(&mut conn, session.shutdown()).await;
+                return End::Shutdown;
+            }
+        }
+    }
+}
+
+/// Keep the session's reservation equal to the bytes it buffers; over budget → 452 4.3.1.
+fn account(session: &mut Session, reservation: &mut Reservation<'_>, shared: &Shared) {
+    let want = session.body_len();
+    if !reservation.resize(want) {
+        session.fail_transaction(Reply::new(
+            452,
+            "4.3.1",
+            "Insufficient system resources, try again later",
+        ));
+        let _ = reservation.resize(session.body_len());
+    }
+    shared.metrics.ingress_inflight_bytes.set(shared.budget.used() as i64);
+}
+
+async fn finish(conn: &mut Conn, actions: Vec<Action>) {
+    let mut out = Vec::new();
+    for a in actions {
+        if let Action::Send(b) = a {
+            out.extend_from_slice(&b);
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = flush(conn, &mut out).await;
+        let _ = conn.shutdown().await;
+    })
+    .await;
+}
+
+/// Count every reply that refuses something, labelled by its enhanced status code (the
+/// reason, a small fixed set) and reply code. Session replies are the single source, so each
+/// refusal is counted once whatever produced it (session rules, policy, queue).
+fn count_reply(shared: &Shared, bytes: &[u8]) {
+    let Some(code) = bytes.get(..3).and_then(|c| std::str::from_utf8(c).ok()) else {
+        return;
+    };
+    if !(code.starts_with('4') || code.starts_with('5')) {
+        return;
+    }
+    let reason = bytes
+        .get(4..)
+        .and_then(|rest| rest.split(|b| *b == b' ' || *b == b'\r').next())
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .filter(|s| s.len() <= 9 && s.split('.').count() == 3 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        .unwrap_or("none");
+    shared
+        .metrics
+        .ingress_rejections
+        .with_label_values(&[reason, code])
+        .inc();
+}
+
+async fn upgrade(conn: Conn, shared: &Shared, kind: ListenerKind) -> Option<Conn> {
+    let Conn::Plain(tcp) = conn else { return None };
+    crate::tls_accept(tcp, shared, listener_label(kind)).await
+}
+
+fn time_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -1,0 +1,153 @@
+//! The ingress side of [`baton_smtp::Policy`]: answers the session's questions from the
+//! config snapshot in force (via `baton_core::PolicyIndex`) and the per-domain rate limits.
+
+use std::sync::{Arc, Mutex};
+
+use baton_core::policy::PolicyIndex;
+use baton_core::ratelimit::RateLimiter;
+use baton_core::refusal::Refusal;
+use baton_proto::v1::RelayConfig;
+use baton_smtp::session::{Grant, Policy, SenderContext};
+use baton_smtp::{ForwardPath, ListenerKind, PeerInfo, Reply, ReversePath};
+
+use baton_telemetry::Metrics;
+
+/// A compiled view of one config snapshot.
+pub struct Snapshot {
+    /// The snapshot itself.
+    pub config: Arc<RelayConfig>,
+    /// Pre-parsed policy lookups.
+    pub index: PolicyIndex,
+}
+
+impl Snapshot {
+    /// Index a snapshot.
+    pub fn new(config: Arc<RelayConfig>) -> Self {
+        let index = PolicyIndex::new(&config);
+        Snapshot { config, index }
+    }
+}
+
+/// Per-relay-domain token buckets (`limits.messagesPerMinute`), per ingress pod.
+pub struct RateLimits {
+    limiter: Mutex<RateLimiter>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            limiter: Mutex::new(RateLimiter::new(10_000)),
+        }
+    }
+}
+
+impl RateLimits {
+    fn allow(&self, domain: &str, per_minute: u32, now_ms: i64) -> bool {
+        if per_minute == 0 {
+            return true;
+        }
+        match self.limiter.lock() {
+            Ok(mut l) => l.check(domain, per_minute, now_ms),
+            Err(_) => true,
+        }
+    }
+}
+
+/// Converts a core refusal into the SMTP reply the client sees.
+pub fn refusal_reply(r: &Refusal) -> Reply {
+    Reply::new(r.code, r.status, r.text.clone())
+}
+
+/// The policy a session consults, bound to one snapshot (or none yet).
+pub struct SessionPolicy<'a> {
+    /// Snapshot in force, `None` before the first one arrived.
+    pub snapshot: Option<&'a Snapshot>,
+    /// Shared rate limiter.
+    pub rates: &'a RateLimits,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+}
+
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+fn not_ready() -> Reply {
+    Reply::new(451, "4.3.0", "Relay configuration not loaded yet, try again later")
+}
+
+impl Policy for SessionPolicy<'_> {
+    fn authenticate(&self, _peer: &PeerInfo, username: &str, password: &str) -> Result<(), Reply> {
+        let Some(s) = self.snapshot else {
+            return Err(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+        };
+        if s.index.authenticate(username, password) {
+            self.metrics.ingress_auth.with_label_values(&["ok"]).inc();
+            Ok(())
+        } else {
+            self.metrics.ingress_auth.with_label_values(&["failed"]).inc();
+            Err(Reply::new(535, "5.7.8", "Authentication credentials invalid"))
+        }
+    }
+
+    fn check_sender(&self, ctx: &SenderContext<'_>) -> Result<Grant, Reply> {
+        let Some(s) = self.snapshot else {
+            return Err(not_ready());
+        };
+        let domain_lc;
+        let sender = match ctx.reverse_path {
+            ReversePath::Null => None,
+            ReversePath::Mailbox(a) => {
+                domain_lc = a.domain_lowercase();
+                Some((a.local_part.as_str(), domain_lc.as_str()))
+            }
+        };
+        let grant = s
+            .index
+            .authorize_sender(
+                ctx.peer.addr,
+                ctx.authenticated,
+                sender,
+                ctx.listener == ListenerKind::Submission,
+            )
+            .map_err(|r| {
+                tracing::info!(client = %ctx.peer.addr, reason = r.reason, "sender refused: {}", r.text);
+                refusal_reply(&r)
+            })?;
+        let per_minute = s
+            .index
+            .domain(&grant.relay_domain)
+            .map(|d| d.messages_per_minute)
+            .unwrap_or(0);
+        if !self.rates.allow(&grant.relay_domain, per_minute, now_ms()) {
+            return Err(Reply::new(
+                450,
+                "4.7.1",
+                "Sending rate limit for this domain exceeded, try again later",
+            ));
+        }
+        Ok(Grant {
+            relay_domain: grant.relay_domain,
+            pool: grant.pool,
+            max_message_size: grant.max_message_size,
+        })
+    }
+
+    fn check_recipient(
+        &self,
+        _ctx: &SenderContext<'_>,
+        _grant: &Grant,
+        rcpt: &ForwardPath,
+    ) -> Result<(), Reply> {
+        // The client is already authorised to relay (checked at MAIL FROM); recipients may be
+        // anywhere. `<postmaster>` without a domain has no destination for an outbound relay.
+        match rcpt {
+            ForwardPath::Postmaster => Err(Reply::new(
+                550,
+                "5.1.1",
+                "<postmaster> needs a domain on an outbound relay",
+            )),
+            ForwardPath::Mailbox(_) => Ok(()),
+        }
+    }
+}

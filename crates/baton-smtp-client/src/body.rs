@@ -1,0 +1,144 @@
+//! Message body framing: line-ending normalisation, DATA dot-stuffing (RFC 5321 4.5.2) and
+//! BDAT chunking (RFC 3030).
+//!
+//! Callers hand over CRLF content. A bare CR or bare LF is not legal on the wire, so any that
+//! slips through is normalised to CRLF rather than emitted; a non-empty body that does not end
+//! with CRLF gets one. The same normalisation applies to both DATA and BDAT, so a receiver sees
+//! identical bytes whichever path was used.
+
+use std::borrow::Cow;
+
+/// Largest BDAT chunk sent.
+pub const MAX_CHUNK: usize = 1024 * 1024;
+
+/// True when `body` needs no normalisation: every CR is followed by LF, every LF is preceded
+/// by CR, and it is empty or ends with CRLF.
+fn is_clean(body: &[u8]) -> bool {
+    if !(body.is_empty() || body.ends_with(b"\r\n")) {
+        return false;
+    }
+    let mut prev = 0u8;
+    for (i, &b) in body.iter().enumerate() {
+        match b {
+            b'\r' if body.get(i + 1) != Some(&b'\n') => return false,
+            b'\n' if prev != b'\r' => return false,
+            _ => {}
+        }
+        prev = b;
+    }
+    true
+}
+
+/// The body as it goes into a BDAT chunk: normalised, not dot-stuffed.
+pub fn normalise(body: &[u8]) -> Cow<'_, [u8]> {
+    if is_clean(body) {
+        Cow::Borrowed(body)
+    } else {
+        Cow::Owned(encode(body, false))
+    }
+}
+
+/// The body as it goes after a 354: normalised, dot-stuffed and terminated by `.` CRLF.
+pub fn data_payload(body: &[u8]) -> Vec<u8> {
+    let mut out = encode(body, true);
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// One pass over `body`: CR, LF or CRLF become CRLF; with `dot_stuff`, a line starting with `.`
+/// gets another `.`; a non-empty body is terminated with CRLF.
+fn encode(body: &[u8], dot_stuff: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 8);
+    let mut at_line_start = true;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        i += 1;
+        match b {
+            b'\r' => {
+                if body.get(i) == Some(&b'\n') {
+                    i += 1;
+                }
+                out.extend_from_slice(b"\r\n");
+                at_line_start = true;
+            }
+            b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                at_line_start = true;
+            }
+            _ => {
+                if at_line_start && dot_stuff && b == b'.' {
+                    out.push(b'.');
+                }
+                out.push(b);
+                at_line_start = false;
+            }
+        }
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Size in octets of the normalised message (what SIZE= declares), without building it.
+pub fn message_size(body: &[u8]) -> u64 {
+    if is_clean(body) {
+        return body.len() as u64;
+    }
+    // Cheap enough: only reached for malformed input.
+    encode(body, false).len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_body_is_borrowed() {
+        let body = b"Subject: x\r\n\r\nhello\r\n";
+        assert!(matches!(normalise(body), Cow::Borrowed(_)));
+        assert!(matches!(normalise(b""), Cow::Borrowed(_)));
+        assert_eq!(message_size(body), body.len() as u64);
+    }
+
+    #[test]
+    fn dot_stuffing_leading_dots() {
+        let payload = data_payload(b".hidden\r\nmid.dle\r\n..two\r\n");
+        assert_eq!(payload, b"..hidden\r\nmid.dle\r\n...two\r\n.\r\n");
+    }
+
+    #[test]
+    fn line_of_only_a_dot() {
+        assert_eq!(data_payload(b"a\r\n.\r\nb\r\n"), b"a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(data_payload(b".\r\n"), b"..\r\n.\r\n");
+        assert_eq!(data_payload(b"."), b"..\r\n.\r\n");
+    }
+
+    #[test]
+    fn body_without_trailing_crlf() {
+        assert_eq!(data_payload(b"a\r\nb"), b"a\r\nb\r\n.\r\n");
+        assert_eq!(normalise(b"a\r\nb").as_ref(), b"a\r\nb\r\n");
+        assert_eq!(message_size(b"a\r\nb"), 6);
+    }
+
+    #[test]
+    fn empty_body() {
+        assert_eq!(data_payload(b""), b".\r\n");
+        assert_eq!(normalise(b"").as_ref(), b"");
+    }
+
+    #[test]
+    fn bare_lf_and_cr_become_crlf() {
+        assert_eq!(normalise(b"a\nb\rc\r\n").as_ref(), b"a\r\nb\r\nc\r\n");
+        assert_eq!(data_payload(b"a\n.b\n"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(data_payload(b"a\r\r\nb"), b"a\r\n\r\nb\r\n.\r\n");
+        assert_eq!(normalise(b"\n\n").as_ref(), b"\r\n\r\n");
+        assert_eq!(message_size(b"a\nb\n"), 6);
+    }
+
+    #[test]
+    fn stuffing_only_applies_at_line_start_after_normalisation() {
+        // A dot after a bare CR starts a new line once normalised.
+        assert_eq!(data_payload(b"x\r.y\r\n"), b"x\r\n..y\r\n.\r\n");
+    }
+}

@@ -1,0 +1,361 @@
+//! Session setup (greeting, EHLO/HELO, STARTTLS, AUTH) and the low-level reply/command I/O.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tracing::{debug, warn};
+
+use crate::reply::{MAX_REPLY_LINE, ReplyParser};
+use crate::stream::Stream;
+use crate::{Capabilities, ClientConfig, ClientError, Credentials, Reply, Timeouts, TlsMode};
+
+/// An established SMTP session, ready for [`Connection::send`].
+///
+/// After any error other than a refused reply the session is poisoned: further calls return
+/// [`ClientError::Unusable`].
+#[derive(Debug)]
+pub struct Connection {
+    pub(crate) io: BufReader<Stream>,
+    remote: SocketAddr,
+    server_name: String,
+    pub(crate) caps: Capabilities,
+    greeting: Reply,
+    tls: bool,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) messages_sent: u32,
+    /// A transaction was started and not finished: RSET before the next MAIL.
+    pub(crate) needs_reset: bool,
+    pub(crate) poisoned: bool,
+}
+
+/// Runs `fut` under `limit`, mapping expiry to [`ClientError::Timeout`].
+pub(crate) async fn timed<T>(
+    stage: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(ClientError::Timeout { stage }))
+}
+
+impl Connection {
+    /// Connects to `addr`, reads the greeting, says EHLO, upgrades with STARTTLS according to
+    /// [`ClientConfig::tls`] and authenticates when [`ClientConfig::auth`] is set.
+    ///
+    /// `server_name` is used for TLS SNI and verification and in logs.
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        config: &ClientConfig,
+    ) -> Result<Connection, ClientError> {
+        let timeouts = config.timeouts;
+        let tcp = tokio::time::timeout(timeouts.connect, tcp_connect(addr, config))
+            .await
+            .map_err(|_| ClientError::Timeout { stage: "connect" })??;
+        let mut conn = Connection {
+            io: BufReader::new(Stream::Plain(tcp)),
+            remote: addr,
+            server_name: server_name.to_owned(),
+            caps: Capabilities::default(),
+            greeting: Reply::new(0, None, ""),
+            tls: false,
+            timeouts,
+            messages_sent: 0,
+            needs_reset: false,
+            poisoned: false,
+        };
+        conn.read_greeting().await?;
+        conn.hello(&config.ehlo_name, true).await?;
+        if conn.caps.starttls && config.tls != TlsMode::Disabled {
+            conn = conn.starttls(config).await?;
+        } else if config.tls == TlsMode::Required {
+            conn.quit().await;
+            return Err(ClientError::TlsRequired);
+        }
+        if let Some(credentials) = &config.auth
+            && let Err(e) = conn
+                .authenticate(credentials, config.allow_auth_plaintext)
+                .await
+        {
+            if !conn.poisoned {
+                conn.quit().await;
+            }
+            return Err(e);
+        }
+        debug!(server = %conn.server_name, remote = %addr, tls = conn.tls, "smtp session ready");
+        Ok(conn)
+    }
+
+    /// What the server advertised in its (last) EHLO reply.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The peer address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The server's 220 banner.
+    pub fn greeting(&self) -> &Reply {
+        &self.greeting
+    }
+
+    /// Messages accepted (positive final reply) on this connection so far.
+    pub fn messages_sent(&self) -> u32 {
+        self.messages_sent
+    }
+
+    /// Whether the session can still be used for another message.
+    pub fn is_usable(&self) -> bool {
+        !self.poisoned
+    }
+
+    async fn read_greeting(&mut self) -> Result<(), ClientError> {
+        let greeting = self.read_reply("greeting", self.timeouts.greeting).await?;
+        if greeting.code != 220 {
+            self.poisoned = true;
+            return Err(ClientError::Greeting(greeting));
+        }
+        self.greeting = greeting;
+        Ok(())
+    }
+
+    /// EHLO, falling back to HELO on 500/502/504 when `allow_helo`.
+    async fn hello(&mut self, name: &str, allow_helo: bool) -> Result<(), ClientError> {
+        let limit = self.timeouts.ehlo;
+        let reply = self
+            .command(&format!("EHLO {name}\r\n"), "ehlo", limit)
+            .await?;
+        if reply.code == 250 {
+            self.caps = Capabilities::from_ehlo(&reply);
+            return Ok(());
+        }
+        if !(allow_helo && matches!(reply.code, 500 | 502 | 504)) {
+            return Err(ClientError::Ehlo(reply));
+        }
+        debug!(server = %self.server_name, %reply, "EHLO refused, trying HELO");
+        let reply = self
+            .command(&format!("HELO {name}\r\n"), "ehlo", limit)
+            .await?;
+        if reply.code != 250 {
+            return Err(ClientError::Ehlo(reply));
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    /// STARTTLS, handshake, EHLO again. Opportunistic mode continues in plaintext when the
+    /// server refuses the command; a failed handshake is always an error.
+    async fn starttls(mut self, config: &ClientConfig) -> Result<Self, ClientError> {
+        let limit = self.timeouts.ehlo;
+        let reply = self.command("STARTTLS\r\n", "starttls", limit).await?;
+        if reply.code != 220 {
+            if config.tls == TlsMode::Required {
+                return Err(ClientError::StartTls(reply));
+            }
+            warn!(server = %self.server_name, %reply, "STARTTLS refused, continuing without TLS");
+            return Ok(self);
+        }
+        let tls_config = crate::tls::rustls_config(config)?;
+        let name = crate::tls::server_name(&self.server_name)?;
+        if !self.io.buffer().is_empty() {
+            // Anything the server sent after its 220 arrived in plaintext and could have been
+            // injected by a man in the middle (CVE-2011-0411 class): drop it.
+            warn!(
+                server = %self.server_name,
+                octets = self.io.buffer().len(),
+                "discarding plaintext received after STARTTLS 220"
+            );
+        }
+        let tcp = match self.io.into_inner() {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(_) => return Err(ClientError::Protocol("STARTTLS inside TLS".into())),
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls_config);
+        let handshake = async {
+            connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ClientError::Tls(e.to_string()))
+        };
+        let tls = timed("starttls", limit, handshake).await?;
+        self.io = BufReader::new(Stream::Tls(Box::new(tls)));
+        self.tls = true;
+        self.hello(&config.ehlo_name, false).await?;
+        Ok(self)
+    }
+
+    async fn authenticate(
+        &mut self,
+        credentials: &Credentials,
+        allow_plaintext: bool,
+    ) -> Result<(), ClientError> {
+        if !self.tls && !allow_plaintext {
+            return Err(ClientError::AuthUnavailable("connection is not encrypted"));
+        }
+        let limit = self.timeouts.ehlo;
+        let has = |m: &str| self.caps.auth.iter().any(|a| a == m);
+        let reply = if has("PLAIN") {
+            let token = format!("\0{}\0{}", credentials.username, credentials.password);
+            let line = format!("AUTH PLAIN {}\r\n", BASE64.encode(token));
+            self.command(&line, "auth", limit).await?
+        } else if has("LOGIN") {
+            let reply = self.command("AUTH LOGIN\r\n", "auth", limit).await?;
+            if reply.code != 334 {
+                return Err(ClientError::Auth(reply));
+            }
+            let line = format!("{}\r\n", BASE64.encode(&credentials.username));
+            let reply = self.command(&line, "auth", limit).await?;
+            if reply.code != 334 {
+                return Err(ClientError::Auth(reply));
+            }
+            let line = format!("{}\r\n", BASE64.encode(&credentials.password));
+            self.command(&line, "auth", limit).await?
+        } else {
+            return Err(ClientError::AuthUnavailable(
+                "no supported AUTH mechanism offered",
+            ));
+        };
+        if reply.code != 235 {
+            return Err(ClientError::Auth(reply));
+        }
+        Ok(())
+    }
+
+    /// Sends RSET; needed between messages when the previous transaction did not finish.
+    /// [`Connection::send`] issues it itself when required, so calling it is always safe.
+    pub async fn reset(&mut self) -> Result<(), ClientError> {
+        let reply = self.command("RSET\r\n", "rset", self.timeouts.rset).await?;
+        if reply.code != 250 {
+            self.poisoned = true;
+            return Err(ClientError::Protocol(format!("RSET refused: {reply}")));
+        }
+        self.needs_reset = false;
+        Ok(())
+    }
+
+    /// Sends NOOP, e.g. to check an idle pooled connection before reusing it.
+    pub async fn noop(&mut self) -> Result<Reply, ClientError> {
+        self.command("NOOP\r\n", "rset", self.timeouts.rset).await
+    }
+
+    /// Sends QUIT and closes the connection. Best effort: errors are ignored.
+    pub async fn quit(mut self) {
+        if !self.poisoned {
+            let limit = self.timeouts.quit;
+            let _ = self.command("QUIT\r\n", "quit", limit).await;
+        }
+        let _ = tokio::time::timeout(self.timeouts.quit, self.io.get_mut().shutdown()).await;
+    }
+
+    /// Writes `line` and reads one reply.
+    pub(crate) async fn command(
+        &mut self,
+        line: &str,
+        stage: &'static str,
+        limit: Duration,
+    ) -> Result<Reply, ClientError> {
+        self.write(line.as_bytes(), stage, limit).await?;
+        self.read_reply(stage, limit).await
+    }
+
+    /// Writes and flushes `bytes` under `limit`; poisons the session on failure.
+    pub(crate) async fn write(
+        &mut self,
+        bytes: &[u8],
+        stage: &'static str,
+        limit: Duration,
+    ) -> Result<(), ClientError> {
+        if self.poisoned {
+            return Err(ClientError::Unusable);
+        }
+        let stream = self.io.get_mut();
+        let result = timed(stage, limit, async {
+            stream.write_all(bytes).await?;
+            stream.flush().await?;
+            Ok(())
+        })
+        .await;
+        self.poisoned |= result.is_err();
+        result
+    }
+
+    /// Reads one complete (possibly multi-line) reply under `limit`.
+    pub(crate) async fn read_reply(
+        &mut self,
+        stage: &'static str,
+        limit: Duration,
+    ) -> Result<Reply, ClientError> {
+        if self.poisoned {
+            return Err(ClientError::Unusable);
+        }
+        let io = &mut self.io;
+        let result = timed(stage, limit, async {
+            let mut parser = ReplyParser::default();
+            let mut line = Vec::with_capacity(128);
+            loop {
+                read_line(io, &mut line, stage).await?;
+                if let Some(reply) = parser.push_line(&line).map_err(ClientError::Protocol)? {
+                    return Ok(reply);
+                }
+            }
+        })
+        .await;
+        self.poisoned |= result.is_err();
+        result
+    }
+}
+
+async fn tcp_connect(addr: SocketAddr, config: &ClientConfig) -> Result<TcpStream, ClientError> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(ClientError::Connect)?;
+    if let Some(source) = config.source_address {
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(ClientError::Connect)?;
+    }
+    let tcp = socket.connect(addr).await.map_err(ClientError::Connect)?;
+    // Commands are small and latency matters more than segment count.
+    tcp.set_nodelay(true).map_err(ClientError::Connect)?;
+    Ok(tcp)
+}
+
+/// Reads one line into `line` without its CRLF (or bare LF), bounded by [`MAX_REPLY_LINE`].
+async fn read_line(
+    io: &mut BufReader<Stream>,
+    line: &mut Vec<u8>,
+    stage: &'static str,
+) -> Result<(), ClientError> {
+    line.clear();
+    let cap = (MAX_REPLY_LINE + 2) as u64;
+    let n = (&mut *io).take(cap).read_until(b'\n', line).await?;
+    if line.last() != Some(&b'\n') {
+        if n as u64 >= cap {
+            return Err(ClientError::Protocol(format!(
+                "reply line longer than {MAX_REPLY_LINE} octets"
+            )));
+        }
+        return Err(ClientError::ConnectionClosed { stage });
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The client's error type.
+
+use crate::Reply;
+
+/// Why a connection could not be set up or a transaction could not complete.
+///
+/// Replies the server gave to MAIL, RCPT or DATA are *not* errors: they come back in
+/// [`SendResult`](crate::SendResult). Errors here mean the session itself failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The TCP connection could not be established (or the source address not bound).
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// A stage did not complete within its time limit.
+    #[error("timed out during {stage}")]
+    Timeout {
+        /// Which stage: `connect`, `greeting`, `ehlo`, `starttls`, `auth`, `mail`, `rcpt`,
+        /// `data_init`, `data_block`, `data_term`, `rset` or `quit`.
+        stage: &'static str,
+    },
+    /// Reading from or writing to the connection failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server closed the connection while a reply was expected.
+    #[error("connection closed by server during {stage}")]
+    ConnectionClosed {
+        /// The stage that was waiting for a reply.
+        stage: &'static str,
+    },
+    /// The banner was not 220.
+    #[error("greeting refused: {0}")]
+    Greeting(Reply),
+    /// Both EHLO and the HELO fallback (or EHLO after STARTTLS) were refused.
+    #[error("EHLO refused: {0}")]
+    Ehlo(Reply),
+    /// Policy is [`TlsMode::Required`](crate::TlsMode::Required) but the server does not offer
+    /// STARTTLS.
+    #[error("TLS required but the server does not offer STARTTLS")]
+    TlsRequired,
+    /// The TLS handshake failed or TLS could not be configured (bad name, no root store,
+    /// certificate rejected).
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    /// STARTTLS was refused.
+    #[error("STARTTLS refused: {0}")]
+    StartTls(Reply),
+    /// The server rejected the credentials or the AUTH exchange.
+    #[error("authentication failed: {0}")]
+    Auth(Reply),
+    /// Credentials are configured but cannot be used: no supported mechanism offered, or the
+    /// connection is not encrypted and plaintext AUTH is not allowed.
+    #[error("authentication unavailable: {0}")]
+    AuthUnavailable(&'static str),
+    /// The server violated the protocol: malformed reply, line too long, too many lines,
+    /// unexpected intermediate reply.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The message exceeds the server's advertised SIZE limit; nothing was sent.
+    #[error("message of {size} octets exceeds the server limit of {limit}")]
+    MessageTooLarge {
+        /// Octets in the message.
+        size: u64,
+        /// The server's advertised limit.
+        limit: u64,
+    },
+    /// The message needs SMTPUTF8 and the server does not offer it; nothing was sent.
+    #[error("message requires SMTPUTF8, which the server does not support")]
+    Smtputf8NotSupported,
+    /// The message cannot be expressed as SMTP commands (no recipients, CR/LF or NUL in an
+    /// address or parameter).
+    #[error("invalid message: {0}")]
+    InvalidMessage(&'static str),
+    /// An earlier error left the session in an unknown state; open a new connection.
+    #[error("connection unusable after an earlier error")]
+    Unusable,
+}
+
+impl ClientError {
+    /// Whether retrying the same message later is pointless (the message should bounce).
+    ///
+    /// Connection-level failures are transient: another attempt (or another MX) may work.
+    /// AUTH failures count as transient like Postfix's `smtp_sasl_auth_soft_bounce`.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Greeting(reply) | Self::Ehlo(reply) => reply.is_permanent(),
+            Self::MessageTooLarge { .. } | Self::Smtputf8NotSupported | Self::InvalidMessage(_) => {
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// RFC 3463 status to report for a recipient this error affected.
+    pub fn enhanced_status(&self) -> &'static str {
+        match self {
+            Self::MessageTooLarge { .. } => "5.3.4",
+            Self::Smtputf8NotSupported => "5.6.7",
+            Self::InvalidMessage(_) => "5.6.0",
+            Self::Greeting(r) | Self::Ehlo(r) if r.is_permanent() => "5.0.0",
+            Self::TlsRequired | Self::Tls(_) | Self::StartTls(_) => "4.7.5",
+            Self::Auth(_) | Self::AuthUnavailable(_) => "4.7.0",
+            Self::Protocol(_) => "4.5.0",
+            _ => "4.4.2",
+        }
+    }
+
+    /// Bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Timeout { .. } => "timeout",
+            Self::Io(_) => "io",
+            Self::ConnectionClosed { .. } => "connection_closed",
+            Self::Greeting(_) => "greeting",
+            Self::Ehlo(_) => "ehlo",
+            Self::TlsRequired => "tls_required",
+            Self::Tls(_) => "tls",
+            Self::StartTls(_) => "starttls",
+            Self::Auth(_) => "auth",
+            Self::AuthUnavailable(_) => "auth_unavailable",
+            Self::Protocol(_) => "protocol",
+            Self::MessageTooLarge { .. } => "message_too_large",
+            Self::Smtputf8NotSupported => "smtputf8_not_supported",
+            Self::InvalidMessage(_) => "invalid_message",
+            Self::Unusable => "unusable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanence() {
+        assert!(ClientError::Smtputf8NotSupported.is_permanent());
+        assert!(ClientError::MessageTooLarge { size: 2, limit: 1 }.is_permanent());
+        assert!(ClientError::Greeting(Reply::new(554, None, "go away")).is_permanent());
+        assert!(!ClientError::Greeting(Reply::new(421, None, "busy")).is_permanent());
+        assert!(!ClientError::TlsRequired.is_permanent());
+        assert!(!ClientError::Timeout { stage: "mail" }.is_permanent());
+        assert_eq!(ClientError::Smtputf8NotSupported.enhanced_status(), "5.6.7");
+        assert_eq!(
+            ClientError::MessageTooLarge { size: 2, limit: 1 }.enhanced_status(),
+            "5.3.4"
+        );
+        assert_eq!(ClientError::Unusable.metric_label(), "unusable");
+    }
+}

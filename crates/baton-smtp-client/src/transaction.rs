@@ -1,0 +1,379 @@
+//! One mail transaction: MAIL, RCPT, DATA or BDAT, with RFC 2920 pipelining when offered.
+
+use std::fmt::Write as _;
+
+use tracing::debug;
+
+use crate::body::{self, MAX_CHUNK};
+use crate::{ClientError, Connection, Reply};
+
+/// One message to send over an established [`Connection`].
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage<'a> {
+    /// Reverse path without angle brackets; `""` is the null sender (bounces).
+    pub reverse_path: &'a str,
+    /// Recipients, in the order their replies come back in [`SendResult::rcpt_replies`].
+    pub recipients: Vec<OutgoingRecipient<'a>>,
+    /// Message content with CRLF line endings, *not* dot-stuffed. Bare CR or LF is normalised
+    /// to CRLF and a missing final CRLF is added (see the `body` module docs).
+    pub body: &'a [u8],
+    /// Request SMTPUTF8 (RFC 6531). Also implied by a non-ASCII address.
+    pub smtputf8: bool,
+    /// The content is 8-bit: `BODY=8BITMIME` is declared when the server offers 8BITMIME. When
+    /// it does not, the message is still sent as is (as Postfix does), since converting it to
+    /// 7-bit would break DKIM signatures.
+    pub eight_bit: bool,
+    /// DSN `RET` value (`FULL` or `HDRS`), sent only when the server offers DSN.
+    pub ret: Option<&'a str>,
+    /// DSN `ENVID`, already xtext-encoded; sent only when the server offers DSN.
+    pub envid: Option<&'a str>,
+}
+
+/// One recipient of an [`OutgoingMessage`].
+#[derive(Debug, Clone)]
+pub struct OutgoingRecipient<'a> {
+    /// Forward path without angle brackets.
+    pub address: &'a str,
+    /// DSN `NOTIFY` value (`SUCCESS,FAILURE`, `NEVER`, ...); sent only with DSN.
+    pub notify: Option<&'a str>,
+    /// DSN `ORCPT` value (`rfc822;user@example.com`, xtext-encoded); sent only with DSN.
+    pub orcpt: Option<&'a str>,
+}
+
+/// The server's replies for one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResult {
+    /// Reply to MAIL FROM.
+    pub mail_reply: Reply,
+    /// One reply per recipient, in order. When MAIL was refused, each entry is a copy of the
+    /// MAIL reply; when the server announced it is closing (421), later entries copy that 421.
+    pub rcpt_replies: Vec<Reply>,
+    /// Final reply to the message content (or the refusal of DATA/BDAT itself). `None` when
+    /// MAIL failed or no recipient was accepted.
+    pub data_reply: Option<Reply>,
+}
+
+impl SendResult {
+    /// Whether the message was accepted for the recipients whose RCPT succeeded.
+    pub fn delivered(&self) -> bool {
+        self.data_reply.as_ref().is_some_and(Reply::is_positive)
+    }
+}
+
+/// Replies already read; once the server said 421 the rest are synthesised from it.
+struct Replies {
+    closing: Option<Reply>,
+}
+
+impl Replies {
+    async fn next(
+        &mut self,
+        conn: &mut Connection,
+        stage: &'static str,
+        limit: std::time::Duration,
+    ) -> Result<Reply, ClientError> {
+        if let Some(reply) = &self.closing {
+            return Ok(reply.clone());
+        }
+        let reply = conn.read_reply(stage, limit).await?;
+        if reply.code == 421 {
+            self.closing = Some(reply.clone());
+        }
+        Ok(reply)
+    }
+}
+
+impl Connection {
+    /// Sends one message. Refusals by the server come back in the [`SendResult`]; errors mean
+    /// the session failed (and, except for the checks made before anything is sent, that the
+    /// connection should be dropped).
+    ///
+    /// Checked before anything is written: SMTPUTF8 support, the SIZE limit, and that
+    /// addresses and parameters cannot smuggle extra commands.
+    pub async fn send(&mut self, msg: &OutgoingMessage<'_>) -> Result<SendResult, ClientError> {
+        if self.poisoned {
+            return Err(ClientError::Unusable);
+        }
+        validate(msg)?;
+        let smtputf8 = msg.smtputf8
+            || !msg.reverse_path.is_ascii()
+            || msg.recipients.iter().any(|r| !r.address.is_ascii());
+        if smtputf8 && !self.caps.smtputf8 {
+            return Err(ClientError::Smtputf8NotSupported);
+        }
+        let size = body::message_size(msg.body);
+        if let Some(limit) = self.caps.size_limit().filter(|&limit| size > limit) {
+            return Err(ClientError::MessageTooLarge { size, limit });
+        }
+        if self.needs_reset {
+            self.reset().await?;
+        }
+        let mail = self.mail_command(msg, size, smtputf8);
+        let rcpts: Vec<String> = msg
+            .recipients
+            .iter()
+            .map(|r| self.rcpt_command(r))
+            .collect();
+        let bdat = self.caps.chunking;
+        let mut replies = Replies { closing: None };
+        let (mail_reply, rcpt_replies, data_init) = if self.caps.pipelining {
+            self.envelope_pipelined(&mail, &rcpts, bdat, &mut replies)
+                .await?
+        } else {
+            self.envelope_lockstep(&mail, &rcpts, bdat, &mut replies)
+                .await?
+        };
+        let accepted = rcpt_replies.iter().any(Reply::is_positive);
+        let data_reply = if !mail_reply.is_positive() || !accepted {
+            self.finish_refused(data_init).await?;
+            None
+        } else if replies.closing.is_some() {
+            replies.closing.clone()
+        } else if bdat {
+            Some(self.send_bdat(msg.body).await?)
+        } else {
+            match data_init {
+                Some(init) if init.code == 354 => Some(self.send_data(msg.body).await?),
+                Some(refused) => Some(refused),
+                None => return Err(ClientError::Protocol("no reply to DATA".into())),
+            }
+        };
+        self.poisoned |= replies.closing.is_some();
+        let rcpt_replies = if mail_reply.is_positive() {
+            rcpt_replies
+        } else {
+            vec![mail_reply.clone(); msg.recipients.len()]
+        };
+        let result = SendResult {
+            mail_reply,
+            rcpt_replies,
+            data_reply,
+        };
+        if result.delivered() {
+            self.messages_sent += 1;
+        }
+        debug!(remote = %self.remote(), delivered = result.delivered(), "smtp transaction done");
+        Ok(result)
+    }
+
+    fn mail_command(&self, msg: &OutgoingMessage<'_>, size: u64, smtputf8: bool) -> String {
+        let mut line = format!("MAIL FROM:<{}>", msg.reverse_path);
+        if self.caps.size.is_some() {
+            let _ = write!(line, " SIZE={size}");
+        }
+        if (msg.eight_bit || smtputf8) && self.caps.eight_bit_mime {
+            line.push_str(" BODY=8BITMIME");
+        }
+        if smtputf8 {
+            line.push_str(" SMTPUTF8");
+        }
+        if self.caps.dsn {
+            if let Some(ret) = msg.ret {
+                let _ = write!(line, " RET={ret}");
+            }
+            if let Some(envid) = msg.envid {
+                let _ = write!(line, " ENVID={envid}");
+            }
+        }
+        line.push_str("\r\n");
+        line
+    }
+
+    fn rcpt_command(&self, rcpt: &OutgoingRecipient<'_>) -> String {
+        let mut line = format!("RCPT TO:<{}>", rcpt.address);
+        if self.caps.dsn {
+            if let Some(notify) = rcpt.notify {
+                let _ = write!(line, " NOTIFY={notify}");
+            }
+            if let Some(orcpt) = rcpt.orcpt {
+                let _ = write!(line, " ORCPT={orcpt}");
+            }
+        }
+        line.push_str("\r\n");
+        line
+    }
+
+    /// RFC 2920: MAIL, every RCPT and (without BDAT) DATA in one write, then the replies in
+    /// order.
+    async fn envelope_pipelined(
+        &mut self,
+        mail: &str,
+        rcpts: &[String],
+        bdat: bool,
+        replies: &mut Replies,
+    ) -> Result<(Reply, Vec<Reply>, Option<Reply>), ClientError> {
+        let mut batch = String::with_capacity(mail.len() + rcpts.len() * 48 + 6);
+        batch.push_str(mail);
+        rcpts.iter().for_each(|r| batch.push_str(r));
+        if !bdat {
+            batch.push_str("DATA\r\n");
+        }
+        let t = self.timeouts;
+        self.needs_reset = true;
+        self.write(batch.as_bytes(), "mail", t.mail).await?;
+        let mail_reply = replies.next(self, "mail", t.mail).await?;
+        let mut rcpt_replies = Vec::with_capacity(rcpts.len());
+        for _ in rcpts {
+            rcpt_replies.push(replies.next(self, "rcpt", t.rcpt).await?);
+        }
+        let data_init = if bdat {
+            None
+        } else {
+            Some(replies.next(self, "data_init", t.data_init).await?)
+        };
+        Ok((mail_reply, rcpt_replies, data_init))
+    }
+
+    /// One command, one reply; stops early when MAIL fails or no recipient is accepted.
+    async fn envelope_lockstep(
+        &mut self,
+        mail: &str,
+        rcpts: &[String],
+        bdat: bool,
+        replies: &mut Replies,
+    ) -> Result<(Reply, Vec<Reply>, Option<Reply>), ClientError> {
+        let t = self.timeouts;
+        self.write(mail.as_bytes(), "mail", t.mail).await?;
+        let mail_reply = replies.next(self, "mail", t.mail).await?;
+        if !mail_reply.is_positive() {
+            return Ok((mail_reply, Vec::new(), None));
+        }
+        self.needs_reset = true;
+        let mut rcpt_replies = Vec::with_capacity(rcpts.len());
+        for rcpt in rcpts {
+            if replies.closing.is_none() {
+                self.write(rcpt.as_bytes(), "rcpt", t.rcpt).await?;
+            }
+            rcpt_replies.push(replies.next(self, "rcpt", t.rcpt).await?);
+        }
+        if bdat || replies.closing.is_some() || !rcpt_replies.iter().any(Reply::is_positive) {
+            return Ok((mail_reply, rcpt_replies, None));
+        }
+        self.write(b"DATA\r\n", "data_init", t.data_init).await?;
+        let init = replies.next(self, "data_init", t.data_init).await?;
+        Ok((mail_reply, rcpt_replies, Some(init)))
+    }
+
+    /// Nothing to deliver. A pipelined DATA should have been refused (RFC 2920 section 3.1);
+    /// if a broken server said 354 anyway, end the empty message and ignore the outcome.
+    async fn finish_refused(&mut self, data_init: Option<Reply>) -> Result<(), ClientError> {
+        if data_init.is_some_and(|r| r.code == 354) {
+            let t = self.timeouts;
+            self.write(b".\r\n", "data_term", t.data_term).await?;
+            self.read_reply("data_term", t.data_term).await?;
+            self.needs_reset = false;
+        }
+        Ok(())
+    }
+
+    /// After 354: the dot-stuffed content in blocks, then the final reply.
+    async fn send_data(&mut self, body: &[u8]) -> Result<Reply, ClientError> {
+        let t = self.timeouts;
+        let payload = body::data_payload(body);
+        for block in payload.chunks(64 * 1024) {
+            self.write(block, "data_block", t.data_block).await?;
+        }
+        let reply = self.read_reply("data_term", t.data_term).await?;
+        self.needs_reset = false;
+        Ok(reply)
+    }
+
+    /// RFC 3030: `BDAT <n>` chunks of at most [`MAX_CHUNK`], the last one flagged `LAST`.
+    /// An intermediate refusal ends the transaction with that reply.
+    async fn send_bdat(&mut self, body: &[u8]) -> Result<Reply, ClientError> {
+        let t = self.timeouts;
+        let content = body::normalise(body);
+        let chunks: Vec<&[u8]> = if content.is_empty() {
+            vec![&[]]
+        } else {
+            content.chunks(MAX_CHUNK).collect()
+        };
+        let count = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let header = if last {
+                format!("BDAT {} LAST\r\n", chunk.len())
+            } else {
+                format!("BDAT {}\r\n", chunk.len())
+            };
+            self.write(header.as_bytes(), "data_block", t.data_block)
+                .await?;
+            self.write(chunk, "data_block", t.data_block).await?;
+            let limit = if last { t.data_term } else { t.data_block };
+            let stage = if last { "data_term" } else { "data_block" };
+            let reply = self.read_reply(stage, limit).await?;
+            if last || !reply.is_positive() {
+                self.needs_reset = !last;
+                return Ok(reply);
+            }
+        }
+        Err(ClientError::Protocol("BDAT sent no chunk".into()))
+    }
+}
+
+/// Rejects input that would break the command syntax or smuggle commands.
+fn validate(msg: &OutgoingMessage<'_>) -> Result<(), ClientError> {
+    if msg.recipients.is_empty() {
+        return Err(ClientError::InvalidMessage("no recipients"));
+    }
+    let bad_address = |s: &str| {
+        s.bytes()
+            .any(|b| matches!(b, b'\r' | b'\n' | b'\0' | b'<' | b'>'))
+    };
+    let bad_param = |s: Option<&str>| {
+        s.is_some_and(|s| s.is_empty() || s.bytes().any(|b| b <= b' ' || b == 0x7f))
+    };
+    if bad_address(msg.reverse_path) || msg.recipients.iter().any(|r| bad_address(r.address)) {
+        return Err(ClientError::InvalidMessage(
+            "control character or bracket in an address",
+        ));
+    }
+    if msg.recipients.iter().any(|r| r.address.is_empty()) {
+        return Err(ClientError::InvalidMessage("empty recipient address"));
+    }
+    let params = [msg.ret, msg.envid]
+        .into_iter()
+        .chain(msg.recipients.iter().flat_map(|r| [r.notify, r.orcpt]));
+    if params.into_iter().any(bad_param) {
+        return Err(ClientError::InvalidMessage(
+            "space or control character in a DSN parameter",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg<'a>(from: &'a str, to: &'a str) -> OutgoingMessage<'a> {
+        OutgoingMessage {
+            reverse_path: from,
+            recipients: vec![OutgoingRecipient {
+                address: to,
+                notify: None,
+                orcpt: None,
+            }],
+            body: b"",
+            smtputf8: false,
+            eight_bit: false,
+            ret: None,
+            envid: None,
+        }
+    }
+
+    #[test]
+    fn validation_blocks_command_injection() {
+        assert!(validate(&msg("a@b", "c@d")).is_ok());
+        assert!(validate(&msg("", "c@d")).is_ok());
+        assert!(validate(&msg("a@b\r\nRCPT TO:<x@y>", "c@d")).is_err());
+        assert!(validate(&msg("a@b", "c@d>\nDATA")).is_err());
+        assert!(validate(&msg("a@b", "")).is_err());
+        let mut m = msg("a@b", "c@d");
+        m.envid = Some("x RET=FULL");
+        assert!(validate(&m).is_err());
+        m.envid = None;
+        m.recipients.clear();
+        assert!(validate(&m).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! The command-line contract. Every flag can also be set by a `BATON_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Baton: a Kubernetes-native, horizontally scaled SMTP relay.
+#[derive(Parser, Debug)]
+#[command(name = "baton", version, about)]
+pub struct Cli {
+    /// Log filter (`info`, `baton_delivery=debug,info`, ...); changeable later at PUT /loglevel.
+    #[arg(long, env = "BATON_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+    /// Log line format.
+    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormatArg,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log format flag values.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormatArg {
+    /// Human-readable text.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+impl From<LogFormatArg> for baton_telemetry::LogFormat {
+    fn from(v: LogFormatArg) -> Self {
+        match v {
+            LogFormatArg::Text => baton_telemetry::LogFormat::Text,
+            LogFormatArg::Json => baton_telemetry::LogFormat::Json,
+        }
+    }
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Everything on one machine: nats-server (unless --nats), config, ingress, one worker per pool.
+    Dev(DevArgs),
+    /// The SMTP ingress (production).
+    Ingress(IngressArgs),
+    /// A delivery worker for one SendingPool (production).
+    Worker(WorkerArgs),
+    /// Config snapshot commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Write the CustomResourceDefinitions to a directory.
+    Crds {
+        /// Output directory.
+        #[arg(long, env = "BATON_CRDS_OUT", default_value = "manifests/crds")]
+        out: PathBuf,
+    },
+    /// Print the DNS records (DKIM, SPF, DMARC) each RelayDomain needs.
+    DnsRecords {
+        /// RelayDomain / SendingPool / Secret YAML files or directories.
+        #[arg(long = "config", env = "BATON_CONFIG", value_delimiter = ',', required = true)]
+        config: Vec<PathBuf>,
+    },
+}
+
+/// `baton config ...`
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Compile YAML (RelayDomain, SendingPool, Secret) into the `baton-config` KV snapshot.
+    Apply {
+        /// NATS URL.
+        #[arg(long, env = "BATON_NATS", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Compile and validate without writing anything; prints a summary.
+    Check {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// Listener and limit flags shared by `dev` and `ingress`.
+#[derive(Args, Debug, Clone)]
+pub struct ListenArgs {
+    /// Relay listener with STARTTLS (port 25 in the cluster).
+    #[arg(long, env = "BATON_LISTEN_SMTP")]
+    pub listen_smtp: Option<SocketAddr>,
+    /// Submission listener, AUTH required after STARTTLS (port 587).
+    #[arg(long, env = "BATON_LISTEN_SUBMISSION")]
+    pub listen_submission: Option<SocketAddr>,
+    /// Implicit-TLS submission listener (port 465).
+    #[arg(long, env = "BATON_LISTEN_SMTPS")]
+    pub listen_smtps: Option<SocketAddr>,
+    /// /metrics, /healthz, /readyz, /loglevel.
+    #[arg(long, env = "BATON_LISTEN_METRICS")]
+    pub listen_metrics: Option<SocketAddr>,
+    /// PEM certificate chain for STARTTLS and implicit TLS.
+    #[arg(long, env = "BATON_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, env = "BATON_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Host name in the greeting and `Received:` headers (default: the machine's host name).
+    #[arg(long, env = "BATON_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Concurrent connections per process.
+    #[arg(long, env = "BATON_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Concurrent connections per client address.
+    #[arg(long, env = "BATON_MAX_CONNECTIONS_PER_IP", default_value_t = 200)]
+    pub max_connections_per_ip: usize,
+    /// Idle time allowed between client commands.
+    #[arg(long, env = "BATON_COMMAND_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub command_timeout: Duration,
+    /// Maximum lifetime of one SMTP session.
+    #[arg(long, env = "BATON_SESSION_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30m")]
+    pub session_timeout: Duration,
+    /// Default maximum message size in bytes (a RelayDomain may lower or raise it).
+    #[arg(long, env = "BATON_MAX_MESSAGE_SIZE", default_value_t = 25 * 1024 * 1024)]
+    pub max_message_size: u64,
+    /// Message bytes all sessions may hold at once before answering 452 4.3.1.
+    #[arg(long, env = "BATON_INFLIGHT_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub inflight_bytes: usize,
+    /// Delay added to error replies after the third error in a session.
+    #[arg(long, env = "BATON_ERROR_DELAY", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub error_delay: Duration,
+    /// How long to wait for JetStream's PubAck before answering 451.
+    #[arg(long, env = "BATON_PUBLISH_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub publish_timeout: Duration,
+    /// After SIGTERM, how long transactions in flight may take to finish.
+    #[arg(long, env = "BATON_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub shutdown_grace: Duration,
+    /// JetStream stream replicas (3 on a production NATS cluster).
+    #[arg(long, env = "BATON_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+}
+
+/// `baton ingress`
+#[derive(Args, Debug)]
+pub struct IngressArgs {
+    /// NATS URL.
+    #[arg(long, env = "BATON_NATS")]
+    pub nats: String,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+/// Worker tuning shared by `dev` and `worker`.
+#[derive(Args, Debug, Clone)]
+pub struct WorkerTuning {
+    /// DNS server (ip:port) for MX lookups instead of /etc/resolv.conf.
+    #[arg(long, env = "BATON_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+    /// Concurrent delivery attempts per worker.
+    #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Messages a worker holds from the fresh lane at once.
+    #[arg(long, env = "BATON_FETCH_WINDOW", default_value_t = 256)]
+    pub fetch_window: usize,
+    /// Idle outbound connections are closed after this long.
+    #[arg(long, env = "BATON_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub idle_timeout: Duration,
+    /// Connect timeout for outbound SMTP.
+    #[arg(long, env = "BATON_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub connect_timeout: Duration,
+}
+
+/// `baton worker`
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// NATS URL.
+    #[arg(long, env = "BATON_NATS")]
+    pub nats: String,
+    /// SendingPool to serve.
+    #[arg(long, env = "BATON_POOL")]
+    pub pool: String,
+    /// /metrics, /healthz, /readyz, /loglevel.
+    #[arg(long, env = "BATON_LISTEN_METRICS")]
+    pub listen_metrics: Option<SocketAddr>,
+    /// Our host name (EHLO default, DSN Reporting-MTA).
+    #[arg(long, env = "BATON_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// JetStream stream replicas (must match the ingress).
+    #[arg(long, env = "BATON_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    #[command(flatten)]
+    pub tuning: WorkerTuning,
+}
+
+/// `baton dev`
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// RelayDomain / SendingPool / Secret YAML files or directories (repeatable).
+    #[arg(long = "config", env = "BATON_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
+    /// Use this NATS server instead of starting `nats-server -js` from PATH.
+    #[arg(long, env = "BATON_NATS")]
+    pub nats: Option<String>,
+    /// Where the started nats-server keeps its store.
+    #[arg(long, env = "BATON_DATA_DIR", default_value = ".dev")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub tuning: WorkerTuning,
+}

@@ -1,0 +1,89 @@
+//! `baton dev`: everything on one machine. Starts `nats-server -js` from PATH (unless `--nats`
+//! is given) with its store under `--data-dir`, compiles and applies the config, and runs an
+//! ingress plus one worker per SendingPool in this process. Without TLS files it generates a
+//! self-signed certificate.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use baton_telemetry::LogHandle;
+use tokio::process::{Child, Command};
+
+use crate::cli::DevArgs;
+use crate::wiring::{self, Nats};
+
+/// Run `baton dev`.
+pub async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
+    let stop = wiring::shutdown_signal();
+    let mut child: Option<Child> = None;
+    let url = match &args.nats {
+        Some(u) => u.clone(),
+        None => {
+            let (c, url) = start_nats(&args.data_dir).await?;
+            child = Some(c);
+            url
+        }
+    };
+    let result = run_with(&args, &url, log, stop).await;
+    if let Some(mut c) = child {
+        let _ = c.kill().await;
+    }
+    result
+}
+
+async fn run_with(args: &DevArgs, url: &str, log: Option<LogHandle>, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let nats = Nats::connect(url, "baton-dev", args.listen.stream_replicas).await?;
+    if args.config.is_empty() {
+        bail!("baton dev needs at least one --config file or directory (see manifests/examples/)");
+    }
+    let generation = wiring::apply_config(&nats, &args.config).await?;
+    tracing::info!(generation, "config applied");
+    let res = baton_config::load_paths(&args.config)?;
+    let pools: Vec<String> = res.pools.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let tls = match (&args.listen.tls_cert, &args.listen.tls_key) {
+        (Some(c), Some(k)) => baton_ingress::tls::load_pem(c, k)?,
+        _ => baton_ingress::tls::self_signed("localhost")?,
+    };
+    let (metrics, health) = wiring::ops(args.listen.listen_metrics.or_else(|| "127.0.0.1:9090".parse().ok()), log, &nats, &stop).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for pool in pools {
+        let config = wiring::worker_config(&pool, &args.listen.hostname, &args.tuning);
+        let (n, m, h, s) = (Nats::connect(url, "baton-dev-worker", args.listen.stream_replicas).await?, metrics.clone(), health.clone(), stop.clone());
+        tasks.spawn(async move { wiring::run_worker(&n, config, m, h, s).await });
+    }
+    let listeners = wiring::default_listeners(&args.listen, true);
+    let ingress = wiring::run_ingress(&nats, &args.listen, Some(tls), listeners, metrics, health, stop.clone());
+    let r = ingress.await;
+    stop.cancel();
+    while let Some(t) = tasks.join_next().await {
+        if let Ok(Err(e)) = t {
+            tracing::error!(error = %e, "worker ended with an error");
+        }
+    }
+    r
+}
+
+/// Start `nats-server -js` on a free loopback port with its store under `data_dir`.
+async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<(Child, String)> {
+    let store = data_dir.join("nats");
+    std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting nats-server (install it: apt-get install nats-server)")?;
+    let url = format!("nats://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            tracing::info!(%url, store = %store.display(), "nats-server started");
+            return Ok((child, url));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("nats-server did not start listening on port {port}")
+}

@@ -1,0 +1,290 @@
+//! Wiring of the subcommands: connect to NATS, provision, load config, start the ingress or
+//! worker and the operations endpoint, and stop cleanly on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use baton_ingress::{IngressConfig, Limits};
+use baton_queue::{ConfigStore, Provisioner, Publisher, StreamSettings};
+use baton_smtp::ListenerKind;
+use baton_telemetry::{Health, LogHandle, Metrics};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, ConfigCommand, ListenArgs, WorkerTuning};
+
+/// Run the chosen subcommand.
+pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => crate::dev::run(args, log).await,
+        Command::Ingress(args) => {
+            let stop = shutdown_signal();
+            let tls = match (&args.listen.tls_cert, &args.listen.tls_key) {
+                (Some(c), Some(k)) => baton_ingress::tls::load_pem(c, k)?,
+                _ => bail!("the ingress needs --tls-cert and --tls-key (only `baton dev` may run with a generated certificate)"),
+            };
+            let nats = Nats::connect(&args.nats, "baton-ingress", args.listen.stream_replicas).await?;
+            let (metrics, health) = ops(args.listen.listen_metrics, log, &nats, &stop).await?;
+            run_ingress(&nats, &args.listen, Some(tls), default_listeners(&args.listen, false), metrics, health, stop).await
+        }
+        Command::Worker(args) => {
+            let stop = shutdown_signal();
+            let nats = Nats::connect(&args.nats, "baton-worker", args.stream_replicas).await?;
+            let (metrics, health) = ops(args.listen_metrics, log, &nats, &stop).await?;
+            let config = worker_config(&args.pool, &args.hostname, &args.tuning);
+            run_worker(&nats, config, metrics, health, stop).await
+        }
+        Command::Config { command: ConfigCommand::Apply { nats, paths } } => {
+            let nats = Nats::connect(&nats, "baton-config", 1).await?;
+            let generation = apply_config(&nats, &paths).await?;
+            println!("applied RelayConfig generation {generation}");
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Check { paths } } => {
+            let res = baton_config::load_paths(&paths)?;
+            let compiled = baton_config::compile(&res, 1, 0)?;
+            print_report(&compiled);
+            Ok(())
+        }
+        Command::Crds { out } => {
+            baton_config::crdgen::write_crds(&out).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote CRDs to {}", out.display());
+            Ok(())
+        }
+        Command::DnsRecords { config } => {
+            let res = baton_config::load_paths(&config)?;
+            let compiled = baton_config::compile(&res, 1, 0)?;
+            for d in &compiled.domains {
+                println!("; {} ({})", d.domain, d.name);
+                for r in &d.dns_records {
+                    println!("{}\tIN\t{}\t\"{}\"", r.name, r.rtype, r.value);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_report(compiled: &baton_config::Compiled) {
+    for d in &compiled.domains {
+        let state = if d.ready { "ready".to_string() } else { format!("NOT READY: {}", d.not_ready_reason) };
+        println!("RelayDomain {} ({}): {state}", d.name, d.domain);
+    }
+    for p in &compiled.config.pools {
+        println!("SendingPool {}: {} smarthost(s), {} egress identities", p.name, p.smarthosts.len(), p.egress.len());
+    }
+}
+
+/// A cancellation token cancelled on SIGTERM or SIGINT.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
+
+/// A NATS connection with the JetStream handles every process needs.
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub provisioner: Provisioner,
+}
+
+impl Nats {
+    /// Connect and provision the stream and buckets (idempotent).
+    pub async fn connect(url: &str, name: &str, replicas: usize) -> anyhow::Result<Nats> {
+        let client = baton_queue::connect(url, name).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let provisioner = Provisioner::new(js.clone(), StreamSettings { replicas, ..Default::default() });
+        provisioner.ensure_stream().await?;
+        provisioner.ensure_buckets().await?;
+        Ok(Nats { client, js, provisioner })
+    }
+
+    fn publisher(&self, timeout: Duration) -> Publisher {
+        Publisher::new(self.js.clone(), timeout)
+    }
+}
+
+/// Compile YAML into a snapshot and store it, bumping the generation only when content changed.
+pub async fn apply_config(nats: &Nats, paths: &[std::path::PathBuf]) -> anyhow::Result<u64> {
+    let res = baton_config::load_paths(paths)?;
+    let store = ConfigStore::open(&nats.js).await?;
+    let previous = store.get().await?;
+    let now_ms = (time_now_ns() / 1_000_000) as i64;
+    let probe = baton_config::compile(&res, 0, now_ms)?;
+    if let Some(prev) = &previous
+        && baton_config::config_digest(prev) == baton_config::config_digest(&probe.config)
+    {
+        return Ok(prev.generation);
+    }
+    let generation = previous.map(|p| p.generation + 1).unwrap_or(1);
+    let compiled = baton_config::compile(&res, generation, now_ms)?;
+    for d in compiled.domains.iter().filter(|d| !d.ready) {
+        tracing::warn!(relay_domain = %d.name, reason = %d.not_ready_reason, "RelayDomain not ready");
+    }
+    store.put(&compiled.config).await?;
+    Ok(generation)
+}
+
+fn time_now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// Listener set from flags; `dev` fills in loopback defaults.
+pub fn default_listeners(l: &ListenArgs, dev: bool) -> Vec<(ListenerKind, SocketAddr)> {
+    let pick = |v: Option<SocketAddr>, dev_default: &str, prod_default: &str| -> Option<SocketAddr> {
+        v.or_else(|| (if dev { dev_default } else { prod_default }).parse().ok())
+    };
+    [
+        (ListenerKind::Relay, pick(l.listen_smtp, "127.0.0.1:2525", "0.0.0.0:25")),
+        (ListenerKind::Submission, pick(l.listen_submission, "127.0.0.1:2587", "0.0.0.0:587")),
+        (ListenerKind::Smtps, pick(l.listen_smtps, "127.0.0.1:2465", "0.0.0.0:465")),
+    ]
+    .into_iter()
+    .filter_map(|(k, a)| a.map(|a| (k, a)))
+    .collect()
+}
+
+fn hostname(flag: &Option<String>) -> String {
+    flag.clone()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "baton.localdomain".into())
+}
+
+/// Keep a readiness condition in step with the NATS connection.
+fn watch_nats(client: async_nats::Client, health: Arc<Health>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            let up = baton_queue::is_connected(&client);
+            health.set("nats", (!up).then(|| "not connected to NATS".to_string()));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+/// Metrics, readiness (NATS connection + config snapshot) and the operations endpoint.
+pub async fn ops(
+    addr: Option<SocketAddr>,
+    log: Option<LogHandle>,
+    nats: &Nats,
+    stop: &CancellationToken,
+) -> anyhow::Result<(Metrics, Arc<Health>)> {
+    let metrics = Metrics::new();
+    let health = Health::new(&["nats", "config"]);
+    if let Some(addr) = addr {
+        let bound = baton_telemetry::http::spawn(addr, metrics.clone(), health.clone(), log)
+            .await
+            .with_context(|| format!("binding metrics listener {addr}"))?;
+        tracing::info!(%bound, "operations endpoint listening");
+    }
+    watch_nats(nats.client.clone(), health.clone(), stop.clone());
+    Ok((metrics, health))
+}
+
+/// Run an ingress until `stop`.
+pub async fn run_ingress(
+    nats: &Nats,
+    l: &ListenArgs,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    listeners: Vec<(ListenerKind, SocketAddr)>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let raw = ConfigStore::open(&nats.js).await?.watch().await?;
+    let snapshots = baton_ingress::index_snapshots(raw, metrics.clone());
+    {
+        let mut s = snapshots.clone();
+        let h = health.clone();
+        tokio::spawn(async move {
+            loop {
+                let loaded = s.borrow_and_update().is_some();
+                h.set("config", (!loaded).then(|| "no config snapshot yet".to_string()));
+                if s.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let config = IngressConfig {
+        hostname: hostname(&l.hostname),
+        listeners,
+        limits: Limits {
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            command_timeout: l.command_timeout,
+            session_timeout: l.session_timeout,
+            max_message_size: l.max_message_size,
+            inflight_bytes: l.inflight_bytes,
+            error_delay: l.error_delay,
+            shutdown_grace: l.shutdown_grace,
+            ..Limits::default()
+        },
+    };
+    let ingress = baton_ingress::Ingress::bind(config, tls, nats.publisher(l.publish_timeout), snapshots, metrics).await?;
+    for (kind, addr) in ingress.local_addrs() {
+        tracing::info!(listener = baton_ingress::listener_label(kind), %addr, "SMTP listening");
+    }
+    ingress.serve(stop).await;
+    Ok(())
+}
+
+/// Worker settings from flags.
+pub fn worker_config(pool: &str, host: &Option<String>, t: &WorkerTuning) -> baton_delivery::WorkerConfig {
+    let name = hostname(host);
+    let mut client = baton_smtp_client::ClientConfig::new(&name);
+    client.timeouts.connect = t.connect_timeout;
+    baton_delivery::WorkerConfig {
+        pool: pool.to_string(),
+        hostname: name,
+        concurrency: t.concurrency,
+        fetch_window: t.fetch_window,
+        dns_server: t.dns_server,
+        idle_timeout: t.idle_timeout,
+        progress_every: Duration::from_secs(15),
+        client,
+    }
+}
+
+/// Run one worker until `stop`.
+pub async fn run_worker(
+    nats: &Nats,
+    config: baton_delivery::WorkerConfig,
+    metrics: Metrics,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let snapshots = ConfigStore::open(&nats.js).await?.watch().await?;
+    baton_delivery::run(
+        config,
+        nats.js.clone(),
+        nats.provisioner.clone(),
+        nats.publisher(Duration::from_secs(10)),
+        snapshots,
+        metrics,
+        health,
+        stop,
+    )
+    .await?;
+    Ok(())
+}

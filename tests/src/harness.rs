@@ -1,0 +1,340 @@
+//! Processes for system tests. Every child is killed when its handle drops.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// A free loopback TCP port (bound and released; good enough on a test machine).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Wait until `cond` is true, polling every 50 ms, failing after `timeout` with `what`.
+pub async fn assert_eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            bail!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wait for a TCP port to accept connections.
+pub async fn wait_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    assert_eventually(timeout, &format!("{addr} to accept connections"), || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await
+}
+
+fn require(bin: &str, package: &str) -> anyhow::Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(bin).is_file();
+    if !found {
+        bail!("`{bin}` not found: install the Debian package `{package}` (.ci/run does)");
+    }
+    Ok(())
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Create a fresh directory under the system temp dir.
+    pub fn new(prefix: &str) -> anyhow::Result<TempDir> {
+        let p = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), free_port()?));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (SIGKILL) on drop.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Name for messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Kill with SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Send SIGTERM and wait for exit up to `timeout`; returns whether it exited.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A JetStream-enabled `nats-server` on loopback with its store in a temp dir.
+pub struct Nats {
+    /// Client URL.
+    pub url: String,
+    port: u16,
+    store: TempDir,
+    proc: Option<Proc>,
+}
+
+impl Nats {
+    /// Start a server.
+    pub async fn start() -> anyhow::Result<Nats> {
+        require("nats-server", "nats-server")?;
+        let mut n = Nats {
+            port: free_port()?,
+            url: String::new(),
+            store: TempDir::new("baton-nats")?,
+            proc: None,
+        };
+        n.url = format!("nats://127.0.0.1:{}", n.port);
+        n.restart().await?;
+        Ok(n)
+    }
+
+    /// Stop the server (SIGKILL): JetStream becomes unavailable.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// (Re)start the server on the same port and store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.store.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning nats-server")?;
+        self.proc = Some(Proc { child, name: "nats-server".into() });
+        wait_port(SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(10)).await
+    }
+
+    /// A JetStream context for assertions.
+    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        let c = async_nats::connect(&self.url).await?;
+        Ok(async_nats::jetstream::new(c))
+    }
+}
+
+/// `dnsmasq` answering MX and A records on a loopback UDP/TCP port, nothing else.
+pub struct Dns {
+    /// Address to pass as `--dns-server`.
+    pub addr: SocketAddr,
+    _proc: Proc,
+}
+
+impl Dns {
+    /// Serve `mx` records `(domain, host, preference)` and `a` records `(host, ip)`.
+    pub async fn start(mx: &[(&str, &str, u16)], a: &[(&str, &str)]) -> anyhow::Result<Dns> {
+        require("dnsmasq", "dnsmasq-base")?;
+        let port = free_port()?;
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--user=root",
+            "--pid-file",
+            &format!("--port={port}"),
+            "--log-facility=-",
+        ]);
+        for (d, h, p) in mx {
+            cmd.arg(format!("--mx-host={d},{h},{p}"));
+        }
+        for (h, ip) in a {
+            cmd.arg(format!("--host-record={h},{ip}"));
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("spawning dnsmasq")?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let proc = Proc { child, name: "dnsmasq".into() };
+        wait_port(addr, Duration::from_secs(10)).await?;
+        Ok(Dns { addr, _proc: proc })
+    }
+}
+
+/// Path of the `baton` binary built in the same target directory as this test.
+pub fn baton_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BATON_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|d| d.parent()).context("test binary location")?;
+    let bin = dir.join("baton");
+    if !bin.is_file() {
+        bail!("{} not found: build it first (`cargo build -p baton`, as the README's test command does)", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Write YAML config into `dir/name` and return its path.
+pub fn write_config(dir: &Path, name: &str, yaml: &str) -> anyhow::Result<PathBuf> {
+    let p = dir.join(name);
+    std::fs::write(&p, yaml)?;
+    Ok(p)
+}
+
+/// Run `baton config apply`.
+pub fn apply_config(nats: &Nats, path: &Path) -> anyhow::Result<()> {
+    let out = Command::new(baton_bin()?)
+        .args(["config", "apply", "--nats", &nats.url])
+        .arg(path)
+        .output()?;
+    if !out.status.success() {
+        bail!("baton config apply failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A running `baton ingress` with its listeners on free loopback ports.
+pub struct Ingress {
+    /// Relay listener (STARTTLS).
+    pub smtp: SocketAddr,
+    /// Submission listener.
+    pub submission: SocketAddr,
+    /// Implicit TLS listener.
+    pub smtps: SocketAddr,
+    /// Metrics endpoint.
+    pub metrics: SocketAddr,
+    /// The process.
+    pub proc: Proc,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+fn loopback() -> anyhow::Result<SocketAddr> {
+    Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+}
+
+/// Write a self-signed certificate and key for `localhost` into `dir`.
+pub fn write_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&c, ck.cert.pem())?;
+    std::fs::write(&k, ck.signing_key.serialize_pem())?;
+    Ok((c, k))
+}
+
+impl Ingress {
+    /// Start an ingress against `nats` with extra flags, and wait until it is ready.
+    pub async fn start(nats: &Nats, dir: &Path, extra: &[&str]) -> anyhow::Result<Ingress> {
+        let (cert, key) = write_cert(dir)?;
+        let (smtp, submission, smtps, metrics) = (loopback()?, loopback()?, loopback()?, loopback()?);
+        let log = dir.join(format!("ingress-{}.log", smtp.port()));
+        let child = Command::new(baton_bin()?)
+            .args(["ingress", "--nats", &nats.url, "--hostname", "baton.test"])
+            .args(["--listen-smtp", &smtp.to_string(), "--listen-submission", &submission.to_string()])
+            .args(["--listen-smtps", &smtps.to_string(), "--listen-metrics", &metrics.to_string()])
+            .arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let ing = Ingress { smtp, submission, smtps, metrics, proc: Proc { child, name: "ingress".into() }, log };
+        ing.wait_ready(Duration::from_secs(20)).await?;
+        Ok(ing)
+    }
+
+    /// Wait for `/readyz` to answer 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let m = self.metrics;
+        assert_eventually(timeout, "ingress /readyz", || async move { http_get(m, "/readyz").await.map(|(c, _)| c == 200).unwrap_or(false) })
+            .await
+            .with_context(|| std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+}
+
+/// A running `baton worker`.
+pub struct Worker {
+    /// Metrics endpoint.
+    pub metrics: SocketAddr,
+    /// The process.
+    pub proc: Proc,
+    /// Log file.
+    pub log: PathBuf,
+}
+
+impl Worker {
+    /// Start a worker for `pool`, resolving MX through `dns`.
+    pub async fn start(nats: &Nats, dir: &Path, pool: &str, dns: Option<SocketAddr>, extra: &[&str]) -> anyhow::Result<Worker> {
+        let metrics = loopback()?;
+        let log = dir.join(format!("worker-{}.log", metrics.port()));
+        let mut cmd = Command::new(baton_bin()?);
+        cmd.args(["worker", "--nats", &nats.url, "--pool", pool, "--hostname", "worker.baton.test"])
+            .args(["--listen-metrics", &metrics.to_string()]);
+        if let Some(d) = dns {
+            cmd.args(["--dns-server", &d.to_string()]);
+        }
+        let child = cmd.args(extra).stdout(Stdio::null()).stderr(std::fs::File::create(&log)?).spawn()?;
+        let w = Worker { metrics, proc: Proc { child, name: "worker".into() }, log };
+        let m = w.metrics;
+        assert_eventually(Duration::from_secs(20), "worker /readyz", || async move { http_get(m, "/readyz").await.map(|(c, _)| c == 200).unwrap_or(false) })
+            .await
+            .with_context(|| std::fs::read_to_string(&w.log).unwrap_or_default())?;
+        Ok(w)
+    }
+}
+
+/// Minimal HTTP/1.0 GET returning (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Value of a metric line (exact name with labels as rendered), 0 when absent.
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let Ok((_, body)) = http_get(addr, "/metrics").await else { return 0.0 };
+    body.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}

@@ -1,0 +1,64 @@
+//! TLS fixtures for system tests: self-signed certificates (rcgen) and rustls configs on the
+//! ring provider.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use rustls::RootCertStore;
+use rustls::crypto::ring;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// Installs ring as the process-wide rustls provider; a no-op when one is already installed.
+pub fn install_crypto_provider() {
+    let _ = ring::default_provider().install_default();
+}
+
+/// A fresh self-signed certificate for `names` (DNS names or IP addresses) and its key.
+///
+/// Panics if rcgen rejects a name: that is a bug in the calling test.
+#[allow(
+    clippy::expect_used,
+    reason = "test fixture; an invalid name is a test bug"
+)]
+pub fn self_signed(names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let certified =
+        rcgen::generate_simple_self_signed(names).expect("rcgen: generate self-signed cert");
+    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    (
+        vec![certified.cert.der().clone()],
+        PrivateKeyDer::Pkcs8(key),
+    )
+}
+
+/// A server config presenting `certs`/`key`, no client authentication.
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("rustls protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("rustls server certificate")?;
+    Ok(Arc::new(config))
+}
+
+/// A self-signed server config for `names` plus the root store that trusts it.
+pub fn self_signed_server(
+    names: &[&str],
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<RootCertStore>)> {
+    let (certs, key) = self_signed(names);
+    let roots = root_store(&certs)?;
+    Ok((server_config(certs, key)?, roots))
+}
+
+/// A root store trusting exactly `certs`.
+pub fn root_store(certs: &[CertificateDer<'static>]) -> anyhow::Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert.clone()).context("add root certificate")?;
+    }
+    Ok(Arc::new(roots))
+}
