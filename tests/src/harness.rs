@@ -14,7 +14,11 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Wait until `cond` is true, polling every 50 ms, failing after `timeout` with `what`.
-pub async fn assert_eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> anyhow::Result<()>
+pub async fn assert_eventually<F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut cond: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -33,9 +37,11 @@ where
 
 /// Wait for a TCP port to accept connections.
 pub async fn wait_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-    assert_eventually(timeout, &format!("{addr} to accept connections"), || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-    })
+    assert_eventually(
+        timeout,
+        &format!("{addr} to accept connections"),
+        || async move { tokio::net::TcpStream::connect(addr).await.is_ok() },
+    )
     .await
 }
 
@@ -56,7 +62,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// Create a fresh directory under the system temp dir.
     pub fn new(prefix: &str) -> anyhow::Result<TempDir> {
-        let p = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), free_port()?));
+        let p =
+            std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), free_port()?));
         std::fs::create_dir_all(&p)?;
         Ok(TempDir(p))
     }
@@ -85,7 +92,9 @@ impl Proc {
 
     /// Send SIGTERM and wait for exit up to `timeout`; returns whether it exited.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let until = Instant::now() + timeout;
         while Instant::now() < until {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -137,14 +146,28 @@ impl Nats {
     /// (Re)start the server on the same port and store.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(&self.store.0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("spawning nats-server")?;
-        self.proc = Some(Proc { child, name: "nats-server".into() });
-        wait_port(SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(10)).await
+        self.proc = Some(Proc {
+            child,
+            name: "nats-server".into(),
+        });
+        wait_port(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(10),
+        )
+        .await
     }
 
     /// A JetStream context for assertions.
@@ -187,9 +210,16 @@ impl Dns {
         for (h, ip) in a {
             cmd.arg(format!("--host-record={h},{ip}"));
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("spawning dnsmasq")?;
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning dnsmasq")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let proc = Proc { child, name: "dnsmasq".into() };
+        let proc = Proc {
+            child,
+            name: "dnsmasq".into(),
+        };
         wait_port(addr, Duration::from_secs(10)).await?;
         Ok(Dns { addr, _proc: proc })
     }
@@ -201,10 +231,16 @@ pub fn baton_bin() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|d| d.parent()).context("test binary location")?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("test binary location")?;
     let bin = dir.join("baton");
     if !bin.is_file() {
-        bail!("{} not found: build it first (`cargo build -p baton`, as the README's test command does)", bin.display());
+        bail!(
+            "{} not found: build it first (`cargo build -p baton`, as the README's test command does)",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -223,7 +259,10 @@ pub fn apply_config(nats: &Nats, path: &Path) -> anyhow::Result<()> {
         .arg(path)
         .output()?;
     if !out.status.success() {
-        bail!("baton config apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "baton config apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -261,18 +300,42 @@ impl Ingress {
     /// Start an ingress against `nats` with extra flags, and wait until it is ready.
     pub async fn start(nats: &Nats, dir: &Path, extra: &[&str]) -> anyhow::Result<Ingress> {
         let (cert, key) = write_cert(dir)?;
-        let (smtp, submission, smtps, metrics) = (loopback()?, loopback()?, loopback()?, loopback()?);
+        let (smtp, submission, smtps, metrics) =
+            (loopback()?, loopback()?, loopback()?, loopback()?);
         let log = dir.join(format!("ingress-{}.log", smtp.port()));
         let child = Command::new(baton_bin()?)
             .args(["ingress", "--nats", &nats.url, "--hostname", "baton.test"])
-            .args(["--listen-smtp", &smtp.to_string(), "--listen-submission", &submission.to_string()])
-            .args(["--listen-smtps", &smtps.to_string(), "--listen-metrics", &metrics.to_string()])
-            .arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key)
+            .args([
+                "--listen-smtp",
+                &smtp.to_string(),
+                "--listen-submission",
+                &submission.to_string(),
+            ])
+            .args([
+                "--listen-smtps",
+                &smtps.to_string(),
+                "--listen-metrics",
+                &metrics.to_string(),
+            ])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        let ing = Ingress { smtp, submission, smtps, metrics, proc: Proc { child, name: "ingress".into() }, log };
+        let ing = Ingress {
+            smtp,
+            submission,
+            smtps,
+            metrics,
+            proc: Proc {
+                child,
+                name: "ingress".into(),
+            },
+            log,
+        };
         ing.wait_ready(Duration::from_secs(20)).await?;
         Ok(ing)
     }
@@ -280,9 +343,14 @@ impl Ingress {
     /// Wait for `/readyz` to answer 200.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let m = self.metrics;
-        assert_eventually(timeout, "ingress /readyz", || async move { http_get(m, "/readyz").await.map(|(c, _)| c == 200).unwrap_or(false) })
-            .await
-            .with_context(|| std::fs::read_to_string(&self.log).unwrap_or_default())
+        assert_eventually(timeout, "ingress /readyz", || async move {
+            http_get(m, "/readyz")
+                .await
+                .map(|(c, _)| c == 200)
+                .unwrap_or(false)
+        })
+        .await
+        .with_context(|| std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 }
 
@@ -298,21 +366,51 @@ pub struct Worker {
 
 impl Worker {
     /// Start a worker for `pool`, resolving MX through `dns`.
-    pub async fn start(nats: &Nats, dir: &Path, pool: &str, dns: Option<SocketAddr>, extra: &[&str]) -> anyhow::Result<Worker> {
+    pub async fn start(
+        nats: &Nats,
+        dir: &Path,
+        pool: &str,
+        dns: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> anyhow::Result<Worker> {
         let metrics = loopback()?;
         let log = dir.join(format!("worker-{}.log", metrics.port()));
         let mut cmd = Command::new(baton_bin()?);
-        cmd.args(["worker", "--nats", &nats.url, "--pool", pool, "--hostname", "worker.baton.test"])
-            .args(["--listen-metrics", &metrics.to_string()]);
+        cmd.args([
+            "worker",
+            "--nats",
+            &nats.url,
+            "--pool",
+            pool,
+            "--hostname",
+            "worker.baton.test",
+        ])
+        .args(["--listen-metrics", &metrics.to_string()]);
         if let Some(d) = dns {
             cmd.args(["--dns-server", &d.to_string()]);
         }
-        let child = cmd.args(extra).stdout(Stdio::null()).stderr(std::fs::File::create(&log)?).spawn()?;
-        let w = Worker { metrics, proc: Proc { child, name: "worker".into() }, log };
+        let child = cmd
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let w = Worker {
+            metrics,
+            proc: Proc {
+                child,
+                name: "worker".into(),
+            },
+            log,
+        };
         let m = w.metrics;
-        assert_eventually(Duration::from_secs(20), "worker /readyz", || async move { http_get(m, "/readyz").await.map(|(c, _)| c == 200).unwrap_or(false) })
-            .await
-            .with_context(|| std::fs::read_to_string(&w.log).unwrap_or_default())?;
+        assert_eventually(Duration::from_secs(20), "worker /readyz", || async move {
+            http_get(m, "/readyz")
+                .await
+                .map(|(c, _)| c == 200)
+                .unwrap_or(false)
+        })
+        .await
+        .with_context(|| std::fs::read_to_string(&w.log).unwrap_or_default())?;
         Ok(w)
     }
 }
@@ -321,18 +419,24 @@ impl Worker {
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
 /// Value of a metric line (exact name with labels as rendered), 0 when absent.
 pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let Ok((_, body)) = http_get(addr, "/metrics").await else { return 0.0 };
+    let Ok((_, body)) = http_get(addr, "/metrics").await else {
+        return 0.0;
+    };
     body.lines()
         .filter(|l| l.starts_with(series))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))

@@ -138,7 +138,9 @@ pub async fn deliver_group(
         let key: Key = (
             t.addr,
             base.ehlo_name.clone(),
-            base.source_address.map(|a| a.to_string()).unwrap_or_default(),
+            base.source_address
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         );
         let mut cfg = base.clone();
         cfg.tls = t.tls.clone();

@@ -89,7 +89,10 @@ pub(crate) fn now_ms() -> i64 {
 
 impl Ctx {
     fn suspended_until(&self, dest: &str) -> Option<i64> {
-        self.suspensions.lock().ok()?.suspended_until(dest, now_ms())
+        self.suspensions
+            .lock()
+            .ok()?
+            .suspended_until(dest, now_ms())
     }
 
     fn record_destination(&self, dest: &str, ok: bool) {
@@ -149,9 +152,14 @@ pub async fn run(
             .as_ref()
             .and_then(|c| c.pools.iter().find(|p| p.name == config.pool).cloned());
         match pool {
-            None => ready.set("config", Some(format!("pool {} not in config snapshot", config.pool))),
+            None => ready.set(
+                "config",
+                Some(format!("pool {} not in config snapshot", config.pool)),
+            ),
             Some(pool) => {
-                let tiers = baton_core::retry::RetrySchedule::from_pool(&pool).tiers().len() as u32;
+                let tiers = baton_core::retry::RetrySchedule::from_pool(&pool)
+                    .tiers()
+                    .len() as u32;
                 provisioner.ensure_lanes(&pool.name, tiers).await?;
                 if let Ok(mut c) = current.lock() {
                     *c = Some(Arc::new(pool.clone()));
@@ -164,7 +172,14 @@ pub async fn run(
                             LaneKind::New => config.fetch_window,
                             LaneKind::Retry(_) => 32,
                         };
-                        tracker.spawn(lane_loop(lane, window, ctx.clone(), current.clone(), stop.clone(), tracker.clone()));
+                        tracker.spawn(lane_loop(
+                            lane,
+                            window,
+                            ctx.clone(),
+                            current.clone(),
+                            stop.clone(),
+                            tracker.clone(),
+                        ));
                     }
                 }
                 ready.set("config", None);
@@ -214,8 +229,12 @@ async fn lane_loop(
             }
         };
         for m in msgs {
-            let Ok(permit) = in_hand.clone().acquire_owned().await else { return };
-            let Some(p) = pool.lock().ok().and_then(|g| g.clone()) else { return };
+            let Ok(permit) = in_hand.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(p) = pool.lock().ok().and_then(|g| g.clone()) else {
+                return;
+            };
             let ctx = ctx.clone();
             let span = tracing::info_span!("delivery", queue_id = %m.envelope.id, pool = %p.name, attempt = m.envelope.attempt + 1);
             tracker.spawn(

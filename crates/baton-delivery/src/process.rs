@@ -24,10 +24,22 @@ use crate::{Ctx, now_ms};
 /// Final per-recipient result of this pass.
 #[derive(Clone, Debug)]
 enum Fate {
-    Delivered { reply: String, remote: String },
-    Deferred { reply: String, remote: String },
-    Failed { reply: String, status: String, remote: String },
-    Expired { reply: String },
+    Delivered {
+        reply: String,
+        remote: String,
+    },
+    Deferred {
+        reply: String,
+        remote: String,
+    },
+    Failed {
+        reply: String,
+        status: String,
+        remote: String,
+    },
+    Expired {
+        reply: String,
+    },
 }
 
 impl Fate {
@@ -47,7 +59,10 @@ impl Fate {
 pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage) {
     let env = &qm.envelope;
     if qm.delivered > 1 {
-        ctx.metrics.delivery_redeliveries.with_label_values(&[&pool.name]).inc();
+        ctx.metrics
+            .delivery_redeliveries
+            .with_label_values(&[&pool.name])
+            .inc();
     }
     // A retry-lane message waits for its due time (the lane's head is always the earliest).
     let wait_ms = env.not_before_ms - now_ms();
@@ -58,7 +73,9 @@ pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage) {
     let fates = if schedule.is_expired(env.received_at_ms, now_ms()) {
         env.recipients
             .iter()
-            .map(|r| Fate::Expired { reply: r.last_reply.clone() })
+            .map(|r| Fate::Expired {
+                reply: r.last_reply.clone(),
+            })
             .collect()
     } else {
         let work = deliver_all(ctx, pool, &qm);
@@ -101,7 +118,11 @@ async fn deliver_all(ctx: &Ctx, pool: &SendingPool, qm: &QueuedMessage) -> Vec<F
     let smarthost = DeliveryMode::try_from(pool.mode) == Ok(DeliveryMode::Smarthost);
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in env.recipients.iter().enumerate() {
-        let key = if smarthost { String::new() } else { domain_of(&r.address) };
+        let key = if smarthost {
+            String::new()
+        } else {
+            domain_of(&r.address)
+        };
         groups.entry(key).or_default().push(i);
     }
     let runs = groups
@@ -133,27 +154,62 @@ async fn deliver_domain(
     idx: Vec<usize>,
 ) -> (Vec<usize>, Vec<Fate>) {
     let env = &qm.envelope;
-    let dest = if domain.is_empty() { format!("smarthosts:{}", pool.name) } else { domain.clone() };
+    let dest = if domain.is_empty() {
+        format!("smarthosts:{}", pool.name)
+    } else {
+        domain.clone()
+    };
     let n = idx.len();
     let all = |f: Fate| vec![f; n];
     if let Some(until) = ctx.suspended_until(&dest) {
-        let reply = format!("451 4.4.5 destination {dest} suspended after repeated failures until {until} ms");
-        return (idx, all(Fate::Deferred { reply, remote: String::new() }));
+        let reply = format!(
+            "451 4.4.5 destination {dest} suspended after repeated failures until {until} ms"
+        );
+        return (
+            idx,
+            all(Fate::Deferred {
+                reply,
+                remote: String::new(),
+            }),
+        );
     }
     let targets = match route(&ctx.dns, pool, &ctx.health, &domain).await {
         Route::Targets(t) => t,
         Route::Fail { status, text } => {
             let reply = format!("550 {status} {text}");
-            return (idx, all(Fate::Failed { reply, status: status.into(), remote: String::new() }));
+            return (
+                idx,
+                all(Fate::Failed {
+                    reply,
+                    status: status.into(),
+                    remote: String::new(),
+                }),
+            );
         }
         Route::Defer { status, text } => {
             let reply = format!("451 {status} {text}");
-            return (idx, all(Fate::Deferred { reply, remote: String::new() }));
+            return (
+                idx,
+                all(Fate::Deferred {
+                    reply,
+                    remote: String::new(),
+                }),
+            );
         }
     };
-    let cap = if pool.max_connections_per_destination == 0 { 20 } else { pool.max_connections_per_destination as usize };
+    let cap = if pool.max_connections_per_destination == 0 {
+        20
+    } else {
+        pool.max_connections_per_destination as usize
+    };
     let Some(_slot) = ctx.conns.slot(&dest, cap).await else {
-        return (idx, all(Fate::Deferred { reply: "451 4.3.0 worker shutting down".into(), remote: String::new() }));
+        return (
+            idx,
+            all(Fate::Deferred {
+                reply: "451 4.3.0 worker shutting down".into(),
+                remote: String::new(),
+            }),
+        );
     };
     let _global = ctx.delivery_slots.acquire().await;
     let mut cfg = ctx.client.clone();
@@ -168,12 +224,19 @@ async fn deliver_domain(
         .filter_map(|i| env.recipients.get(*i))
         .map(outgoing_recipient)
         .collect();
-    let ret = env.dsn.as_ref().and_then(|d| match DsnRet::try_from(d.ret) {
-        Ok(DsnRet::Full) => Some("FULL"),
-        Ok(DsnRet::Hdrs) => Some("HDRS"),
-        _ => None,
-    });
-    let envid = env.dsn.as_ref().map(|d| d.envid.as_str()).filter(|s| !s.is_empty());
+    let ret = env
+        .dsn
+        .as_ref()
+        .and_then(|d| match DsnRet::try_from(d.ret) {
+            Ok(DsnRet::Full) => Some("FULL"),
+            Ok(DsnRet::Hdrs) => Some("HDRS"),
+            _ => None,
+        });
+    let envid = env
+        .dsn
+        .as_ref()
+        .map(|d| d.envid.as_str())
+        .filter(|s| !s.is_empty());
     let msg = Outgoing {
         reverse_path: &env.reverse_path,
         recipients,
@@ -184,10 +247,20 @@ async fn deliver_domain(
         envid,
     };
     let started = Instant::now();
-    ctx.metrics.delivery_connections_active.with_label_values(&[&pool.name]).inc();
-    let max_per_conn = if pool.max_messages_per_connection == 0 { 100 } else { pool.max_messages_per_connection };
+    ctx.metrics
+        .delivery_connections_active
+        .with_label_values(&[&pool.name])
+        .inc();
+    let max_per_conn = if pool.max_messages_per_connection == 0 {
+        100
+    } else {
+        pool.max_messages_per_connection
+    };
     let result = deliver_group(&ctx.conns, &targets, &cfg, max_per_conn, &msg).await;
-    ctx.metrics.delivery_connections_active.with_label_values(&[&pool.name]).dec();
+    ctx.metrics
+        .delivery_connections_active
+        .with_label_values(&[&pool.name])
+        .dec();
     ctx.metrics
         .delivery_duration
         .with_label_values(&[&pool.name])
@@ -201,15 +274,30 @@ async fn deliver_domain(
         ctx.health.record(i, true);
     }
     ctx.record_destination(&dest, result.used.is_some());
-    let label = if result.used.is_some() { "connected" } else { "connect_failed" };
-    ctx.metrics.delivery_attempts.with_label_values(&[&pool.name, label]).inc();
+    let label = if result.used.is_some() {
+        "connected"
+    } else {
+        "connect_failed"
+    };
+    ctx.metrics
+        .delivery_attempts
+        .with_label_values(&[&pool.name, label])
+        .inc();
     let fates = result
         .attempts
         .into_iter()
         .map(|a| match a {
             Attempt::Delivered { reply, remote } => Fate::Delivered { reply, remote },
             Attempt::Deferred { reply, remote } => Fate::Deferred { reply, remote },
-            Attempt::Failed { reply, status, remote } => Fate::Failed { reply, status, remote },
+            Attempt::Failed {
+                reply,
+                status,
+                remote,
+            } => Fate::Failed {
+                reply,
+                status,
+                remote,
+            },
         })
         .collect();
     (idx, fates)
@@ -224,7 +312,13 @@ fn outgoing_recipient(r: &Recipient) -> OutgoingRecipient<'_> {
 }
 
 /// Log, count, publish follow-ups, then ack.
-async fn finish(ctx: &Ctx, pool: &SendingPool, qm: &QueuedMessage, schedule: &RetrySchedule, mut fates: Vec<Fate>) {
+async fn finish(
+    ctx: &Ctx,
+    pool: &SendingPool,
+    qm: &QueuedMessage,
+    schedule: &RetrySchedule,
+    mut fates: Vec<Fate>,
+) {
     let env = &qm.envelope;
     let attempt = env.attempt + 1;
     let now = now_ms();
@@ -233,7 +327,9 @@ async fn finish(ctx: &Ctx, pool: &SendingPool, qm: &QueuedMessage, schedule: &Re
     if matches!(decision, RetryDecision::Expire) {
         for f in fates.iter_mut() {
             if let Fate::Deferred { reply, .. } = f {
-                *f = Fate::Expired { reply: reply.clone() };
+                *f = Fate::Expired {
+                    reply: reply.clone(),
+                };
             }
         }
     }
@@ -255,16 +351,30 @@ async fn finish(ctx: &Ctx, pool: &SendingPool, qm: &QueuedMessage, schedule: &Re
             _ => None,
         })
         .collect();
-    if let (false, RetryDecision::Retry { tier, not_before_ms }) = (deferred.is_empty(), decision) {
+    if let (
+        false,
+        RetryDecision::Retry {
+            tier,
+            not_before_ms,
+        },
+    ) = (deferred.is_empty(), decision)
+    {
         let mut next = env.clone();
         next.recipients = deferred;
         next.attempt = attempt;
         next.retry_tier = tier;
         next.not_before_ms = not_before_ms;
-        follow_ups.push((retry_subject(&pool.name, tier), follow_up_msg_id(&env.id, attempt, FollowUp::Retry), next));
+        follow_ups.push((
+            retry_subject(&pool.name, tier),
+            follow_up_msg_id(&env.id, attempt, FollowUp::Retry),
+            next,
+        ));
     }
     if let Some(dsn) = dsn_for(ctx, env, &fates, attempt) {
-        ctx.metrics.delivery_dsn_generated.with_label_values(&[&pool.name]).inc();
+        ctx.metrics
+            .delivery_dsn_generated
+            .with_label_values(&[&pool.name])
+            .inc();
         follow_ups.push((new_subject(&pool.name), dsn.id.clone(), dsn));
     }
     for (subject, msg_id, e) in &follow_ups {
@@ -282,7 +392,15 @@ async fn finish(ctx: &Ctx, pool: &SendingPool, qm: &QueuedMessage, schedule: &Re
     }
 }
 
-fn log_outcome(ctx: &Ctx, pool: &SendingPool, env: &Envelope, r: &Recipient, f: &Fate, attempt: u32, now: i64) {
+fn log_outcome(
+    ctx: &Ctx,
+    pool: &SendingPool,
+    env: &Envelope,
+    r: &Recipient,
+    f: &Fate,
+    attempt: u32,
+    now: i64,
+) {
     let delay = (now - env.received_at_ms).max(0) as f64 / 1000.0;
     let (status, reply, remote) = match f {
         Fate::Delivered { reply, remote } => ("sent", reply, remote.as_str()),
@@ -331,9 +449,28 @@ fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<En
     let mut recipients = Vec::new();
     for (r, f) in env.recipients.iter().zip(fates) {
         let (action, status, diagnostic, remote) = match f {
-            Fate::Failed { reply, status, remote } => (DsnAction::Failed, status.clone(), Some(reply.clone()), remote.clone()),
-            Fate::Expired { reply } => (DsnAction::Failed, "4.4.7".to_string(), (!reply.is_empty()).then(|| reply.clone()), r.last_remote.clone()),
-            Fate::Delivered { reply, remote } => (DsnAction::Delivered, "2.0.0".to_string(), Some(reply.clone()), remote.clone()),
+            Fate::Failed {
+                reply,
+                status,
+                remote,
+            } => (
+                DsnAction::Failed,
+                status.clone(),
+                Some(reply.clone()),
+                remote.clone(),
+            ),
+            Fate::Expired { reply } => (
+                DsnAction::Failed,
+                "4.4.7".to_string(),
+                (!reply.is_empty()).then(|| reply.clone()),
+                r.last_remote.clone(),
+            ),
+            Fate::Delivered { reply, remote } => (
+                DsnAction::Delivered,
+                "2.0.0".to_string(),
+                Some(reply.clone()),
+                remote.clone(),
+            ),
             Fate::Deferred { .. } => continue,
         };
         if !notify_wanted(r, &f.outcome()) {

@@ -5,10 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use baton_core::routing::{MxPlan, order_mx};
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
 
 use crate::DeliveryError;
 
@@ -80,7 +80,11 @@ impl Dns {
 
     /// A and AAAA addresses of a host (IPv4 first).
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsFailure> {
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             return Ok(vec![ip]);
         }
         let name = format!("{}.", host.trim_end_matches('.'));

@@ -106,7 +106,8 @@ pub fn pick_egress<'a>(pool: &'a SendingPool) -> Option<&'a Egress> {
 
 /// Resolve the route for recipients at `domain`.
 pub async fn route(dns: &Dns, pool: &SendingPool, health: &Health, domain: &str) -> Route {
-    if DeliveryMode::try_from(pool.mode).unwrap_or(DeliveryMode::Direct) == DeliveryMode::Smarthost {
+    if DeliveryMode::try_from(pool.mode).unwrap_or(DeliveryMode::Direct) == DeliveryMode::Smarthost
+    {
         return smarthost_route(dns, pool, health).await;
     }
     let port = if pool.port == 0 { 25 } else { pool.port as u16 };
@@ -159,8 +160,12 @@ pub async fn route(dns: &Dns, pool: &SendingPool, health: &Health, domain: &str)
 async fn smarthost_route(dns: &Dns, pool: &SendingPool, health: &Health) -> Route {
     let mut targets = Vec::new();
     for i in health.order(pool) {
-        let Some(s) = pool.smarthosts.get(i) else { continue };
-        let Ok(ips) = dns.addresses(&s.host).await else { continue };
+        let Some(s) = pool.smarthosts.get(i) else {
+            continue;
+        };
+        let Ok(ips) = dns.addresses(&s.host).await else {
+            continue;
+        };
         let Some(ip) = ips.first() else { continue };
         let auth = (!s.username.is_empty()).then(|| Credentials {
             username: s.username.clone(),

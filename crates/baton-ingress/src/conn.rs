@@ -30,7 +30,6 @@ impl Conn {
     }
 }
 
-
 impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,

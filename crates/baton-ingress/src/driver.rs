@@ -28,9 +28,19 @@ enum End {
 }
 
 /// Drive one SMTP session to its end.
-pub async fn run(conn: Conn, peer: PeerInfo, kind: ListenerKind, shared: Arc<Shared>, stop: CancellationToken, hard_stop: CancellationToken) {
+pub async fn run(
+    conn: Conn,
+    peer: PeerInfo,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+) {
     let label = listener_label(kind);
-    let gauge = shared.metrics.ingress_sessions_active.with_label_values(&[label]);
+    let gauge = shared
+        .metrics
+        .ingress_sessions_active
+        .with_label_values(&[label]);
     gauge.inc();
     let span = tracing::info_span!("smtp_session", client = %peer.addr, listener = label);
     let end = drive(conn, peer, kind, &shared, &stop, &hard_stop)
@@ -107,7 +117,8 @@ async fn drive(
                         listener: kind,
                         tls_cipher: conn.cipher(),
                     };
-                    let env = handoff::build_envelope(tx, &id, &arrival, time::OffsetDateTime::now_utc());
+                    let env =
+                        handoff::build_envelope(tx, &id, &arrival, time::OffsetDateTime::now_utc());
                     let result = handoff::publish(&shared.publisher, &shared.metrics, &env).await;
                     drop(env);
                     session.enqueue_result(result);
@@ -125,7 +136,9 @@ async fn drive(
             return End::PeerGone;
         }
         // Wait for input, the command timeout, the session deadline, or shutdown.
-        let wait = limits.command_timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let wait = limits
+            .command_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
         let idle = !session.in_transaction();
         tokio::select! {
             r = tokio::time::timeout(wait, conn.read(&mut buf)) => match r {
@@ -160,7 +173,10 @@ fn account(session: &mut Session, reservation: &mut Reservation<'_>, shared: &Sh
         ));
         let _ = reservation.resize(session.body_len());
     }
-    shared.metrics.ingress_inflight_bytes.set(shared.budget.used() as i64);
+    shared
+        .metrics
+        .ingress_inflight_bytes
+        .set(shared.budget.used() as i64);
 }
 
 async fn finish(conn: &mut Conn, actions: Vec<Action>) {
@@ -191,7 +207,11 @@ fn count_reply(shared: &Shared, bytes: &[u8]) {
         .get(4..)
         .and_then(|rest| rest.split(|b| *b == b' ' || *b == b'\r').next())
         .and_then(|s| std::str::from_utf8(s).ok())
-        .filter(|s| s.len() <= 9 && s.split('.').count() == 3 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        .filter(|s| {
+            s.len() <= 9
+                && s.split('.').count() == 3
+                && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        })
         .unwrap_or("none");
     shared
         .metrics

@@ -62,7 +62,11 @@ pub fn build_envelope(
         let (no_msgid, no_date) = headers::needs_message_id_and_date(&tx.body);
         if no_msgid {
             body.extend_from_slice(
-                format!("Message-ID: {}\r\n", headers::message_id(id, arrival.hostname)).as_bytes(),
+                format!(
+                    "Message-ID: {}\r\n",
+                    headers::message_id(id, arrival.hostname)
+                )
+                .as_bytes(),
             );
         }
         if no_date {

@@ -160,7 +160,10 @@ pub struct Ingress {
 }
 
 /// Turn raw config snapshots into indexed ones as they arrive.
-pub fn index_snapshots(mut raw: ConfigWatch, metrics: Metrics) -> watch::Receiver<Option<Arc<Snapshot>>> {
+pub fn index_snapshots(
+    mut raw: ConfigWatch,
+    metrics: Metrics,
+) -> watch::Receiver<Option<Arc<Snapshot>>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         loop {
@@ -188,14 +191,24 @@ impl Ingress {
         snapshot: watch::Receiver<Option<Arc<Snapshot>>>,
         metrics: Metrics,
     ) -> Result<Ingress, IngressError> {
-        if tls.is_none() && config.listeners.iter().any(|(k, _)| *k == ListenerKind::Smtps) {
-            return Err(IngressError::Tls("the implicit-TLS listener needs a certificate".into()));
+        if tls.is_none()
+            && config
+                .listeners
+                .iter()
+                .any(|(k, _)| *k == ListenerKind::Smtps)
+        {
+            return Err(IngressError::Tls(
+                "the implicit-TLS listener needs a certificate".into(),
+            ));
         }
         let mut listeners = Vec::new();
         for (kind, addr) in &config.listeners {
             let l = TcpListener::bind(addr)
                 .await
-                .map_err(|source| IngressError::Bind { addr: *addr, source })?;
+                .map_err(|source| IngressError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
             listeners.push((*kind, l));
         }
         let shared = Arc::new(Shared {
@@ -271,7 +284,11 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         if stop.is_cancelled() {
             count(&shared, label, "shutting_down");
-            tokio::spawn(refuse(tcp, shared.config.hostname.clone(), "421 4.3.2 Service shutting down, try another server\r\n"));
+            tokio::spawn(refuse(
+                tcp,
+                shared.config.hostname.clone(),
+                "421 4.3.2 Service shutting down, try another server\r\n",
+            ));
             continue;
         }
         let ip = addr.ip();
@@ -292,7 +309,10 @@ async fn accept_loop(
                 Some(conn::Conn::Plain(tcp))
             };
             if let Some(conn) = conn {
-                let peer = PeerInfo { addr: ip, tls: kind == ListenerKind::Smtps };
+                let peer = PeerInfo {
+                    addr: ip,
+                    tls: kind == ListenerKind::Smtps,
+                };
                 driver::run(conn, peer, kind, shared2.clone(), stop2, hard2).await;
             }
             release(&shared2, ip);
@@ -301,7 +321,11 @@ async fn accept_loop(
 }
 
 fn count(shared: &Shared, label: &str, result: &str) {
-    shared.metrics.ingress_connections.with_label_values(&[label, result]).inc();
+    shared
+        .metrics
+        .ingress_connections
+        .with_label_values(&[label, result])
+        .inc();
 }
 
 fn admit(shared: &Shared, ip: IpAddr) -> Result<(), &'static str> {
@@ -345,11 +369,19 @@ pub(crate) async fn tls_accept(tcp: TcpStream, shared: &Shared, label: &str) -> 
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     match tokio::time::timeout(shared.config.limits.command_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => {
-            shared.metrics.ingress_tls_handshakes.with_label_values(&[label, "ok"]).inc();
+            shared
+                .metrics
+                .ingress_tls_handshakes
+                .with_label_values(&[label, "ok"])
+                .inc();
             Some(conn::Conn::Tls(Box::new(s)))
         }
         _ => {
-            shared.metrics.ingress_tls_handshakes.with_label_values(&[label, "failed"]).inc();
+            shared
+                .metrics
+                .ingress_tls_handshakes
+                .with_label_values(&[label, "failed"])
+                .inc();
             None
         }
     }

@@ -73,7 +73,11 @@ fn now_ms() -> i64 {
 }
 
 fn not_ready() -> Reply {
-    Reply::new(451, "4.3.0", "Relay configuration not loaded yet, try again later")
+    Reply::new(
+        451,
+        "4.3.0",
+        "Relay configuration not loaded yet, try again later",
+    )
 }
 
 impl Policy for SessionPolicy<'_> {
@@ -85,8 +89,15 @@ impl Policy for SessionPolicy<'_> {
             self.metrics.ingress_auth.with_label_values(&["ok"]).inc();
             Ok(())
         } else {
-            self.metrics.ingress_auth.with_label_values(&["failed"]).inc();
-            Err(Reply::new(535, "5.7.8", "Authentication credentials invalid"))
+            self.metrics
+                .ingress_auth
+                .with_label_values(&["failed"])
+                .inc();
+            Err(Reply::new(
+                535,
+                "5.7.8",
+                "Authentication credentials invalid",
+            ))
         }
     }
 

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 
 fn generate(out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["baton/v1/envelope.proto", "baton/v1/config.proto", "baton/v1/admin.proto"];
+    let files = [
+        "baton/v1/envelope.proto",
+        "baton/v1/config.proto",
+        "baton/v1/admin.proto",
+    ];
     let fds = protox::compile(files, [&root]).unwrap_or_else(|e| panic!("proto compile: {e}"));
     tonic_prost_build::configure()
         .build_client(true)

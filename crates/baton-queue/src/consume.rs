@@ -81,7 +81,11 @@ impl Lane {
     /// Fetch up to `max` messages, waiting at most `wait` for the first one.
     /// A payload that does not decode is terminated (`AckKind::Term`) and skipped: it can never
     /// be delivered, and redelivering it forever would only block the lane. This is logged.
-    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<QueuedMessage>, QueueError> {
+    pub async fn fetch(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<QueuedMessage>, QueueError> {
         let mut batch = self
             .consumer
             .fetch()

@@ -163,8 +163,7 @@ impl Provisioner {
             .get_stream(STREAM)
             .await
             .map_err(|e| provision_err("get stream", e))?;
-        let kinds =
-            std::iter::once(LaneKind::New).chain((0..retry_tiers).map(LaneKind::Retry));
+        let kinds = std::iter::once(LaneKind::New).chain((0..retry_tiers).map(LaneKind::Retry));
         for kind in kinds {
             let want = self.lane_config(pool, kind);
             let name = consumer_name(pool, kind);
@@ -200,8 +199,7 @@ impl Provisioner {
                 .map_err(|e| provision_err(&name, e))?
                 .config
                 .clone();
-            if have.filter_subject != want.filter_subject || have.max_deliver != want.max_deliver
-            {
+            if have.filter_subject != want.filter_subject || have.max_deliver != want.max_deliver {
                 return Err(QueueError::Drift {
                     what: name,
                     detail: format!(
@@ -228,12 +226,21 @@ impl Provisioner {
                 .map_err(|e| provision_err(crate::BODY_BUCKET, e))?;
         }
         if self.js.get_key_value(crate::CONFIG_BUCKET).await.is_err() {
+            // async-nats' `create_key_value` first queries account info, whose reply from
+            // nats-server 2.9 does not parse; create the bucket's backing stream with the KV
+            // conventions (ADR-8) instead, which is what `create_key_value` would send.
             self.js
-                .create_key_value(jetstream::kv::Config {
-                    bucket: crate::CONFIG_BUCKET.into(),
-                    history: 5,
-                    num_replicas: self.settings.replicas,
+                .create_stream(stream::Config {
+                    name: format!("KV_{}", crate::CONFIG_BUCKET),
+                    description: Some("Baton RelayConfig snapshots".into()),
+                    subjects: vec![format!("$KV.{}.>", crate::CONFIG_BUCKET)],
+                    max_messages_per_subject: 5,
                     storage: StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    num_replicas: self.settings.replicas,
+                    discard: DiscardPolicy::New,
                     ..Default::default()
                 })
                 .await
@@ -253,15 +260,18 @@ impl Provisioner {
     }
 
     /// Pending / ack-pending counts of every lane of a pool that exists.
-    pub async fn lane_stats(&self, pool: &str, retry_tiers: u32) -> Result<Vec<LaneStats>, QueueError> {
+    pub async fn lane_stats(
+        &self,
+        pool: &str,
+        retry_tiers: u32,
+    ) -> Result<Vec<LaneStats>, QueueError> {
         let stream = self
             .js
             .get_stream(STREAM)
             .await
             .map_err(|e| provision_err("get stream", e))?;
         let mut out = Vec::new();
-        let kinds =
-            std::iter::once(LaneKind::New).chain((0..retry_tiers).map(LaneKind::Retry));
+        let kinds = std::iter::once(LaneKind::New).chain((0..retry_tiers).map(LaneKind::Retry));
         for kind in kinds {
             let name = consumer_name(pool, kind);
             let Ok(mut c) = stream.get_consumer::<consumer::pull::Config>(&name).await else {

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt,
+};
 
 /// Output format of log lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

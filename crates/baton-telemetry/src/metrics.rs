@@ -62,21 +62,32 @@ pub struct Metrics {
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
-    reg.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let c =
+        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+    reg.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     c
 }
 
 fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
-    reg.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let g =
+        IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+    reg.register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     g
 }
 
-fn histogram(reg: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+fn histogram(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    reg.register(Box::new(h.clone())).unwrap_or_else(|e| panic!("{name}: {e}"));
+    reg.register(Box::new(h.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     h
 }
 
@@ -97,43 +108,174 @@ impl Metrics {
             14400.0, 86400.0,
         ];
         let m = Metrics {
-            ingress_connections: counter(&r, "baton_ingress_connections_total", "SMTP connections by listener and outcome.", &["listener", "result"]),
-            ingress_sessions_active: gauge(&r, "baton_ingress_sessions_active", "SMTP sessions currently open.", &["listener"]),
-            ingress_tls_handshakes: counter(&r, "baton_ingress_tls_handshakes_total", "Inbound TLS handshakes by result.", &["listener", "result"]),
-            ingress_auth: counter(&r, "baton_ingress_auth_total", "SMTP AUTH attempts by result.", &["result"]),
-            ingress_accepted: counter(&r, "baton_ingress_messages_accepted_total", "Transactions answered 250 after the PubAck.", &["relay_domain"]),
-            ingress_rejections: counter(&r, "baton_ingress_rejections_total", "Refusals by reason and reply code.", &["reason", "code"]),
-            ingress_message_size: histogram(&r, "baton_ingress_message_size_bytes", "Size of accepted messages.", &[], size_buckets)
-                .with_label_values::<&str>(&[]),
-            ingress_publish_duration: histogram(&r, "baton_ingress_publish_duration_seconds", "Final dot to PubAck.", &[], LATENCY.to_vec())
-                .with_label_values::<&str>(&[]),
-            ingress_publish_errors: counter(&r, "baton_ingress_publish_errors_total", "Publishes that failed and were answered 451.", &["error"]),
-            ingress_inflight_bytes: gauge(&r, "baton_ingress_inflight_bytes", "Message bytes held by the ingress.", &[])
-                .with_label_values::<&str>(&[]),
-            delivery_attempts: counter(&r, "baton_delivery_attempts_total", "Delivery attempts by pool and result.", &["pool", "result"]),
-            delivery_recipients: counter(&r, "baton_delivery_recipients_total", "Recipient outcomes.", &["pool", "relay_domain", "outcome"]),
-            delivery_duration: histogram(&r, "baton_delivery_duration_seconds", "Duration of one delivery attempt.", &["pool"], LATENCY.to_vec()),
-            delivery_accept_to_delivery: histogram(&r, "baton_delivery_accept_to_delivery_seconds", "Ingress acceptance to delivery.", &["pool"], age_buckets),
-            delivery_connections_active: gauge(&r, "baton_delivery_connections_active", "Open outbound SMTP connections.", &["pool"]),
-            delivery_suspended_destinations: gauge(&r, "baton_delivery_suspended_destinations", "Destinations currently suspended.", &["pool"]),
-            delivery_dsn_generated: counter(&r, "baton_delivery_dsn_generated_total", "Delivery status notifications generated.", &["pool"]),
-            delivery_smarthost_up: gauge(&r, "baton_delivery_smarthost_up", "1 when the smarthost is considered healthy.", &["pool", "upstream"]),
-            delivery_redeliveries: counter(&r, "baton_delivery_redeliveries_total", "Queued messages seen again after a worker failed to ack.", &["pool"]),
-            queue_pending: gauge(&r, "baton_queue_pending_messages", "Messages waiting in a lane.", &["pool", "lane"]),
-            queue_ack_pending: gauge(&r, "baton_queue_ack_pending_messages", "Messages handed out and not yet acknowledged.", &["pool", "lane"]),
+            ingress_connections: counter(
+                &r,
+                "baton_ingress_connections_total",
+                "SMTP connections by listener and outcome.",
+                &["listener", "result"],
+            ),
+            ingress_sessions_active: gauge(
+                &r,
+                "baton_ingress_sessions_active",
+                "SMTP sessions currently open.",
+                &["listener"],
+            ),
+            ingress_tls_handshakes: counter(
+                &r,
+                "baton_ingress_tls_handshakes_total",
+                "Inbound TLS handshakes by result.",
+                &["listener", "result"],
+            ),
+            ingress_auth: counter(
+                &r,
+                "baton_ingress_auth_total",
+                "SMTP AUTH attempts by result.",
+                &["result"],
+            ),
+            ingress_accepted: counter(
+                &r,
+                "baton_ingress_messages_accepted_total",
+                "Transactions answered 250 after the PubAck.",
+                &["relay_domain"],
+            ),
+            ingress_rejections: counter(
+                &r,
+                "baton_ingress_rejections_total",
+                "Refusals by reason and reply code.",
+                &["reason", "code"],
+            ),
+            ingress_message_size: histogram(
+                &r,
+                "baton_ingress_message_size_bytes",
+                "Size of accepted messages.",
+                &[],
+                size_buckets,
+            )
+            .with_label_values::<&str>(&[]),
+            ingress_publish_duration: histogram(
+                &r,
+                "baton_ingress_publish_duration_seconds",
+                "Final dot to PubAck.",
+                &[],
+                LATENCY.to_vec(),
+            )
+            .with_label_values::<&str>(&[]),
+            ingress_publish_errors: counter(
+                &r,
+                "baton_ingress_publish_errors_total",
+                "Publishes that failed and were answered 451.",
+                &["error"],
+            ),
+            ingress_inflight_bytes: gauge(
+                &r,
+                "baton_ingress_inflight_bytes",
+                "Message bytes held by the ingress.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
+            delivery_attempts: counter(
+                &r,
+                "baton_delivery_attempts_total",
+                "Delivery attempts by pool and result.",
+                &["pool", "result"],
+            ),
+            delivery_recipients: counter(
+                &r,
+                "baton_delivery_recipients_total",
+                "Recipient outcomes.",
+                &["pool", "relay_domain", "outcome"],
+            ),
+            delivery_duration: histogram(
+                &r,
+                "baton_delivery_duration_seconds",
+                "Duration of one delivery attempt.",
+                &["pool"],
+                LATENCY.to_vec(),
+            ),
+            delivery_accept_to_delivery: histogram(
+                &r,
+                "baton_delivery_accept_to_delivery_seconds",
+                "Ingress acceptance to delivery.",
+                &["pool"],
+                age_buckets,
+            ),
+            delivery_connections_active: gauge(
+                &r,
+                "baton_delivery_connections_active",
+                "Open outbound SMTP connections.",
+                &["pool"],
+            ),
+            delivery_suspended_destinations: gauge(
+                &r,
+                "baton_delivery_suspended_destinations",
+                "Destinations currently suspended.",
+                &["pool"],
+            ),
+            delivery_dsn_generated: counter(
+                &r,
+                "baton_delivery_dsn_generated_total",
+                "Delivery status notifications generated.",
+                &["pool"],
+            ),
+            delivery_smarthost_up: gauge(
+                &r,
+                "baton_delivery_smarthost_up",
+                "1 when the smarthost is considered healthy.",
+                &["pool", "upstream"],
+            ),
+            delivery_redeliveries: counter(
+                &r,
+                "baton_delivery_redeliveries_total",
+                "Queued messages seen again after a worker failed to ack.",
+                &["pool"],
+            ),
+            queue_pending: gauge(
+                &r,
+                "baton_queue_pending_messages",
+                "Messages waiting in a lane.",
+                &["pool", "lane"],
+            ),
+            queue_ack_pending: gauge(
+                &r,
+                "baton_queue_ack_pending_messages",
+                "Messages handed out and not yet acknowledged.",
+                &["pool", "lane"],
+            ),
             queue_oldest_age: {
-                let g = prometheus::GaugeVec::new(Opts::new("baton_queue_oldest_message_age_seconds", "Age of the oldest queued message."), &["pool"])
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "baton_queue_oldest_message_age_seconds",
+                        "Age of the oldest queued message.",
+                    ),
+                    &["pool"],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                r.register(Box::new(g.clone()))
                     .unwrap_or_else(|e| panic!("{e}"));
-                r.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("{e}"));
                 g
             },
-            config_generation: gauge(&r, "baton_config_generation", "Generation of the RelayConfig snapshot in force.", &[])
-                .with_label_values::<&str>(&[]),
-            config_errors: counter(&r, "baton_config_errors_total", "Config snapshots that could not be used.", &[])
-                .with_label_values::<&str>(&[]),
+            config_generation: gauge(
+                &r,
+                "baton_config_generation",
+                "Generation of the RelayConfig snapshot in force.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
+            config_errors: counter(
+                &r,
+                "baton_config_errors_total",
+                "Config snapshots that could not be used.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
             registry: r,
         };
-        let info = gauge(&m.registry, "baton_build_info", "Build information.", &["version"]);
+        let info = gauge(
+            &m.registry,
+            "baton_build_info",
+            "Build information.",
+            &["version"],
+        );
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m
     }
@@ -164,13 +306,19 @@ mod tests {
     #[test]
     fn all_metrics_register_and_render_with_baton_prefix() {
         let m = Metrics::new();
-        m.ingress_rejections.with_label_values(&["too_many_recipients", "452"]).inc();
-        m.delivery_recipients.with_label_values(&["default", "team-a/example", "delivered"]).inc();
+        m.ingress_rejections
+            .with_label_values(&["too_many_recipients", "452"])
+            .inc();
+        m.delivery_recipients
+            .with_label_values(&["default", "team-a/example", "delivered"])
+            .inc();
         let text = m.render();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("baton_"), "{line}");
         }
-        assert!(text.contains("baton_ingress_rejections_total{code=\"452\",reason=\"too_many_recipients\"} 1"));
+        assert!(text.contains(
+            "baton_ingress_rejections_total{code=\"452\",reason=\"too_many_recipients\"} 1"
+        ));
         assert!(text.contains("baton_build_info"));
     }
 }

@@ -14,7 +14,13 @@ pub struct Cli {
     #[arg(long, env = "BATON_LOG_LEVEL", default_value = "info", global = true)]
     pub log_level: String,
     /// Log line format.
-    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "BATON_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormatArg,
     #[command(subcommand)]
     pub command: Command,
@@ -61,7 +67,12 @@ pub enum Command {
     /// Print the DNS records (DKIM, SPF, DMARC) each RelayDomain needs.
     DnsRecords {
         /// RelayDomain / SendingPool / Secret YAML files or directories.
-        #[arg(long = "config", env = "BATON_CONFIG", value_delimiter = ',', required = true)]
+        #[arg(
+            long = "config",
+            env = "BATON_CONFIG",
+            value_delimiter = ',',
+            required = true
+        )]
         config: Vec<PathBuf>,
     },
 }

@@ -32,7 +32,12 @@ pub async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
     result
 }
 
-async fn run_with(args: &DevArgs, url: &str, log: Option<LogHandle>, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+async fn run_with(
+    args: &DevArgs,
+    url: &str,
+    log: Option<LogHandle>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let nats = Nats::connect(url, "baton-dev", args.listen.stream_replicas).await?;
     if args.config.is_empty() {
         bail!("baton dev needs at least one --config file or directory (see manifests/examples/)");
@@ -40,20 +45,45 @@ async fn run_with(args: &DevArgs, url: &str, log: Option<LogHandle>, stop: tokio
     let generation = wiring::apply_config(&nats, &args.config).await?;
     tracing::info!(generation, "config applied");
     let res = baton_config::load_paths(&args.config)?;
-    let pools: Vec<String> = res.pools.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let pools: Vec<String> = res
+        .pools
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     let tls = match (&args.listen.tls_cert, &args.listen.tls_key) {
         (Some(c), Some(k)) => baton_ingress::tls::load_pem(c, k)?,
         _ => baton_ingress::tls::self_signed("localhost")?,
     };
-    let (metrics, health) = wiring::ops(args.listen.listen_metrics.or_else(|| "127.0.0.1:9090".parse().ok()), log, &nats, &stop).await?;
+    let (metrics, health) = wiring::ops(
+        args.listen
+            .listen_metrics
+            .or_else(|| "127.0.0.1:9090".parse().ok()),
+        log,
+        &nats,
+        &stop,
+    )
+    .await?;
     let mut tasks = tokio::task::JoinSet::new();
     for pool in pools {
         let config = wiring::worker_config(&pool, &args.listen.hostname, &args.tuning);
-        let (n, m, h, s) = (Nats::connect(url, "baton-dev-worker", args.listen.stream_replicas).await?, metrics.clone(), health.clone(), stop.clone());
+        let (n, m, h, s) = (
+            Nats::connect(url, "baton-dev-worker", args.listen.stream_replicas).await?,
+            metrics.clone(),
+            health.clone(),
+            stop.clone(),
+        );
         tasks.spawn(async move { wiring::run_worker(&n, config, m, h, s).await });
     }
     let listeners = wiring::default_listeners(&args.listen, true);
-    let ingress = wiring::run_ingress(&nats, &args.listen, Some(tls), listeners, metrics, health, stop.clone());
+    let ingress = wiring::run_ingress(
+        &nats,
+        &args.listen,
+        Some(tls),
+        listeners,
+        metrics,
+        health,
+        stop.clone(),
+    );
     let r = ingress.await;
     stop.cancel();
     while let Some(t) = tasks.join_next().await {
@@ -68,7 +98,9 @@ async fn run_with(args: &DevArgs, url: &str, log: Option<LogHandle>, stop: tokio
 async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<(Child, String)> {
     let store = data_dir.join("nats");
     std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(&store)
@@ -79,7 +111,10 @@ async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<(Child, String
         .context("starting nats-server (install it: apt-get install nats-server)")?;
     let url = format!("nats://127.0.0.1:{port}");
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             tracing::info!(%url, store = %store.display(), "nats-server started");
             return Ok((child, url));
         }

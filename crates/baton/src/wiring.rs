@@ -22,11 +22,23 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
             let stop = shutdown_signal();
             let tls = match (&args.listen.tls_cert, &args.listen.tls_key) {
                 (Some(c), Some(k)) => baton_ingress::tls::load_pem(c, k)?,
-                _ => bail!("the ingress needs --tls-cert and --tls-key (only `baton dev` may run with a generated certificate)"),
+                _ => bail!(
+                    "the ingress needs --tls-cert and --tls-key (only `baton dev` may run with a generated certificate)"
+                ),
             };
-            let nats = Nats::connect(&args.nats, "baton-ingress", args.listen.stream_replicas).await?;
+            let nats =
+                Nats::connect(&args.nats, "baton-ingress", args.listen.stream_replicas).await?;
             let (metrics, health) = ops(args.listen.listen_metrics, log, &nats, &stop).await?;
-            run_ingress(&nats, &args.listen, Some(tls), default_listeners(&args.listen, false), metrics, health, stop).await
+            run_ingress(
+                &nats,
+                &args.listen,
+                Some(tls),
+                default_listeners(&args.listen, false),
+                metrics,
+                health,
+                stop,
+            )
+            .await
         }
         Command::Worker(args) => {
             let stop = shutdown_signal();
@@ -35,20 +47,25 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
             let config = worker_config(&args.pool, &args.hostname, &args.tuning);
             run_worker(&nats, config, metrics, health, stop).await
         }
-        Command::Config { command: ConfigCommand::Apply { nats, paths } } => {
+        Command::Config {
+            command: ConfigCommand::Apply { nats, paths },
+        } => {
             let nats = Nats::connect(&nats, "baton-config", 1).await?;
             let generation = apply_config(&nats, &paths).await?;
             println!("applied RelayConfig generation {generation}");
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Check { paths } } => {
+        Command::Config {
+            command: ConfigCommand::Check { paths },
+        } => {
             let res = baton_config::load_paths(&paths)?;
             let compiled = baton_config::compile(&res, 1, 0)?;
             print_report(&compiled);
             Ok(())
         }
         Command::Crds { out } => {
-            baton_config::crdgen::write_crds(&out).with_context(|| format!("writing {}", out.display()))?;
+            baton_config::crdgen::write_crds(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
             println!("wrote CRDs to {}", out.display());
             Ok(())
         }
@@ -68,11 +85,20 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
 
 fn print_report(compiled: &baton_config::Compiled) {
     for d in &compiled.domains {
-        let state = if d.ready { "ready".to_string() } else { format!("NOT READY: {}", d.not_ready_reason) };
+        let state = if d.ready {
+            "ready".to_string()
+        } else {
+            format!("NOT READY: {}", d.not_ready_reason)
+        };
         println!("RelayDomain {} ({}): {state}", d.name, d.domain);
     }
     for p in &compiled.config.pools {
-        println!("SendingPool {}: {} smarthost(s), {} egress identities", p.name, p.smarthosts.len(), p.egress.len());
+        println!(
+            "SendingPool {}: {} smarthost(s), {} egress identities",
+            p.name,
+            p.smarthosts.len(),
+            p.egress.len()
+        );
     }
 }
 
@@ -84,7 +110,9 @@ pub fn shutdown_signal() -> CancellationToken {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
             tokio::select! {
                 _ = term.recv() => {},
                 _ = tokio::signal::ctrl_c() => {},
@@ -110,10 +138,20 @@ impl Nats {
     pub async fn connect(url: &str, name: &str, replicas: usize) -> anyhow::Result<Nats> {
         let client = baton_queue::connect(url, name).await?;
         let js = async_nats::jetstream::new(client.clone());
-        let provisioner = Provisioner::new(js.clone(), StreamSettings { replicas, ..Default::default() });
+        let provisioner = Provisioner::new(
+            js.clone(),
+            StreamSettings {
+                replicas,
+                ..Default::default()
+            },
+        );
         provisioner.ensure_stream().await?;
         provisioner.ensure_buckets().await?;
-        Ok(Nats { client, js, provisioner })
+        Ok(Nats {
+            client,
+            js,
+            provisioner,
+        })
     }
 
     fn publisher(&self, timeout: Duration) -> Publisher {
@@ -151,13 +189,23 @@ fn time_now_ns() -> i128 {
 
 /// Listener set from flags; `dev` fills in loopback defaults.
 pub fn default_listeners(l: &ListenArgs, dev: bool) -> Vec<(ListenerKind, SocketAddr)> {
-    let pick = |v: Option<SocketAddr>, dev_default: &str, prod_default: &str| -> Option<SocketAddr> {
-        v.or_else(|| (if dev { dev_default } else { prod_default }).parse().ok())
-    };
+    let pick =
+        |v: Option<SocketAddr>, dev_default: &str, prod_default: &str| -> Option<SocketAddr> {
+            v.or_else(|| (if dev { dev_default } else { prod_default }).parse().ok())
+        };
     [
-        (ListenerKind::Relay, pick(l.listen_smtp, "127.0.0.1:2525", "0.0.0.0:25")),
-        (ListenerKind::Submission, pick(l.listen_submission, "127.0.0.1:2587", "0.0.0.0:587")),
-        (ListenerKind::Smtps, pick(l.listen_smtps, "127.0.0.1:2465", "0.0.0.0:465")),
+        (
+            ListenerKind::Relay,
+            pick(l.listen_smtp, "127.0.0.1:2525", "0.0.0.0:25"),
+        ),
+        (
+            ListenerKind::Submission,
+            pick(l.listen_submission, "127.0.0.1:2587", "0.0.0.0:587"),
+        ),
+        (
+            ListenerKind::Smtps,
+            pick(l.listen_smtps, "127.0.0.1:2465", "0.0.0.0:465"),
+        ),
     ]
     .into_iter()
     .filter_map(|(k, a)| a.map(|a| (k, a)))
@@ -166,7 +214,11 @@ pub fn default_listeners(l: &ListenArgs, dev: bool) -> Vec<(ListenerKind, Socket
 
 fn hostname(flag: &Option<String>) -> String {
     flag.clone()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "baton.localdomain".into())
 }
@@ -219,7 +271,10 @@ pub async fn run_ingress(
         tokio::spawn(async move {
             loop {
                 let loaded = s.borrow_and_update().is_some();
-                h.set("config", (!loaded).then(|| "no config snapshot yet".to_string()));
+                h.set(
+                    "config",
+                    (!loaded).then(|| "no config snapshot yet".to_string()),
+                );
                 if s.changed().await.is_err() {
                     return;
                 }
@@ -241,7 +296,14 @@ pub async fn run_ingress(
             ..Limits::default()
         },
     };
-    let ingress = baton_ingress::Ingress::bind(config, tls, nats.publisher(l.publish_timeout), snapshots, metrics).await?;
+    let ingress = baton_ingress::Ingress::bind(
+        config,
+        tls,
+        nats.publisher(l.publish_timeout),
+        snapshots,
+        metrics,
+    )
+    .await?;
     for (kind, addr) in ingress.local_addrs() {
         tracing::info!(listener = baton_ingress::listener_label(kind), %addr, "SMTP listening");
     }
@@ -250,7 +312,11 @@ pub async fn run_ingress(
 }
 
 /// Worker settings from flags.
-pub fn worker_config(pool: &str, host: &Option<String>, t: &WorkerTuning) -> baton_delivery::WorkerConfig {
+pub fn worker_config(
+    pool: &str,
+    host: &Option<String>,
+    t: &WorkerTuning,
+) -> baton_delivery::WorkerConfig {
     let name = hostname(host);
     let mut client = baton_smtp_client::ClientConfig::new(&name);
     client.timeouts.connect = t.connect_timeout;
