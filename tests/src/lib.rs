@@ -3,6 +3,8 @@
 //! SMTP receivers, and waits on conditions (never on sleeps). Each scenario lives in its own
 //! file under `tests/`.
 
+pub mod config;
 pub mod harness;
 pub mod receiver;
+pub mod smtp;
 pub mod tls;

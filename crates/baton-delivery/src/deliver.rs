@@ -143,7 +143,7 @@ pub async fn deliver_group(
                 .unwrap_or_default(),
         );
         let mut cfg = base.clone();
-        cfg.tls = t.tls.clone();
+        cfg.tls = t.tls;
         cfg.auth = t.auth.clone();
         let reused = conns.take_idle(&key);
         let mut conn = match reused {

@@ -110,13 +110,21 @@ impl Ctx {
     }
 }
 
+/// The JetStream handles a worker uses.
+pub struct Queue {
+    /// JetStream context.
+    pub js: jetstream::Context,
+    /// Lane provisioning.
+    pub provisioner: Provisioner,
+    /// Follow-up publishing.
+    pub publisher: Publisher,
+}
+
 /// Run a worker until `stop` is cancelled. Waits for a config snapshot that contains the pool,
 /// provisions the pool's lanes (idempotent), then consumes the fresh lane and every retry tier.
 pub async fn run(
     config: WorkerConfig,
-    js: jetstream::Context,
-    provisioner: Provisioner,
-    publisher: Publisher,
+    queue: Queue,
     mut snapshots: ConfigWatch,
     metrics: Metrics,
     ready: Arc<Readiness>,
@@ -126,7 +134,7 @@ pub async fn run(
         dns: resolve::Dns::new(config.dns_server)?,
         health: route::Health::default(),
         conns: Connections::new(config.idle_timeout),
-        publisher,
+        publisher: queue.publisher,
         metrics,
         client: config.client.clone(),
         progress_every: config.progress_every,
@@ -160,14 +168,15 @@ pub async fn run(
                 let tiers = baton_core::retry::RetrySchedule::from_pool(&pool)
                     .tiers()
                     .len() as u32;
-                provisioner.ensure_lanes(&pool.name, tiers).await?;
+                queue.provisioner.ensure_lanes(&pool.name, tiers).await?;
                 if let Ok(mut c) = current.lock() {
                     *c = Some(Arc::new(pool.clone()));
                 }
                 let kinds = std::iter::once(LaneKind::New).chain((0..tiers).map(LaneKind::Retry));
                 for kind in kinds {
                     if running.insert(kind) {
-                        let lane = Lane::bind(&js, ctx.publisher.clone(), &pool.name, kind).await?;
+                        let lane =
+                            Lane::bind(&queue.js, ctx.publisher.clone(), &pool.name, kind).await?;
                         let window = match kind {
                             LaneKind::New => config.fetch_window,
                             LaneKind::Retry(_) => 32,

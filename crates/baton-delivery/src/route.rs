@@ -99,7 +99,7 @@ impl Health {
 }
 
 /// Pick the egress identity (EHLO name, source address) by weight.
-pub fn pick_egress<'a>(pool: &'a SendingPool) -> Option<&'a Egress> {
+pub fn pick_egress(pool: &SendingPool) -> Option<&Egress> {
     let i = pick_weighted(&pool.egress, |e: &Egress| e.weight, rand::random::<u64>())?;
     pool.egress.get(i)
 }
@@ -141,7 +141,7 @@ pub async fn route(dns: &Dns, pool: &SendingPool, health: &Health, domain: &str)
             Ok(ips) => targets.extend(ips.into_iter().map(|ip: IpAddr| Target {
                 host: host.clone(),
                 addr: SocketAddr::new(ip, port),
-                tls: tls.clone(),
+                tls,
                 auth: None,
                 upstream: None,
             })),

@@ -83,7 +83,7 @@ pub fn build_envelope(
                 ForwardPath::Mailbox(a) => a.to_string(),
                 ForwardPath::Postmaster => "postmaster".to_string(),
             };
-            let n = r.params.notify.clone().unwrap_or_default();
+            let n = r.params.notify.unwrap_or_default();
             Recipient {
                 address,
                 notify_never: n.never,

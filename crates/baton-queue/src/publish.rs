@@ -57,6 +57,12 @@ impl Publisher {
         msg_id: &str,
         envelope: &Envelope,
     ) -> Result<PublishReceipt, QueueError> {
+        // While disconnected, async-nats would buffer the publish and send it after a
+        // reconnect — after we answered 4xx. Refuse up front so a 451 never leaves a copy
+        // queued behind the client's back.
+        if !crate::is_connected(&self.js.client()) {
+            return Err(QueueError::Publish("not connected to NATS".into()));
+        }
         let payload = match &envelope.body {
             Some(Body::InlineBody(b)) if b.len() > crate::INLINE_BODY_LIMIT => {
                 self.store_body(msg_id, b).await?;

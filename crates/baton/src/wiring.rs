@@ -341,16 +341,11 @@ pub async fn run_worker(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let snapshots = ConfigStore::open(&nats.js).await?.watch().await?;
-    baton_delivery::run(
-        config,
-        nats.js.clone(),
-        nats.provisioner.clone(),
-        nats.publisher(Duration::from_secs(10)),
-        snapshots,
-        metrics,
-        health,
-        stop,
-    )
-    .await?;
+    let queue = baton_delivery::Queue {
+        js: nats.js.clone(),
+        provisioner: nats.provisioner.clone(),
+        publisher: nats.publisher(Duration::from_secs(10)),
+    };
+    baton_delivery::run(config, queue, snapshots, metrics, health, stop).await?;
     Ok(())
 }

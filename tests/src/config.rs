@@ -1,0 +1,39 @@
+//! Config YAML for scenarios: one Direct pool delivering to a given port, and one RelayDomain
+//! for `example.com` open to loopback clients plus an AUTH user `app`/`secret`.
+
+/// A Direct pool on `port` with the given retry schedule, and `example.com` for loopback.
+pub fn direct(port: u16, schedule: &str, max_age: &str) -> String {
+    format!(
+        r#"apiVersion: baton.dev/v1alpha1
+kind: SendingPool
+metadata: {{name: test}}
+spec:
+  delivery: {{mode: Direct, port: {port}}}
+  egress: [{{ehloName: out.baton.test, weight: 1}}]
+  tls: {{policy: Disabled}}
+  retry: {{schedule: {schedule}, maxAge: {max_age}}}
+---
+apiVersion: baton.dev/v1alpha1
+kind: RelayDomain
+metadata: {{name: example-com, namespace: team-a}}
+spec:
+  domain: example.com
+  pool: test
+  allowedSenders: ["*@example.com"]
+  submission:
+    networks: [127.0.0.0/8]
+    credentials: [{{secretRef: {{name: app-smtp}}}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: app-smtp, namespace: team-a}}
+type: kubernetes.io/basic-auth
+stringData: {{username: app, password: secret}}
+"#
+    )
+}
+
+/// Like [`direct`] but the RelayDomain admits no client network: every client must AUTH.
+pub fn auth_only(port: u16) -> String {
+    direct(port, "[1s]", "1h").replace("networks: [127.0.0.0/8]", "networks: [10.99.0.0/16]")
+}
