@@ -49,6 +49,8 @@ pub struct Metrics {
     pub delivery_smarthost_up: IntGaugeVec,
     /// Messages received again after a worker died or timed out (JetStream redeliveries seen).
     pub delivery_redeliveries: IntCounterVec,
+    /// 1 while a worker of the pool is consuming (its readiness), by pool.
+    pub worker_ready: IntGaugeVec,
     /// Messages waiting in a lane, by pool and lane.
     pub queue_pending: IntGaugeVec,
     /// Messages handed to workers and not yet acknowledged, by pool and lane.
@@ -227,6 +229,12 @@ impl Metrics {
                 &r,
                 "baton_delivery_redeliveries_total",
                 "Queued messages seen again after a worker failed to ack.",
+                &["pool"],
+            ),
+            worker_ready: gauge(
+                &r,
+                "baton_worker_ready",
+                "1 while this worker is ready and consuming its pool.",
                 &["pool"],
             ),
             queue_pending: gauge(

@@ -341,7 +341,13 @@ pub async fn run_worker(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let snapshots = ConfigStore::open(&nats.js).await?.watch().await?;
-    spawn_queue_stats(nats.provisioner.clone(), config.pool.clone(), metrics.clone(), stop.clone());
+    spawn_queue_stats(
+        nats.provisioner.clone(),
+        config.pool.clone(),
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    );
     let queue = baton_delivery::Queue {
         js: nats.js.clone(),
         provisioner: nats.provisioner.clone(),
@@ -353,18 +359,37 @@ pub async fn run_worker(
 
 /// Every few seconds, read the pool's lane consumers and publish queue depth and age
 /// (`baton_queue_*`), like Postfix's `qshape` as gauges.
-fn spawn_queue_stats(provisioner: Provisioner, pool: String, metrics: Metrics, stop: CancellationToken) {
+fn spawn_queue_stats(
+    provisioner: Provisioner,
+    pool: String,
+    metrics: Metrics,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
         while !stop.is_cancelled() {
+            metrics
+                .worker_ready
+                .with_label_values(&[&pool])
+                .set(i64::from(health.is_ready()));
             if let Ok(lanes) = provisioner.lane_stats(&pool, 16).await {
                 for l in lanes {
-                    metrics.queue_pending.with_label_values(&[&pool, &l.lane]).set(l.pending as i64);
-                    metrics.queue_ack_pending.with_label_values(&[&pool, &l.lane]).set(l.ack_pending as i64);
+                    metrics
+                        .queue_pending
+                        .with_label_values(&[&pool, &l.lane])
+                        .set(l.pending as i64);
+                    metrics
+                        .queue_ack_pending
+                        .with_label_values(&[&pool, &l.lane])
+                        .set(l.ack_pending as i64);
                 }
             }
             if let Ok(age) = provisioner.oldest_age(&pool).await {
                 let secs = age.map(|d| d.as_secs_f64()).unwrap_or(0.0);
-                metrics.queue_oldest_age.with_label_values(&[&pool]).set(secs);
+                metrics
+                    .queue_oldest_age
+                    .with_label_values(&[&pool])
+                    .set(secs);
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
