@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use baton_proto::Message as _;
 use baton_proto::v1::{Envelope, envelope::Body};
-use baton_system_tests::harness::{Ingress, Nats, TempDir, Worker, apply_config, assert_eventually, write_config};
+use baton_system_tests::harness::{
+    Ingress, Nats, TempDir, Worker, apply_config, assert_eventually, write_config,
+};
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 use futures::StreamExt;
 
@@ -41,7 +43,10 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
     let nats = Nats::start().await?;
     let receiver = Receiver::start(
         "127.0.0.1:0",
-        ReceiverConfig { advertise_chunking: true, ..Default::default() },
+        ReceiverConfig {
+            advertise_chunking: true,
+            ..Default::default()
+        },
     )
     .await?;
     let cfg = smarthost_config(receiver.addr().port());
@@ -54,7 +59,9 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
         if i % 97 == 0 {
             body.extend_from_slice(b".");
         }
-        body.extend_from_slice(format!("line {i:06} abcdefghijklmnopqrstuvwxyz0123456789\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("line {i:06} abcdefghijklmnopqrstuvwxyz0123456789\r\n").as_bytes(),
+        );
     }
     assert!(body.len() > 2 * 1024 * 1024);
     let cfg = baton_smtp_client::ClientConfig::new("client.test");
@@ -62,7 +69,11 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
     let r = c
         .send(&baton_smtp_client::OutgoingMessage {
             reverse_path: "app@example.com",
-            recipients: vec![baton_smtp_client::OutgoingRecipient { address: "x@dest.test", notify: None, orcpt: None }],
+            recipients: vec![baton_smtp_client::OutgoingRecipient {
+                address: "x@dest.test",
+                notify: None,
+                orcpt: None,
+            }],
             body: &body,
             smtputf8: false,
             eight_bit: false,
@@ -74,22 +85,40 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
 
     // The queued envelope references an object instead of carrying the body.
     let js = nats.jetstream().await?;
-    let msg = js.get_stream("BATON_QUEUE").await?.get_raw_message(1).await?;
-    assert!(msg.payload.len() < 64 * 1024, "envelope is small: {} bytes", msg.payload.len());
+    let msg = js
+        .get_stream("BATON_QUEUE")
+        .await?
+        .get_raw_message(1)
+        .await?;
+    assert!(
+        msg.payload.len() < 64 * 1024,
+        "envelope is small: {} bytes",
+        msg.payload.len()
+    );
     let env = Envelope::decode(msg.payload.as_ref())?;
-    let Some(Body::ObjectRef(name)) = env.body.clone() else { anyhow::bail!("body should be an object reference") };
+    let Some(Body::ObjectRef(name)) = env.body.clone() else {
+        anyhow::bail!("body should be an object reference")
+    };
     assert_eq!(name, env.id);
     let store = js.get_object_store("baton-bodies").await?;
     let info = store.info(&name).await?;
-    assert!(info.size > body.len(), "object holds body plus trace headers");
+    assert!(
+        info.size > body.len(),
+        "object holds body plus trace headers"
+    );
 
     // A worker delivers it byte for byte (after Baton's Received: header) using BDAT.
     let _w = Worker::start(&nats, &dir.0, "big", None, &[]).await?;
-    let got = receiver.wait_for_messages(1, Duration::from_secs(60)).await?;
+    let got = receiver
+        .wait_for_messages(1, Duration::from_secs(60))
+        .await?;
     let m = &got[0];
     assert!(m.chunked, "BDAT used");
     assert!(m.body.starts_with(b"Received: from "));
-    assert!(m.body.ends_with(&body), "content intact after the trace header");
+    assert!(
+        m.body.ends_with(&body),
+        "content intact after the trace header"
+    );
 
     // Once delivered, the body object is removed (nothing else references it).
     assert_eventually(Duration::from_secs(20), "body object deleted", || {
