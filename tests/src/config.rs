@@ -37,3 +37,17 @@ stringData: {{username: app, password: secret}}
 pub fn auth_only(port: u16) -> String {
     direct(port, "[1s]", "1h").replace("networks: [127.0.0.0/8]", "networks: [10.99.0.0/16]")
 }
+
+/// Like [`direct`] but pool `test` relays through smarthosts `(host, port, weight)`, each
+/// without TLS or AUTH.
+pub fn smarthost(hosts: &[(&str, u16, u32)], schedule: &str, max_age: &str) -> String {
+    let list = hosts
+        .iter()
+        .map(|(h, p, w)| format!("{{host: {h}, port: {p}, weight: {w}, tls: Disabled}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    direct(0, schedule, max_age).replace(
+        "delivery: {mode: Direct, port: 0}",
+        &format!("delivery: {{mode: Smarthost, smarthosts: [{list}]}}"),
+    )
+}

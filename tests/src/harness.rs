@@ -187,6 +187,17 @@ pub struct Dns {
 impl Dns {
     /// Serve `mx` records `(domain, host, preference)` and `a` records `(host, ip)`.
     pub async fn start(mx: &[(&str, &str, u16)], a: &[(&str, &str)]) -> anyhow::Result<Dns> {
+        Dns::start_local(mx, a, &[]).await
+    }
+
+    /// Like [`Dns::start`], and answer authoritatively for the `zones` (e.g. `test`): a name
+    /// without the asked type gets NODATA and an unknown name NXDOMAIN, instead of REFUSED
+    /// (dnsmasq has no upstream). Needed for "no MX → implicit A" (RFC 5321 §5.1).
+    pub async fn start_local(
+        mx: &[(&str, &str, u16)],
+        a: &[(&str, &str)],
+        zones: &[&str],
+    ) -> anyhow::Result<Dns> {
         require("dnsmasq", "dnsmasq-base")?;
         let port = free_port()?;
         let mut cmd = Command::new("dnsmasq");
@@ -204,6 +215,9 @@ impl Dns {
             &format!("--port={port}"),
             "--log-facility=-",
         ]);
+        for z in zones {
+            cmd.arg(format!("--local=/{z}/"));
+        }
         for (d, h, p) in mx {
             cmd.arg(format!("--mx-host={d},{h},{p}"));
         }

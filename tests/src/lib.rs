@@ -4,7 +4,10 @@
 //! file under `tests/`.
 
 pub mod config;
+pub mod dkim;
 pub mod harness;
+pub mod hostile;
 pub mod receiver;
 pub mod smtp;
 pub mod tls;
+pub mod wire;

@@ -76,7 +76,7 @@ async fn accepted_messages_are_queued_with_their_envelope() -> anyhow::Result<()
     let script = format!(
         "import smtplib,ssl\nctx=ssl.create_default_context();ctx.check_hostname=False;ctx.verify_mode=ssl.CERT_NONE\n\
          s=smtplib.SMTP('127.0.0.1',{});s.starttls(context=ctx);s.ehlo('py.client')\n\
-         r=s.sendmail('app@example.com',['c@dest.test'],'Subject: py\\r\\n\\r\\nfrom python\\r\\n',\
+         r=s.sendmail('app@example.com',['c@dest.test'],'From: app@example.com\\r\\nSubject: py\\r\\n\\r\\nfrom python\\r\\n',\
          mail_options=['RET=HDRS','ENVID=env+2B42'],rcpt_options=['NOTIFY=FAILURE,DELAY','ORCPT=rfc822;c@dest.test'])\n\
          s.quit();print('OK',r)\n",
         ing.smtp.port()
@@ -117,7 +117,7 @@ async fn accepted_messages_are_queued_with_their_envelope() -> anyhow::Result<()
                 notify: None,
                 orcpt: None,
             }],
-            body: b"Subject: rust\r\n\r\nbody\r\n",
+            body: b"From: app@example.com\r\nSubject: rust\r\n\r\nbody\r\n",
             smtputf8: false,
             eight_bit: false,
             ret: None,
@@ -150,7 +150,7 @@ async fn jetstream_down_means_451_and_back_means_250() -> anyhow::Result<()> {
         t.cmd("MAIL FROM:<app@example.com>").await?;
         t.cmd("RCPT TO:<x@dest.test>").await?;
         t.cmd("DATA").await?;
-        let r = t.cmd("Subject: t\r\n\r\nbody\r\n.").await?;
+        let r = t.cmd("From: app@example.com\r\nSubject: t\r\n\r\nbody\r\n.").await?;
         anyhow::Ok(r)
     };
     assert_eq!(send(ing.smtp).await?.code, 250);

@@ -117,10 +117,11 @@ async fn drive(
                         listener: kind,
                         tls_cipher: conn.cipher(),
                     };
-                    let env =
-                        handoff::build_envelope(tx, &id, &arrival, time::OffsetDateTime::now_utc());
-                    let result = handoff::publish(&shared.publisher, &shared.metrics, &env).await;
-                    drop(env);
+                    let now = time::OffsetDateTime::now_utc();
+                    let result = match handoff::prepare(tx, &id, &arrival, now, snapshot).await {
+                        Ok(env) => handoff::publish(&shared.publisher, &shared.metrics, &env).await,
+                        Err(reply) => Err(reply),
+                    };
                     session.enqueue_result(result);
                 }
                 Action::Close => {
@@ -135,20 +136,20 @@ async fn drive(
         if flush(&mut conn, &mut out).await.is_err() {
             return End::PeerGone;
         }
-        // Wait for input, the command timeout, the session deadline, or shutdown.
-        let wait = limits
-            .command_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
+        // Wait for input, the command timeout, the session deadline, or shutdown. The deadline
+        // is checked before reading: a read that is always ready (a client flooding DATA) would
+        // otherwise win over a zero timeout forever.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return time_out(&mut conn, &mut session, shared).await;
+        }
+        let wait = limits.command_timeout.min(left);
         let idle = !session.in_transaction();
         tokio::select! {
             r = tokio::time::timeout(wait, conn.read(&mut buf)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => return End::PeerGone,
                 Ok(Ok(n)) => session.feed(&buf[..n]),
-                Err(_) => {
-                    shared.metrics.ingress_rejections.with_label_values(&["4.4.2", "421"]).inc();
-                    finish(&mut conn, session.timeout()).await;
-                    return End::Timeout;
-                }
+                Err(_) => return time_out(&mut conn, &mut session, shared).await,
             },
             _ = stop.cancelled(), if idle => {
                 finish(&mut conn, session.shutdown()).await;
@@ -160,6 +161,17 @@ async fn drive(
             }
         }
     }
+}
+
+/// The command timeout or the session deadline passed: 421 4.4.2 (counted) and close.
+async fn time_out(conn: &mut Conn, session: &mut Session, shared: &Shared) -> End {
+    shared
+        .metrics
+        .ingress_rejections
+        .with_label_values(&["4.4.2", "421"])
+        .inc();
+    finish(conn, session.timeout()).await;
+    End::Timeout
 }
 
 /// Keep the session's reservation equal to the bytes it buffers; over budget → 452 4.3.1.

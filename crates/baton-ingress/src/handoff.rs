@@ -1,10 +1,13 @@
-//! The hand-off: turn a finished SMTP transaction into a queued [`Envelope`] (trace header,
-//! submission fix-ups), publish it with its queue id as `Nats-Msg-Id`, and answer only from
-//! the PubAck: `250 2.0.0 Ok: queued as <id>` or `451 4.3.0`.
+//! The hand-off: turn a finished SMTP transaction into a queued [`Envelope`] — check `From:`
+//! alignment, add the trace header and submission fix-ups, DKIM-sign on top of them
+//! ([`prepare`]) — publish it with its queue id as `Nats-Msg-Id`, and answer only from the
+//! PubAck: `250 2.0.0 Ok: queued as <id>` or `451 4.3.0`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use baton_core::headers;
+use baton_core::refusal::Refusal;
 use baton_proto::v1::{
     BodyType as PBodyType, DsnEnvelope, DsnRet as PDsnRet, Envelope, EnvelopeKind, Recipient,
     envelope::Body,
@@ -13,6 +16,8 @@ use baton_queue::{Publisher, new_subject};
 use baton_smtp::session::Transaction;
 use baton_smtp::{BodyType, DsnRet, ForwardPath, ListenerKind, Reply, ReversePath};
 use baton_telemetry::Metrics;
+
+use crate::policy::{Snapshot, dkim_unavailable, refusal_reply};
 
 /// Facts about the session the message arrived on.
 pub struct Arrival<'a> {
@@ -26,13 +31,14 @@ pub struct Arrival<'a> {
     pub tls_cipher: Option<String>,
 }
 
-/// Build the envelope for `tx` under queue id `id` at time `now`.
-pub fn build_envelope(
-    tx: Transaction,
+/// Baton's own header additions, in order: `Received:`, then on the submission listener a
+/// `Message-ID:` and `Date:` when the message lacks them.
+pub fn trace_headers(
+    tx: &Transaction,
     id: &str,
     arrival: &Arrival<'_>,
     now: time::OffsetDateTime,
-) -> Envelope {
+) -> Vec<u8> {
     let proto = match (tx.tls, tx.authenticated.is_some()) {
         (true, true) => "ESMTPSA",
         (true, false) => "ESMTPS",
@@ -56,12 +62,12 @@ pub fn build_envelope(
         arrival.tls_cipher.as_deref(),
         now,
     );
-    let mut body = Vec::with_capacity(tx.body.len() + received.len() + 160);
-    body.extend_from_slice(received.as_bytes());
+    let mut out = Vec::with_capacity(received.len() + 160);
+    out.extend_from_slice(received.as_bytes());
     if arrival.listener == ListenerKind::Submission {
         let (no_msgid, no_date) = headers::needs_message_id_and_date(&tx.body);
         if no_msgid {
-            body.extend_from_slice(
+            out.extend_from_slice(
                 format!(
                     "Message-ID: {}\r\n",
                     headers::message_id(id, arrival.hostname)
@@ -70,9 +76,121 @@ pub fn build_envelope(
             );
         }
         if no_date {
-            body.extend_from_slice(format!("Date: {}\r\n", headers::rfc5322_date(now)).as_bytes());
+            out.extend_from_slice(format!("Date: {}\r\n", headers::rfc5322_date(now)).as_bytes());
         }
     }
+    out
+}
+
+/// Build the envelope for `tx` under queue id `id` at time `now`, unsigned.
+pub fn build_envelope(
+    tx: Transaction,
+    id: &str,
+    arrival: &Arrival<'_>,
+    now: time::OffsetDateTime,
+) -> Envelope {
+    let trace = trace_headers(&tx, id, arrival, now);
+    assemble(tx, id, arrival, now, &[], &trace)
+}
+
+/// Bodies at least this large are signed on the blocking thread pool.
+const SIGN_INLINE_MAX: usize = 256 * 1024;
+
+/// What must hold before the message may be queued, checked at the end of DATA against the
+/// snapshot in force: the `From:` header aligns with the envelope sender / RelayDomain (unless
+/// the RelayDomain sets `allow_unaligned_from`; otherwise `550 5.7.1`, or `550 5.6.0` without a
+/// `From:`), and the message is DKIM-signed with the RelayDomain's keys over `trace` (Baton's
+/// header additions) followed by the client's content. Returns the `DKIM-Signature:` header
+/// fields to put on top (empty for a RelayDomain without DKIM); an unusable key gives
+/// `451 4.7.5`, so nothing is sent unsigned by surprise.
+pub fn authenticate(
+    snapshot: Option<&Snapshot>,
+    tx: &Transaction,
+    trace: &[u8],
+) -> Result<Vec<u8>, Reply> {
+    let Some(s) = snapshot else {
+        return Err(Reply::new(
+            451,
+            "4.3.0",
+            "Relay configuration not loaded yet, try again later",
+        ));
+    };
+    let relay = tx.grant.relay_domain.as_str();
+    let sender_domain = match &tx.reverse_path {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(a) => a.domain_lowercase(),
+    };
+    let from = headers::header_from_domain(&tx.body);
+    s.index
+        .check_from_alignment(relay, &sender_domain, from.as_deref())
+        .map_err(|r| {
+            tracing::info!(
+                relay_domain = relay,
+                reason = r.reason,
+                "message refused: {}",
+                r.text
+            );
+            alignment_reply(&r, s.index.domain(relay).map(|d| d.domain.as_str()))
+        })?;
+    match s.dkim.get(relay) {
+        None => Err(refusal_reply(&Refusal::unknown_relay_domain())),
+        Some(Err(e)) => Err(dkim_unavailable(&s.index, relay, e)),
+        Some(Ok(signer)) => signer
+            .sign(&[trace, &tx.body])
+            .map_err(|e| dkim_unavailable(&s.index, relay, &e)),
+    }
+}
+
+fn alignment_reply(r: &Refusal, domain: Option<&str>) -> Reply {
+    match (r.reason, domain) {
+        ("from_unaligned", Some(d)) => Reply::new(
+            r.code,
+            r.status,
+            format!(
+                "{}: the From: address must be in {d} (or one of its subdomains) or in the MAIL FROM domain",
+                r.text
+            ),
+        ),
+        _ => refusal_reply(r),
+    }
+}
+
+/// The hand-off up to the publish: check From alignment, add Baton's headers, DKIM-sign, and
+/// build the envelope. `Err(reply)` is the session's answer; nothing is queued then.
+pub async fn prepare(
+    tx: Transaction,
+    id: &str,
+    arrival: &Arrival<'_>,
+    now: time::OffsetDateTime,
+    snapshot: Option<Arc<Snapshot>>,
+) -> Result<Envelope, Reply> {
+    let trace = trace_headers(&tx, id, arrival, now);
+    let (tx, trace, dkim) = if tx.body.len() < SIGN_INLINE_MAX {
+        let dkim = authenticate(snapshot.as_deref(), &tx, &trace);
+        (tx, trace, dkim)
+    } else {
+        tokio::task::spawn_blocking(move || {
+            let dkim = authenticate(snapshot.as_deref(), &tx, &trace);
+            (tx, trace, dkim)
+        })
+        .await
+        .map_err(|_| Reply::new(451, "4.3.0", "Local error in processing, try again later"))?
+    };
+    Ok(assemble(tx, id, arrival, now, &dkim?, &trace))
+}
+
+/// The envelope with body `dkim ++ trace ++ tx.body`.
+fn assemble(
+    tx: Transaction,
+    id: &str,
+    arrival: &Arrival<'_>,
+    now: time::OffsetDateTime,
+    dkim: &[u8],
+    trace: &[u8],
+) -> Envelope {
+    let mut body = Vec::with_capacity(dkim.len() + trace.len() + tx.body.len());
+    body.extend_from_slice(dkim);
+    body.extend_from_slice(trace);
     body.extend_from_slice(&tx.body);
 
     let recipients = tx
@@ -180,5 +298,183 @@ pub async fn publish(
                 "Queue temporarily unavailable, message not accepted; try again later",
             ))
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use baton_proto::v1::RelayConfig;
+    use baton_smtp::session::{Grant, Recipient as SmtpRecipient};
+    use baton_smtp::{Address, MailParams, RcptParams};
+    use mail_auth::DkimResult;
+
+    use crate::dkim::tests::{ED25519_PEM, RSA_PEM, domain, key, verify};
+
+    fn snapshot(d: baton_proto::v1::RelayDomain) -> Arc<Snapshot> {
+        let cfg = RelayConfig {
+            domains: vec![d],
+            ..Default::default()
+        };
+        Arc::new(Snapshot::new(Arc::new(cfg)))
+    }
+
+    fn tx(sender: &str, body: &[u8]) -> Transaction {
+        Transaction {
+            helo: "client.test".into(),
+            reverse_path: if sender.is_empty() {
+                ReversePath::Null
+            } else {
+                ReversePath::Mailbox(Address::parse(sender).unwrap())
+            },
+            params: MailParams::default(),
+            recipients: vec![SmtpRecipient {
+                path: ForwardPath::Mailbox(Address::parse("x@dest.test").unwrap()),
+                params: RcptParams::default(),
+            }],
+            grant: Grant {
+                relay_domain: "team-a/example-com".into(),
+                pool: "test".into(),
+                max_message_size: 0,
+            },
+            authenticated: Some("app".into()),
+            tls: true,
+            body: body.to_vec(),
+        }
+    }
+
+    fn arrival() -> Arrival<'static> {
+        Arrival {
+            hostname: "baton.test",
+            client: "127.0.0.1".parse().unwrap(),
+            listener: ListenerKind::Submission,
+            tls_cipher: None,
+        }
+    }
+
+    async fn run(s: &Arc<Snapshot>, sender: &str, body: &[u8]) -> Result<Vec<u8>, Reply> {
+        let now = time::OffsetDateTime::now_utc();
+        let env = prepare(tx(sender, body), "Q1", &arrival(), now, Some(s.clone())).await?;
+        match env.body {
+            Some(Body::InlineBody(b)) => Ok(b),
+            other => panic!("inline body expected: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn signs_after_baton_headers_and_covers_added_message_id_and_date() {
+        let k = key("rsa1", "rsa-sha256", RSA_PEM, 0);
+        let s = snapshot(domain(vec![k.clone()]));
+        let body = b"From: app@example.com\r\nTo: x@dest.test\r\nSubject: hi\r\n\r\nbody\r\n";
+        let out = run(&s, "app@example.com", body).await.unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with("DKIM-Signature: "), "{text}");
+        let received = text.find("\r\nReceived: from client.test").unwrap();
+        assert!(text.find("\r\nMessage-ID: <").unwrap() > received);
+        assert!(text.find("\r\nDate: ").unwrap() > received);
+        assert!(out.ends_with(body));
+        assert_eq!(
+            verify(&out, std::slice::from_ref(&k)).await,
+            vec![DkimResult::Pass]
+        );
+        // Message-ID and Date added by Baton are signed, our Received: is not.
+        let changed_date = text.replace("\r\nDate: ", "\r\nDate:  Mon,");
+        assert!(matches!(
+            verify(changed_date.as_bytes(), std::slice::from_ref(&k)).await[..],
+            [DkimResult::Fail(_)]
+        ));
+        let changed_received = text.replace("Received: from client.test", "Received: from other");
+        assert_eq!(
+            verify(changed_received.as_bytes(), &[k]).await,
+            vec![DkimResult::Pass]
+        );
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_signed_off_the_runtime_and_verify() {
+        let k = key("ed1", "ed25519-sha256", ED25519_PEM, 0);
+        let s = snapshot(domain(vec![k.clone()]));
+        let mut body = b"From: app@example.com\r\nSubject: big\r\n\r\n".to_vec();
+        while body.len() <= SIGN_INLINE_MAX {
+            body.extend_from_slice(b"0123456789 abcdefghijklmnopqrstuvwxyz \xe2\x82\xac\r\n");
+        }
+        let out = run(&s, "app@example.com", &body).await.unwrap();
+        assert_eq!(verify(&out, &[k]).await, vec![DkimResult::Pass]);
+    }
+
+    #[tokio::test]
+    async fn from_must_align_unless_the_domain_allows_otherwise() {
+        let k = key("ed1", "ed25519-sha256", ED25519_PEM, 0);
+        let s = snapshot(domain(vec![k.clone()]));
+        let msg = |from: &str| format!("From: {from}\r\nSubject: x\r\n\r\nx\r\n").into_bytes();
+        // Aligned: the RelayDomain itself, a subdomain of it, the null sender with an aligned From.
+        for (sender, from) in [
+            ("app@example.com", "App <app@example.com>"),
+            ("app@example.com", "news@mail.Example.COM"),
+            ("", "mailer-daemon@example.com"),
+        ] {
+            let out = run(&s, sender, &msg(from)).await.unwrap();
+            assert_eq!(
+                verify(&out, std::slice::from_ref(&k)).await,
+                vec![DkimResult::Pass]
+            );
+        }
+        // Unaligned: refused with 550 5.7.1 and a clear text; nothing is built.
+        for from in [
+            "ceo@evil.test",
+            "a@notexample.com",
+            "\"x@example.com\" <a@evil.test>",
+        ] {
+            let r = run(&s, "app@example.com", &msg(from)).await.unwrap_err();
+            assert_eq!(
+                (r.code, r.to_string().contains("5.7.1")),
+                (550, true),
+                "{r:?}"
+            );
+            let text = r.to_string();
+            assert!(
+                text.contains("is not aligned with the sender domain")
+                    && text.contains("must be in example.com"),
+                "{text}"
+            );
+        }
+        // No From: at all.
+        let r = run(&s, "app@example.com", b"Subject: x\r\n\r\nx\r\n")
+            .await
+            .unwrap_err();
+        assert_eq!(r.code, 550);
+        assert!(r.to_string().contains("5.6.0"), "{r:?}");
+        // allow_unaligned_from: accepted and still signed by example.com.
+        let mut d = domain(vec![k.clone()]);
+        d.allow_unaligned_from = true;
+        let out = run(&snapshot(d), "app@example.com", &msg("ceo@evil.test"))
+            .await
+            .unwrap();
+        assert_eq!(verify(&out, &[k]).await, vec![DkimResult::Pass]);
+    }
+
+    #[tokio::test]
+    async fn unusable_key_or_missing_config_defers() {
+        let s = snapshot(domain(vec![key("k1", "rsa-sha256", "garbage", 0)]));
+        let body = b"From: app@example.com\r\n\r\nx\r\n";
+        let r = run(&s, "app@example.com", body).await.unwrap_err();
+        assert_eq!(r.code, 451);
+        let text = r.to_string();
+        assert!(
+            text.contains("4.7.5") && text.contains("example.com: DKIM key k1"),
+            "{text}"
+        );
+        assert_eq!(s.check_signing("team-a/example-com").unwrap_err(), r);
+        let now = time::OffsetDateTime::now_utc();
+        let r = prepare(tx("app@example.com", body), "Q1", &arrival(), now, None)
+            .await
+            .unwrap_err();
+        assert_eq!(r.code, 451);
+        // A RelayDomain without DKIM: relayed unsigned.
+        let out = run(&snapshot(domain(vec![])), "app@example.com", body)
+            .await
+            .unwrap();
+        assert!(out.starts_with(b"Received: "));
     }
 }

@@ -1,11 +1,12 @@
 //! `baton-ingress` owns the SMTP conversation with clients and nothing else: listeners (relay
 //! with STARTTLS, submission, implicit TLS), connection caps, TLS, the session driver around
 //! the sans-IO `baton_smtp::Session`, the policy adapter over the config snapshot, the memory
-//! budget and the hand-off to JetStream. It keeps no disk state: `250` is said only after the
-//! PubAck, and the pod can be killed at any time.
+//! budget, `From:` alignment and DKIM signing, and the hand-off to JetStream. It keeps no disk
+//! state: `250` is said only after the PubAck, and the pod can be killed at any time.
 
 mod budget;
 mod conn;
+pub mod dkim;
 mod driver;
 pub mod handoff;
 pub mod policy;

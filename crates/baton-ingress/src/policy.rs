@@ -12,20 +12,60 @@ use baton_smtp::{ForwardPath, ListenerKind, PeerInfo, Reply, ReversePath};
 
 use baton_telemetry::Metrics;
 
+use crate::dkim::{DkimError, Signers};
+
 /// A compiled view of one config snapshot.
 pub struct Snapshot {
     /// The snapshot itself.
     pub config: Arc<RelayConfig>,
     /// Pre-parsed policy lookups.
     pub index: PolicyIndex,
+    /// DKIM signers per RelayDomain (keys parsed once per snapshot).
+    pub dkim: Signers,
 }
 
 impl Snapshot {
-    /// Index a snapshot.
+    /// Index a snapshot and build its DKIM signers.
     pub fn new(config: Arc<RelayConfig>) -> Self {
         let index = PolicyIndex::new(&config);
-        Snapshot { config, index }
+        let dkim = Signers::new(&config);
+        Snapshot {
+            config,
+            index,
+            dkim,
+        }
     }
+
+    /// `Err(451 4.7.5)` when the RelayDomain's DKIM keys are configured but unusable: its mail
+    /// is deferred, never sent unsigned.
+    pub fn check_signing(&self, relay_domain: &str) -> Result<(), Reply> {
+        match self.dkim.get(relay_domain) {
+            Some(Err(e)) => Err(dkim_unavailable(&self.index, relay_domain, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `451 4.7.5 <domain>: DKIM key <selector> unusable, mail deferred`.
+pub fn dkim_unavailable(index: &PolicyIndex, relay_domain: &str, e: &DkimError) -> Reply {
+    let domain = index
+        .domain(relay_domain)
+        .map(|d| d.domain.as_str())
+        .unwrap_or(relay_domain);
+    tracing::warn!(
+        relay_domain,
+        reason = e.metric_label(),
+        "DKIM signing unavailable: {e}"
+    );
+    Reply::new(
+        451,
+        "4.7.5",
+        format!(
+            "{domain}: DKIM key {} unusable ({}), mail deferred",
+            e.selector(),
+            e.metric_label()
+        ),
+    )
 }
 
 /// Per-relay-domain token buckets (`limits.messagesPerMinute`), per ingress pod.
@@ -119,12 +159,13 @@ impl Policy for SessionPolicy<'_> {
                 ctx.peer.addr,
                 ctx.authenticated,
                 sender,
-                ctx.listener == ListenerKind::Submission,
+                matches!(ctx.listener, ListenerKind::Submission | ListenerKind::Smtps),
             )
             .map_err(|r| {
                 tracing::info!(client = %ctx.peer.addr, reason = r.reason, "sender refused: {}", r.text);
                 refusal_reply(&r)
             })?;
+        s.check_signing(&grant.relay_domain)?;
         let per_minute = s
             .index
             .domain(&grant.relay_domain)

@@ -120,8 +120,14 @@ fn auth_login_success_failure_cancel() {
 
 #[test]
 fn auth_during_transaction_and_long_continuation() {
-    let mut h = Harness::tls_ehloed();
-    h.run("MAIL FROM:<a@example.com>\r\n");
+    // Relay over STARTTLS: MAIL without AUTH opens a transaction (465/587 would refuse it).
+    let mut h = Harness::ehloed();
+    h.run("STARTTLS\r\n");
+    h.run("EHLO client.test\r\n");
+    assert_eq!(
+        codes(&h.run("MAIL FROM:<a@example.com>\r\n")),
+        vec!["250 2.1.0"]
+    );
     assert_eq!(
         codes(&h.run(&format!("AUTH PLAIN {PLAIN_OK}\r\n"))),
         vec!["503 5.5.1"]
@@ -165,6 +171,13 @@ fn submission_after_auth_can_send() {
     assert_eq!(codes(&h.run("STARTTLS\r\n")), vec!["220 2.0.0", "STARTTLS"]);
     h.session.tls_established();
     h.run(&format!("EHLO c\r\nAUTH PLAIN {PLAIN_OK}\r\n"));
+    let out = h.run("MAIL FROM:<a@example.com>\r\n");
+    assert_eq!(codes(&out), vec!["250 2.1.0"]);
+    // Implicit TLS (465) is submission too: AUTH before MAIL.
+    let mut h = Harness::tls_ehloed();
+    let out = h.run("MAIL FROM:<a@example.com>\r\n");
+    assert_eq!(codes(&out), vec!["530 5.7.0"]);
+    h.run(&format!("AUTH PLAIN {PLAIN_OK}\r\n"));
     let out = h.run("MAIL FROM:<a@example.com>\r\n");
     assert_eq!(codes(&out), vec!["250 2.1.0"]);
     // The policy sees the authenticated user.

@@ -27,7 +27,12 @@ impl Session {
                 Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"),
             );
         }
-        if self.config.listener == ListenerKind::Submission && self.authenticated.is_none() {
+        // Both submission ports (587 and implicit-TLS 465) require AUTH, whatever the network.
+        let submission = matches!(
+            self.config.listener,
+            ListenerKind::Submission | ListenerKind::Smtps
+        );
+        if submission && self.authenticated.is_none() {
             return self.reject(
                 "auth_required",
                 Reply::new(530, "5.7.0", "Authentication required"),

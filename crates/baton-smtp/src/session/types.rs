@@ -15,7 +15,7 @@ pub enum ListenerKind {
     Relay,
     /// Port 587: message submission, AUTH required before MAIL.
     Submission,
-    /// Port 465: implicit TLS submission.
+    /// Port 465: implicit TLS submission, AUTH required before MAIL.
     Smtps,
 }
 
