@@ -150,7 +150,9 @@ async fn jetstream_down_means_451_and_back_means_250() -> anyhow::Result<()> {
         t.cmd("MAIL FROM:<app@example.com>").await?;
         t.cmd("RCPT TO:<x@dest.test>").await?;
         t.cmd("DATA").await?;
-        let r = t.cmd("From: app@example.com\r\nSubject: t\r\n\r\nbody\r\n.").await?;
+        let r = t
+            .cmd("From: app@example.com\r\nSubject: t\r\n\r\nbody\r\n.")
+            .await?;
         anyhow::Ok(r)
     };
     assert_eq!(send(ing.smtp).await?.code, 250);
