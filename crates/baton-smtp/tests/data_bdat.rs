@@ -92,6 +92,16 @@ fn size_cap_discards_without_memory_growth() {
 }
 
 #[test]
+fn grant_cannot_raise_the_listener_limit() {
+    // TestPolicy grants 1e9 octets when ENVID=huge; the listener's 10,000 still caps the body.
+    let mut h = Harness::ehloed();
+    let out = h.run("MAIL FROM:<a@example.com> ENVID=huge\r\nRCPT TO:<b@c.test>\r\nDATA\r\n");
+    assert_eq!(codes(&out), vec!["250 2.1.0", "250 2.1.5", "354 End d"]);
+    let out = h.run(&format!("{}\r\n.\r\n", "z".repeat(20_000)));
+    assert_eq!(codes(&out), vec!["552 5.3.4"]);
+}
+
+#[test]
 fn grant_size_limit_applies() {
     // TestPolicy grants a 100 octet cap when ENVID=small.
     let mut h = Harness::ehloed();

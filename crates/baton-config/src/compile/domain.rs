@@ -161,8 +161,10 @@ fn validated_entry(spec: &RelayDomainSpec, key: &str) -> Result<pb::RelayDomain,
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let max_message_size = parse_size(&spec.limits.max_message_size.0)
-        .map_err(|m| invalid("spec.limits.maxMessageSize", m))?;
+    let max_message_size = match &spec.limits.max_message_size {
+        Some(q) => parse_size(&q.0).map_err(|m| invalid("spec.limits.maxMessageSize", m))?,
+        None => 0,
+    };
     Ok(pb::RelayDomain {
         name: key.to_owned(),
         domain: spec.domain.clone(),

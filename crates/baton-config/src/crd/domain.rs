@@ -185,10 +185,11 @@ impl DkimAlgorithm {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DomainLimits {
-    /// Largest message accepted, as a quantity (`25Mi`, `10M`, `1048576`).
-    #[serde(default = "default_max_message_size")]
+    /// Largest message accepted, as a quantity (`25Mi`, `10M`, `1048576`). Unset: the
+    /// ingress limit (`--max-message-size`, 25 MiB by default), which is also the ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "size_quantity_schema")]
-    pub max_message_size: Quantity,
+    pub max_message_size: Option<Quantity>,
     /// Messages accepted per minute, per ingress pod. 0: unlimited.
     #[serde(default)]
     pub messages_per_minute: u32,
@@ -197,7 +198,7 @@ pub struct DomainLimits {
 impl Default for DomainLimits {
     fn default() -> Self {
         Self {
-            max_message_size: default_max_message_size(),
+            max_message_size: None,
             messages_per_minute: 0,
         }
     }
@@ -221,8 +222,8 @@ pub struct RelayDomainStatus {
 }
 
 /// Schema of a byte size: a Kubernetes quantity (integer or string) with the `resource.Quantity`
-/// pattern, explicitly not nullable (kube marks optional int-or-string fields nullable), so the
-/// default always applies.
+/// pattern, explicitly not nullable (kube marks optional int-or-string fields nullable): omit the
+/// field rather than setting it to null.
 fn size_quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
@@ -233,7 +234,4 @@ fn size_quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 fn default_pool() -> String {
     "default".to_owned()
-}
-fn default_max_message_size() -> Quantity {
-    Quantity("25Mi".to_owned())
 }

@@ -45,7 +45,7 @@ fn defaults_apply() {
     assert_eq!(d.name, "team-a/example-com");
     assert_eq!(d.pool, "default");
     assert_eq!(d.allowed_senders, ["*@example.com"]);
-    assert_eq!(d.max_message_size, 25 * 1024 * 1024);
+    assert_eq!(d.max_message_size, 0, "unset: the ingress limit applies");
     assert_eq!(d.messages_per_minute, 0);
     assert!(d.ready && d.not_ready_reason.is_empty());
     assert!(d.dkim_keys.is_empty() && d.credentials.is_empty() && !d.allow_unaligned_from);

@@ -317,10 +317,13 @@ impl Session {
         self.failed = None;
     }
 
-    /// The size cap of the open transaction.
+    /// The size cap of the open transaction: the listener's limit, lowered by the grant's
+    /// (a RelayDomain can lower the limit, never raise it past what the pod advertises).
     fn message_cap(&self) -> u64 {
         match &self.txn {
-            Some(t) if t.grant.max_message_size > 0 => t.grant.max_message_size,
+            Some(t) if t.grant.max_message_size > 0 => {
+                t.grant.max_message_size.min(self.config.max_message_size)
+            }
             _ => self.config.max_message_size,
         }
     }

@@ -30,11 +30,15 @@ impl Policy for TestPolicy {
         if !ok {
             return Err(Reply::new(550, "5.7.1", "Sender not allowed"));
         }
-        let small = ctx.params.envid.as_deref() == Some("small");
+        let max_message_size = match ctx.params.envid.as_deref() {
+            Some("small") => 100,
+            Some("huge") => 1_000_000_000,
+            _ => 0,
+        };
         Ok(Grant {
             relay_domain: "example.com".into(),
             pool: "default".into(),
-            max_message_size: if small { 100 } else { 0 },
+            max_message_size,
         })
     }
 
