@@ -133,7 +133,7 @@ pub struct ListenArgs {
     /// Maximum lifetime of one SMTP session.
     #[arg(long, env = "BATON_SESSION_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30m")]
     pub session_timeout: Duration,
-    /// Default maximum message size in bytes (a RelayDomain may lower or raise it).
+    /// Maximum message size in bytes (advertised in EHLO; a RelayDomain can only lower it).
     #[arg(long, env = "BATON_MAX_MESSAGE_SIZE", default_value_t = 25 * 1024 * 1024)]
     pub max_message_size: u64,
     /// Message bytes all sessions may hold at once before answering 452 4.3.1.
