@@ -4,6 +4,7 @@
 //! file under `tests/`.
 
 pub mod config;
+pub mod delivery;
 pub mod dkim;
 pub mod harness;
 pub mod hostile;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use baton_core::dsn::{DsnAction, DsnInput, DsnRecipient, build_dsn, should_bounce};
+use baton_core::dsn::{DsnInput, DsnRecipient, build_dsn, should_bounce};
 use baton_core::ids::{FollowUp, follow_up_msg_id};
 use baton_core::outcome::{RecipientOutcome, notify_wanted};
 use baton_core::retry::{RetryDecision, RetrySchedule};
@@ -37,8 +37,10 @@ enum Fate {
         status: String,
         remote: String,
     },
+    /// Past `maxAge`: `reply`/`remote` are the last ones seen for the recipient.
     Expired {
         reply: String,
+        remote: String,
     },
 }
 
@@ -49,7 +51,7 @@ impl Fate {
             Fate::Delivered { reply, .. } => RecipientOutcome::Delivered { reply },
             Fate::Deferred { reply, .. } => RecipientOutcome::Deferred { reply },
             Fate::Failed { reply, status, .. } => RecipientOutcome::Failed { reply, status },
-            Fate::Expired { reply } => RecipientOutcome::Expired { last_reply: reply },
+            Fate::Expired { reply, .. } => RecipientOutcome::Expired { last_reply: reply },
         }
     }
 }
@@ -75,6 +77,7 @@ pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage) {
             .iter()
             .map(|r| Fate::Expired {
                 reply: r.last_reply.clone(),
+                remote: r.last_remote.clone(),
             })
             .collect()
     } else {
@@ -306,8 +309,27 @@ async fn deliver_domain(
 fn outgoing_recipient(r: &Recipient) -> OutgoingRecipient<'_> {
     OutgoingRecipient {
         address: &r.address,
-        notify: None,
+        notify: notify_param(r),
         orcpt: (!r.orcpt.is_empty()).then_some(r.orcpt.as_str()),
+    }
+}
+
+/// The client's `NOTIFY` as given at ingress, relayed to a DSN-capable next hop (RFC 3461
+/// §4.1): without it the next hop would apply the default (FAILURE,DELAY) and could bounce
+/// mail whose sender asked for NEVER.
+fn notify_param(r: &Recipient) -> Option<&'static str> {
+    if r.notify_never {
+        return Some("NEVER");
+    }
+    match (r.notify_success, r.notify_failure, r.notify_delay) {
+        (false, false, false) => None,
+        (true, false, false) => Some("SUCCESS"),
+        (false, true, false) => Some("FAILURE"),
+        (false, false, true) => Some("DELAY"),
+        (true, true, false) => Some("SUCCESS,FAILURE"),
+        (true, false, true) => Some("SUCCESS,DELAY"),
+        (false, true, true) => Some("FAILURE,DELAY"),
+        (true, true, true) => Some("SUCCESS,FAILURE,DELAY"),
     }
 }
 
@@ -326,9 +348,10 @@ async fn finish(
     let decision = schedule.next(attempt, env.received_at_ms, now);
     if matches!(decision, RetryDecision::Expire) {
         for f in fates.iter_mut() {
-            if let Fate::Deferred { reply, .. } = f {
+            if let Fate::Deferred { reply, remote } = f {
                 *f = Fate::Expired {
                     reply: reply.clone(),
+                    remote: remote.clone(),
                 };
             }
         }
@@ -406,7 +429,7 @@ fn log_outcome(
         Fate::Delivered { reply, remote } => ("sent", reply, remote.as_str()),
         Fate::Deferred { reply, remote } => ("deferred", reply, remote.as_str()),
         Fate::Failed { reply, remote, .. } => ("bounced", reply, remote.as_str()),
-        Fate::Expired { reply } => ("expired", reply, ""),
+        Fate::Expired { reply, remote } => ("expired", reply, remote.as_str()),
     };
     let dest = domain_of(&r.address);
     tracing::info!(
@@ -448,42 +471,21 @@ fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<En
     }
     let mut recipients = Vec::new();
     for (r, f) in env.recipients.iter().zip(fates) {
-        let (action, status, diagnostic, remote) = match f {
-            Fate::Failed {
-                reply,
-                status,
-                remote,
-            } => (
-                DsnAction::Failed,
-                status.clone(),
-                Some(reply.clone()),
-                remote.clone(),
-            ),
-            Fate::Expired { reply } => (
-                DsnAction::Failed,
-                "4.4.7".to_string(),
-                (!reply.is_empty()).then(|| reply.clone()),
-                r.last_remote.clone(),
-            ),
-            Fate::Delivered { reply, remote } => (
-                DsnAction::Delivered,
-                "2.0.0".to_string(),
-                Some(reply.clone()),
-                remote.clone(),
-            ),
+        // The block comes from baton-core (one definition of action and status: expired is
+        // `failed` with 5.4.7); the remote MTA is the one of this attempt.
+        let remote = match f {
             Fate::Deferred { .. } => continue,
+            Fate::Delivered { remote, .. }
+            | Fate::Failed { remote, .. }
+            | Fate::Expired { remote, .. } => remote,
         };
-        if !notify_wanted(r, &f.outcome()) {
+        let outcome = f.outcome();
+        if !notify_wanted(r, &outcome) {
             continue;
         }
-        recipients.push(DsnRecipient {
-            address: r.address.clone(),
-            orcpt: (!r.orcpt.is_empty()).then(|| r.orcpt.clone()),
-            action,
-            status,
-            diagnostic,
-            remote_mta: (!remote.is_empty()).then_some(remote),
-        });
+        let mut block = DsnRecipient::from_outcome(r, &outcome);
+        block.remote_mta = (!remote.is_empty()).then(|| remote.clone());
+        recipients.push(block);
     }
     if recipients.is_empty() {
         return None;
@@ -526,4 +528,49 @@ fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<En
         retry_tier: 0,
         origin_id: env.id.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_is_relayed_as_given() {
+        let r = |never, success, failure, delay| Recipient {
+            notify_never: never,
+            notify_success: success,
+            notify_failure: failure,
+            notify_delay: delay,
+            ..Default::default()
+        };
+        assert_eq!(notify_param(&r(false, false, false, false)), None);
+        assert_eq!(notify_param(&r(true, false, false, false)), Some("NEVER"));
+        assert_eq!(
+            notify_param(&r(false, true, true, false)),
+            Some("SUCCESS,FAILURE")
+        );
+        assert_eq!(
+            notify_param(&r(false, false, true, true)),
+            Some("FAILURE,DELAY")
+        );
+        assert_eq!(
+            outgoing_recipient(&r(false, true, false, false)).notify,
+            Some("SUCCESS")
+        );
+    }
+
+    #[test]
+    fn expired_recipients_are_reported_failed_with_5_4_7() {
+        let r = Recipient {
+            address: "a@dest.test".into(),
+            ..Default::default()
+        };
+        let f = Fate::Expired {
+            reply: "451 4.7.1 later".into(),
+            remote: "mx[127.0.0.1]".into(),
+        };
+        let block = DsnRecipient::from_outcome(&r, &f.outcome());
+        assert_eq!(block.status, "5.4.7");
+        assert_eq!(block.action, baton_core::dsn::DsnAction::Failed);
+    }
 }
