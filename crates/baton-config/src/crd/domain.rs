@@ -182,7 +182,7 @@ impl DkimAlgorithm {
 }
 
 /// Inbound limits of a RelayDomain.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DomainLimits {
     /// Largest message accepted, as a quantity (`25Mi`, `10M`, `1048576`). Unset: the
@@ -193,15 +193,6 @@ pub struct DomainLimits {
     /// Messages accepted per minute, per ingress pod. 0: unlimited.
     #[serde(default)]
     pub messages_per_minute: u32,
-}
-
-impl Default for DomainLimits {
-    fn default() -> Self {
-        Self {
-            max_message_size: None,
-            messages_per_minute: 0,
-        }
-    }
 }
 
 /// Observed state of a RelayDomain, written by the operator.
