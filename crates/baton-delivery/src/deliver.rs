@@ -8,27 +8,47 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_core::outcome::{OutcomeClass, classify_reply};
+use baton_core::outcome::{OutcomeClass, RecipientOutcome, classify_reply};
 use baton_smtp_client::{
-    ClientConfig, ClientError, Connection, OutgoingMessage, OutgoingRecipient, Reply, SendResult,
+    ClientConfig, ClientError, Connection, OutgoingMessage, Reply, SendResult,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::route::Target;
 
-/// What happened to one recipient in one attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Attempt {
-    /// Accepted by the remote (2xx after DATA).
-    Delivered { reply: String, remote: String },
-    /// Temporary failure: try again later.
-    Deferred { reply: String, remote: String },
-    /// Permanent failure: bounce.
+/// Final per-recipient result of this pass.
+#[derive(Clone, Debug)]
+pub(crate) enum Fate {
+    Delivered {
+        reply: String,
+        remote: String,
+    },
+    Deferred {
+        reply: String,
+        remote: String,
+    },
     Failed {
         reply: String,
         status: String,
         remote: String,
     },
+    /// Past `maxAge`: `reply`/`remote` are the last ones seen for the recipient.
+    Expired {
+        reply: String,
+        remote: String,
+    },
+}
+
+impl Fate {
+    /// The core outcome (without the remote host) for DSN decisions.
+    pub(crate) fn outcome(&self) -> RecipientOutcome {
+        match self.clone() {
+            Fate::Delivered { reply, .. } => RecipientOutcome::Delivered { reply },
+            Fate::Deferred { reply, .. } => RecipientOutcome::Deferred { reply },
+            Fate::Failed { reply, status, .. } => RecipientOutcome::Failed { reply, status },
+            Fate::Expired { reply, .. } => RecipientOutcome::Expired { last_reply: reply },
+        }
+    }
 }
 
 type Key = (SocketAddr, String, String);
@@ -91,28 +111,10 @@ impl Connections {
     }
 }
 
-/// The message, as the SMTP client needs it.
-pub struct Outgoing<'a> {
-    /// Envelope sender ("" = null).
-    pub reverse_path: &'a str,
-    /// Recipients with their DSN parameters.
-    pub recipients: Vec<OutgoingRecipient<'a>>,
-    /// Content.
-    pub body: &'a [u8],
-    /// SMTPUTF8 requested.
-    pub smtputf8: bool,
-    /// 8BITMIME.
-    pub eight_bit: bool,
-    /// RET.
-    pub ret: Option<&'a str>,
-    /// ENVID.
-    pub envid: Option<&'a str>,
-}
-
 /// Result of trying a list of targets.
 pub struct GroupResult {
     /// Per recipient, in input order.
-    pub attempts: Vec<Attempt>,
+    pub attempts: Vec<Fate>,
     /// Targets that failed at connection level (for health/suspension), and the one that answered.
     pub failed_targets: Vec<Target>,
     /// Target that carried the transaction, if any.
@@ -129,7 +131,7 @@ pub async fn deliver_group(
     targets: &[Target],
     base: &ClientConfig,
     max_per_conn: u32,
-    msg: &Outgoing<'_>,
+    msg: &OutgoingMessage<'_>,
 ) -> GroupResult {
     let n = msg.recipients.len();
     let mut failed_targets = Vec::new();
@@ -170,17 +172,7 @@ pub async fn deliver_group(
                 }
             },
         };
-        let sent = conn
-            .send(&OutgoingMessage {
-                reverse_path: msg.reverse_path,
-                recipients: msg.recipients.clone(),
-                body: msg.body,
-                smtputf8: msg.smtputf8,
-                eight_bit: msg.eight_bit,
-                ret: msg.ret,
-                envid: msg.envid,
-            })
-            .await;
+        let sent = conn.send(msg).await;
         let remote = format!("{}[{}]", t.host, t.addr.ip());
         match sent {
             Ok(result) => {
@@ -206,7 +198,7 @@ pub async fn deliver_group(
                 let reply = format!("{}: {e}", t.host);
                 return GroupResult {
                     attempts: vec![
-                        Attempt::Deferred {
+                        Fate::Deferred {
                             reply,
                             remote: remote.clone()
                         };
@@ -220,7 +212,7 @@ pub async fn deliver_group(
     }
     GroupResult {
         attempts: vec![
-            Attempt::Deferred {
+            Fate::Deferred {
                 reply: last_error,
                 remote: String::new()
             };
@@ -236,7 +228,7 @@ fn permanent_for_all(n: usize, e: &ClientError, t: &Target, failed: Vec<Target>)
     let status = baton_core::outcome::enhanced_from_reply(550, &text);
     GroupResult {
         attempts: vec![
-            Attempt::Failed {
+            Fate::Failed {
                 reply: text,
                 status,
                 remote: format!("{}[{}]", t.host, t.addr.ip()),
@@ -248,18 +240,18 @@ fn permanent_for_all(n: usize, e: &ClientError, t: &Target, failed: Vec<Target>)
     }
 }
 
-fn classify(r: &Reply, remote: &str) -> Attempt {
+fn classify(r: &Reply, remote: &str) -> Fate {
     let text = reply_text(r);
     match classify_reply(r.code, r.enhanced.as_deref(), &text) {
-        OutcomeClass::Delivered => Attempt::Delivered {
+        OutcomeClass::Delivered => Fate::Delivered {
             reply: text,
             remote: remote.to_string(),
         },
-        OutcomeClass::Deferred => Attempt::Deferred {
+        OutcomeClass::Deferred => Fate::Deferred {
             reply: text,
             remote: remote.to_string(),
         },
-        OutcomeClass::Failed => Attempt::Failed {
+        OutcomeClass::Failed => Fate::Failed {
             status: r
                 .enhanced
                 .clone()
@@ -271,7 +263,7 @@ fn classify(r: &Reply, remote: &str) -> Attempt {
 }
 
 /// Per-recipient outcome from the replies of one transaction.
-fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<Attempt> {
+fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<Fate> {
     if !res.mail_reply.is_positive() {
         return vec![classify(&res.mail_reply, remote); n];
     }
@@ -280,12 +272,12 @@ fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<Attempt> {
             Some(r) if !r.is_positive() => classify(r, remote),
             Some(_) => match &res.data_reply {
                 Some(d) => classify(d, remote),
-                None => Attempt::Deferred {
+                None => Fate::Deferred {
                     reply: "no reply to DATA".into(),
                     remote: remote.to_string(),
                 },
             },
-            None => Attempt::Deferred {
+            None => Fate::Deferred {
                 reply: "no reply to RCPT".into(),
                 remote: remote.to_string(),
             },

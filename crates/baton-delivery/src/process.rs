@@ -9,52 +9,17 @@ use std::time::{Duration, Instant};
 
 use baton_core::dsn::{DsnInput, DsnRecipient, build_dsn, should_bounce};
 use baton_core::ids::{FollowUp, follow_up_msg_id};
-use baton_core::outcome::{RecipientOutcome, notify_wanted};
+use baton_core::outcome::notify_wanted;
 use baton_core::retry::{RetryDecision, RetrySchedule};
 use baton_proto::v1::{
     DeliveryMode, DsnRet, Envelope, EnvelopeKind, Recipient, SendingPool, envelope::Body,
 };
 use baton_queue::{QueuedMessage, new_subject, retry_subject};
-use baton_smtp_client::OutgoingRecipient;
+use baton_smtp_client::{OutgoingMessage, OutgoingRecipient};
 
-use crate::deliver::{Attempt, Outgoing, deliver_group};
+use crate::deliver::{Fate, deliver_group};
 use crate::route::{Route, pick_egress, route};
 use crate::{Ctx, now_ms};
-
-/// Final per-recipient result of this pass.
-#[derive(Clone, Debug)]
-enum Fate {
-    Delivered {
-        reply: String,
-        remote: String,
-    },
-    Deferred {
-        reply: String,
-        remote: String,
-    },
-    Failed {
-        reply: String,
-        status: String,
-        remote: String,
-    },
-    /// Past `maxAge`: `reply`/`remote` are the last ones seen for the recipient.
-    Expired {
-        reply: String,
-        remote: String,
-    },
-}
-
-impl Fate {
-    /// The core outcome (without the remote host) for DSN decisions.
-    fn outcome(&self) -> RecipientOutcome {
-        match self.clone() {
-            Fate::Delivered { reply, .. } => RecipientOutcome::Delivered { reply },
-            Fate::Deferred { reply, .. } => RecipientOutcome::Deferred { reply },
-            Fate::Failed { reply, status, .. } => RecipientOutcome::Failed { reply, status },
-            Fate::Expired { reply, .. } => RecipientOutcome::Expired { last_reply: reply },
-        }
-    }
-}
 
 /// Process one message end to end. Returns without acking when a follow-up could not be
 /// published: JetStream redelivers it after `ack_wait`.
@@ -240,7 +205,7 @@ async fn deliver_domain(
         .as_ref()
         .map(|d| d.envid.as_str())
         .filter(|s| !s.is_empty());
-    let msg = Outgoing {
+    let msg = OutgoingMessage {
         reverse_path: &env.reverse_path,
         recipients,
         body: qm.body(),
@@ -286,23 +251,7 @@ async fn deliver_domain(
         .delivery_attempts
         .with_label_values(&[&pool.name, label])
         .inc();
-    let fates = result
-        .attempts
-        .into_iter()
-        .map(|a| match a {
-            Attempt::Delivered { reply, remote } => Fate::Delivered { reply, remote },
-            Attempt::Deferred { reply, remote } => Fate::Deferred { reply, remote },
-            Attempt::Failed {
-                reply,
-                status,
-                remote,
-            } => Fate::Failed {
-                reply,
-                status,
-                remote,
-            },
-        })
-        .collect();
+    let fates = result.attempts;
     (idx, fates)
 }
 
