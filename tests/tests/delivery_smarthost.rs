@@ -3,7 +3,7 @@
 //!   `smtp-source`, 20 sessions, 2 KiB) within ±10 % relative (the 1-weight one gets
 //!   22.5–27.5 %; binomial σ is 0.6 points, so this is > 4σ). Runs in well under 60 s here.
 //! - Failover: the heavier smarthost's port is closed; every message goes to the other one,
-//!   none lost, none twice.
+//!   none lost, none twice, and `baton_delivery_smarthost_up` shows it down and the other up.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use baton_system_tests::config::smarthost;
 use baton_system_tests::delivery::{JSON_LOG, header, smtp_source};
 use baton_system_tests::harness::{
-    Ingress, Nats, TempDir, Worker, apply_config, free_port, write_config,
+    Ingress, Nats, TempDir, Worker, apply_config, free_port, metric, write_config,
 };
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 
@@ -99,5 +99,11 @@ async fn failover_when_one_smarthost_is_down() -> anyhow::Result<()> {
         out.iter().all(|o| o.status == "sent" && o.attempt == 1),
         "failover happens within the attempt, nothing deferred"
     );
+    // The worker reports the dead upstream down and the live one up.
+    let up = |port: u16| {
+        format!("baton_delivery_smarthost_up{{pool=\"test\",upstream=\"127.0.0.1:{port}\"}}")
+    };
+    assert_eq!(metric(w.metrics, &up(dead_port)).await, 0.0);
+    assert_eq!(metric(w.metrics, &up(live.addr().port())).await, 1.0);
     Ok(())
 }

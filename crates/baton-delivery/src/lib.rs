@@ -81,6 +81,9 @@ pub(crate) struct Ctx {
     pub(crate) delivery_slots: Semaphore,
     pub(crate) suspensions: Mutex<SuspensionTracker>,
     pub(crate) pool_name: String,
+    /// Cancelled on shutdown once every lane has stopped pulling (so no pull request of ours
+    /// is still open on the server): messages still waiting for their due time are given back.
+    pub(crate) release: CancellationToken,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -106,6 +109,24 @@ impl Ctx {
                 .delivery_suspended_destinations
                 .with_label_values(&[&self.pool_name])
                 .set(s.suspended_count(now_ms()) as i64);
+        }
+    }
+
+    /// Record a connection result for smarthost `i` and publish its health.
+    fn record_upstream(&self, pool: &SendingPool, i: usize, ok: bool) {
+        self.health.record(i, ok);
+        self.publish_upstream_health(pool);
+    }
+
+    /// Set `baton_delivery_smarthost_up` for every smarthost of the pool: 1 until it is marked
+    /// down, 0 from then until a connection to it succeeds again.
+    fn publish_upstream_health(&self, pool: &SendingPool) {
+        for (i, s) in pool.smarthosts.iter().enumerate() {
+            let upstream = format!("{}:{}", s.host, s.port);
+            self.metrics
+                .delivery_smarthost_up
+                .with_label_values(&[&pool.name, &upstream])
+                .set(i64::from(self.health.is_up(i)));
         }
     }
 }
@@ -141,8 +162,14 @@ pub async fn run(
         delivery_slots: Semaphore::new(config.concurrency.max(1)),
         suspensions: Mutex::new(SuspensionTracker::default()),
         pool_name: config.pool.clone(),
+        release: CancellationToken::new(),
     });
+    // Our own token, so that a closed snapshot watch shuts the lanes down too.
+    let stop = stop.child_token();
     let current: Arc<Mutex<Option<Arc<SendingPool>>>> = Arc::default();
+    // Lane loops and message tasks are tracked apart: messages are released only after
+    // every lane loop has finished its last fetch.
+    let lanes = TaskTracker::new();
     let tracker = TaskTracker::new();
     let mut running: HashSet<LaneKind> = HashSet::new();
     let reaper = {
@@ -172,6 +199,7 @@ pub async fn run(
                 if let Ok(mut c) = current.lock() {
                     *c = Some(Arc::new(pool.clone()));
                 }
+                ctx.publish_upstream_health(&pool);
                 let kinds = std::iter::once(LaneKind::New).chain((0..tiers).map(LaneKind::Retry));
                 for kind in kinds {
                     if running.insert(kind) {
@@ -181,7 +209,7 @@ pub async fn run(
                             LaneKind::New => config.fetch_window,
                             LaneKind::Retry(_) => 32,
                         };
-                        tracker.spawn(lane_loop(
+                        lanes.spawn(lane_loop(
                             lane,
                             window,
                             ctx.clone(),
@@ -199,6 +227,10 @@ pub async fn run(
             _ = stop.cancelled() => break,
         }
     }
+    stop.cancel();
+    lanes.close();
+    lanes.wait().await;
+    ctx.release.cancel();
     tracker.close();
     tracker.wait().await;
     reaper.abort();
@@ -225,10 +257,17 @@ async fn lane_loop(
             }
             continue;
         }
-        let batch = tokio::select! {
-            b = lane.fetch(free, Duration::from_secs(2)) => b,
-            _ = stop.cancelled() => break,
-        };
+        // A fetch in flight is not abandoned on stop: its pull request would stay open on the
+        // server and swallow messages released meanwhile. It ends within its 2 s expiry.
+        let batch = lane.fetch(free, Duration::from_secs(2)).await;
+        if stop.is_cancelled() {
+            for m in batch.unwrap_or_default() {
+                if let Err(e) = m.release().await {
+                    tracing::warn!(error = %e, "could not give back a message on shutdown; it is redelivered after ack_wait");
+                }
+            }
+            break;
+        }
         let msgs = match batch {
             Ok(m) => m,
             Err(e) => {

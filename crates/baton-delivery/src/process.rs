@@ -32,9 +32,20 @@ pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage) {
             .inc();
     }
     // A retry-lane message waits for its due time (the lane's head is always the earliest).
+    // On shutdown a message still waiting is given back at once, so SIGTERM does not wait
+    // for the retry schedule; its due time travels with it.
     let wait_ms = env.not_before_ms - now_ms();
     if wait_ms > 0 {
-        wait_with_progress(ctx, &qm, Duration::from_millis(wait_ms as u64)).await;
+        let waited = tokio::select! {
+            _ = wait_with_progress(ctx, &qm, Duration::from_millis(wait_ms as u64)) => true,
+            _ = ctx.release.cancelled() => false,
+        };
+        if !waited {
+            if let Err(e) = qm.release().await {
+                tracing::warn!(error = %e, "could not give back a waiting message on shutdown; it is redelivered after ack_wait");
+            }
+            return;
+        }
     }
     let schedule = RetrySchedule::from_pool(pool);
     let fates = if schedule.is_expired(env.received_at_ms, now_ms()) {
@@ -235,11 +246,11 @@ async fn deliver_domain(
         .observe(started.elapsed().as_secs_f64());
     for t in &result.failed_targets {
         if let Some(i) = t.upstream {
-            ctx.health.record(i, false);
+            ctx.record_upstream(pool, i, false);
         }
     }
     if let Some(i) = result.used.as_ref().and_then(|t| t.upstream) {
-        ctx.health.record(i, true);
+        ctx.record_upstream(pool, i, true);
     }
     ctx.record_destination(&dest, result.used.is_some());
     let label = if result.used.is_some() {

@@ -74,12 +74,12 @@ impl Health {
         }
     }
 
-    /// Whether smarthost `i` is currently considered up.
+    /// Whether smarthost `i` is considered healthy (not marked down since its last success).
     pub fn is_up(&self, i: usize) -> bool {
         self.upstreams
             .lock()
             .ok()
-            .and_then(|v| v.get(i).map(|h| h.is_available(crate::now_ms())))
+            .and_then(|v| v.get(i).map(UpstreamHealth::is_healthy))
             .unwrap_or(true)
     }
 

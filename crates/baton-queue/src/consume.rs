@@ -166,10 +166,11 @@ impl QueuedMessage {
             .map_err(|e| QueueError::Ack(e.to_string()))
     }
 
-    /// Give it back for immediate redelivery (only used on shutdown, never to park deferred mail).
+    /// Give it back for immediate redelivery (only used on shutdown, never to park deferred
+    /// mail). Confirmed by the server, so a process exiting right after has really released it.
     pub async fn release(&self) -> Result<(), QueueError> {
         self.msg
-            .ack_with(AckKind::Nak(None))
+            .double_ack_with(AckKind::Nak(None))
             .await
             .map_err(|e| QueueError::Ack(e.to_string()))
     }

@@ -84,6 +84,13 @@ impl UpstreamHealth {
         self.down_until_ms.is_none_or(|until| now_ms >= until)
     }
 
+    /// Whether the upstream is healthy as far as we know: not marked down since its last
+    /// success. Unlike [`Self::is_available`], an expired cool-down does not make it healthy;
+    /// only a success does.
+    pub fn is_healthy(&self) -> bool {
+        self.trips == 0
+    }
+
     /// End of the current cool-down, if the upstream is down at `now_ms`.
     pub fn down_until(&self, now_ms: i64) -> Option<i64> {
         self.down_until_ms.filter(|&until| now_ms < until)

@@ -74,13 +74,16 @@ fn health_cooldown() {
     h.record_failure(0);
     h.record_failure(0);
     assert!(h.is_available(0));
+    assert!(h.is_healthy(), "below the threshold it is still healthy");
     h.record_failure(1000);
     assert!(!h.is_available(1000));
+    assert!(!h.is_healthy());
     assert_eq!(h.down_until(1000), Some(31_000));
     // Failures while down do not extend.
     h.record_failure(2000);
     assert_eq!(h.down_until(2000), Some(31_000));
     assert!(h.is_available(31_000));
+    assert!(!h.is_healthy(), "an expired cool-down is not a success");
     assert_eq!(h.down_until(31_000), None);
     // Half-open: one failure trips again, doubled; then 120 s, 240 s, capped at 300 s.
     let mut now = 31_000;
@@ -91,6 +94,7 @@ fn health_cooldown() {
     }
     h.record_success();
     assert!(h.is_available(now));
+    assert!(h.is_healthy());
     h.record_failure(now);
     assert!(h.is_available(now), "success resets the count");
 }
