@@ -1,0 +1,130 @@
+{{/* Names, labels and shared fragments of the Baton chart. */}}
+
+{{- define "baton.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name prefix; the SMTP Service carries exactly this name (`baton` for release `baton`). */}}
+{{- define "baton.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "baton.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "baton.labels" -}}
+helm.sh/chart: {{ include "baton.chart" . }}
+app.kubernetes.io/name: baton
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: baton
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "ingress"). */}}
+{{- define "baton.selectorLabels" -}}
+app.kubernetes.io/name: baton
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Labels of one component's objects: (dict "ctx" $ "component" "ingress"). */}}
+{{- define "baton.componentLabels" -}}
+{{ include "baton.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The Baton image reference. */}}
+{{- define "baton.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+NATS URL: the bundled NATS chart's client Service (named like that chart's `nats.fullname`),
+or `externalNats.url`.
+*/}}
+{{- define "baton.natsUrl" -}}
+{{- if .Values.nats.enabled }}
+{{- $name := "" }}
+{{- if .Values.nats.fullnameOverride }}
+{{- $name = .Values.nats.fullnameOverride }}
+{{- else if contains (default "nats" .Values.nats.nameOverride) .Release.Name }}
+{{- $name = .Release.Name }}
+{{- else }}
+{{- $name = printf "%s-%s" .Release.Name (default "nats" .Values.nats.nameOverride) }}
+{{- end }}
+{{- printf "nats://%s.%s.svc:4222" ($name | trunc 63 | trimSuffix "-") (default .Release.Namespace .Values.nats.namespaceOverride) }}
+{{- else if .Values.externalNats.url }}
+{{- .Values.externalNats.url }}
+{{- else }}
+{{- fail "set externalNats.url when nats.enabled is false" }}
+{{- end }}
+{{- end }}
+
+{{- define "baton.operator.serviceAccountName" -}}
+{{- default (printf "%s-operator" (include "baton.fullname" .)) .Values.operator.serviceAccount.name }}
+{{- end }}
+
+{{- define "baton.ingress.tlsSecretName" -}}
+{{- default (printf "%s-ingress-tls" (include "baton.fullname" .)) .Values.ingress.tls.secretName }}
+{{- end }}
+
+{{/* Topology spread constraints with a default labelSelector: (dict "list" ... "ctx" $ "component" "x"). */}}
+{{- define "baton.topologySpread" -}}
+{{- $out := list }}
+{{- range .list }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "baton.selectorLabels" (dict "ctx" $.ctx "component" $.component) | fromYaml)) }}
+{{- end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* Env shared by Baton containers: pod identity via the downward API. */}}
+{{- define "baton.podEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+
+{{/* Probes on the metrics port. */}}
+{{- define "baton.probes" -}}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: metrics
+  periodSeconds: 5
+  failureThreshold: 3
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  initialDelaySeconds: 10
+  periodSeconds: 10
+  failureThreshold: 3
+{{- end }}
