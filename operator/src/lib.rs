@@ -1,8 +1,36 @@
-//! The Baton operator crate: the only component that will talk to the Kubernetes API.
+//! The Baton operator: the only component that talks to the Kubernetes API.
 //!
-//! Today it holds no reconciler yet (issue #4): the CRD types, the YAML loader, the compiler
-//! to the `RelayConfig` snapshot and CRD generation live in `baton-config`, re-exported here so
-//! the operator and the data-plane CLI share one definition. `baton config apply` writes the
-//! snapshot the operator will write.
+//! - [`pool`]: SendingPool → worker Deployment, PDB, optional HPA (server-side apply, field
+//!   manager `baton-operator`), the pool's JetStream lanes, and its status;
+//! - [`domain`]: RelayDomain → DKIM key Secrets generated when absent (owned by the domain);
+//! - [`snapshot`]: every RelayDomain, SendingPool and referenced Secret → one `RelayConfig`
+//!   snapshot in the `baton-config` KV bucket (published only when its content changed), and
+//!   every RelayDomain's status (conditions `Ready`, `PoolFound`, `DkimKeyReady`, `Conflict`,
+//!   DNS records);
+//! - [`leader`]: Lease-based leader election; [`runtime`]: watches, controllers, readiness;
+//! - pure logic in [`workload`], [`conditions`], [`dkim`] and [`leader::decide`], unit-tested;
+//!   JetStream behind [`queue::QueueBackend`] so the reconcilers are tested against a scripted
+//!   API server without NATS.
+//!
+//! No finalizers: everything the operator creates in Kubernetes carries an owner reference
+//! (worker objects → SendingPool, key Secrets → RelayDomain) and is garbage-collected; deleting
+//! a RelayDomain or SendingPool triggers a sync that drops it from the snapshot. A deleted pool's
+//! JetStream lanes are kept on purpose: queued mail survives until the pool is re-created.
+//!
+//! The CRD types, the compiler and CRD generation live in `baton-config` and are re-exported.
+
+pub mod conditions;
+pub mod context;
+pub mod dkim;
+pub mod domain;
+mod error;
+pub mod leader;
+pub mod pool;
+pub mod queue;
+pub mod runtime;
+pub mod snapshot;
+pub mod workload;
 
 pub use baton_config::{compile, crd, crdgen};
+pub use context::{Context, FIELD_MANAGER, Settings};
+pub use error::{Error, Result};

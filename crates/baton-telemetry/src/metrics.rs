@@ -61,6 +61,13 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// Config snapshots rejected or failed to load.
     pub config_errors: IntCounter,
+    /// Operator reconciles by kind (`SendingPool`, `RelayDomain`, `Snapshot`) and result (`ok`, or an
+    /// error's metric label).
+    pub operator_reconciles: IntCounterVec,
+    /// Duration of one operator reconcile, by kind.
+    pub operator_reconcile_duration: HistogramVec,
+    /// Generation of the RelayConfig snapshot the operator last published.
+    pub operator_snapshot_generation: IntGauge,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -273,6 +280,26 @@ impl Metrics {
                 &r,
                 "baton_config_errors_total",
                 "Config snapshots that could not be used.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
+            operator_reconciles: counter(
+                &r,
+                "baton_operator_reconciles_total",
+                "Operator reconciles by kind and result.",
+                &["kind", "result"],
+            ),
+            operator_reconcile_duration: histogram(
+                &r,
+                "baton_operator_reconcile_duration_seconds",
+                "Duration of one operator reconcile.",
+                &["kind"],
+                LATENCY.to_vec(),
+            ),
+            operator_snapshot_generation: gauge(
+                &r,
+                "baton_operator_snapshot_generation",
+                "Generation of the RelayConfig snapshot the operator last published.",
                 &[],
             )
             .with_label_values::<&str>(&[]),

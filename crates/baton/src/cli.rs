@@ -53,6 +53,8 @@ pub enum Command {
     Ingress(IngressArgs),
     /// A delivery worker for one SendingPool (production).
     Worker(WorkerArgs),
+    /// The Kubernetes operator: reconciles SendingPools and RelayDomains, publishes the snapshot.
+    Operator(OperatorArgs),
     /// Config snapshot commands.
     Config {
         #[command(subcommand)]
@@ -221,4 +223,44 @@ pub struct DevArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub tuning: WorkerTuning,
+}
+
+/// `baton operator`
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// NATS URL (also given to the worker Deployments).
+    #[arg(long, env = "BATON_NATS")]
+    pub nats: String,
+    /// /metrics, /healthz, /readyz, /loglevel.
+    #[arg(long, env = "BATON_LISTEN_METRICS")]
+    pub listen_metrics: Option<SocketAddr>,
+    /// Install namespace (worker Deployments, PDBs, HPAs, the Lease); defaults to $POD_NAMESPACE.
+    #[arg(long, env = "BATON_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Image of the worker Deployments (the `baton` image).
+    #[arg(long, env = "BATON_WORKER_IMAGE")]
+    pub worker_image: String,
+    /// Service account of the worker pods.
+    #[arg(
+        long,
+        env = "BATON_WORKER_SERVICE_ACCOUNT",
+        default_value = "baton-worker"
+    )]
+    pub worker_service_account: String,
+    /// JetStream stream replicas (3 on a production NATS cluster).
+    #[arg(long, env = "BATON_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// Reconcile only while holding the Lease (`--leader-election=false` to turn off).
+    #[arg(
+        long,
+        env = "BATON_LEADER_ELECTION",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease in the install namespace.
+    #[arg(long, env = "BATON_LEASE_NAME", default_value = "baton-operator")]
+    pub lease_name: String,
 }

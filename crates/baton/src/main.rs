@@ -4,6 +4,7 @@
 
 mod cli;
 mod dev;
+mod operator;
 mod wiring;
 
 use clap::Parser;

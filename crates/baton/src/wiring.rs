@@ -47,6 +47,7 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
             let config = worker_config(&args.pool, &args.hostname, &args.tuning);
             run_worker(&nats, config, metrics, health, stop).await
         }
+        Command::Operator(args) => crate::operator::run(args, log).await,
         Command::Config {
             command: ConfigCommand::Apply { nats, paths },
         } => {
@@ -165,14 +166,13 @@ pub async fn apply_config(nats: &Nats, paths: &[std::path::PathBuf]) -> anyhow::
     let store = ConfigStore::open(&nats.js).await?;
     let previous = store.get().await?;
     let now_ms = (time_now_ns() / 1_000_000) as i64;
-    let probe = baton_config::compile(&res, 0, now_ms)?;
-    if let Some(prev) = &previous
-        && baton_config::config_digest(prev) == baton_config::config_digest(&probe.config)
-    {
-        return Ok(prev.generation);
+    // The operator's code path: same digest rule, same generation bump.
+    let plan = baton_operator::snapshot::plan_snapshot(&res, previous.as_ref(), now_ms)?;
+    let compiled = plan.compiled;
+    let generation = compiled.config.generation;
+    if !plan.publish {
+        return Ok(generation);
     }
-    let generation = previous.map(|p| p.generation + 1).unwrap_or(1);
-    let compiled = baton_config::compile(&res, generation, now_ms)?;
     for d in compiled.domains.iter().filter(|d| !d.ready) {
         tracing::warn!(relay_domain = %d.name, reason = %d.not_ready_reason, "RelayDomain not ready");
     }

@@ -1,0 +1,56 @@
+//! `baton operator`: flags → [`baton_operator::Settings`], the operations endpoint (readiness:
+//! NATS connected and Lease round-trips working), then the operator until SIGTERM. Losing the
+//! leader Lease exits non-zero so the pod restarts as a standby.
+
+use anyhow::{Context as _, bail};
+use baton_operator::Settings;
+use baton_telemetry::{Health, LogHandle, Metrics};
+
+use crate::cli::OperatorArgs;
+use crate::wiring::shutdown_signal;
+
+/// This replica's identity in the Lease: `$POD_NAME`, else the host name.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("baton-operator-{}", std::process::id()))
+}
+
+fn settings(args: &OperatorArgs) -> anyhow::Result<Settings> {
+    let namespace = match args
+        .namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+    {
+        Some(ns) if !ns.is_empty() => ns,
+        _ => bail!("set --namespace (BATON_NAMESPACE) or POD_NAMESPACE to the install namespace"),
+    };
+    let mut s = Settings::new(&namespace, &args.worker_image, &args.nats);
+    s.worker_service_account = args.worker_service_account.clone();
+    s.stream_replicas = args.stream_replicas;
+    s.identity = identity();
+    s.lease_name = args.lease_name.clone();
+    Ok(s)
+}
+
+/// Run the operator until SIGTERM/SIGINT.
+pub async fn run(args: OperatorArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
+    let settings = settings(&args)?;
+    let stop = shutdown_signal();
+    let metrics = Metrics::new();
+    let health = Health::new(&["nats", "kubernetes"]);
+    if let Some(addr) = args.listen_metrics {
+        let bound = baton_telemetry::http::spawn(addr, metrics.clone(), health.clone(), log)
+            .await
+            .with_context(|| format!("binding metrics listener {addr}"))?;
+        tracing::info!(%bound, "operations endpoint listening");
+    }
+    baton_operator::runtime::start(settings, args.leader_election, metrics, health, stop).await?;
+    Ok(())
+}

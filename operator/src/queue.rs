@@ -1,0 +1,193 @@
+//! The operator's view of JetStream, behind [`QueueBackend`] so the Kubernetes-facing reconcilers
+//! can be tested without a NATS server: [`NatsQueue`] is the real one (baton-queue's
+//! `Provisioner` and `ConfigStore`), [`MemoryQueue`] an in-memory stand-in that records calls.
+
+use std::sync::{Arc, Mutex};
+
+use baton_proto::v1::RelayConfig;
+use baton_queue::{ConfigStore, Provisioner, QueueError, StreamSettings};
+use futures::future::BoxFuture;
+
+/// What the operator needs from JetStream.
+pub trait QueueBackend: Send + Sync {
+    /// Create or correct the stream and a pool's lane consumers (`new` + `retry_tiers`), reading
+    /// the configuration back (idempotent).
+    fn ensure_pool<'a>(
+        &'a self,
+        pool: &'a str,
+        retry_tiers: u32,
+    ) -> BoxFuture<'a, Result<(), QueueError>>;
+    /// Messages waiting or unacknowledged in the pool's lanes.
+    fn queue_depth<'a>(
+        &'a self,
+        pool: &'a str,
+        retry_tiers: u32,
+    ) -> BoxFuture<'a, Result<i64, QueueError>>;
+    /// The snapshot currently in the KV bucket.
+    fn current_snapshot(&self) -> BoxFuture<'_, Result<Option<RelayConfig>, QueueError>>;
+    /// Store a snapshot; returns the KV revision.
+    fn put_snapshot<'a>(
+        &'a self,
+        config: &'a RelayConfig,
+    ) -> BoxFuture<'a, Result<u64, QueueError>>;
+    /// Whether the connection is up (readiness).
+    fn is_connected(&self) -> bool;
+}
+
+/// JetStream through baton-queue.
+#[derive(Clone)]
+pub struct NatsQueue {
+    client: async_nats::Client,
+    provisioner: Provisioner,
+    store: ConfigStore,
+}
+
+impl NatsQueue {
+    /// Connect, provision the stream and buckets, and open the config bucket.
+    pub async fn connect(url: &str, stream_replicas: usize) -> Result<Self, QueueError> {
+        let client = baton_queue::connect(url, "baton-operator").await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let provisioner = Provisioner::new(
+            js.clone(),
+            StreamSettings {
+                replicas: stream_replicas,
+                ..StreamSettings::default()
+            },
+        );
+        provisioner.ensure_stream().await?;
+        provisioner.ensure_buckets().await?;
+        let store = ConfigStore::open(&js).await?;
+        Ok(NatsQueue {
+            client,
+            provisioner,
+            store,
+        })
+    }
+}
+
+impl QueueBackend for NatsQueue {
+    fn ensure_pool<'a>(
+        &'a self,
+        pool: &'a str,
+        retry_tiers: u32,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            self.provisioner.ensure_stream().await?;
+            self.provisioner.ensure_lanes(pool, retry_tiers).await
+        })
+    }
+
+    fn queue_depth<'a>(
+        &'a self,
+        pool: &'a str,
+        retry_tiers: u32,
+    ) -> BoxFuture<'a, Result<i64, QueueError>> {
+        Box::pin(async move {
+            let lanes = self.provisioner.lane_stats(pool, retry_tiers).await?;
+            let total: u64 = lanes.iter().map(|l| l.pending + l.ack_pending).sum();
+            Ok(i64::try_from(total).unwrap_or(i64::MAX))
+        })
+    }
+
+    fn current_snapshot(&self) -> BoxFuture<'_, Result<Option<RelayConfig>, QueueError>> {
+        Box::pin(self.store.get())
+    }
+
+    fn put_snapshot<'a>(
+        &'a self,
+        config: &'a RelayConfig,
+    ) -> BoxFuture<'a, Result<u64, QueueError>> {
+        Box::pin(self.store.put(config))
+    }
+
+    fn is_connected(&self) -> bool {
+        baton_queue::is_connected(&self.client)
+    }
+}
+
+/// An in-memory [`QueueBackend`] recording what was asked (tests, dry runs).
+#[derive(Clone, Default)]
+pub struct MemoryQueue {
+    inner: Arc<Mutex<MemoryState>>,
+}
+
+/// What a [`MemoryQueue`] holds and saw.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryState {
+    /// `ensure_pool` calls: pool and retry tiers.
+    pub ensured: Vec<(String, u32)>,
+    /// Depth reported for every pool.
+    pub depth: i64,
+    /// Every snapshot put, in order.
+    pub snapshots: Vec<RelayConfig>,
+    /// When set, every call fails with this message.
+    pub fail: Option<String>,
+}
+
+impl MemoryQueue {
+    /// A copy of the state.
+    pub fn state(&self) -> MemoryState {
+        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Change the state.
+    pub fn update(&self, f: impl FnOnce(&mut MemoryState)) {
+        if let Ok(mut s) = self.inner.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut MemoryState) -> T) -> Result<T, QueueError> {
+        let mut s = self
+            .inner
+            .lock()
+            .map_err(|_| QueueError::ConfigStore("poisoned".into()))?;
+        if let Some(msg) = &s.fail {
+            return Err(QueueError::Provision {
+                what: "memory".into(),
+                detail: msg.clone(),
+            });
+        }
+        Ok(f(&mut s))
+    }
+}
+
+impl QueueBackend for MemoryQueue {
+    fn ensure_pool<'a>(
+        &'a self,
+        pool: &'a str,
+        retry_tiers: u32,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        let r = self.with(|s| s.ensured.push((pool.to_owned(), retry_tiers)));
+        Box::pin(async move { r })
+    }
+
+    fn queue_depth<'a>(
+        &'a self,
+        _pool: &'a str,
+        _retry_tiers: u32,
+    ) -> BoxFuture<'a, Result<i64, QueueError>> {
+        let r = self.with(|s| s.depth);
+        Box::pin(async move { r })
+    }
+
+    fn current_snapshot(&self) -> BoxFuture<'_, Result<Option<RelayConfig>, QueueError>> {
+        let r = self.with(|s| s.snapshots.last().cloned());
+        Box::pin(async move { r })
+    }
+
+    fn put_snapshot<'a>(
+        &'a self,
+        config: &'a RelayConfig,
+    ) -> BoxFuture<'a, Result<u64, QueueError>> {
+        let r = self.with(|s| {
+            s.snapshots.push(config.clone());
+            s.snapshots.len() as u64
+        });
+        Box::pin(async move { r })
+    }
+
+    fn is_connected(&self) -> bool {
+        self.state().fail.is_none()
+    }
+}

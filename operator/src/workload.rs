@@ -1,0 +1,398 @@
+//! The worker workload of a SendingPool, as pure functions: the desired Deployment, its
+//! PodDisruptionBudget and the optional HorizontalPodAutoscaler, each named
+//! `baton-worker-<pool>` in the install namespace and owned by the (cluster-scoped) SendingPool.
+
+use std::collections::BTreeMap;
+
+use baton_config::crd::SendingPool;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecurityContext,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource as _;
+
+use crate::Settings;
+use crate::error::{Error, Result};
+
+/// Label carrying the pool name on every worker object.
+pub const POOL_LABEL: &str = "baton.dev/pool";
+/// `app.kubernetes.io/managed-by` value of every object the operator creates.
+pub const MANAGED_BY: &str = "baton-operator";
+/// Port of the worker's operations endpoint (/metrics, /healthz, /readyz).
+pub const METRICS_PORT: i32 = 9090;
+/// UID and GID the worker runs as (the distroless `nonroot` user).
+pub const NONROOT_ID: i64 = 65532;
+
+/// Name of the worker Deployment, PDB and HPA of a pool.
+pub fn worker_name(pool: &str) -> String {
+    format!("baton-worker-{pool}")
+}
+
+/// Labels selecting a pool's worker pods (also the Deployment's selector, which is immutable).
+pub fn selector_labels(pool: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "baton".to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "worker".to_owned(),
+        ),
+        (POOL_LABEL.to_owned(), pool.to_owned()),
+    ])
+}
+
+/// Labels of every worker object: the selector labels plus `app.kubernetes.io/managed-by`.
+pub fn worker_labels(pool: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(pool);
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        MANAGED_BY.to_owned(),
+    );
+    labels
+}
+
+/// Label selector of the worker objects the operator watches.
+pub fn managed_workers_selector() -> String {
+    format!("app.kubernetes.io/managed-by={MANAGED_BY},app.kubernetes.io/component=worker")
+}
+
+/// Name of a SendingPool (required).
+pub fn pool_name(pool: &SendingPool) -> Result<&str> {
+    pool.metadata
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or(Error::MissingField {
+            kind: "SendingPool",
+            field: "metadata.name",
+        })
+}
+
+/// The controller owner reference to a SendingPool (needs its `uid`). A cluster-scoped owner of
+/// namespaced objects is allowed, so garbage collection removes the workload with the pool.
+pub fn pool_owner(pool: &SendingPool) -> Result<OwnerReference> {
+    pool.controller_owner_ref(&()).ok_or(Error::MissingField {
+        kind: "SendingPool",
+        field: "metadata.uid",
+    })
+}
+
+fn meta(pool: &SendingPool, settings: &Settings) -> Result<ObjectMeta> {
+    let name = pool_name(pool)?;
+    Ok(ObjectMeta {
+        name: Some(worker_name(name)),
+        namespace: Some(settings.namespace.clone()),
+        labels: Some(worker_labels(name)),
+        owner_references: Some(vec![pool_owner(pool)?]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// Desired replicas: `None` when an HPA owns the count, else `spec.workers.replicas` (default 1).
+pub fn desired_replicas(pool: &SendingPool) -> Option<i32> {
+    let workers = &pool.spec.workers;
+    match workers.autoscaling {
+        Some(_) => None,
+        None => Some(workers.replicas.unwrap_or(1)),
+    }
+}
+
+/// The worker Deployment of a pool: the `baton` image running `worker --pool <pool>`.
+pub fn desired_deployment(pool: &SendingPool, settings: &Settings) -> Result<Deployment> {
+    let name = pool_name(pool)?;
+    let workers = &pool.spec.workers;
+    Ok(Deployment {
+        metadata: meta(pool, settings)?,
+        spec: Some(DeploymentSpec {
+            replicas: desired_replicas(pool),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(name)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(worker_labels(name)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(settings.worker_service_account.clone()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(NONROOT_ID),
+                        run_as_group: Some(NONROOT_ID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![worker_container(name, settings, pool)],
+                    node_selector: workers.node_selector.clone(),
+                    tolerations: workers.tolerations.clone(),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    })
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}
+
+fn probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("metrics".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    }
+}
+
+fn worker_container(name: &str, settings: &Settings, pool: &SendingPool) -> Container {
+    Container {
+        name: "worker".to_owned(),
+        image: Some(settings.worker_image.clone()),
+        args: Some(vec!["worker".into(), "--pool".into(), name.to_owned()]),
+        env: Some(vec![
+            env("BATON_NATS", &settings.nats_url),
+            env("BATON_POOL", name),
+            env("BATON_LISTEN_METRICS", &format!("0.0.0.0:{METRICS_PORT}")),
+            env("BATON_LOG_FORMAT", "json"),
+            env(
+                "BATON_STREAM_REPLICAS",
+                &settings.stream_replicas.to_string(),
+            ),
+            EnvVar {
+                name: "POD_NAME".to_owned(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".to_owned(),
+                        api_version: None,
+                    }),
+                    ..EnvVarSource::default()
+                }),
+            },
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".to_owned()),
+            container_port: METRICS_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(probe("/healthz")),
+        resources: pool.spec.workers.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// The PodDisruptionBudget of a pool's workers: at most one voluntary eviction at a time.
+pub fn desired_pdb(pool: &SendingPool, settings: &Settings) -> Result<PodDisruptionBudget> {
+    let name = pool_name(pool)?;
+    Ok(PodDisruptionBudget {
+        metadata: meta(pool, settings)?,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The HPA of a pool when `spec.workers.autoscaling` is set (CPU utilization target).
+pub fn desired_hpa(
+    pool: &SendingPool,
+    settings: &Settings,
+) -> Result<Option<HorizontalPodAutoscaler>> {
+    let name = pool_name(pool)?;
+    let Some(auto) = &pool.spec.workers.autoscaling else {
+        return Ok(None);
+    };
+    Ok(Some(HorizontalPodAutoscaler {
+        metadata: meta(pool, settings)?,
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name: worker_name(name),
+            },
+            min_replicas: Some(auto.min_replicas),
+            max_replicas: auto.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(auto.target_cpu_utilization_percentage),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        status: None,
+    }))
+}
+
+/// Retry tiers (lane consumers besides `new`) of a pool: one per schedule entry, at most
+/// [`baton_config::crd::MAX_RETRY_TIERS`].
+pub fn retry_tiers(pool: &SendingPool) -> u32 {
+    let n = pool
+        .spec
+        .retry
+        .schedule
+        .len()
+        .min(baton_config::crd::MAX_RETRY_TIERS);
+    u32::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use baton_config::crd::{AutoscalingSpec, SendingPoolSpec};
+
+    fn pool(spec: SendingPoolSpec) -> SendingPool {
+        let mut p = SendingPool::new("bulk", spec);
+        p.metadata.uid = Some("uid-1".into());
+        p
+    }
+
+    #[test]
+    fn deployment_runs_the_worker_with_the_contracted_shape() {
+        let s = Settings::for_tests();
+        let mut spec = SendingPoolSpec::default();
+        spec.workers.replicas = Some(3);
+        spec.workers.node_selector = Some(BTreeMap::from([("mail".into(), "yes".into())]));
+        let d = desired_deployment(&pool(spec), &s).unwrap();
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["apiVersion"], "apps/v1");
+        assert_eq!(v["kind"], "Deployment");
+        assert_eq!(v["metadata"]["name"], "baton-worker-bulk");
+        assert_eq!(v["metadata"]["namespace"], "baton-system");
+        assert_eq!(v["metadata"]["labels"]["baton.dev/pool"], "bulk");
+        assert_eq!(
+            v["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "baton-operator"
+        );
+        let owner = &v["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "SendingPool");
+        assert_eq!(owner["apiVersion"], "baton.dev/v1alpha1");
+        assert_eq!(owner["uid"], "uid-1");
+        assert_eq!(owner["controller"], true);
+        assert_eq!(v["spec"]["replicas"], 3);
+        let pod = &v["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], "baton-worker");
+        assert_eq!(pod["nodeSelector"]["mail"], "yes");
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"], "baton:test");
+        assert_eq!(c["args"], serde_json::json!(["worker", "--pool", "bulk"]));
+        let env: BTreeMap<String, serde_json::Value> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_owned(), e.clone()))
+            .collect();
+        assert_eq!(env["BATON_NATS"]["value"], "nats://nats:4222");
+        assert_eq!(env["BATON_POOL"]["value"], "bulk");
+        assert_eq!(env["BATON_LISTEN_METRICS"]["value"], "0.0.0.0:9090");
+        assert_eq!(env["BATON_LOG_FORMAT"]["value"], "json");
+        assert_eq!(
+            env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        assert_eq!(c["ports"][0]["name"], "metrics");
+        assert_eq!(c["ports"][0]["containerPort"], 9090);
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            c["securityContext"]["capabilities"]["drop"],
+            serde_json::json!(["ALL"])
+        );
+        assert_eq!(
+            v["spec"]["selector"]["matchLabels"],
+            serde_json::json!({"app.kubernetes.io/component": "worker",
+                "app.kubernetes.io/name": "baton", "baton.dev/pool": "bulk"})
+        );
+    }
+
+    #[test]
+    fn autoscaling_leaves_replicas_to_the_hpa() {
+        let s = Settings::for_tests();
+        let mut spec = SendingPoolSpec::default();
+        spec.workers.replicas = Some(3);
+        spec.workers.autoscaling = Some(AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 9,
+            target_cpu_utilization_percentage: 70,
+        });
+        let p = pool(spec);
+        let d = serde_json::to_value(desired_deployment(&p, &s).unwrap()).unwrap();
+        assert!(d["spec"].get("replicas").is_none(), "{d}");
+        let hpa = serde_json::to_value(desired_hpa(&p, &s).unwrap().unwrap()).unwrap();
+        assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+        assert_eq!(hpa["spec"]["minReplicas"], 2);
+        assert_eq!(hpa["spec"]["maxReplicas"], 9);
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "baton-worker-bulk");
+        assert_eq!(
+            hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            70
+        );
+        let without = pool(SendingPoolSpec::default());
+        assert!(desired_hpa(&without, &s).unwrap().is_none());
+        assert_eq!(desired_replicas(&without), Some(1));
+    }
+
+    #[test]
+    fn pdb_allows_one_unavailable_and_a_pool_without_uid_is_refused() {
+        let s = Settings::for_tests();
+        let pdb =
+            serde_json::to_value(desired_pdb(&pool(Default::default()), &s).unwrap()).unwrap();
+        assert_eq!(pdb["apiVersion"], "policy/v1");
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        let no_uid = SendingPool::new("x", SendingPoolSpec::default());
+        assert!(matches!(
+            desired_pdb(&no_uid, &s),
+            Err(Error::MissingField { .. })
+        ));
+        assert_eq!(retry_tiers(&no_uid), 5);
+    }
+}

@@ -1,0 +1,213 @@
+//! A scripted fake Kubernetes API server in front of `kube::Client` (tower-test's mock pair):
+//! the test awaits each request the code under test makes, asserts it, and answers it.
+//! A request that never comes fails the test after a generous guard timeout (no timing is
+//! asserted).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_operator::queue::MemoryQueue;
+use baton_operator::{Context, Settings};
+use baton_telemetry::Metrics;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock::{Handle, SendResponse};
+
+/// Fixed clock of every test context.
+pub fn now() -> Time {
+    Time(Timestamp::from_second(1_700_000_000).unwrap())
+}
+
+/// The RFC 3339 string of [`now`] as serialized in bodies.
+pub fn now_str() -> String {
+    serde_json::to_value(now())
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The operator settings used by the tests.
+pub fn settings() -> Settings {
+    let mut s = Settings::new(
+        "baton-system",
+        "registry.example/baton:1.0",
+        "nats://nats:4222",
+    );
+    s.identity = "operator-0".into();
+    s
+}
+
+/// A context over a fake API server and an in-memory queue.
+pub fn context() -> (Arc<Context>, ApiServer, MemoryQueue, Metrics) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let queue = MemoryQueue::default();
+    let metrics = Metrics::new();
+    let ctx = Context::new(
+        client,
+        settings(),
+        Arc::new(queue.clone()),
+        metrics.clone(),
+        Arc::new(now),
+    );
+    (ctx, ApiServer { handle }, queue, metrics)
+}
+
+/// The scripted server side.
+pub struct ApiServer {
+    handle: Handle<Request<Body>, Response<Body>>,
+}
+
+/// One request received by the fake server, waiting for its answer.
+pub struct Call {
+    pub method: Method,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub content_type: Option<String>,
+    pub body: Value,
+    send: SendResponse<Response<Body>>,
+}
+
+impl ApiServer {
+    /// The next request; asserts its method and path (without query).
+    pub async fn expect(&mut self, method: Method, path: &str) -> Call {
+        let next = tokio::time::timeout(Duration::from_secs(30), self.handle.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
+            .unwrap_or_else(|| panic!("client gone; expected {method} {path}"));
+        let (req, send) = next;
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        let query = parts
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        let call = Call {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            query,
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body,
+            send,
+        };
+        assert_eq!(
+            (call.method.clone(), call.path.as_str()),
+            (method.clone(), path),
+            "unexpected request {} {} body {}",
+            call.method,
+            call.path,
+            call.body
+        );
+        call
+    }
+
+    /// Expect a server-side apply (PATCH with the apply content type, field manager
+    /// `baton-operator`, force) and answer with the applied body merged with `extra`.
+    pub async fn expect_apply(&mut self, path: &str, extra: Value) -> Value {
+        let call = self.expect(Method::PATCH, path).await;
+        call.assert_ssa();
+        let body = call.body.clone();
+        let mut reply = body.clone();
+        merge(&mut reply, extra);
+        call.respond(200, reply);
+        body
+    }
+
+    /// Expect an Event (events.k8s.io/v1) in `namespace`; returns its body.
+    pub async fn expect_event(&mut self, namespace: &str) -> Value {
+        let call = self
+            .expect(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events"),
+            )
+            .await;
+        let body = call.body.clone();
+        call.respond(201, body.clone());
+        body
+    }
+
+    /// Assert that no request is pending right now (the client may be gone).
+    pub fn assert_idle(&mut self) {
+        if let std::task::Poll::Ready(Some((req, _))) = self.handle.poll_request() {
+            panic!("unexpected request {} {}", req.method(), req.uri());
+        }
+    }
+}
+
+impl Call {
+    /// Assert a forced server-side apply by `baton-operator`.
+    pub fn assert_ssa(&self) {
+        assert_eq!(
+            self.content_type.as_deref(),
+            Some("application/apply-patch+yaml"),
+            "{} {}",
+            self.method,
+            self.path
+        );
+        assert_eq!(
+            self.query.get("fieldManager").map(String::as_str),
+            Some("baton-operator")
+        );
+        assert_eq!(self.query.get("force").map(String::as_str), Some("true"));
+    }
+
+    /// Answer with a status code and JSON body.
+    pub fn respond(self, status: u16, body: Value) {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let resp = Response::builder()
+            .status(StatusCode::from_u16(status).unwrap())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(bytes))
+            .unwrap();
+        self.send.send_response(resp);
+    }
+
+    /// Answer 404 with a Kubernetes Status.
+    pub fn not_found(self) {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": "NotFound", "code": 404, "message": "not found"});
+        self.respond(404, body);
+    }
+}
+
+/// Deep-merge `extra` into `base` (objects merged, other values replaced).
+pub fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+/// A list response.
+pub fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
+    json!({"kind": format!("{kind}List"), "apiVersion": api_version,
+        "metadata": {"resourceVersion": "1"}, "items": items})
+}

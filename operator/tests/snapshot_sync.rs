@@ -1,0 +1,328 @@
+//! The snapshot sync against a scripted fake API server: conflict (older claim wins), missing
+//! pool, DKIM key rotation (new snapshot), deletion, and no write when nothing changed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use base64::Engine as _;
+use baton_operator::crd::DkimAlgorithm;
+use baton_operator::dkim::generate_pem;
+use baton_operator::snapshot;
+use common::{ApiServer, context, list, now_str};
+use http::Method;
+use serde_json::{Value, json};
+
+const POOLS: &str = "/apis/baton.dev/v1alpha1/sendingpools";
+const DOMAINS: &str = "/apis/baton.dev/v1alpha1/relaydomains";
+
+fn pool(name: &str) -> Value {
+    json!({"apiVersion": "baton.dev/v1alpha1", "kind": "SendingPool",
+           "metadata": {"name": name, "uid": format!("{name}-uid"), "generation": 1},
+           "spec": {}})
+}
+
+fn domain(ns: &str, name: &str, created: &str, spec: Value) -> Value {
+    json!({"apiVersion": "baton.dev/v1alpha1", "kind": "RelayDomain",
+           "metadata": {"name": name, "namespace": ns, "uid": format!("{ns}-{name}"),
+                        "generation": 2, "creationTimestamp": created},
+           "spec": spec})
+}
+
+fn status_path(ns: &str, name: &str) -> String {
+    format!("/apis/baton.dev/v1alpha1/namespaces/{ns}/relaydomains/{name}/status")
+}
+
+fn cond(type_: &str, status: &str, reason: &str, message: &str) -> Value {
+    json!({"type": type_, "status": status, "reason": reason, "message": message,
+           "observedGeneration": 2, "lastTransitionTime": now_str()})
+}
+
+/// Answer the two lists.
+async fn lists(api: &mut ApiServer, pools: Vec<Value>, domains: Vec<Value>) {
+    api.expect(Method::GET, POOLS)
+        .await
+        .respond(200, list("SendingPool", "baton.dev/v1alpha1", pools));
+    api.expect(Method::GET, DOMAINS)
+        .await
+        .respond(200, list("RelayDomain", "baton.dev/v1alpha1", domains));
+}
+
+/// Expect a forced SSA status patch of `object`; answer with the object carrying that status.
+async fn status_patch(api: &mut ApiServer, object: &Value) -> Value {
+    let ns = object["metadata"]["namespace"].as_str().unwrap();
+    let name = object["metadata"]["name"].as_str().unwrap();
+    let call = api.expect(Method::PATCH, &status_path(ns, name)).await;
+    call.assert_ssa();
+    assert_eq!(call.body["kind"], "RelayDomain");
+    let status = call.body["status"].clone();
+    let mut reply = object.clone();
+    reply["status"] = status.clone();
+    call.respond(200, reply);
+    status
+}
+
+#[tokio::test]
+async fn conflict_and_missing_pool_reach_status_and_only_the_winner_the_snapshot() {
+    let (ctx, mut api, queue, metrics) = context();
+    let spec = |d: &str, p: &str| json!({"domain": d, "pool": p});
+    let winner = domain(
+        "team-a",
+        "example",
+        "2024-01-01T00:00:00Z",
+        spec("example.com", "default"),
+    );
+    let loser = domain(
+        "team-b",
+        "example",
+        "2024-06-01T00:00:00Z",
+        spec("example.com", "default"),
+    );
+    let orphan = domain(
+        "team-c",
+        "other",
+        "2024-01-01T00:00:00Z",
+        spec("other.example", "missing"),
+    );
+    let task = tokio::spawn(async move { snapshot::sync(&ctx).await });
+    lists(
+        &mut api,
+        vec![pool("default")],
+        vec![winner.clone(), loser.clone(), orphan.clone()],
+    )
+    .await;
+
+    let status = status_patch(&mut api, &winner).await;
+    assert_eq!(
+        status["conditions"],
+        json!([
+            cond(
+                "Ready",
+                "True",
+                "Compiled",
+                "relaying through SendingPool \"default\""
+            ),
+            cond(
+                "PoolFound",
+                "True",
+                "PoolFound",
+                "SendingPool \"default\" exists"
+            ),
+            cond(
+                "DkimKeyReady",
+                "True",
+                "NotConfigured",
+                "DKIM not configured; mail is relayed unsigned"
+            ),
+            cond(
+                "Conflict",
+                "False",
+                "NoConflict",
+                "no older RelayDomain claims example.com"
+            ),
+        ])
+    );
+    assert_eq!(status["observedGeneration"], 2);
+    let names: Vec<&str> = status["dnsRecords"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"_dmarc.example.com"), "{names:?}");
+    let ready = api.expect_event("team-a").await;
+    assert_eq!(
+        (ready["type"].as_str(), ready["reason"].as_str()),
+        (Some("Normal"), Some("Compiled"))
+    );
+
+    let status = status_patch(&mut api, &loser).await;
+    let claimed = "domain example.com is claimed by older RelayDomain team-a/example";
+    assert_eq!(
+        status["conditions"][0],
+        cond("Ready", "False", "Conflict", claimed)
+    );
+    assert_eq!(
+        status["conditions"][3],
+        cond("Conflict", "True", "DomainClaimed", claimed)
+    );
+    assert!(
+        status.get("dnsRecords").is_none(),
+        "the loser publishes no records"
+    );
+    for reason in ["Conflict", "DomainClaimed"] {
+        let e = api.expect_event("team-b").await;
+        assert_eq!(
+            (e["type"].as_str(), e["reason"].as_str()),
+            (Some("Warning"), Some(reason))
+        );
+    }
+
+    let status = status_patch(&mut api, &orphan).await;
+    let missing = "SendingPool \"missing\" not found";
+    assert_eq!(
+        status["conditions"][0],
+        cond("Ready", "False", "PoolNotFound", missing)
+    );
+    assert_eq!(
+        status["conditions"][1],
+        cond("PoolFound", "False", "PoolNotFound", missing)
+    );
+    let e = api.expect_event("team-c").await;
+    assert_eq!(e["reason"], "PoolNotFound");
+
+    let plan = task.await.unwrap().unwrap();
+    assert!(plan.publish);
+    let snaps = queue.state().snapshots;
+    assert_eq!(snaps.len(), 1);
+    let config = &snaps[0];
+    assert_eq!(config.generation, 1);
+    let domains: Vec<(&str, &str, bool)> = config
+        .domains
+        .iter()
+        .map(|d| (d.domain.as_str(), d.name.as_str(), d.ready))
+        .collect();
+    assert_eq!(
+        domains,
+        [
+            ("example.com", "team-a/example", true),
+            ("other.example", "team-c/other", false)
+        ]
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("baton_operator_snapshot_generation 1")
+    );
+}
+
+fn key_secret(pem: &str, version: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "dkim", "namespace": "team-a", "uid": "dkim-uid",
+                        "resourceVersion": version},
+           "type": "Opaque",
+           "data": {"private.pem": base64::engine::general_purpose::STANDARD.encode(pem)}})
+}
+
+async fn sync_with_key(api: &mut ApiServer, rd: &Value, pem: &str, version: &str) {
+    lists(api, vec![pool("default")], vec![rd.clone()]).await;
+    api.expect(Method::GET, "/api/v1/namespaces/team-a/secrets/dkim")
+        .await
+        .respond(200, key_secret(pem, version));
+}
+
+#[tokio::test]
+async fn rotated_key_secret_gives_a_new_snapshot_and_unchanged_input_writes_nothing() {
+    let (ctx, mut api, queue, _) = context();
+    let mut rd = domain(
+        "team-a",
+        "example",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "example.com", "pool": "default",
+               "dkim": {"selector": "s1", "algorithm": "ed25519-sha256",
+                        "keySecretRef": {"name": "dkim"}}}),
+    );
+    let key_a = generate_pem(DkimAlgorithm::Ed25519Sha256).unwrap();
+    let key_b = generate_pem(DkimAlgorithm::Ed25519Sha256).unwrap();
+
+    // First sync: key A.
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    sync_with_key(&mut api, &rd, &key_a, "1").await;
+    let status_a = status_patch(&mut api, &rd).await;
+    assert_eq!(
+        status_a["conditions"][2],
+        cond("DkimKeyReady", "True", "KeyLoaded", "DKIM keys loaded")
+    );
+    api.expect_event("team-a").await; // Ready
+    task.await.unwrap().unwrap();
+    rd["status"] = status_a.clone();
+
+    // Rotation: key B. New snapshot, new DKIM record, no Event (conditions unchanged).
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    sync_with_key(&mut api, &rd, &key_b, "2").await;
+    let status_b = status_patch(&mut api, &rd).await;
+    assert_eq!(status_b["conditions"], status_a["conditions"]);
+    assert_ne!(
+        status_b["dnsRecords"][0]["value"],
+        status_a["dnsRecords"][0]["value"]
+    );
+    assert_eq!(
+        status_b["dnsRecords"][0]["name"],
+        "s1._domainkey.example.com"
+    );
+    task.await.unwrap().unwrap();
+    rd["status"] = status_b;
+
+    // Nothing changed: no snapshot, no patch, no Event.
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    sync_with_key(&mut api, &rd, &key_b, "2").await;
+    let plan = task.await.unwrap().unwrap();
+    assert!(!plan.publish);
+    assert_eq!(plan.compiled.config.generation, 2);
+    api.assert_idle();
+
+    let snaps = queue.state().snapshots;
+    let keys: Vec<(u64, &str)> = snaps
+        .iter()
+        .map(|s| {
+            (
+                s.generation,
+                s.domains[0].dkim_keys[0].private_key_pem.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [(1, key_a.as_str()), (2, key_b.as_str())]);
+    assert!(ctx.references_secret("team-a", "dkim"));
+    assert!(!ctx.references_secret("team-a", "other"));
+}
+
+#[tokio::test]
+async fn deleted_relay_domain_leaves_the_snapshot() {
+    let (ctx, mut api, queue, _) = context();
+    let rd = domain(
+        "team-a",
+        "example",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "example.com", "pool": "default"}),
+    );
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(&mut api, vec![pool("default")], vec![rd.clone()]).await;
+    status_patch(&mut api, &rd).await;
+    api.expect_event("team-a").await;
+    task.await.unwrap().unwrap();
+
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(&mut api, vec![pool("default")], vec![]).await;
+    let plan = task.await.unwrap().unwrap();
+    assert!(plan.publish);
+    api.assert_idle();
+    let snaps = queue.state().snapshots;
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[1].generation, 2);
+    assert!(snaps[1].domains.is_empty());
+    assert_eq!(snaps[1].pools.len(), 1);
+}
+
+#[tokio::test]
+async fn a_snapshot_that_does_not_compile_is_not_published() {
+    let (ctx, mut api, queue, _) = context();
+    let task = tokio::spawn(async move { snapshot::sync(&ctx).await });
+    let smarthost = json!({"apiVersion": "baton.dev/v1alpha1", "kind": "SendingPool",
+        "metadata": {"name": "relay", "uid": "u"},
+        "spec": {"delivery": {"mode": "Smarthost", "smarthosts": [
+            {"host": "up.example", "credentialsSecretRef": {"name": "upstream"}}]}}});
+    lists(&mut api, vec![smarthost], vec![]).await;
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/baton-system/secrets/upstream",
+    )
+    .await
+    .not_found();
+    let err = task.await.unwrap().unwrap_err();
+    assert_eq!(err.metric_label(), "config_error");
+    assert!(queue.state().snapshots.is_empty());
+}
