@@ -1,19 +1,19 @@
 //! Scenario: what SREs get is consistent and valid. The alert rules pass `promtool check
 //! rules` and their unit tests; every metric named by the rules and the Grafana dashboard is
-//! one Baton declares; and real `/metrics` output scraped from a running ingress and worker,
-//! after accepted, refused and delivered traffic, passes `promtool check metrics` and shows
-//! the counters moving.
+//! one Baton declares; and after one round of every kind of traffic (`traffic/mod.rs`:
+//! accepted, refused by policy and for bad input, TLS ok and failed, AUTH ok and failed,
+//! delivered, deferred then delivered, bounced with a DSN) the real `/metrics` output of the
+//! ingress and the worker passes `promtool check metrics` and every matching counter, histogram
+//! count and gauge has exactly the expected value.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use baton_system_tests::harness::{
-    Ingress, Nats, TempDir, Worker, apply_config, assert_eventually, http_get, metric, write_config,
-};
-use baton_system_tests::receiver::{Receiver, ReceiverConfig};
-use baton_system_tests::smtp::Talk;
+use baton_system_tests::harness::{assert_eventually, http_get};
+
+mod traffic;
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -111,28 +111,6 @@ fn dashboard_and_rules_only_name_declared_metrics() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(port: u16) -> String {
-    format!(
-        r#"apiVersion: baton.dev/v1alpha1
-kind: SendingPool
-metadata: {{name: mon}}
-spec:
-  delivery:
-    mode: Smarthost
-    smarthosts: [{{host: 127.0.0.1, port: {port}, weight: 1, tls: Disabled}}]
-  retry: {{schedule: [1s], maxAge: 1h}}
----
-apiVersion: baton.dev/v1alpha1
-kind: RelayDomain
-metadata: {{name: example-com, namespace: default}}
-spec:
-  domain: example.com
-  pool: mon
-  submission: {{networks: [127.0.0.0/8]}}
-"#
-    )
-}
-
 async fn check_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     let (code, body) = http_get(addr, "/metrics").await?;
     anyhow::ensure!(code == 200, "/metrics answered {code}");
@@ -159,79 +137,203 @@ async fn check_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     Ok(body)
 }
 
-#[tokio::test]
-async fn scraped_metrics_are_valid_and_move_with_traffic() -> anyhow::Result<()> {
-    let dir = TempDir::new("baton-mon")?;
-    let nats = Nats::start().await?;
-    let receiver = Receiver::start("127.0.0.1:0", ReceiverConfig::default()).await?;
-    apply_config(
-        &nats,
-        &write_config(&dir.0, "c.yaml", &config(receiver.addr().port()))?,
-    )?;
-    let ing = Ingress::start(&nats, &dir.0, &[]).await?;
-    let worker = Worker::start(&nats, &dir.0, "mon", None, &[]).await?;
+/// Sum of the samples of `series` (exact name and labels as rendered, or a bare name for
+/// every label set) in a `/metrics` text.
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(series).is_some_and(|rest| {
+                rest.starts_with(' ') || (!series.contains('{') && rest.starts_with('{'))
+            })
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
 
-    let (mut t, _) = Talk::connect(ing.smtp).await?;
-    t.cmd("EHLO mon.test").await?;
-    assert_eq!(t.cmd("MAIL FROM:<intruder@evil.test>").await?.code, 550);
-    assert_eq!(t.cmd("MAIL FROM:<app@example.com>").await?.code, 250);
-    assert_eq!(t.cmd("RCPT TO:<x@dest.test>").await?.code, 250);
-    assert_eq!(t.cmd("DATA").await?.code, 354);
-    assert_eq!(
-        t.cmd("From: app@example.com\r\nSubject: m\r\n\r\nhi\r\n.")
-            .await?
-            .code,
-        250
-    );
-    receiver
-        .wait_for_messages(1, Duration::from_secs(30))
-        .await?;
+/// Every `(series, expected value)` pair holds in `text`; the message lists all mismatches.
+fn check_values(text: &str, expected: &[(String, f64)]) -> Result<(), String> {
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(s, v)| value(text, s) != *v)
+        .map(|(s, v)| format!("{s}: expected {v}, got {}", value(text, s)))
+        .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("\n"))
+    }
+}
 
-    let ingress_text = check_metrics(ing.metrics).await?;
-    assert!(
-        ingress_text.contains(
-            "baton_ingress_messages_accepted_total{relay_domain=\"default/example-com\"} 1"
+fn series(name: &str, labels: &str, v: f64) -> (String, f64) {
+    if labels.is_empty() {
+        (name.to_string(), v)
+    } else {
+        (format!("{name}{{{labels}}}"), v)
+    }
+}
+
+/// The ingress counters after one round of [`traffic::Env::round`].
+fn ingress_expected(syntax: &(u16, String)) -> Vec<(String, f64)> {
+    let rd = format!("relay_domain=\"{}\"", traffic::RELAY_DOMAIN);
+    let mut e = vec![
+        series(
+            "baton_ingress_connections_total",
+            "listener=\"smtp\",result=\"accepted\"",
+            1.0,
         ),
-        "{ingress_text}"
-    );
-    assert!(
-        metric(
-            ing.metrics,
-            "baton_ingress_rejections_total{code=\"550\",reason=\"5.7.1\"}"
+        series(
+            "baton_ingress_connections_total",
+            "listener=\"submission\",result=\"accepted\"",
+            1.0,
+        ),
+        series(
+            "baton_ingress_connections_total",
+            "listener=\"smtps\",result=\"accepted\"",
+            1.0,
+        ),
+        series("baton_ingress_connections_total", "", 3.0),
+        series(
+            "baton_ingress_tls_handshakes_total",
+            "listener=\"submission\",result=\"ok\"",
+            1.0,
+        ),
+        series(
+            "baton_ingress_tls_handshakes_total",
+            "listener=\"smtps\",result=\"failed\"",
+            1.0,
+        ),
+        series("baton_ingress_tls_handshakes_total", "", 2.0),
+        series("baton_ingress_auth_total", "result=\"ok\"", 1.0),
+        series("baton_ingress_auth_total", "result=\"failed\"", 1.0),
+        series("baton_ingress_messages_accepted_total", &rd, 3.0),
+        series(
+            "baton_ingress_rejections_total",
+            "code=\"550\",reason=\"5.7.1\"",
+            1.0,
+        ),
+        series(
+            "baton_ingress_rejections_total",
+            "code=\"550\",reason=\"5.6.0\"",
+            1.0,
+        ),
+        series(
+            "baton_ingress_rejections_total",
+            "code=\"535\",reason=\"5.7.8\"",
+            1.0,
+        ),
+        series("baton_ingress_rejections_total", "", 4.0),
+        series("baton_ingress_message_size_bytes_count", "", 3.0),
+        series("baton_ingress_publish_duration_seconds_count", "", 3.0),
+        series("baton_ingress_publish_errors_total", "", 0.0),
+        series("baton_ingress_sessions_active", "", 0.0),
+        series("baton_ingress_inflight_bytes", "", 0.0),
+        series("baton_config_generation", "", 1.0),
+    ];
+    let (code, status) = syntax;
+    e.push(series(
+        "baton_ingress_rejections_total",
+        &format!("code=\"{code}\",reason=\"{status}\""),
+        1.0,
+    ));
+    e
+}
+
+/// The worker's counters and gauges once round 0 is fully delivered and the queue drained.
+fn worker_expected() -> Vec<(String, f64)> {
+    let p = format!("pool=\"{}\"", traffic::POOL);
+    let out = |o: &str| {
+        format!(
+            "outcome=\"{o}\",pool=\"{}\",relay_domain=\"{}\"",
+            traffic::POOL,
+            traffic::RELAY_DOMAIN
         )
-        .await
-            >= 1.0
-    );
-    assert!(
-        metric(
-            ing.metrics,
-            "baton_ingress_connections_total{listener=\"smtp\",result=\"accepted\"}"
-        )
-        .await
-            >= 1.0
-    );
-    assert_eq!(
-        metric(ing.metrics, "baton_ingress_publish_duration_seconds_count").await,
-        1.0
-    );
-    let w = worker.metrics;
-    assert_eventually(Duration::from_secs(10), "delivered counter", || async move {
-        metric(w, "baton_delivery_recipients_total{outcome=\"delivered\",pool=\"mon\",relay_domain=\"default/example-com\"}").await == 1.0
+    };
+    vec![
+        // ok@, defer@ on its retry, and the DSN to app@example.com.
+        series("baton_delivery_recipients_total", &out("delivered"), 3.0),
+        series("baton_delivery_recipients_total", &out("deferred"), 1.0),
+        series("baton_delivery_recipients_total", &out("bounced"), 1.0),
+        series("baton_delivery_recipients_total", &out("expired"), 0.0),
+        // One attempt per envelope and destination: ok, defer twice, bad, the DSN.
+        series(
+            "baton_delivery_attempts_total",
+            &format!("{p},result=\"connected\""),
+            5.0,
+        ),
+        series("baton_delivery_attempts_total", "", 5.0),
+        series("baton_delivery_duration_seconds_count", &p, 5.0),
+        series("baton_delivery_accept_to_delivery_seconds_count", &p, 3.0),
+        series("baton_delivery_dsn_generated_total", &p, 1.0),
+        series("baton_delivery_connections_active", &p, 0.0),
+        series("baton_delivery_suspended_destinations", &p, 0.0),
+        series("baton_delivery_redeliveries_total", "", 0.0),
+        series("baton_worker_ready", &p, 1.0),
+        // `baton config apply` stored generation 1; the worker reports the snapshot in force.
+        series("baton_config_generation", "", 1.0),
+        series(
+            "baton_queue_pending_messages",
+            &format!("lane=\"new\",{p}"),
+            0.0,
+        ),
+        series("baton_queue_pending_messages", "", 0.0),
+        series("baton_queue_ack_pending_messages", "", 0.0),
+    ]
+}
+
+/// Wait until every expected value holds at `addr`'s `/metrics`; the error lists the mismatches.
+async fn wait_values(
+    addr: std::net::SocketAddr,
+    expected: &[(String, f64)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let scrape = || async move {
+        http_get(addr, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    let done = assert_eventually(timeout, "metric values", || async {
+        check_values(&scrape().await, expected).is_ok()
     })
-    .await?;
-    assert_eventually(
-        Duration::from_secs(15),
-        "queue gauges and worker readiness",
-        || async move {
-            let text = http_get(w, "/metrics")
-                .await
-                .map(|(_, b)| b)
-                .unwrap_or_default();
-            text.contains("baton_queue_pending_messages{lane=\"new\",pool=\"mon\"} 0")
-                && text.contains("baton_worker_ready{pool=\"mon\"} 1")
-        },
-    )
-    .await?;
-    check_metrics(worker.metrics).await?;
+    .await;
+    if let Err(e) = done {
+        let mismatches = check_values(&scrape().await, expected)
+            .err()
+            .unwrap_or_default();
+        anyhow::bail!("{e}:\n{mismatches}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_kind_of_traffic_moves_its_metrics_exactly() -> anyhow::Result<()> {
+    let env = traffic::Env::start("baton-mon").await?;
+    let round = env.round(0).await?;
+    let r = &round.refusals;
+    assert_eq!(r[0], (550, "5.7.1".to_string()), "policy: {r:?}");
+    assert!(r[1].0 >= 500 && r[1].0 < 600, "syntax: {r:?}");
+    assert_eq!(r[2], (550, "5.6.0".to_string()), "bare LF: {r:?}");
+    assert_eq!(r[3], (535, "5.7.8".to_string()), "wrong password: {r:?}");
+    env.wait_round_delivered(0).await?;
+    assert_eq!(env.receiver.messages().len(), 2, "ok@ and defer@");
+    assert_eq!(env.bounces.messages().len(), 1, "one DSN");
+
+    let expected = ingress_expected(&r[1]);
+    let m = env.ing.metrics;
+    wait_values(m, &expected, Duration::from_secs(10)).await?;
+    let text = check_metrics(m).await?;
+    check_values(&text, &expected).map_err(anyhow::Error::msg)?;
+    assert!(value(&text, "baton_ingress_message_size_bytes_sum") > 0.0);
+
+    // Queue gauges are refreshed every 5 s; the rest must already be final.
+    let expected = worker_expected();
+    let w = env.worker.metrics;
+    wait_values(w, &expected, Duration::from_secs(20)).await?;
+    let text = check_metrics(w).await?;
+    check_values(&text, &expected).map_err(anyhow::Error::msg)?;
+    assert!(
+        text.contains("baton_queue_oldest_message_age_seconds{pool=\"test\"}"),
+        "oldest age gauge"
+    );
     Ok(())
 }

@@ -13,8 +13,9 @@ use crate::outcome::{RecipientOutcome, enhanced_from_reply};
 
 /// Longest line allowed by RFC 5322.
 const MAX_LINE: usize = 998;
-/// Longest field value (diagnostic, address) written into the report.
-const MAX_VALUE: usize = 900;
+/// Longest field value (diagnostic, address) written into the report, in octets: two of them
+/// share one line of the explanation (`<address>: failed: diagnostic`), which stays ≤ 998.
+const MAX_VALUE: usize = 480;
 
 /// RFC 3464 `Action` of one recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +125,17 @@ pub fn needs_8bitmime(dsn: &[u8]) -> bool {
     !dsn.is_ascii()
 }
 
-/// Printable single-line value: control characters become spaces, bounded length.
+/// Printable single-line value: control characters become spaces, at most [`MAX_VALUE`]
+/// octets (cut on a character boundary).
 fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_VALUE)
-        .collect()
+    let mut out = String::new();
+    for c in s.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+        if out.len() + c.len_utf8() > MAX_VALUE {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Normalise line endings to CRLF (bare CR and bare LF become CRLF).

@@ -182,10 +182,10 @@ pub async fn run(
         })
     };
     loop {
-        let pool = snapshots
-            .borrow_and_update()
-            .as_ref()
-            .and_then(|c| c.pools.iter().find(|p| p.name == config.pool).cloned());
+        let pool = snapshots.borrow_and_update().as_ref().and_then(|c| {
+            ctx.metrics.config_generation.set(c.generation as i64);
+            c.pools.iter().find(|p| p.name == config.pool).cloned()
+        });
         match pool {
             None => ready.set(
                 "config",

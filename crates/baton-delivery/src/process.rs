@@ -34,7 +34,7 @@ pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage) {
     // A retry-lane message waits for its due time (the lane's head is always the earliest).
     // On shutdown a message still waiting is given back at once, so SIGTERM does not wait
     // for the retry schedule; its due time travels with it.
-    let wait_ms = env.not_before_ms - now_ms();
+    let wait_ms = env.not_before_ms.saturating_sub(now_ms());
     if wait_ms > 0 {
         let waited = tokio::select! {
             _ = wait_with_progress(ctx, &qm, Duration::from_millis(wait_ms as u64)) => true,
@@ -140,17 +140,14 @@ async fn deliver_domain(
     };
     let n = idx.len();
     let all = |f: Fate| vec![f; n];
-    if let Some(until) = ctx.suspended_until(&dest) {
-        let reply = format!(
+    let suspended = |until: i64| Fate::Deferred {
+        reply: format!(
             "451 4.4.5 destination {dest} suspended after repeated failures until {until} ms"
-        );
-        return (
-            idx,
-            all(Fate::Deferred {
-                reply,
-                remote: String::new(),
-            }),
-        );
+        ),
+        remote: String::new(),
+    };
+    if let Some(until) = ctx.suspended_until(&dest) {
+        return (idx, all(suspended(until)));
     }
     let targets = match route(&ctx.dns, pool, &ctx.health, &domain).await {
         Route::Targets(t) => t,
@@ -190,6 +187,10 @@ async fn deliver_domain(
             }),
         );
     };
+    // It may have been suspended while this message waited for a slot: do not connect then.
+    if let Some(until) = ctx.suspended_until(&dest) {
+        return (idx, all(suspended(until)));
+    }
     let _global = ctx.delivery_slots.acquire().await;
     let mut cfg = ctx.client.clone();
     if let Some(e) = pick_egress(pool) {
@@ -302,7 +303,7 @@ async fn finish(
     mut fates: Vec<Fate>,
 ) {
     let env = &qm.envelope;
-    let attempt = env.attempt + 1;
+    let attempt = env.attempt.saturating_add(1);
     let now = now_ms();
     // Deferred recipients either go to the next tier or, past maxAge, expire now.
     let decision = schedule.next(attempt, env.received_at_ms, now);
@@ -384,7 +385,7 @@ fn log_outcome(
     attempt: u32,
     now: i64,
 ) {
-    let delay = (now - env.received_at_ms).max(0) as f64 / 1000.0;
+    let delay = now.saturating_sub(env.received_at_ms).max(0) as f64 / 1000.0;
     let (status, reply, remote) = match f {
         Fate::Delivered { reply, remote } => ("sent", reply, remote.as_str()),
         Fate::Deferred { reply, remote } => ("deferred", reply, remote.as_str()),
