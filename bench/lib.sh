@@ -241,13 +241,14 @@ start_ingress() {
   wait_ready "$INGRESS_METRICS"
 }
 
-# start_worker NAME -> sets WORKER_PID, WORKER_METRICS.
+# start_worker NAME [EXTRA ARGS...] -> sets WORKER_PID, WORKER_METRICS.
 start_worker() {
   local name=$1 mport
+  shift
   mport=$(free_port)
   WORKER_METRICS="http://127.0.0.1:$mport"
   "$BATON" --log-level "$BATON_LOG" worker --nats "$NATS_URL" --pool bench \
-    --hostname baton-bench.localhost --listen-metrics "127.0.0.1:$mport" \
+    --hostname baton-bench.localhost --listen-metrics "127.0.0.1:$mport" "$@" \
     >"$bench_work/$name.worker.log" 2>&1 &
   WORKER_PID=$!
   bench_pids+=("$WORKER_PID")
@@ -264,17 +265,50 @@ wait_ready() { # METRICS_URL
   return 1
 }
 
+# metric_sum METRICS_URL SERIES_PREFIX -> sum of the samples whose line starts with the prefix.
+metric_sum() {
+  curl -fs "$1/metrics" | awk -v p="$2" 'index($0, p) == 1 { s += $NF } END { printf "%d", s }'
+}
+
+# start_dns NAME "MX-HOST-ARGS..." -> sets DNS_ADDR. dnsmasq on loopback, authoritative for .test.
+start_dns() {
+  local name=$1 port
+  shift
+  port=$(free_port)
+  dnsmasq --keep-in-foreground --no-daemon --conf-file=/dev/null --no-resolv --no-hosts \
+    --no-poll --bind-interfaces --listen-address=127.0.0.1 --user=root --pid-file \
+    --port="$port" --local=/test/ "$@" >"$bench_work/$name.dns.log" 2>&1 &
+  bench_pids+=($!)
+  DNS_ADDR="127.0.0.1:$port"
+  # Wait until it answers a query (any answer).
+  python3 - "$port" <<'PY'
+import socket, sys, time
+q = bytes.fromhex("123401000001000000000000") + b"\x04test\x00" + bytes.fromhex("00060001")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.1)
+for _ in range(100):
+    try:
+        s.sendto(q, ("127.0.0.1", int(sys.argv[1])))
+        s.recvfrom(512)
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit("dnsmasq did not answer")
+PY
+}
+
 vm_kib() { # PID FIELD (VmRSS, VmHWM)
   awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }
 
-# run_source LABEL PORT SESSIONS SIZE COUNT -> prints elapsed seconds; aborts if smtp-source fails.
+# run_source LABEL PORT SESSIONS SIZE COUNT [RCPT] -> prints elapsed seconds; aborts if
+# smtp-source fails. RCPT defaults to x@dest.test.
 run_source() {
-  local label=$1 port=$2 s=$3 l=$4 m=$5 t0 t1
+  local label=$1 port=$2 s=$3 l=$4 m=$5 rcpt=${6:-x@dest.test} t0 t1
   t0=$(now)
   # /usr/bin/time records smtp-source's own CPU (user+sys s) in $label.source.cpu.
   if ! /usr/bin/time -f "%U %S" -o "$bench_work/$label.source.cpu" \
-    "$SMTP_SOURCE" -s "$s" -l "$l" -m "$m" -f app@example.com -t x@dest.test \
+    "$SMTP_SOURCE" -s "$s" -l "$l" -m "$m" -f app@example.com -t "$rcpt" \
     "127.0.0.1:$port" >"$bench_work/$label.source.out" 2>&1; then
     echo "smtp-source against $label failed:" >&2
     tail -5 "$bench_work/$label.source.out" >&2

@@ -105,6 +105,14 @@ impl Ctx {
             } else {
                 s.record_failure(dest, now_ms());
             }
+        }
+        self.publish_suspended();
+    }
+
+    /// Set `baton_delivery_suspended_destinations`; also called once a second, so suspensions
+    /// that ran out leave the gauge without waiting for the next attempt.
+    fn publish_suspended(&self) {
+        if let Ok(s) = self.suspensions.lock() {
             self.metrics
                 .delivery_suspended_destinations
                 .with_label_values(&[&self.pool_name])
@@ -178,6 +186,7 @@ pub async fn run(
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 ctx.conns.reap();
+                ctx.publish_suspended();
             }
         })
     };

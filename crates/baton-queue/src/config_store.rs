@@ -49,8 +49,12 @@ impl ConfigStore {
 
     /// Watch the snapshot: the returned receiver holds the latest decoded config and changes
     /// whenever a new one is written. A snapshot that does not decode is logged and skipped
-    /// (the previous one stays in force). The watch task ends when all receivers are dropped.
-    pub async fn watch(&self) -> Result<ConfigWatch, QueueError> {
+    /// (the previous one stays in force) and `on_rejected` is called, so the caller can count
+    /// it (`baton_config_errors_total`). The watch task ends when all receivers are dropped.
+    pub async fn watch(
+        &self,
+        on_rejected: impl Fn() + Send + 'static,
+    ) -> Result<ConfigWatch, QueueError> {
         let mut updates = self.kv.watch_with_history(CONFIG_KEY).await.map_err(err)?;
         let (tx, rx) = watch::channel(None);
         tokio::spawn(async move {
@@ -72,7 +76,10 @@ impl ConfigStore {
                             break;
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "undecodable config snapshot ignored"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "undecodable config snapshot ignored");
+                        on_rejected();
+                    }
                 }
             }
         });

@@ -51,7 +51,17 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Apply { nats, paths },
         } => {
-            let nats = Nats::connect(&nats, "baton-config", 1).await?;
+            // Only the buckets: provisioning the queue stream here with one replica would
+            // scale a production (3-replica) stream down.
+            let client = baton_queue::connect(&nats, "baton-config").await?;
+            let js = async_nats::jetstream::new(client.clone());
+            let provisioner = Provisioner::new(js.clone(), StreamSettings::default());
+            provisioner.ensure_buckets().await?;
+            let nats = Nats {
+                client,
+                js,
+                provisioner,
+            };
             let generation = apply_config(&nats, &paths).await?;
             println!("applied RelayConfig generation {generation}");
             Ok(())
@@ -253,6 +263,12 @@ pub async fn ops(
     Ok((metrics, health))
 }
 
+/// Counts config snapshots that do not decode.
+fn count_rejected(metrics: &Metrics) -> impl Fn() + Send + 'static {
+    let errors = metrics.config_errors.clone();
+    move || errors.inc()
+}
+
 /// Run an ingress until `stop`.
 pub async fn run_ingress(
     nats: &Nats,
@@ -263,7 +279,10 @@ pub async fn run_ingress(
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let raw = ConfigStore::open(&nats.js).await?.watch().await?;
+    let raw = ConfigStore::open(&nats.js)
+        .await?
+        .watch(count_rejected(&metrics))
+        .await?;
     let snapshots = baton_ingress::index_snapshots(raw, metrics.clone());
     {
         let mut s = snapshots.clone();
@@ -340,7 +359,10 @@ pub async fn run_worker(
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let snapshots = ConfigStore::open(&nats.js).await?.watch().await?;
+    let snapshots = ConfigStore::open(&nats.js)
+        .await?
+        .watch(count_rejected(&metrics))
+        .await?;
     spawn_queue_stats(
         nats.provisioner.clone(),
         config.pool.clone(),

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Head-of-line isolation benchmark (issues 3 and 7), one run, same machine, two fresh stacks
+# (nats-server -js + `baton ingress` + one `baton worker`, release build, Direct mode, MX from
+# dnsmasq on loopback):
+#   baseline: smtp-source -s 20 -l 2048 -m $MESSAGES to x@healthy.test -> smtp-sink
+#   backlog:  first $BACKLOG messages to x@dead.test (its MX, 127.0.0.2, refuses connections),
+#             wait until every one of them has been deferred at least once, then the same
+#             healthy run while the backlog sits in the retry lanes.
+# Healthy rate = messages at the sink / time from the start of smtp-source to the last arrival.
+# Target: backlog rate >= 90% of baseline rate. The two phases alternate ROUNDS times (default
+# 2: baseline, backlog, baseline, backlog) and the totals are compared, so a burst of load
+# from something else on the machine hits both sides alike.
+# SCHEDULE (default "[1m, 5m, 15m, 1h, 4h]", the README's production-like schedule) sets the
+# pool's retry tiers. With CHURN=1 the schedule is "[3s, 3s, 3s, 3s, 3s, 3s]" so the deferred
+# backlog comes due again and again *during* the healthy run (a harsher case: every retry is a
+# fetch, a suspension check, a re-publish and an ack competing for the same 2 cores).
+#
+# Usage: bench/hol_isolation.sh   (from the repo root; env: MESSAGES BACKLOG SESSIONS SIZE CHURN)
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+MESSAGES=${MESSAGES:-5000}
+BACKLOG=${BACKLOG:-10000}
+SESSIONS=${SESSIONS:-20}
+SIZE=${SIZE:-2048}
+WARMUP=${WARMUP:-200}
+ROUNDS=${ROUNDS:-2}
+CHURN=${CHURN:-0}
+if [ "$CHURN" = 1 ]; then
+  SCHEDULE=${SCHEDULE:-"[3s, 3s, 3s, 3s, 3s, 3s]"}
+else
+  SCHEDULE=${SCHEDULE:-"[1m, 5m, 15m, 1h, 4h]"}
+fi
+command -v dnsmasq >/dev/null || { echo "dnsmasq not found (apt-get install dnsmasq-base)" >&2; exit 1; }
+
+bench_init
+log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(load_note)"
+
+rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.1f", n / t }'; }
+since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+hol_config() { # NAME SINK_PORT
+  local yaml="$bench_work/$1.yaml"
+  cat >"$yaml" <<YAML
+apiVersion: baton.dev/v1alpha1
+kind: SendingPool
+metadata:
+  name: bench
+spec:
+  delivery: {mode: Direct, port: $2}
+  egress:
+    - {ehloName: baton-bench.localhost, weight: 1}
+  tls: {policy: Disabled}
+  retry: {schedule: $SCHEDULE, maxAge: 1d}
+---
+apiVersion: baton.dev/v1alpha1
+kind: RelayDomain
+metadata: {name: example-com, namespace: default}
+spec:
+  domain: example.com
+  pool: bench
+  allowedSenders: ["*@example.com"]
+  submission:
+    networks: [127.0.0.0/8]
+YAML
+  "$BATON" --log-level warn config apply --nats "$NATS_URL" "$yaml" >&2
+}
+
+# phase NAME BACKLOG -> prints "RATE COUNT SECONDS DEAD_RETRIES_DURING"
+phase() {
+  local name=$1 backlog=$2 sink t0 t_last t n deferred0 deferred1
+  start_sink "$name"
+  sink=$SINK_OUT
+  start_dns "$name" --mx-host=healthy.test,mx.healthy.test,10 --host-record=mx.healthy.test,127.0.0.1 \
+    --mx-host=dead.test,mx.dead.test,10 --host-record=mx.dead.test,127.0.0.2
+  start_nats "$name"
+  hol_config "$name" "$SINK_PORT"
+  start_ingress "$name"
+  start_worker "$name" --dns-server "$DNS_ADDR"
+  run_source "$name-warmup" "$INGRESS_PORT" "$SESSIONS" "$SIZE" "$WARMUP" x@healthy.test >/dev/null
+  wait_sink "$sink" "$WARMUP" 120 >/dev/null
+  if [ "$backlog" -gt 0 ]; then
+    log "$name: queueing $backlog messages for dead.test"
+    run_source "$name-dead" "$INGRESS_PORT" "$SESSIONS" "$SIZE" "$backlog" x@dead.test >/dev/null
+    # Every backlog message deferred at least once (it now sits in a retry lane).
+    for _ in $(seq 1 6000); do
+      n=$(metric_sum "$WORKER_METRICS" 'baton_delivery_recipients_total{outcome="deferred"')
+      [ "$n" -ge "$backlog" ] && break
+      sleep 0.1
+    done
+    [ "$n" -ge "$backlog" ] || { echo "$name: only $n of $backlog deferred" >&2; return 1; }
+  fi
+  deferred0=$(metric_sum "$WORKER_METRICS" 'baton_delivery_recipients_total{outcome="deferred"')
+  log "$name: healthy run, $MESSAGES messages ($(load_note))"
+  t0=$(now)
+  run_source "$name" "$INGRESS_PORT" "$SESSIONS" "$SIZE" "$MESSAGES" x@healthy.test >/dev/null
+  t_last=$(wait_sink "$sink" $((WARMUP + MESSAGES)) 900)
+  t=$(since "$t0" "$t_last")
+  deferred1=$(metric_sum "$WORKER_METRICS" 'baton_delivery_recipients_total{outcome="deferred"')
+  n=$(( $(sink_count "$sink") - WARMUP ))
+  kill "$WORKER_PID" "$INGRESS_PID" "$NATS_PID" 2>/dev/null || true
+  wait "$WORKER_PID" "$INGRESS_PID" "$NATS_PID" 2>/dev/null || true
+  echo "$(rate "$n" "$t") $n $t $((deferred1 - deferred0))"
+}
+
+base_n=0 base_t=0 bl_n=0 bl_t=0 bl_retries=0
+for round in $(seq 1 "$ROUNDS"); do
+  read -r rate n t _ < <(phase "baseline$round" 0)
+  log "baseline $round: $n healthy messages in ${t}s = $rate msg/s"
+  base_n=$((base_n + n)); base_t=$(awk -v a="$base_t" -v b="$t" 'BEGIN { print a + b }')
+  read -r rate n t retries < <(phase "backlog$round" "$BACKLOG")
+  log "backlog $round: $n healthy messages in ${t}s = $rate msg/s; dead.test retries processed meanwhile: $retries"
+  bl_n=$((bl_n + n)); bl_t=$(awk -v a="$bl_t" -v b="$t" 'BEGIN { print a + b }')
+  bl_retries=$((bl_retries + retries))
+done
+base_rate=$(rate "$base_n" "$base_t")
+bl_rate=$(rate "$bl_n" "$bl_t")
+
+r=$(awk -v a="$bl_rate" -v b="$base_rate" 'BEGIN { printf "%.1f", 100 * a / b }')
+ok=$(awk -v r="$r" 'BEGIN { print (r >= 90) ? "MET" : "MISSED" }')
+echo "head-of-line isolation: healthy destination $bl_rate msg/s with $BACKLOG deferred for a dead destination vs $base_rate msg/s without = ${r}% of baseline; target >= 90%: $ok"
+echo "(schedule $SCHEDULE; $ROUNDS rounds; dead.test retries during the healthy runs: $bl_retries; $(load_note) at end; messages=$MESSAGES sessions=$SESSIONS size=$SIZE)"
