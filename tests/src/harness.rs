@@ -268,8 +268,13 @@ pub fn write_config(dir: &Path, name: &str, yaml: &str) -> anyhow::Result<PathBu
 
 /// Run `baton config apply`.
 pub fn apply_config(nats: &Nats, path: &Path) -> anyhow::Result<()> {
+    apply_config_url(&nats.url, path)
+}
+
+/// Run `baton config apply` against `url` (one server, or several separated by commas).
+pub fn apply_config_url(url: &str, path: &Path) -> anyhow::Result<()> {
     let out = Command::new(baton_bin()?)
-        .args(["config", "apply", "--nats", &nats.url])
+        .args(["config", "apply", "--nats", url])
         .arg(path)
         .output()?;
     if !out.status.success() {
@@ -313,12 +318,17 @@ pub fn write_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 impl Ingress {
     /// Start an ingress against `nats` with extra flags, and wait until it is ready.
     pub async fn start(nats: &Nats, dir: &Path, extra: &[&str]) -> anyhow::Result<Ingress> {
+        Ingress::start_url(&nats.url, dir, extra).await
+    }
+
+    /// Like [`Ingress::start`] against `url` (one server, or several separated by commas).
+    pub async fn start_url(url: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<Ingress> {
         let (cert, key) = write_cert(dir)?;
         let (smtp, submission, smtps, metrics) =
             (loopback()?, loopback()?, loopback()?, loopback()?);
         let log = dir.join(format!("ingress-{}.log", smtp.port()));
         let child = Command::new(baton_bin()?)
-            .args(["ingress", "--nats", &nats.url, "--hostname", "baton.test"])
+            .args(["ingress", "--nats", url, "--hostname", "baton.test"])
             .args([
                 "--listen-smtp",
                 &smtp.to_string(),
@@ -387,13 +397,24 @@ impl Worker {
         dns: Option<SocketAddr>,
         extra: &[&str],
     ) -> anyhow::Result<Worker> {
+        Worker::start_url(&nats.url, dir, pool, dns, extra).await
+    }
+
+    /// Like [`Worker::start`] against `url` (one server, or several separated by commas).
+    pub async fn start_url(
+        url: &str,
+        dir: &Path,
+        pool: &str,
+        dns: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> anyhow::Result<Worker> {
         let metrics = loopback()?;
         let log = dir.join(format!("worker-{}.log", metrics.port()));
         let mut cmd = Command::new(baton_bin()?);
         cmd.args([
             "worker",
             "--nats",
-            &nats.url,
+            url,
             "--pool",
             pool,
             "--hostname",

@@ -3,6 +3,7 @@
 //! SMTP receivers, and waits on conditions (never on sleeps). Each scenario lives in its own
 //! file under `tests/`.
 
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod dkim;

@@ -51,13 +51,20 @@ pub fn consumer_name(pool: &str, kind: LaneKind) -> String {
 }
 
 /// Connect to NATS with the options every Baton process uses: retry the initial connect,
-/// reconnect forever, and a name that shows up in `nats-server` monitoring.
+/// reconnect forever, and a name that shows up in `nats-server` monitoring. `url` may list
+/// several servers separated by commas (`nats://a:4222,nats://b:4222`), as NATS clients
+/// conventionally accept: any of them can serve the first connection.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, QueueError> {
+    let servers: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|e| QueueError::Connect(e.to_string()))
 }

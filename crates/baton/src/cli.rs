@@ -87,6 +87,10 @@ pub enum ConfigCommand {
         /// NATS URL.
         #[arg(long, env = "BATON_NATS", default_value = "nats://127.0.0.1:4222")]
         nats: String,
+        /// Replicas of the config and body buckets when this creates them (3 on a production
+        /// NATS cluster). Existing buckets and the queue stream are left as they are.
+        #[arg(long, env = "BATON_STREAM_REPLICAS", default_value_t = 1)]
+        stream_replicas: usize,
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,

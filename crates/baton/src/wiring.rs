@@ -49,13 +49,22 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
         }
         Command::Operator(args) => crate::operator::run(args, log).await,
         Command::Config {
-            command: ConfigCommand::Apply { nats, paths },
+            command:
+                ConfigCommand::Apply {
+                    nats,
+                    stream_replicas,
+                    paths,
+                },
         } => {
-            // Only the buckets: provisioning the queue stream here with one replica would
+            // Only the buckets, created when missing: provisioning the queue stream here could
             // scale a production (3-replica) stream down.
             let client = baton_queue::connect(&nats, "baton-config").await?;
             let js = async_nats::jetstream::new(client.clone());
-            let provisioner = Provisioner::new(js.clone(), StreamSettings::default());
+            let settings = StreamSettings {
+                replicas: stream_replicas,
+                ..StreamSettings::default()
+            };
+            let provisioner = Provisioner::new(js.clone(), settings);
             provisioner.ensure_buckets().await?;
             let nats = Nats {
                 client,
