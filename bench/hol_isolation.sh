@@ -39,33 +39,6 @@ log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.1f", n / t }'; }
 since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
-hol_config() { # NAME SINK_PORT
-  local yaml="$bench_work/$1.yaml"
-  cat >"$yaml" <<YAML
-apiVersion: baton.dev/v1alpha1
-kind: SendingPool
-metadata:
-  name: bench
-spec:
-  delivery: {mode: Direct, port: $2}
-  egress:
-    - {ehloName: baton-bench.localhost, weight: 1}
-  tls: {policy: Disabled}
-  retry: {schedule: $SCHEDULE, maxAge: 1d}
----
-apiVersion: baton.dev/v1alpha1
-kind: RelayDomain
-metadata: {name: example-com, namespace: default}
-spec:
-  domain: example.com
-  pool: bench
-  allowedSenders: ["*@example.com"]
-  submission:
-    networks: [127.0.0.0/8]
-YAML
-  "$BATON" --log-level warn config apply --nats "$NATS_URL" "$yaml" >&2
-}
-
 # phase NAME BACKLOG -> prints "RATE COUNT SECONDS DEAD_RETRIES_DURING"
 phase() {
   local name=$1 backlog=$2 sink t0 t_last t n deferred0 deferred1
@@ -74,7 +47,7 @@ phase() {
   start_dns "$name" --mx-host=healthy.test,mx.healthy.test,10 --host-record=mx.healthy.test,127.0.0.1 \
     --mx-host=dead.test,mx.dead.test,10 --host-record=mx.dead.test,127.0.0.2
   start_nats "$name"
-  hol_config "$name" "$SINK_PORT"
+  baton_config "$name" "$SINK_PORT" "{mode: Direct, port: $SINK_PORT}" "$SCHEDULE"
   start_ingress "$name"
   start_worker "$name" --dns-server "$DNS_ADDR"
   run_source "$name-warmup" "$INGRESS_PORT" "$SESSIONS" "$SIZE" "$WARMUP" x@healthy.test >/dev/null

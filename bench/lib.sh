@@ -187,9 +187,12 @@ start_nats() {
   wait_port "$port"
 }
 
-# baton_config NAME SINK_PORT -> writes the YAML (pool `bench`, Smarthost to the sink) and applies it.
+# baton_config NAME SINK_PORT [DELIVERY] [SCHEDULE] -> writes the YAML (pool `bench`) and
+# applies it. DELIVERY defaults to Smarthost mode to the sink; SCHEDULE to "[10s, 1m, 5m]".
 baton_config() {
   local name=$1 sinkport=$2
+  local delivery=${3:-"{mode: Smarthost, smarthosts: [{host: 127.0.0.1, port: $sinkport, weight: 1, tls: Disabled}]}"}
+  local schedule=${4:-"[10s, 1m, 5m]"}
   BATON_YAML="$bench_work/$name.yaml"
   cat >"$BATON_YAML" <<EOF
 apiVersion: baton.dev/v1alpha1
@@ -197,14 +200,11 @@ kind: SendingPool
 metadata:
   name: bench
 spec:
-  delivery:
-    mode: Smarthost
-    smarthosts:
-      - {host: 127.0.0.1, port: $sinkport, weight: 1, tls: Disabled}
+  delivery: $delivery
   egress:
     - {ehloName: baton-bench.localhost, weight: 1}
   tls: {policy: Disabled}
-  retry: {schedule: [10s, 1m, 5m], maxAge: 1h}
+  retry: {schedule: $schedule, maxAge: 1d}
 ---
 apiVersion: baton.dev/v1alpha1
 kind: RelayDomain
