@@ -333,12 +333,7 @@ impl Bed {
         crate::tls::install_crypto_provider();
         let dir = TempDir::new(&spec.name)?;
         let cluster = NatsCluster::start(3).await?;
-        let dns = Dns::start_local(
-            &[("dest.test", "mx.dest.test", 10)],
-            &[("mx.dest.test", "127.0.0.1")],
-            &["test"],
-        )
-        .await?;
+        let dns = Dns::dest_test().await?;
         apply_config_url(
             &cluster.urls(),
             &write_config(&dir.0, "c.yaml", &spec.yaml)?,

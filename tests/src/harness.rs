@@ -190,6 +190,17 @@ impl Dns {
         Dns::start_local(mx, a, &[]).await
     }
 
+    /// The common case: `dest.test` has one MX, `mx.dest.test` → 127.0.0.1, and the server is
+    /// authoritative for `.test`.
+    pub async fn dest_test() -> anyhow::Result<Dns> {
+        Dns::start_local(
+            &[("dest.test", "mx.dest.test", 10)],
+            &[("mx.dest.test", "127.0.0.1")],
+            &["test"],
+        )
+        .await
+    }
+
     /// Like [`Dns::start`], and answer authoritatively for the `zones` (e.g. `test`): a name
     /// without the asked type gets NODATA and an unknown name NXDOMAIN, instead of REFUSED
     /// (dnsmasq has no upstream). Needed for "no MX → implicit A" (RFC 5321 §5.1).

@@ -69,12 +69,7 @@ async fn kill_9_of_a_worker_loses_nothing() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let dns = Dns::start_local(
-        &[("dest.test", "mx.dest.test", 10)],
-        &[("mx.dest.test", "127.0.0.1")],
-        &["test"],
-    )
-    .await?;
+    let dns = Dns::dest_test().await?;
     apply_config(
         &nats,
         &write_config(&dir.0, "c.yaml", &direct(port, "[1s, 2s]", "1h"))?,

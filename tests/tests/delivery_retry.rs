@@ -44,12 +44,7 @@ async fn deferred_then_delivered_once_and_partial_success_not_resent() -> anyhow
         },
     )
     .await?;
-    let dns = Dns::start_local(
-        &[("dest.test", "mx.dest.test", 10)],
-        &[("mx.dest.test", "127.0.0.1")],
-        &["test"],
-    )
-    .await?;
+    let dns = Dns::dest_test().await?;
     apply_config(
         &nats,
         &write_config(&dir.0, "c.yaml", &direct(port, "[1s, 2s]", "1h"))?,

@@ -42,12 +42,7 @@ async fn sigterm_gives_back_waiting_retry_messages() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let dns = Dns::start_local(
-        &[("dest.test", "mx.dest.test", 10)],
-        &[("mx.dest.test", "127.0.0.1")],
-        &["test"],
-    )
-    .await?;
+    let dns = Dns::dest_test().await?;
     let cfg = direct(receiver.addr().port(), "[1h]", "5d");
     apply_config(&nats, &write_config(&dir.0, "c.yaml", &cfg)?)?;
     let ing = Ingress::start(&nats, &dir.0, &[]).await?;
