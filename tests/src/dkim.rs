@@ -7,11 +7,10 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::harness::{Proc, baton_bin, free_port, wait_port};
+use crate::harness::baton_bin;
 
 /// A fresh PKCS#8 PEM private key from `openssl genpkey`: `rsa` (2048 bits) or `ed25519`.
 pub fn openssl_key(kind: &str) -> anyhow::Result<String> {
@@ -104,73 +103,6 @@ pub fn txt_strings(value: &str) -> Vec<&str> {
     }
     out.push(rest);
     out
-}
-
-/// `dnsmasq` on loopback serving MX, A and TXT records (nothing else).
-pub struct RecordDns {
-    /// Address of the server (UDP and TCP).
-    pub addr: SocketAddr,
-    _proc: Proc,
-}
-
-impl RecordDns {
-    /// Serve `mx` `(domain, host, preference)`, `a` `(host, ip)` and `txt` `(name, value)`;
-    /// answer authoritatively (NODATA/NXDOMAIN) for names under `zones`.
-    pub async fn start(
-        mx: &[(&str, &str, u16)],
-        a: &[(&str, &str)],
-        txt: &[(&str, &str)],
-        zones: &[&str],
-    ) -> anyhow::Result<RecordDns> {
-        let port = free_port()?;
-        let mut cmd = Command::new("/usr/sbin/dnsmasq");
-        cmd.args([
-            "--keep-in-foreground",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--user=root",
-            "--pid-file",
-            &format!("--port={port}"),
-            "--log-facility=-",
-        ]);
-        for z in zones {
-            cmd.arg(format!("--local=/{z}/"));
-        }
-        for (d, h, p) in mx {
-            cmd.arg(format!("--mx-host={d},{h},{p}"));
-        }
-        for (h, ip) in a {
-            cmd.arg(format!("--host-record={h},{ip}"));
-        }
-        for (name, value) in txt {
-            // No shell in between: dnsmasq would keep quotes literally, so the
-            // character-strings are passed bare, separated by commas.
-            if value.contains([',', '"', '\\']) {
-                bail!("TXT value for {name} must not contain commas, quotes or backslashes");
-            }
-            cmd.arg(format!(
-                "--txt-record={name},{}",
-                txt_strings(value).join(",")
-            ));
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawning dnsmasq (Debian package `dnsmasq-base`)")?;
-        let proc = Proc {
-            child,
-            name: "dnsmasq".into(),
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_port(addr, Duration::from_secs(10)).await?;
-        Ok(RecordDns { addr, _proc: proc })
-    }
 }
 
 /// The Debian interpreter: python3-dkim and python3-dnspython live in its dist-packages.

@@ -209,6 +209,17 @@ impl Dns {
         a: &[(&str, &str)],
         zones: &[&str],
     ) -> anyhow::Result<Dns> {
+        Dns::start_records(mx, a, &[], zones).await
+    }
+
+    /// Like [`Dns::start_local`], and serve `txt` records `(name, value)`; a value longer than
+    /// 255 bytes is split into several character-strings (RFC 1035 §3.3.14).
+    pub async fn start_records(
+        mx: &[(&str, &str, u16)],
+        a: &[(&str, &str)],
+        txt: &[(&str, &str)],
+        zones: &[&str],
+    ) -> anyhow::Result<Dns> {
         require("dnsmasq", "dnsmasq-base")?;
         let port = free_port()?;
         let mut cmd = Command::new("dnsmasq");
@@ -234,6 +245,19 @@ impl Dns {
         }
         for (h, ip) in a {
             cmd.arg(format!("--host-record={h},{ip}"));
+        }
+        for (name, value) in txt {
+            // No shell in between: dnsmasq would keep quotes literally, so the
+            // character-strings are passed bare, separated by commas.
+            if value.contains([',', '"', '\\']) {
+                anyhow::bail!(
+                    "TXT value for {name} must not contain commas, quotes or backslashes"
+                );
+            }
+            cmd.arg(format!(
+                "--txt-record={name},{}",
+                crate::dkim::txt_strings(value).join(",")
+            ));
         }
         let child = cmd
             .stdout(Stdio::null())

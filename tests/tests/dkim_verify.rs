@@ -7,11 +7,9 @@
 
 use std::time::Duration;
 
-use baton_system_tests::dkim::{
-    RecordDns, Verdict, dkimpy_verify, dns_records, key_secret, openssl_key,
-};
+use baton_system_tests::dkim::{Verdict, dkimpy_verify, dns_records, key_secret, openssl_key};
 use baton_system_tests::harness::{
-    Ingress, Nats, TempDir, Worker, apply_config, free_port, write_config,
+    Dns, Ingress, Nats, TempDir, Worker, apply_config, free_port, write_config,
 };
 use baton_system_tests::receiver::{ReceivedMessage, Receiver, ReceiverConfig};
 
@@ -173,7 +171,7 @@ async fn relayed_mail_verifies_with_dkimpy_against_published_keys() -> anyhow::R
             .any(|(n, v)| *n == "rsa2026._domainkey.example.com" && v.len() > 255),
         "an RSA-2048 record needs more than one character-string: {records:?}"
     );
-    let dns = RecordDns::start(
+    let dns = Dns::start_records(
         &[("dest.test", "mx.dest.test", 10)],
         &[("mx.dest.test", "127.0.0.1")],
         &dkim_records,
