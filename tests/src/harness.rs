@@ -1,16 +1,48 @@
 //! Processes for system tests. Every child is killed when its handle drops.
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-/// A free loopback TCP port (bound and released; good enough on a test machine).
+/// Ports handed out by this test process so far (tests run on parallel threads).
+static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+
+/// A free loopback port (TCP and UDP) for a child process to bind.
+///
+/// Never the kernel's choice (`bind(:0)`): that comes from the ephemeral range, where any
+/// outgoing connection can take the port between this check and the child's bind — a
+/// flake CI hit once. Ports come from below the ephemeral range instead, each at most once
+/// per process, starting at an offset derived from the pid so that test binaries differ.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    const LOW: u32 = 10_000;
+    let high = ephemeral_low().clamp(LOW + 1_000, 65_535);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(LOW + (start + n) % span) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port below {high}")
+}
+
+/// First port of the kernel's ephemeral range (Linux default 32768).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Wait until `cond` is true, polling every 50 ms, failing after `timeout` with `what`.
@@ -384,7 +416,7 @@ impl Ingress {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        let ing = Ingress {
+        let mut ing = Ingress {
             smtp,
             submission,
             smtps,
@@ -395,7 +427,10 @@ impl Ingress {
             },
             log,
         };
-        ing.wait_ready(Duration::from_secs(20)).await?;
+        if let Err(e) = ing.wait_ready(Duration::from_secs(20)).await {
+            let status = ing.proc.child.try_wait();
+            return Err(e.context(format!("ingress exit status: {status:?}")));
+        }
         Ok(ing)
     }
 
