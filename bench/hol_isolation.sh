@@ -14,8 +14,14 @@
 # pool's retry tiers. With CHURN=1 the schedule is "[3s, 3s, 3s, 3s, 3s, 3s]" so the deferred
 # backlog comes due again and again *during* the healthy run (a harsher case: every retry is a
 # fetch, a suspension check, a re-publish and an ack competing for the same 2 cores).
+# With SLOW=1 the backlog goes to a *slow* destination instead of a dead one: slow.test's MX
+# (127.0.0.2) is an smtp-sink that waits SLOW_DELAY seconds (default 1) before answering DATA,
+# reached over the pool's default 20 connections. The healthy run starts as soon as the
+# backlog is queued, so slow mail is being fetched, waited on and deferred (451 4.4.5 when it
+# would wait longer than the first retry delay) throughout the run.
 #
-# Usage: bench/hol_isolation.sh   (from the repo root; env: MESSAGES BACKLOG SESSIONS SIZE CHURN)
+# Usage: bench/hol_isolation.sh   (from the repo root; env: MESSAGES BACKLOG SESSIONS SIZE CHURN
+#        SLOW SLOW_DELAY)
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
@@ -26,6 +32,8 @@ SIZE=${SIZE:-2048}
 WARMUP=${WARMUP:-200}
 ROUNDS=${ROUNDS:-2}
 CHURN=${CHURN:-0}
+SLOW=${SLOW:-0}
+SLOW_DELAY=${SLOW_DELAY:-1}
 if [ "$CHURN" = 1 ]; then
   SCHEDULE=${SCHEDULE:-"[3s, 3s, 3s, 3s, 3s, 3s]"}
 else
@@ -46,13 +54,18 @@ phase() {
   sink=$SINK_OUT
   start_dns "$name" --mx-host=healthy.test,mx.healthy.test,10 --host-record=mx.healthy.test,127.0.0.1 \
     --mx-host=dead.test,mx.dead.test,10 --host-record=mx.dead.test,127.0.0.2
+  if [ "$SLOW" = 1 ] && [ "$backlog" -gt 0 ]; then
+    # Same port as the healthy sink (Direct mode uses one port at every MX), other address.
+    "$SMTP_SINK" -u nobody -w "$SLOW_DELAY" -c "127.0.0.2:$SINK_PORT" 1024 >"$bench_work/$name.slow.out" 2>&1 &
+    bench_pids+=($!)
+  fi
   start_nats "$name"
   baton_config "$name" "$SINK_PORT" "{mode: Direct, port: $SINK_PORT}" "$SCHEDULE"
   start_ingress "$name"
   start_worker "$name" --dns-server "$DNS_ADDR"
   run_source "$name-warmup" "$INGRESS_PORT" "$SESSIONS" "$SIZE" "$WARMUP" x@healthy.test >/dev/null
   wait_sink "$sink" "$WARMUP" 120 >/dev/null
-  if [ "$backlog" -gt 0 ]; then
+  if [ "$backlog" -gt 0 ] && [ "$SLOW" != 1 ]; then
     log "$name: queueing $backlog messages for dead.test"
     run_source "$name-dead" "$INGRESS_PORT" "$SESSIONS" "$SIZE" "$backlog" x@dead.test >/dev/null
     # Every backlog message deferred at least once (it now sits in a retry lane).
@@ -63,6 +76,10 @@ phase() {
     done
     [ "$n" -ge "$backlog" ] || { echo "$name: only $n of $backlog deferred" >&2; return 1; }
   fi
+  if [ "$backlog" -gt 0 ] && [ "$SLOW" = 1 ]; then
+    log "$name: queueing $backlog messages for dead.test (slow: ${SLOW_DELAY}s per message)"
+    run_source "$name-slow" "$INGRESS_PORT" "$SESSIONS" "$SIZE" "$backlog" x@dead.test >/dev/null
+  fi
   deferred0=$(metric_sum "$WORKER_METRICS" 'baton_delivery_recipients_total{outcome="deferred"')
   log "$name: healthy run, $MESSAGES messages ($(load_note))"
   t0=$(now)
@@ -71,6 +88,10 @@ phase() {
   t=$(since "$t0" "$t_last")
   deferred1=$(metric_sum "$WORKER_METRICS" 'baton_delivery_recipients_total{outcome="deferred"')
   n=$(( $(sink_count "$sink") - WARMUP ))
+  if [ "$backlog" -gt 0 ] && [ "$SLOW" = 1 ]; then
+    log "$name: slow.test meanwhile: $(sink_count "$bench_work/$name.slow.out") delivered, $(metric_sum "$WORKER_METRICS" 'baton_delivery_attempts_total{pool="bench",result="destination_busy"')" \
+      "deferred as busy, $(metric_sum "$WORKER_METRICS" 'baton_delivery_waiting_messages') waiting"
+  fi
   kill "$WORKER_PID" "$INGRESS_PID" "$NATS_PID" 2>/dev/null || true
   wait "$WORKER_PID" "$INGRESS_PID" "$NATS_PID" 2>/dev/null || true
   echo "$(rate "$n" "$t") $n $t $((deferred1 - deferred0))"
@@ -91,5 +112,6 @@ bl_rate=$(rate "$bl_n" "$bl_t")
 
 r=$(awk -v a="$bl_rate" -v b="$base_rate" 'BEGIN { printf "%.1f", 100 * a / b }')
 ok=$(awk -v r="$r" 'BEGIN { print (r >= 90) ? "MET" : "MISSED" }')
-echo "head-of-line isolation: healthy destination $bl_rate msg/s with $BACKLOG deferred for a dead destination vs $base_rate msg/s without = ${r}% of baseline; target >= 90%: $ok"
+if [ "$SLOW" = 1 ]; then what="queued for a slow destination (${SLOW_DELAY}s per message)"; else what="deferred for a dead destination"; fi
+echo "head-of-line isolation: healthy destination $bl_rate msg/s with $BACKLOG $what vs $base_rate msg/s without = ${r}% of baseline; target >= 90%: $ok"
 echo "(schedule $SCHEDULE; $ROUNDS rounds; dead.test retries during the healthy runs: $bl_retries; $(load_note) at end; messages=$MESSAGES sessions=$SESSIONS size=$SIZE)"

@@ -11,7 +11,8 @@
 //! - [`outcome`]: classification of remote replies into per-recipient outcomes, RFC 3461
 //!   NOTIFY decisions;
 //! - [`dsn`]: RFC 3464 delivery status notifications;
-//! - [`routing`]: weighted picking, MX ordering, upstream health and destination suspension;
+//! - [`routing`]: weighted picking, MX ordering, upstream health, destination suspension and
+//!   congestion (wait for a busy destination or defer);
 //! - [`ids`]: queue ids and deterministic follow-up message ids;
 //! - [`ratelimit`]: token buckets for inbound rate limits.
 

@@ -1,18 +1,17 @@
-//! One delivery attempt for a group of recipients sharing a destination: take a slot for the
-//! destination, reuse or open a connection (target by target until one answers), send, and
-//! turn every reply into a per-recipient outcome. Connections are kept for reuse (RSET between
+//! One delivery attempt for a group of recipients sharing a destination (the caller holds one
+//! of its slots, see `slots`): reuse or open a connection (target by target until one
+//! answers), send, and turn every reply into a per-recipient outcome. Connections are kept for reuse (RSET between
 //! messages) up to the pool's messages-per-connection cap and an idle timeout.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use baton_core::outcome::{OutcomeClass, RecipientOutcome, classify_reply};
 use baton_smtp_client::{
     ClientConfig, ClientError, Connection, OutgoingMessage, Reply, SendResult,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::route::Target;
 
@@ -53,10 +52,9 @@ impl Fate {
 
 type Key = (SocketAddr, String, String);
 
-/// Idle connections and per-destination slots of one worker.
+/// Idle connections of one worker, kept for reuse.
 pub struct Connections {
     idle: Mutex<HashMap<Key, Vec<(Connection, Instant)>>>,
-    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// How long an idle connection is kept.
     pub idle_timeout: Duration,
 }
@@ -66,20 +64,8 @@ impl Connections {
     pub fn new(idle_timeout: Duration) -> Self {
         Connections {
             idle: Mutex::new(HashMap::new()),
-            slots: Mutex::new(HashMap::new()),
             idle_timeout,
         }
-    }
-
-    /// Wait for one of `cap` slots of `destination`.
-    pub async fn slot(&self, destination: &str, cap: usize) -> Option<OwnedSemaphorePermit> {
-        let sem = {
-            let mut m = self.slots.lock().ok()?;
-            m.entry(destination.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(cap.max(1))))
-                .clone()
-        };
-        sem.acquire_owned().await.ok()
     }
 
     fn take_idle(&self, key: &Key) -> Option<Connection> {

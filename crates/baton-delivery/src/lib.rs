@@ -1,5 +1,7 @@
 //! `baton-delivery` owns the delivery worker: pulling from a SendingPool's lanes (fresh mail
-//! and retry tiers), routing (MX or smarthosts), the outbound connection cache and limits,
+//! and retry tiers), routing (MX or smarthosts), the outbound connection cache and limits
+//! (a message waiting for a busy destination frees its place in the fetch window; one that
+//! would wait longer than the first retry delay is deferred),
 //! per-recipient outcomes, retries, expiry and DSNs. Workers are identical and stateless: any
 //! number may join or die; a message leaves the queue only after its follow-ups are durable.
 
@@ -7,9 +9,11 @@ mod deliver;
 mod process;
 pub mod resolve;
 pub mod route;
+mod slots;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +24,7 @@ use baton_queue::{ConfigWatch, Lane, LaneKind, Provisioner, Publisher};
 use baton_smtp_client::ClientConfig;
 use baton_telemetry::{Health as Readiness, Metrics};
 use thiserror::Error;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -79,6 +83,12 @@ pub(crate) struct Ctx {
     pub(crate) client: ClientConfig,
     pub(crate) progress_every: Duration,
     pub(crate) delivery_slots: Semaphore,
+    /// Connection slots per destination and the messages waiting for them.
+    pub(crate) dests: slots::Destinations,
+    /// Messages waiting for a busy destination.
+    pub(crate) waiting: AtomicUsize,
+    /// At most this many waiting messages give back their place in the fetch window.
+    pub(crate) max_waiting: usize,
     pub(crate) suspensions: Mutex<SuspensionTracker>,
     pub(crate) pool_name: String,
     /// Cancelled on shutdown once every lane has stopped pulling (so no pull request of ours
@@ -90,7 +100,49 @@ pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// A message's place in its lane's fetch window. Given back while the message waits for a busy
+/// destination, so the lane keeps fetching mail for other destinations (no head-of-line
+/// blocking behind a slow one); otherwise held until the message is finished.
+pub(crate) struct WindowPlace(Mutex<Option<OwnedSemaphorePermit>>);
+
+impl WindowPlace {
+    fn give_back(&self) {
+        if let Ok(mut p) = self.0.lock() {
+            p.take();
+        }
+    }
+}
+
 impl Ctx {
+    /// A message starts waiting for a busy destination: give its window place back, unless
+    /// `max_waiting` messages already wait (then the lane feels the back-pressure).
+    pub(crate) fn begin_wait(&self, place: &WindowPlace) {
+        let n = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= self.max_waiting {
+            place.give_back();
+        }
+        self.publish_waiting();
+    }
+
+    /// Whether `max_waiting` messages already wait: newcomers keep their window place and
+    /// may only wait briefly ([`baton_core::routing::CongestionPolicy::crowded`]).
+    pub(crate) fn crowded(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) >= self.max_waiting
+    }
+
+    /// The wait that [`Ctx::begin_wait`] started is over.
+    pub(crate) fn end_wait(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.publish_waiting();
+    }
+
+    fn publish_waiting(&self) {
+        self.metrics
+            .delivery_waiting_messages
+            .with_label_values(&[&self.pool_name])
+            .set(self.waiting.load(Ordering::Relaxed) as i64);
+    }
+
     fn suspended_until(&self, dest: &str) -> Option<i64> {
         self.suspensions
             .lock()
@@ -168,6 +220,9 @@ pub async fn run(
         client: config.client.clone(),
         progress_every: config.progress_every,
         delivery_slots: Semaphore::new(config.concurrency.max(1)),
+        dests: slots::Destinations::default(),
+        waiting: AtomicUsize::new(0),
+        max_waiting: config.fetch_window.max(1).saturating_mul(4),
         suspensions: Mutex::new(SuspensionTracker::default()),
         pool_name: config.pool.clone(),
         release: CancellationToken::new(),
@@ -186,6 +241,7 @@ pub async fn run(
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 ctx.conns.reap();
+                ctx.dests.reap();
                 ctx.publish_suspended();
             }
         })
@@ -296,8 +352,8 @@ async fn lane_loop(
             let span = tracing::info_span!("delivery", queue_id = %m.envelope.id, pool = %p.name, attempt = m.envelope.attempt + 1);
             tracker.spawn(
                 async move {
-                    process::process(&ctx, &p, m).await;
-                    drop(permit);
+                    let place = WindowPlace(Mutex::new(Some(permit)));
+                    process::process(&ctx, &p, m, &place).await;
                 }
                 .instrument(span),
             );

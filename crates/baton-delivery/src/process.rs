@@ -11,6 +11,7 @@ use baton_core::dsn::{DsnInput, DsnRecipient, build_dsn, should_bounce};
 use baton_core::ids::{FollowUp, follow_up_msg_id};
 use baton_core::outcome::notify_wanted;
 use baton_core::retry::{RetryDecision, RetrySchedule};
+use baton_core::routing::CongestionPolicy;
 use baton_proto::v1::{
     DeliveryMode, DsnRet, Envelope, EnvelopeKind, Recipient, SendingPool, envelope::Body,
 };
@@ -19,11 +20,12 @@ use baton_smtp_client::{OutgoingMessage, OutgoingRecipient};
 
 use crate::deliver::{Fate, deliver_group};
 use crate::route::{Route, pick_egress, route};
-use crate::{Ctx, now_ms};
+use crate::slots::Grant;
+use crate::{Ctx, WindowPlace, now_ms};
 
 /// Process one message end to end. Returns without acking when a follow-up could not be
 /// published: JetStream redelivers it after `ack_wait`.
-pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage) {
+pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, place: &WindowPlace) {
     let env = &qm.envelope;
     if qm.delivered > 1 {
         ctx.metrics
@@ -57,7 +59,7 @@ pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage) {
             })
             .collect()
     } else {
-        let work = deliver_all(ctx, pool, &qm);
+        let work = deliver_all(ctx, pool, &qm, place);
         tokio::pin!(work);
         let mut tick = tokio::time::interval(ctx.progress_every);
         tick.tick().await;
@@ -92,7 +94,12 @@ fn domain_of(addr: &str) -> String {
 }
 
 /// Deliver every recipient: grouped by destination domain (Direct) or all at once (Smarthost).
-async fn deliver_all(ctx: &Ctx, pool: &SendingPool, qm: &QueuedMessage) -> Vec<Fate> {
+async fn deliver_all(
+    ctx: &Ctx,
+    pool: &SendingPool,
+    qm: &QueuedMessage,
+    place: &WindowPlace,
+) -> Vec<Fate> {
     let env = &qm.envelope;
     let smarthost = DeliveryMode::try_from(pool.mode) == Ok(DeliveryMode::Smarthost);
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -106,7 +113,7 @@ async fn deliver_all(ctx: &Ctx, pool: &SendingPool, qm: &QueuedMessage) -> Vec<F
     }
     let runs = groups
         .into_iter()
-        .map(|(domain, idx)| deliver_domain(ctx, pool, qm, domain, idx));
+        .map(|(domain, idx)| deliver_domain(ctx, pool, qm, domain, idx, place));
     let results = futures::future::join_all(runs).await;
     let mut fates = vec![
         Fate::Deferred {
@@ -131,6 +138,7 @@ async fn deliver_domain(
     qm: &QueuedMessage,
     domain: String,
     idx: Vec<usize>,
+    place: &WindowPlace,
 ) -> (Vec<usize>, Vec<Fate>) {
     let env = &qm.envelope;
     let dest = if domain.is_empty() {
@@ -178,14 +186,50 @@ async fn deliver_domain(
     } else {
         pool.max_connections_per_destination as usize
     };
-    let Some(_slot) = ctx.conns.slot(&dest, cap).await else {
-        return (
-            idx,
-            all(Fate::Deferred {
-                reply: "451 4.3.0 worker shutting down".into(),
-                remote: String::new(),
-            }),
-        );
+    let mut policy =
+        CongestionPolicy::from_first_tier(RetrySchedule::from_pool(pool).tiers().first().copied());
+    if ctx.crowded() {
+        policy = policy.crowded();
+    }
+    let mut waited = false;
+    let grant = ctx
+        .dests
+        .acquire(&dest, cap, policy, || {
+            waited = true;
+            ctx.begin_wait(place);
+        })
+        .await;
+    if waited {
+        ctx.end_wait();
+    }
+    let _slot = match grant {
+        Grant::Slot(s) => s,
+        Grant::Busy { waiting, estimated } => {
+            ctx.metrics
+                .delivery_attempts
+                .with_label_values(&[&pool.name, "destination_busy"])
+                .inc();
+            let reply = format!(
+                "451 4.4.5 destination {dest} busy: {waiting} messages wait for {cap} connections, about {}s",
+                estimated.as_secs()
+            );
+            return (
+                idx,
+                all(Fate::Deferred {
+                    reply,
+                    remote: String::new(),
+                }),
+            );
+        }
+        Grant::Closed => {
+            return (
+                idx,
+                all(Fate::Deferred {
+                    reply: "451 4.3.0 worker shutting down".into(),
+                    remote: String::new(),
+                }),
+            );
+        }
     };
     // It may have been suspended while this message waited for a slot: do not connect then.
     if let Some(until) = ctx.suspended_until(&dest) {

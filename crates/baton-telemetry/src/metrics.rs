@@ -43,6 +43,8 @@ pub struct Metrics {
     pub delivery_connections_active: IntGaugeVec,
     /// Destinations currently suspended, by pool.
     pub delivery_suspended_destinations: IntGaugeVec,
+    /// Messages waiting for a connection slot of a busy destination, by pool.
+    pub delivery_waiting_messages: IntGaugeVec,
     /// DSNs generated, by pool.
     pub delivery_dsn_generated: IntCounterVec,
     /// 1 when an upstream smarthost is considered healthy, by pool and upstream (from config).
@@ -218,6 +220,12 @@ impl Metrics {
                 &r,
                 "baton_delivery_suspended_destinations",
                 "Destinations currently suspended.",
+                &["pool"],
+            ),
+            delivery_waiting_messages: gauge(
+                &r,
+                "baton_delivery_waiting_messages",
+                "Messages waiting for a connection slot of a busy destination.",
                 &["pool"],
             ),
             delivery_dsn_generated: counter(

@@ -1,12 +1,15 @@
 //! Routing decisions: weighted picking (egress identities, smarthosts), MX ordering,
-//! upstream health with cool-down, and suspension of failing destinations.
+//! upstream health with cool-down, suspension of failing destinations, and whether a message
+//! waits for a busy destination or is deferred ([`congestion`]).
 //!
 //! Times are milliseconds on a clock of the caller's choice (monotonic preferred), the same
 //! clock for every call on one tracker.
 
+pub mod congestion;
 mod health;
 mod suspension;
 
+pub use congestion::{CongestionPolicy, ServiceTime, SlotWait};
 pub use health::{HealthPolicy, UpstreamHealth};
 pub use suspension::{SuspensionPolicy, SuspensionTracker};
 
