@@ -31,7 +31,8 @@ pub struct Metrics {
     pub ingress_publish_errors: IntCounterVec,
     /// Bytes of message content currently held by the ingress.
     pub ingress_inflight_bytes: IntGauge,
-    /// Delivery attempts (one per envelope per destination), by pool and result.
+    /// Delivery attempts (one per envelope per destination), by pool and result (`connected`,
+    /// `connect_failed`, `destination_busy`).
     pub delivery_attempts: IntCounterVec,
     /// Recipient outcomes by pool, relay domain and outcome (`delivered`, `deferred`, `bounced`, `expired`).
     pub delivery_recipients: IntCounterVec,
