@@ -92,8 +92,11 @@ phase() {
     log "$name: slow.test meanwhile: $(sink_count "$bench_work/$name.slow.out") delivered, $(metric_sum "$WORKER_METRICS" 'baton_delivery_attempts_total{pool="bench",result="destination_busy"')" \
       "deferred as busy, $(metric_sum "$WORKER_METRICS" 'baton_delivery_waiting_messages') waiting"
   fi
-  kill "$WORKER_PID" "$INGRESS_PID" "$NATS_PID" 2>/dev/null || true
-  wait "$WORKER_PID" "$INGRESS_PID" "$NATS_PID" 2>/dev/null || true
+  # The worker first: its shutdown gives messages back to JetStream, which must still be up.
+  kill "$WORKER_PID" 2>/dev/null || true
+  wait "$WORKER_PID" 2>/dev/null || true
+  kill "$INGRESS_PID" "$NATS_PID" 2>/dev/null || true
+  wait "$INGRESS_PID" "$NATS_PID" 2>/dev/null || true
   echo "$(rate "$n" "$t") $n $t $((deferred1 - deferred0))"
 }
 

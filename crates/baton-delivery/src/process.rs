@@ -63,15 +63,31 @@ pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, place: &W
         tokio::pin!(work);
         let mut tick = tokio::time::interval(ctx.progress_every);
         tick.tick().await;
-        loop {
+        let fates: Vec<Fate> = loop {
             tokio::select! {
                 f = &mut work => break f,
                 _ = tick.tick() => { let _ = qm.progress().await; }
             }
+        };
+        // Shutdown ended every wait for a busy destination before anything was attempted:
+        // give the message back for another worker, keeping its attempt count.
+        if fates
+            .iter()
+            .all(|f| matches!(f, Fate::Deferred { reply, .. } if reply == SHUTTING_DOWN))
+        {
+            if let Err(e) = qm.release().await {
+                tracing::warn!(error = %e, "could not give back a waiting message on shutdown; it is redelivered after ack_wait");
+            }
+            return;
         }
+        fates
     };
     finish(ctx, pool, &qm, &schedule, fates).await;
 }
+
+/// Reply recorded for a destination group whose wait for a connection slot ended because the
+/// worker is shutting down (nothing was attempted).
+const SHUTTING_DOWN: &str = "451 4.3.0 worker shutting down";
 
 async fn wait_with_progress(ctx: &Ctx, qm: &QueuedMessage, total: Duration) {
     let until = Instant::now() + total;
@@ -194,7 +210,7 @@ async fn deliver_domain(
     let mut waited = false;
     let grant = ctx
         .dests
-        .acquire(&dest, cap, policy, || {
+        .acquire(&dest, cap, policy, &ctx.release, || {
             waited = true;
             ctx.begin_wait(place);
         })
@@ -225,7 +241,7 @@ async fn deliver_domain(
             return (
                 idx,
                 all(Fate::Deferred {
-                    reply: "451 4.3.0 worker shutting down".into(),
+                    reply: SHUTTING_DOWN.into(),
                     remote: String::new(),
                 }),
             );

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use baton_core::routing::{CongestionPolicy, ServiceTime, SlotWait};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 // Tokio's clock, so the tests can run on paused time.
 use tokio::time::Instant;
 
@@ -87,13 +88,14 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl Destinations {
-    /// Take one of `cap` slots of `dest`, waiting under `policy`. `on_wait` runs once if the
-    /// message is going to wait.
+    /// Take one of `cap` slots of `dest`, waiting under `policy` until `shutdown` is
+    /// cancelled. `on_wait` runs once if the message is going to wait.
     pub(crate) async fn acquire<'a>(
         &'a self,
         dest: &str,
         cap: usize,
         policy: CongestionPolicy,
+        shutdown: &CancellationToken,
         on_wait: impl FnOnce(),
     ) -> Grant<'a> {
         let cap = cap.max(1);
@@ -131,7 +133,10 @@ impl Destinations {
         };
         let waiting = Waiting { owner: self, dest };
         on_wait();
-        let got = tokio::time::timeout(policy.max_wait(), sem.acquire_owned()).await;
+        let got = tokio::select! {
+            got = tokio::time::timeout(policy.max_wait(), sem.acquire_owned()) => got,
+            _ = shutdown.cancelled() => return Grant::Closed,
+        };
         let Ok(mut m) = self.dests.lock() else {
             return Grant::Closed;
         };
@@ -194,11 +199,41 @@ mod tests {
         CongestionPolicy { max_wait_ms: ms }
     }
 
+    /// A shutdown token that is never cancelled.
+    fn open() -> CancellationToken {
+        CancellationToken::new()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_a_wait_at_once() {
+        let d = Arc::new(Destinations::default());
+        let held = d.acquire("x", 1, policy(60_000), &open(), || {}).await;
+        let stop = CancellationToken::new();
+        let (d2, stop2) = (d.clone(), stop.clone());
+        let waiter = tokio::spawn(async move {
+            let started = Instant::now();
+            let closed = matches!(
+                d2.acquire("x", 1, policy(60_000), &stop2, || {}).await,
+                Grant::Closed
+            );
+            (closed, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.cancel();
+        let (closed, waited) = waiter.await.unwrap();
+        assert!(closed);
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        assert_eq!(d.dests.lock().unwrap()["x"].waiting, 0);
+        drop(held);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn free_slots_are_granted_without_waiting() {
         let d = Destinations::default();
         let mut waited = false;
-        let a = d.acquire("x", 2, policy(10_000), || waited = true).await;
+        let a = d
+            .acquire("x", 2, policy(10_000), &open(), || waited = true)
+            .await;
         assert!(matches!(a, Grant::Slot(_)));
         assert!(!waited);
     }
@@ -206,23 +241,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_destination_defers_and_a_waiter_times_out() {
         let d = Destinations::default();
-        let held = d.acquire("x", 1, policy(10_000), || {}).await;
+        let held = d.acquire("x", 1, policy(10_000), &open(), || {}).await;
         assert!(matches!(held, Grant::Slot(_)));
         // Nothing known yet: the second message waits, and gives up after the policy's wait.
         let mut waited = false;
-        let second = d.acquire("x", 1, policy(10_000), || waited = true).await;
+        let second = d
+            .acquire("x", 1, policy(10_000), &open(), || waited = true)
+            .await;
         assert!(waited);
         assert!(matches!(second, Grant::Busy { waiting: 0, .. }));
         // The only slot has been busy for over 10 s now: a newcomer is deferred at once.
         tokio::time::advance(Duration::from_secs(1)).await;
         let mut waited = false;
-        let third = d.acquire("x", 1, policy(10_000), || waited = true).await;
+        let third = d
+            .acquire("x", 1, policy(10_000), &open(), || waited = true)
+            .await;
         assert!(!waited);
         assert!(matches!(third, Grant::Busy { .. }));
         drop(held);
         // Released: granted again, and the 10 s hold time became the service estimate.
         assert!(matches!(
-            d.acquire("x", 1, policy(10_000), || {}).await,
+            d.acquire("x", 1, policy(10_000), &open(), || {}).await,
             Grant::Slot(_)
         ));
     }
@@ -230,13 +269,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_gets_the_slot_when_it_is_released() {
         let d = Arc::new(Destinations::default());
-        let Grant::Slot(held) = d.acquire("x", 1, policy(10_000), || {}).await else {
+        let Grant::Slot(held) = d.acquire("x", 1, policy(10_000), &open(), || {}).await else {
             panic!("first slot");
         };
         let d2 = d.clone();
         let waiter = tokio::spawn(async move {
             matches!(
-                d2.acquire("x", 1, policy(10_000), || {}).await,
+                d2.acquire("x", 1, policy(10_000), &open(), || {}).await,
                 Grant::Slot(_)
             )
         });
@@ -248,8 +287,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_destinations_are_reaped_and_busy_ones_kept() {
         let d = Destinations::default();
-        let held = d.acquire("busy", 1, policy(10_000), || {}).await;
-        drop(d.acquire("idle", 1, policy(10_000), || {}).await);
+        let held = d.acquire("busy", 1, policy(10_000), &open(), || {}).await;
+        drop(d.acquire("idle", 1, policy(10_000), &open(), || {}).await);
         d.reap();
         let names: Vec<String> = d.dests.lock().unwrap().keys().cloned().collect();
         assert_eq!(names, vec!["busy".to_string()]);
@@ -259,15 +298,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lower_cap_takes_effect_as_slots_come_back() {
         let d = Destinations::default();
-        let a = d.acquire("x", 2, policy(10_000), || {}).await;
-        let b = d.acquire("x", 2, policy(10_000), || {}).await;
+        let a = d.acquire("x", 2, policy(10_000), &open(), || {}).await;
+        let b = d.acquire("x", 2, policy(10_000), &open(), || {}).await;
         drop(a);
         // Cap now 1: the free permit is forgotten, so the next one must wait (and time out).
-        let c = d.acquire("x", 1, policy(10_000), || {}).await;
+        let c = d.acquire("x", 1, policy(10_000), &open(), || {}).await;
         assert!(matches!(c, Grant::Busy { .. }));
         drop(b);
         assert!(matches!(
-            d.acquire("x", 1, policy(10_000), || {}).await,
+            d.acquire("x", 1, policy(10_000), &open(), || {}).await,
             Grant::Slot(_)
         ));
     }
