@@ -132,7 +132,11 @@ async fn a_slow_destination_does_not_block_a_healthy_one() -> anyhow::Result<()>
         (w, exited)
     })
     .await?;
-    assert!(exited, "worker did not exit after SIGTERM: {}", tail(&w.log));
+    assert!(
+        exited,
+        "worker did not exit after SIGTERM: {}",
+        tail(&w.log)
+    );
     eprintln!("worker exited {:?} after SIGTERM", t.elapsed());
     let first_log = w.log.clone();
     let w = Worker::start(&nats, &dir.0, "test", Some(dns.addr), &flags).await?;
