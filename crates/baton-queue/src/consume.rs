@@ -9,6 +9,25 @@ use futures::StreamExt;
 
 use crate::{Publisher, QueueError, STREAM, consumer_name};
 
+/// Longest wait for an acknowledgement to be sent (and, for double acks, confirmed).
+///
+/// async-nats waits without limit to hand a command to its connection task, and while the
+/// server is unreachable that queue fills up: unbounded, a worker would hang in an ack —
+/// and never finish shutting down — until the server came back. A timed-out ack is an error
+/// like any other; the message is redelivered after `ack_wait`.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bounded<E: std::fmt::Display>(
+    ack: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), QueueError> {
+    match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+        Ok(r) => r.map_err(|e| QueueError::Ack(e.to_string())),
+        Err(_) => Err(QueueError::Ack(format!(
+            "no acknowledgement within {ACK_TIMEOUT:?} (server unreachable?)"
+        ))),
+    }
+}
+
 /// Which lane of a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LaneKind {
@@ -86,13 +105,17 @@ impl Lane {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<QueuedMessage>, QueueError> {
-        let mut batch = self
+        // Sending the pull request is bounded like an ack (see [`ACK_TIMEOUT`]); the batch
+        // itself ends on async-nats's own timer if the server's expiry notice never comes.
+        let request = self
             .consumer
             .fetch()
             .max_messages(max)
             .expires(wait)
-            .messages()
+            .messages();
+        let mut batch = tokio::time::timeout(ACK_TIMEOUT, request)
             .await
+            .map_err(|_| QueueError::Consume("pull request not sent (server unreachable?)".into()))?
             .map_err(|e| QueueError::Consume(e.to_string()))?;
         let mut out = Vec::new();
         while let Some(item) = batch.next().await {
@@ -115,9 +138,7 @@ impl Lane {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(stream_seq = seq, error = %e, "undecodable queued payload terminated");
-                msg.ack_with(AckKind::Term)
-                    .await
-                    .map_err(|e| QueueError::Ack(e.to_string()))?;
+                bounded(msg.ack_with(AckKind::Term)).await?;
                 return Ok(None);
             }
         };
@@ -152,26 +173,17 @@ impl QueuedMessage {
 
     /// Final acknowledgement, confirmed by the server (double ack): the message leaves the queue.
     pub async fn ack(&self) -> Result<(), QueueError> {
-        self.msg
-            .double_ack()
-            .await
-            .map_err(|e| QueueError::Ack(e.to_string()))
+        bounded(self.msg.double_ack()).await
     }
 
     /// Tell JetStream we are still working on it (resets the ack-wait timer).
     pub async fn progress(&self) -> Result<(), QueueError> {
-        self.msg
-            .ack_with(AckKind::Progress)
-            .await
-            .map_err(|e| QueueError::Ack(e.to_string()))
+        bounded(self.msg.ack_with(AckKind::Progress)).await
     }
 
     /// Give it back for immediate redelivery (only used on shutdown, never to park deferred
     /// mail). Confirmed by the server, so a process exiting right after has really released it.
     pub async fn release(&self) -> Result<(), QueueError> {
-        self.msg
-            .double_ack_with(AckKind::Nak(None))
-            .await
-            .map_err(|e| QueueError::Ack(e.to_string()))
+        bounded(self.msg.double_ack_with(AckKind::Nak(None))).await
     }
 }
