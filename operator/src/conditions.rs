@@ -1,6 +1,7 @@
 //! Status building, as pure functions: conditions that keep their `lastTransitionTime` while
-//! their status does not change, the SendingPool status, the RelayDomain status from the
-//! compiler's [`DomainReport`], and which condition changes deserve an Event.
+//! their status does not change, the SendingPool status (workers, queue, and whether the pool
+//! compiles), the RelayDomain status from the compiler's [`DomainReport`], and which condition
+//! changes deserve an Event.
 
 use baton_config::compile::{ConditionType, DomainReport};
 use baton_config::crd::{RelayDomainStatus, SendingPoolStatus};
@@ -116,10 +117,15 @@ pub struct PoolObservation {
     pub ready_workers: i32,
     /// Queue depth, or why the lanes could not be provisioned or read.
     pub queue: Result<i64, String>,
+    /// Whether the pool compiles into the config snapshot, or why not (the compiler's error,
+    /// without the object name): an invalid pool is left out of the snapshot.
+    pub config: Result<(), String>,
 }
 
 /// The status of a SendingPool: `QueueReady` (stream and lanes provisioned), `WorkersReady`
-/// (at least one worker ready, or none wanted) and `Ready` (both).
+/// (at least one worker ready, or none wanted), `Valid` (the spec compiles into the config
+/// snapshot; reason `Invalid` otherwise) and `Ready` (all three; else the reason of the first
+/// failing one, `Valid` first).
 pub fn pool_status(
     obs: &PoolObservation,
     previous: Option<&SendingPoolStatus>,
@@ -152,17 +158,30 @@ pub fn pool_status(
             "no worker pod is ready yet",
         )
     };
-    let ready = match (queue.status, workers.status) {
-        (true, true) => Desired::new("Ready", true, "Ready", "the pool delivers mail"),
-        (false, _) => Desired::new("Ready", false, &queue.reason, queue.message.clone()),
-        (true, false) => Desired::new("Ready", false, &workers.reason, workers.message.clone()),
+    let valid = match &obs.config {
+        Ok(()) => Desired::new(
+            "Valid",
+            true,
+            "Compiled",
+            "the pool compiles into the config snapshot",
+        ),
+        Err(e) => Desired::new(
+            "Valid",
+            false,
+            "Invalid",
+            format!("left out of the config snapshot: {e}"),
+        ),
+    };
+    let ready = match [&valid, &queue, &workers].into_iter().find(|d| !d.status) {
+        None => Desired::new("Ready", true, "Ready", "the pool delivers mail"),
+        Some(failing) => Desired::new("Ready", false, &failing.reason, failing.message.clone()),
     };
     let old = previous.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
     SendingPoolStatus {
         ready_workers: Some(obs.ready_workers),
         queue_depth: obs.queue.as_ref().ok().copied(),
         observed_generation: obs.generation,
-        conditions: merge(old, &[ready, queue, workers], obs.generation, now),
+        conditions: merge(old, &[ready, queue, workers, valid], obs.generation, now),
     }
 }
 
@@ -212,13 +231,15 @@ mod tests {
             desired_replicas: Some(2),
             ready_workers: 0,
             queue: Ok(7),
+            config: Ok(()),
         };
         let s = pool_status(&obs, None, &t(1));
         assert_eq!(s.queue_depth, Some(7));
         assert_eq!(s.ready_workers, Some(0));
         assert_eq!(s.observed_generation, Some(4));
         let types: Vec<_> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ["Ready", "QueueReady", "WorkersReady"]);
+        assert_eq!(types, ["Ready", "QueueReady", "WorkersReady", "Valid"]);
+        assert_eq!(s.conditions[3].status, "True");
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].reason, "NoWorkerReady");
         let up = pool_status(
@@ -242,5 +263,52 @@ mod tests {
         assert_eq!(broken.queue_depth, None);
         assert_eq!(broken.conditions[0].reason, "ProvisioningFailed");
         assert_eq!(broken.conditions[0].message, "no JetStream");
+    }
+
+    #[test]
+    fn an_invalid_pool_is_not_ready_whatever_its_workers_and_queue() {
+        let obs = PoolObservation {
+            generation: Some(5),
+            desired_replicas: Some(1),
+            ready_workers: 1,
+            queue: Ok(0),
+            config: Ok(()),
+        };
+        let up = pool_status(&obs, None, &t(1));
+        assert_eq!(up.conditions[0].status, "True");
+        let invalid = pool_status(
+            &PoolObservation {
+                config: Err("spec.retry.maxAge: \"0s\" is shorter than 1s".into()),
+                ..obs
+            },
+            Some(&up),
+            &t(2),
+        );
+        let message =
+            "left out of the config snapshot: spec.retry.maxAge: \"0s\" is shorter than 1s";
+        let summary: Vec<_> = invalid
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("Ready", "False", "Invalid"),
+                ("QueueReady", "True", "LanesProvisioned"),
+                ("WorkersReady", "True", "WorkersAvailable"),
+                ("Valid", "False", "Invalid"),
+            ]
+        );
+        assert_eq!(invalid.conditions[0].message, message);
+        assert_eq!(invalid.conditions[3].message, message);
+        assert_eq!(invalid.conditions[3].last_transition_time, t(2));
+        assert_eq!(invalid.conditions[1].last_transition_time, t(1));
+        // Both change; `Context::announce` sends one Warning Event (Valid repeats Ready's reason).
+        let changed: Vec<_> = changed(&up.conditions, &invalid.conditions)
+            .into_iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(changed, ["Ready", "Valid"]);
     }
 }

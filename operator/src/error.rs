@@ -10,7 +10,8 @@ pub enum Error {
     /// A JetStream call (provisioning, lane stats, the KV snapshot) failed.
     #[error("jetstream: {0}")]
     Queue(baton_queue::QueueError),
-    /// The resources do not compile into a snapshot (duplicate or invalid resources).
+    /// The resources do not compile into a snapshot at all (unnamed or duplicate resources).
+    /// An invalid SendingPool or RelayDomain is not an error: it is left out and reported.
     #[error("config: {0}")]
     Config(baton_config::ConfigError),
     /// A DKIM key could not be generated or encoded.

@@ -1,12 +1,13 @@
 //! The Baton operator: the only component that talks to the Kubernetes API.
 //!
 //! - [`pool`]: SendingPool → worker Deployment, PDB, optional HPA (server-side apply, field
-//!   manager `baton-operator`), the pool's JetStream lanes, and its status;
+//!   manager `baton-operator`), the pool's JetStream lanes, and its status (conditions `Ready`,
+//!   `QueueReady`, `WorkersReady`, `Valid`);
 //! - [`domain`]: RelayDomain → DKIM key Secrets generated when absent (owned by the domain);
 //! - [`snapshot`]: every RelayDomain, SendingPool and referenced Secret → one `RelayConfig`
-//!   snapshot in the `baton-config` KV bucket (published only when its content changed), and
-//!   every RelayDomain's status (conditions `Ready`, `PoolFound`, `DkimKeyReady`, `Conflict`,
-//!   DNS records);
+//!   snapshot in the `baton-config` KV bucket (published only when its content changed; an
+//!   invalid object is left out, never blocking the others), and every RelayDomain's status
+//!   (conditions `Ready`, `PoolFound`, `DkimKeyReady`, `Conflict`, DNS records);
 //! - [`leader`]: Lease-based leader election; [`runtime`]: watches, controllers, readiness;
 //! - pure logic in [`workload`], [`conditions`], [`dkim`] and [`leader::decide`], unit-tested;
 //!   JetStream behind [`queue::QueueBackend`] so the reconcilers are tested against a scripted

@@ -1,11 +1,19 @@
 //! The SendingPool reconciler: server-side apply of the worker Deployment, PDB and (optional)
 //! HPA, the pool's JetStream lanes, and the pool status (ready workers from the Deployment,
 //! queue depth from the lane consumers, conditions). Requeued every 30 s to refresh the depth.
+//!
+//! The status also says whether the pool compiles (`Valid`): the pool and its smarthost
+//! credentials Secrets go through `baton_config::compile`, the code the snapshot sync runs, so
+//! `Valid=False` (reason `Invalid`, the compiler's message) is exactly when the sync leaves the
+//! pool out of the snapshot (a change of a credentials Secret alone shows here at the next
+//! resync). The workload and lanes are still applied for an invalid pool, so mail already queued
+//! is kept; its workers report not ready while the pool is missing from the snapshot.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_config::crd::{API_VERSION, SendingPool};
+use baton_config::{Resources, compile};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -15,6 +23,7 @@ use kube::runtime::controller::Action;
 use crate::conditions::{PoolObservation, pool_status};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::error::Result;
+use crate::snapshot::{pool_secret_refs, read_secrets};
 use crate::workload::{
     MANAGED_BY, desired_deployment, desired_hpa, desired_pdb, desired_replicas, pool_name,
     retry_tiers, worker_name,
@@ -33,6 +42,7 @@ pub async fn reconcile(pool: Arc<SendingPool>, ctx: Arc<Context>) -> Result<Acti
 
 async fn apply(pool: &SendingPool, ctx: &Context) -> Result<Action> {
     let name = pool_name(pool)?;
+    let config = compiles(ctx, pool, name).await?;
     let ns = ctx.settings.namespace.as_str();
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
     let object = worker_name(name);
@@ -72,11 +82,32 @@ async fn apply(pool: &SendingPool, ctx: &Context) -> Result<Action> {
         desired_replicas: desired_replicas(pool),
         ready_workers,
         queue: queue.as_ref().map(|d| *d).map_err(|e| e.to_string()),
+        config,
     };
     write_status(ctx, pool, name, &observation).await?;
     // A JetStream failure is in the status; still report it as a failed reconcile (backoff).
     queue?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Whether the pool compiles into the snapshot (reading the smarthost credentials Secrets it
+/// references), or the compiler's reason without the object name.
+async fn compiles(
+    ctx: &Context,
+    pool: &SendingPool,
+    name: &str,
+) -> Result<std::result::Result<(), String>> {
+    let secrets = read_secrets(ctx, &pool_secret_refs(pool)).await?;
+    let res = Resources {
+        pools: vec![pool.clone()],
+        domains: Vec::new(),
+        secrets,
+    };
+    let compiled = compile(&res, 0, 0)?;
+    Ok(match compiled.pool(name).and_then(|p| p.invalid.as_ref()) {
+        Some(invalid) => Err(invalid.detail()),
+        None => Ok(()),
+    })
 }
 
 /// Delete the pool's HPA when autoscaling was turned off (only one the operator made).

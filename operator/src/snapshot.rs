@@ -5,6 +5,14 @@
 //!
 //! One sync covers all RelayDomains, so a change to one (a new conflicting claim, a pool that
 //! appears) updates the status of the others too. [`plan_snapshot`] is the pure part.
+//!
+//! One invalid object never blocks the others: the compiler leaves an invalid SendingPool or
+//! RelayDomain out of the snapshot and publishes the rest. The RelayDomain's status says why
+//! (`Ready=False`, reason `Invalid`; a domain on an invalid pool: `PoolFound=False`, reason
+//! `PoolInvalid`, with the pool's error); a SendingPool's status (`Valid=False`, reason
+//! `Invalid`) is written by its reconciler ([`crate::pool`]) from the same compiler. Only input
+//! unusable as a whole (unnamed or duplicate objects, which the API server never returns) fails
+//! the sync.
 
 use std::collections::BTreeSet;
 
@@ -31,6 +39,8 @@ pub struct Plan {
 
 /// Compile `res` against the `previous` snapshot: same content keeps the previous generation
 /// and timestamp (nothing to publish); new content gets `previous.generation + 1` (1 at first).
+/// Invalid objects are left out of the snapshot and reported in the plan's
+/// [`Compiled`]; callers that want all or nothing check [`Compiled::ensure_valid`].
 pub fn plan_snapshot(
     res: &Resources,
     previous: Option<&RelayConfig>,
@@ -68,6 +78,17 @@ pub(crate) fn namespace_of(
     }
 }
 
+/// The smarthost credentials Secrets (`namespace`, `name`) a pool references.
+pub fn pool_secret_refs(pool: &SendingPool) -> BTreeSet<(String, String)> {
+    pool.spec
+        .delivery
+        .smarthosts
+        .iter()
+        .filter_map(|sh| sh.credentials_secret_ref.as_ref())
+        .map(|r| (r.namespace_or_default().to_owned(), r.name.clone()))
+        .collect()
+}
+
 /// Every Secret (`namespace`, `name`) the pools and domains reference.
 pub fn referenced_secrets(
     pools: &[SendingPool],
@@ -75,11 +96,7 @@ pub fn referenced_secrets(
 ) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     for pool in pools {
-        for sh in &pool.spec.delivery.smarthosts {
-            if let Some(r) = &sh.credentials_secret_ref {
-                out.insert((r.namespace_or_default().to_owned(), r.name.clone()));
-            }
-        }
+        out.extend(pool_secret_refs(pool));
     }
     for rd in domains {
         let ns = namespace_of(&rd.metadata).to_owned();
@@ -94,7 +111,10 @@ pub fn referenced_secrets(
 }
 
 /// Read the referenced Secrets that exist.
-async fn read_secrets(ctx: &Context, refs: &BTreeSet<(String, String)>) -> Result<Vec<Secret>> {
+pub(crate) async fn read_secrets(
+    ctx: &Context,
+    refs: &BTreeSet<(String, String)>,
+) -> Result<Vec<Secret>> {
     let mut secrets = Vec::with_capacity(refs.len());
     for (ns, name) in refs {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -105,7 +125,8 @@ async fn read_secrets(ctx: &Context, refs: &BTreeSet<(String, String)>) -> Resul
     Ok(secrets)
 }
 
-/// One full sync. Returns the plan it acted on.
+/// One full sync. Returns the plan it acted on, or the first error; a failed status write is
+/// reported after every other RelayDomain's status was written.
 pub async fn sync(ctx: &Context) -> Result<Plan> {
     let pools = Api::<SendingPool>::all(ctx.client.clone())
         .list(&ListParams::default())
@@ -136,16 +157,34 @@ pub async fn sync(ctx: &Context) -> Result<Plan> {
             revision,
             domains = config.domains.len(),
             pools = config.pools.len(),
+            left_out = plan.compiled.invalid().count(),
             "published RelayConfig snapshot"
         );
+        for invalid in plan.compiled.invalid() {
+            tracing::warn!(error = %invalid, "invalid object left out of the snapshot");
+        }
     }
     ctx.metrics
         .operator_snapshot_generation
         .set(i64::try_from(config.generation).unwrap_or(i64::MAX));
+    // A status write that fails (the object was just deleted, a rejected patch) does not hold
+    // up the others; the first error fails the sync, which is retried.
+    let mut failed = None;
     for rd in &res.domains {
-        write_domain_status(ctx, rd, &plan.compiled).await?;
+        if let Err(e) = write_domain_status(ctx, rd, &plan.compiled).await {
+            tracing::warn!(
+                relay_domain = rd.metadata.name.as_deref().unwrap_or_default(),
+                namespace = namespace_of(&rd.metadata),
+                error = %e,
+                "cannot write RelayDomain status"
+            );
+            failed.get_or_insert(e);
+        }
     }
-    Ok(plan)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(plan),
+    }
 }
 
 /// Patch a RelayDomain's status when it differs from what the report says, with an Event for

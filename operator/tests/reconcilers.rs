@@ -78,6 +78,9 @@ async fn sending_pool_applies_workload_provisions_lanes_and_writes_status() {
                     {"type": "WorkersReady", "status": "True", "reason": "WorkersAvailable",
                      "message": "2 worker(s) ready", "observedGeneration": 3,
                      "lastTransitionTime": t},
+                    {"type": "Valid", "status": "True", "reason": "Compiled",
+                     "message": "the pool compiles into the config snapshot",
+                     "observedGeneration": 3, "lastTransitionTime": t},
                 ]
             }
         })
@@ -115,6 +118,7 @@ async fn unchanged_pool_status_is_not_patched_and_autoscaling_off_deletes_our_hp
             cond("Ready", "Ready", "the pool delivers mail"),
             cond("QueueReady", "LanesProvisioned", "stream and lane consumers provisioned"),
             cond("WorkersReady", "WorkersAvailable", "1 worker(s) ready"),
+            cond("Valid", "Compiled", "the pool compiles into the config snapshot"),
         ]
     });
     let p = pool(json!({}), Some(status));
@@ -182,6 +186,122 @@ async fn jetstream_failure_shows_in_status_and_fails_the_reconcile() {
     assert!(metrics.render().contains(
         "baton_operator_reconciles_total{kind=\"SendingPool\",result=\"queue_error\"} 1"
     ));
+}
+
+const UPSTREAM_SECRET: &str = "/api/v1/namespaces/baton-system/secrets/upstream";
+
+fn upstream_secret(type_: &str) -> Value {
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    json!({"apiVersion": "v1", "kind": "Secret", "type": type_,
+           "metadata": {"name": "upstream", "namespace": "baton-system"},
+           "data": {"username": b64("relay"), "password": b64("hunter2-upstream")}})
+}
+
+/// Deployment, PDB and stale-HPA lookup of `bulk`, as in every reconcile without autoscaling.
+async fn workload(api: &mut common::ApiServer, ready: i32) {
+    api.expect_apply(DEPLOY, json!({"status": {"readyReplicas": ready}}))
+        .await;
+    api.expect_apply(PDB, json!({})).await;
+    api.expect(Method::GET, HPA).await.not_found();
+}
+
+#[tokio::test]
+async fn invalid_pool_gets_valid_false_and_one_warning_then_recovers() {
+    let (ctx, mut api, queue, _) = context();
+    queue.update(|s| s.depth = 0);
+    let spec = json!({"delivery": {"mode": "Smarthost", "smarthosts": [
+        {"host": "smtp.upstream.example", "credentialsSecretRef": {"name": "upstream"}}]}});
+    let p = pool(spec, None);
+    let task = tokio::spawn(pool::reconcile(p.clone(), ctx.clone()));
+
+    // The credentials Secret is read (as the snapshot sync does) and has the wrong type.
+    api.expect(Method::GET, UPSTREAM_SECRET)
+        .await
+        .respond(200, upstream_secret("Opaque"));
+    workload(&mut api, 1).await;
+    let status = api.expect(Method::PATCH, POOL_STATUS).await;
+    status.assert_ssa();
+    let t = now_str();
+    let why = "left out of the config snapshot: spec.delivery.smarthosts[0].credentialsSecretRef: \
+               Secret baton-system/upstream has type \"Opaque\", expected \"kubernetes.io/basic-auth\"";
+    assert_eq!(
+        status.body,
+        json!({
+            "apiVersion": "baton.dev/v1alpha1", "kind": "SendingPool",
+            "status": {
+                "readyWorkers": 1, "queueDepth": 0, "observedGeneration": 3,
+                "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "Invalid", "message": why,
+                     "observedGeneration": 3, "lastTransitionTime": t},
+                    {"type": "QueueReady", "status": "True", "reason": "LanesProvisioned",
+                     "message": "stream and lane consumers provisioned",
+                     "observedGeneration": 3, "lastTransitionTime": t},
+                    {"type": "WorkersReady", "status": "True", "reason": "WorkersAvailable",
+                     "message": "1 worker(s) ready", "observedGeneration": 3,
+                     "lastTransitionTime": t},
+                    {"type": "Valid", "status": "False", "reason": "Invalid", "message": why,
+                     "observedGeneration": 3, "lastTransitionTime": t},
+                ]
+            }
+        })
+    );
+    assert!(
+        !status.body.to_string().contains("hunter2"),
+        "no secret material"
+    );
+    let mut reply = serde_json::to_value(&*p).unwrap();
+    reply["status"] = status.body["status"].clone();
+    status.respond(200, reply.clone());
+    // One Warning Event: `Valid` repeats `Ready`'s reason.
+    let event = api.expect_event("default").await;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("Invalid"))
+    );
+    assert_eq!(event["note"], format!("Ready=False: {why}"));
+    assert_eq!(event["regarding"]["name"], "bulk");
+    assert!(!event.to_string().contains("hunter2"), "no secret material");
+    // Still a successful reconcile: the workload and lanes stay, mail already queued is kept.
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(pool::RESYNC));
+    api.assert_idle();
+    assert_eq!(queue.state().ensured, vec![("bulk".to_owned(), 5)]);
+
+    // Fixed: the Secret now has the right type. Valid and Ready flip, one Normal Event.
+    let fixed: Arc<SendingPool> = Arc::new(serde_json::from_value(reply).unwrap());
+    let task = tokio::spawn(pool::reconcile(fixed, ctx));
+    api.expect(Method::GET, UPSTREAM_SECRET)
+        .await
+        .respond(200, upstream_secret("kubernetes.io/basic-auth"));
+    workload(&mut api, 1).await;
+    let status = api.expect(Method::PATCH, POOL_STATUS).await;
+    let conditions = &status.body["status"]["conditions"];
+    assert_eq!(
+        (
+            conditions[0]["status"].as_str(),
+            conditions[0]["reason"].as_str()
+        ),
+        (Some("True"), Some("Ready"))
+    );
+    assert_eq!(
+        conditions[3],
+        json!({"type": "Valid", "status": "True", "reason": "Compiled",
+               "message": "the pool compiles into the config snapshot",
+               "observedGeneration": 3, "lastTransitionTime": t})
+    );
+    assert!(
+        !status.body.to_string().contains("hunter2"),
+        "no secret material"
+    );
+    let mut reply = serde_json::to_value(&*p).unwrap();
+    reply["status"] = status.body["status"].clone();
+    status.respond(200, reply);
+    let event = api.expect_event("default").await;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Normal"), Some("Ready"))
+    );
+    task.await.unwrap().unwrap();
+    api.assert_idle();
 }
 
 fn relay_domain(dkim: Value) -> Arc<RelayDomain> {

@@ -1,5 +1,7 @@
 //! The snapshot sync against a scripted fake API server: conflict (older claim wins), missing
-//! pool, DKIM key rotation (new snapshot), deletion, and no write when nothing changed.
+//! pool, DKIM key rotation (new snapshot), deletion, no write when nothing changed, invalid
+//! objects left out while everything else is published, and a failed status write that does not
+//! hold up the other domains.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -307,22 +309,203 @@ async fn deleted_relay_domain_leaves_the_snapshot() {
     assert_eq!(snaps[1].pools.len(), 1);
 }
 
-#[tokio::test]
-async fn a_snapshot_that_does_not_compile_is_not_published() {
-    let (ctx, mut api, queue, _) = context();
-    let task = tokio::spawn(async move { snapshot::sync(&ctx).await });
-    let smarthost = json!({"apiVersion": "baton.dev/v1alpha1", "kind": "SendingPool",
-        "metadata": {"name": "relay", "uid": "u"},
+fn relay_pool() -> Value {
+    json!({"apiVersion": "baton.dev/v1alpha1", "kind": "SendingPool",
+        "metadata": {"name": "relay", "uid": "relay-uid", "generation": 1},
         "spec": {"delivery": {"mode": "Smarthost", "smarthosts": [
-            {"host": "up.example", "credentialsSecretRef": {"name": "upstream"}}]}}});
-    lists(&mut api, vec![smarthost], vec![]).await;
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/baton-system/secrets/upstream",
+            {"host": "up.example", "credentialsSecretRef": {"name": "upstream"}}]}}})
+}
+
+const UPSTREAM: &str = "/api/v1/namespaces/baton-system/secrets/upstream";
+
+#[tokio::test]
+async fn invalid_objects_are_left_out_and_everything_else_is_published() {
+    let (ctx, mut api, queue, metrics) = context();
+    let mut good = domain(
+        "team-a",
+        "example",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "example.com", "pool": "default"}),
+    );
+    let mut on_bad_pool = domain(
+        "team-b",
+        "mail",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "b.example", "pool": "relay"}),
+    );
+    let mut typo = domain(
+        "team-c",
+        "typo",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "c.example", "pool": "default",
+               "submission": {"networks": ["10.0.0.0/33"]}}),
+    );
+    let pools = vec![pool("default"), relay_pool()];
+
+    // The smarthost pool's credentials Secret does not exist: that pool is invalid.
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(
+        &mut api,
+        pools.clone(),
+        vec![good.clone(), on_bad_pool.clone(), typo.clone()],
     )
-    .await
-    .not_found();
+    .await;
+    api.expect(Method::GET, UPSTREAM).await.not_found();
+
+    let status = status_patch(&mut api, &good).await;
+    assert_eq!(
+        status["conditions"][0],
+        cond(
+            "Ready",
+            "True",
+            "Compiled",
+            "relaying through SendingPool \"default\""
+        )
+    );
+    api.expect_event("team-a").await;
+    good["status"] = status;
+
+    let status = status_patch(&mut api, &on_bad_pool).await;
+    let why = "SendingPool \"relay\" is invalid: spec.delivery.smarthosts[0].credentialsSecretRef: \
+               Secret baton-system/upstream not found";
+    assert_eq!(
+        status,
+        json!({
+            "observedGeneration": 2,
+            "conditions": [
+                cond("Ready", "False", "PoolInvalid", why),
+                cond("PoolFound", "False", "PoolInvalid", why),
+                cond("DkimKeyReady", "True", "NotConfigured",
+                     "DKIM not configured; mail is relayed unsigned"),
+                cond("Conflict", "False", "NoConflict", "no older RelayDomain claims b.example"),
+            ],
+            "dnsRecords": [{"name": "_dmarc.b.example", "type": "TXT",
+                            "value": "v=DMARC1; p=none; rua=mailto:dmarc@b.example"}],
+        })
+    );
+    // Ready and PoolFound share the reason: one Warning Event.
+    let e = api.expect_event("team-b").await;
+    assert_eq!(
+        (e["type"].as_str(), e["reason"].as_str()),
+        (Some("Warning"), Some("PoolInvalid"))
+    );
+    on_bad_pool["status"] = status;
+
+    let status = status_patch(&mut api, &typo).await;
+    let invalid = "spec.submission.networks[0]: \"10.0.0.0/33\" is not a CIDR";
+    assert_eq!(
+        status["conditions"][0],
+        cond("Ready", "False", "Invalid", invalid)
+    );
+    assert_eq!(
+        status["conditions"][1],
+        cond(
+            "PoolFound",
+            "True",
+            "PoolFound",
+            "SendingPool \"default\" exists"
+        )
+    );
+    assert!(status.get("dnsRecords").is_none(), "{status}");
+    let e = api.expect_event("team-c").await;
+    assert_eq!(
+        (e["type"].as_str(), e["reason"].as_str()),
+        (Some("Warning"), Some("Invalid"))
+    );
+    typo["status"] = status;
+
+    // Published without the invalid pool and the invalid domain; the sync itself succeeded.
+    let plan = task.await.unwrap().unwrap();
+    assert!(plan.publish);
+    api.assert_idle(); // the pool's status is its reconciler's (see reconcilers.rs)
+    let snaps = queue.state().snapshots;
+    assert_eq!(snaps.len(), 1);
+    let pools_in: Vec<&str> = snaps[0].pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(pools_in, ["default"]);
+    let domains_in: Vec<(&str, &str, bool)> = snaps[0]
+        .domains
+        .iter()
+        .map(|d| (d.domain.as_str(), d.name.as_str(), d.ready))
+        .collect();
+    assert_eq!(
+        domains_in,
+        [
+            ("b.example", "team-b/mail", false),
+            ("example.com", "team-a/example", true)
+        ]
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("baton_operator_snapshot_generation 1")
+    );
+
+    // The Secret appears: the pool joins the next snapshot and its domain becomes ready.
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(&mut api, pools, vec![good, on_bad_pool.clone(), typo]).await;
+    api.expect(Method::GET, UPSTREAM).await.respond(
+        200,
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+               "metadata": {"name": "upstream", "namespace": "baton-system"},
+               "stringData": {"username": "relay", "password": "up-pw"}}),
+    );
+    let status = status_patch(&mut api, &on_bad_pool).await;
+    assert_eq!(
+        status["conditions"][1],
+        cond(
+            "PoolFound",
+            "True",
+            "PoolFound",
+            "SendingPool \"relay\" exists"
+        )
+    );
+    let e = api.expect_event("team-b").await;
+    assert_eq!(
+        (e["type"].as_str(), e["reason"].as_str()),
+        (Some("Normal"), Some("Compiled"))
+    );
+    let plan = task.await.unwrap().unwrap();
+    assert!(plan.publish);
+    api.assert_idle();
+    let snaps = queue.state().snapshots;
+    assert_eq!(snaps[1].generation, 2);
+    let pools_in: Vec<&str> = snaps[1].pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(pools_in, ["default", "relay"]);
+    assert!(snaps[1].domains.iter().all(|d| d.ready));
+    assert_eq!(snaps[1].domains.len(), 2, "the invalid domain stays out");
+}
+
+#[tokio::test]
+async fn a_rejected_status_patch_does_not_hold_up_the_other_domains() {
+    let (ctx, mut api, queue, _) = context();
+    let first = domain(
+        "team-a",
+        "gone",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "a.example", "pool": "default"}),
+    );
+    let second = domain(
+        "team-b",
+        "mail",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "b.example", "pool": "default"}),
+    );
+    let task = tokio::spawn(async move { snapshot::sync(&ctx).await });
+    lists(&mut api, vec![pool("default")], vec![first, second.clone()]).await;
+    // Deleted between the list and the patch.
+    api.expect(Method::PATCH, &status_path("team-a", "gone"))
+        .await
+        .not_found();
+    let status = status_patch(&mut api, &second).await;
+    assert_eq!(status["conditions"][0]["status"], "True");
+    api.expect_event("team-b").await;
     let err = task.await.unwrap().unwrap_err();
-    assert_eq!(err.metric_label(), "config_error");
-    assert!(queue.state().snapshots.is_empty());
+    assert_eq!(err.metric_label(), "kube_error");
+    assert_eq!(
+        queue.state().snapshots.len(),
+        1,
+        "published before the statuses"
+    );
 }

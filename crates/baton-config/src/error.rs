@@ -1,10 +1,15 @@
-//! [`ConfigError`]: everything that makes a set of resources unusable as a whole.
+//! [`ConfigError`]: everything that makes a set of resources unusable as a whole, and
+//! [`InvalidObject`]: why one SendingPool or RelayDomain is left out of the snapshot.
 
 use std::path::PathBuf;
 
-/// An error that makes the input unusable as a whole. Problems confined to one RelayDomain
-/// (missing pool, missing or invalid DKIM key, conflicting claim) are not errors: they are
-/// reported as conditions in [`crate::compile::DomainReport`].
+/// An error that makes the input unusable as a whole. Problems confined to one object are not
+/// errors of [`crate::compile()`]: an invalid SendingPool or RelayDomain is left out of the
+/// snapshot and reported as an [`InvalidObject`] in [`crate::compile::PoolReport`] or
+/// [`crate::compile::DomainReport`]; other RelayDomain problems (missing pool, missing or invalid
+/// DKIM key, conflicting claim) are conditions in the [`crate::compile::DomainReport`].
+/// [`crate::Compiled::ensure_valid`] turns invalid objects back into an error
+/// ([`ConfigError::InvalidObjects`]) for callers that want all or nothing (the CLI).
 ///
 /// `Display` is one line naming the file/document or the resource and field.
 #[derive(Debug, thiserror::Error)]
@@ -53,48 +58,86 @@ pub enum ConfigError {
         /// `name` or `namespace/name`.
         name: String,
     },
-    /// A field holds a value the compiler cannot use (bad CIDR, bad duration, zero weight,
-    /// Smarthost mode without smarthosts, missing smarthost credentials Secret, ...).
-    #[error("{kind} {name}: {field}: {message}")]
-    Invalid {
-        /// Resource kind.
-        kind: &'static str,
-        /// `name` or `namespace/name` of the resource.
-        name: String,
-        /// Path of the offending field (`spec.retry.schedule[2]`).
-        field: String,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// A resource that cannot even be told apart from the others: `metadata.name` is missing.
+    /// (Invalid fields of a named resource are [`InvalidObject`]s, not errors of `compile`.)
+    #[error(transparent)]
+    Invalid(InvalidObject),
+    /// Some objects are invalid and were left out of the snapshot; returned by
+    /// [`crate::Compiled::ensure_valid`] (SendingPools by name first, then RelayDomains by
+    /// `namespace/name`).
+    #[error("{} invalid object(s): {}", .0.len(), join(.0))]
+    InvalidObjects(Vec<InvalidObject>),
 }
 
-impl ConfigError {
-    /// A bounded label for metrics (`io`, `parse`, `unsupported_kind`, `duplicate`, `invalid`).
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Io { .. } => "io",
-            Self::Parse { .. } => "parse",
-            Self::UnsupportedKind { .. } => "unsupported_kind",
-            Self::Duplicate { .. } => "duplicate",
-            Self::Invalid { .. } => "invalid",
-        }
-    }
+/// A field of one SendingPool or RelayDomain holds a value the compiler cannot use (bad CIDR, bad
+/// duration, zero weight, Smarthost mode without smarthosts, missing smarthost credentials
+/// Secret, ...). The object is left out of the snapshot; everything else still compiles.
+///
+/// `Display` is one line: `<kind> <name>: <field>: <message>`. Messages never carry secret
+/// material (Secret values are never quoted, only Secret names).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name}: {field}: {message}")]
+pub struct InvalidObject {
+    /// Resource kind (`SendingPool`, `RelayDomain`).
+    pub kind: &'static str,
+    /// `name` (SendingPool) or `namespace/name` (RelayDomain) of the resource.
+    pub name: String,
+    /// Path of the offending field (`spec.retry.schedule[2]`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
 
-    pub(crate) fn invalid(
+impl InvalidObject {
+    pub(crate) fn new(
         kind: &'static str,
         name: &str,
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        Self::Invalid {
+        Self {
             kind,
             name: name.to_owned(),
             field: field.into(),
             message: message.into(),
         }
     }
+
+    /// `<field>: <message>`, without the object: for the object's own status condition.
+    pub fn detail(&self) -> String {
+        format!("{}: {}", self.field, self.message)
+    }
+}
+
+impl ConfigError {
+    /// A bounded label for metrics (`io`, `parse`, `unsupported_kind`, `duplicate`, `invalid`,
+    /// `invalid_objects`).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io",
+            Self::Parse { .. } => "parse",
+            Self::UnsupportedKind { .. } => "unsupported_kind",
+            Self::Duplicate { .. } => "duplicate",
+            Self::Invalid(_) => "invalid",
+            Self::InvalidObjects(_) => "invalid_objects",
+        }
+    }
+}
+
+impl From<InvalidObject> for ConfigError {
+    fn from(e: InvalidObject) -> Self {
+        Self::Invalid(e)
+    }
 }
 
 fn kind_suffix(kind: &Option<String>) -> String {
     kind.as_ref().map(|k| format!(" ({k})")).unwrap_or_default()
+}
+
+fn join(errors: &[InvalidObject]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -4,7 +4,8 @@
 //!   [`crd::RelayDomain`]) shared by the operator and the data-plane CLI;
 //! - [`load`]: the loader for `kubectl apply`-style YAML files (RelayDomain, SendingPool, Secret);
 //! - [`mod@compile`]: THE compiler from those resources to the `baton.v1.RelayConfig` snapshot, used
-//!   by the operator and by `baton dev` / `baton config apply` alike;
+//!   by the operator and by `baton dev` / `baton config apply` alike; an invalid object is left
+//!   out and reported ([`InvalidObject`]), it does not fail the whole snapshot;
 //! - [`dns`]: the DNS records (DKIM, SPF, DMARC) a domain owner should publish;
 //! - [`crdgen`]: generation of `manifests/crds/*.yaml`;
 //! - [`units`]: human durations and Kubernetes-quantity sizes;
@@ -25,7 +26,7 @@ use baton_proto::v1::RelayConfig;
 use sha2::{Digest as _, Sha256};
 
 pub use compile::{Compiled, Resources, compile};
-pub use error::ConfigError;
+pub use error::{ConfigError, InvalidObject};
 pub use load::{load_paths, load_str};
 
 /// A stable hex SHA-256 of a snapshot's content, ignoring `generation` and `compiled_at_ms`:

@@ -83,6 +83,7 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Compile YAML (RelayDomain, SendingPool, Secret) into the `baton-config` KV snapshot.
+    /// Nothing is written (non-zero exit) when any object is invalid.
     Apply {
         /// NATS URL.
         #[arg(long, env = "BATON_NATS", default_value = "nats://127.0.0.1:4222")]
@@ -95,7 +96,8 @@ pub enum ConfigCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Compile and validate without writing anything; prints a summary.
+    /// Compile and validate without writing anything; prints a summary. Exits non-zero when any
+    /// object is invalid, naming each one.
     Check {
         /// Files or directories.
         #[arg(required = true)]

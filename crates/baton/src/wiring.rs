@@ -81,6 +81,8 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
             let res = baton_config::load_paths(&paths)?;
             let compiled = baton_config::compile(&res, 1, 0)?;
             print_report(&compiled);
+            // The operator would publish the rest; a human checking wants to know.
+            compiled.ensure_valid()?;
             Ok(())
         }
         Command::Crds { out } => {
@@ -92,6 +94,7 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
         Command::DnsRecords { config } => {
             let res = baton_config::load_paths(&config)?;
             let compiled = baton_config::compile(&res, 1, 0)?;
+            compiled.ensure_valid()?;
             for d in &compiled.domains {
                 println!("; {} ({})", d.domain, d.name);
                 for r in &d.dns_records {
@@ -105,20 +108,29 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
 
 fn print_report(compiled: &baton_config::Compiled) {
     for d in &compiled.domains {
-        let state = if d.ready {
-            "ready".to_string()
-        } else {
-            format!("NOT READY: {}", d.not_ready_reason)
+        let state = match (&d.invalid, d.ready) {
+            (Some(invalid), _) => format!("INVALID: {}", invalid.detail()),
+            (None, true) => "ready".to_string(),
+            (None, false) => format!("NOT READY: {}", d.not_ready_reason),
         };
         println!("RelayDomain {} ({}): {state}", d.name, d.domain);
     }
-    for p in &compiled.config.pools {
-        println!(
-            "SendingPool {}: {} smarthost(s), {} egress identities",
-            p.name,
-            p.smarthosts.len(),
-            p.egress.len()
-        );
+    for report in &compiled.pools {
+        match (
+            &report.invalid,
+            compiled.config.pools.iter().find(|p| p.name == report.name),
+        ) {
+            (Some(invalid), _) => {
+                println!("SendingPool {}: INVALID: {}", report.name, invalid.detail())
+            }
+            (None, Some(p)) => println!(
+                "SendingPool {}: {} smarthost(s), {} egress identities",
+                p.name,
+                p.smarthosts.len(),
+                p.egress.len()
+            ),
+            (None, None) => {}
+        }
     }
 }
 
@@ -180,13 +192,16 @@ impl Nats {
 }
 
 /// Compile YAML into a snapshot and store it, bumping the generation only when content changed.
+/// Fails, storing nothing, when any object is invalid ([`baton_config::ConfigError::InvalidObjects`]).
 pub async fn apply_config(nats: &Nats, paths: &[std::path::PathBuf]) -> anyhow::Result<u64> {
     let res = baton_config::load_paths(paths)?;
     let store = ConfigStore::open(&nats.js).await?;
     let previous = store.get().await?;
     let now_ms = (time_now_ns() / 1_000_000) as i64;
-    // The operator's code path: same digest rule, same generation bump.
+    // The operator's code path: same digest rule, same generation bump. Unlike the operator,
+    // nothing is stored while any object is invalid: the error names each one.
     let plan = baton_operator::snapshot::plan_snapshot(&res, previous.as_ref(), now_ms)?;
+    plan.compiled.ensure_valid()?;
     let compiled = plan.compiled;
     let generation = compiled.config.generation;
     if !plan.publish {

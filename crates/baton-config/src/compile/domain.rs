@@ -8,12 +8,13 @@ use ipnet::IpNet;
 use super::dkim::public_key_from_pem;
 use super::secrets::{SecretIndex, basic_auth, hashed_credential, secret_value};
 use super::{
-    ConditionType, DKIM_KEY_SECRET_KEY, DomainCondition, DomainReport, namespace_of, required_name,
+    ConditionType, DKIM_KEY_SECRET_KEY, DomainCondition, DomainReport, PoolIndex, namespace_of,
+    required_name,
 };
-use crate::ConfigError;
-use crate::crd::{DkimAlgorithm, RelayDomain, RelayDomainSpec, SecretRef, SendingPoolSpec};
+use crate::crd::{DkimAlgorithm, RelayDomain, RelayDomainSpec, SecretRef};
 use crate::dns::{DkimPublicKey, dns_records};
 use crate::units::{parse_duration, parse_size};
+use crate::{ConfigError, InvalidObject};
 
 const KIND: &str = "RelayDomain";
 
@@ -53,27 +54,40 @@ pub(crate) fn domain_owners(
     Ok(owners)
 }
 
-/// Compiles one RelayDomain. Returns no snapshot entry when it lost a conflict to `conflict_with`.
+/// Compiles one RelayDomain. Returns no snapshot entry when it lost a conflict to
+/// `conflict_with` or is invalid (its report then carries the [`InvalidObject`]).
 pub(crate) fn compile_domain(
     rd: &RelayDomain,
     key: &str,
-    pools: &BTreeMap<&str, &SendingPoolSpec>,
+    pools: &PoolIndex<'_>,
     secrets: &SecretIndex<'_>,
     conflict_with: Option<&str>,
-) -> Result<(Option<pb::RelayDomain>, DomainReport), ConfigError> {
+) -> (Option<pb::RelayDomain>, DomainReport) {
     let spec = &rd.spec;
     let namespace = namespace_of(&rd.metadata);
-    let mut entry = validated_entry(spec, key)?;
-    let pool = pools.get(spec.pool.as_str()).copied();
-    let dkim = dkim_keys(spec, key, namespace, secrets)?;
+    let validated = validated_entry(spec, key);
+    let expire_secs = validated.as_ref().map(|(_, secs)| *secs).unwrap_or(0);
+    let dkim = dkim_keys(spec, namespace, secrets, expire_secs);
     let credentials = credentials(spec, namespace, secrets);
 
-    let pool_problem = match pool {
-        Some(_) => None,
-        None => Some((
-            "PoolNotFound",
-            format!("SendingPool {:?} not found", spec.pool),
-        )),
+    let invalid = validated.as_ref().err().cloned();
+    let invalid_problem = invalid.as_ref().map(|e| ("Invalid", e.detail()));
+    let (pool, pool_problem) = match pools.get(spec.pool.as_str()) {
+        Some(Ok(pool)) => (Some(*pool), None),
+        Some(Err(why)) => (
+            None,
+            Some((
+                "PoolInvalid",
+                format!("SendingPool {:?} is invalid: {}", spec.pool, why.detail()),
+            )),
+        ),
+        None => (
+            None,
+            Some((
+                "PoolNotFound",
+                format!("SendingPool {:?} not found", spec.pool),
+            )),
+        ),
     };
     let conflict_problem = conflict_with.map(|owner| {
         (
@@ -87,6 +101,7 @@ pub(crate) fn compile_domain(
     let dkim_problem = dkim.as_ref().err().cloned();
     let credentials_problem = credentials.as_ref().err().cloned();
     let not_ready = [
+        &invalid_problem,
         &conflict_problem,
         &pool_problem,
         &dkim_problem,
@@ -94,12 +109,8 @@ pub(crate) fn compile_domain(
     ]
     .into_iter()
     .find_map(|p| p.clone());
-
-    let (dkim_keys, public_keys) = dkim.unwrap_or_default();
-    entry.dkim_keys = dkim_keys;
-    entry.credentials = credentials.unwrap_or_default();
-    entry.ready = not_ready.is_none();
-    entry.not_ready_reason = not_ready
+    let ready = not_ready.is_none();
+    let not_ready_reason = not_ready
         .as_ref()
         .map(|(_, m)| m.clone())
         .unwrap_or_default();
@@ -111,27 +122,42 @@ pub(crate) fn compile_domain(
         &dkim_problem,
         &conflict_problem,
     );
-    let dns_records = match conflict_with {
-        Some(_) => Vec::new(),
-        None => dns_records(spec, pool, &public_keys),
+    let (dkim_keys, public_keys) = dkim.unwrap_or_default();
+    let dns_records = match (conflict_with, &invalid) {
+        (None, None) => dns_records(spec, pool, &public_keys),
+        _ => Vec::new(),
+    };
+    let entry = match validated {
+        Ok((mut entry, _)) if conflict_with.is_none() => {
+            entry.dkim_keys = dkim_keys;
+            entry.credentials = credentials.unwrap_or_default();
+            entry.ready = ready;
+            entry.not_ready_reason = not_ready_reason.clone();
+            Some(entry)
+        }
+        _ => None,
     };
     let report = DomainReport {
         name: key.to_owned(),
         namespace: namespace.to_owned(),
         resource_name: rd.metadata.name.clone().unwrap_or_default(),
         domain: spec.domain.clone(),
-        ready: entry.ready,
-        not_ready_reason: entry.not_ready_reason.clone(),
+        ready,
+        invalid,
+        not_ready_reason,
         conditions,
         dns_records,
     };
-    Ok((conflict_with.is_none().then_some(entry), report))
+    (entry, report)
 }
 
-/// The snapshot entry without DKIM keys, credentials and readiness, after validating every field
-/// whose error makes the input unusable.
-fn validated_entry(spec: &RelayDomainSpec, key: &str) -> Result<pb::RelayDomain, ConfigError> {
-    let invalid = |field: &str, message: String| ConfigError::invalid(KIND, key, field, message);
+/// The snapshot entry without DKIM keys, credentials and readiness, and the DKIM `expireAfter`
+/// in seconds (0: never), after validating every field whose error makes the RelayDomain invalid.
+fn validated_entry(
+    spec: &RelayDomainSpec,
+    key: &str,
+) -> Result<(pb::RelayDomain, u64), InvalidObject> {
+    let invalid = |field: &str, message: String| InvalidObject::new(KIND, key, field, message);
     check_domain_name(&spec.domain).map_err(|m| invalid("spec.domain", m))?;
     if spec.pool.is_empty() {
         return Err(invalid("spec.pool", "must not be empty".into()));
@@ -165,7 +191,13 @@ fn validated_entry(spec: &RelayDomainSpec, key: &str) -> Result<pb::RelayDomain,
         Some(q) => parse_size(&q.0).map_err(|m| invalid("spec.limits.maxMessageSize", m))?,
         None => 0,
     };
-    Ok(pb::RelayDomain {
+    let expire_secs = match spec.dkim.as_ref().and_then(|d| d.expire_after.as_deref()) {
+        None => 0,
+        Some(text) => parse_duration(text)
+            .map_err(|m| invalid("spec.dkim.expireAfter", m))?
+            .as_secs(),
+    };
+    let entry = pb::RelayDomain {
         name: key.to_owned(),
         domain: spec.domain.clone(),
         pool: spec.pool.clone(),
@@ -178,7 +210,8 @@ fn validated_entry(spec: &RelayDomainSpec, key: &str) -> Result<pb::RelayDomain,
         ready: false,
         not_ready_reason: String::new(),
         allow_unaligned_from: spec.allow_unaligned_from,
-    })
+    };
+    Ok((entry, expire_secs))
 }
 
 /// Lower-case ASCII host name with at least two labels (the schema's `DOMAIN_PATTERN`).
@@ -213,22 +246,16 @@ fn check_sender(sender: &str, domain: &str) -> Result<(), String> {
 
 type DkimMaterial = (Vec<pb::DkimKey>, Vec<DkimPublicKey>);
 
-/// The DKIM keys (primary first). `Err(problem)` for a missing or unusable key Secret;
-/// `ConfigError` only for an invalid `expireAfter`.
+/// The DKIM keys (primary first), each expiring after `expire_secs` (0: never). `Err(problem)`
+/// for a missing or unusable key Secret.
 fn dkim_keys(
     spec: &RelayDomainSpec,
-    key: &str,
     namespace: &str,
     secrets: &SecretIndex<'_>,
-) -> Result<Result<DkimMaterial, Problem>, ConfigError> {
+    expire_secs: u64,
+) -> Result<DkimMaterial, Problem> {
     let Some(dkim) = &spec.dkim else {
-        return Ok(Ok((Vec::new(), Vec::new())));
-    };
-    let expire_secs = match dkim.expire_after.as_deref() {
-        None => 0,
-        Some(text) => parse_duration(text)
-            .map_err(|m| ConfigError::invalid(KIND, key, "spec.dkim.expireAfter", m))?
-            .as_secs(),
+        return Ok((Vec::new(), Vec::new()));
     };
     let all = std::iter::once((&dkim.selector, dkim.algorithm, &dkim.key_secret_ref)).chain(
         dkim.additional_keys
@@ -237,10 +264,7 @@ fn dkim_keys(
     );
     let mut material: DkimMaterial = (Vec::new(), Vec::new());
     for (selector, algorithm, secret_ref) in all {
-        let (pem, public_key) = match load_key(namespace, secret_ref, algorithm, secrets) {
-            Ok(loaded) => loaded,
-            Err(problem) => return Ok(Err(problem)),
-        };
+        let (pem, public_key) = load_key(namespace, secret_ref, algorithm, secrets)?;
         material.0.push(pb::DkimKey {
             selector: selector.clone(),
             algorithm: algorithm.as_str().to_owned(),
@@ -253,7 +277,7 @@ fn dkim_keys(
             public_key,
         });
     }
-    Ok(Ok(material))
+    Ok(material)
 }
 
 fn load_key(

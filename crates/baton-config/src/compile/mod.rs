@@ -3,17 +3,26 @@
 //! [`compile`], so what is tested locally is what the cluster runs.
 //!
 //! Rules:
-//! - Errors ([`ConfigError`]) are reserved for input that is unusable as a whole: duplicate
-//!   resources, invalid fields (CIDR, duration, size, weight, ...), Smarthost mode without
-//!   smarthosts, a missing or invalid smarthost credentials Secret.
+//! - Errors ([`ConfigError`]) are reserved for input that is unusable as a whole: resources
+//!   without `metadata.name`, two resources of a kind with the same name (two Secrets too). In
+//!   Kubernetes neither can happen, so the operator always gets a snapshot.
+//! - An invalid object never fails the snapshot. A SendingPool or RelayDomain with a field the
+//!   compiler cannot use (CIDR, duration, size, weight, retry schedule, Smarthost mode without
+//!   smarthosts, a missing or invalid smarthost credentials Secret, ...) is left out of
+//!   `RelayConfig` and reported as an [`InvalidObject`] in its [`PoolReport`] / [`DomainReport`];
+//!   everything else compiles. A RelayDomain on an invalid pool stays in the snapshot, not ready
+//!   (`PoolFound=False`, reason `PoolInvalid`); an invalid RelayDomain gets `Ready=False`, reason
+//!   `Invalid`, and keeps its claim on its domain (a newer claim does not take it over).
+//!   [`Compiled::ensure_valid`] is the all-or-nothing view for humans (`baton config check`,
+//!   `baton config apply`, `baton dev`).
 //! - Problems confined to one RelayDomain never fail the snapshot: the domain is compiled with
 //!   `ready = false` and a `not_ready_reason`, and its [`DomainReport`] carries the conditions
 //!   (`Ready`, `PoolFound`, `DkimKeyReady`, `Conflict`) the operator should set.
 //! - A domain claimed by several RelayDomains belongs to the oldest (creation timestamp, ties by
 //!   `namespace/name`); the others get `Conflict=True` and are left out of the snapshot, so each
 //!   domain appears at most once in `RelayConfig.domains`.
-//! - Output is deterministic: pools sorted by name, domains by domain name, reports by
-//!   `namespace/name`.
+//! - Output is deterministic: pools sorted by name, domains by domain name, pool reports by name,
+//!   domain reports by `namespace/name`.
 //!
 //! Secret material in the snapshot: SMTP AUTH passwords only as salted SHA-256 hashes, but DKIM
 //! private keys and smarthost passwords in clear (the data plane signs and authenticates with
@@ -32,9 +41,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time
 
 pub use secrets::{BASIC_AUTH_TYPE, verify_password};
 
-use crate::ConfigError;
 use crate::crd::{RelayDomain, SendingPool, SendingPoolSpec};
 use crate::dns::DnsRecord;
+use crate::{ConfigError, InvalidObject};
 
 /// Namespace assumed for a namespaced resource without `metadata.namespace` (as in files).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -62,13 +71,49 @@ impl Resources {
     }
 }
 
-/// The output of [`compile`]: the snapshot and one report per RelayDomain.
+/// The output of [`compile`]: the snapshot, one report per RelayDomain and one per SendingPool.
 #[derive(Clone, Debug)]
 pub struct Compiled {
-    /// The snapshot to publish.
+    /// The snapshot to publish (without the invalid objects).
     pub config: pb::RelayConfig,
     /// One report per input RelayDomain, sorted by `namespace/name`.
     pub domains: Vec<DomainReport>,
+    /// One report per input SendingPool, sorted by name.
+    pub pools: Vec<PoolReport>,
+}
+
+impl Compiled {
+    /// Every object left out of the snapshot because it is invalid: SendingPools by name, then
+    /// RelayDomains by `namespace/name`.
+    pub fn invalid(&self) -> impl Iterator<Item = &InvalidObject> {
+        let pools = self.pools.iter().filter_map(|p| p.invalid.as_ref());
+        pools.chain(self.domains.iter().filter_map(|d| d.invalid.as_ref()))
+    }
+
+    /// All or nothing: [`ConfigError::InvalidObjects`] naming every invalid object, if any. What
+    /// a human running `baton config check` / `apply` wants; the operator publishes the rest.
+    pub fn ensure_valid(&self) -> Result<(), ConfigError> {
+        let invalid: Vec<InvalidObject> = self.invalid().cloned().collect();
+        if invalid.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::InvalidObjects(invalid))
+        }
+    }
+
+    /// The report of the SendingPool `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolReport> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// What the compiler concluded about one SendingPool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolReport {
+    /// `metadata.name` of the SendingPool.
+    pub name: String,
+    /// Why it was left out of the snapshot (`None`: it is in the snapshot).
+    pub invalid: Option<InvalidObject>,
 }
 
 /// What the compiler concluded about one RelayDomain: the status the operator should write.
@@ -84,6 +129,8 @@ pub struct DomainReport {
     pub domain: String,
     /// Whether the domain is usable (also in the snapshot entry, if any).
     pub ready: bool,
+    /// Why the RelayDomain itself is invalid and left out of the snapshot (`None`: valid).
+    pub invalid: Option<InvalidObject>,
     /// Why it is not ready (empty when ready).
     pub not_ready_reason: String,
     /// `Ready`, `PoolFound`, `DkimKeyReady` and `Conflict`, in that order.
@@ -161,20 +208,30 @@ impl ConditionType {
     }
 }
 
+/// Every SendingPool by name: its spec when it compiled, why not otherwise.
+pub(crate) type PoolIndex<'a> = BTreeMap<&'a str, Result<&'a SendingPoolSpec, InvalidObject>>;
+
 /// Compiles `res` into a snapshot with the given `generation` and `compiled_at_ms` (`now_ms`).
+/// Invalid objects are left out and reported (see the module docs); `Err` only for input that is
+/// unusable as a whole.
 pub fn compile(res: &Resources, generation: u64, now_ms: i64) -> Result<Compiled, ConfigError> {
     let secrets = secrets::SecretIndex::new(&res.secrets)?;
-    let mut pool_specs: BTreeMap<&str, &SendingPoolSpec> = BTreeMap::new();
+    let mut pool_index: PoolIndex<'_> = BTreeMap::new();
     let mut pools = Vec::with_capacity(res.pools.len());
     for pool in &res.pools {
         let name = required_name("SendingPool", &pool.metadata)?;
-        if pool_specs.insert(name, &pool.spec).is_some() {
+        if pool_index.contains_key(name) {
             return Err(ConfigError::Duplicate {
                 kind: "SendingPool",
                 name: name.to_owned(),
             });
         }
-        pools.push(pool::compile_pool(pool, name, &secrets)?);
+        let compiled = pool::compile_pool(pool, name, &secrets);
+        pool_index.insert(
+            name,
+            compiled.as_ref().map(|_| &pool.spec).map_err(Clone::clone),
+        );
+        pools.extend(compiled.ok());
     }
     pools.sort_by(|a, b| a.name.cmp(&b.name));
 
@@ -186,18 +243,25 @@ pub fn compile(res: &Resources, generation: u64, now_ms: i64) -> Result<Compiled
         let owner = owners.get(rd.spec.domain.as_str()).map(String::as_str);
         let conflict_with = owner.filter(|o| *o != key);
         let (entry, report) =
-            domain::compile_domain(rd, &key, &pool_specs, &secrets, conflict_with)?;
-        if let Some(entry) = entry {
-            entries.push(entry);
-        }
+            domain::compile_domain(rd, &key, &pool_index, &secrets, conflict_with);
+        entries.extend(entry);
         reports.push(report);
     }
     entries.sort_by(|a, b| a.domain.cmp(&b.domain));
     reports.sort_by(|a, b| a.name.cmp(&b.name));
+    let pool_reports: Vec<PoolReport> = pool_index
+        .into_iter()
+        .map(|(name, compiled)| PoolReport {
+            name: name.to_owned(),
+            invalid: compiled.err(),
+        })
+        .collect();
     tracing::debug!(
         pools = pools.len(),
         domains = entries.len(),
         not_ready = reports.iter().filter(|r| !r.ready).count(),
+        invalid_pools = pool_reports.iter().filter(|p| p.invalid.is_some()).count(),
+        invalid_domains = reports.iter().filter(|r| r.invalid.is_some()).count(),
         "compiled relay config"
     );
     Ok(Compiled {
@@ -208,6 +272,7 @@ pub fn compile(res: &Resources, generation: u64, now_ms: i64) -> Result<Compiled
             pools,
         },
         domains: reports,
+        pools: pool_reports,
     })
 }
 
@@ -222,11 +287,6 @@ pub(crate) fn namespace_of(meta: &ObjectMeta) -> &str {
 fn required_name<'m>(kind: &'static str, meta: &'m ObjectMeta) -> Result<&'m str, ConfigError> {
     match meta.name.as_deref() {
         Some(name) if !name.is_empty() => Ok(name),
-        _ => Err(ConfigError::invalid(
-            kind,
-            "<unnamed>",
-            "metadata.name",
-            "is required",
-        )),
+        _ => Err(InvalidObject::new(kind, "<unnamed>", "metadata.name", "is required").into()),
     }
 }

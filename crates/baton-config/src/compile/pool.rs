@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use baton_proto::v1 as pb;
 
 use super::secrets::{SecretIndex, basic_auth};
-use crate::ConfigError;
+use crate::InvalidObject;
 use crate::crd::{
     DeliveryMode, EgressSpec, MAX_RETRY_TIERS, SendingPool, SendingPoolSpec, SmarthostSpec,
     TlsPolicy,
@@ -19,9 +19,9 @@ pub(crate) fn compile_pool(
     pool: &SendingPool,
     name: &str,
     secrets: &SecretIndex<'_>,
-) -> Result<pb::SendingPool, ConfigError> {
+) -> Result<pb::SendingPool, InvalidObject> {
     let spec = &pool.spec;
-    let invalid = |field: &str, message: String| ConfigError::invalid(KIND, name, field, message);
+    let invalid = |field: &str, message: String| InvalidObject::new(KIND, name, field, message);
     let delivery = &spec.delivery;
     if delivery.mode == DeliveryMode::Smarthost && delivery.smarthosts.is_empty() {
         return Err(invalid(
@@ -81,9 +81,9 @@ fn compile_smarthost(
     pool: &str,
     i: usize,
     secrets: &SecretIndex<'_>,
-) -> Result<pb::Smarthost, ConfigError> {
+) -> Result<pb::Smarthost, InvalidObject> {
     let invalid = |f: &str, message: String| {
-        ConfigError::invalid(
+        InvalidObject::new(
             KIND,
             pool,
             format!("spec.delivery.smarthosts[{i}].{f}"),
@@ -134,8 +134,8 @@ fn compile_smarthost(
     })
 }
 
-fn compile_egress(e: &EgressSpec, pool: &str, i: usize) -> Result<pb::Egress, ConfigError> {
-    let invalid = |field: &str, message: String| ConfigError::invalid(KIND, pool, field, message);
+fn compile_egress(e: &EgressSpec, pool: &str, i: usize) -> Result<pb::Egress, InvalidObject> {
+    let invalid = |field: &str, message: String| InvalidObject::new(KIND, pool, field, message);
     let field = |f: &str| format!("spec.egress[{i}].{f}");
     if e.ehlo_name.trim().is_empty() {
         return Err(invalid(&field("ehloName"), "must not be empty".into()));
@@ -162,13 +162,13 @@ fn compile_egress(e: &EgressSpec, pool: &str, i: usize) -> Result<pb::Egress, Co
     })
 }
 
-fn compile_retry(spec: &SendingPoolSpec, name: &str) -> Result<(Vec<u64>, u64), ConfigError> {
+fn compile_retry(spec: &SendingPoolSpec, name: &str) -> Result<(Vec<u64>, u64), InvalidObject> {
     let retry = &spec.retry;
-    let secs = |field: String, text: &str| -> Result<u64, ConfigError> {
+    let secs = |field: String, text: &str| -> Result<u64, InvalidObject> {
         let d =
-            parse_duration(text).map_err(|m| ConfigError::invalid(KIND, name, field.clone(), m))?;
+            parse_duration(text).map_err(|m| InvalidObject::new(KIND, name, field.clone(), m))?;
         if d.as_secs() == 0 {
-            return Err(ConfigError::invalid(
+            return Err(InvalidObject::new(
                 KIND,
                 name,
                 field,
@@ -178,7 +178,7 @@ fn compile_retry(spec: &SendingPoolSpec, name: &str) -> Result<(Vec<u64>, u64), 
         Ok(d.as_secs())
     };
     if retry.schedule.len() > MAX_RETRY_TIERS {
-        return Err(ConfigError::invalid(
+        return Err(InvalidObject::new(
             KIND,
             name,
             "spec.retry.schedule",
@@ -186,7 +186,7 @@ fn compile_retry(spec: &SendingPoolSpec, name: &str) -> Result<(Vec<u64>, u64), 
         ));
     }
     if retry.schedule.is_empty() {
-        return Err(ConfigError::invalid(
+        return Err(InvalidObject::new(
             KIND,
             name,
             "spec.retry.schedule",
@@ -204,12 +204,12 @@ fn compile_retry(spec: &SendingPoolSpec, name: &str) -> Result<(Vec<u64>, u64), 
 }
 
 /// Desired replicas: `workers.replicas`, else `autoscaling.minReplicas`, else 1.
-fn workers(spec: &SendingPoolSpec, name: &str) -> Result<u32, ConfigError> {
+fn workers(spec: &SendingPoolSpec, name: &str) -> Result<u32, InvalidObject> {
     let w = &spec.workers;
     if let Some(a) = &w.autoscaling
         && (a.min_replicas < 1 || a.max_replicas < a.min_replicas)
     {
-        return Err(ConfigError::invalid(
+        return Err(InvalidObject::new(
             KIND,
             name,
             "spec.workers.autoscaling",
@@ -221,7 +221,7 @@ fn workers(spec: &SendingPoolSpec, name: &str) -> Result<u32, ConfigError> {
         .or(w.autoscaling.as_ref().map(|a| a.min_replicas))
         .unwrap_or(1);
     u32::try_from(replicas).map_err(|_| {
-        ConfigError::invalid(KIND, name, "spec.workers.replicas", "must not be negative")
+        InvalidObject::new(KIND, name, "spec.workers.replicas", "must not be negative")
     })
 }
 

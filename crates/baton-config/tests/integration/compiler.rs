@@ -361,9 +361,11 @@ fn smarthost_credentials_are_kept_for_auth() {
     );
 
     let missing = yaml.split("---").next().unwrap();
+    let compiled = compile_yaml(missing);
+    assert!(compiled.config.pools.is_empty(), "left out of the snapshot");
     assert_eq!(
-        compile_err(missing).to_string(),
-        "SendingPool relay: spec.delivery.smarthosts[0].credentialsSecretRef: \
+        compiled.ensure_valid().unwrap_err().to_string(),
+        "1 invalid object(s): SendingPool relay: spec.delivery.smarthosts[0].credentialsSecretRef: \
          Secret baton-system/upstream not found"
     );
 }
@@ -409,12 +411,27 @@ fn digest_ignores_generation_and_order_but_not_content() {
     );
 }
 
+/// The report of the invalid pool `default` (left out of the snapshot), as one line.
 fn pool_err(spec: &str) -> String {
-    compile_err(&POOL.replace("spec: {}", &format!("spec: {spec}"))).to_string()
+    let compiled = compile_yaml(&POOL.replace("spec: {}", &format!("spec: {spec}")));
+    assert!(compiled.config.pools.is_empty(), "{spec}: left out");
+    let report = compiled.pool("default").expect("a report for the pool");
+    let invalid = report.invalid.as_ref().expect("the pool is invalid");
+    assert_eq!(compiled.invalid().collect::<Vec<_>>(), [invalid]);
+    invalid.to_string()
 }
 
+/// The report of the invalid RelayDomain `ns/d` (left out of the snapshot), as one line.
 fn domain_err(spec: &str) -> String {
-    compile_err(&format!("{POOL}{}", domain("d", "ns", spec))).to_string()
+    let compiled = compile_yaml(&format!("{POOL}{}", domain("d", "ns", spec)));
+    assert!(compiled.config.domains.is_empty(), "{spec}: left out");
+    assert_eq!(compiled.config.pools.len(), 1, "the pool still compiles");
+    let r = report(&compiled, "ns/d");
+    assert!(!r.ready);
+    assert_eq!(cond(r, ConditionType::Ready), ("False", "Invalid"));
+    let invalid = r.invalid.as_ref().expect("the domain is invalid");
+    assert_eq!(r.not_ready_reason, invalid.detail());
+    invalid.to_string()
 }
 
 #[test]

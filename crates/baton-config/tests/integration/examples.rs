@@ -1,4 +1,4 @@
-//! `manifests/examples/*.yaml` load and compile.
+//! `manifests/examples/*.yaml` load and compile, every object valid.
 
 use baton_config::compile::ConditionType;
 use baton_config::{compile, load_paths};
@@ -18,7 +18,10 @@ fn each_example_loads_and_compiles() {
         "relay-domain.yaml",
     ] {
         let res = load_paths(&[example(name)]).unwrap_or_else(|e| panic!("{name}: {e}"));
-        compile(&res, 1, 0).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let compiled = compile(&res, 1, 0).unwrap_or_else(|e| panic!("{name}: {e}"));
+        compiled
+            .ensure_valid()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
 
@@ -26,6 +29,7 @@ fn each_example_loads_and_compiles() {
 fn examples_directory_compiles_to_a_ready_domain() {
     let res = load_paths(&[manifests_dir().join("examples")]).unwrap();
     let compiled = compile(&res, 7, 0).unwrap();
+    compiled.ensure_valid().unwrap();
     let pools: Vec<_> = compiled
         .config
         .pools

@@ -5,6 +5,7 @@ mod compiler;
 mod crds;
 mod dns;
 mod examples;
+mod isolation;
 mod load;
 
 use std::path::PathBuf;
