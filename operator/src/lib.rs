@@ -6,7 +6,7 @@
 //! - [`domain`]: RelayDomain → DKIM key Secrets generated when absent (owned by the domain);
 //! - [`snapshot`]: every RelayDomain, SendingPool and referenced Secret → one `RelayConfig`
 //!   snapshot in the `baton-config` KV bucket (published only when its content changed; an
-//!   invalid object is left out, never blocking the others), and every RelayDomain's status
+//!   invalid object never blocks the others), and every RelayDomain's status
 //!   (conditions `Ready`, `PoolFound`, `DkimKeyReady`, `Conflict`, DNS records);
 //! - [`leader`]: Lease-based leader election; [`runtime`]: watches, controllers, readiness;
 //! - pure logic in [`workload`], [`conditions`], [`dkim`] and [`leader::decide`], unit-tested;

@@ -39,7 +39,7 @@ pub struct Plan {
 
 /// Compile `res` against the `previous` snapshot: same content keeps the previous generation
 /// and timestamp (nothing to publish); new content gets `previous.generation + 1` (1 at first).
-/// Invalid objects are left out of the snapshot and reported in the plan's
+/// Invalid objects (pools left out, domains never ready) are reported in the plan's
 /// [`Compiled`]; callers that want all or nothing check [`Compiled::ensure_valid`].
 pub fn plan_snapshot(
     res: &Resources,
@@ -161,7 +161,7 @@ pub async fn sync(ctx: &Context) -> Result<Plan> {
             "published RelayConfig snapshot"
         );
         for invalid in plan.compiled.invalid() {
-            tracing::warn!(error = %invalid, "invalid object left out of the snapshot");
+            tracing::warn!(error = %invalid, "invalid object: pool left out of the snapshot, domain never ready");
         }
     }
     ctx.metrics

@@ -1,11 +1,12 @@
 //! [`ConfigError`]: everything that makes a set of resources unusable as a whole, and
-//! [`InvalidObject`]: why one SendingPool or RelayDomain is left out of the snapshot.
+//! [`InvalidObject`]: why one SendingPool is left out of the snapshot, or one RelayDomain is
+//! never ready.
 
 use std::path::PathBuf;
 
 /// An error that makes the input unusable as a whole. Problems confined to one object are not
-/// errors of [`crate::compile()`]: an invalid SendingPool or RelayDomain is left out of the
-/// snapshot and reported as an [`InvalidObject`] in [`crate::compile::PoolReport`] or
+/// errors of [`crate::compile()`]: an invalid SendingPool is left out of the snapshot, an invalid
+/// RelayDomain stays in it but is never ready, and either is reported as an [`InvalidObject`] in [`crate::compile::PoolReport`] or
 /// [`crate::compile::DomainReport`]; other RelayDomain problems (missing pool, missing or invalid
 /// DKIM key, conflicting claim) are conditions in the [`crate::compile::DomainReport`].
 /// [`crate::Compiled::ensure_valid`] turns invalid objects back into an error
@@ -62,7 +63,7 @@ pub enum ConfigError {
     /// (Invalid fields of a named resource are [`InvalidObject`]s, not errors of `compile`.)
     #[error(transparent)]
     Invalid(InvalidObject),
-    /// Some objects are invalid and were left out of the snapshot; returned by
+    /// Some objects are invalid (left out of the snapshot, or never ready); returned by
     /// [`crate::Compiled::ensure_valid`] (SendingPools by name first, then RelayDomains by
     /// `namespace/name`).
     #[error("{} invalid object(s): {}", .0.len(), join(.0))]
@@ -71,7 +72,8 @@ pub enum ConfigError {
 
 /// A field of one SendingPool or RelayDomain holds a value the compiler cannot use (bad CIDR, bad
 /// duration, zero weight, Smarthost mode without smarthosts, missing smarthost credentials
-/// Secret, ...). The object is left out of the snapshot; everything else still compiles.
+/// Secret, ...). A SendingPool is then left out of the snapshot, a RelayDomain is kept but never
+/// ready (its clients get `451 4.7.5`); everything else still compiles.
 ///
 /// `Display` is one line: `<kind> <name>: <field>: <message>`. Messages never carry secret
 /// material (Secret values are never quoted, only Secret names).

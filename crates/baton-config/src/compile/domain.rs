@@ -55,7 +55,8 @@ pub(crate) fn domain_owners(
 }
 
 /// Compiles one RelayDomain. Returns no snapshot entry when it lost a conflict to
-/// `conflict_with` or is invalid (its report then carries the [`InvalidObject`]).
+/// `conflict_with` or its domain name is invalid; any other invalid field gives a never-ready
+/// entry (see `validated_entry`). The report of an invalid one carries the [`InvalidObject`].
 pub(crate) fn compile_domain(
     rd: &RelayDomain,
     key: &str,
@@ -65,12 +66,11 @@ pub(crate) fn compile_domain(
 ) -> (Option<pb::RelayDomain>, DomainReport) {
     let spec = &rd.spec;
     let namespace = namespace_of(&rd.metadata);
-    let validated = validated_entry(spec, key);
+    let (validated, invalid) = validated_entry(spec, key);
     let expire_secs = validated.as_ref().map(|(_, secs)| *secs).unwrap_or(0);
     let dkim = dkim_keys(spec, namespace, secrets, expire_secs);
     let credentials = credentials(spec, namespace, secrets);
 
-    let invalid = validated.as_ref().err().cloned();
     let invalid_problem = invalid.as_ref().map(|e| ("Invalid", e.detail()));
     let (pool, pool_problem) = match pools.get(spec.pool.as_str()) {
         Some(Ok(pool)) => (Some(*pool), None),
@@ -128,7 +128,7 @@ pub(crate) fn compile_domain(
         _ => Vec::new(),
     };
     let entry = match validated {
-        Ok((mut entry, _)) if conflict_with.is_none() => {
+        Some((mut entry, _)) if conflict_with.is_none() => {
             entry.dkim_keys = dkim_keys;
             entry.credentials = credentials.unwrap_or_default();
             entry.ready = ready;
@@ -151,51 +151,64 @@ pub(crate) fn compile_domain(
     (entry, report)
 }
 
-/// The snapshot entry without DKIM keys, credentials and readiness, and the DKIM `expireAfter`
-/// in seconds (0: never), after validating every field whose error makes the RelayDomain invalid.
+/// The snapshot entry without DKIM keys, credentials and readiness, the DKIM `expireAfter` in
+/// seconds (0: never), and the first field error that makes the RelayDomain invalid.
+///
+/// An invalid RelayDomain still gets an entry (it is never ready, so its clients are answered
+/// `451 4.7.5`, a temporary failure, rather than refused as strangers) built from its valid
+/// parts: bad senders and networks are skipped, a bad size or expiry counts as unset. Only a
+/// bad domain name leaves no entry, since nothing could match it.
 fn validated_entry(
     spec: &RelayDomainSpec,
     key: &str,
-) -> Result<(pb::RelayDomain, u64), InvalidObject> {
+) -> (Option<(pb::RelayDomain, u64)>, Option<InvalidObject>) {
     let invalid = |field: &str, message: String| InvalidObject::new(KIND, key, field, message);
-    check_domain_name(&spec.domain).map_err(|m| invalid("spec.domain", m))?;
-    if spec.pool.is_empty() {
-        return Err(invalid("spec.pool", "must not be empty".into()));
+    if let Err(m) = check_domain_name(&spec.domain) {
+        return (None, Some(invalid("spec.domain", m)));
     }
-    let mut allowed_senders = spec.allowed_senders.clone();
-    for (i, sender) in allowed_senders.iter().enumerate() {
-        check_sender(sender, &spec.domain)
-            .map_err(|m| invalid(&format!("spec.allowedSenders[{i}]"), m))?;
+    let mut first: Option<InvalidObject> = None;
+    let mut note = |e: InvalidObject| {
+        first.get_or_insert(e);
+    };
+    if spec.pool.is_empty() {
+        note(invalid("spec.pool", "must not be empty".into()));
+    }
+    let mut allowed_senders = Vec::new();
+    for (i, sender) in spec.allowed_senders.iter().enumerate() {
+        match check_sender(sender, &spec.domain) {
+            Ok(()) => allowed_senders.push(sender.clone()),
+            Err(m) => note(invalid(&format!("spec.allowedSenders[{i}]"), m)),
+        }
     }
     if allowed_senders.is_empty() {
         allowed_senders.push(format!("*@{}", spec.domain));
     }
-    let networks = spec
-        .submission
-        .networks
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            n.trim()
-                .parse::<IpNet>()
-                .map(|net| net.to_string())
-                .map_err(|_| {
-                    invalid(
-                        &format!("spec.submission.networks[{i}]"),
-                        format!("{n:?} is not a CIDR"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut networks = Vec::new();
+    for (i, n) in spec.submission.networks.iter().enumerate() {
+        match n.trim().parse::<IpNet>() {
+            Ok(net) => networks.push(net.to_string()),
+            Err(_) => note(invalid(
+                &format!("spec.submission.networks[{i}]"),
+                format!("{n:?} is not a CIDR"),
+            )),
+        }
+    }
     let max_message_size = match &spec.limits.max_message_size {
-        Some(q) => parse_size(&q.0).map_err(|m| invalid("spec.limits.maxMessageSize", m))?,
+        Some(q) => parse_size(&q.0).unwrap_or_else(|m| {
+            note(invalid("spec.limits.maxMessageSize", m));
+            0
+        }),
         None => 0,
     };
     let expire_secs = match spec.dkim.as_ref().and_then(|d| d.expire_after.as_deref()) {
         None => 0,
-        Some(text) => parse_duration(text)
-            .map_err(|m| invalid("spec.dkim.expireAfter", m))?
-            .as_secs(),
+        Some(text) => parse_duration(text).map_or_else(
+            |m| {
+                note(invalid("spec.dkim.expireAfter", m));
+                0
+            },
+            |d| d.as_secs(),
+        ),
     };
     let entry = pb::RelayDomain {
         name: key.to_owned(),
@@ -211,7 +224,7 @@ fn validated_entry(
         not_ready_reason: String::new(),
         allow_unaligned_from: spec.allow_unaligned_from,
     };
-    Ok((entry, expire_secs))
+    (Some((entry, expire_secs)), first)
 }
 
 /// Lower-case ASCII host name with at least two labels (the schema's `DOMAIN_PATTERN`).

@@ -8,9 +8,11 @@
 //!   Kubernetes neither can happen, so the operator always gets a snapshot.
 //! - An invalid object never fails the snapshot. A SendingPool or RelayDomain with a field the
 //!   compiler cannot use (CIDR, duration, size, weight, retry schedule, Smarthost mode without
-//!   smarthosts, a missing or invalid smarthost credentials Secret, ...) is left out of
-//!   `RelayConfig` and reported as an [`InvalidObject`] in its [`PoolReport`] / [`DomainReport`];
-//!   everything else compiles. A RelayDomain on an invalid pool stays in the snapshot, not ready
+//!   smarthosts, a missing or invalid smarthost credentials Secret, ...) is reported as an
+//!   [`InvalidObject`] in its [`PoolReport`] / [`DomainReport`]; everything else compiles. An
+//!   invalid SendingPool is left out of `RelayConfig`; an invalid RelayDomain stays in it, never
+//!   ready and built from its valid parts, so its clients get a temporary `451 4.7.5` rather
+//!   than a refusal while it is being fixed (only a bad domain name leaves no entry). A RelayDomain on an invalid pool stays in the snapshot, not ready
 //!   (`PoolFound=False`, reason `PoolInvalid`); an invalid RelayDomain gets `Ready=False`, reason
 //!   `Invalid`, and keeps its claim on its domain (a newer claim does not take it over).
 //!   [`Compiled::ensure_valid`] is the all-or-nothing view for humans (`baton config check`,
@@ -83,7 +85,7 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// Every object left out of the snapshot because it is invalid: SendingPools by name, then
+    /// Every invalid object (a pool left out of the snapshot, a domain never ready): SendingPools by name, then
     /// RelayDomains by `namespace/name`.
     pub fn invalid(&self) -> impl Iterator<Item = &InvalidObject> {
         let pools = self.pools.iter().filter_map(|p| p.invalid.as_ref());
@@ -129,7 +131,7 @@ pub struct DomainReport {
     pub domain: String,
     /// Whether the domain is usable (also in the snapshot entry, if any).
     pub ready: bool,
-    /// Why the RelayDomain itself is invalid and left out of the snapshot (`None`: valid).
+    /// Why the RelayDomain itself is invalid, and so never ready (`None`: valid).
     pub invalid: Option<InvalidObject>,
     /// Why it is not ready (empty when ready).
     pub not_ready_reason: String,
@@ -212,7 +214,7 @@ impl ConditionType {
 pub(crate) type PoolIndex<'a> = BTreeMap<&'a str, Result<&'a SendingPoolSpec, InvalidObject>>;
 
 /// Compiles `res` into a snapshot with the given `generation` and `compiled_at_ms` (`now_ms`).
-/// Invalid objects are left out and reported (see the module docs); `Err` only for input that is
+/// Invalid objects are reported (see the module docs); `Err` only for input that is
 /// unusable as a whole.
 pub fn compile(res: &Resources, generation: u64, now_ms: i64) -> Result<Compiled, ConfigError> {
     let secrets = secrets::SecretIndex::new(&res.secrets)?;

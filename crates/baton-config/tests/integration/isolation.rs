@@ -1,5 +1,5 @@
-//! One invalid object does not fail the snapshot: it is left out and reported, everything else
-//! compiles; RelayDomains on an invalid pool are not ready; `ensure_valid` is all or nothing.
+//! One invalid object does not fail the snapshot: an invalid pool is left out, an invalid
+//! domain is kept never ready, both are reported, everything else compiles; RelayDomains on an invalid pool are not ready; `ensure_valid` is all or nothing.
 
 use baton_config::compile::ConditionType;
 use baton_config::{ConfigError, InvalidObject};
@@ -108,15 +108,15 @@ fn a_bad_pool_is_left_out_and_the_good_one_compiles() {
 }
 
 #[test]
-fn a_bad_domain_is_left_out_and_keeps_its_claim() {
+fn a_bad_domain_is_never_ready_and_keeps_its_claim() {
     let yaml = [
         pool("default", "{}"),
-        // The oldest claim on example.com, with a bad network.
+        // The oldest claim on example.com, with a bad network (and a good one).
         domain(
             "bad",
             "team-a",
             "2024-01-01T00:00:00Z",
-            "{domain: example.com, submission: {networks: [10.0.0.0/33]}}",
+            "{domain: example.com, submission: {networks: [10.0.0.0/33, 192.0.2.0/24]}}",
         ),
         domain(
             "newer",
@@ -170,7 +170,16 @@ fn a_bad_domain_is_left_out_and_keeps_its_claim() {
         .iter()
         .map(|d| (d.name.as_str(), d.ready))
         .collect();
-    assert_eq!(entries, [("team-c/other", true)]);
+    // The bad one stays in the snapshot, never ready: its clients get 451 4.7.5 (try later),
+    // not a refusal, while it is being fixed. Its valid network is kept for matching them.
+    assert_eq!(entries, [("team-a/bad", false), ("team-c/other", true)]);
+    let entry = &compiled.config.domains[0];
+    assert_eq!(entry.not_ready_reason, why.detail());
+    assert_eq!(
+        entry.networks,
+        ["192.0.2.0/24"],
+        "the bad network is skipped"
+    );
     assert_eq!(compiled.config.pools.len(), 1);
     assert_eq!(compiled.invalid().collect::<Vec<_>>(), [&why]);
 }
