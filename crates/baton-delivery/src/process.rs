@@ -59,7 +59,8 @@ pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, place: &W
             })
             .collect()
     } else {
-        let work = deliver_all(ctx, pool, &qm, place);
+        let congestion = CongestionPolicy::from_first_tier(schedule.tiers().first().copied());
+        let work = deliver_all(ctx, pool, &qm, place, congestion);
         tokio::pin!(work);
         let mut tick = tokio::time::interval(ctx.progress_every);
         tick.tick().await;
@@ -115,6 +116,7 @@ async fn deliver_all(
     pool: &SendingPool,
     qm: &QueuedMessage,
     place: &WindowPlace,
+    congestion: CongestionPolicy,
 ) -> Vec<Fate> {
     let env = &qm.envelope;
     let smarthost = DeliveryMode::try_from(pool.mode) == Ok(DeliveryMode::Smarthost);
@@ -129,7 +131,7 @@ async fn deliver_all(
     }
     let runs = groups
         .into_iter()
-        .map(|(domain, idx)| deliver_domain(ctx, pool, qm, domain, idx, place));
+        .map(|(domain, idx)| deliver_domain(ctx, pool, qm, domain, idx, place, congestion));
     let results = futures::future::join_all(runs).await;
     let mut fates = vec![
         Fate::Deferred {
@@ -155,6 +157,7 @@ async fn deliver_domain(
     domain: String,
     idx: Vec<usize>,
     place: &WindowPlace,
+    congestion: CongestionPolicy,
 ) -> (Vec<usize>, Vec<Fate>) {
     let env = &qm.envelope;
     let dest = if domain.is_empty() {
@@ -202,11 +205,11 @@ async fn deliver_domain(
     } else {
         pool.max_connections_per_destination as usize
     };
-    let mut policy =
-        CongestionPolicy::from_first_tier(RetrySchedule::from_pool(pool).tiers().first().copied());
-    if ctx.crowded() {
-        policy = policy.crowded();
-    }
+    let policy = if ctx.crowded() {
+        congestion.crowded()
+    } else {
+        congestion
+    };
     let mut waited = false;
     let grant = ctx
         .dests
