@@ -233,6 +233,23 @@ impl Dns {
         .await
     }
 
+    /// [`Dns::dest_test`] plus `example.com` (the senders' domain) with its MX on 127.0.0.3, where
+    /// a test listens for the DSNs bounced to its senders.
+    pub async fn dest_and_bounces() -> anyhow::Result<Dns> {
+        Dns::start_local(
+            &[
+                ("dest.test", "mx.dest.test", 10),
+                ("example.com", "mx.example.com", 10),
+            ],
+            &[
+                ("mx.dest.test", "127.0.0.1"),
+                ("mx.example.com", "127.0.0.3"),
+            ],
+            &["test", "example.com"],
+        )
+        .await
+    }
+
     /// Like [`Dns::start`], and answer authoritatively for the `zones` (e.g. `test`): a name
     /// without the asked type gets NODATA and an unknown name NXDOMAIN, instead of REFUSED
     /// (dnsmasq has no upstream). Needed for "no MX → implicit A" (RFC 5321 §5.1).

@@ -118,6 +118,20 @@ impl Default for ReceiverConfig {
     }
 }
 
+impl ReceiverConfig {
+    /// The default receiver, but every DATA waits `delay` before its `354`: deliveries are in
+    /// flight that long, before the end of data (where a cut would make a duplicate).
+    pub fn slow_data(delay: Duration) -> Self {
+        ReceiverConfig {
+            script: Arc::new(move |s| match s {
+                Stage::Data { .. } => Response::Stall(delay),
+                _ => Response::Default,
+            }),
+            ..ReceiverConfig::default()
+        }
+    }
+}
+
 impl std::fmt::Debug for ReceiverConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReceiverConfig")

@@ -8,13 +8,12 @@
 //!
 //! `#[ignore]`d: no timing assertion belongs in CI. Run it with `bench/scale_out.sh`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_system_tests::cluster::{Bed, BedSpec, Load, merge};
 use baton_system_tests::config::direct;
 use baton_system_tests::harness::{Worker, free_port};
-use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
+use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run bench/scale_out.sh"]
@@ -24,16 +23,9 @@ async fn scale_out_1_2_4_workers() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
     let port = free_port()?;
-    let script = Arc::new(|s: &Stage<'_>| match s {
-        Stage::Data { .. } => Response::Stall(Duration::from_millis(50)),
-        _ => Response::Default,
-    });
     let receiver = Receiver::start(
         &format!("127.0.0.1:{port}"),
-        ReceiverConfig {
-            script,
-            ..Default::default()
-        },
+        ReceiverConfig::slow_data(Duration::from_millis(50)),
     )
     .await?;
     let mut spec = BedSpec::new("baton-c-scale", direct(port, "[1s, 2s]", "1h"), 2, 0);

@@ -14,13 +14,12 @@
 //! Held-but-undelivered messages of a dead worker come back after the consumer's ack wait
 //! (60 s): the run ends when the queue stream is empty, so this takes a bit over a minute.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use baton_system_tests::cluster::{Bed, BedSpec, Load, duplicates, full, merge, subject_counts};
 use baton_system_tests::config::direct;
 use baton_system_tests::harness::{free_port, metric};
-use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
+use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 
 const CONCURRENCY: usize = 16;
 
@@ -31,16 +30,9 @@ async fn kill_9_of_random_workers_under_load_loses_nothing() -> anyhow::Result<(
     let port = free_port()?;
     // A short stall before 354: deliveries are in flight at every kill, mostly before the
     // end of data (see `delivery_kill9.rs` for why not at the final dot).
-    let script = Arc::new(|s: &Stage<'_>| match s {
-        Stage::Data { .. } => Response::Stall(Duration::from_millis(10)),
-        _ => Response::Default,
-    });
     let receiver = Receiver::start(
         &format!("127.0.0.1:{port}"),
-        ReceiverConfig {
-            script,
-            ..Default::default()
-        },
+        ReceiverConfig::slow_data(Duration::from_millis(10)),
     )
     .await?;
     let mut spec = BedSpec::new("baton-c-kill9", direct(port, "[1s, 2s]", "1h"), 2, 3);

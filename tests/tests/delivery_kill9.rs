@@ -13,7 +13,6 @@
 //! kill at exactly that window.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use baton_system_tests::config::direct;
@@ -22,7 +21,7 @@ use baton_system_tests::harness::{
     Dns, Ingress, Nats, TempDir, Worker, apply_config, assert_eventually, free_port, metric,
     write_config,
 };
-use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
+use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 use baton_system_tests::smtp::Talk;
 
 const N: usize = 500;
@@ -57,16 +56,9 @@ async fn kill_9_of_a_worker_loses_nothing() -> anyhow::Result<()> {
     // The receiver takes 20 ms to answer DATA: deliveries are in flight at the kill. Not at
     // the end of DATA: a server that queues the message on the final dot and is slow to say
     // 250 makes every delivery cut there a duplicate (RFC 1047), which no sender can avoid.
-    let script = Arc::new(|s: &Stage<'_>| match s {
-        Stage::Data { .. } => Response::Stall(Duration::from_millis(20)),
-        _ => Response::Default,
-    });
     let receiver = Receiver::start(
         &format!("127.0.0.1:{port}"),
-        ReceiverConfig {
-            script,
-            ..Default::default()
-        },
+        ReceiverConfig::slow_data(Duration::from_millis(20)),
     )
     .await?;
     let dns = Dns::dest_test().await?;

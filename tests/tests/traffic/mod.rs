@@ -96,18 +96,7 @@ impl Env {
         .await?;
         let bounces =
             Receiver::start(&format!("127.0.0.3:{port}"), ReceiverConfig::default()).await?;
-        let dns = Dns::start_local(
-            &[
-                ("dest.test", "mx.dest.test", 10),
-                ("example.com", "mx.example.com", 10),
-            ],
-            &[
-                ("mx.dest.test", "127.0.0.1"),
-                ("mx.example.com", "127.0.0.3"),
-            ],
-            &["test", "example.com"],
-        )
-        .await?;
+        let dns = Dns::dest_and_bounces().await?;
         apply_config(
             &nats,
             &write_config(&dir.0, "c.yaml", &direct(port, "[1s, 2s]", "1h"))?,
