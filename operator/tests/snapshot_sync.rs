@@ -34,6 +34,15 @@ fn status_path(ns: &str, name: &str) -> String {
     format!("/apis/baton.dev/v1alpha1/namespaces/{ns}/relaydomains/{name}/status")
 }
 
+/// `(domain, namespace/name, ready)` of every RelayDomain in a published snapshot, in order.
+fn domain_entries(config: &baton_proto::v1::RelayConfig) -> Vec<(&str, &str, bool)> {
+    config
+        .domains
+        .iter()
+        .map(|d| (d.domain.as_str(), d.name.as_str(), d.ready))
+        .collect()
+}
+
 fn cond(type_: &str, status: &str, reason: &str, message: &str) -> Value {
     json!({"type": type_, "status": status, "reason": reason, "message": message,
            "observedGeneration": 2, "lastTransitionTime": now_str()})
@@ -178,13 +187,8 @@ async fn conflict_and_missing_pool_reach_status_and_only_the_winner_the_snapshot
     assert_eq!(snaps.len(), 1);
     let config = &snaps[0];
     assert_eq!(config.generation, 1);
-    let domains: Vec<(&str, &str, bool)> = config
-        .domains
-        .iter()
-        .map(|d| (d.domain.as_str(), d.name.as_str(), d.ready))
-        .collect();
     assert_eq!(
-        domains,
+        domain_entries(config),
         [
             ("example.com", "team-a/example", true),
             ("other.example", "team-c/other", false)
@@ -424,13 +428,8 @@ async fn invalid_objects_never_block_everything_else() {
     assert_eq!(snaps.len(), 1);
     let pools_in: Vec<&str> = snaps[0].pools.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(pools_in, ["default"]);
-    let domains_in: Vec<(&str, &str, bool)> = snaps[0]
-        .domains
-        .iter()
-        .map(|d| (d.domain.as_str(), d.name.as_str(), d.ready))
-        .collect();
     assert_eq!(
-        domains_in,
+        domain_entries(&snaps[0]),
         [
             ("b.example", "team-b/mail", false),
             ("c.example", "team-c/typo", false),
@@ -475,17 +474,12 @@ async fn invalid_objects_never_block_everything_else() {
     assert_eq!(snaps[1].generation, 2);
     let pools_in: Vec<&str> = snaps[1].pools.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(pools_in, ["default", "relay"]);
-    let ready: Vec<(&str, bool)> = snaps[1]
-        .domains
-        .iter()
-        .map(|d| (d.name.as_str(), d.ready))
-        .collect();
     assert_eq!(
-        ready,
+        domain_entries(&snaps[1]),
         [
-            ("team-b/mail", true),
-            ("team-c/typo", false),
-            ("team-a/example", true)
+            ("b.example", "team-b/mail", true),
+            ("c.example", "team-c/typo", false),
+            ("example.com", "team-a/example", true)
         ],
         "the domain on the fixed pool is ready; the invalid one still is not"
     );
