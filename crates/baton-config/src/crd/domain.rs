@@ -57,6 +57,9 @@ pub(crate) const SELECTOR_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[kube(validation = Rule::new("self.metadata.name.size() <= 63").message(
+    "metadata.name must be at most 63 characters: it becomes a label value on the DKIM key Secret"
+))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(transform = schema::unsigned_bounds)]
 #[x_kube(validation = Rule::new(

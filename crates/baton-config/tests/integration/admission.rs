@@ -97,6 +97,7 @@ fn rows() -> Vec<Row> {
         (D, "/spec/pool", LONG_NAME, Admit),
         (D, "/spec/dkim/additionalKeys", "[]", Admit),
         (P, "/metadata/name", LONG_NAME, Admit),
+        (D, "/metadata/name", LONG_NAME, Admit),
         (
             P,
             "/spec/retry/schedule",
