@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::SecretRef;
+use super::schema::{self, DURATION_PATTERN};
 use crate::dns::DnsRecord;
 
 /// Schema pattern of a sending domain: lower-case ASCII host name (A-labels for IDNs).
@@ -56,7 +57,11 @@ pub(crate) const SELECTOR_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[kube(validation = Rule::new("self.metadata.name.size() <= 63").message(
+    "metadata.name must be at most 63 characters: it becomes a label value on the DKIM key Secret"
+))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = schema::unsigned_bounds)]
 #[x_kube(validation = Rule::new(
     "!has(self.allowedSenders) || self.allowedSenders.all(s, s.indexOf('@') > 0 && (s.endsWith('@' + self.domain) || s.endsWith('.' + self.domain)))")
     .message("allowedSenders must be addresses in the domain or its subdomains")
@@ -66,9 +71,10 @@ pub struct RelayDomainSpec {
     #[schemars(length(min = 1, max = 253), pattern(DOMAIN_PATTERN))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("domain is immutable"))]
     pub domain: String,
-    /// Name of the SendingPool that delivers this domain's mail.
+    /// Name of the SendingPool that delivers this domain's mail (a DNS subdomain of at most 63
+    /// characters, as SendingPool names are).
     #[serde(default = "default_pool")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 63), pattern(schema::DNS_SUBDOMAIN_PATTERN))]
     pub pool: String,
     /// Envelope senders allowed to use this domain: `*@example.com`, `app@example.com`,
     /// `*@*.example.com`. Each must be in the domain or one of its subdomains. Empty: any address
@@ -95,9 +101,10 @@ pub struct RelayDomainSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubmissionSpec {
-    /// Client networks (CIDR, e.g. `10.0.0.0/8`, `fd00::/8`) that may submit without AUTH.
+    /// Client networks (IPv4 or IPv6 CIDR of any prefix length, e.g. `10.0.0.0/8`, `fd00::/8`,
+    /// `::1/128`) that may submit without AUTH.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(min = 9, max = 49)))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 49)))]
     #[x_kube(validation = Rule::new("self.all(n, isCIDR(n))").message("networks must be CIDRs"))]
     pub networks: Vec<String>,
     /// SMTP AUTH users that may submit, one Secret per user.
@@ -116,8 +123,16 @@ pub struct SmtpCredentialRef {
 }
 
 /// DKIM signing of a RelayDomain.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "!has(self.additionalKeys) || self.additionalKeys.all(k, k.selector != self.selector)")
+    .message("additionalKeys must not reuse the primary selector")
+    .field_path(".additionalKeys"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.additionalKeys) || self.additionalKeys.all(k, self.additionalKeys.exists_one(j, j.selector == k.selector))")
+    .message("additionalKeys selectors must be unique")
+    .field_path(".additionalKeys"))]
 pub struct DkimSpec {
     /// Selector of the signing key: the DNS label in `<selector>._domainkey.<domain>`.
     #[schemars(length(min = 1, max = 63), pattern(SELECTOR_PATTERN))]
@@ -129,10 +144,14 @@ pub struct DkimSpec {
     /// namespace. The operator generates it when absent.
     pub key_secret_ref: SecretRef,
     /// Extra keys signed with in addition to the primary one (dual signing during a rotation).
+    /// At most 8; each selector differs from the primary one and from the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
     pub additional_keys: Vec<DkimKeySpec>,
-    /// Signature lifetime (`7d`, `36h`); sets the `x=` tag. Omitted: signatures do not expire.
+    /// Signature lifetime (`7d`, `36h`, `1h30m`: numbers with units `s`, `m`, `h`, `d`, `w`, ...);
+    /// sets the `x=` tag. Omitted: signatures do not expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), pattern(DURATION_PATTERN))]
     pub expire_after: Option<String>,
 }
 
@@ -185,10 +204,11 @@ impl DkimAlgorithm {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DomainLimits {
-    /// Largest message accepted, as a quantity (`25Mi`, `10M`, `1048576`). Unset: the
-    /// ingress limit (`--max-message-size`, 25 MiB by default), which is also the ceiling.
+    /// Largest message accepted, as a non-negative quantity (`25Mi`, `10M`, `1048576`; suffixes
+    /// `Ki` ... `Ei`, `k` ... `E` or an exponent `1e6`). Unset: the ingress limit
+    /// (`--max-message-size`, 25 MiB by default), which is also the ceiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "size_quantity_schema")]
+    #[schemars(schema_with = "schema::size_quantity_schema")]
     pub max_message_size: Option<Quantity>,
     /// Messages accepted per minute, per ingress pod. 0: unlimited.
     #[serde(default)]
@@ -210,17 +230,6 @@ pub struct RelayDomainStatus {
     /// DMARC policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_records: Vec<DnsRecord>,
-}
-
-/// Schema of a byte size: a Kubernetes quantity (integer or string) with the `resource.Quantity`
-/// pattern, explicitly not nullable (kube marks optional int-or-string fields nullable): omit the
-/// field rather than setting it to null.
-fn size_quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
-        "x-kubernetes-int-or-string": true,
-        "nullable": false,
-    })
 }
 
 fn default_pool() -> String {

@@ -7,6 +7,7 @@
 
 mod domain;
 mod pool;
+mod schema;
 
 pub use domain::{
     DkimAlgorithm, DkimKeySpec, DkimSpec, DomainLimits, RelayDomain, RelayDomainSpec,
@@ -35,8 +36,8 @@ pub const DEFAULT_SECRET_NAMESPACE: &str = "baton-system";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretRef {
-    /// Name of the Secret, in the same namespace as this resource.
-    #[schemars(length(min = 1))]
+    /// Name of the Secret, in the same namespace as this resource (a DNS subdomain).
+    #[schemars(length(min = 1, max = 253), pattern(schema::DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
 }
 
@@ -44,11 +45,12 @@ pub struct SecretRef {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamespacedSecretRef {
-    /// Name of the Secret.
-    #[schemars(length(min = 1))]
+    /// Name of the Secret (a DNS subdomain).
+    #[schemars(length(min = 1, max = 253), pattern(schema::DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
-    /// Namespace of the Secret. Defaults to `baton-system`.
+    /// Namespace of the Secret (a DNS label). Defaults to `baton-system`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(schema::DNS_LABEL_PATTERN))]
     pub namespace: Option<String>,
 }
 

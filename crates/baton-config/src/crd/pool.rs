@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::NamespacedSecretRef;
+use super::schema::{self, DURATION_PATTERN, EHLO_NAME_PATTERN, HOST_NAME_PATTERN};
 
 /// Desired state of a SendingPool: its delivery workers, how they route mail (direct MX delivery
 /// or through smarthosts), the identities they present, outbound TLS policy, per-destination
@@ -57,7 +58,11 @@ use super::NamespacedSecretRef;
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[kube(validation = Rule::new("self.metadata.name.size() <= 63").message(
+    "metadata.name must be at most 63 characters: it becomes a label value on the worker objects"
+))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = schema::unsigned_bounds)]
 pub struct SendingPoolSpec {
     /// Delivery worker Deployment settings: replicas, resources, scheduling and autoscaling.
     #[serde(default)]
@@ -89,14 +94,19 @@ pub struct WorkersSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
-    /// CPU and memory requests and limits of each worker container.
+    /// CPU and memory requests and limits of each worker container (non-negative quantities:
+    /// `100m`, `128Mi`, `0.5`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = schema::resource_quantities)]
     pub resources: Option<ResourceRequirements>,
     /// Node labels the worker pods must be scheduled on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = schema::label_values)]
     pub node_selector: Option<BTreeMap<String, String>>,
-    /// Tolerations of the worker pods.
+    /// Tolerations of the worker pods (`operator`: `Equal` or `Exists`; `effect`: `NoSchedule`,
+    /// `PreferNoSchedule`, `NoExecute` or empty for all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = schema::toleration_enums)]
     pub tolerations: Option<Vec<Toleration>>,
     /// Horizontal autoscaling of the workers on CPU. When set, `replicas` is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,11 +190,14 @@ pub enum TlsPolicy {
 }
 
 /// An upstream relay used in Smarthost mode.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SmarthostSpec {
-    /// Host name or IP address of the smarthost.
+    /// Host name (`smtp.example.net`) or IPv4/IPv6 address (`192.0.2.1`, `2001:db8::1`, without
+    /// brackets) of the smarthost.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(format!("isIP(self) || self.matches('{HOST_NAME_PATTERN}')"))
+        .message("host must be a host name or an IP address"))]
     pub host: String,
     /// TCP port of the smarthost (25, 587 with STARTTLS, ...).
     #[serde(default = "default_smtp_port")]
@@ -207,8 +220,9 @@ pub struct SmarthostSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressSpec {
-    /// Host name announced in EHLO; should resolve to `sourceAddress` and back (FCrDNS).
-    #[schemars(length(min = 1, max = 253))]
+    /// Host name announced in EHLO (letters, digits, `-` and dots); should resolve to
+    /// `sourceAddress` and back (FCrDNS).
+    #[schemars(length(min = 1, max = 253), pattern(EHLO_NAME_PATTERN))]
     pub ehlo_name: String,
     /// Local IPv4 or IPv6 address to bind outgoing connections to (must exist on the worker
     /// nodes, e.g. with hostNetwork). Omitted: any address.
@@ -261,14 +275,19 @@ pub const MAX_RETRY_TIERS: usize = 16;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetrySpec {
-    /// Fixed delay of each retry tier, in order (`1m`, `1h30m`, `4h`, ...). A deferred message
-    /// moves to the next tier after each failed attempt and stays in the last one. At most 16.
+    /// Fixed delay of each retry tier, in order (`1m`, `1h30m`, `4h`, ...: numbers with units
+    /// `s`, `m`, `h`, `d`, `w`, ...), each at least 1s. A deferred message moves to the next tier
+    /// after each failed attempt and stays in the last one. At most 16.
     #[serde(default = "default_retry_schedule")]
-    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 32)))]
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(length(min = 1, max = 32), pattern(DURATION_PATTERN))
+    )]
     pub schedule: Vec<String>,
-    /// Maximum queue lifetime (`5d`, `36h`, ...); older mail expires and bounces to its sender.
+    /// Maximum queue lifetime (`5d`, `36h`, ...; at least 1s); older mail expires and bounces to
+    /// its sender.
     #[serde(default = "default_max_age")]
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(length(min = 1, max = 32), pattern(DURATION_PATTERN))]
     pub max_age: String,
 }
 

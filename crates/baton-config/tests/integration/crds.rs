@@ -58,9 +58,18 @@ fn crds_carry_names_columns_and_cel() {
         "rule: self.mode != 'Smarthost' || (has(self.smarthosts) && size(self.smarthosts) > 0)",
         "rule: self.all(n, isCIDR(n))",
         "rule: isIP(self)",
+        "rule: self.metadata.name.size() <= 63",
+        "self.additionalKeys.all(k, k.selector != self.selector)",
+        "rule: isIP(self) || self.matches(",
         "x-kubernetes-list-type: map",
     ] {
         assert!(yaml.contains(rule), "CRDs lack {rule:?}");
     }
     assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 2);
+    // The API server does not know (nor enforce) unsigned formats; bounds replace them.
+    assert!(
+        !yaml.contains("format: uint"),
+        "CRDs carry an unsigned format"
+    );
+    assert!(yaml.contains("maximum: 4294967295.0"));
 }

@@ -1,6 +1,9 @@
-//! Integration tests of baton-config: loader, compiler, DNS records, examples, CRD manifests.
+//! Integration tests of baton-config: loader, compiler, DNS records, examples, CRD manifests and
+//! what the CRDs admit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admission;
+mod apiserver;
 mod compiler;
 mod crds;
 mod dns;
