@@ -67,10 +67,11 @@ impl Provisioner {
     ) -> Result<Vec<Drift>, QueueError> {
         self.ensure_stream().await?;
         self.ensure_buckets().await?;
-        ConfigStore::open(&self.js)
-            .await?
-            .put_queue_settings(&self.settings.to_record(owner))
-            .await?;
+        let store = ConfigStore::open(&self.js).await?;
+        let record = self.settings.to_record(owner);
+        if store.queue_settings().await?.as_ref() != Some(&record) {
+            store.put_queue_settings(&record).await?;
+        }
         for (pool, tiers) in pools {
             self.ensure_lanes(pool, *tiers).await?;
         }

@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_queue::{Drift, QueueError, StreamSettings, Verified, Verifier, expectation_drift};
+use baton_queue::{
+    ConfigStore, Drift, QueueError, StreamSettings, Verified, Verifier, expectation_drift,
+};
 use baton_telemetry::{Health, Metrics};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +28,15 @@ pub async fn owner_settings(
     js: &async_nats::jetstream::Context,
     flag_replicas: Option<usize>,
 ) -> anyhow::Result<StreamSettings> {
-    let recorded = match Verifier::new(js.clone()).verify().await {
-        Ok(v) => Some(v.settings),
+    let recorded = match Verifier::new(js.clone())
+        .observe(&baton_queue::config_bucket_stream(), false)
+        .await
+    {
+        Ok(_) => ConfigStore::open(js)
+            .await?
+            .queue_settings()
+            .await?
+            .map(|r| StreamSettings::from_record(&r)),
         Err(QueueError::NotProvisioned { .. }) => None,
         Err(e) => return Err(e.into()),
     };
