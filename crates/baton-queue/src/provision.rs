@@ -37,6 +37,29 @@ pub struct Provisioner {
     settings: StreamSettings,
 }
 
+/// How long the owner keeps retrying a provisioning step that failed transiently.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Run a provisioning step, retrying [`QueueError::Provision`] failures (a request timeout
+/// while a just-created replicated stream elects its leader, a leader election on a cluster)
+/// every 500 ms for up to [`PATIENCE`]; other errors and the last failure are returned.
+async fn patiently<T, F, Fut>(mut step: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match step().await {
+            Err(e @ QueueError::Provision { .. }) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "provisioning step failed, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 fn provision_err(what: impl Into<String>, e: impl std::fmt::Display) -> QueueError {
     QueueError::Provision {
         what: what.into(),
@@ -65,17 +88,18 @@ impl Provisioner {
         owner: &str,
         pools: &[(String, u32)],
     ) -> Result<Vec<Drift>, QueueError> {
-        self.ensure_stream().await?;
-        self.ensure_buckets().await?;
+        patiently(|| self.ensure_stream()).await?;
+        patiently(|| self.ensure_buckets()).await?;
         let store = ConfigStore::open(&self.js).await?;
         let record = self.settings.to_record(owner);
         if store.queue_settings().await?.as_ref() != Some(&record) {
             store.put_queue_settings(&record).await?;
         }
         for (pool, tiers) in pools {
-            self.ensure_lanes(pool, *tiers).await?;
+            patiently(|| self.ensure_lanes(pool, *tiers)).await?;
         }
-        Ok(Verifier::new(self.js.clone()).verify().await?.drift)
+        let verifier = Verifier::new(self.js.clone());
+        Ok(patiently(|| verifier.verify()).await?.drift)
     }
 
     fn stream_config(&self) -> stream::Config {
