@@ -175,11 +175,17 @@ stop_postfix() { # DIR
 # --- Baton ----------------------------------------------------------------------------------
 
 # start_nats NAME -> sets NATS_URL, NATS_PID.
+# NATS_SYNC_ALWAYS=1: `jetstream { sync_interval: always }` (fsync per message; nats-server
+# >= 2.10), what `baton dev --durable` runs.
 start_nats() {
-  local name=$1 port
+  local name=$1 port conf=()
   port=$(free_port)
   mkdir -p "$bench_work/$name.nats"
-  nats-server -js -a 127.0.0.1 -p "$port" -sd "$bench_work/$name.nats" \
+  if [ "${NATS_SYNC_ALWAYS:-0}" = 1 ]; then
+    echo "jetstream { sync_interval: always }" >"$bench_work/$name.nats.conf"
+    conf=(-c "$bench_work/$name.nats.conf")
+  fi
+  nats-server -js -a 127.0.0.1 -p "$port" -sd "$bench_work/$name.nats" "${conf[@]}" \
     >"$bench_work/$name.nats.log" 2>&1 &
   NATS_PID=$!
   bench_pids+=("$NATS_PID")

@@ -117,12 +117,16 @@ pub struct PoolObservation {
     pub ready_workers: i32,
     /// Queue depth, or why the lanes could not be provisioned or read.
     pub queue: Result<i64, String>,
+    /// Stream or bucket settings that differ from the recorded queue settings after
+    /// provisioning (the pool's mail is not as durable as the settings say).
+    pub drift: Vec<String>,
     /// Whether the pool compiles into the config snapshot, or why not (the compiler's error,
     /// without the object name): an invalid pool is left out of the snapshot.
     pub config: Result<(), String>,
 }
 
-/// The status of a SendingPool: `QueueReady` (stream and lanes provisioned), `WorkersReady`
+/// The status of a SendingPool: `QueueReady` (stream and lanes provisioned as the recorded
+/// settings say; reason `SettingsDrift` when a stream or bucket differs from them), `WorkersReady`
 /// (at least one worker ready, or none wanted), `Valid` (the spec compiles into the config
 /// snapshot; reason `Invalid` otherwise) and `Ready` (all three; else the reason of the first
 /// failing one, `Valid` first).
@@ -132,6 +136,12 @@ pub fn pool_status(
     now: &Time,
 ) -> SendingPoolStatus {
     let queue = match &obs.queue {
+        Ok(_) if !obs.drift.is_empty() => Desired::new(
+            "QueueReady",
+            false,
+            "SettingsDrift",
+            format!("queue settings drift: {}", obs.drift.join("; ")),
+        ),
         Ok(_) => Desired::new(
             "QueueReady",
             true,
@@ -231,6 +241,7 @@ mod tests {
             desired_replicas: Some(2),
             ready_workers: 0,
             queue: Ok(7),
+            drift: Vec::new(),
             config: Ok(()),
         };
         let s = pool_status(&obs, None, &t(1));
@@ -266,12 +277,46 @@ mod tests {
     }
 
     #[test]
+    fn queue_settings_drift_makes_the_pool_not_ready() {
+        let obs = PoolObservation {
+            generation: Some(1),
+            desired_replicas: Some(1),
+            ready_workers: 1,
+            queue: Ok(3),
+            drift: vec![
+                "KV_baton-config storage is memory but the recorded settings say file".into(),
+            ],
+            config: Ok(()),
+        };
+        let s = pool_status(&obs, None, &t(1));
+        let summary: Vec<_> = s
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            &summary[..2],
+            [
+                ("Ready", "False", "SettingsDrift"),
+                ("QueueReady", "False", "SettingsDrift"),
+            ]
+        );
+        assert_eq!(
+            s.conditions[1].message,
+            "queue settings drift: KV_baton-config storage is memory but the recorded settings say file"
+        );
+        // The depth is still reported.
+        assert_eq!(s.queue_depth, Some(3));
+    }
+
+    #[test]
     fn an_invalid_pool_is_not_ready_whatever_its_workers_and_queue() {
         let obs = PoolObservation {
             generation: Some(5),
             desired_replicas: Some(1),
             ready_workers: 1,
             queue: Ok(0),
+            drift: Vec::new(),
             config: Ok(()),
         };
         let up = pool_status(&obs, None, &t(1));

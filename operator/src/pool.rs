@@ -68,9 +68,9 @@ async fn apply(pool: &SendingPool, ctx: &Context) -> Result<Action> {
     }
 
     let tiers = retry_tiers(pool);
-    let queue = match ctx.queue.ensure_pool(name, tiers).await {
-        Ok(()) => ctx.queue.queue_depth(name, tiers).await,
-        Err(e) => Err(e),
+    let (queue, drift) = match ctx.queue.ensure_pool(name, tiers).await {
+        Ok(drift) => (ctx.queue.queue_depth(name, tiers).await, drift),
+        Err(e) => (Err(e), Vec::new()),
     };
     let ready_workers = applied
         .status
@@ -82,6 +82,7 @@ async fn apply(pool: &SendingPool, ctx: &Context) -> Result<Action> {
         desired_replicas: desired_replicas(pool),
         ready_workers,
         queue: queue.as_ref().map(|d| *d).map_err(|e| e.to_string()),
+        drift,
         config,
     };
     write_status(ctx, pool, name, &observation).await?;

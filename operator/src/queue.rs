@@ -10,13 +10,15 @@ use futures::future::BoxFuture;
 
 /// What the operator needs from JetStream.
 pub trait QueueBackend: Send + Sync {
-    /// Create or correct the stream and a pool's lane consumers (`new` + `retry_tiers`), reading
-    /// the configuration back (idempotent).
+    /// Create or correct the stream, buckets and a pool's lane consumers (`new` +
+    /// `retry_tiers`) with the operator's settings, reading the configuration back
+    /// (idempotent). Returns the settings that still differ from the recorded ones (drift
+    /// the operator could not correct, e.g. memory storage), as readable lines.
     fn ensure_pool<'a>(
         &'a self,
         pool: &'a str,
         retry_tiers: u32,
-    ) -> BoxFuture<'a, Result<(), QueueError>>;
+    ) -> BoxFuture<'a, Result<Vec<String>, QueueError>>;
     /// Messages waiting or unacknowledged in the pool's lanes.
     fn queue_depth<'a>(
         &'a self,
@@ -34,6 +36,9 @@ pub trait QueueBackend: Send + Sync {
     fn is_connected(&self) -> bool;
 }
 
+/// How the operator signs the queue settings it records.
+pub const OWNER: &str = "operator";
+
 /// JetStream through baton-queue.
 #[derive(Clone)]
 pub struct NatsQueue {
@@ -43,7 +48,8 @@ pub struct NatsQueue {
 }
 
 impl NatsQueue {
-    /// Connect, provision the stream and buckets, and open the config bucket.
+    /// Connect, provision the stream and buckets with the operator's settings (it is their
+    /// owner in Kubernetes), record them for ingress and workers, and open the config bucket.
     pub async fn connect(url: &str, stream_replicas: usize) -> Result<Self, QueueError> {
         let client = baton_queue::connect(url, "baton-operator").await?;
         let js = async_nats::jetstream::new(client.clone());
@@ -54,8 +60,9 @@ impl NatsQueue {
                 ..StreamSettings::default()
             },
         );
-        provisioner.ensure_stream().await?;
-        provisioner.ensure_buckets().await?;
+        for d in provisioner.provision(OWNER, &[]).await? {
+            tracing::warn!(object = %d.object, setting = d.setting, "queue settings drift: {d}");
+        }
         let store = ConfigStore::open(&js).await?;
         Ok(NatsQueue {
             client,
@@ -70,10 +77,11 @@ impl QueueBackend for NatsQueue {
         &'a self,
         pool: &'a str,
         retry_tiers: u32,
-    ) -> BoxFuture<'a, Result<(), QueueError>> {
+    ) -> BoxFuture<'a, Result<Vec<String>, QueueError>> {
         Box::pin(async move {
-            self.provisioner.ensure_stream().await?;
-            self.provisioner.ensure_lanes(pool, retry_tiers).await
+            let pools = [(pool.to_owned(), retry_tiers)];
+            let drift = self.provisioner.provision(OWNER, &pools).await?;
+            Ok(drift.iter().map(ToString::to_string).collect())
         })
     }
 
@@ -116,6 +124,8 @@ pub struct MemoryQueue {
 pub struct MemoryState {
     /// `ensure_pool` calls: pool and retry tiers.
     pub ensured: Vec<(String, u32)>,
+    /// Drift every `ensure_pool` reports.
+    pub drift: Vec<String>,
     /// Depth reported for every pool.
     pub depth: i64,
     /// Every snapshot put, in order.
@@ -157,8 +167,11 @@ impl QueueBackend for MemoryQueue {
         &'a self,
         pool: &'a str,
         retry_tiers: u32,
-    ) -> BoxFuture<'a, Result<(), QueueError>> {
-        let r = self.with(|s| s.ensured.push((pool.to_owned(), retry_tiers)));
+    ) -> BoxFuture<'a, Result<Vec<String>, QueueError>> {
+        let r = self.with(|s| {
+            s.ensured.push((pool.to_owned(), retry_tiers));
+            s.drift.clone()
+        });
         Box::pin(async move { r })
     }
 

@@ -177,10 +177,6 @@ fn worker_container(name: &str, settings: &Settings, pool: &SendingPool) -> Cont
             env("BATON_POOL", name),
             env("BATON_LISTEN_METRICS", &format!("0.0.0.0:{METRICS_PORT}")),
             env("BATON_LOG_FORMAT", "json"),
-            env(
-                "BATON_STREAM_REPLICAS",
-                &settings.stream_replicas.to_string(),
-            ),
             EnvVar {
                 name: "POD_NAME".to_owned(),
                 value: None,

@@ -87,3 +87,32 @@ async fn lanes_are_provisioned_idempotently_and_depth_and_snapshot_round_trip() 
     queue.put_snapshot(&config).await.unwrap();
     assert_eq!(queue.current_snapshot().await.unwrap(), Some(config));
 }
+
+#[tokio::test]
+async fn the_operator_records_its_settings_and_reports_drift_it_cannot_correct() {
+    use async_nats::jetstream::stream;
+    let server = nats_server().await;
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // A body bucket someone created in memory: storage cannot be changed in place.
+    js.create_stream(stream::Config {
+        name: "OBJ_baton-bodies".into(),
+        subjects: vec!["$O.baton-bodies.C.>".into(), "$O.baton-bodies.M.>".into()],
+        storage: stream::StorageType::Memory,
+        allow_rollup: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let queue = NatsQueue::connect(&server.url, 1).await.unwrap();
+    let drift = queue.ensure_pool("bulk", 1).await.unwrap();
+    assert_eq!(
+        drift,
+        ["OBJ_baton-bodies storage is memory but the recorded settings say file"]
+    );
+    let verified = baton_queue::Verifier::new(js).verify().await.unwrap();
+    assert_eq!(verified.owner, "operator");
+    assert_eq!(verified.settings.replicas, 1);
+}

@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 
 use crate::delivery::{JSON_LOG, Submission, header};
 use crate::harness::{
-    Dns, Ingress, Proc, TempDir, Worker, apply_config_url, assert_eventually, free_port, http_get,
+    Dns, Ingress, Proc, TempDir, Worker, apply_config_with, assert_eventually, free_port, http_get,
     wait_port, write_config,
 };
 use crate::receiver::ReceivedMessage;
@@ -251,25 +251,6 @@ impl NatsCluster {
         .await
     }
 
-    /// Scale existing streams (e.g. the config KV bucket `baton config apply` created with one
-    /// replica) to `replicas`.
-    pub async fn scale_streams(&self, names: &[&str], replicas: usize) -> anyhow::Result<()> {
-        let js = self.jetstream().await?;
-        for name in names {
-            let mut s = js.get_stream(*name).await.context("get stream")?;
-            let mut config = s.info().await?.config.clone();
-            if config.num_replicas != replicas {
-                config.num_replicas = replicas;
-                js.update_stream(&config)
-                    .await
-                    .with_context(|| format!("scaling {name} to {replicas} replicas"))?;
-            }
-            self.wait_stream_current(name, replicas, Duration::from_secs(30))
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Messages left in the queue stream (`None` while it cannot answer).
     pub async fn queued(js: &async_nats::jetstream::Context) -> Option<u64> {
         let mut s = js.get_stream(STREAM).await.ok()?;
@@ -327,17 +308,25 @@ pub struct Bed {
 }
 
 impl Bed {
-    /// Start the cluster, apply the config, start the ingresses (which create the queue stream
-    /// with 3 replicas), scale the config bucket to 3 replicas, then start the workers.
+    /// Start the cluster, apply the config with `--stream-replicas 3` (the owner provisions
+    /// the queue stream, both buckets and the lanes with 3 replicas and records that), wait
+    /// until every replica is current, then start the ingresses and workers — with no replica
+    /// flags: they only verify what the owner provisioned.
     pub async fn start(spec: BedSpec) -> anyhow::Result<Bed> {
         crate::tls::install_crypto_provider();
         let dir = TempDir::new(&spec.name)?;
         let cluster = NatsCluster::start(3).await?;
         let dns = Dns::dest_test().await?;
-        apply_config_url(
+        apply_config_with(
             &cluster.urls(),
             &write_config(&dir.0, "c.yaml", &spec.yaml)?,
+            &["--stream-replicas", "3"],
         )?;
+        for name in [STREAM, "KV_baton-config", "OBJ_baton-bodies"] {
+            cluster
+                .wait_stream_current(name, 3, Duration::from_secs(30))
+                .await?;
+        }
         let mut bed = Bed {
             workers: Vec::new(),
             ingresses: Vec::new(),
@@ -348,14 +337,11 @@ impl Bed {
             dir,
         };
         for _ in 0..bed.spec.ingresses {
-            let mut flags = vec!["--stream-replicas", "3", "--publish-timeout", "2s"];
+            let mut flags = vec!["--publish-timeout", "2s"];
             flags.extend(bed.spec.ingress_flags.iter().map(String::as_str));
             let ing = Ingress::start_url(&bed.cluster.urls(), &bed.dir.0, &flags).await?;
             bed.ingresses.push(ing);
         }
-        bed.cluster
-            .scale_streams(&[STREAM, "KV_baton-config", "OBJ_baton-bodies"], 3)
-            .await?;
         for _ in 0..bed.spec.workers {
             let w = bed.start_worker().await?;
             bed.workers.push(w);
@@ -365,8 +351,7 @@ impl Bed {
 
     /// Start one more worker of pool `test` (not added to [`Bed::workers`]).
     pub async fn start_worker(&mut self) -> anyhow::Result<Worker> {
-        let mut flags = vec!["--stream-replicas", "3"];
-        flags.extend(JSON_LOG);
+        let mut flags: Vec<&str> = JSON_LOG.to_vec();
         flags.extend(self.spec.worker_flags.iter().map(String::as_str));
         let w = Worker::start_url(
             &self.cluster.urls(),

@@ -356,9 +356,17 @@ pub fn apply_config(nats: &Nats, path: &Path) -> anyhow::Result<()> {
 }
 
 /// Run `baton config apply` against `url` (one server, or several separated by commas).
+/// `config apply` is the owner of the queue settings outside Kubernetes: it provisions the
+/// stream, buckets and lanes that ingress and workers only verify.
 pub fn apply_config_url(url: &str, path: &Path) -> anyhow::Result<()> {
+    apply_config_with(url, path, &[])
+}
+
+/// Like [`apply_config_url`] with extra flags (e.g. `--stream-replicas 3`).
+pub fn apply_config_with(url: &str, path: &Path, extra: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(baton_bin()?)
         .args(["config", "apply", "--nats", url])
+        .args(extra)
         .arg(path)
         .output()?;
     if !out.status.success() {
@@ -407,6 +415,17 @@ impl Ingress {
 
     /// Like [`Ingress::start`] against `url` (one server, or several separated by commas).
     pub async fn start_url(url: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<Ingress> {
+        let ing = Ingress::spawn_url(url, dir, extra)?;
+        if let Err(e) = ing.wait_ready(Duration::from_secs(20)).await {
+            let mut ing = ing;
+            let status = ing.proc.child.try_wait();
+            return Err(e.context(format!("ingress exit status: {status:?}")));
+        }
+        Ok(ing)
+    }
+
+    /// Start an ingress against `url` without waiting for it to be ready.
+    pub fn spawn_url(url: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<Ingress> {
         let (cert, key) = write_cert(dir)?;
         let (smtp, submission, smtps, metrics) =
             (loopback()?, loopback()?, loopback()?, loopback()?);
@@ -433,7 +452,7 @@ impl Ingress {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        let mut ing = Ingress {
+        Ok(Ingress {
             smtp,
             submission,
             smtps,
@@ -443,12 +462,7 @@ impl Ingress {
                 name: "ingress".into(),
             },
             log,
-        };
-        if let Err(e) = ing.wait_ready(Duration::from_secs(20)).await {
-            let status = ing.proc.child.try_wait();
-            return Err(e.context(format!("ingress exit status: {status:?}")));
-        }
-        Ok(ing)
+        })
     }
 
     /// Wait for `/readyz` to answer 200.
@@ -495,6 +509,27 @@ impl Worker {
         dns: Option<SocketAddr>,
         extra: &[&str],
     ) -> anyhow::Result<Worker> {
+        let w = Worker::spawn_url(url, dir, pool, dns, extra)?;
+        let m = w.metrics;
+        assert_eventually(Duration::from_secs(20), "worker /readyz", || async move {
+            http_get(m, "/readyz")
+                .await
+                .map(|(c, _)| c == 200)
+                .unwrap_or(false)
+        })
+        .await
+        .with_context(|| std::fs::read_to_string(&w.log).unwrap_or_default())?;
+        Ok(w)
+    }
+
+    /// Start a worker without waiting for it to be ready.
+    pub fn spawn_url(
+        url: &str,
+        dir: &Path,
+        pool: &str,
+        dns: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> anyhow::Result<Worker> {
         let metrics = loopback()?;
         let log = dir.join(format!("worker-{}.log", metrics.port()));
         let mut cmd = Command::new(baton_bin()?);
@@ -516,24 +551,14 @@ impl Worker {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        let w = Worker {
+        Ok(Worker {
             metrics,
             proc: Proc {
                 child,
                 name: "worker".into(),
             },
             log,
-        };
-        let m = w.metrics;
-        assert_eventually(Duration::from_secs(20), "worker /readyz", || async move {
-            http_get(m, "/readyz")
-                .await
-                .map(|(c, _)| c == 200)
-                .unwrap_or(false)
         })
-        .await
-        .with_context(|| std::fs::read_to_string(&w.log).unwrap_or_default())?;
-        Ok(w)
     }
 }
 

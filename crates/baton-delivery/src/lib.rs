@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use baton_core::routing::SuspensionTracker;
 use baton_proto::v1::SendingPool;
-use baton_queue::{ConfigWatch, Lane, LaneKind, Provisioner, Publisher};
+use baton_queue::{ConfigWatch, Lane, LaneKind, Publisher, QueueError, Verifier};
 use baton_smtp_client::ClientConfig;
 use baton_telemetry::{Health as Readiness, Metrics};
 use thiserror::Error;
@@ -195,14 +195,16 @@ impl Ctx {
 pub struct Queue {
     /// JetStream context.
     pub js: jetstream::Context,
-    /// Lane provisioning.
-    pub provisioner: Provisioner,
+    /// Checks that the pool's lanes exist (the owner provisions them; a worker never does).
+    pub verifier: Verifier,
     /// Follow-up publishing.
     pub publisher: Publisher,
 }
 
 /// Run a worker until `stop` is cancelled. Waits for a config snapshot that contains the pool,
-/// provisions the pool's lanes (idempotent), then consumes the fresh lane and every retry tier.
+/// waits until the pool's lanes exist (provisioned by `baton config apply`, `baton dev` or the
+/// operator; readiness says which one is missing), then consumes the fresh lane and every retry
+/// tier.
 pub async fn run(
     config: WorkerConfig,
     queue: Queue,
@@ -260,7 +262,20 @@ pub async fn run(
                 let tiers = baton_core::retry::RetrySchedule::from_pool(&pool)
                     .tiers()
                     .len() as u32;
-                queue.provisioner.ensure_lanes(&pool.name, tiers).await?;
+                match queue.verifier.verify_lanes(&pool.name, tiers).await {
+                    Ok(()) => {}
+                    Err(e @ QueueError::NotProvisioned { .. }) => {
+                        ready.set("config", Some(e.to_string()));
+                        tracing::debug!(error = %e, "waiting for the pool's lanes");
+                        // Checked again in a second, or at once when the snapshot changes.
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            r = snapshots.changed() => if r.is_err() { break } else { continue },
+                            _ = stop.cancelled() => break,
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 if let Ok(mut c) = current.lock() {
                     *c = Some(Arc::new(pool.clone()));
                 }

@@ -3,11 +3,14 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
-use baton_proto::{Message as _, v1::RelayConfig};
+use baton_proto::{
+    Message as _,
+    v1::{QueueSettings, RelayConfig},
+};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use crate::{CONFIG_BUCKET, CONFIG_KEY, QueueError};
+use crate::{CONFIG_BUCKET, CONFIG_KEY, QUEUE_SETTINGS_KEY, QueueError};
 
 /// Receiver of the current snapshot; `None` until one was loaded.
 pub type ConfigWatch = watch::Receiver<Option<Arc<RelayConfig>>>;
@@ -27,6 +30,24 @@ impl ConfigStore {
     pub async fn open(js: &jetstream::Context) -> Result<Self, QueueError> {
         let kv = js.get_key_value(CONFIG_BUCKET).await.map_err(err)?;
         Ok(ConfigStore { kv })
+    }
+
+    /// The queue settings the owner recorded, if any.
+    pub async fn queue_settings(&self) -> Result<Option<QueueSettings>, QueueError> {
+        match self.kv.get(QUEUE_SETTINGS_KEY).await.map_err(err)? {
+            Some(bytes) => QueueSettings::decode(bytes.as_ref())
+                .map(Some)
+                .map_err(|e| QueueError::Decode(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Record the queue settings (only the owner does this).
+    pub async fn put_queue_settings(&self, settings: &QueueSettings) -> Result<u64, QueueError> {
+        self.kv
+            .put(QUEUE_SETTINGS_KEY, settings.encode_to_vec().into())
+            .await
+            .map_err(err)
     }
 
     /// The current snapshot, if any.

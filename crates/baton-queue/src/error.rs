@@ -20,12 +20,22 @@ pub enum QueueError {
         detail: String,
     },
     /// A server accepted a consumer/stream but dropped options Baton relies on.
-    #[error("{what} drifted after create: {detail}")]
+    #[error("{what} drifted: {detail}")]
     Drift {
         /// Which object.
         what: String,
         /// Which setting differs.
         detail: String,
+    },
+    /// A stream, bucket, lane consumer or the recorded queue settings do not exist yet: the
+    /// owner (`baton config apply`, `baton dev` or the operator) has not provisioned them.
+    /// Ingress and workers never create them; they report not ready until they exist.
+    #[error(
+        "not ready: {what} does not exist — run `baton config apply` (or `baton dev`) or the operator to provision the queue"
+    )]
+    NotProvisioned {
+        /// Which object.
+        what: String,
     },
     /// Pulling messages failed.
     #[error("consume: {0}")]
@@ -52,6 +62,7 @@ impl QueueError {
             QueueError::Publish(_) => "publish",
             QueueError::Provision { .. } => "provision",
             QueueError::Drift { .. } => "drift",
+            QueueError::NotProvisioned { .. } => "not_provisioned",
             QueueError::Consume(_) => "consume",
             QueueError::Ack(_) => "ack",
             QueueError::Decode(_) => "decode",

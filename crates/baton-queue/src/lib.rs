@@ -2,7 +2,8 @@
 //! stream and its per-pool lanes (`baton.new.<pool>`, `baton.retry.<pool>.<tier>`), publishing
 //! envelopes with a `Nats-Msg-Id` and awaiting the PubAck, large bodies in the Object Store,
 //! pulling and acknowledging queued messages, the `baton-config` KV snapshot, and reading
-//! consumer state for metrics.
+//! consumer state for metrics. One owner provisions ([`Provisioner::provision`] records the
+//! settings next to the snapshot); everyone else verifies ([`Verifier`]) and reports drift.
 //!
 //! It is a thin shell: no policy lives here. See `../shared/ARCHITECTURE.md` for why deferred
 //! mail is re-published to retry lanes instead of being NAK'd with a delay.
@@ -12,12 +13,16 @@ mod consume;
 mod error;
 mod provision;
 mod publish;
+mod settings;
+mod verify;
 
 pub use config_store::{ConfigStore, ConfigWatch};
 pub use consume::{Lane, LaneKind, QueuedMessage};
 pub use error::QueueError;
-pub use provision::{LaneStats, Provisioner, StreamSettings};
+pub use provision::{LaneStats, Provisioner};
 pub use publish::{PublishReceipt, Publisher};
+pub use settings::{Drift, Observed, StreamSettings, drift, expectation_drift};
+pub use verify::{Verified, Verifier, body_bucket_stream, config_bucket_stream};
 
 /// Name of the work-queue stream holding all queued mail.
 pub const STREAM: &str = "BATON_QUEUE";
@@ -27,6 +32,8 @@ pub const BODY_BUCKET: &str = "baton-bodies";
 pub const CONFIG_BUCKET: &str = "baton-config";
 /// Key of the snapshot inside [`CONFIG_BUCKET`].
 pub const CONFIG_KEY: &str = "relay-config";
+/// Key of the recorded [`StreamSettings`] (`baton.v1.QueueSettings`) inside [`CONFIG_BUCKET`].
+pub const QUEUE_SETTINGS_KEY: &str = "queue-settings";
 /// Bodies larger than this go to the Object Store (JetStream's default max_payload is 1 MiB and
 /// the envelope needs room for its own fields).
 pub const INLINE_BODY_LIMIT: usize = 900 * 1024;

@@ -1,6 +1,10 @@
 //! Idempotent provisioning of the stream, the per-pool lane consumers and the buckets, with a
 //! read-back after every create/update: old servers silently drop options they do not know, so
 //! what matters is what the server reports, not what was asked for.
+//!
+//! Only the owner of the settings provisions — the operator, `baton config apply`, `baton dev`
+//! ([`Provisioner::provision`] records what it decided); ingress and workers only verify
+//! ([`crate::Verifier`]). The read-only queue statistics live here too.
 
 use std::time::Duration;
 
@@ -9,34 +13,9 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
-use crate::{QueueError, STREAM, consume::LaneKind, consumer_name};
-
-/// Stream-level settings (from the deployment, not from CRDs).
-#[derive(Clone, Debug)]
-pub struct StreamSettings {
-    /// Stream replicas: 1 for a single server, 3 in production clusters.
-    pub replicas: usize,
-    /// Window in which a repeated `Nats-Msg-Id` is stored once.
-    pub duplicate_window: Duration,
-    /// How long a lane consumer waits for an ack before redelivering.
-    pub ack_wait: Duration,
-    /// Deliveries before JetStream stops redelivering a message that keeps crashing workers.
-    pub max_deliver: i64,
-    /// Unacknowledged messages a fresh-mail lane hands out across all workers.
-    pub max_ack_pending: i64,
-}
-
-impl Default for StreamSettings {
-    fn default() -> Self {
-        StreamSettings {
-            replicas: 1,
-            duplicate_window: Duration::from_secs(120),
-            ack_wait: Duration::from_secs(60),
-            max_deliver: 50,
-            max_ack_pending: 10_000,
-        }
-    }
-}
+use crate::settings::{Drift, StreamSettings};
+use crate::verify::{Verifier, body_bucket_stream, config_bucket_stream};
+use crate::{ConfigStore, QueueError, STREAM, consume::LaneKind, consumer_name};
 
 /// Counts read from one lane consumer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +37,29 @@ pub struct Provisioner {
     settings: StreamSettings,
 }
 
+/// How long the owner keeps retrying a provisioning step that failed transiently.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Run a provisioning step, retrying [`QueueError::Provision`] failures (a request timeout
+/// while a just-created replicated stream elects its leader, a leader election on a cluster)
+/// every 500 ms for up to [`PATIENCE`]; other errors and the last failure are returned.
+async fn patiently<T, F, Fut>(mut step: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match step().await {
+            Err(e @ QueueError::Provision { .. }) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "provisioning step failed, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 fn provision_err(what: impl Into<String>, e: impl std::fmt::Display) -> QueueError {
     QueueError::Provision {
         what: what.into(),
@@ -69,6 +71,35 @@ impl Provisioner {
     /// A provisioner over a JetStream context.
     pub fn new(js: jetstream::Context, settings: StreamSettings) -> Self {
         Provisioner { js, settings }
+    }
+
+    /// The settings this provisioner applies.
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+
+    /// The owner's whole job: create or correct the queue stream and both buckets, record the
+    /// settings (`owner`: `operator`, `config-apply`, `dev`) where every process reads them,
+    /// provision the lanes of `pools` (name, retry tiers), then verify. Returns what still
+    /// differs from the settings (e.g. a bucket created with memory storage, which cannot be
+    /// changed in place).
+    pub async fn provision(
+        &self,
+        owner: &str,
+        pools: &[(String, u32)],
+    ) -> Result<Vec<Drift>, QueueError> {
+        patiently(|| self.ensure_stream()).await?;
+        patiently(|| self.ensure_buckets()).await?;
+        let store = ConfigStore::open(&self.js).await?;
+        let record = self.settings.to_record(owner);
+        if store.queue_settings().await?.as_ref() != Some(&record) {
+            store.put_queue_settings(&record).await?;
+        }
+        for (pool, tiers) in pools {
+            patiently(|| self.ensure_lanes(pool, *tiers)).await?;
+        }
+        let verifier = Verifier::new(self.js.clone());
+        Ok(patiently(|| verifier.verify()).await?.drift)
     }
 
     fn stream_config(&self) -> stream::Config {
@@ -212,8 +243,11 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Create the Object Store bucket for large bodies and the config KV bucket if missing.
+    /// Create the Object Store bucket for large bodies and the config KV bucket if missing, and
+    /// bring the replicas of existing ones to the settings.
     pub async fn ensure_buckets(&self) -> Result<(), QueueError> {
+        self.scale_existing(&body_bucket_stream()).await?;
+        self.scale_existing(&config_bucket_stream()).await?;
         if self.js.get_object_store(crate::BODY_BUCKET).await.is_err() {
             self.js
                 .create_object_store(jetstream::object_store::Config {
@@ -249,12 +283,29 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Stream, buckets, and the lanes of the given pools.
-    pub async fn ensure_all(&self, pools: &[(String, u32)]) -> Result<(), QueueError> {
-        self.ensure_stream().await?;
-        self.ensure_buckets().await?;
-        for (pool, tiers) in pools {
-            self.ensure_lanes(pool, *tiers).await?;
+    /// Set the replicas of bucket stream `name` to the settings when it exists with others.
+    async fn scale_existing(&self, name: &str) -> Result<(), QueueError> {
+        let Ok(mut s) = self.js.get_stream(name).await else {
+            return Ok(());
+        };
+        let mut config = s
+            .info()
+            .await
+            .map_err(|e| provision_err(name, e))?
+            .config
+            .clone();
+        if config.num_replicas != self.settings.replicas {
+            tracing::info!(
+                stream = name,
+                from = config.num_replicas,
+                to = self.settings.replicas,
+                "scaling bucket to the recorded replicas"
+            );
+            config.num_replicas = self.settings.replicas;
+            self.js
+                .update_stream(&config)
+                .await
+                .map_err(|e| provision_err(name, e))?;
         }
         Ok(())
     }

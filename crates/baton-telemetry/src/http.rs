@@ -18,6 +18,7 @@ use crate::{LogHandle, Metrics};
 #[derive(Default)]
 pub struct Health {
     not_ready: Mutex<Vec<(&'static str, String)>>,
+    notes: Mutex<Vec<(&'static str, String)>>,
     started: std::sync::atomic::AtomicBool,
 }
 
@@ -44,17 +45,34 @@ impl Health {
         }
     }
 
+    /// Set (`Some`) or clear a note shown in the `/readyz` body that does not affect
+    /// readiness (e.g. queue settings drift: reported, never a reason to stop taking mail).
+    pub fn note(&self, key: &'static str, note: Option<String>) {
+        if let Ok(mut g) = self.notes.lock() {
+            g.retain(|(k, _)| *k != key);
+            if let Some(n) = note {
+                g.push((key, n));
+            }
+        }
+    }
+
     /// Ready when no condition is failing.
     pub fn is_ready(&self) -> bool {
         self.not_ready.lock().map(|g| g.is_empty()).unwrap_or(false)
     }
 
     fn report(&self) -> String {
-        match self.not_ready.lock() {
-            Ok(g) if g.is_empty() => "ready\n".into(),
+        let mut out = match self.not_ready.lock() {
+            Ok(g) if g.is_empty() => "ready\n".to_string(),
             Ok(g) => g.iter().map(|(c, r)| format!("{c}: {r}\n")).collect(),
             Err(_) => "poisoned\n".into(),
+        };
+        if let Ok(g) = self.notes.lock() {
+            for (k, n) in g.iter() {
+                out.push_str(&format!("warning {k}: {n}\n"));
+            }
         }
+        out
     }
 }
 
@@ -143,4 +161,28 @@ pub async fn spawn(
     let local = listener.local_addr()?;
     tokio::spawn(serve(listener, metrics, health, log));
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Health;
+
+    #[test]
+    fn notes_show_in_the_report_without_changing_readiness() {
+        let h = Health::new(&["nats"]);
+        h.note("queue", Some("BATON_QUEUE replicas is 1".into()));
+        assert!(!h.is_ready());
+        assert_eq!(
+            h.report(),
+            "nats: not yet\nwarning queue: BATON_QUEUE replicas is 1\n"
+        );
+        h.set("nats", None);
+        assert!(h.is_ready());
+        assert_eq!(
+            h.report(),
+            "ready\nwarning queue: BATON_QUEUE replicas is 1\n"
+        );
+        h.note("queue", None);
+        assert_eq!(h.report(), "ready\n");
+    }
 }

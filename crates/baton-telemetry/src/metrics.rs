@@ -60,6 +60,9 @@ pub struct Metrics {
     pub queue_ack_pending: IntGaugeVec,
     /// Age of the oldest queued message, by pool.
     pub queue_oldest_age: prometheus::GaugeVec,
+    /// 1 while a queue stream/bucket setting differs from the recorded settings (or from this
+    /// process's `--stream-replicas` expectation, object `expectation`), by object and setting.
+    pub queue_settings_drift: IntGaugeVec,
     /// Generation of the RelayConfig snapshot in force.
     pub config_generation: IntGauge,
     /// Config snapshots rejected or failed to load.
@@ -278,6 +281,12 @@ impl Metrics {
                     .unwrap_or_else(|e| panic!("{e}"));
                 g
             },
+            queue_settings_drift: gauge(
+                &r,
+                "baton_queue_settings_drift",
+                "1 while a JetStream stream or bucket setting differs from the recorded queue settings.",
+                &["object", "setting"],
+            ),
             config_generation: gauge(
                 &r,
                 "baton_config_generation",

@@ -88,10 +88,12 @@ pub enum ConfigCommand {
         /// NATS URL.
         #[arg(long, env = "BATON_NATS", default_value = "nats://127.0.0.1:4222")]
         nats: String,
-        /// Replicas of the config and body buckets when this creates them (3 on a production
-        /// NATS cluster). Existing buckets and the queue stream are left as they are.
-        #[arg(long, env = "BATON_STREAM_REPLICAS", default_value_t = 1)]
-        stream_replicas: usize,
+        /// Replicas of the queue stream and both buckets (3 on a production NATS cluster).
+        /// `config apply` is the owner of the queue settings outside Kubernetes: it provisions
+        /// the stream, buckets and every pool's lanes and records the settings for ingress and
+        /// workers. Without the flag, what is already recorded is kept (1 when nothing is).
+        #[arg(long, env = "BATON_STREAM_REPLICAS")]
+        stream_replicas: Option<usize>,
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -156,9 +158,12 @@ pub struct ListenArgs {
     /// After SIGTERM, how long transactions in flight may take to finish.
     #[arg(long, env = "BATON_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "30s")]
     pub shutdown_grace: Duration,
-    /// JetStream stream replicas (3 on a production NATS cluster).
-    #[arg(long, env = "BATON_STREAM_REPLICAS", default_value_t = 1)]
-    pub stream_replicas: usize,
+    /// `baton dev`: replicas it provisions the queue with (default: what is recorded, else 1).
+    /// `baton ingress`: deprecated and changes nothing — the queue's settings are recorded by
+    /// `baton config apply` or the operator; when given, a different recorded value is
+    /// reported as drift (`baton_queue_settings_drift{object="expectation"}`, `/readyz`).
+    #[arg(long, env = "BATON_STREAM_REPLICAS")]
+    pub stream_replicas: Option<usize>,
 }
 
 /// `baton ingress`
@@ -206,9 +211,11 @@ pub struct WorkerArgs {
     /// Our host name (EHLO default, DSN Reporting-MTA).
     #[arg(long, env = "BATON_HOSTNAME")]
     pub hostname: Option<String>,
-    /// JetStream stream replicas (must match the ingress).
-    #[arg(long, env = "BATON_STREAM_REPLICAS", default_value_t = 1)]
-    pub stream_replicas: usize,
+    /// Deprecated and changes nothing: the queue's settings are recorded by `baton config
+    /// apply` or the operator. When given, a different recorded value is reported as drift
+    /// (`baton_queue_settings_drift{object="expectation"}`, `/readyz`).
+    #[arg(long, env = "BATON_STREAM_REPLICAS")]
+    pub stream_replicas: Option<usize>,
     #[command(flatten)]
     pub tuning: WorkerTuning,
 }
@@ -225,6 +232,11 @@ pub struct DevArgs {
     /// Where the started nats-server keeps its store.
     #[arg(long, env = "BATON_DATA_DIR", default_value = ".dev")]
     pub data_dir: PathBuf,
+    /// Start nats-server with `sync_interval: always` (fsync every stored message), so a
+    /// single server survives a power loss with what it answered `250` (needs nats-server ≥ 2.10;
+    /// measured cost in README "Operations").
+    #[arg(long, env = "BATON_DURABLE")]
+    pub durable: bool,
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]
@@ -253,7 +265,9 @@ pub struct OperatorArgs {
         default_value = "baton-worker"
     )]
     pub worker_service_account: String,
-    /// JetStream stream replicas (3 on a production NATS cluster).
+    /// Replicas of the queue stream and buckets (3 on a production NATS cluster). The operator
+    /// is the owner of the queue settings in Kubernetes: it provisions with them and records
+    /// them for ingress and workers, which only verify.
     #[arg(long, env = "BATON_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
     /// Reconcile only while holding the Lease (`--leader-election=false` to turn off).

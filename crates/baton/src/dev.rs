@@ -20,7 +20,7 @@ pub async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
     let url = match &args.nats {
         Some(u) => u.clone(),
         None => {
-            let (c, url) = start_nats(&args.data_dir).await?;
+            let (c, url) = start_nats(&args.data_dir, args.durable).await?;
             child = Some(c);
             url
         }
@@ -38,11 +38,14 @@ async fn run_with(
     log: Option<LogHandle>,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let nats = Nats::connect(url, "baton-dev", args.listen.stream_replicas).await?;
+    let nats = Nats::connect(url, "baton-dev").await?;
     if args.config.is_empty() {
         bail!("baton dev needs at least one --config file or directory (see manifests/examples/)");
     }
-    let generation = wiring::apply_config(&nats, &args.config).await?;
+    // `baton dev` owns the queue settings, like `config apply`.
+    let settings = crate::queue::owner_settings(&nats.js, args.listen.stream_replicas).await?;
+    let nats = nats.owning(settings);
+    let generation = wiring::apply_config(&nats, &args.config, "dev").await?;
     tracing::info!(generation, "config applied");
     let res = baton_config::load_paths(&args.config)?;
     let pools: Vec<String> = res
@@ -63,11 +66,22 @@ async fn run_with(
         &stop,
     )
     .await?;
+    // Provisioned above; this keeps checking for drift and sets the `queue` condition.
+    let queue = crate::queue::watch_queue(
+        nats.js.clone(),
+        None,
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    );
+    if !crate::queue::provisioned(queue, &stop).await {
+        return Ok(());
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for pool in pools {
         let config = wiring::worker_config(&pool, &args.listen.hostname, &args.tuning);
         let (n, m, h, s) = (
-            Nats::connect(url, "baton-dev-worker", args.listen.stream_replicas).await?,
+            Nats::connect(url, "baton-dev-worker").await?,
             metrics.clone(),
             health.clone(),
             stop.clone(),
@@ -94,16 +108,24 @@ async fn run_with(
     r
 }
 
-/// Start `nats-server -js` on a free loopback port with its store under `data_dir`.
-async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<(Child, String)> {
+/// Start `nats-server -js` on a free loopback port with its store under `data_dir`;
+/// `durable`: with `sync_interval: always` (a config file, since there is no flag for it).
+async fn start_nats(data_dir: &std::path::Path, durable: bool) -> anyhow::Result<(Child, String)> {
     let store = data_dir.join("nats");
     std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(&store)
+    let mut cmd = Command::new("nats-server");
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&store);
+    if durable {
+        let conf = data_dir.join("nats-durable.conf");
+        std::fs::write(&conf, "jetstream { sync_interval: always }\n")
+            .with_context(|| format!("writing {}", conf.display()))?;
+        cmd.arg("-c").arg(&conf);
+    }
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -111,6 +133,16 @@ async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<(Child, String
         .context("starting nats-server (install it: apt-get install nats-server)")?;
     let url = format!("nats://127.0.0.1:{port}");
     for _ in 0..100 {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!(
+                "nats-server exited ({status}){}",
+                if durable {
+                    ": --durable needs nats-server >= 2.10 (sync_interval)"
+                } else {
+                    ""
+                }
+            );
+        }
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()

@@ -5,6 +5,7 @@
 mod cli;
 mod dev;
 mod operator;
+mod queue;
 mod wiring;
 
 use clap::Parser;

@@ -1,5 +1,6 @@
-//! Wiring of the subcommands: connect to NATS, provision, load config, start the ingress or
-//! worker and the operations endpoint, and stop cleanly on SIGTERM/SIGINT.
+//! Wiring of the subcommands: connect to NATS, wait for the queue its owner provisioned (or
+//! provision it, for `config apply` and `dev`), load config, start the ingress or worker and the
+//! operations endpoint, and stop cleanly on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,9 +27,18 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
                     "the ingress needs --tls-cert and --tls-key (only `baton dev` may run with a generated certificate)"
                 ),
             };
-            let nats =
-                Nats::connect(&args.nats, "baton-ingress", args.listen.stream_replicas).await?;
+            let nats = Nats::connect(&args.nats, "baton-ingress").await?;
             let (metrics, health) = ops(args.listen.listen_metrics, log, &nats, &stop).await?;
+            let queue = crate::queue::watch_queue(
+                nats.js.clone(),
+                args.listen.stream_replicas,
+                metrics.clone(),
+                health.clone(),
+                stop.clone(),
+            );
+            if !crate::queue::provisioned(queue, &stop).await {
+                return Ok(());
+            }
             run_ingress(
                 &nats,
                 &args.listen,
@@ -42,8 +52,18 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
         }
         Command::Worker(args) => {
             let stop = shutdown_signal();
-            let nats = Nats::connect(&args.nats, "baton-worker", args.stream_replicas).await?;
+            let nats = Nats::connect(&args.nats, "baton-worker").await?;
             let (metrics, health) = ops(args.listen_metrics, log, &nats, &stop).await?;
+            let queue = crate::queue::watch_queue(
+                nats.js.clone(),
+                args.stream_replicas,
+                metrics.clone(),
+                health.clone(),
+                stop.clone(),
+            );
+            if !crate::queue::provisioned(queue, &stop).await {
+                return Ok(());
+            }
             let config = worker_config(&args.pool, &args.hostname, &args.tuning);
             run_worker(&nats, config, metrics, health, stop).await
         }
@@ -56,23 +76,16 @@ pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
                     paths,
                 },
         } => {
-            // Only the buckets, created when missing: provisioning the queue stream here could
-            // scale a production (3-replica) stream down.
-            let client = baton_queue::connect(&nats, "baton-config").await?;
-            let js = async_nats::jetstream::new(client.clone());
-            let settings = StreamSettings {
-                replicas: stream_replicas,
-                ..StreamSettings::default()
-            };
-            let provisioner = Provisioner::new(js.clone(), settings);
-            provisioner.ensure_buckets().await?;
-            let nats = Nats {
-                client,
-                js,
-                provisioner,
-            };
-            let generation = apply_config(&nats, &paths).await?;
-            println!("applied RelayConfig generation {generation}");
+            // The owner outside Kubernetes: provisions the stream, buckets and the pools' lanes
+            // with the resolved settings and records them for every other process.
+            let nats = Nats::connect(&nats, "baton-config").await?;
+            let settings = crate::queue::owner_settings(&nats.js, stream_replicas).await?;
+            let nats = nats.owning(settings);
+            let generation = apply_config(&nats, &paths, "config-apply").await?;
+            println!(
+                "applied RelayConfig generation {generation} (queue replicas {})",
+                nats.provisioner.settings().replicas
+            );
             Ok(())
         }
         Command::Config {
@@ -166,19 +179,12 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// Connect and provision the stream and buckets (idempotent).
-    pub async fn connect(url: &str, name: &str, replicas: usize) -> anyhow::Result<Nats> {
+    /// Connect; nothing is created or changed (its provisioner only reads queue statistics
+    /// until [`Nats::owning`] gives it settings to provision with).
+    pub async fn connect(url: &str, name: &str) -> anyhow::Result<Nats> {
         let client = baton_queue::connect(url, name).await?;
         let js = async_nats::jetstream::new(client.clone());
-        let provisioner = Provisioner::new(
-            js.clone(),
-            StreamSettings {
-                replicas,
-                ..Default::default()
-            },
-        );
-        provisioner.ensure_stream().await?;
-        provisioner.ensure_buckets().await?;
+        let provisioner = Provisioner::new(js.clone(), StreamSettings::default());
         Ok(Nats {
             client,
             js,
@@ -186,15 +192,43 @@ impl Nats {
         })
     }
 
+    /// This connection as the owner of the queue settings (`config apply`, `dev`).
+    pub fn owning(self, settings: StreamSettings) -> Nats {
+        Nats {
+            provisioner: Provisioner::new(self.js.clone(), settings),
+            ..self
+        }
+    }
+
     fn publisher(&self, timeout: Duration) -> Publisher {
         Publisher::new(self.js.clone(), timeout)
     }
 }
 
-/// Compile YAML into a snapshot and store it, bumping the generation only when content changed.
-/// Fails, storing nothing, when any object is invalid ([`baton_config::ConfigError::InvalidObjects`]).
-pub async fn apply_config(nats: &Nats, paths: &[std::path::PathBuf]) -> anyhow::Result<u64> {
+/// As the owner (`owner`: `config-apply`, `dev`): compile YAML, provision the queue with
+/// `nats`'s settings (stream, buckets, the lanes of every pool) and record them, then store the
+/// snapshot, bumping the generation only when content changed. Fails, provisioning and storing
+/// nothing, when any object is invalid ([`baton_config::ConfigError::InvalidObjects`]).
+pub async fn apply_config(
+    nats: &Nats,
+    paths: &[std::path::PathBuf],
+    owner: &str,
+) -> anyhow::Result<u64> {
     let res = baton_config::load_paths(paths)?;
+    // Validate before touching anything.
+    let checked = baton_config::compile(&res, 1, 0)?;
+    checked.ensure_valid()?;
+    let pools: Vec<(String, u32)> = checked
+        .config
+        .pools
+        .iter()
+        .map(|p| {
+            let tiers = baton_core::retry::RetrySchedule::from_pool(p).tiers().len();
+            (p.name.clone(), u32::try_from(tiers).unwrap_or(u32::MAX))
+        })
+        .collect();
+    let drift = nats.provisioner.provision(owner, &pools).await?;
+    crate::queue::log_owner_drift(&drift);
     let store = ConfigStore::open(&nats.js).await?;
     let previous = store.get().await?;
     let now_ms = (time_now_ns() / 1_000_000) as i64;
@@ -276,7 +310,7 @@ pub async fn ops(
     stop: &CancellationToken,
 ) -> anyhow::Result<(Metrics, Arc<Health>)> {
     let metrics = Metrics::new();
-    let health = Health::new(&["nats", "config"]);
+    let health = Health::new(&["nats", "queue", "config"]);
     if let Some(addr) = addr {
         let bound = baton_telemetry::http::spawn(addr, metrics.clone(), health.clone(), log)
             .await
@@ -396,7 +430,7 @@ pub async fn run_worker(
     );
     let queue = baton_delivery::Queue {
         js: nats.js.clone(),
-        provisioner: nats.provisioner.clone(),
+        verifier: baton_queue::Verifier::new(nats.js.clone()),
         publisher: nats.publisher(Duration::from_secs(10)),
     };
     baton_delivery::run(config, queue, snapshots, metrics, health, stop).await?;

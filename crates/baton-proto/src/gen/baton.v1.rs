@@ -338,6 +338,34 @@ pub struct Egress {
     #[prost(uint32, tag = "3")]
     pub weight: u32,
 }
+/// How the JetStream objects (the BATON_QUEUE stream, its lane consumers, the baton-config and
+/// baton-bodies buckets) are provisioned. Decided by one owner — the operator in Kubernetes,
+/// `baton config apply` / `baton dev` elsewhere — and recorded under the key `queue-settings` of
+/// the `baton-config` bucket. Ingress and workers verify what exists against it and never change
+/// it: a mismatch is reported (log, `baton_queue_settings_drift`, `/readyz`), not corrected.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QueueSettings {
+    /// Replicas of the stream and both buckets (1 on a single server, 3 on a production cluster).
+    #[prost(uint32, tag = "1")]
+    pub replicas: u32,
+    #[prost(enumeration = "QueueStorage", tag = "2")]
+    pub storage: i32,
+    /// Window in which a repeated Nats-Msg-Id is stored once, milliseconds.
+    #[prost(uint64, tag = "3")]
+    pub duplicate_window_ms: u64,
+    /// How long a lane consumer waits for an ack before redelivering, milliseconds.
+    #[prost(uint64, tag = "4")]
+    pub ack_wait_ms: u64,
+    /// Deliveries before JetStream stops redelivering a message.
+    #[prost(int64, tag = "5")]
+    pub max_deliver: i64,
+    /// Unacknowledged messages a fresh-mail lane hands out across all workers.
+    #[prost(int64, tag = "6")]
+    pub max_ack_pending: i64,
+    /// Who recorded these settings: "operator", "config-apply" or "dev".
+    #[prost(string, tag = "7")]
+    pub owner: ::prost::alloc::string::String,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum DeliveryMode {
@@ -389,6 +417,32 @@ impl TlsPolicy {
             "TLS_POLICY_OPPORTUNISTIC" => Some(Self::Opportunistic),
             "TLS_POLICY_REQUIRED" => Some(Self::Required),
             "TLS_POLICY_DISABLED" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum QueueStorage {
+    File = 0,
+    Memory = 1,
+}
+impl QueueStorage {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::File => "QUEUE_STORAGE_FILE",
+            Self::Memory => "QUEUE_STORAGE_MEMORY",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "QUEUE_STORAGE_FILE" => Some(Self::File),
+            "QUEUE_STORAGE_MEMORY" => Some(Self::Memory),
             _ => None,
         }
     }
