@@ -7,13 +7,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use baton_core::dsn::{DsnInput, DsnRecipient, build_dsn, should_bounce};
+use baton_core::destination::RefusedAddress;
+use baton_core::dsn::{
+    DsnInput, DsnRecipient, build_dsn, needs_8bitmime, needs_smtputf8, should_bounce,
+};
 use baton_core::ids::{FollowUp, follow_up_msg_id};
-use baton_core::outcome::notify_wanted;
+use baton_core::outcome::report_wanted;
 use baton_core::retry::{RetryDecision, RetrySchedule};
 use baton_core::routing::CongestionPolicy;
 use baton_proto::v1::{
-    DeliveryMode, DsnRet, Envelope, EnvelopeKind, Recipient, SendingPool, envelope::Body,
+    BodyType, DeliveryMode, DsnRet, Envelope, EnvelopeKind, Recipient, SendingPool, envelope::Body,
 };
 use baton_queue::{QueuedMessage, new_subject, retry_subject};
 use baton_smtp_client::{OutgoingMessage, OutgoingRecipient};
@@ -176,7 +179,9 @@ async fn deliver_domain(
     if let Some(until) = ctx.suspended_until(&dest) {
         return (idx, all(suspended(until)));
     }
-    let targets = match route(&ctx.dns, pool, &ctx.health, &domain).await {
+    let (routed, refused) = route(&ctx.dns, pool, &ctx.health, &domain).await;
+    count_refused(ctx, pool, env, &dest, &refused);
+    let targets = match routed {
         Route::Targets(t) => t,
         Route::Fail { status, text } => {
             let reply = format!("550 {status} {text}");
@@ -285,7 +290,7 @@ async fn deliver_domain(
         recipients,
         body: qm.body(),
         smtputf8: env.smtputf8,
-        eight_bit: env.body_type == baton_proto::v1::BodyType::BodyType8bitmime as i32,
+        eight_bit: env.body_type == BodyType::BodyType8bitmime as i32,
         ret,
         envid,
     };
@@ -330,6 +335,36 @@ async fn deliver_domain(
     (idx, fates)
 }
 
+/// Log and count the addresses direct delivery would not connect to (one line per group).
+fn count_refused(
+    ctx: &Ctx,
+    pool: &SendingPool,
+    env: &Envelope,
+    dest: &str,
+    refused: &[RefusedAddress],
+) {
+    if refused.is_empty() {
+        return;
+    }
+    for r in refused {
+        ctx.metrics
+            .delivery_refused_addresses
+            .with_label_values(&[&pool.name, r.class.as_str()])
+            .inc();
+    }
+    let list: Vec<String> = refused
+        .iter()
+        .map(|r| format!("{} ({})", r.ip, r.class.as_str()))
+        .collect();
+    tracing::warn!(
+        queue_id = %env.id,
+        pool = %pool.name,
+        destination = %dest,
+        refused = %list.join(", "),
+        "direct delivery does not connect to these addresses (not globally reachable, not in spec.delivery.allowedNetworks)"
+    );
+}
+
 fn outgoing_recipient(r: &Recipient) -> OutgoingRecipient<'_> {
     OutgoingRecipient {
         address: &r.address,
@@ -368,8 +403,10 @@ async fn finish(
     let env = &qm.envelope;
     let attempt = env.attempt.saturating_add(1);
     let now = now_ms();
-    // Deferred recipients either go to the next tier or, past maxAge, expire now.
-    let decision = schedule.next(attempt, env.received_at_ms, now);
+    // Deferred recipients either go to the next tier (due time jittered by up to 10 % of the
+    // tier delay, so mail deferred together does not come back together) or, past maxAge,
+    // expire now.
+    let decision = schedule.next_jittered(attempt, env.received_at_ms, now, &env.id);
     if matches!(decision, RetryDecision::Expire) {
         for f in fates.iter_mut() {
             if let Fate::Deferred { reply, remote } = f {
@@ -450,7 +487,7 @@ fn log_outcome(
 ) {
     let delay = now.saturating_sub(env.received_at_ms).max(0) as f64 / 1000.0;
     let (status, reply, remote) = match f {
-        Fate::Delivered { reply, remote } => ("sent", reply, remote.as_str()),
+        Fate::Delivered { reply, remote, .. } => ("sent", reply, remote.as_str()),
         Fate::Deferred { reply, remote } => ("deferred", reply, remote.as_str()),
         Fate::Failed { reply, remote, .. } => ("bounced", reply, remote.as_str()),
         Fate::Expired { reply, remote } => ("expired", reply, remote.as_str()),
@@ -504,7 +541,7 @@ fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<En
             | Fate::Expired { remote, .. } => remote,
         };
         let outcome = f.outcome();
-        if !notify_wanted(r, &outcome) {
+        if !report_wanted(r, &outcome, f.next_hop_dsn()) {
             continue;
         }
         let mut block = DsnRecipient::from_outcome(r, &outcome);
@@ -527,6 +564,11 @@ fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<En
         now: time::OffsetDateTime::now_utc(),
         dsn_id: &dsn_id,
     });
+    let body_type = if needs_8bitmime(&body) {
+        BodyType::BodyType8bitmime
+    } else {
+        BodyType::BodyType7bit
+    };
     Some(Envelope {
         id: dsn_id.clone(),
         reverse_path: String::new(),
@@ -545,8 +587,10 @@ fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<En
         size: body.len() as u64,
         body: Some(Body::InlineBody(body)),
         dsn: None,
-        smtputf8: env.smtputf8,
-        body_type: env.body_type,
+        // Only the DSN's own envelope and headers count (RFC 6533): a DSN about a UTF-8
+        // message to an ASCII sender must reach servers without SMTPUTF8.
+        smtputf8: needs_smtputf8(env, &ctx.client.ehlo_name),
+        body_type: body_type as i32,
         helo: String::new(),
         kind: EnvelopeKind::Dsn as i32,
         retry_tier: 0,
