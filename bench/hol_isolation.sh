@@ -60,7 +60,8 @@ phase() {
     bench_pids+=($!)
   fi
   start_nats "$name"
-  baton_config "$name" "$SINK_PORT" "{mode: Direct, port: $SINK_PORT}" "$SCHEDULE"
+  # The sinks listen on loopback, which Direct delivery refuses unless the pool allows it.
+  baton_config "$name" "$SINK_PORT" "{mode: Direct, port: $SINK_PORT, allowedNetworks: [127.0.0.0/8]}" "$SCHEDULE"
   start_ingress "$name"
   start_worker "$name" --dns-server "$DNS_ADDR"
   run_source "$name-warmup" "$INGRESS_PORT" "$SESSIONS" "$SIZE" "$WARMUP" x@healthy.test >/dev/null

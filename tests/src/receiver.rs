@@ -95,6 +95,8 @@ pub struct ReceiverConfig {
     pub advertise_chunking: bool,
     /// Advertise SMTPUTF8 (and refuse the MAIL parameter otherwise).
     pub advertise_smtputf8: bool,
+    /// Advertise DSN (RFC 3461; default on). Off: NOTIFY/ORCPT/RET/ENVID are refused.
+    pub advertise_dsn: bool,
     /// Advertise SIZE and refuse a larger declared size.
     pub advertise_size: Option<u64>,
     /// Require AUTH (PLAIN or LOGIN) with this username and password before MAIL.
@@ -111,6 +113,7 @@ impl Default for ReceiverConfig {
             advertise_pipelining: true,
             advertise_chunking: false,
             advertise_smtputf8: false,
+            advertise_dsn: true,
             advertise_size: None,
             auth: None,
             script: Arc::new(|_| Response::Default),
@@ -160,6 +163,9 @@ pub struct ReceivedMessage {
     pub chunked: bool,
     /// MAIL FROM parameters after the address, e.g. `SIZE=123 BODY=8BITMIME`.
     pub mail_params: String,
+    /// RCPT TO parameters after the address, one entry per accepted recipient (in the order
+    /// of `to`), e.g. `NOTIFY=SUCCESS ORCPT=rfc822;a@b`.
+    pub rcpt_params: Vec<String>,
 }
 
 struct Shared {
@@ -327,6 +333,7 @@ struct Transaction {
     from: Option<String>,
     params: String,
     to: Vec<String>,
+    rcpt_params: Vec<String>,
     body: Vec<u8>,
     data_started: bool,
 }
@@ -423,7 +430,7 @@ impl Session {
             (size.is_some(), size.as_deref().unwrap_or_default()),
             (true, "8BITMIME"),
             (true, "ENHANCEDSTATUSCODES"),
-            (true, "DSN"),
+            (config.advertise_dsn, "DSN"),
             (config.advertise_smtputf8, "SMTPUTF8"),
             (config.advertise_chunking, "CHUNKING"),
             (config.tls.is_some() && !self.tls, "STARTTLS"),
@@ -510,6 +517,9 @@ impl Session {
                 "SMTPUTF8" if !config.advertise_smtputf8 => {
                     return reply(io, 555, "5.5.4 SMTPUTF8 not supported").await;
                 }
+                "RET" | "ENVID" if !config.advertise_dsn => {
+                    return reply(io, 555, "5.5.4 DSN not supported").await;
+                }
                 _ => {}
             }
         }
@@ -528,13 +538,21 @@ impl Session {
         if self.tx.from.is_none() {
             return reply(io, 503, "5.5.1 Need MAIL command").await;
         }
-        let Some((to, _)) = path_arg(arg, "TO:") else {
+        let Some((to, params)) = path_arg(arg, "TO:") else {
             return reply(io, 501, "5.5.4 Syntax: RCPT TO:<address>").await;
         };
+        let dsn_param = params.split_whitespace().any(|p| {
+            let key = p.split_once('=').map_or(p, |(k, _)| k);
+            key.eq_ignore_ascii_case("NOTIFY") || key.eq_ignore_ascii_case("ORCPT")
+        });
+        if dsn_param && !self.shared.config.advertise_dsn {
+            return reply(io, 555, "5.5.4 DSN not supported").await;
+        }
         if let Some(step) = self.overridden(io, &Stage::Rcpt { to: &to }).await {
             return step;
         }
         self.tx.to.push(to);
+        self.tx.rcpt_params.push(params);
         reply(io, 250, "2.1.5 Ok").await
     }
 
@@ -635,6 +653,7 @@ impl Session {
                 ehlo: self.ehlo.clone(),
                 chunked,
                 mail_params: tx.params,
+                rcpt_params: tx.rcpt_params,
             };
             let count = {
                 let mut messages = self.shared.messages();

@@ -26,7 +26,7 @@ fn config(port: u16, rsa: &str, ed: &str) -> String {
 kind: SendingPool
 metadata: {{name: test}}
 spec:
-  delivery: {{mode: Direct, port: {port}}}
+  delivery: {{mode: Direct, port: {port}, allowedNetworks: [127.0.0.0/8]}}
   egress: [{{ehloName: out.baton.test, weight: 1}}]
   tls: {{policy: Disabled}}
   retry: {{schedule: [1s], maxAge: 1h}}

@@ -4,6 +4,14 @@
 //! over parts mail-builder treats as opaque or re-encodes (`message/delivery-status` must be
 //! plain `7bit` field lines, `message/rfc822` must embed the original unencoded), plus the
 //! guarantees checked here — CRLF only, lines ≤ 998 octets, a boundary absent from content.
+//!
+//! **SMTPUTF8 (RFC 6533).** A DSN needs SMTPUTF8 only when its own envelope or header fields
+//! do ([`needs_smtputf8`]: the original sender's address or our host name is non-ASCII), not
+//! because the message it reports on did. Otherwise it is built so that a server without
+//! SMTPUTF8 takes it: non-ASCII addresses in the report use the `utf-8` address type with
+//! `\x{HEX}` escapes, other non-ASCII field text is escaped the same way, and returned
+//! content whose header fields are not ASCII is downgraded to its header block as
+//! `text/rfc822-headers` in base64 (its body is dropped).
 
 use baton_proto::v1::{DsnRet, Envelope, EnvelopeKind, Recipient};
 use time::OffsetDateTime;
@@ -64,11 +72,14 @@ pub struct DsnRecipient {
 
 impl DsnRecipient {
     /// The block for a queued recipient and its outcome (`last_remote` becomes the
-    /// `Remote-MTA`). Expired recipients are `failed` with status `5.4.7` (delivery time
-    /// expired) and their last reply as diagnostic.
+    /// `Remote-MTA`). Accepted recipients are `relayed`; expired recipients are `failed`
+    /// with status `5.4.7` (delivery time expired) and their last reply as diagnostic.
     pub fn from_outcome(recipient: &Recipient, outcome: &RecipientOutcome) -> Self {
         let (action, status) = match outcome {
-            RecipientOutcome::Delivered { reply } => (DsnAction::Delivered, status_of(reply)),
+            // Baton is a relay: a recipient accepted by the next hop was relayed, not
+            // delivered to a mailbox (and is reported only when that hop has no DSN, see
+            // `outcome::report_wanted`).
+            RecipientOutcome::Delivered { reply } => (DsnAction::Relayed, status_of(reply)),
             RecipientOutcome::Deferred { reply } => (DsnAction::Delayed, status_of(reply)),
             RecipientOutcome::Failed { status, .. } => (DsnAction::Failed, status.clone()),
             RecipientOutcome::Expired { .. } => (DsnAction::Failed, "5.4.7".to_string()),
@@ -117,6 +128,13 @@ pub struct DsnInput<'a> {
 /// reverse-path nor for a DSN (no bounce loops).
 pub fn should_bounce(original: &Envelope) -> bool {
     !original.reverse_path.is_empty() && original.kind != EnvelopeKind::Dsn as i32
+}
+
+/// Whether a DSN about `original`, sent by `reporting_mta`, needs SMTPUTF8: only when its own
+/// envelope or header fields do (RFC 6533 §6) — its recipient (the original reverse-path) or
+/// the reporting host name is not ASCII. The original's own SMTPUTF8 flag does not matter.
+pub fn needs_smtputf8(original: &Envelope, reporting_mta: &str) -> bool {
+    !original.reverse_path.is_ascii() || !reporting_mta.is_ascii()
 }
 
 /// Whether a built DSN carries 8-bit content (the original was 8-bit), so it must be sent
@@ -174,27 +192,103 @@ fn truncate_lines(crlf: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The returned-content part: `(content type, content)`, content CRLF-terminated.
+/// The returned-content part, content CRLF-terminated.
+struct Returned {
+    content_type: &'static str,
+    transfer_encoding: &'static str,
+    content: Vec<u8>,
+}
+
 /// RET=FULL on a DSN reporting a failure returns the whole message, unless a line is too long
 /// to embed; otherwise (and for delay/success reports, RFC 3461 §4.3) the header block only.
-fn returned_content(input: &DsnInput<'_>) -> (&'static str, Vec<u8>) {
+/// Without SMTPUTF8 (`utf8` false), content whose header fields are not ASCII is downgraded to
+/// its header block in base64 (RFC 6533 §6: a message/rfc822 part cannot carry them).
+fn returned_content(input: &DsnInput<'_>, utf8: bool) -> Returned {
     let ret = input.original.dsn.as_ref().map_or(0, |d| d.ret);
     let any_failed = input
         .recipients
         .iter()
         .any(|r| r.action == DsnAction::Failed);
+    let (headers, _) = split_headers(input.original_message);
+    let headers = truncate_lines(&to_crlf(headers));
+    if !utf8 && !headers.is_ascii() {
+        return Returned {
+            content_type: "text/rfc822-headers",
+            transfer_encoding: "base64",
+            content: base64_lines(&headers),
+        };
+    }
     if ret == DsnRet::Full as i32 && any_failed {
         let mut full = to_crlf(input.original_message);
         if longest_line(&full) <= MAX_LINE {
             if !full.ends_with(b"\r\n") {
                 full.extend_from_slice(b"\r\n");
             }
-            return ("message/rfc822", full);
+            return Returned {
+                content_type: "message/rfc822",
+                transfer_encoding: transfer_encoding(&full),
+                content: full,
+            };
         }
     }
-    let (headers, _) = split_headers(input.original_message);
-    let headers = truncate_lines(&to_crlf(headers));
-    ("text/rfc822-headers", headers)
+    Returned {
+        content_type: "text/rfc822-headers",
+        transfer_encoding: transfer_encoding(&headers),
+        content: headers,
+    }
+}
+
+/// Base64 in CRLF-terminated lines of 76 characters.
+fn base64_lines(data: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / 38 + 2);
+    for chunk in encoded.as_bytes().chunks(76) {
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// `s` (already [`clean`]ed) with non-ASCII characters — and, in an address, `+`, `=` and
+/// `\` — as RFC 6533 `\x{HEX}` escapes, at most [`MAX_VALUE`] octets (never cutting an
+/// escape). For fields of a `message/delivery-status` sent without SMTPUTF8.
+fn escaped(s: &str, address: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let plain = c.is_ascii() && !(address && matches!(c, '+' | '=' | '\\'));
+        let piece = if plain {
+            c.to_string()
+        } else {
+            format!("\\x{{{:X}}}", u32::from(c))
+        };
+        if out.len() + piece.len() > MAX_VALUE {
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// A field value of the report: [`clean`], and ASCII-only without SMTPUTF8.
+fn report_value(s: &str, utf8: bool) -> String {
+    let c = clean(s);
+    if utf8 || c.is_ascii() {
+        c
+    } else {
+        escaped(&c, false)
+    }
+}
+
+/// An address for `Final-Recipient`/`Original-Recipient`: `rfc822;addr`, or without SMTPUTF8
+/// and with non-ASCII characters `utf-8;` and RFC 6533 utf-8-addr-xtext.
+fn address_field(addr: &str, utf8: bool) -> String {
+    let c = clean(addr);
+    if utf8 || c.is_ascii() {
+        format!("rfc822;{c}")
+    } else {
+        format!("utf-8;{}", escaped(&c, true))
+    }
 }
 
 fn subject(recipients: &[DsnRecipient]) -> &'static str {
@@ -220,6 +314,14 @@ fn explanation(input: &DsnInput<'_>) -> String {
             "Your message could not be delivered yet to one or more recipients.\r\n\
              Delivery will be retried; you do not need to resend it.\r\n"
         }
+        _ if input
+            .recipients
+            .iter()
+            .all(|r| r.action == DsnAction::Relayed) =>
+        {
+            "Your message was relayed to the following recipients. The next mail system does\r\n\
+             not offer delivery status notifications, so no further notice will follow.\r\n"
+        }
         _ => "Your message was delivered to the following recipients.\r\n",
     };
     t.push_str(intro);
@@ -236,12 +338,16 @@ fn explanation(input: &DsnInput<'_>) -> String {
 }
 
 /// The `message/delivery-status` body: per-message fields, then one block per recipient.
-fn delivery_status(input: &DsnInput<'_>) -> String {
+/// Without SMTPUTF8 (`utf8` false) it is ASCII only (see the module docs).
+fn delivery_status(input: &DsnInput<'_>, utf8: bool) -> String {
     let mut s = format!("Reporting-MTA: dns; {}\r\n", clean(input.reporting_mta));
     if let Some(envid) = input.original.dsn.as_ref().map(|d| &d.envid)
         && !envid.is_empty()
     {
-        s.push_str(&format!("Original-Envelope-Id: {}\r\n", clean(envid)));
+        s.push_str(&format!(
+            "Original-Envelope-Id: {}\r\n",
+            report_value(envid, utf8)
+        ));
     }
     let arrival =
         OffsetDateTime::from_unix_timestamp(input.arrival_ms.div_euclid(1000)).unwrap_or(input.now);
@@ -250,24 +356,26 @@ fn delivery_status(input: &DsnInput<'_>) -> String {
     for r in &input.recipients {
         s.push_str("\r\n");
         if let Some(orcpt) = r.orcpt.as_deref().filter(|o| !o.is_empty()) {
-            let orcpt = if orcpt.contains(';') {
-                clean(orcpt)
-            } else {
-                format!("rfc822;{}", clean(orcpt))
+            let orcpt = match orcpt.split_once(';') {
+                Some((t, a)) if t.eq_ignore_ascii_case("rfc822") => address_field(a, utf8),
+                Some(_) => report_value(orcpt, utf8),
+                None => address_field(orcpt, utf8),
             };
             s.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
         }
         s.push_str(&format!(
-            "Final-Recipient: rfc822;{}\r\n",
-            clean(&r.address)
+            "Final-Recipient: {}\r\n",
+            address_field(&r.address, utf8)
         ));
         s.push_str(&format!("Action: {}\r\n", r.action.as_str()));
-        s.push_str(&format!("Status: {}\r\n", clean(&r.status)));
+        s.push_str(&format!("Status: {}\r\n", report_value(&r.status, utf8)));
         if let Some(remote) = &r.remote_mta {
-            s.push_str(&format!("Remote-MTA: dns; {}\r\n", clean(remote)));
+            let remote = report_value(remote, utf8);
+            s.push_str(&format!("Remote-MTA: dns; {remote}\r\n"));
         }
         if let Some(diag) = &r.diagnostic {
-            s.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", clean(diag)));
+            let diag = report_value(diag, utf8);
+            s.push_str(&format!("Diagnostic-Code: smtp; {diag}\r\n"));
         }
         s.push_str(&format!("Last-Attempt-Date: {now}\r\n"));
     }
@@ -302,18 +410,19 @@ fn transfer_encoding(content: &[u8]) -> &'static str {
 pub fn build_dsn(input: &DsnInput<'_>) -> Vec<u8> {
     let mta = clean(input.reporting_mta);
     let text = explanation(input);
-    let status = delivery_status(input);
-    let (returned_type, returned) = returned_content(input);
+    let utf8 = needs_smtputf8(input.original, input.reporting_mta);
+    let status = delivery_status(input, utf8);
+    let returned = returned_content(input, utf8);
     let b = boundary(
         input.dsn_id,
-        &[text.as_bytes(), status.as_bytes(), &returned],
+        &[text.as_bytes(), status.as_bytes(), &returned.content],
     );
     let to = if input.original.reverse_path.is_empty() {
         "undisclosed-recipients:;".to_string()
     } else {
         format!("<{}>", clean(&input.original.reverse_path))
     };
-    let mut m = Vec::with_capacity(returned.len() + text.len() + status.len() + 1024);
+    let mut m = Vec::with_capacity(returned.content.len() + text.len() + status.len() + 1024);
     let mut w = |s: &str| m.extend_from_slice(s.as_bytes());
     w(&format!(
         "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\n"
@@ -341,12 +450,12 @@ pub fn build_dsn(input: &DsnInput<'_>) -> Vec<u8> {
     ));
     w(&status);
     w(&format!("\r\n--{b}\r\n"));
-    w(&format!("Content-Type: {returned_type}\r\n"));
+    w(&format!("Content-Type: {}\r\n", returned.content_type));
     w(&format!(
         "Content-Transfer-Encoding: {}\r\n\r\n",
-        transfer_encoding(&returned)
+        returned.transfer_encoding
     ));
-    m.extend_from_slice(&returned);
+    m.extend_from_slice(&returned.content);
     m.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
     m
 }

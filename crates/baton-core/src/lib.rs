@@ -13,9 +13,12 @@
 //! - [`dsn`]: RFC 3464 delivery status notifications;
 //! - [`routing`]: weighted picking, MX ordering, upstream health, destination suspension and
 //!   congestion (wait for a busy destination or defer);
+//! - [`destination`]: which addresses direct delivery may connect to (no loopback, private,
+//!   link-local... unless a pool allows a network), address-literal recipients;
 //! - [`ids`]: queue ids and deterministic follow-up message ids;
 //! - [`ratelimit`]: token buckets for inbound rate limits.
 
+pub mod destination;
 pub mod dsn;
 pub mod error;
 pub mod headers;

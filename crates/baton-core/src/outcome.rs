@@ -111,6 +111,20 @@ pub fn notify_wanted(recipient: &Recipient, outcome: &RecipientOutcome) -> bool 
     }
 }
 
+/// Whether the sender gets a DSN block about this outcome from us (RFC 3461): what NOTIFY asks
+/// for ([`notify_wanted`]), except that a success is not ours to report when the next hop
+/// offers DSN (`next_hop_dsn`) — it received the NOTIFY with the recipient and reports (or
+/// passes on) success itself (§4.1); reporting it too would send the sender two notices.
+/// When the next hop does not offer DSN, the success is reported with `Action: relayed`.
+pub fn report_wanted(
+    recipient: &Recipient,
+    outcome: &RecipientOutcome,
+    next_hop_dsn: bool,
+) -> bool {
+    let handed_over = next_hop_dsn && matches!(outcome, RecipientOutcome::Delivered { .. });
+    !handed_over && notify_wanted(recipient, outcome)
+}
+
 /// Parse `class.subject.detail` (RFC 3463: class 2/4/5, subject and detail 1–3 digits).
 fn parse_enhanced(token: &str) -> Option<&str> {
     let mut parts = token.split('.');
@@ -234,5 +248,29 @@ mod tests {
         assert_eq!(failed.reply(), "550");
         assert_eq!(expired.reply(), "451");
         assert_eq!(delivered.metric_label(), "delivered");
+    }
+
+    /// NOTIFY=SUCCESS (RFC 3461 §4.1): a next hop offering DSN took the NOTIFY over, so no
+    /// success notice from us; without DSN there, one (sent as `Action: relayed`). Failures
+    /// are ours to report either way.
+    #[test]
+    fn success_is_reported_only_when_the_next_hop_cannot() {
+        let delivered = RecipientOutcome::Delivered {
+            reply: "250 ok".into(),
+        };
+        let failed = RecipientOutcome::Failed {
+            reply: "550".into(),
+            status: "5.0.0".into(),
+        };
+        let success = rcpt(false, true, true, false);
+        assert!(!report_wanted(&success, &delivered, true));
+        assert!(report_wanted(&success, &delivered, false));
+        assert!(report_wanted(&success, &failed, true));
+        assert!(report_wanted(&success, &failed, false));
+        let default = rcpt(false, false, false, false);
+        assert!(!report_wanted(&default, &delivered, false));
+        assert!(report_wanted(&default, &failed, true));
+        let never = rcpt(true, false, false, false);
+        assert!(!report_wanted(&never, &failed, false));
     }
 }

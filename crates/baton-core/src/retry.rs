@@ -1,8 +1,20 @@
 //! The retry schedule: a pure function from (attempts made, arrival, now) to the next step.
 //!
 //! Deferred recipients are re-published to retry tier `t` of their pool; each tier has one
-//! fixed delay, so due times within a tier are in arrival order. A message older than the
-//! pool's maximum age expires (and bounces). Times are Unix milliseconds.
+//! fixed delay. A message older than the pool's maximum age expires (and bounces). Times are
+//! Unix milliseconds.
+//!
+//! **Jitter.** Mail deferred together (a receiver's outage) would otherwise come back
+//! together, in lockstep, at every tier. [`RetrySchedule::next_jittered`] adds to the tier
+//! delay `d` an extra `j ∈ [0, d / 10]` (at most 10 % of the tier delay), a pure function of
+//! a seed (the message id and attempt), so it is deterministic and testable.
+//!
+//! The jitter only ever *adds* delay, never retries earlier than the tier says, and that is
+//! what keeps a tier consumer's head-of-line wait bounded: within a tier, due times are no
+//! longer exactly in arrival order, but a message arriving at `a₁` is due by `a₁ + d + d/10`
+//! and any message behind it (arrival `a₂ ≥ a₁`) is due no earlier than `a₂ + d ≥ a₁ + d`. So
+//! when the consumer waits for its head, mail behind it waits past its own due time by at
+//! most `d / 10` — the jitter bound (symmetric ±10 % jitter would allow twice that).
 
 use std::time::Duration;
 
@@ -112,6 +124,55 @@ impl RetrySchedule {
     }
 }
 
+/// The jitter of one deferral: `[0, delay / JITTER_DIVISOR]`, from `seed`.
+pub const JITTER_DIVISOR: u32 = 10;
+
+/// Extra delay in `[0, delay / 10]` chosen by a hash of `seed`.
+pub fn jitter(delay: Duration, seed: &str) -> Duration {
+    use sha2::{Digest, Sha256};
+    let max_ms = u64::try_from((delay / JITTER_DIVISOR).as_millis()).unwrap_or(u64::MAX);
+    if max_ms == 0 {
+        return Duration::ZERO;
+    }
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let n = u64::from_le_bytes(first);
+    Duration::from_millis(n % max_ms.saturating_add(1))
+}
+
+impl RetrySchedule {
+    /// [`RetrySchedule::next`] with the tier delay stretched by [`jitter`] (at most 10 %),
+    /// seeded with `message_id` and the attempt; still capped at `received_at + max_age`.
+    pub fn next_jittered(
+        &self,
+        attempt_done: u32,
+        received_at_ms: i64,
+        now_ms: i64,
+        message_id: &str,
+    ) -> RetryDecision {
+        match self.next(attempt_done, received_at_ms, now_ms) {
+            RetryDecision::Retry {
+                tier,
+                not_before_ms,
+            } => {
+                let delay = self
+                    .tiers
+                    .get(tier as usize)
+                    .copied()
+                    .unwrap_or(Duration::ZERO);
+                let extra = millis(jitter(delay, &format!("{message_id}/{attempt_done}")));
+                let deadline = received_at_ms.saturating_add(millis(self.max_age));
+                RetryDecision::Retry {
+                    tier,
+                    not_before_ms: not_before_ms.saturating_add(extra).min(deadline),
+                }
+            }
+            RetryDecision::Expire => RetryDecision::Expire,
+        }
+    }
+}
+
 impl Default for RetrySchedule {
     fn default() -> Self {
         Self::new(Vec::new(), Duration::ZERO)
@@ -168,6 +229,63 @@ mod tests {
         want.push((attempt + 1, u32::MAX, 7200));
         assert_eq!(got, want);
         assert_eq!(got.len(), 35);
+    }
+
+    /// Mail deferred at the same moment comes back spread over the first 10 % of the tier
+    /// delay (never earlier), deterministically per message and attempt.
+    #[test]
+    fn jitter_spreads_retries_within_ten_percent_of_the_tier() {
+        let s = RetrySchedule::default();
+        let t0 = 1_700_000_000_000;
+        let due: Vec<i64> = (0..200)
+            .map(|i| match s.next_jittered(1, t0, t0, &format!("msg-{i}")) {
+                RetryDecision::Retry {
+                    tier: 0,
+                    not_before_ms,
+                } => not_before_ms - t0,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(due.iter().all(|d| (60_000..=66_000).contains(d)), "{due:?}");
+        let distinct: std::collections::BTreeSet<i64> = due.iter().copied().collect();
+        assert!(
+            distinct.len() > 150,
+            "not in lockstep: {} distinct",
+            distinct.len()
+        );
+        let lo = due.iter().copied().min().unwrap_or_default();
+        let hi = due.iter().copied().max().unwrap_or_default();
+        assert!(hi - lo > 4_000, "spread over the window: {lo}..{hi}");
+        // Deterministic per seed; another attempt of the same message is another draw.
+        assert_eq!(
+            s.next_jittered(1, t0, t0, "msg-7"),
+            s.next_jittered(1, t0, t0, "msg-7")
+        );
+        assert_eq!(
+            jitter(Duration::from_secs(60), "a/1"),
+            jitter(Duration::from_secs(60), "a/1")
+        );
+        assert_ne!(
+            jitter(Duration::from_secs(3600), "a/4"),
+            jitter(Duration::from_secs(3600), "a/5")
+        );
+        // Bounds: tiny delays get none, the cap at max age still holds, expiry is unchanged.
+        assert_eq!(jitter(Duration::from_millis(9), "x"), Duration::ZERO);
+        for seed in ["a", "b", "c", "d"] {
+            assert!(jitter(Duration::from_secs(14_400), seed) <= Duration::from_secs(1_440));
+        }
+        let near_end = t0 + 5 * 24 * 3600 * 1000 - 1;
+        assert_eq!(
+            s.next_jittered(9, t0, near_end, "m"),
+            RetryDecision::Retry {
+                tier: 4,
+                not_before_ms: t0 + 5 * 24 * 3600 * 1000
+            }
+        );
+        assert_eq!(
+            s.next_jittered(9, t0, near_end + 1, "m"),
+            RetryDecision::Expire
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub(crate) enum Fate {
     Delivered {
         reply: String,
         remote: String,
+        /// The next hop offers DSN and got the recipient's NOTIFY: reporting success is its
+        /// duty now (RFC 3461 §4.1), not ours.
+        next_hop_dsn: bool,
     },
     Deferred {
         reply: String,
@@ -39,6 +42,17 @@ pub(crate) enum Fate {
 }
 
 impl Fate {
+    /// Whether the next hop took over DSN duty for this (delivered) recipient.
+    pub(crate) fn next_hop_dsn(&self) -> bool {
+        matches!(
+            self,
+            Fate::Delivered {
+                next_hop_dsn: true,
+                ..
+            }
+        )
+    }
+
     /// The core outcome (without the remote host) for DSN decisions.
     pub(crate) fn outcome(&self) -> RecipientOutcome {
         match self.clone() {
@@ -226,12 +240,13 @@ fn permanent_for_all(n: usize, e: &ClientError, t: &Target, failed: Vec<Target>)
     }
 }
 
-fn classify(r: &Reply, remote: &str) -> Fate {
+fn classify(r: &Reply, remote: &str, next_hop_dsn: bool) -> Fate {
     let text = reply_text(r);
     match classify_reply(r.code, r.enhanced.as_deref(), &text) {
         OutcomeClass::Delivered => Fate::Delivered {
             reply: text,
             remote: remote.to_string(),
+            next_hop_dsn,
         },
         OutcomeClass::Deferred => Fate::Deferred {
             reply: text,
@@ -251,13 +266,13 @@ fn classify(r: &Reply, remote: &str) -> Fate {
 /// Per-recipient outcome from the replies of one transaction.
 fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<Fate> {
     if !res.mail_reply.is_positive() {
-        return vec![classify(&res.mail_reply, remote); n];
+        return vec![classify(&res.mail_reply, remote, res.dsn); n];
     }
     (0..n)
         .map(|i| match res.rcpt_replies.get(i) {
-            Some(r) if !r.is_positive() => classify(r, remote),
+            Some(r) if !r.is_positive() => classify(r, remote, res.dsn),
             Some(_) => match &res.data_reply {
-                Some(d) => classify(d, remote),
+                Some(d) => classify(d, remote, res.dsn),
                 None => Fate::Deferred {
                     reply: "no reply to DATA".into(),
                     remote: remote.to_string(),

@@ -6,6 +6,7 @@
 //! number may join or die; a message leaves the queue only after its follow-ups are durable.
 
 mod deliver;
+mod notice;
 mod process;
 pub mod resolve;
 pub mod route;

@@ -7,18 +7,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use baton_core::dsn::{DsnInput, DsnRecipient, build_dsn, should_bounce};
+use baton_core::destination::RefusedAddress;
 use baton_core::ids::{FollowUp, follow_up_msg_id};
-use baton_core::outcome::notify_wanted;
 use baton_core::retry::{RetryDecision, RetrySchedule};
 use baton_core::routing::CongestionPolicy;
 use baton_proto::v1::{
-    DeliveryMode, DsnRet, Envelope, EnvelopeKind, Recipient, SendingPool, envelope::Body,
+    BodyType, DeliveryMode, DsnRet, Envelope, EnvelopeKind, Recipient, SendingPool,
 };
 use baton_queue::{QueuedMessage, new_subject, retry_subject};
 use baton_smtp_client::{OutgoingMessage, OutgoingRecipient};
 
 use crate::deliver::{Fate, deliver_group};
+use crate::notice::dsn_for;
 use crate::route::{Route, pick_egress, route};
 use crate::slots::Grant;
 use crate::{Ctx, WindowPlace, now_ms};
@@ -176,7 +176,9 @@ async fn deliver_domain(
     if let Some(until) = ctx.suspended_until(&dest) {
         return (idx, all(suspended(until)));
     }
-    let targets = match route(&ctx.dns, pool, &ctx.health, &domain).await {
+    let (routed, refused) = route(&ctx.dns, pool, &ctx.health, &domain).await;
+    count_refused(ctx, pool, env, &dest, &refused);
+    let targets = match routed {
         Route::Targets(t) => t,
         Route::Fail { status, text } => {
             let reply = format!("550 {status} {text}");
@@ -285,7 +287,7 @@ async fn deliver_domain(
         recipients,
         body: qm.body(),
         smtputf8: env.smtputf8,
-        eight_bit: env.body_type == baton_proto::v1::BodyType::BodyType8bitmime as i32,
+        eight_bit: env.body_type == BodyType::BodyType8bitmime as i32,
         ret,
         envid,
     };
@@ -330,6 +332,36 @@ async fn deliver_domain(
     (idx, fates)
 }
 
+/// Log and count the addresses direct delivery would not connect to (one line per group).
+fn count_refused(
+    ctx: &Ctx,
+    pool: &SendingPool,
+    env: &Envelope,
+    dest: &str,
+    refused: &[RefusedAddress],
+) {
+    if refused.is_empty() {
+        return;
+    }
+    for r in refused {
+        ctx.metrics
+            .delivery_refused_addresses
+            .with_label_values(&[&pool.name, r.class.as_str()])
+            .inc();
+    }
+    let list: Vec<String> = refused
+        .iter()
+        .map(|r| format!("{} ({})", r.ip, r.class.as_str()))
+        .collect();
+    tracing::warn!(
+        queue_id = %env.id,
+        pool = %pool.name,
+        destination = %dest,
+        refused = %list.join(", "),
+        "direct delivery does not connect to these addresses (not globally reachable, not in spec.delivery.allowedNetworks)"
+    );
+}
+
 fn outgoing_recipient(r: &Recipient) -> OutgoingRecipient<'_> {
     OutgoingRecipient {
         address: &r.address,
@@ -368,8 +400,10 @@ async fn finish(
     let env = &qm.envelope;
     let attempt = env.attempt.saturating_add(1);
     let now = now_ms();
-    // Deferred recipients either go to the next tier or, past maxAge, expire now.
-    let decision = schedule.next(attempt, env.received_at_ms, now);
+    // Deferred recipients either go to the next tier (due time jittered by up to 10 % of the
+    // tier delay, so mail deferred together does not come back together) or, past maxAge,
+    // expire now.
+    let decision = schedule.next_jittered(attempt, env.received_at_ms, now, &env.id);
     if matches!(decision, RetryDecision::Expire) {
         for f in fates.iter_mut() {
             if let Fate::Deferred { reply, remote } = f {
@@ -450,7 +484,7 @@ fn log_outcome(
 ) {
     let delay = now.saturating_sub(env.received_at_ms).max(0) as f64 / 1000.0;
     let (status, reply, remote) = match f {
-        Fate::Delivered { reply, remote } => ("sent", reply, remote.as_str()),
+        Fate::Delivered { reply, remote, .. } => ("sent", reply, remote.as_str()),
         Fate::Deferred { reply, remote } => ("deferred", reply, remote.as_str()),
         Fate::Failed { reply, remote, .. } => ("bounced", reply, remote.as_str()),
         Fate::Expired { reply, remote } => ("expired", reply, remote.as_str()),
@@ -488,72 +522,6 @@ fn log_outcome(
     }
 }
 
-/// One DSN for the recipients whose fate the sender asked to hear about.
-fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<Envelope> {
-    if !should_bounce(env) {
-        return None;
-    }
-    let mut recipients = Vec::new();
-    for (r, f) in env.recipients.iter().zip(fates) {
-        // The block comes from baton-core (one definition of action and status: expired is
-        // `failed` with 5.4.7); the remote MTA is the one of this attempt.
-        let remote = match f {
-            Fate::Deferred { .. } => continue,
-            Fate::Delivered { remote, .. }
-            | Fate::Failed { remote, .. }
-            | Fate::Expired { remote, .. } => remote,
-        };
-        let outcome = f.outcome();
-        if !notify_wanted(r, &outcome) {
-            continue;
-        }
-        let mut block = DsnRecipient::from_outcome(r, &outcome);
-        block.remote_mta = (!remote.is_empty()).then(|| remote.clone());
-        recipients.push(block);
-    }
-    if recipients.is_empty() {
-        return None;
-    }
-    let dsn_id = follow_up_msg_id(&env.id, attempt, FollowUp::Dsn);
-    let body = build_dsn(&DsnInput {
-        reporting_mta: &ctx.client.ehlo_name,
-        original: env,
-        original_message: match &env.body {
-            Some(Body::InlineBody(b)) => b.as_slice(),
-            _ => &[],
-        },
-        recipients,
-        arrival_ms: env.received_at_ms,
-        now: time::OffsetDateTime::now_utc(),
-        dsn_id: &dsn_id,
-    });
-    Some(Envelope {
-        id: dsn_id.clone(),
-        reverse_path: String::new(),
-        recipients: vec![Recipient {
-            address: env.reverse_path.clone(),
-            notify_never: true,
-            ..Default::default()
-        }],
-        relay_domain: env.relay_domain.clone(),
-        pool: env.pool.clone(),
-        client_address: String::new(),
-        authenticated_as: String::new(),
-        received_at_ms: now_ms(),
-        attempt: 0,
-        not_before_ms: 0,
-        size: body.len() as u64,
-        body: Some(Body::InlineBody(body)),
-        dsn: None,
-        smtputf8: env.smtputf8,
-        body_type: env.body_type,
-        helo: String::new(),
-        kind: EnvelopeKind::Dsn as i32,
-        retry_tier: 0,
-        origin_id: env.id.clone(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,20 +549,5 @@ mod tests {
             outgoing_recipient(&r(false, true, false, false)).notify,
             Some("SUCCESS")
         );
-    }
-
-    #[test]
-    fn expired_recipients_are_reported_failed_with_5_4_7() {
-        let r = Recipient {
-            address: "a@dest.test".into(),
-            ..Default::default()
-        };
-        let f = Fate::Expired {
-            reply: "451 4.7.1 later".into(),
-            remote: "mx[127.0.0.1]".into(),
-        };
-        let block = DsnRecipient::from_outcome(&r, &f.outcome());
-        assert_eq!(block.status, "5.4.7");
-        assert_eq!(block.action, baton_core::dsn::DsnAction::Failed);
     }
 }

@@ -1,10 +1,12 @@
 //! Where a group of recipients goes: the ordered list of SMTP targets to try (MX hosts in
-//! preference order, or the pool's smarthosts by weight and health), and which egress identity
-//! speaks for us.
+//! preference order, an allowed address literal, or the pool's smarthosts by weight and
+//! health), and which egress identity speaks for us. Direct-mode addresses pass the pool's
+//! destination policy (no loopback, private, link-local... unless allowed) first.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
+use baton_core::destination::{DestinationPolicy, DomainPart, RefusedAddress, domain_part};
 use baton_core::routing::{MxPlan, UpstreamHealth, choose_upstream, pick_weighted};
 use baton_proto::v1::{DeliveryMode, Egress, SendingPool, TlsPolicy};
 use baton_smtp_client::{Credentials, TlsMode};
@@ -104,57 +106,142 @@ pub fn pick_egress(pool: &SendingPool) -> Option<&Egress> {
     pool.egress.get(i)
 }
 
-/// Resolve the route for recipients at `domain`.
-pub async fn route(dns: &Dns, pool: &SendingPool, health: &Health, domain: &str) -> Route {
+/// Resolve the route for recipients at `domain`. Direct mode never connects to an address
+/// the pool's [`DestinationPolicy`] refuses; those come back as the second value (for logs
+/// and metrics), and only when no allowed address is left does the route fail for them.
+pub async fn route(
+    dns: &Dns,
+    pool: &SendingPool,
+    health: &Health,
+    domain: &str,
+) -> (Route, Vec<RefusedAddress>) {
     if DeliveryMode::try_from(pool.mode).unwrap_or(DeliveryMode::Direct) == DeliveryMode::Smarthost
     {
-        return smarthost_route(dns, pool, health).await;
+        return (smarthost_route(dns, pool, health).await, Vec::new());
     }
     let port = if pool.port == 0 { 25 } else { pool.port as u16 };
-    let hosts = match dns.mx(domain).await {
-        Ok(MxPlan::Hosts(h)) => h,
-        Ok(MxPlan::Implicit) => vec![domain.to_string()],
-        Ok(MxPlan::NullMx) => {
-            return Route::Fail {
-                status: "5.1.10",
-                text: format!("{domain} does not accept mail (null MX, RFC 7505)"),
-            };
-        }
-        Err(DnsFailure::NoSuchDomain) => {
-            return Route::Fail {
-                status: "5.1.2",
-                text: format!("domain {domain} does not exist"),
-            };
-        }
-        Err(DnsFailure::Temporary(e)) => {
-            return Route::Defer {
-                status: "4.4.3",
-                text: format!("DNS lookup for {domain} failed: {e}"),
-            };
-        }
-    };
+    let (policy, _) = DestinationPolicy::new(&pool.allowed_networks);
     let tls = tls_mode(pool.tls_policy);
-    let mut targets = Vec::new();
-    let mut last_err = String::from("no address for any MX host");
+    let hosts = match domain_part(domain) {
+        DomainPart::Literal(ip) if pool.allow_address_literals => {
+            return select_targets(vec![(ip.to_string(), Ok(vec![ip]))], &policy, port, tls);
+        }
+        DomainPart::Literal(_) | DomainPart::BadLiteral => {
+            return (literal_refused(domain, pool), Vec::new());
+        }
+        DomainPart::Name => match dns.mx(domain).await {
+            Ok(MxPlan::Hosts(h)) => h,
+            Ok(MxPlan::Implicit) => vec![domain.to_string()],
+            Ok(MxPlan::NullMx) => {
+                let text = format!("{domain} does not accept mail (null MX, RFC 7505)");
+                return (
+                    Route::Fail {
+                        status: "5.1.10",
+                        text,
+                    },
+                    Vec::new(),
+                );
+            }
+            Err(DnsFailure::NoSuchDomain) => {
+                let text = format!("domain {domain} does not exist");
+                return (
+                    Route::Fail {
+                        status: "5.1.2",
+                        text,
+                    },
+                    Vec::new(),
+                );
+            }
+            Err(DnsFailure::Temporary(e)) => {
+                let text = format!("DNS lookup for {domain} failed: {e}");
+                return (
+                    Route::Defer {
+                        status: "4.4.3",
+                        text,
+                    },
+                    Vec::new(),
+                );
+            }
+        },
+    };
+    let mut resolved = Vec::with_capacity(hosts.len());
     for host in hosts {
-        match dns.addresses(&host).await {
-            Ok(ips) => targets.extend(ips.into_iter().map(|ip: IpAddr| Target {
-                host: host.clone(),
-                addr: SocketAddr::new(ip, port),
-                tls,
-                auth: None,
-                upstream: None,
-            })),
-            Err(e) => last_err = format!("{host}: {e:?}"),
+        let ips = dns.addresses(&host).await;
+        resolved.push((host, ips));
+    }
+    select_targets(resolved, &policy, port, tls)
+}
+
+/// A recipient address literal the pool does not accept (it was accepted under an older
+/// config, or it is not an IPv4/IPv6 literal): permanent, like the RCPT refusal.
+fn literal_refused(domain: &str, pool: &SendingPool) -> Route {
+    let text = if pool.allow_address_literals {
+        format!("unsupported address literal {domain}")
+    } else {
+        format!(
+            "address literal {domain} not accepted by pool {}",
+            pool.name
+        )
+    };
+    Route::Fail {
+        status: "5.1.2",
+        text,
+    }
+}
+
+/// The targets of resolved MX hosts (in order) whose addresses the policy allows. Without any:
+/// defer when a lookup failed or found nothing (it may work later), else fail permanently
+/// with the first refused address as the reason.
+fn select_targets(
+    resolved: Vec<(String, Result<Vec<IpAddr>, DnsFailure>)>,
+    policy: &DestinationPolicy,
+    port: u16,
+    tls: TlsMode,
+) -> (Route, Vec<RefusedAddress>) {
+    let mut targets = Vec::new();
+    let mut refused = Vec::new();
+    let mut last_err = None;
+    for (host, ips) in resolved {
+        let ips = match ips {
+            Ok(ips) if ips.is_empty() => {
+                last_err = Some(format!("{host}: no address"));
+                continue;
+            }
+            Ok(ips) => ips,
+            Err(e) => {
+                last_err = Some(format!("{host}: {e:?}"));
+                continue;
+            }
+        };
+        for ip in ips {
+            match policy.check(ip) {
+                Ok(()) => targets.push(Target {
+                    host: host.clone(),
+                    addr: SocketAddr::new(ip, port),
+                    tls,
+                    auth: None,
+                    upstream: None,
+                }),
+                Err(r) => refused.push(r),
+            }
         }
     }
-    if targets.is_empty() {
-        return Route::Defer {
+    let route = match (targets.is_empty(), refused.first(), last_err) {
+        (false, _, _) => Route::Targets(targets),
+        (true, _, Some(e)) => Route::Defer {
             status: "4.4.4",
-            text: format!("no usable address for {domain}: {last_err}"),
-        };
-    }
-    Route::Targets(targets)
+            text: format!("no usable address: {e}"),
+        },
+        (true, Some(r), None) => Route::Fail {
+            status: RefusedAddress::STATUS,
+            text: r.text(),
+        },
+        (true, None, None) => Route::Defer {
+            status: "4.4.4",
+            text: "no address for any MX host".into(),
+        },
+    };
+    (route, refused)
 }
 
 async fn smarthost_route(dns: &Dns, pool: &SendingPool, health: &Health) -> Route {
@@ -186,4 +273,96 @@ async fn smarthost_route(dns: &Dns, pool: &SendingPool, health: &Health) -> Rout
         };
     }
     Route::Targets(targets)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn select(
+        resolved: Vec<(&str, Result<Vec<IpAddr>, DnsFailure>)>,
+        allowed: &[&str],
+    ) -> (Route, Vec<RefusedAddress>) {
+        let (policy, _) = DestinationPolicy::new(allowed);
+        let resolved = resolved
+            .into_iter()
+            .map(|(h, r)| (h.to_string(), r))
+            .collect();
+        select_targets(resolved, &policy, 25, TlsMode::Disabled)
+    }
+
+    #[test]
+    fn refused_addresses_are_skipped_and_allowed_ones_used() {
+        let (route, refused) = select(
+            vec![
+                ("mx1.test", Ok(vec![ip("127.0.0.1"), ip("192.0.2.1")])),
+                ("mx2.test", Ok(vec![ip("8.8.8.8"), ip("::ffff:10.0.0.1")])),
+            ],
+            &[],
+        );
+        let Route::Targets(t) = route else {
+            panic!("{route:?}")
+        };
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].addr, SocketAddr::new(ip("8.8.8.8"), 25));
+        assert_eq!(t[0].host, "mx2.test");
+        let classes: Vec<&str> = refused.iter().map(|r| r.class.as_str()).collect();
+        assert_eq!(classes, ["loopback", "documentation", "private"]);
+    }
+
+    #[test]
+    fn only_refused_addresses_is_a_permanent_failure_with_the_reason() {
+        let (route, refused) = select(vec![("localhost", Ok(vec![ip("127.0.0.1")]))], &[]);
+        assert_eq!(refused.len(), 1);
+        match route {
+            Route::Fail { status, text } => {
+                assert_eq!(status, "5.4.4");
+                assert_eq!(
+                    text,
+                    "destination address 127.0.0.1 is not allowed (loopback)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_lookup_beside_refused_addresses_defers() {
+        let (route, _) = select(
+            vec![
+                ("mx1.test", Ok(vec![ip("10.0.0.1")])),
+                ("mx2.test", Err(DnsFailure::Temporary("timeout".into()))),
+            ],
+            &[],
+        );
+        assert!(
+            matches!(
+                route,
+                Route::Defer {
+                    status: "4.4.4",
+                    ..
+                }
+            ),
+            "{route:?}"
+        );
+    }
+
+    #[test]
+    fn allowed_networks_open_the_listed_ranges_only() {
+        let (route, refused) = select(
+            vec![("mx.test", Ok(vec![ip("127.0.0.1"), ip("10.0.0.1")]))],
+            &["127.0.0.0/8"],
+        );
+        let Route::Targets(t) = route else {
+            panic!("{route:?}")
+        };
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].addr.ip(), ip("127.0.0.1"));
+        assert_eq!(refused.len(), 1);
+    }
 }

@@ -187,19 +187,43 @@ impl Policy for SessionPolicy<'_> {
 
     fn check_recipient(
         &self,
-        _ctx: &SenderContext<'_>,
-        _grant: &Grant,
+        ctx: &SenderContext<'_>,
+        grant: &Grant,
         rcpt: &ForwardPath,
     ) -> Result<(), Reply> {
         // The client is already authorised to relay (checked at MAIL FROM); recipients may be
         // anywhere. `<postmaster>` without a domain has no destination for an outbound relay.
-        match rcpt {
-            ForwardPath::Postmaster => Err(Reply::new(
-                550,
-                "5.1.1",
-                "<postmaster> needs a domain on an outbound relay",
-            )),
-            ForwardPath::Mailbox(_) => Ok(()),
+        let mailbox = match rcpt {
+            ForwardPath::Postmaster => {
+                return Err(Reply::new(
+                    550,
+                    "5.1.1",
+                    "<postmaster> needs a domain on an outbound relay",
+                ));
+            }
+            ForwardPath::Mailbox(m) => m,
+        };
+        // An address literal is accepted only when the transaction's pool allows them.
+        if mailbox.domain.starts_with('[') {
+            let allowed = self
+                .snapshot
+                .and_then(|s| s.index.pool(&grant.pool))
+                .is_some_and(|p| p.allow_address_literals);
+            if !allowed {
+                tracing::info!(
+                    client = %ctx.peer.addr,
+                    relay_domain = %grant.relay_domain,
+                    pool = %grant.pool,
+                    reason = "address_literal",
+                    "recipient refused: address literals are not accepted by the pool"
+                );
+                return Err(Reply::new(
+                    550,
+                    "5.1.2",
+                    "Address literals are not accepted as recipients here",
+                ));
+            }
         }
+        Ok(())
     }
 }

@@ -51,6 +51,9 @@ pub struct SendResult {
     /// Final reply to the message content (or the refusal of DATA/BDAT itself). `None` when
     /// MAIL failed or no recipient was accepted.
     pub data_reply: Option<Reply>,
+    /// The server offered DSN (RFC 3461), so the message's NOTIFY, ORCPT, RET and ENVID were
+    /// passed on: a recipient it accepted with NOTIFY is now its responsibility to report on.
+    pub dsn: bool,
 }
 
 impl SendResult {
@@ -148,6 +151,7 @@ impl Connection {
             mail_reply,
             rcpt_replies,
             data_reply,
+            dsn: self.caps.dsn,
         };
         if result.delivered() {
             self.messages_sent += 1;

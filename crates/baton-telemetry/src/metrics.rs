@@ -34,6 +34,9 @@ pub struct Metrics {
     /// Delivery attempts (one per envelope per destination), by pool and result (`connected`,
     /// `connect_failed`, `destination_busy`).
     pub delivery_attempts: IntCounterVec,
+    /// Addresses direct delivery refused to connect to, by pool and reason (`loopback`,
+    /// `private`, `link_local`, ...: `baton_core::destination::AddressClass`).
+    pub delivery_refused_addresses: IntCounterVec,
     /// Recipient outcomes by pool, relay domain and outcome (`delivered`, `deferred`, `bounced`, `expired`).
     pub delivery_recipients: IntCounterVec,
     /// Duration of one delivery attempt (connect to final reply).
@@ -193,6 +196,12 @@ impl Metrics {
                 "baton_delivery_attempts_total",
                 "Delivery attempts by pool and result.",
                 &["pool", "result"],
+            ),
+            delivery_refused_addresses: counter(
+                &r,
+                "baton_delivery_refused_addresses_total",
+                "Destination addresses direct delivery refused to connect to, by pool and reason.",
+                &["pool", "reason"],
             ),
             delivery_recipients: counter(
                 &r,

@@ -7,8 +7,8 @@ use baton_proto::v1 as pb;
 use super::secrets::{SecretIndex, basic_auth};
 use crate::InvalidObject;
 use crate::crd::{
-    DeliveryMode, EgressSpec, MAX_RETRY_TIERS, SendingPool, SendingPoolSpec, SmarthostSpec,
-    TlsPolicy,
+    AddressLiterals, DeliveryMode, EgressSpec, MAX_RETRY_TIERS, SendingPool, SendingPoolSpec,
+    SmarthostSpec, TlsPolicy,
 };
 use crate::units::parse_duration;
 
@@ -61,6 +61,12 @@ pub(crate) fn compile_pool(
         ));
     }
     let (retry_schedule_secs, max_age_secs) = compile_retry(spec, name)?;
+    let allowed_networks = delivery
+        .allowed_networks
+        .iter()
+        .enumerate()
+        .map(|(i, n)| allowed_network(n, name, i))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(pb::SendingPool {
         name: name.to_owned(),
         mode: delivery_mode(delivery.mode),
@@ -73,6 +79,8 @@ pub(crate) fn compile_pool(
         retry_schedule_secs,
         max_age_secs,
         workers: workers(spec, name)?,
+        allow_address_literals: delivery.address_literals == AddressLiterals::Allow,
+        allowed_networks,
     })
 }
 
@@ -160,6 +168,24 @@ fn compile_egress(e: &EgressSpec, pool: &str, i: usize) -> Result<pb::Egress, In
         source_address,
         weight: e.weight,
     })
+}
+
+/// One `allowedNetworks` entry: a CIDR or a single address, normalised (`127.0.0.0/8`).
+fn allowed_network(text: &str, pool: &str, i: usize) -> Result<String, InvalidObject> {
+    let t = text.trim();
+    let net = t
+        .parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| t.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+        .ok_or_else(|| {
+            InvalidObject::new(
+                KIND,
+                pool,
+                format!("spec.delivery.allowedNetworks[{i}]"),
+                format!("{text:?} is not a CIDR or an IP address"),
+            )
+        })?;
+    Ok(net.trunc().to_string())
 }
 
 fn compile_retry(spec: &SendingPoolSpec, name: &str) -> Result<(Vec<u64>, u64), InvalidObject> {

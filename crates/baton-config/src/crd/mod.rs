@@ -14,9 +14,9 @@ pub use domain::{
     RelayDomainStatus, SmtpCredentialRef, SubmissionSpec,
 };
 pub use pool::{
-    AutoscalingSpec, DeliveryMode, DeliverySpec, EgressSpec, MAX_RETRY_TIERS, PoolLimits,
-    RetrySpec, SendingPool, SendingPoolSpec, SendingPoolStatus, SmarthostSpec, TlsPolicy, TlsSpec,
-    WorkersSpec,
+    AddressLiterals, AutoscalingSpec, DeliveryMode, DeliverySpec, EgressSpec, MAX_RETRY_TIERS,
+    PoolLimits, RetrySpec, SendingPool, SendingPoolSpec, SendingPoolStatus, SmarthostSpec,
+    TlsPolicy, TlsSpec, WorkersSpec,
 };
 
 use schemars::JsonSchema;

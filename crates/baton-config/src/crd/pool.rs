@@ -155,6 +155,20 @@ pub struct DeliverySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub smarthosts: Vec<SmarthostSpec>,
+    /// Recipients written with an address literal (`user@[192.0.2.1]`, `user@[IPv6:...]`):
+    /// `Refuse` (default) answers their RCPT with `550 5.1.2`; `Allow` accepts them — Direct
+    /// mode then connects straight to the address (subject to `allowedNetworks`), Smarthost
+    /// mode relays them through the smarthosts like any other recipient.
+    #[serde(default)]
+    pub address_literals: AddressLiterals,
+    /// Direct mode: networks (CIDR or single address) that delivery may connect to although
+    /// they are not globally reachable. By default workers never connect to loopback, private
+    /// (RFC 1918, ULA), shared (CGNAT), link-local, documentation or other reserved addresses,
+    /// whatever DNS or an address literal says; list e.g. `127.0.0.0/8` for a lab. Unspecified,
+    /// multicast and broadcast addresses stay refused. Smarthosts are not subject to this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 49)))]
+    pub allowed_networks: Vec<String>,
 }
 
 impl Default for DeliverySpec {
@@ -163,8 +177,20 @@ impl Default for DeliverySpec {
             mode: DeliveryMode::default(),
             port: default_smtp_port(),
             smarthosts: Vec::new(),
+            address_literals: AddressLiterals::default(),
+            allowed_networks: Vec::new(),
         }
     }
+}
+
+/// Whether recipients with an address literal are accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AddressLiterals {
+    /// Refuse them at RCPT with `550 5.1.2`.
+    #[default]
+    Refuse,
+    /// Accept and deliver them.
+    Allow,
 }
 
 /// Delivery mode of a pool.

@@ -30,6 +30,7 @@ fn defaults_apply() {
     assert_eq!(pool.mode, DeliveryMode::Direct as i32);
     assert_eq!(pool.tls_policy, TlsPolicy::Opportunistic as i32);
     assert_eq!(pool.port, 25);
+    assert!(!pool.allow_address_literals && pool.allowed_networks.is_empty());
     assert_eq!(pool.retry_schedule_secs, [60, 300, 900, 3600, 14_400]);
     assert_eq!(pool.max_age_secs, 5 * 86_400);
     assert_eq!(
@@ -80,7 +81,8 @@ fn defaults_apply() {
 fn fields_are_compiled() {
     let pool = "apiVersion: baton.dev/v1alpha1\nkind: SendingPool\nmetadata: {name: out}\nspec:\n\
                 \x20 workers: {autoscaling: {minReplicas: 3, maxReplicas: 9}}\n\
-                \x20 delivery: {mode: Direct, port: 2525}\n\
+                \x20 delivery: {mode: Direct, port: 2525, addressLiterals: Allow, \
+                allowedNetworks: [127.0.0.1/8, 10.1.2.3, 'fd00::/8']}\n\
                 \x20 egress: [{ehloName: mta1.example.net, sourceAddress: 2001:db8::1, weight: 2}]\n\
                 \x20 tls: {policy: Required}\n\
                 \x20 limits: {maxConnectionsPerDestination: 5, maxMessagesPerConnection: 7}\n\
@@ -99,6 +101,11 @@ fn fields_are_compiled() {
         (3, 2525, TlsPolicy::Required as i32)
     );
     assert_eq!(p.egress[0].source_address, "2001:db8::1");
+    assert!(p.allow_address_literals);
+    assert_eq!(
+        p.allowed_networks,
+        ["127.0.0.0/8", "10.1.2.3/32", "fd00::/8"]
+    );
     assert_eq!(p.egress[0].weight, 2);
     assert_eq!(
         (
@@ -468,6 +475,10 @@ fn invalid_input_is_one_clear_error() {
         (
             pool_err("{egress: [{ehloName: a.example, sourceAddress: 203.0.113.300}]}"),
             "SendingPool default: spec.egress[0].sourceAddress: \"203.0.113.300\" is not an IP address",
+        ),
+        (
+            pool_err("{delivery: {allowedNetworks: [127.0.0.0/8, lab]}}"),
+            "SendingPool default: spec.delivery.allowedNetworks[1]: \"lab\" is not a CIDR or an IP address",
         ),
         (
             pool_err("{delivery: {mode: Smarthost}}"),

@@ -152,6 +152,12 @@ fn delayed_and_success_subjects_and_content() {
     let msg = MessageParser::new().parse(&m).unwrap();
     assert_eq!(msg.subject(), Some("Delivery Status Notification"));
     assert!(String::from_utf8_lossy(&m).contains("Action: delivered\r\n"));
+    let mut r = failed();
+    (r.action, r.status) = (DsnAction::Relayed, "2.0.0".into());
+    let m = build(&envelope(DsnRet::Unspecified, ""), ORIGINAL, vec![r]);
+    let text = String::from_utf8_lossy(&m);
+    assert!(text.contains("Action: relayed\r\n"), "{text}");
+    assert!(text.contains("Your message was relayed"), "{text}");
 }
 
 #[test]
@@ -180,7 +186,8 @@ fn hostile_inputs_stay_clean() {
 
 #[test]
 fn eight_bit_original() {
-    let original = "Subject: caf\u{e9}\r\n\r\nna\u{ef}ve\r\n".as_bytes();
+    // ASCII header fields, 8-bit body: returned whole, as 8bit (8BITMIME, not SMTPUTF8).
+    let original = "Subject: cafe\r\n\r\nna\u{ef}ve\r\n".as_bytes();
     let m = build(&envelope(DsnRet::Full, ""), original, vec![failed()]);
     assert!(needs_8bitmime(&m));
     assert!(String::from_utf8_lossy(&m).contains("Content-Transfer-Encoding: 8bit"));
@@ -242,8 +249,91 @@ fn recipient_from_outcome() {
     );
     assert_eq!(
         (r.action, r.status.as_str()),
-        (DsnAction::Delivered, "2.0.0")
+        (DsnAction::Relayed, "2.0.0"),
+        "a relay reports an accepted recipient as relayed, never delivered"
     );
     assert_eq!(DsnAction::Relayed.as_str(), "relayed");
     assert_eq!(DsnAction::Expanded.as_str(), "expanded");
+}
+
+/// The message an SMTPUTF8 client sent: UTF-8 recipient and header fields.
+const UTF8_ORIGINAL: &str = "From: Alice <alice@example.com>\r\nTo: J\u{f6}rg <j\u{f6}rg@b\u{fc}cher.example>\r\n\
+Subject: Gr\u{fc}\u{df}e\r\nMessage-ID: <m2@example.com>\r\n\r\nHall\u{f6}chen\r\n";
+
+fn utf8_failed() -> DsnRecipient {
+    DsnRecipient {
+        address: "j\u{f6}rg+x@b\u{fc}cher.example".into(),
+        orcpt: Some("rfc822;J\u{f6}rg@b\u{fc}cher.example".into()),
+        diagnostic: Some("SMTPUTF8 needed but not offered by b\u{fc}cher".into()),
+        ..failed()
+    }
+}
+
+/// Issue 12 item 3: the DSN about a UTF-8 message to an ASCII sender needs no SMTPUTF8; its
+/// header fields and report are ASCII and the UTF-8 header block comes back in base64.
+#[test]
+fn dsn_about_a_utf8_message_to_an_ascii_sender_needs_no_smtputf8() {
+    let mut env = envelope(DsnRet::Full, "");
+    env.smtputf8 = true;
+    assert!(!needs_smtputf8(&env, "relay.baton.dev"));
+    assert!(needs_smtputf8(&env, "r\u{e9}lais.example"));
+    let m = build(&env, UTF8_ORIGINAL.as_bytes(), vec![utf8_failed()]);
+    assert_wire_clean(&m);
+    let text = String::from_utf8(m.clone()).unwrap();
+    let (head, _) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.is_ascii(), "{head}");
+    let msg = MessageParser::new().parse(&m).unwrap();
+    let subs = msg.parts[0].sub_parts().unwrap();
+    let status = part_text(&msg, subs[1] as usize);
+    assert!(status.is_ascii(), "{status}");
+    assert!(
+        status.contains("Final-Recipient: utf-8;j\\x{F6}rg\\x{2B}x@b\\x{FC}cher.example\r\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("Original-Recipient: utf-8;J\\x{F6}rg@b\\x{FC}cher.example\r\n"),
+        "{status}"
+    );
+    assert!(status.contains("not offered by b\\x{FC}cher"), "{status}");
+    // RET=FULL cannot embed UTF-8 header fields without SMTPUTF8: the header block instead.
+    assert!(!text.contains("message/rfc822"));
+    assert!(
+        text.contains("Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: base64\r\n")
+    );
+    let returned = part_text(&msg, subs[2] as usize);
+    assert!(
+        returned.contains("Subject: Gr\u{fc}\u{df}e\r\n"),
+        "{returned}"
+    );
+    assert!(!returned.contains("Hall"), "body dropped: {returned}");
+    // Only the explanation (text/plain, 8bit) may be 8-bit: 8BITMIME, not SMTPUTF8.
+    let text_part = part_text(&msg, subs[0] as usize);
+    assert!(text_part.contains("j\u{f6}rg+x@b\u{fc}cher.example"));
+}
+
+/// A non-ASCII sender's DSN goes with SMTPUTF8 and keeps the original content as it was.
+#[test]
+fn dsn_to_a_utf8_sender_keeps_utf8_content() {
+    let mut env = envelope(DsnRet::Full, "");
+    env.smtputf8 = true;
+    env.reverse_path = "al\u{ef}ce@example.com".into();
+    assert!(needs_smtputf8(&env, "relay.baton.dev"));
+    let m = build(&env, UTF8_ORIGINAL.as_bytes(), vec![utf8_failed()]);
+    assert_wire_clean(&m);
+    let text = String::from_utf8(m).unwrap();
+    assert!(text.contains("Content-Type: message/rfc822\r\n"));
+    assert!(text.contains("Final-Recipient: rfc822;j\u{f6}rg+x@b\u{fc}cher.example\r\n"));
+    assert!(text.contains("Hall\u{f6}chen"));
+}
+
+/// ASCII originals are unchanged by the downgrade rules.
+#[test]
+fn ascii_original_is_not_downgraded() {
+    let env = envelope(DsnRet::Hdrs, "");
+    let m = build(&env, ORIGINAL, vec![failed()]);
+    let text = String::from_utf8(m).unwrap();
+    assert!(
+        text.contains("Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: 7bit\r\n")
+    );
+    assert!(text.contains("Subject: hello\r\n"));
 }

@@ -309,6 +309,15 @@ pub struct SendingPool {
     /// Desired worker replicas (used by the operator).
     #[prost(uint32, tag = "11")]
     pub workers: u32,
+    /// Recipients with an address literal (`user@\[192.0.2.1\]`, `user@\[IPv6:...\]`) are accepted
+    /// at RCPT (else refused with 550 5.1.2). Direct mode connects straight to the address;
+    /// Smarthost mode relays them like any other recipient.
+    #[prost(bool, tag = "12")]
+    pub allow_address_literals: bool,
+    /// Direct mode: networks (CIDR) of non-global addresses (loopback, private, link-local...)
+    /// that delivery may still connect to. Empty: only globally reachable addresses.
+    #[prost(string, repeated, tag = "13")]
+    pub allowed_networks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// An upstream relay.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -1,0 +1,106 @@
+//! The notice a worker sends the sender after an attempt: one RFC 3464 DSN for the recipients
+//! whose fate the sender asked to hear about (NOTIFY), built by `baton_core::dsn` and queued
+//! like any other mail (null reverse-path, NOTIFY=NEVER, deterministic id).
+
+use baton_core::dsn::{
+    DsnInput, DsnRecipient, build_dsn, needs_8bitmime, needs_smtputf8, should_bounce,
+};
+use baton_core::ids::{FollowUp, follow_up_msg_id};
+use baton_core::outcome::report_wanted;
+use baton_proto::v1::{BodyType, Envelope, EnvelopeKind, Recipient, envelope::Body};
+
+use crate::deliver::Fate;
+use crate::{Ctx, now_ms};
+
+/// One DSN for the recipients whose fate the sender asked to hear about.
+pub(crate) fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<Envelope> {
+    if !should_bounce(env) {
+        return None;
+    }
+    let mut recipients = Vec::new();
+    for (r, f) in env.recipients.iter().zip(fates) {
+        // The block comes from baton-core (one definition of action and status: expired is
+        // `failed` with 5.4.7); the remote MTA is the one of this attempt.
+        let remote = match f {
+            Fate::Deferred { .. } => continue,
+            Fate::Delivered { remote, .. }
+            | Fate::Failed { remote, .. }
+            | Fate::Expired { remote, .. } => remote,
+        };
+        let outcome = f.outcome();
+        if !report_wanted(r, &outcome, f.next_hop_dsn()) {
+            continue;
+        }
+        let mut block = DsnRecipient::from_outcome(r, &outcome);
+        block.remote_mta = (!remote.is_empty()).then(|| remote.clone());
+        recipients.push(block);
+    }
+    if recipients.is_empty() {
+        return None;
+    }
+    let dsn_id = follow_up_msg_id(&env.id, attempt, FollowUp::Dsn);
+    let body = build_dsn(&DsnInput {
+        reporting_mta: &ctx.client.ehlo_name,
+        original: env,
+        original_message: match &env.body {
+            Some(Body::InlineBody(b)) => b.as_slice(),
+            _ => &[],
+        },
+        recipients,
+        arrival_ms: env.received_at_ms,
+        now: time::OffsetDateTime::now_utc(),
+        dsn_id: &dsn_id,
+    });
+    let body_type = if needs_8bitmime(&body) {
+        BodyType::BodyType8bitmime
+    } else {
+        BodyType::BodyType7bit
+    };
+    Some(Envelope {
+        id: dsn_id.clone(),
+        reverse_path: String::new(),
+        recipients: vec![Recipient {
+            address: env.reverse_path.clone(),
+            notify_never: true,
+            ..Default::default()
+        }],
+        relay_domain: env.relay_domain.clone(),
+        pool: env.pool.clone(),
+        client_address: String::new(),
+        authenticated_as: String::new(),
+        received_at_ms: now_ms(),
+        attempt: 0,
+        not_before_ms: 0,
+        size: body.len() as u64,
+        body: Some(Body::InlineBody(body)),
+        dsn: None,
+        // Only the DSN's own envelope and headers count (RFC 6533): a DSN about a UTF-8
+        // message to an ASCII sender must reach servers without SMTPUTF8.
+        smtputf8: needs_smtputf8(env, &ctx.client.ehlo_name),
+        body_type: body_type as i32,
+        helo: String::new(),
+        kind: EnvelopeKind::Dsn as i32,
+        retry_tier: 0,
+        origin_id: env.id.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_recipients_are_reported_failed_with_5_4_7() {
+        let r = Recipient {
+            address: "a@dest.test".into(),
+            ..Default::default()
+        };
+        let f = Fate::Expired {
+            reply: "451 4.7.1 later".into(),
+            remote: "mx[127.0.0.1]".into(),
+        };
+        let block = DsnRecipient::from_outcome(&r, &f.outcome());
+        assert_eq!(block.status, "5.4.7");
+        assert_eq!(block.action, baton_core::dsn::DsnAction::Failed);
+    }
+}
