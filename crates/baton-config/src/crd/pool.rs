@@ -168,6 +168,8 @@ pub struct DeliverySpec {
     /// multicast and broadcast addresses stay refused. Smarthosts are not subject to this.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 49)))]
+    #[x_kube(validation = Rule::new("self.all(n, isCIDR(n) || isIP(n))")
+        .message("allowedNetworks must be IP addresses or CIDRs"))]
     pub allowed_networks: Vec<String>,
 }
 

@@ -104,6 +104,8 @@ fn rows() -> Vec<Row> {
         (P, "/spec/workers/resources/requests/cpu", "'0.5'", Admit),
         (P, "/spec/workers/resources/requests/cpu", "2", Admit),
         (P, "/spec/delivery", "{mode: Direct}", Admit),
+        (P, "/spec/delivery/allowedNetworks", "[127.0.0.0/8, '::1/128', 10.1.2.3, 'fd00::1']", Admit),
+        (P, "/spec/delivery/addressLiterals", "Allow", Admit),
         // --- the invalid objects of issue 21 ---
         (P, "/spec/retry/schedule", "[soon]", Refuse("spec.retry.schedule[0]", "should match")),
         (P, "/spec/retry/schedule", "[1x]", Refuse("spec.retry.schedule[0]", "should match")),
@@ -130,6 +132,9 @@ fn rows() -> Vec<Row> {
         (D, "/spec/limits/maxMessageSize", "'100m'", Refuse("spec.limits.maxMessageSize", "should match")),
         (D, "/spec/limits/maxMessageSize", "1.5", Refuse("spec.limits.maxMessageSize", "integer or string")),
         (D, "/spec/dkim/additionalKeys", "[{selector: s2, keySecretRef: {name: a}}, {selector: s2, keySecretRef: {name: b}}]", Refuse("spec.dkim.additionalKeys", "selectors must be unique")),
+        (P, "/spec/delivery/allowedNetworks", "[10.0.0.0/33]", Refuse("spec.delivery.allowedNetworks", "must be IP addresses or CIDRs")),
+        (P, "/spec/delivery/allowedNetworks", "[lab.example]", Refuse("spec.delivery.allowedNetworks", "must be IP addresses or CIDRs")),
+        (P, "/spec/delivery/addressLiterals", "Sometimes", Refuse("spec.delivery.addressLiterals", "Unsupported value")),
         (D, "/spec/submission/networks", "[10.0.0.0/33]", Refuse("spec.submission.networks", "networks must be CIDRs")),
         (D, "/spec/submission/networks", "['fd00::1']", Refuse("spec.submission.networks", "networks must be CIDRs")),
         (D, "/spec/pool", "Bad_Pool", Refuse("spec.pool", "should match")),
