@@ -2,13 +2,14 @@
 //! metrics, the Event recorder and a clock (fixed in tests so status bodies are exact).
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use baton_telemetry::Metrics;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
+use parking_lot::Mutex;
 
 use crate::queue::QueueBackend;
 
@@ -157,8 +158,7 @@ impl Context {
     pub fn references_secret(&self, namespace: &str, name: &str) -> bool {
         self.referenced
             .lock()
-            .map(|r| r.contains(&(namespace.to_owned(), name.to_owned())))
-            .unwrap_or(true)
+            .contains(&(namespace.to_owned(), name.to_owned()))
     }
 
     /// Count and time one reconcile of `kind`.

@@ -2,11 +2,12 @@
 //! can be tested without a NATS server: [`NatsQueue`] is the real one (baton-queue's
 //! `Provisioner` and `ConfigStore`), [`MemoryQueue`] an in-memory stand-in that records calls.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use baton_proto::v1::RelayConfig;
 use baton_queue::{ConfigStore, Provisioner, QueueError, StreamSettings};
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 
 /// What the operator needs from JetStream.
 pub trait QueueBackend: Send + Sync {
@@ -137,21 +138,16 @@ pub struct MemoryState {
 impl MemoryQueue {
     /// A copy of the state.
     pub fn state(&self) -> MemoryState {
-        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+        self.inner.lock().clone()
     }
 
     /// Change the state.
     pub fn update(&self, f: impl FnOnce(&mut MemoryState)) {
-        if let Ok(mut s) = self.inner.lock() {
-            f(&mut s);
-        }
+        f(&mut self.inner.lock());
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut MemoryState) -> T) -> Result<T, QueueError> {
-        let mut s = self
-            .inner
-            .lock()
-            .map_err(|_| QueueError::ConfigStore("poisoned".into()))?;
+        let mut s = self.inner.lock();
         if let Some(msg) = &s.fail {
             return Err(QueueError::Provision {
                 what: "memory".into(),

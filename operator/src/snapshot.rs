@@ -138,9 +138,7 @@ pub async fn sync(ctx: &Context) -> Result<Plan> {
         .items;
     let refs = referenced_secrets(&pools, &domains);
     let secrets = read_secrets(ctx, &refs).await?;
-    if let Ok(mut r) = ctx.referenced.lock() {
-        *r = refs;
-    }
+    *ctx.referenced.lock() = refs;
     let res = Resources {
         pools,
         domains,

@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use baton_core::outcome::{OutcomeClass, RecipientOutcome, classify_reply};
 use baton_smtp_client::{
     ClientConfig, ClientError, Connection, OutgoingMessage, Reply, SendResult,
 };
+
+use parking_lot::Mutex;
 
 use crate::route::Target;
 
@@ -83,7 +84,7 @@ impl Connections {
     }
 
     fn take_idle(&self, key: &Key) -> Option<Connection> {
-        let mut m = self.idle.lock().ok()?;
+        let mut m = self.idle.lock();
         let list = m.get_mut(key)?;
         while let Some((c, since)) = list.pop() {
             if since.elapsed() < self.idle_timeout {
@@ -94,20 +95,21 @@ impl Connections {
     }
 
     fn put_idle(&self, key: Key, c: Connection) {
-        if let Ok(mut m) = self.idle.lock() {
-            m.entry(key).or_default().push((c, Instant::now()));
-        }
+        self.idle
+            .lock()
+            .entry(key)
+            .or_default()
+            .push((c, Instant::now()));
     }
 
     /// Drop connections idle for longer than the idle timeout (called periodically).
     pub fn reap(&self) {
         let timeout = self.idle_timeout;
-        if let Ok(mut m) = self.idle.lock() {
-            for list in m.values_mut() {
-                list.retain(|(_, since)| since.elapsed() < timeout);
-            }
-            m.retain(|_, l| !l.is_empty());
+        let mut m = self.idle.lock();
+        for list in m.values_mut() {
+            list.retain(|(_, since)| since.elapsed() < timeout);
         }
+        m.retain(|_, l| !l.is_empty());
     }
 }
 

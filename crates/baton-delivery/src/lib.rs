@@ -14,8 +14,8 @@ mod slots;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -24,6 +24,7 @@ use baton_proto::v1::SendingPool;
 use baton_queue::{ConfigWatch, Lane, LaneKind, Publisher, QueueError, Verifier};
 use baton_smtp_client::ClientConfig;
 use baton_telemetry::{Health as Readiness, Metrics};
+use parking_lot::Mutex;
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -108,9 +109,7 @@ pub(crate) struct WindowPlace(Mutex<Option<OwnedSemaphorePermit>>);
 
 impl WindowPlace {
     fn give_back(&self) {
-        if let Ok(mut p) = self.0.lock() {
-            p.take();
-        }
+        self.0.lock().take();
     }
 }
 
@@ -145,14 +144,12 @@ impl Ctx {
     }
 
     fn suspended_until(&self, dest: &str) -> Option<i64> {
-        self.suspensions
-            .lock()
-            .ok()?
-            .suspended_until(dest, now_ms())
+        self.suspensions.lock().suspended_until(dest, now_ms())
     }
 
     fn record_destination(&self, dest: &str, ok: bool) {
-        if let Ok(mut s) = self.suspensions.lock() {
+        {
+            let mut s = self.suspensions.lock();
             if ok {
                 s.record_success(dest);
             } else {
@@ -165,12 +162,11 @@ impl Ctx {
     /// Set `baton_delivery_suspended_destinations`; also called once a second, so suspensions
     /// that ran out leave the gauge without waiting for the next attempt.
     fn publish_suspended(&self) {
-        if let Ok(s) = self.suspensions.lock() {
-            self.metrics
-                .delivery_suspended_destinations
-                .with_label_values(&[&self.pool_name])
-                .set(s.suspended_count(now_ms()) as i64);
-        }
+        let count = self.suspensions.lock().suspended_count(now_ms());
+        self.metrics
+            .delivery_suspended_destinations
+            .with_label_values(&[&self.pool_name])
+            .set(count as i64);
     }
 
     /// Record a connection result for smarthost `i` and publish its health.
@@ -277,9 +273,7 @@ pub async fn run(
                     }
                     Err(e) => return Err(e.into()),
                 }
-                if let Ok(mut c) = current.lock() {
-                    *c = Some(Arc::new(pool.clone()));
-                }
+                *current.lock() = Some(Arc::new(pool.clone()));
                 ctx.publish_upstream_health(&pool);
                 let kinds = std::iter::once(LaneKind::New).chain((0..tiers).map(LaneKind::Retry));
                 for kind in kinds {
@@ -361,7 +355,7 @@ async fn lane_loop(
             let Ok(permit) = in_hand.clone().acquire_owned().await else {
                 return;
             };
-            let Some(p) = pool.lock().ok().and_then(|g| g.clone()) else {
+            let Some(p) = pool.lock().clone() else {
                 return;
             };
             let ctx = ctx.clone();

@@ -4,12 +4,12 @@
 //! destination policy (no loopback, private, link-local... unless allowed) first.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 
 use baton_core::destination::{DestinationPolicy, DomainPart, RefusedAddress, domain_part};
 use baton_core::routing::{MxPlan, UpstreamHealth, choose_upstream, pick_weighted};
 use baton_proto::v1::{DeliveryMode, Egress, SendingPool, TlsPolicy};
 use baton_smtp_client::{Credentials, TlsMode};
+use parking_lot::Mutex;
 
 use crate::resolve::{Dns, DnsFailure};
 
@@ -56,18 +56,15 @@ pub struct Health {
 
 impl Health {
     fn ensure(&self, n: usize) {
-        if let Ok(mut v) = self.upstreams.lock()
-            && v.len() != n
-        {
+        let mut v = self.upstreams.lock();
+        if v.len() != n {
             v.resize_with(n, UpstreamHealth::default);
         }
     }
 
     /// Record the result of a connection to smarthost `i`.
     pub fn record(&self, i: usize, ok: bool) {
-        if let Ok(mut v) = self.upstreams.lock()
-            && let Some(h) = v.get_mut(i)
-        {
+        if let Some(h) = self.upstreams.lock().get_mut(i) {
             if ok {
                 h.record_success();
             } else {
@@ -80,16 +77,13 @@ impl Health {
     pub fn is_up(&self, i: usize) -> bool {
         self.upstreams
             .lock()
-            .ok()
-            .and_then(|v| v.get(i).map(UpstreamHealth::is_healthy))
-            .unwrap_or(true)
+            .get(i)
+            .is_none_or(UpstreamHealth::is_healthy)
     }
 
     fn order(&self, pool: &SendingPool) -> Vec<usize> {
         self.ensure(pool.smarthosts.len());
-        let Ok(v) = self.upstreams.lock() else {
-            return (0..pool.smarthosts.len()).collect();
-        };
+        let v = self.upstreams.lock();
         let ups: Vec<(u32, &UpstreamHealth)> = pool
             .smarthosts
             .iter()

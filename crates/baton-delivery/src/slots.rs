@@ -9,11 +9,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use baton_core::routing::{CongestionPolicy, ServiceTime, SlotWait};
+use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 // Tokio's clock, so the tests can run on paused time.
@@ -48,9 +48,7 @@ pub(crate) struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.owner.dests.lock()
-            && let Some(d) = m.get_mut(&self.dest)
-        {
+        if let Some(d) = self.owner.dests.lock().get_mut(&self.dest) {
             d.busy.remove(&self.id);
             d.service.observe(millis(self.started.elapsed()));
         }
@@ -75,9 +73,7 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.owner.dests.lock()
-            && let Some(d) = m.get_mut(self.dest)
-        {
+        if let Some(d) = self.owner.dests.lock().get_mut(self.dest) {
             d.waiting = d.waiting.saturating_sub(1);
         }
     }
@@ -100,9 +96,7 @@ impl Destinations {
     ) -> Grant<'a> {
         let cap = cap.max(1);
         let sem = {
-            let Ok(mut m) = self.dests.lock() else {
-                return Grant::Closed;
-            };
+            let mut m = self.dests.lock();
             let d = m.entry(dest.to_string()).or_insert_with(|| Dest {
                 sem: Arc::new(Semaphore::new(cap)),
                 cap,
@@ -137,9 +131,7 @@ impl Destinations {
             got = tokio::time::timeout(policy.max_wait(), sem.acquire_owned()) => got,
             _ = shutdown.cancelled() => return Grant::Closed,
         };
-        let Ok(mut m) = self.dests.lock() else {
-            return Grant::Closed;
-        };
+        let mut m = self.dests.lock();
         let ahead = m.get(dest).map_or(0, |d| d.waiting.saturating_sub(1));
         let grant = match (got, m.get_mut(dest)) {
             (Ok(Ok(permit)), Some(d)) => Grant::Slot(self.register(d, dest, permit)),
@@ -170,11 +162,9 @@ impl Destinations {
     /// Forget destinations with nothing in flight and nothing waiting (called periodically),
     /// so the map does not grow with every domain ever delivered to.
     pub(crate) fn reap(&self) {
-        if let Ok(mut m) = self.dests.lock() {
-            m.retain(|_, d| {
-                d.waiting > 0 || !d.busy.is_empty() || d.sem.available_permits() < d.cap
-            });
-        }
+        self.dests.lock().retain(|_, d| {
+            d.waiting > 0 || !d.busy.is_empty() || d.sem.available_permits() < d.cap
+        });
     }
 }
 
@@ -223,7 +213,7 @@ mod tests {
         let (closed, waited) = waiter.await.unwrap();
         assert!(closed);
         assert!(waited < Duration::from_secs(2), "{waited:?}");
-        assert_eq!(d.dests.lock().unwrap()["x"].waiting, 0);
+        assert_eq!(d.dests.lock()["x"].waiting, 0);
         drop(held);
     }
 
@@ -290,7 +280,7 @@ mod tests {
         let held = d.acquire("busy", 1, policy(10_000), &open(), || {}).await;
         drop(d.acquire("idle", 1, policy(10_000), &open(), || {}).await);
         d.reap();
-        let names: Vec<String> = d.dests.lock().unwrap().keys().cloned().collect();
+        let names: Vec<String> = d.dests.lock().keys().cloned().collect();
         assert_eq!(names, vec!["busy".to_string()]);
         drop(held);
     }

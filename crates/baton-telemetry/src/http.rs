@@ -4,12 +4,13 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
 use crate::{LogHandle, Metrics};
@@ -26,51 +27,48 @@ impl Health {
     /// A health state that is not ready until [`Health::set`] clears every named condition.
     pub fn new(conditions: &[&'static str]) -> Arc<Self> {
         let h = Health::default();
-        if let Ok(mut g) = h.not_ready.lock() {
-            for c in conditions {
-                g.push((c, "not yet".into()));
-            }
-        }
+        h.not_ready
+            .lock()
+            .extend(conditions.iter().map(|c| (*c, "not yet".to_string())));
         h.started.store(true, std::sync::atomic::Ordering::Relaxed);
         Arc::new(h)
     }
 
     /// Mark one condition ok (`None`) or failing with a reason.
     pub fn set(&self, condition: &'static str, failing: Option<String>) {
-        if let Ok(mut g) = self.not_ready.lock() {
-            g.retain(|(c, _)| *c != condition);
-            if let Some(reason) = failing {
-                g.push((condition, reason));
-            }
+        let mut g = self.not_ready.lock();
+        g.retain(|(c, _)| *c != condition);
+        if let Some(reason) = failing {
+            g.push((condition, reason));
         }
     }
 
     /// Set (`Some`) or clear a note shown in the `/readyz` body that does not affect
     /// readiness (e.g. queue settings drift: reported, never a reason to stop taking mail).
     pub fn note(&self, key: &'static str, note: Option<String>) {
-        if let Ok(mut g) = self.notes.lock() {
-            g.retain(|(k, _)| *k != key);
-            if let Some(n) = note {
-                g.push((key, n));
-            }
+        let mut g = self.notes.lock();
+        g.retain(|(k, _)| *k != key);
+        if let Some(n) = note {
+            g.push((key, n));
         }
     }
 
     /// Ready when no condition is failing.
     pub fn is_ready(&self) -> bool {
-        self.not_ready.lock().map(|g| g.is_empty()).unwrap_or(false)
+        self.not_ready.lock().is_empty()
     }
 
     fn report(&self) -> String {
-        let mut out = match self.not_ready.lock() {
-            Ok(g) if g.is_empty() => "ready\n".to_string(),
-            Ok(g) => g.iter().map(|(c, r)| format!("{c}: {r}\n")).collect(),
-            Err(_) => "poisoned\n".into(),
-        };
-        if let Ok(g) = self.notes.lock() {
-            for (k, n) in g.iter() {
-                out.push_str(&format!("warning {k}: {n}\n"));
+        let mut out = {
+            let g = self.not_ready.lock();
+            if g.is_empty() {
+                "ready\n".to_string()
+            } else {
+                g.iter().map(|(c, r)| format!("{c}: {r}\n")).collect()
             }
+        };
+        for (k, n) in self.notes.lock().iter() {
+            out.push_str(&format!("warning {k}: {n}\n"));
         }
         out
     }
