@@ -1,6 +1,7 @@
 //! baton-core: Baton's pure domain logic, with no I/O, no async runtime and no clock reads
 //! (every function that needs the time takes it as an argument, in Unix milliseconds or as a
-//! [`time::OffsetDateTime`]).
+//! [`time::OffsetDateTime`]) — except [`clock`], the one helper the async shells read the wall
+//! clock through.
 //!
 //! It owns:
 //! - [`policy`]: who may relay what — AUTH verification, sender authorisation against the
@@ -18,6 +19,7 @@
 //! - [`ids`]: queue ids and deterministic follow-up message ids;
 //! - [`ratelimit`]: token buckets for inbound rate limits.
 
+pub mod clock;
 pub mod destination;
 pub mod dsn;
 pub mod error;
