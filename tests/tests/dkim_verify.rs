@@ -3,7 +3,9 @@
 //! signature against the keys published — as `baton dns-records` prints them — by a real DNS
 //! server on loopback: RSA-2048, Ed25519 (with `x=`), and dual signing during a rotation; for
 //! 8-bit bodies, long lines, folded headers, dot-leading lines and an empty body. A modified
-//! body fails verification, and a `From:` that does not align is refused with `550 5.7.1`.
+//! body fails verification, and a `From:` that does not align is refused with `550 5.7.1` —
+//! as is any body with a second author outside the domain (two `From:` fields, a list, a
+//! group, glued addresses, a `Sender:`), while several aligned authors are signed.
 
 use std::time::Duration;
 
@@ -105,11 +107,18 @@ fn messages(d: &str) -> Vec<(String, Vec<u8>)> {
     folded.extend_from_slice(b"body\r\n.leading dot\r\n..two dots\r\n.\r\n");
 
     let empty = head("empty", "");
+    // Several authors, all in the domain, with the Sender: RFC 5322 then requires.
+    let authors = format!(
+        "From: App <app@{d}>, \"Ops, Team\" <ops@{d}>\r\nSender: app@{d}\r\nTo: user@dest.test\r\n\
+         Subject: authors\r\nDate: Tue, 03 Mar 2026 14:05:09 +0000\r\nMessage-ID: <authors@{d}>\r\n\r\nx\r\n"
+    )
+    .into_bytes();
     vec![
         ("eightbit".into(), eight_bit),
         ("longlines".into(), long),
         ("folded".into(), folded),
         ("empty".into(), empty),
+        ("authors".into(), authors),
     ]
 }
 
@@ -188,6 +197,19 @@ async fn relayed_mail_verifies_with_dkimpy_against_published_keys() -> anyhow::R
     // A From: outside the RelayDomain is refused at the end of DATA, nothing is queued.
     let unaligned = b"From: ceo@evil.test\r\nTo: user@dest.test\r\nSubject: x\r\n\r\nx\r\n";
     assert_eq!(submit(&ing, "app@example.com", unaligned).await?, 550);
+    // So is every way of slipping a second author past a first-address check (issue 12).
+    for from in [
+        "From: app@example.com\r\nFrom: boss@bank.example",
+        "From: app@example.com, boss@bank.example",
+        "From: grp: app@example.com, boss@bank.example;",
+        "From: <boss@bank.example> <app@example.com>",
+        "From: app@example.com, boss@bank.example\r\nSender: app@example.com",
+        "From: app@example.com\r\nSender: boss@bank.example",
+    ] {
+        let body = format!("{from}\r\nTo: user@dest.test\r\nSubject: x\r\n\r\nx\r\n");
+        let code = submit(&ing, "app@example.com", body.as_bytes()).await?;
+        assert_eq!(code, 550, "{from}");
+    }
 
     let mut sent = 0;
     for (domain, _) in DOMAINS {

@@ -1,11 +1,14 @@
 //! Scenario: who may send, against a real `baton ingress` and `nats-server` — AUTH is never
-//! offered or accepted before TLS (538 5.7.11), the submission ports require it (530 5.7.0),
-//! a wrong password is 535 5.7.8 and the right one lets the message through; a client outside
+//! offered or accepted before TLS (538 5.7.11), the submission ports require it (530 5.7.0,
+//! "Must issue a STARTTLS command first" before TLS), a wrong password is 535 5.7.8 — logged
+//! with client, listener and user name, never the password, and counted per listener — and
+//! the right one lets the message through; a client outside
 //! the RelayDomain's networks must AUTH on port 25 too (530 5.7.0), and an authorised client
 //! may only use the senders its RelayDomain allows, whatever form the address takes
 //! (550 5.7.1). Nothing refused is ever queued.
 
 use baton_system_tests::config;
+use baton_system_tests::harness::metric;
 use baton_system_tests::hostile::{BODY, Env, advertises, expect};
 use baton_system_tests::wire::Wire;
 
@@ -68,7 +71,12 @@ async fn auth_needs_tls_and_the_submission_ports_need_auth() -> anyhow::Result<(
     let (mut w, _) = Wire::connect(env.ing.submission).await?;
     let ehlo = w.cmd("EHLO client.test").await?;
     assert!(advertises(&ehlo, "STARTTLS") && !advertises(&ehlo, "AUTH"));
-    expect(&w.cmd("MAIL FROM:<app@example.com>").await?, 530, "5.7.0");
+    let r = w.cmd("MAIL FROM:<app@example.com>").await?;
+    expect(&r, 530, "5.7.0");
+    assert!(
+        r.text.ends_with("Must issue a STARTTLS command first"),
+        "{r:?}"
+    );
     expect(&w.cmd(&format!("AUTH PLAIN {right}")).await?, 538, "5.7.11");
     expect(&w.cmd("STARTTLS").await?, 220, "2.0.0");
     let mut w = w.handshake(tls.clone()).await?;
@@ -84,6 +92,25 @@ async fn auth_needs_tls_and_the_submission_ports_need_auth() -> anyhow::Result<(
         "5.7.8",
     );
     expect(&w.cmd("MAIL FROM:<app@example.com>").await?, 530, "5.7.0");
+    // Each failure is logged (client, listener, user name as given — never the password)
+    // and counted per listener.
+    let log = env.log();
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("SMTP AUTH failed"))
+        .collect();
+    assert_eq!(failures.len(), 2, "{log}");
+    for (line, user) in failures.iter().zip(["app", "nobody"]) {
+        for want in ["client=127.0.0.1", "listener=\"submission\"", user] {
+            assert!(line.contains(want), "{want} not in {line}");
+        }
+        assert!(
+            !line.contains("wrong") && !line.contains("secret"),
+            "{line}"
+        );
+    }
+    let failed = "baton_ingress_auth_total{listener=\"submission\",result=\"failed\"}";
+    assert_eq!(metric(env.ing.metrics, failed).await, 2.0);
     // AUTH LOGIN with the right password.
     expect(&w.cmd("AUTH LOGIN").await?, 334, "VXNlcm5hbWU6");
     expect(&w.cmd(&b64("app")).await?, 334, "UGFzc3dvcmQ6");
@@ -102,6 +129,12 @@ async fn auth_needs_tls_and_the_submission_ports_need_auth() -> anyhow::Result<(
     assert_eq!(env.queued().await?, 2);
     assert_eq!(env.rejections(535, "5.7.8").await, 2.0);
     assert_eq!(env.rejections(530, "5.7.0").await, 4.0);
+    let ok = |l: &str| format!("baton_ingress_auth_total{{listener=\"{l}\",result=\"ok\"}}");
+    assert_eq!(metric(env.ing.metrics, &ok("smtp")).await, 1.0);
+    assert_eq!(metric(env.ing.metrics, &ok("submission")).await, 1.0);
+    assert_eq!(metric(env.ing.metrics, &ok("smtps")).await, 1.0);
+    // Written to a file, not a terminal: no ANSI colour codes.
+    assert!(!env.log().contains('\x1b'), "{}", env.log());
     Ok(())
 }
 

@@ -203,8 +203,16 @@ fn ingress_expected(syntax: &(u16, String)) -> Vec<(String, f64)> {
             1.0,
         ),
         series("baton_ingress_tls_handshakes_total", "", 2.0),
-        series("baton_ingress_auth_total", "result=\"ok\"", 1.0),
-        series("baton_ingress_auth_total", "result=\"failed\"", 1.0),
+        series(
+            "baton_ingress_auth_total",
+            "listener=\"submission\",result=\"ok\"",
+            1.0,
+        ),
+        series(
+            "baton_ingress_auth_total",
+            "listener=\"submission\",result=\"failed\"",
+            1.0,
+        ),
         series("baton_ingress_messages_accepted_total", &rd, 3.0),
         series(
             "baton_ingress_rejections_total",

@@ -1,11 +1,10 @@
 //! Header handling: trace fields (`Received:`), `Date:` and `Message-ID:` values, splitting
-//! the header block from the body, and the From: header domain.
+//! the header block from the body (the author fields are [`crate::authors`]'s).
 //!
 //! Messages are CRLF-terminated (as queued); bare LF is tolerated when scanning.
 
 use std::net::IpAddr;
 
-use mail_parser::{HeaderName, MessageParser};
 use time::OffsetDateTime;
 
 /// Longest value of one element (name, address, id) placed in a generated header line, so a
@@ -138,7 +137,7 @@ pub fn split_headers(body: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// Names of the header fields in a header block (continuation lines skipped), as written.
-fn field_names(headers: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn field_names(headers: &[u8]) -> impl Iterator<Item = &[u8]> {
     headers
         .split(|&b| b == b'\n')
         .filter(|line| !line.is_empty() && line[0] != b' ' && line[0] != b'\t')
@@ -159,27 +158,11 @@ pub fn needs_message_id_and_date(body: &[u8]) -> (bool, bool) {
     (!has_id, !has_date)
 }
 
-/// Domain of the From: header (lower-cased): the first address of the first From: field.
-/// Display names, comments, encoded words and groups are handled by mail-parser. `None` when
-/// there is no From: field or its first address has no domain.
-pub fn header_from_domain(body: &[u8]) -> Option<String> {
-    let (headers, _) = split_headers(body);
-    let mut block = headers.to_vec();
-    block.extend_from_slice(b"\r\n");
-    let parsed = MessageParser::new().parse_headers(&block)?;
-    let first = parsed
-        .header_values(HeaderName::From)
-        .find_map(|v| v.as_address())?;
-    let addr = first.first()?.address()?;
-    let (_, domain) = addr.rsplit_once('@')?;
-    let domain = domain.trim();
-    (!domain.is_empty()).then(|| domain.to_lowercase())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use mail_parser::MessageParser;
     use time::UtcOffset;
 
     /// 2026-03-03 14:05:09 UTC.
@@ -297,41 +280,5 @@ mod tests {
             needs_message_id_and_date(b"X-Date: 1\r\n\r\n"),
             (true, true)
         );
-    }
-
-    #[test]
-    fn from_domain() {
-        let f = |m: &str| header_from_domain(m.as_bytes());
-        assert_eq!(
-            f("From: a@Example.COM\r\n\r\n").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            f("From: \"Doe, John\" <john@example.com>\r\n\r\n").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            f("From: =?utf-8?q?J=C3=B6rg?= <j@ex.org>\r\n\r\n").as_deref(),
-            Some("ex.org")
-        );
-        assert_eq!(
-            f("From: a@one.com, b@two.com\r\nTo: x@y\r\n\r\n").as_deref(),
-            Some("one.com")
-        );
-        assert_eq!(
-            f("From: a@one.com\r\nFrom: b@two.com\r\n\r\n").as_deref(),
-            Some("one.com")
-        );
-        assert_eq!(
-            f("From: Team: a@grp.com, b@x.com;\r\n\r\n").as_deref(),
-            Some("grp.com")
-        );
-        assert_eq!(
-            f("From: (comment) a@c.com (x)\r\n\r\n").as_deref(),
-            Some("c.com")
-        );
-        assert_eq!(f("Subject: x\r\n\r\nFrom: a@b.com\r\n"), None);
-        assert_eq!(f("From: nobody\r\n\r\n"), None);
-        assert_eq!(f(""), None);
     }
 }

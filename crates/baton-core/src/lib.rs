@@ -6,8 +6,8 @@
 //! It owns:
 //! - [`policy`]: who may relay what — AUTH verification, sender authorisation against the
 //!   compiled [`baton_proto::v1::RelayConfig`], From: alignment — with typed [`refusal`]s;
-//! - [`headers`]: trace (`Received:`), `Date:` and `Message-ID:` handling, header splitting,
-//!   From: domain extraction;
+//! - [`headers`]: trace (`Received:`), `Date:` and `Message-ID:` handling, header splitting;
+//! - [`authors`]: every `From:`/`Sender:` mailbox, strictly (one `From:`, plain addresses);
 //! - [`retry`]: the retry schedule (tiers, maximum age) as a pure function;
 //! - [`outcome`]: classification of remote replies into per-recipient outcomes, RFC 3461
 //!   NOTIFY decisions;
@@ -19,6 +19,7 @@
 //! - [`ids`]: queue ids and deterministic follow-up message ids;
 //! - [`ratelimit`]: token buckets for inbound rate limits.
 
+pub mod authors;
 pub mod clock;
 pub mod destination;
 pub mod dsn;

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::authors::AuthorError;
+
 /// Longest piece of client-supplied text (an address, a domain) echoed in a refusal.
 const MAX_ECHO: usize = 256;
 
@@ -82,13 +84,23 @@ impl Refusal {
         )
     }
 
-    /// `550 5.6.0 Message has no From: header`: RFC 5322 requires one and DKIM signs it.
-    pub fn from_missing() -> Self {
+    /// `550 5.6.0 <why>`: the author fields are malformed (no `From:`, several, a mailbox that
+    /// is not a plain address, several authors without `Sender:`); the reason is the error's
+    /// label (`from_missing`, `from_duplicate`, ...).
+    pub fn authors_malformed(e: &AuthorError) -> Self {
+        Self::new(550, "5.6.0", e.to_string(), e.metric_label())
+    }
+
+    /// `550 5.7.1 Sender: header domain <d> is not aligned with the sender domain`.
+    pub fn sender_unaligned(sender_domain: &str) -> Self {
         Self::new(
             550,
-            "5.6.0",
-            "Message has no From: header".into(),
-            "from_missing",
+            "5.7.1",
+            format!(
+                "Sender: header domain {} is not aligned with the sender domain",
+                sanitize(sender_domain)
+            ),
+            "sender_unaligned",
         )
     }
 
@@ -192,7 +204,16 @@ mod tests {
             Refusal::domain_not_ready("example.com", "").text,
             "example.com: relay domain not ready"
         );
-        assert!(Refusal::from_missing().is_permanent());
+        let r = Refusal::authors_malformed(&AuthorError::NoFrom);
+        assert_eq!(r.to_string(), "550 5.6.0 Message has no From: header");
+        assert_eq!(r.reason, "from_missing");
+        let r = Refusal::authors_malformed(&AuthorError::SeveralFrom(2));
+        assert_eq!(
+            r.to_string(),
+            "550 5.6.0 Message has 2 From: header fields, RFC 5322 allows exactly one"
+        );
+        assert_eq!(r.reason, "from_duplicate");
+        assert_eq!(Refusal::sender_unaligned("evil.com").status, "5.7.1");
         assert_eq!(Refusal::from_unaligned("evil.com").reason, "from_unaligned");
         assert_eq!(Refusal::unknown_relay_domain().code, 451);
         assert_eq!(Refusal::rate_limited().status, "4.7.1");

@@ -17,14 +17,14 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// Negotiated cipher suite name, if TLS.
+    /// Negotiated cipher suite, by its IANA name, if TLS.
     pub fn cipher(&self) -> Option<String> {
         match self {
             Conn::Tls(s) => s
                 .get_ref()
                 .1
                 .negotiated_cipher_suite()
-                .map(|c| format!("{:?}", c.suite())),
+                .map(|c| crate::tls::iana_cipher_name(c.suite())),
             _ => None,
         }
     }

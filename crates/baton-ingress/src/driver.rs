@@ -84,6 +84,8 @@ async fn drive(
                     snapshot: snapshot.as_deref(),
                     rates: &shared.rates,
                     metrics: &shared.metrics,
+                    auth_log: &shared.auth_log,
+                    listener: kind,
                 };
                 session.poll(&policy)
             };

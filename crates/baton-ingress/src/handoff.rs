@@ -120,9 +120,9 @@ pub fn authenticate(
         ReversePath::Null => String::new(),
         ReversePath::Mailbox(a) => a.domain_lowercase(),
     };
-    let from = headers::header_from_domain(&tx.body);
+    let authors = baton_core::authors::authors(&tx.body);
     s.index
-        .check_from_alignment(relay, &sender_domain, from.as_deref())
+        .check_authors(relay, &sender_domain, &authors)
         .map_err(|r| {
             tracing::info!(
                 relay_domain = relay,
@@ -143,14 +143,21 @@ pub fn authenticate(
 
 fn alignment_reply(r: &Refusal, domain: Option<&str>) -> Reply {
     match (r.reason, domain) {
-        ("from_unaligned", Some(d)) => Reply::new(
-            r.code,
-            r.status,
-            format!(
-                "{}: the From: address must be in {d} (or one of its subdomains) or in the MAIL FROM domain",
-                r.text
-            ),
-        ),
+        (reason @ ("from_unaligned" | "sender_unaligned"), Some(d)) => {
+            let field = if reason == "from_unaligned" {
+                "From:"
+            } else {
+                "Sender:"
+            };
+            Reply::new(
+                r.code,
+                r.status,
+                format!(
+                    "{}: the {field} address must be in {d} (or one of its subdomains) or in the MAIL FROM domain",
+                    r.text
+                ),
+            )
+        }
         _ => refusal_reply(r),
     }
 }
@@ -438,6 +445,34 @@ mod tests {
                     && text.contains("must be in example.com"),
                 "{text}"
             );
+        }
+        // The four bypasses: every author mailbox counts, so each is refused.
+        for (body, status) in [
+            (
+                "From: app@example.com\r\nFrom: boss@bank.example\r\n",
+                "5.6.0",
+            ),
+            ("From: app@example.com, boss@bank.example\r\n", "5.6.0"),
+            (
+                "From: grp: app@example.com, boss@bank.example;\r\n",
+                "5.6.0",
+            ),
+            ("From: <boss@bank.example> <app@example.com>\r\n", "5.6.0"),
+            (
+                "From: app@example.com, boss@bank.example\r\nSender: app@example.com\r\n",
+                "5.7.1",
+            ),
+            (
+                "From: app@example.com\r\nSender: boss@bank.example\r\n",
+                "5.7.1",
+            ),
+        ] {
+            let body = format!("{body}Subject: x\r\n\r\nx\r\n");
+            let r = run(&s, "app@example.com", body.as_bytes())
+                .await
+                .unwrap_err();
+            assert_eq!(r.code, 550, "{body:?}: {r:?}");
+            assert!(r.to_string().contains(status), "{body:?}: {r:?}");
         }
         // No From: at all.
         let r = run(&s, "app@example.com", b"Subject: x\r\n\r\nx\r\n")

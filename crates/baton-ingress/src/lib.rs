@@ -1,9 +1,11 @@
 //! `baton-ingress` owns the SMTP conversation with clients and nothing else: listeners (relay
 //! with STARTTLS, submission, implicit TLS), connection caps, TLS, the session driver around
 //! the sans-IO `baton_smtp::Session`, the policy adapter over the config snapshot, the memory
-//! budget, `From:` alignment and DKIM signing, and the hand-off to JetStream. It keeps no disk
-//! state: `250` is said only after the PubAck, and the pod can be killed at any time.
+//! budget, the failed-AUTH log, `From:` alignment and DKIM signing, and the hand-off to
+//! JetStream. It keeps no disk state: `250` is said only after the PubAck, and the pod can be
+//! killed at any time.
 
+pub mod authlog;
 mod budget;
 mod conn;
 pub mod dkim;
@@ -80,6 +82,10 @@ pub struct Limits {
     pub error_delay: Duration,
     /// Failed AUTH attempts before `421` and disconnect.
     pub max_auth_failures: u32,
+    /// Delay of the reply to a session's first failed AUTH; doubles per further failure.
+    pub auth_failure_delay: Duration,
+    /// Cap of that delay.
+    pub auth_failure_delay_max: Duration,
     /// Message bytes all sessions may hold together before `452 4.3.1`.
     pub inflight_bytes: usize,
     /// After SIGTERM: how long transactions in flight may take to finish.
@@ -99,6 +105,8 @@ impl Default for Limits {
             soft_error_limit: 3,
             error_delay: Duration::from_secs(1),
             max_auth_failures: 3,
+            auth_failure_delay: Duration::from_secs(1),
+            auth_failure_delay_max: Duration::from_secs(8),
             inflight_bytes: 512 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
         }
@@ -124,6 +132,7 @@ pub struct Shared {
     metrics: Metrics,
     budget: ByteBudget,
     rates: policy::RateLimits,
+    auth_log: authlog::AuthLog,
     snapshot: watch::Receiver<Option<Arc<Snapshot>>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -141,6 +150,8 @@ impl Shared {
             soft_error_limit: l.soft_error_limit,
             error_delay: l.error_delay,
             max_auth_failures: l.max_auth_failures,
+            auth_failure_delay: l.auth_failure_delay,
+            auth_failure_delay_max: l.auth_failure_delay_max,
         }
     }
 }
@@ -219,6 +230,7 @@ impl Ingress {
             publisher,
             metrics,
             rates: policy::RateLimits::default(),
+            auth_log: authlog::AuthLog::default(),
             snapshot,
             per_ip: Mutex::new(HashMap::new()),
         });

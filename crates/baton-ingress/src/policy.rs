@@ -12,7 +12,9 @@ use baton_smtp::{ForwardPath, ListenerKind, PeerInfo, Reply, ReversePath};
 
 use baton_telemetry::Metrics;
 
+use crate::authlog::AuthLog;
 use crate::dkim::{DkimError, Signers};
+use crate::listener_label;
 
 /// A compiled view of one config snapshot.
 pub struct Snapshot {
@@ -106,6 +108,10 @@ pub struct SessionPolicy<'a> {
     pub rates: &'a RateLimits,
     /// Metrics.
     pub metrics: &'a Metrics,
+    /// The failed-AUTH log.
+    pub auth_log: &'a AuthLog,
+    /// The listener of the session (label of the AUTH counter).
+    pub listener: ListenerKind,
 }
 
 fn now_ms() -> i64 {
@@ -126,19 +132,28 @@ impl Policy for SessionPolicy<'_> {
             return Err(Reply::new(454, "4.7.0", "Temporary authentication failure"));
         };
         if s.index.authenticate(username, password) {
-            self.metrics.ingress_auth.with_label_values(&["ok"]).inc();
-            Ok(())
-        } else {
             self.metrics
                 .ingress_auth
-                .with_label_values(&["failed"])
+                .with_label_values(&[listener_label(self.listener), "ok"])
                 .inc();
+            Ok(())
+        } else {
+            // Counted and logged by `auth_failed`, which the session calls for every failure.
             Err(Reply::new(
                 535,
                 "5.7.8",
                 "Authentication credentials invalid",
             ))
         }
+    }
+
+    fn auth_failed(&self, peer: &PeerInfo, listener: ListenerKind, username: &str) {
+        let label = listener_label(listener);
+        self.metrics
+            .ingress_auth
+            .with_label_values(&[label, "failed"])
+            .inc();
+        self.auth_log.failed(peer.addr, label, username);
     }
 
     fn check_sender(&self, ctx: &SenderContext<'_>) -> Result<Grant, Reply> {

@@ -108,17 +108,25 @@ fn value<'a>(v: Option<&'a str>, name: &'static str) -> Result<&'a str, ParamErr
     }
 }
 
+/// A `SIZE=` value: digits only. A number too large for `u64` (a 23-digit value) is still a
+/// size, just larger than any limit: it saturates, so the client gets `552 5.3.4` (too big)
+/// rather than `555` (syntax).
+fn size_value(v: &str) -> Result<u64, ParamError> {
+    if !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParamError::InvalidValue("SIZE"));
+    }
+    Ok(v.bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
+}
+
 /// Parses the parameter text after the reverse-path.
 pub fn parse_mail_params(s: &str) -> Result<MailParams, ParamError> {
     let mut p = MailParams::default();
     for (key, v) in tokens(s) {
         match key.to_ascii_uppercase().as_str() {
             "SIZE" => {
-                let v = value(v, "SIZE")?;
-                if v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(ParamError::InvalidValue("SIZE"));
-                }
-                let n = v.parse().map_err(|_| ParamError::InvalidValue("SIZE"))?;
+                let n = size_value(value(v, "SIZE")?)?;
                 set_once(&mut p.size, n, "SIZE")?;
             }
             "BODY" => {
@@ -284,7 +292,24 @@ mod tests {
         ));
         assert!(parse_mail_params("SIZE=abc").is_err());
         assert!(parse_mail_params("SIZE=").is_err());
-        assert!(parse_mail_params("SIZE=99999999999999999999999").is_err());
+        assert_eq!(
+            parse_mail_params("SIZE=99999999999999999999999")
+                .unwrap()
+                .size,
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            parse_mail_params("SIZE=18446744073709551616").unwrap().size,
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            parse_mail_params("SIZE=0000000000000000000000012")
+                .unwrap()
+                .size,
+            Some(12)
+        );
+        assert!(parse_mail_params("SIZE=-1").is_err());
+        assert!(parse_mail_params("SIZE=1e9").is_err());
         assert!(parse_mail_params("SIZE=1 SIZE=2").is_err());
         assert!(parse_mail_params("SMTPUTF8=yes").is_err());
         assert!(parse_mail_params("ENVID=a=b").is_err());

@@ -3,8 +3,11 @@
 
 mod common;
 
+use std::time::Duration;
+
+use baton_smtp::session::auth_failure_delay;
 use baton_smtp::{Action, ListenerKind, SessionConfig};
-use common::{Harness, TestPolicy, codes, config};
+use common::{AUTH_FAILURES, Harness, TestPolicy, codes, config};
 
 /// base64("\0user\0secret")
 const PLAIN_OK: &str = "AHVzZXIAc2VjcmV0";
@@ -161,6 +164,66 @@ fn auth_failure_limit_closes() {
         vec!["535 5.7.8", "535 5.7.8", "421 4.7.0", "CLOSE"]
     );
     assert!(h.session.is_closed());
+}
+
+/// Every failed AUTH is reported to the policy with the user name as given, and its reply is
+/// held back by a delay that doubles per failure in the session, up to the cap.
+#[test]
+fn auth_failures_are_reported_and_slowed_down() {
+    let mut h = Harness::new(SessionConfig {
+        max_auth_failures: 6,
+        auth_failure_delay: Duration::from_secs(1),
+        auth_failure_delay_max: Duration::from_secs(5),
+        ..config(ListenerKind::Smtps)
+    });
+    h.run("EHLO c\r\n");
+    // base64("admin\0user\0secret"): the authorisation identity is refused too.
+    let input = format!(
+        "AUTH PLAIN {PLAIN_BAD}\r\nAUTH PLAIN YWRtaW4AdXNlcgBzZWNyZXQ=\r\n\
+         AUTH LOGIN ZXZlDQo=\r\nd3Jvbmc=\r\n{}",
+        format!("AUTH PLAIN {PLAIN_BAD}\r\n").repeat(3)
+    );
+    h.session.feed(input.as_bytes());
+    let mut seen = Vec::new();
+    while let Some(a) = h.session.poll(&TestPolicy) {
+        seen.push(match a {
+            Action::Delay(d) => format!("DELAY {}s", d.as_secs()),
+            Action::Send(b) => String::from_utf8(b).unwrap()[..3].to_string(),
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            "DELAY 1s", "535", "DELAY 2s", "535", "334", "DELAY 4s", "535", "DELAY 5s", "535",
+            "DELAY 5s", "535", "DELAY 5s", "421", "Close"
+        ]
+    );
+    let reported = AUTH_FAILURES.with(|f| f.borrow().clone());
+    let users: Vec<&str> = reported.iter().map(|(_, u)| u.as_str()).collect();
+    assert_eq!(users, ["user", "user", "eve\r\n", "user", "user", "user"]);
+    assert!(reported.iter().all(|(l, _)| *l == ListenerKind::Smtps));
+}
+
+#[test]
+fn auth_failure_delay_grows_and_is_capped() {
+    let (s, max) = (Duration::from_secs(1), Duration::from_secs(30));
+    let d = |n| auth_failure_delay(n, s, max).as_secs();
+    assert_eq!(
+        (0..8).map(d).collect::<Vec<_>>(),
+        [0, 1, 2, 4, 8, 16, 30, 30]
+    );
+    assert_eq!(d(u32::MAX), 30);
+    assert_eq!(d(33), 30);
+    assert_eq!(auth_failure_delay(3, Duration::ZERO, max), Duration::ZERO);
+    assert_eq!(
+        auth_failure_delay(2, Duration::from_millis(300), max),
+        Duration::from_millis(600)
+    );
+    assert_eq!(
+        auth_failure_delay(40, Duration::MAX, Duration::from_secs(9)),
+        Duration::from_secs(9)
+    );
 }
 
 #[test]

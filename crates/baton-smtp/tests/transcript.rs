@@ -133,6 +133,11 @@ fn policy_and_parameter_rejections() {
         codes(&h.run("MAIL FROM:<a@example.com> SIZE=10001\r\n")),
         vec!["552 5.3.4"]
     );
+    // A size too large for any integer is still a size: 552, not a syntax error.
+    assert_eq!(
+        codes(&h.run("MAIL FROM:<a@example.com> SIZE=99999999999999999999999\r\n")),
+        vec!["552 5.3.4"]
+    );
     assert_eq!(
         codes(&h.run("MAIL FROM:<a@example.com> BODY=BINARYMIME\r\n")),
         vec!["555 5.5.4"]
@@ -271,8 +276,20 @@ fn error_limit_tarpits_then_closes() {
 fn submission_requires_auth() {
     let mut h = Harness::new(config(ListenerKind::Submission));
     h.run("EHLO c\r\n");
-    assert_eq!(h.run(MAIL), vec!["530 5.7.0 Authentication required"]);
+    // Before STARTTLS (AUTH is not offered yet) the reply says what to do first.
+    assert_eq!(
+        h.run(MAIL),
+        vec!["530 5.7.0 Must issue a STARTTLS command first"]
+    );
     assert_eq!(h.session.stats().rejections.get("auth_required"), Some(&1));
+    let mut h = Harness::new(SessionConfig {
+        tls_available: false,
+        ..config(ListenerKind::Submission)
+    });
+    h.run("EHLO c\r\n");
+    assert_eq!(h.run(MAIL), vec!["530 5.7.0 Authentication required"]);
+    let mut h = Harness::tls_ehloed();
+    assert_eq!(h.run(MAIL), vec!["530 5.7.0 Authentication required"]);
 }
 
 #[test]

@@ -147,8 +147,8 @@ impl Metrics {
             ingress_auth: counter(
                 &r,
                 "baton_ingress_auth_total",
-                "SMTP AUTH attempts by result.",
-                &["result"],
+                "SMTP AUTH attempts by listener and result.",
+                &["listener", "result"],
             ),
             ingress_accepted: counter(
                 &r,

@@ -152,6 +152,10 @@ pub struct ListenArgs {
     /// Delay added to error replies after the third error in a session.
     #[arg(long, env = "BATON_ERROR_DELAY", value_parser = humantime::parse_duration, default_value = "1s")]
     pub error_delay: Duration,
+    /// Delay of the reply to a session's first failed AUTH; it doubles with each further
+    /// failure in the session, up to 8 s (`0s` disables it).
+    #[arg(long, env = "BATON_AUTH_FAILURE_DELAY", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub auth_failure_delay: Duration,
     /// How long to wait for JetStream's PubAck before answering 451.
     #[arg(long, env = "BATON_PUBLISH_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
     pub publish_timeout: Duration,

@@ -1,7 +1,7 @@
 //! `baton dev`: everything on one machine. Starts `nats-server -js` from PATH (unless `--nats`
 //! is given) with its store under `--data-dir`, compiles and applies the config, and runs an
-//! ingress plus one worker per SendingPool in this process. Without TLS files it generates a
-//! self-signed certificate.
+//! ingress plus one worker per SendingPool in this process. Without TLS files it uses a
+//! self-signed certificate kept under `--data-dir` (`tls/dev.crt`), generated on first start.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -55,7 +55,18 @@ async fn run_with(
         .collect();
     let tls = match (&args.listen.tls_cert, &args.listen.tls_key) {
         (Some(c), Some(k)) => baton_ingress::tls::load_pem(c, k)?,
-        _ => baton_ingress::tls::self_signed("localhost")?,
+        _ => {
+            let dir = args.data_dir.join("tls");
+            let (tls, cert) =
+                baton_ingress::tls::dev_certificate(&dir, args.listen.hostname.as_deref())?;
+            let cert = std::fs::canonicalize(&cert).unwrap_or(cert);
+            tracing::info!(
+                certificate = %cert.display(),
+                "dev TLS certificate for localhost, 127.0.0.1 and ::1, kept across restarts; \
+                 trust it in clients (msmtp --tls-trust-file, nodemailer tls.ca, swaks --tls-ca-path)"
+            );
+            tls
+        }
     };
     let (metrics, health) = wiring::ops(
         args.listen

@@ -369,6 +369,7 @@ pub async fn run_ingress(
             max_message_size: l.max_message_size,
             inflight_bytes: l.inflight_bytes,
             error_delay: l.error_delay,
+            auth_failure_delay: l.auth_failure_delay,
             shutdown_grace: l.shutdown_grace,
             ..Limits::default()
         },

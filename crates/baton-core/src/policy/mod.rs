@@ -4,8 +4,8 @@
 //! A [`PolicyIndex`] is built once per snapshot (CIDRs, credential hashes and sender patterns
 //! are pre-parsed) and then answers the ingress's questions: does this AUTH succeed
 //! ([`PolicyIndex::authenticate`]), may this client send as this envelope sender
-//! ([`PolicyIndex::authorize_sender`]), is the From: header aligned
-//! ([`PolicyIndex::check_from_alignment`]).
+//! ([`PolicyIndex::authorize_sender`]), is every author mailbox (`From:`, `Sender:`) aligned
+//! ([`PolicyIndex::check_authors`]).
 
 mod pattern;
 #[cfg(test)]
@@ -20,6 +20,7 @@ use baton_proto::v1::{RelayConfig, RelayDomain, SendingPool};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
+use crate::authors::{AuthorError, Authors};
 use crate::error::CoreError;
 use crate::refusal::Refusal;
 use pattern::{SenderPattern, is_within, normalize_domain};
@@ -292,33 +293,41 @@ impl PolicyIndex {
         }
     }
 
-    /// Check the From: header against the envelope sender (DMARC-style relaxed alignment).
+    /// Check the message's author fields against the envelope sender (DMARC-style relaxed
+    /// alignment), for every mailbox a receiver could display as the author: each `From:`
+    /// mailbox and the `Sender:` mailbox when present (see [`crate::authors`]).
     ///
-    /// Aligned when the From: domain equals `sender_domain` or is the RelayDomain's domain or
-    /// a subdomain of it. Skipped when the RelayDomain sets `allow_unaligned_from`. A missing
-    /// From: header (`None`) is always refused with `550 5.6.0` — RFC 5322 requires it and
-    /// DKIM signs it. For the null sender pass `sender_domain = ""`. An unknown RelayDomain
-    /// (config swapped mid-transaction) gives `451 4.3.0`.
-    pub fn check_from_alignment(
+    /// A mailbox is aligned when its domain equals `sender_domain` or is the RelayDomain's
+    /// domain or a subdomain of it; the first unaligned one gives `550 5.7.1`. Alignment is
+    /// skipped when the RelayDomain sets `allow_unaligned_from`, the structure never is:
+    /// malformed author fields (`Err`: no `From:`, several, a mailbox that is not a plain
+    /// address, several mailboxes without `Sender:`) are `550 5.6.0` — RFC 5322 requires
+    /// them and DKIM signs them. For the null sender pass `sender_domain = ""`. An unknown
+    /// RelayDomain (config swapped mid-transaction) gives `451 4.3.0`.
+    pub fn check_authors(
         &self,
         relay_domain: &str,
         sender_domain: &str,
-        header_from_domain: Option<&str>,
+        authors: &Result<Authors, AuthorError>,
     ) -> Result<(), Refusal> {
         let entry = self
             .entry(relay_domain)
             .ok_or_else(Refusal::unknown_relay_domain)?;
-        let from = header_from_domain.ok_or_else(Refusal::from_missing)?;
+        let authors = authors.as_ref().map_err(Refusal::authors_malformed)?;
         if entry.config.allow_unaligned_from {
             return Ok(());
         }
-        let aligned = normalize_domain(from).is_some_and(|f| {
-            normalize_domain(sender_domain).is_some_and(|s| s == f) || is_within(&f, &entry.domain)
-        });
-        if aligned {
-            Ok(())
-        } else {
-            Err(Refusal::from_unaligned(from))
+        let sender = normalize_domain(sender_domain);
+        let aligned = |domain: &str| {
+            normalize_domain(domain)
+                .is_some_and(|f| sender.as_ref() == Some(&f) || is_within(&f, &entry.domain))
+        };
+        if let Some(m) = authors.from.iter().find(|m| !aligned(&m.domain)) {
+            return Err(Refusal::from_unaligned(&m.domain));
+        }
+        match &authors.sender {
+            Some(m) if !aligned(&m.domain) => Err(Refusal::sender_unaligned(&m.domain)),
+            _ => Ok(()),
         }
     }
 

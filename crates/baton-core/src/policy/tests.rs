@@ -329,24 +329,34 @@ fn pattern_outside_own_domain_is_ignored() {
     );
 }
 
+/// Author fields of a message whose `From:` is `from` (and `Sender:` when given).
+fn msg(from: &str, sender: Option<&str>) -> Result<Authors, AuthorError> {
+    let sender = sender
+        .map(|s| format!("Sender: {s}\r\n"))
+        .unwrap_or_default();
+    crate::authors::authors(format!("From: {from}\r\n{sender}\r\nbody\r\n").as_bytes())
+}
+
 #[test]
 fn from_alignment() {
     let idx = index();
-    let check = |s: &str, f: Option<&str>| idx.check_from_alignment("shop/mail", s, f);
-    assert!(check("example.com", Some("example.com")).is_ok());
-    assert!(check("example.com", Some("Example.com")).is_ok());
-    assert!(check("example.com", Some("news.example.com")).is_ok());
-    assert!(check("news.example.com", Some("example.com")).is_ok());
-    assert!(check("", Some("example.com")).is_ok());
-    let r = check("example.com", Some("evil.com")).unwrap_err();
+    let check = |s: &str, a: &Result<Authors, AuthorError>| idx.check_authors("shop/mail", s, a);
+    assert!(check("example.com", &msg("a@example.com", None)).is_ok());
+    assert!(check("example.com", &msg("a@Example.com", None)).is_ok());
+    assert!(check("example.com", &msg("a@news.example.com", None)).is_ok());
+    assert!(check("news.example.com", &msg("a@example.com", None)).is_ok());
+    assert!(check("other.org", &msg("a@other.org", None)).is_ok());
+    assert!(check("", &msg("a@example.com", None)).is_ok());
+    let r = check("example.com", &msg("a@evil.com", None)).unwrap_err();
     assert_eq!(r.reason, "from_unaligned");
-    assert!(check("example.com", Some("evilexample.com")).is_err());
-    assert!(check("example.com", Some("example.com.evil.com")).is_err());
-    assert!(check("example.com", Some("[1.2.3.4]")).is_err());
-    let r = check("example.com", None).unwrap_err();
+    assert_eq!(r.code, 550);
+    assert_eq!(r.status, "5.7.1");
+    assert!(check("example.com", &msg("a@evilexample.com", None)).is_err());
+    assert!(check("example.com", &msg("a@example.com.evil.com", None)).is_err());
+    let r = check("example.com", &Err(AuthorError::NoFrom)).unwrap_err();
     assert_eq!(r.to_string(), "550 5.6.0 Message has no From: header");
     let r = idx
-        .check_from_alignment("gone/x", "example.com", Some("example.com"))
+        .check_authors("gone/x", "example.com", &msg("a@example.com", None))
         .unwrap_err();
     assert_eq!(r.code, 451);
 
@@ -357,10 +367,83 @@ fn from_alignment() {
         ..Default::default()
     });
     assert!(
-        idx.check_from_alignment("a/b", "a.com", Some("b.com"))
+        idx.check_authors("a/b", "a.com", &msg("x@b.com", None))
             .is_ok()
     );
-    assert!(idx.check_from_alignment("a/b", "a.com", None).is_err());
+    assert!(
+        idx.check_authors("a/b", "a.com", &Err(AuthorError::NoFrom))
+            .is_err()
+    );
+    let r = idx
+        .check_authors("a/b", "a.com", &Err(AuthorError::SeveralFrom(2)))
+        .unwrap_err();
+    assert_eq!((r.code, r.status), (550, "5.6.0"));
+}
+
+/// Every author mailbox is checked, not only the first (the four bypasses, each with
+/// a Sender: so that only alignment decides), and the Sender: mailbox too.
+#[test]
+fn every_author_is_aligned() {
+    let idx = index();
+    let check = |a: &Result<Authors, AuthorError>| idx.check_authors("shop/mail", "example.com", a);
+    let ok = Some("app@example.com");
+    for (from, sender, want) in [
+        (
+            "app@example.com, boss@bank.example",
+            ok,
+            Some("from_unaligned"),
+        ),
+        (
+            "boss@bank.example, app@example.com",
+            ok,
+            Some("from_unaligned"),
+        ),
+        (
+            "grp: app@example.com, boss@bank.example;",
+            ok,
+            Some("from_unaligned"),
+        ),
+        (
+            "grp: app@example.com;, x: boss@bank.example;",
+            ok,
+            Some("from_unaligned"),
+        ),
+        ("app@example.com, ops@news.example.com", ok, None),
+        (
+            "app@example.com",
+            Some("boss@bank.example"),
+            Some("sender_unaligned"),
+        ),
+        ("app@example.com", Some("Ops <ops@news.example.com>"), None),
+        (
+            "app@example.com, boss@bank.example",
+            None,
+            Some("sender_required"),
+        ),
+        (
+            "<boss@bank.example> <app@example.com>",
+            ok,
+            Some("from_malformed"),
+        ),
+    ] {
+        let r = check(&msg(from, sender));
+        assert_eq!(
+            r.as_ref().err().map(|r| r.reason),
+            want,
+            "{from} / {sender:?}"
+        );
+        if let Err(r) = r {
+            assert_eq!(r.code, 550);
+        }
+    }
+    let r = check(&crate::authors::authors(
+        b"From: app@example.com\r\nFrom: boss@bank.example\r\n\r\n",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        (r.code, r.status, r.reason),
+        (550, "5.6.0", "from_duplicate")
+    );
 }
 
 proptest! {

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{AuthStep, LineRead, MAX_AUTH_LINE, Mode, Policy, Session};
+use super::{Action, AuthStep, LineRead, MAX_AUTH_LINE, Mode, Policy, Session, auth_failure_delay};
 use crate::command::clean_line;
 use crate::reply::Reply;
 
@@ -141,7 +141,7 @@ impl Session {
         if !authzid.is_empty() && authzid != user {
             wipe(password);
             let reply = Reply::new(535, "5.7.8", "Error: authentication credentials invalid");
-            return self.auth_failed(reply);
+            return self.auth_failed(&user, reply, policy);
         }
         self.verify(user, password, policy);
     }
@@ -171,13 +171,24 @@ impl Session {
                 self.authenticated = Some(user);
                 self.send(Reply::new(235, "2.7.0", "Authentication successful"));
             }
-            Err(reply) => self.auth_failed(reply),
+            Err(reply) => self.auth_failed(&user, reply, policy),
         }
     }
 
-    fn auth_failed(&mut self, reply: Reply) {
+    /// A failed AUTH: the policy is told (it logs and counts), and the reply is held back by
+    /// a delay that grows with each failure of the session.
+    fn auth_failed(&mut self, username: &str, reply: Reply, policy: &dyn Policy) {
         self.stats.auth_failures += 1;
         self.auth_failures = self.auth_failures.saturating_add(1);
+        policy.auth_failed(&self.peer, self.config.listener, username);
+        let delay = auth_failure_delay(
+            self.auth_failures,
+            self.config.auth_failure_delay,
+            self.config.auth_failure_delay_max,
+        );
+        if !delay.is_zero() {
+            self.pending.push_back(Action::Delay(delay));
+        }
         if self.auth_failures >= self.config.max_auth_failures {
             self.stats.reject("too_many_auth_failures");
             let host = self.config.hostname.clone();

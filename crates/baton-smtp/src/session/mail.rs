@@ -33,10 +33,13 @@ impl Session {
             ListenerKind::Submission | ListenerKind::Smtps
         );
         if submission && self.authenticated.is_none() {
-            return self.reject(
-                "auth_required",
-                Reply::new(530, "5.7.0", "Authentication required"),
-            );
+            // AUTH is only offered over TLS: before STARTTLS, say what comes first.
+            let text = if self.peer.tls || !self.config.tls_available {
+                "Authentication required"
+            } else {
+                "Must issue a STARTTLS command first"
+            };
+            return self.reject("auth_required", Reply::new(530, "5.7.0", text));
         }
         if self.txn.is_some() {
             return self.reject(

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 
 pub use types::{
     Action, Grant, ListenerKind, PeerInfo, Policy, Recipient, SenderContext, SessionConfig,
-    SessionStats, Transaction,
+    SessionStats, Transaction, auth_failure_delay,
 };
 
 use crate::address::ReversePath;
@@ -119,10 +119,12 @@ impl Session {
         }
     }
 
-    /// The 220 greeting to send first.
+    /// The 220 greeting to send first: `220 <host> ESMTP Baton ready`. Not `… ESMTP Baton`
+    /// alone: nmap's service probes take `220 <host> ESMTP <one word>` for Postfix smtpd,
+    /// and scanners then report Postfix's CVEs against Baton.
     pub fn greeting(&mut self) -> Action {
         let host = &self.config.hostname;
-        Action::Send(Reply::new(220, "", format!("{host} ESMTP Baton")).to_bytes())
+        Action::Send(Reply::new(220, "", format!("{host} ESMTP Baton ready")).to_bytes())
     }
 
     /// Appends bytes read from the socket. Cheap; the work happens in [`Session::poll`].

@@ -40,6 +40,22 @@ pub struct SessionConfig {
     pub error_delay: Duration,
     /// Failed AUTH attempts before 421 4.7.0 and close.
     pub max_auth_failures: u32,
+    /// Delay before the reply to the first failed AUTH of a session; it doubles with each
+    /// further failure (see [`auth_failure_delay`]). Zero disables it.
+    pub auth_failure_delay: Duration,
+    /// Cap of that delay.
+    pub auth_failure_delay_max: Duration,
+}
+
+/// How long to hold the reply to the `failures`-th failed AUTH of a session (1-based):
+/// `base · 2^(failures-1)`, at most `max`; zero for `failures = 0` or a zero `base`. Only the
+/// session's own task sleeps, so a guessing client slows itself down and nobody else.
+pub fn auth_failure_delay(failures: u32, base: Duration, max: Duration) -> Duration {
+    let Some(exp) = failures.checked_sub(1) else {
+        return Duration::ZERO;
+    };
+    let factor = 1u32.checked_shl(exp.min(31)).unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(max).min(max)
 }
 
 impl Default for SessionConfig {
@@ -54,6 +70,8 @@ impl Default for SessionConfig {
             soft_error_limit: 3,
             error_delay: Duration::from_secs(1),
             max_auth_failures: 3,
+            auth_failure_delay: Duration::from_secs(1),
+            auth_failure_delay_max: Duration::from_secs(8),
         }
     }
 }
@@ -91,6 +109,10 @@ pub struct SenderContext<'a> {
 pub trait Policy {
     /// Verify AUTH credentials. Err carries the reply (normally 535 5.7.8).
     fn authenticate(&self, peer: &PeerInfo, username: &str, password: &str) -> Result<(), Reply>;
+    /// A failed AUTH attempt (credentials refused, or an authorisation identity other than
+    /// the user), reported once per failure so the caller can log and count it. `username`
+    /// is as the client gave it, unsanitised; the password is never passed.
+    fn auth_failed(&self, _peer: &PeerInfo, _listener: ListenerKind, _username: &str) {}
     /// MAIL FROM: may this client send as this reverse-path? Ok carries the grant the
     /// transaction runs under.
     fn check_sender(&self, ctx: &SenderContext<'_>) -> Result<Grant, Reply>;

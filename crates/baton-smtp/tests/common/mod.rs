@@ -13,7 +13,17 @@ use baton_smtp::{
 /// local part `reject`.
 pub struct TestPolicy;
 
+thread_local! {
+    /// Every `Policy::auth_failed` call of this test thread: (listener, username).
+    pub static AUTH_FAILURES: std::cell::RefCell<Vec<(ListenerKind, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Policy for TestPolicy {
+    fn auth_failed(&self, _peer: &PeerInfo, listener: ListenerKind, username: &str) {
+        AUTH_FAILURES.with(|f| f.borrow_mut().push((listener, username.to_string())));
+    }
+
     fn authenticate(&self, _peer: &PeerInfo, username: &str, password: &str) -> Result<(), Reply> {
         if username == "user" && password == "secret" {
             Ok(())
@@ -79,6 +89,8 @@ pub fn config(listener: ListenerKind) -> SessionConfig {
         // set the defaults explicitly.
         soft_error_limit: 100,
         max_errors: 100,
+        // No AUTH tarpit either; the AUTH tests set it explicitly.
+        auth_failure_delay: Duration::ZERO,
         ..SessionConfig::default()
     }
 }
@@ -94,7 +106,7 @@ impl Harness {
         let greeting = session.greeting();
         assert_eq!(
             greeting,
-            Action::Send(b"220 mx.test ESMTP Baton\r\n".to_vec())
+            Action::Send(b"220 mx.test ESMTP Baton ready\r\n".to_vec())
         );
         Harness {
             session,
