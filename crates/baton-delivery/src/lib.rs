@@ -98,9 +98,7 @@ pub(crate) struct Ctx {
     pub(crate) release: CancellationToken,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
+pub(crate) use baton_core::clock::now_ms;
 
 /// A message's place in its lane's fetch window. Given back while the message waits for a busy
 /// destination, so the lane keeps fetching mail for other destinations (no head-of-line

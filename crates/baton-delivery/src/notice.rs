@@ -48,7 +48,7 @@ pub(crate) fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -
         },
         recipients,
         arrival_ms: env.received_at_ms,
-        now: time::OffsetDateTime::now_utc(),
+        now: baton_core::clock::now(),
         dsn_id: &dsn_id,
     });
     let body_type = if needs_8bitmime(&body) {

@@ -8,9 +8,10 @@
 //! line. The pure part ([`AuthLogBudget`], [`printable_username`]) has no clock or I/O.
 
 use std::net::IpAddr;
-use std::sync::Mutex;
 
+use baton_core::clock::now_ms;
 use baton_core::ratelimit::TokenBucket;
+use parking_lot::Mutex;
 
 /// Failed-AUTH log lines per minute per ingress process (and the burst).
 pub const LINES_PER_MINUTE: u32 = 120;
@@ -80,10 +81,7 @@ impl Default for AuthLog {
 impl AuthLog {
     /// Log one failed AUTH, if the budget allows.
     pub fn failed(&self, client: IpAddr, listener: &str, username: &str) {
-        let admitted = match self.budget.lock() {
-            Ok(mut b) => b.admit(now_ms()),
-            Err(_) => None,
-        };
+        let admitted = self.budget.lock().admit(now_ms());
         if let Some(suppressed) = admitted {
             tracing::warn!(
                 client = %client,
@@ -94,10 +92,6 @@ impl AuthLog {
             );
         }
     }
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 #[cfg(test)]

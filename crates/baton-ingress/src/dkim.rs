@@ -223,7 +223,7 @@ impl Signers {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
     use std::time::{Duration, Instant};
 
     use base64::Engine as _;
@@ -319,17 +319,17 @@ MC4CAQAwBQYDK2VwBCIEIGr/XV1oKxhoXGfkPqPLWT9vH0+66mTU2n61sh/Kh8oW
             Box<str>: std::borrow::Borrow<Q>,
             Q: std::hash::Hash + Eq + ?Sized,
         {
-            self.0.lock().unwrap().get(name).cloned()
+            self.0.lock().get(name).cloned()
         }
         fn remove<Q>(&self, name: &Q) -> Option<Txt>
         where
             Box<str>: std::borrow::Borrow<Q>,
             Q: std::hash::Hash + Eq + ?Sized,
         {
-            self.0.lock().unwrap().remove(name)
+            self.0.lock().remove(name)
         }
         fn insert(&self, key: Box<str>, value: Txt, _: Instant) {
-            self.0.lock().unwrap().insert(key, value);
+            self.0.lock().insert(key, value);
         }
     }
 

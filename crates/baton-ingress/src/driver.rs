@@ -112,14 +112,17 @@ async fn drive(
                     session.tls_established();
                 }
                 Action::Enqueue(tx) => {
-                    let id = baton_core::ids::new_queue_id(time_ms(), &mut rand::rng());
+                    let id = baton_core::ids::new_queue_id(
+                        baton_core::clock::now_ms(),
+                        &mut rand::rng(),
+                    );
                     let arrival = Arrival {
                         hostname: &shared.config.hostname,
                         client: peer.addr,
                         listener: kind,
                         tls_cipher: conn.cipher(),
                     };
-                    let now = time::OffsetDateTime::now_utc();
+                    let now = baton_core::clock::now();
                     let result = match handoff::prepare(tx, &id, &arrival, now, snapshot).await {
                         Ok(env) => handoff::publish(&shared.publisher, &shared.metrics, &env).await,
                         Err(reply) => Err(reply),
@@ -237,8 +240,4 @@ fn count_reply(shared: &Shared, bytes: &[u8]) {
 async fn upgrade(conn: Conn, shared: &Shared, kind: ListenerKind) -> Option<Conn> {
     let Conn::Plain(tcp) = conn else { return None };
     crate::tls_accept(tcp, shared, listener_label(kind)).await
-}
-
-fn time_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

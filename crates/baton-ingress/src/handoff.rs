@@ -361,7 +361,7 @@ mod tests {
     }
 
     async fn run(s: &Arc<Snapshot>, sender: &str, body: &[u8]) -> Result<Vec<u8>, Reply> {
-        let now = time::OffsetDateTime::now_utc();
+        let now = baton_core::clock::now();
         let env = prepare(tx(sender, body), "Q1", &arrival(), now, Some(s.clone())).await?;
         match env.body {
             Some(Body::InlineBody(b)) => Ok(b),
@@ -501,7 +501,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(s.check_signing("team-a/example-com").unwrap_err(), r);
-        let now = time::OffsetDateTime::now_utc();
+        let now = baton_core::clock::now();
         let r = prepare(tx("app@example.com", body), "Q1", &arrival(), now, None)
             .await
             .unwrap_err();

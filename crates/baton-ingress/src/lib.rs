@@ -16,13 +16,14 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_queue::{ConfigWatch, Publisher};
 use baton_smtp::session::SessionConfig;
 use baton_smtp::{ListenerKind, PeerInfo};
 use baton_telemetry::Metrics;
+use parking_lot::Mutex;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -342,9 +343,7 @@ fn count(shared: &Shared, label: &str, result: &str) {
 }
 
 fn admit(shared: &Shared, ip: IpAddr) -> Result<(), &'static str> {
-    let Ok(mut map) = shared.per_ip.lock() else {
-        return Err("over_capacity");
-    };
+    let mut map = shared.per_ip.lock();
     let total: usize = map.values().sum();
     if total >= shared.config.limits.max_connections {
         return Err("over_capacity");
@@ -358,9 +357,8 @@ fn admit(shared: &Shared, ip: IpAddr) -> Result<(), &'static str> {
 }
 
 fn release(shared: &Shared, ip: IpAddr) {
-    if let Ok(mut map) = shared.per_ip.lock()
-        && let Some(n) = map.get_mut(&ip)
-    {
+    let mut map = shared.per_ip.lock();
+    if let Some(n) = map.get_mut(&ip) {
         *n = n.saturating_sub(1);
         if *n == 0 {
             map.remove(&ip);

@@ -1,8 +1,9 @@
 //! The ingress side of [`baton_smtp::Policy`]: answers the session's questions from the
 //! config snapshot in force (via `baton_core::PolicyIndex`) and the per-domain rate limits.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use baton_core::clock::now_ms;
 use baton_core::policy::PolicyIndex;
 use baton_core::ratelimit::RateLimiter;
 use baton_core::refusal::Refusal;
@@ -11,6 +12,7 @@ use baton_smtp::session::{Grant, Policy, SenderContext};
 use baton_smtp::{ForwardPath, ListenerKind, PeerInfo, Reply, ReversePath};
 
 use baton_telemetry::Metrics;
+use parking_lot::Mutex;
 
 use crate::authlog::AuthLog;
 use crate::dkim::{DkimError, Signers};
@@ -88,10 +90,7 @@ impl RateLimits {
         if per_minute == 0 {
             return true;
         }
-        match self.limiter.lock() {
-            Ok(mut l) => l.check(domain, per_minute, now_ms),
-            Err(_) => true,
-        }
+        self.limiter.lock().check(domain, per_minute, now_ms)
     }
 }
 
@@ -112,10 +111,6 @@ pub struct SessionPolicy<'a> {
     pub auth_log: &'a AuthLog,
     /// The listener of the session (label of the AUTH counter).
     pub listener: ListenerKind,
-}
-
-fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
 fn not_ready() -> Reply {

@@ -231,7 +231,7 @@ pub async fn apply_config(
     crate::queue::log_owner_drift(&drift);
     let store = ConfigStore::open(&nats.js).await?;
     let previous = store.get().await?;
-    let now_ms = (time_now_ns() / 1_000_000) as i64;
+    let now_ms = baton_core::clock::now_ms();
     // The operator's code path: same digest rule, same generation bump. Unlike the operator,
     // nothing is stored while any object is invalid: the error names each one.
     let plan = baton_operator::snapshot::plan_snapshot(&res, previous.as_ref(), now_ms)?;
@@ -246,13 +246,6 @@ pub async fn apply_config(
     }
     store.put(&compiled.config).await?;
     Ok(generation)
-}
-
-fn time_now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
 }
 
 /// Listener set from flags; `dev` fills in loopback defaults.
