@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q -p baton
-cargo test -q -p baton-system-tests --test cluster_scale_out -- --ignored --nocapture 2>&1 \
+cargo test -q -p baton-system-tests --test system cluster_scale_out:: -- --ignored --nocapture 2>&1 \
   | grep -E 'worker|scale-out|rate=|test result|panicked|Error'

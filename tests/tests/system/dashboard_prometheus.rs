@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use baton_system_tests::harness::{Proc, assert_eventually, free_port, http_get};
 use serde_json::Value;
 
-mod traffic;
+use crate::traffic;
 
 /// Panel queries allowed to return nothing here, with the reason: this run has no publish
 /// failure, no redelivery, no smarthost pool and no operator.

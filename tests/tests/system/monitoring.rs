@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use baton_system_tests::harness::{assert_eventually, http_get};
 
-mod traffic;
+use crate::traffic;
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

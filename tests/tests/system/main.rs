@@ -1,0 +1,37 @@
+//! The system tests: one test binary (one link on a 2-core machine instead of one per
+//! scenario), one module per scenario. Each module starts real processes through
+//! `baton_system_tests::harness` and waits on conditions, never on sleeps.
+//!
+//! Run one scenario: `cargo test -p baton-system-tests --test system <module>::`.
+
+mod cluster_durability;
+mod cluster_ingress_sigterm;
+mod cluster_nats_kill9;
+mod cluster_receiver_flaps;
+mod cluster_scale_out;
+mod cluster_worker_kill9;
+mod config_rejected;
+mod dashboard_prometheus;
+mod delivery_address_policy;
+mod delivery_bounce;
+mod delivery_dsn_next_hop;
+mod delivery_expiry;
+mod delivery_kill9;
+mod delivery_mx_fallback;
+mod delivery_retry;
+mod delivery_shutdown;
+mod delivery_slow_destination;
+mod delivery_smarthost;
+mod dev_certificate;
+mod dkim_verify;
+mod e2e_kubernetes;
+mod ingress_auth_relay;
+mod ingress_limits;
+mod ingress_queue;
+mod ingress_shutdown;
+mod ingress_smuggling;
+mod large_body;
+mod monitoring;
+mod queue_not_provisioned;
+mod smtp_client;
+mod traffic;
