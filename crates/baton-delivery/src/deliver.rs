@@ -114,7 +114,7 @@ impl Connections {
 }
 
 /// Result of trying a list of targets.
-pub struct GroupResult {
+pub(crate) struct GroupResult {
     /// Per recipient, in input order.
     pub attempts: Vec<Fate>,
     /// Targets that failed at connection level (for health/suspension), and the one that answered.
@@ -128,7 +128,7 @@ fn reply_text(r: &Reply) -> String {
 }
 
 /// Try `targets` in order until one carries the transaction.
-pub async fn deliver_group(
+pub(crate) async fn deliver_group(
     conns: &Connections,
     targets: &[Target],
     base: &ClientConfig,

@@ -25,7 +25,7 @@ use crate::{Ctx, WindowPlace, now_ms};
 
 /// Process one message end to end. Returns without acking when a follow-up could not be
 /// published: JetStream redelivers it after `ack_wait`.
-pub async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, place: &WindowPlace) {
+pub(crate) async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, place: &WindowPlace) {
     let env = &qm.envelope;
     if qm.delivered > 1 {
         ctx.metrics

@@ -34,9 +34,19 @@ pub enum Route {
     /// Try these, in order.
     Targets(Vec<Target>),
     /// Permanent failure before connecting (null MX, no such domain).
-    Fail { status: &'static str, text: String },
+    Fail {
+        /// Enhanced status code for the DSN and the log.
+        status: &'static str,
+        /// Why, for the DSN's diagnostic and the log.
+        text: String,
+    },
     /// Temporary failure before connecting (DNS trouble, no address).
-    Defer { status: &'static str, text: String },
+    Defer {
+        /// Enhanced status code for the log and the retry.
+        status: &'static str,
+        /// Why, for the log.
+        text: String,
+    },
 }
 
 /// Maps the pool's TLS policy enum.

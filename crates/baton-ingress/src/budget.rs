@@ -48,19 +48,19 @@ impl ByteBudget {
 }
 
 /// One session's share of the budget, returned when dropped.
-pub struct Reservation<'a> {
+pub(crate) struct Reservation<'a> {
     budget: &'a ByteBudget,
     held: usize,
 }
 
 impl<'a> Reservation<'a> {
     /// An empty reservation.
-    pub fn new(budget: &'a ByteBudget) -> Self {
+    pub(crate) fn new(budget: &'a ByteBudget) -> Self {
         Reservation { budget, held: 0 }
     }
 
     /// Adjust the share to `want` bytes; false when growing is refused (the share is unchanged).
-    pub fn resize(&mut self, want: usize) -> bool {
+    pub(crate) fn resize(&mut self, want: usize) -> bool {
         if want > self.held {
             if !self.budget.try_grow(want - self.held) {
                 return false;

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 /// Plain or TLS stream.
-pub enum Conn {
+pub(crate) enum Conn {
     /// Before STARTTLS.
     Plain(TcpStream),
     /// After STARTTLS or on the implicit-TLS listener.
@@ -18,7 +18,7 @@ pub enum Conn {
 
 impl Conn {
     /// Negotiated cipher suite, by its IANA name, if TLS.
-    pub fn cipher(&self) -> Option<String> {
+    pub(crate) fn cipher(&self) -> Option<String> {
         match self {
             Conn::Tls(s) => s
                 .get_ref()

@@ -28,7 +28,7 @@ enum End {
 }
 
 /// Drive one SMTP session to its end.
-pub async fn run(
+pub(crate) async fn run(
     conn: Conn,
     peer: PeerInfo,
     kind: ListenerKind,

@@ -115,7 +115,7 @@ pub struct Observed {
 }
 
 /// [`Drift::object`] of a process flag that contradicts the recorded settings.
-pub const EXPECTATION: &str = "expectation";
+pub(crate) const EXPECTATION: &str = "expectation";
 
 /// One setting of one object that differs from the recorded settings (or from a process's own
 /// `--stream-replicas` expectation).

@@ -30,7 +30,7 @@ fn is_clean(body: &[u8]) -> bool {
 }
 
 /// The body as it goes into a BDAT chunk: normalised, not dot-stuffed.
-pub fn normalise(body: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn normalise(body: &[u8]) -> Cow<'_, [u8]> {
     if is_clean(body) {
         Cow::Borrowed(body)
     } else {
@@ -39,7 +39,7 @@ pub fn normalise(body: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// The body as it goes after a 354: normalised, dot-stuffed and terminated by `.` CRLF.
-pub fn data_payload(body: &[u8]) -> Vec<u8> {
+pub(crate) fn data_payload(body: &[u8]) -> Vec<u8> {
     let mut out = encode(body, true);
     out.extend_from_slice(b".\r\n");
     out
@@ -81,7 +81,7 @@ fn encode(body: &[u8], dot_stuff: bool) -> Vec<u8> {
 }
 
 /// Size in octets of the normalised message (what SIZE= declares), without building it.
-pub fn message_size(body: &[u8]) -> u64 {
+pub(crate) fn message_size(body: &[u8]) -> u64 {
     if is_clean(body) {
         return body.len() as u64;
     }

@@ -65,7 +65,7 @@ impl fmt::Display for Reply {
 
 /// Accumulates reply lines until the final `ddd ` line.
 #[derive(Debug, Default)]
-pub struct ReplyParser {
+pub(crate) struct ReplyParser {
     code: Option<u16>,
     enhanced: Option<String>,
     lines: Vec<String>,
@@ -76,7 +76,7 @@ impl ReplyParser {
     ///
     /// Errors (as text for [`ClientError::Protocol`](crate::ClientError::Protocol)): a line
     /// too long, too many lines, a malformed code, or a code changing within the reply.
-    pub fn push_line(&mut self, line: &[u8]) -> Result<Option<Reply>, String> {
+    pub(crate) fn push_line(&mut self, line: &[u8]) -> Result<Option<Reply>, String> {
         if line.len() > MAX_REPLY_LINE {
             return Err(format!("reply line longer than {MAX_REPLY_LINE} octets"));
         }

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Baton: a Kubernetes-native, horizontally scaled SMTP relay.
 #[derive(Parser, Debug)]
 #[command(name = "baton", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log filter (`info`, `baton_delivery=debug,info`, ...); changeable later at PUT /loglevel.
     #[arg(long, env = "BATON_LOG_LEVEL", default_value = "info", global = true)]
     pub log_level: String,
@@ -46,7 +46,7 @@ impl From<LogFormatArg> for baton_telemetry::LogFormat {
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Everything on one machine: nats-server (unless --nats), config, ingress, one worker per pool.
     Dev(DevArgs),
     /// The SMTP ingress (production).
@@ -81,7 +81,7 @@ pub enum Command {
 
 /// `baton config ...`
 #[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Compile YAML (RelayDomain, SendingPool, Secret) into the `baton-config` KV snapshot.
     /// Nothing is written (non-zero exit) when any object is invalid.
     Apply {
@@ -109,7 +109,7 @@ pub enum ConfigCommand {
 
 /// Listener and limit flags shared by `dev` and `ingress`.
 #[derive(Args, Debug, Clone)]
-pub struct ListenArgs {
+pub(crate) struct ListenArgs {
     /// Relay listener with STARTTLS (port 25 in the cluster).
     #[arg(long, env = "BATON_LISTEN_SMTP")]
     pub listen_smtp: Option<SocketAddr>,
@@ -172,7 +172,7 @@ pub struct ListenArgs {
 
 /// `baton ingress`
 #[derive(Args, Debug)]
-pub struct IngressArgs {
+pub(crate) struct IngressArgs {
     /// NATS URL.
     #[arg(long, env = "BATON_NATS")]
     pub nats: String,
@@ -182,7 +182,7 @@ pub struct IngressArgs {
 
 /// Worker tuning shared by `dev` and `worker`.
 #[derive(Args, Debug, Clone)]
-pub struct WorkerTuning {
+pub(crate) struct WorkerTuning {
     /// DNS server (ip:port) for MX lookups instead of /etc/resolv.conf.
     #[arg(long, env = "BATON_DNS_SERVER")]
     pub dns_server: Option<SocketAddr>,
@@ -202,7 +202,7 @@ pub struct WorkerTuning {
 
 /// `baton worker`
 #[derive(Args, Debug)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     /// NATS URL.
     #[arg(long, env = "BATON_NATS")]
     pub nats: String,
@@ -226,7 +226,7 @@ pub struct WorkerArgs {
 
 /// `baton dev`
 #[derive(Args, Debug)]
-pub struct DevArgs {
+pub(crate) struct DevArgs {
     /// RelayDomain / SendingPool / Secret YAML files or directories (repeatable).
     #[arg(long = "config", env = "BATON_CONFIG", value_delimiter = ',')]
     pub config: Vec<PathBuf>,
@@ -249,7 +249,7 @@ pub struct DevArgs {
 
 /// `baton operator`
 #[derive(Args, Debug)]
-pub struct OperatorArgs {
+pub(crate) struct OperatorArgs {
     /// NATS URL (also given to the worker Deployments).
     #[arg(long, env = "BATON_NATS")]
     pub nats: String,

@@ -14,7 +14,7 @@ use crate::cli::DevArgs;
 use crate::wiring::{self, Nats};
 
 /// Run `baton dev`.
-pub async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
     let stop = wiring::shutdown_signal();
     let mut child: Option<Child> = None;
     let url = match &args.nats {

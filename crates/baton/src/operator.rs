@@ -40,7 +40,7 @@ fn settings(args: &OperatorArgs) -> anyhow::Result<Settings> {
 }
 
 /// Run the operator until SIGTERM/SIGINT.
-pub async fn run(args: OperatorArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: OperatorArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
     let settings = settings(&args)?;
     let stop = shutdown_signal();
     let metrics = Metrics::new();

@@ -24,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(1);
 /// The settings an owner provisions with: `--stream-replicas` when given, else what is
 /// recorded, else the defaults. Reading the record fails only when NATS does not answer
 /// (never treated as "nothing recorded", which could scale a 3-replica queue down).
-pub async fn owner_settings(
+pub(crate) async fn owner_settings(
     js: &async_nats::jetstream::Context,
     flag_replicas: Option<usize>,
 ) -> anyhow::Result<StreamSettings> {
@@ -53,7 +53,7 @@ pub async fn owner_settings(
 }
 
 /// Log what an owner's provisioning could not bring to the settings.
-pub fn log_owner_drift(drift: &[Drift]) {
+pub(crate) fn log_owner_drift(drift: &[Drift]) {
     for d in drift {
         tracing::warn!(object = %d.object, setting = d.setting, want = %d.want, have = %d.have, "queue settings drift: {d}");
     }
@@ -63,7 +63,7 @@ pub fn log_owner_drift(drift: &[Drift]) {
 /// buckets and recorded settings exist; until then the `queue` readiness condition says what is
 /// missing. `expect` is a `--stream-replicas` given to an ingress or worker: it changes nothing
 /// and is only compared with the record.
-pub fn watch_queue(
+pub(crate) fn watch_queue(
     js: async_nats::jetstream::Context,
     expect: Option<usize>,
     metrics: Metrics,
@@ -109,7 +109,7 @@ pub fn watch_queue(
 }
 
 /// Wait until [`watch_queue`] saw the queue provisioned; `false` when stopped first.
-pub async fn provisioned(mut rx: watch::Receiver<bool>, stop: &CancellationToken) -> bool {
+pub(crate) async fn provisioned(mut rx: watch::Receiver<bool>, stop: &CancellationToken) -> bool {
     tokio::select! {
         r = rx.wait_for(|p| *p) => r.is_ok(),
         _ = stop.cancelled() => false,

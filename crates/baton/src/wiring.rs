@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, Command, ConfigCommand, ListenArgs, WorkerTuning};
 
 /// Run the chosen subcommand.
-pub async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
+pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => crate::dev::run(args, log).await,
         Command::Ingress(args) => {
@@ -148,7 +148,7 @@ fn print_report(compiled: &baton_config::Compiled) {
 }
 
 /// A cancellation token cancelled on SIGTERM or SIGINT.
-pub fn shutdown_signal() -> CancellationToken {
+pub(crate) fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -172,7 +172,7 @@ pub fn shutdown_signal() -> CancellationToken {
 }
 
 /// A NATS connection with the JetStream handles every process needs.
-pub struct Nats {
+pub(crate) struct Nats {
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
     pub provisioner: Provisioner,
@@ -181,7 +181,7 @@ pub struct Nats {
 impl Nats {
     /// Connect; nothing is created or changed (its provisioner only reads queue statistics
     /// until [`Nats::owning`] gives it settings to provision with).
-    pub async fn connect(url: &str, name: &str) -> anyhow::Result<Nats> {
+    pub(crate) async fn connect(url: &str, name: &str) -> anyhow::Result<Nats> {
         let client = baton_queue::connect(url, name).await?;
         let js = async_nats::jetstream::new(client.clone());
         let provisioner = Provisioner::new(js.clone(), StreamSettings::default());
@@ -193,7 +193,7 @@ impl Nats {
     }
 
     /// This connection as the owner of the queue settings (`config apply`, `dev`).
-    pub fn owning(self, settings: StreamSettings) -> Nats {
+    pub(crate) fn owning(self, settings: StreamSettings) -> Nats {
         Nats {
             provisioner: Provisioner::new(self.js.clone(), settings),
             ..self
@@ -209,7 +209,7 @@ impl Nats {
 /// `nats`'s settings (stream, buckets, the lanes of every pool) and record them, then store the
 /// snapshot, bumping the generation only when content changed. Fails, provisioning and storing
 /// nothing, when any object is invalid ([`baton_config::ConfigError::InvalidObjects`]).
-pub async fn apply_config(
+pub(crate) async fn apply_config(
     nats: &Nats,
     paths: &[std::path::PathBuf],
     owner: &str,
@@ -249,7 +249,7 @@ pub async fn apply_config(
 }
 
 /// Listener set from flags; `dev` fills in loopback defaults.
-pub fn default_listeners(l: &ListenArgs, dev: bool) -> Vec<(ListenerKind, SocketAddr)> {
+pub(crate) fn default_listeners(l: &ListenArgs, dev: bool) -> Vec<(ListenerKind, SocketAddr)> {
     let pick =
         |v: Option<SocketAddr>, dev_default: &str, prod_default: &str| -> Option<SocketAddr> {
             v.or_else(|| (if dev { dev_default } else { prod_default }).parse().ok())
@@ -296,7 +296,7 @@ fn watch_nats(client: async_nats::Client, health: Arc<Health>, stop: Cancellatio
 }
 
 /// Metrics, readiness (NATS connection + config snapshot) and the operations endpoint.
-pub async fn ops(
+pub(crate) async fn ops(
     addr: Option<SocketAddr>,
     log: Option<LogHandle>,
     nats: &Nats,
@@ -321,7 +321,7 @@ fn count_rejected(metrics: &Metrics) -> impl Fn() + Send + 'static {
 }
 
 /// Run an ingress until `stop`.
-pub async fn run_ingress(
+pub(crate) async fn run_ingress(
     nats: &Nats,
     l: &ListenArgs,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -383,7 +383,7 @@ pub async fn run_ingress(
 }
 
 /// Worker settings from flags.
-pub fn worker_config(
+pub(crate) fn worker_config(
     pool: &str,
     host: &Option<String>,
     t: &WorkerTuning,
@@ -404,7 +404,7 @@ pub fn worker_config(
 }
 
 /// Run one worker until `stop`.
-pub async fn run_worker(
+pub(crate) async fn run_worker(
     nats: &Nats,
     config: baton_delivery::WorkerConfig,
     metrics: Metrics,

@@ -20,12 +20,12 @@ use serde_json::{Value, json};
 use tower_test::mock::{Handle, SendResponse};
 
 /// Fixed clock of every test context.
-pub fn now() -> Time {
+pub(crate) fn now() -> Time {
     Time(Timestamp::from_second(1_700_000_000).unwrap())
 }
 
 /// The RFC 3339 string of [`now`] as serialized in bodies.
-pub fn now_str() -> String {
+pub(crate) fn now_str() -> String {
     serde_json::to_value(now())
         .unwrap()
         .as_str()
@@ -34,7 +34,7 @@ pub fn now_str() -> String {
 }
 
 /// The operator settings used by the tests.
-pub fn settings() -> Settings {
+pub(crate) fn settings() -> Settings {
     let mut s = Settings::new(
         "baton-system",
         "registry.example/baton:1.0",
@@ -45,7 +45,7 @@ pub fn settings() -> Settings {
 }
 
 /// A context over a fake API server and an in-memory queue.
-pub fn context() -> (Arc<Context>, ApiServer, MemoryQueue, Metrics) {
+pub(crate) fn context() -> (Arc<Context>, ApiServer, MemoryQueue, Metrics) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let queue = MemoryQueue::default();
@@ -61,12 +61,12 @@ pub fn context() -> (Arc<Context>, ApiServer, MemoryQueue, Metrics) {
 }
 
 /// The scripted server side.
-pub struct ApiServer {
+pub(crate) struct ApiServer {
     handle: Handle<Request<Body>, Response<Body>>,
 }
 
 /// One request received by the fake server, waiting for its answer.
-pub struct Call {
+pub(crate) struct Call {
     pub method: Method,
     pub path: String,
     pub query: BTreeMap<String, String>,
@@ -77,7 +77,7 @@ pub struct Call {
 
 impl ApiServer {
     /// The next request; asserts its method and path (without query).
-    pub async fn expect(&mut self, method: Method, path: &str) -> Call {
+    pub(crate) async fn expect(&mut self, method: Method, path: &str) -> Call {
         let next = tokio::time::timeout(Duration::from_secs(30), self.handle.next_request())
             .await
             .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
@@ -127,7 +127,7 @@ impl ApiServer {
 
     /// Expect a server-side apply (PATCH with the apply content type, field manager
     /// `baton-operator`, force) and answer with the applied body merged with `extra`.
-    pub async fn expect_apply(&mut self, path: &str, extra: Value) -> Value {
+    pub(crate) async fn expect_apply(&mut self, path: &str, extra: Value) -> Value {
         let call = self.expect(Method::PATCH, path).await;
         call.assert_ssa();
         let body = call.body.clone();
@@ -138,7 +138,7 @@ impl ApiServer {
     }
 
     /// Expect an Event (events.k8s.io/v1) in `namespace`; returns its body.
-    pub async fn expect_event(&mut self, namespace: &str) -> Value {
+    pub(crate) async fn expect_event(&mut self, namespace: &str) -> Value {
         let call = self
             .expect(
                 Method::POST,
@@ -151,7 +151,7 @@ impl ApiServer {
     }
 
     /// Assert that no request is pending right now (the client may be gone).
-    pub fn assert_idle(&mut self) {
+    pub(crate) fn assert_idle(&mut self) {
         if let std::task::Poll::Ready(Some((req, _))) = self.handle.poll_request() {
             panic!("unexpected request {} {}", req.method(), req.uri());
         }
@@ -160,7 +160,7 @@ impl ApiServer {
 
 impl Call {
     /// Assert a forced server-side apply by `baton-operator`.
-    pub fn assert_ssa(&self) {
+    pub(crate) fn assert_ssa(&self) {
         assert_eq!(
             self.content_type.as_deref(),
             Some("application/apply-patch+yaml"),
@@ -176,7 +176,7 @@ impl Call {
     }
 
     /// Answer with a status code and JSON body.
-    pub fn respond(self, status: u16, body: Value) {
+    pub(crate) fn respond(self, status: u16, body: Value) {
         let bytes = serde_json::to_vec(&body).unwrap();
         let resp = Response::builder()
             .status(StatusCode::from_u16(status).unwrap())
@@ -187,7 +187,7 @@ impl Call {
     }
 
     /// Answer 404 with a Kubernetes Status.
-    pub fn not_found(self) {
+    pub(crate) fn not_found(self) {
         let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
             "reason": "NotFound", "code": 404, "message": "not found"});
         self.respond(404, body);
@@ -195,7 +195,7 @@ impl Call {
 }
 
 /// Deep-merge `extra` into `base` (objects merged, other values replaced).
-pub fn merge(base: &mut Value, extra: Value) {
+pub(crate) fn merge(base: &mut Value, extra: Value) {
     match (base, extra) {
         (Value::Object(b), Value::Object(e)) => {
             for (k, v) in e {
@@ -207,7 +207,7 @@ pub fn merge(base: &mut Value, extra: Value) {
 }
 
 /// A list response.
-pub fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
+pub(crate) fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
     json!({"kind": format!("{kind}List"), "apiVersion": api_version,
         "metadata": {"resourceVersion": "1"}, "items": items})
 }

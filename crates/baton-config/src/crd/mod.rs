@@ -5,7 +5,11 @@
 //! Defaults declared with `#[serde(default = ...)]` are published in the schema, so the API server
 //! fills them in; the compiler applies the same defaults to YAML files.
 
+// kube's `KubeSchema` derive emits items the `unreachable_pub` lint flags; the types
+// themselves are re-exported below.
+#[allow(unreachable_pub)]
 mod domain;
+#[allow(unreachable_pub)]
 mod pool;
 mod schema;
 

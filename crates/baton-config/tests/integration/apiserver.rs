@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 /// One reason the API server would refuse an object: the field path (`spec.retry.maxAge`,
 /// `metadata.name`, empty for the root) and the message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub path: String,
     pub message: String,
 }
@@ -30,7 +30,7 @@ impl std::fmt::Display for Refusal {
 }
 
 /// A CRD read from `manifests/crds/`: its kind, `apiVersion` and `openAPIV3Schema`.
-pub struct Crd {
+pub(crate) struct Crd {
     pub kind: String,
     pub api_version: String,
     pub schema: Value,
@@ -38,7 +38,7 @@ pub struct Crd {
 
 impl Crd {
     /// Loads the generated CRD file `manifests/crds/<file>`.
-    pub fn load(file: &str) -> Self {
+    pub(crate) fn load(file: &str) -> Self {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../manifests/crds")
             .join(file);
@@ -61,7 +61,7 @@ impl Crd {
     }
 
     /// Every reason the API server would refuse to create `object`; empty when admitted.
-    pub fn admit(&self, object: &Value) -> Vec<Refusal> {
+    pub(crate) fn admit(&self, object: &Value) -> Vec<Refusal> {
         let mut out = Vec::new();
         let refuse = |out: &mut Vec<Refusal>, path: &str, message: String| {
             out.push(Refusal {

@@ -25,18 +25,22 @@ pub fn fixture(name: &str) -> String {
 }
 
 /// The repository's `manifests/` directory.
+/// `manifests/` of the repository.
 pub fn manifests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../manifests")
 }
 
+/// Loads YAML documents or panics.
 pub fn load(yaml: &str) -> Resources {
     load_str(yaml, "test.yaml").unwrap_or_else(|e| panic!("load: {e}"))
 }
 
+/// Loads and compiles YAML or panics.
 pub fn compile_yaml(yaml: &str) -> Compiled {
     compile(&load(yaml), 1, 1_700_000_000_000).unwrap_or_else(|e| panic!("compile: {e}"))
 }
 
+/// The error compiling YAML must give.
 pub fn compile_err(yaml: &str) -> ConfigError {
     match compile(&load(yaml), 1, 0) {
         Ok(_) => panic!("compile should fail"),
@@ -53,6 +57,7 @@ pub fn dkim_secret(namespace: &str, name: &str, pem: &str) -> String {
     )
 }
 
+/// The report of the RelayDomain `name`.
 pub fn report<'c>(compiled: &'c Compiled, name: &str) -> &'c DomainReport {
     compiled
         .domains
@@ -69,5 +74,6 @@ pub fn cond(report: &DomainReport, type_: ConditionType) -> (&'static str, &str)
     (c.status_str(), c.reason.as_str())
 }
 
+/// A minimal SendingPool `default`.
 pub const POOL: &str =
     "---\napiVersion: baton.dev/v1alpha1\nkind: SendingPool\nmetadata: {name: default}\nspec: {}\n";

@@ -11,7 +11,7 @@ use baton_smtp::{
 
 /// Allows senders `@example.com` (and `<>`), credentials user/secret, refuses recipient
 /// local part `reject`.
-pub struct TestPolicy;
+pub(crate) struct TestPolicy;
 
 thread_local! {
     /// Every `Policy::auth_failed` call of this test thread: (listener, username).
@@ -68,7 +68,7 @@ impl Policy for TestPolicy {
 }
 
 /// The session plus everything it emitted.
-pub struct Harness {
+pub(crate) struct Harness {
     pub session: Session,
     pub enqueued: Vec<Transaction>,
     /// Answer Enqueue automatically with Ok("Q<n>").
@@ -78,7 +78,7 @@ pub struct Harness {
 }
 
 /// Test config: host mx.test, TLS available, 10 000 octet cap, lenient error limits.
-pub fn config(listener: ListenerKind) -> SessionConfig {
+pub(crate) fn config(listener: ListenerKind) -> SessionConfig {
     SessionConfig {
         hostname: "mx.test".into(),
         listener,
@@ -96,7 +96,7 @@ pub fn config(listener: ListenerKind) -> SessionConfig {
 }
 
 impl Harness {
-    pub fn new(config: SessionConfig) -> Harness {
+    pub(crate) fn new(config: SessionConfig) -> Harness {
         let tls = config.listener == ListenerKind::Smtps;
         let peer = PeerInfo {
             addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
@@ -116,36 +116,36 @@ impl Harness {
         }
     }
 
-    pub fn relay() -> Harness {
+    pub(crate) fn relay() -> Harness {
         Harness::new(config(ListenerKind::Relay))
     }
 
     /// A relay session that already said EHLO.
-    pub fn ehloed() -> Harness {
+    pub(crate) fn ehloed() -> Harness {
         let mut h = Harness::relay();
         h.run("EHLO client.test\r\n");
         h
     }
 
     /// A session over TLS (Smtps) that already said EHLO.
-    pub fn tls_ehloed() -> Harness {
+    pub(crate) fn tls_ehloed() -> Harness {
         let mut h = Harness::new(config(ListenerKind::Smtps));
         h.run("EHLO client.test\r\n");
         h
     }
 
-    pub fn run(&mut self, input: &str) -> Vec<String> {
+    pub(crate) fn run(&mut self, input: &str) -> Vec<String> {
         self.run_bytes(input.as_bytes())
     }
 
     /// Feeds bytes, polls until None, and renders each action as a string: a reply without
     /// its final CRLF, or "DELAY", "STARTTLS", "ENQUEUE", "CLOSE".
-    pub fn run_bytes(&mut self, input: &[u8]) -> Vec<String> {
+    pub(crate) fn run_bytes(&mut self, input: &[u8]) -> Vec<String> {
         self.session.feed(input);
         self.drain()
     }
 
-    pub fn drain(&mut self) -> Vec<String> {
+    pub(crate) fn drain(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(action) = self.session.poll(&TestPolicy) {
             match action {
@@ -177,6 +177,6 @@ impl Harness {
 }
 
 /// First 9 characters of each entry ("250 2.1.0", "DELAY", ...) for compact assertions.
-pub fn codes(out: &[String]) -> Vec<String> {
+pub(crate) fn codes(out: &[String]) -> Vec<String> {
     out.iter().map(|s| s.chars().take(9).collect()).collect()
 }

@@ -24,12 +24,12 @@ use baton_system_tests::wire::{Wire, trusting};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The RelayDomain label of every message.
-pub const RELAY_DOMAIN: &str = "team-a/example-com";
+pub(crate) const RELAY_DOMAIN: &str = "team-a/example-com";
 /// The pool label.
-pub const POOL: &str = "test";
+pub(crate) const POOL: &str = "test";
 
 /// NATS, DNS, receivers, one ingress and one worker; dropped in field order.
-pub struct Env {
+pub(crate) struct Env {
     /// The ingress.
     pub ing: Ingress,
     /// The worker of pool `test`.
@@ -48,7 +48,7 @@ pub struct Env {
 
 /// What one round did, as the replies the client saw (`(code, enhanced status)`).
 #[derive(Debug, Clone, Default)]
-pub struct Round {
+pub(crate) struct Round {
     /// Replies to the refused commands, in order: policy, syntax, bare LF, wrong password.
     pub refusals: Vec<(u16, String)>,
 }
@@ -65,7 +65,7 @@ fn b64(s: &str) -> String {
 
 impl Env {
     /// Start everything; `extra_ingress` are extra `baton ingress` flags.
-    pub async fn start(name: &str) -> anyhow::Result<Env> {
+    pub(crate) async fn start(name: &str) -> anyhow::Result<Env> {
         baton_system_tests::tls::install_crypto_provider();
         let dir = TempDir::new(name)?;
         let nats = Nats::start().await?;
@@ -115,7 +115,7 @@ impl Env {
     }
 
     /// One round of traffic (see the module docs); `k` makes its recipients unique.
-    pub async fn round(&self, k: u32) -> anyhow::Result<Round> {
+    pub(crate) async fn round(&self, k: u32) -> anyhow::Result<Round> {
         let mut round = Round::default();
         // Relay port: policy refusal, syntax error, three accepted messages, bare LF.
         let (mut w, _) = Wire::connect(self.ing.smtp).await?;
@@ -170,7 +170,7 @@ impl Env {
 
     /// `n` more accepted messages on one relay connection (to `burst-<k>-<i>@dest.test`),
     /// for a livelier rendered dashboard.
-    pub async fn burst(&self, k: u32, n: u32) -> anyhow::Result<()> {
+    pub(crate) async fn burst(&self, k: u32, n: u32) -> anyhow::Result<()> {
         let (mut w, _) = Wire::connect(self.ing.smtp).await?;
         anyhow::ensure!(w.cmd("EHLO client.test").await?.code == 250);
         for i in 0..n {
@@ -189,7 +189,7 @@ impl Env {
 
     /// Wait until the worker logged the final outcome of every message of round `k`
     /// (including the DSN for `bad-<k>@`).
-    pub async fn wait_round_delivered(&self, k: u32) -> anyhow::Result<()> {
+    pub(crate) async fn wait_round_delivered(&self, k: u32) -> anyhow::Result<()> {
         let wait = Duration::from_secs(60);
         let log = &self.worker.log;
         wait_outcome(log, &format!("ok-{k}@dest.test"), "sent", wait).await?;
