@@ -166,7 +166,16 @@ async fn failures_bounce_to_the_sender_unless_they_must_not() -> anyhow::Result<
         2.0,
         "no DSN generated for NEVER or <>"
     );
-    // The DSNs themselves were delivered (dsn=true lines), never bounced further.
+    // The DSNs themselves were delivered (dsn=true lines), never bounced further. The receiver
+    // can hold a DSN before the worker has logged its outcome: wait for the lines first.
+    baton_system_tests::harness::assert_eventually(wait, "2 DSN outcome lines", || async {
+        baton_system_tests::delivery::outcomes(&w.log)
+            .iter()
+            .filter(|o| o.dsn)
+            .count()
+            >= 2
+    })
+    .await?;
     let dsn_lines: Vec<_> = baton_system_tests::delivery::outcomes(&w.log)
         .into_iter()
         .filter(|o| o.dsn)

@@ -144,7 +144,14 @@ async fn success_notices_and_utf8_bounces_follow_the_next_hop() -> anyhow::Resul
     assert_eq!(r("Action"), "failed");
     assert_eq!(r("Final-Recipient"), "utf-8;j\\x{F6}rg@dest.test");
     assert!(r("Status").starts_with("5."), "{p:?}");
-    // Every DSN was delivered (none bounced for lack of SMTPUTF8).
+    // Every DSN was delivered (none bounced for lack of SMTPUTF8). The receiver can hold a DSN
+    // before the worker has logged its outcome: wait for the lines first.
+    baton_system_tests::harness::assert_eventually(
+        Duration::from_secs(30),
+        "2 DSN outcome lines",
+        || async { outcomes(&w.log).iter().filter(|o| o.dsn).count() >= 2 },
+    )
+    .await?;
     let dsn_lines: Vec<_> = outcomes(&w.log).into_iter().filter(|o| o.dsn).collect();
     assert_eq!(dsn_lines.len(), 2, "{dsn_lines:?}");
     assert!(

@@ -93,6 +93,14 @@ async fn failover_when_one_smarthost_is_down() -> anyhow::Result<()> {
         .collect();
     assert_eq!(got.len(), n, "every message delivered once");
     assert_eq!(ids.len(), n, "distinct messages");
+    // The receiver can hold the last message before the worker has logged its outcome (the
+    // line follows the remote's 250): wait for the log, then check every line.
+    baton_system_tests::harness::assert_eventually(
+        Duration::from_secs(30),
+        &format!("{n} outcome lines in the worker's log"),
+        || async { baton_system_tests::delivery::outcomes(&w.log).len() >= n },
+    )
+    .await?;
     let out = baton_system_tests::delivery::outcomes(&w.log);
     assert_eq!(out.iter().filter(|o| o.status == "sent").count(), n);
     assert!(
