@@ -5,16 +5,12 @@
 //! minute. It ends when the queue stream is empty (WorkQueue retention: every message acked),
 //! so late duplicates are counted too.
 //!
-//! Duplicates are counted by Subject (unique per message) and printed. They are inherent to
-//! at-least-once delivery: a message the remote accepted in the instant between its 250 and
-//! the worker's ack is sent again. Their number is the victim's deliveries inside that window
-//! at the kill, so the kill is triggered by polling (an arbitrary instant), not by the
-//! receiver's own "message recorded" event, which would aim the kill at exactly that window.
-//! How many land in that window depends on how fast acks complete, i.e. on the machine's load
-//! (7 of 500 were seen on a machine running four builds), so the assertion is the hard bound,
-//! not a rate: only a message the victim held unacked can be delivered twice, and the victim
-//! holds at most its fetch window ([`VICTIM_WINDOW`]; nothing is deferred here, so no retry
-//! lane is involved).
+//! Duplicates are counted by Subject (unique per message), printed, and must stay ≤ 1 %. They
+//! are inherent to at-least-once delivery: a message the remote accepted in the instant
+//! between its 250 and the worker's ack is sent again. Their number is the victim's
+//! deliveries inside that window at the kill, so the kill is triggered by polling (an
+//! arbitrary instant), not by the receiver's own "message recorded" event, which would aim the
+//! kill at exactly that window.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -30,8 +26,6 @@ use baton_system_tests::smtp::Talk;
 
 const N: usize = 500;
 const SESSIONS: usize = 10;
-/// The victim's `--fetch-window`: the most messages it can hold unacked at the kill.
-const VICTIM_WINDOW: usize = 16;
 
 /// Submit messages `kill9-<i>` for `i` in `range` on one session; returns those answered 250.
 async fn submit_range(ingress: std::net::SocketAddr, range: std::ops::Range<usize>) -> Vec<String> {
@@ -86,9 +80,7 @@ async fn kill_9_of_a_worker_loses_nothing() -> anyhow::Result<()> {
 
     // The whole batch is queued; both workers take their share (each holds up to its fetch
     // window), and the victim dies while holding undelivered messages.
-    let window = VICTIM_WINDOW.to_string();
-    let victim_args = [JSON_LOG, &["--fetch-window", &window][..]].concat();
-    let mut victim = Worker::start(&nats, &dir.0, "test", Some(dns.addr), &victim_args).await?;
+    let mut victim = Worker::start(&nats, &dir.0, "test", Some(dns.addr), JSON_LOG).await?;
     let other = Worker::start(&nats, &dir.0, "test", Some(dns.addr), JSON_LOG).await?;
     // Polled, not woken by the receiver: the kill lands at an arbitrary point of the delivery
     // cycle, as a real crash would (see the module comment on duplicates).
@@ -161,8 +153,8 @@ async fn kill_9_of_a_worker_loses_nothing() -> anyhow::Result<()> {
         "nothing unexpected delivered"
     );
     assert!(
-        extra <= VICTIM_WINDOW,
-        "duplicates {extra} exceed what the victim could hold unacked ({VICTIM_WINDOW}): {duplicates:?}"
+        extra * 100 <= N,
+        "duplicates {extra} exceed 1 % of {N}: {duplicates:?}"
     );
     Ok(())
 }
