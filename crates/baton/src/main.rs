@@ -3,6 +3,7 @@
 //! `config apply` compiles Kubernetes-style YAML into the KV snapshot, `crds` writes the CRDs.
 
 mod cli;
+mod commands;
 mod dev;
 mod operator;
 mod queue;
@@ -22,7 +23,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(wiring::dispatch(cli, _log)) {
+    match rt.block_on(commands::dispatch(cli, _log)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("baton: {e:#}");

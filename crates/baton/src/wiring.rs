@@ -1,151 +1,21 @@
-//! Wiring of the subcommands: connect to NATS, wait for the queue its owner provisioned (or
-//! provision it, for `config apply` and `dev`), load config, start the ingress or worker and the
-//! operations endpoint, and stop cleanly on SIGTERM/SIGINT.
+//! The pieces every subcommand is wired from: connect to NATS, wait for the queue its owner
+//! provisioned (or provision it, for `config apply` and `dev`), load config, start the ingress
+//! or worker and the operations endpoint, and stop cleanly on SIGTERM/SIGINT. Which pieces a
+//! subcommand uses is decided in [`crate::commands`], which this module never calls (nor `dev` or
+//! `operator`): the dependency goes one way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use baton_ingress::{IngressConfig, Limits};
 use baton_queue::{ConfigStore, Provisioner, Publisher, StreamSettings};
 use baton_smtp::ListenerKind;
 use baton_telemetry::{Health, LogHandle, Metrics};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, ConfigCommand, ListenArgs, WorkerTuning};
-
-/// Run the chosen subcommand.
-pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Dev(args) => crate::dev::run(args, log).await,
-        Command::Ingress(args) => {
-            let stop = shutdown_signal();
-            let tls = match (&args.listen.tls_cert, &args.listen.tls_key) {
-                (Some(c), Some(k)) => baton_ingress::tls::load_pem(c, k)?,
-                _ => bail!(
-                    "the ingress needs --tls-cert and --tls-key (only `baton dev` may run with a generated certificate)"
-                ),
-            };
-            let nats = Nats::connect(&args.nats, "baton-ingress").await?;
-            let (metrics, health) = ops(args.listen.listen_metrics, log, &nats, &stop).await?;
-            let queue = crate::queue::watch_queue(
-                nats.js.clone(),
-                args.listen.stream_replicas,
-                metrics.clone(),
-                health.clone(),
-                stop.clone(),
-            );
-            if !crate::queue::provisioned(queue, &stop).await {
-                return Ok(());
-            }
-            run_ingress(
-                &nats,
-                &args.listen,
-                Some(tls),
-                default_listeners(&args.listen, false),
-                metrics,
-                health,
-                stop,
-            )
-            .await
-        }
-        Command::Worker(args) => {
-            let stop = shutdown_signal();
-            let nats = Nats::connect(&args.nats, "baton-worker").await?;
-            let (metrics, health) = ops(args.listen_metrics, log, &nats, &stop).await?;
-            let queue = crate::queue::watch_queue(
-                nats.js.clone(),
-                args.stream_replicas,
-                metrics.clone(),
-                health.clone(),
-                stop.clone(),
-            );
-            if !crate::queue::provisioned(queue, &stop).await {
-                return Ok(());
-            }
-            let config = worker_config(&args.pool, &args.hostname, &args.tuning);
-            run_worker(&nats, config, metrics, health, stop).await
-        }
-        Command::Operator(args) => crate::operator::run(args, log).await,
-        Command::Config {
-            command:
-                ConfigCommand::Apply {
-                    nats,
-                    stream_replicas,
-                    paths,
-                },
-        } => {
-            // The owner outside Kubernetes: provisions the stream, buckets and the pools' lanes
-            // with the resolved settings and records them for every other process.
-            let nats = Nats::connect(&nats, "baton-config").await?;
-            let settings = crate::queue::owner_settings(&nats.js, stream_replicas).await?;
-            let nats = nats.owning(settings);
-            let generation = apply_config(&nats, &paths, "config-apply").await?;
-            println!(
-                "applied RelayConfig generation {generation} (queue replicas {})",
-                nats.provisioner.settings().replicas
-            );
-            Ok(())
-        }
-        Command::Config {
-            command: ConfigCommand::Check { paths },
-        } => {
-            let res = baton_config::load_paths(&paths)?;
-            let compiled = baton_config::compile(&res, 1, 0)?;
-            print_report(&compiled);
-            // The operator would publish the rest; a human checking wants to know.
-            compiled.ensure_valid()?;
-            Ok(())
-        }
-        Command::Crds { out } => {
-            baton_config::crdgen::write_crds(&out)
-                .with_context(|| format!("writing {}", out.display()))?;
-            println!("wrote CRDs to {}", out.display());
-            Ok(())
-        }
-        Command::DnsRecords { config } => {
-            let res = baton_config::load_paths(&config)?;
-            let compiled = baton_config::compile(&res, 1, 0)?;
-            compiled.ensure_valid()?;
-            for d in &compiled.domains {
-                println!("; {} ({})", d.domain, d.name);
-                for r in &d.dns_records {
-                    println!("{}\tIN\t{}\t\"{}\"", r.name, r.rtype, r.value);
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-fn print_report(compiled: &baton_config::Compiled) {
-    for d in &compiled.domains {
-        let state = match (&d.invalid, d.ready) {
-            (Some(invalid), _) => format!("INVALID: {}", invalid.detail()),
-            (None, true) => "ready".to_string(),
-            (None, false) => format!("NOT READY: {}", d.not_ready_reason),
-        };
-        println!("RelayDomain {} ({}): {state}", d.name, d.domain);
-    }
-    for report in &compiled.pools {
-        match (
-            &report.invalid,
-            compiled.config.pools.iter().find(|p| p.name == report.name),
-        ) {
-            (Some(invalid), _) => {
-                println!("SendingPool {}: INVALID: {}", report.name, invalid.detail())
-            }
-            (None, Some(p)) => println!(
-                "SendingPool {}: {} smarthost(s), {} egress identities",
-                p.name,
-                p.smarthosts.len(),
-                p.egress.len()
-            ),
-            (None, None) => {}
-        }
-    }
-}
+use crate::cli::{ListenArgs, WorkerTuning};
 
 /// A cancellation token cancelled on SIGTERM or SIGINT.
 pub(crate) fn shutdown_signal() -> CancellationToken {

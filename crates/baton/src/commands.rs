@@ -1,0 +1,142 @@
+//! The command table: which pieces of [`crate::wiring`] each subcommand runs, and the small
+//! one-shot commands (`config check`, `crds`, `dns-records`) in full. `dev` and `operator`
+//! have modules of their own; nothing calls back into this one (no module cycle).
+
+use anyhow::{Context as _, bail};
+use baton_telemetry::LogHandle;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::wiring;
+
+/// Run the chosen subcommand.
+pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => crate::dev::run(args, log).await,
+        Command::Ingress(args) => {
+            let stop = wiring::shutdown_signal();
+            let tls = match (&args.listen.tls_cert, &args.listen.tls_key) {
+                (Some(c), Some(k)) => baton_ingress::tls::load_pem(c, k)?,
+                _ => bail!(
+                    "the ingress needs --tls-cert and --tls-key (only `baton dev` may run with a generated certificate)"
+                ),
+            };
+            let nats = wiring::Nats::connect(&args.nats, "baton-ingress").await?;
+            let (metrics, health) =
+                wiring::ops(args.listen.listen_metrics, log, &nats, &stop).await?;
+            let queue = crate::queue::watch_queue(
+                nats.js.clone(),
+                args.listen.stream_replicas,
+                metrics.clone(),
+                health.clone(),
+                stop.clone(),
+            );
+            if !crate::queue::provisioned(queue, &stop).await {
+                return Ok(());
+            }
+            wiring::run_ingress(
+                &nats,
+                &args.listen,
+                Some(tls),
+                wiring::default_listeners(&args.listen, false),
+                metrics,
+                health,
+                stop,
+            )
+            .await
+        }
+        Command::Worker(args) => {
+            let stop = wiring::shutdown_signal();
+            let nats = wiring::Nats::connect(&args.nats, "baton-worker").await?;
+            let (metrics, health) = wiring::ops(args.listen_metrics, log, &nats, &stop).await?;
+            let queue = crate::queue::watch_queue(
+                nats.js.clone(),
+                args.stream_replicas,
+                metrics.clone(),
+                health.clone(),
+                stop.clone(),
+            );
+            if !crate::queue::provisioned(queue, &stop).await {
+                return Ok(());
+            }
+            let config = wiring::worker_config(&args.pool, &args.hostname, &args.tuning);
+            wiring::run_worker(&nats, config, metrics, health, stop).await
+        }
+        Command::Operator(args) => crate::operator::run(args, log).await,
+        Command::Config {
+            command:
+                ConfigCommand::Apply {
+                    nats,
+                    stream_replicas,
+                    paths,
+                },
+        } => {
+            // The owner outside Kubernetes: provisions the stream, buckets and the pools' lanes
+            // with the resolved settings and records them for every other process.
+            let nats = wiring::Nats::connect(&nats, "baton-config").await?;
+            let settings = crate::queue::owner_settings(&nats.js, stream_replicas).await?;
+            let nats = nats.owning(settings);
+            let generation = wiring::apply_config(&nats, &paths, "config-apply").await?;
+            println!(
+                "applied RelayConfig generation {generation} (queue replicas {})",
+                nats.provisioner.settings().replicas
+            );
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { paths },
+        } => {
+            let res = baton_config::load_paths(&paths)?;
+            let compiled = baton_config::compile(&res, 1, 0)?;
+            print_report(&compiled);
+            // The operator would publish the rest; a human checking wants to know.
+            compiled.ensure_valid()?;
+            Ok(())
+        }
+        Command::Crds { out } => {
+            baton_config::crdgen::write_crds(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote CRDs to {}", out.display());
+            Ok(())
+        }
+        Command::DnsRecords { config } => {
+            let res = baton_config::load_paths(&config)?;
+            let compiled = baton_config::compile(&res, 1, 0)?;
+            compiled.ensure_valid()?;
+            for d in &compiled.domains {
+                println!("; {} ({})", d.domain, d.name);
+                for r in &d.dns_records {
+                    println!("{}\tIN\t{}\t\"{}\"", r.name, r.rtype, r.value);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_report(compiled: &baton_config::Compiled) {
+    for d in &compiled.domains {
+        let state = match (&d.invalid, d.ready) {
+            (Some(invalid), _) => format!("INVALID: {}", invalid.detail()),
+            (None, true) => "ready".to_string(),
+            (None, false) => format!("NOT READY: {}", d.not_ready_reason),
+        };
+        println!("RelayDomain {} ({}): {state}", d.name, d.domain);
+    }
+    for report in &compiled.pools {
+        match (
+            &report.invalid,
+            compiled.config.pools.iter().find(|p| p.name == report.name),
+        ) {
+            (Some(invalid), _) => {
+                println!("SendingPool {}: INVALID: {}", report.name, invalid.detail())
+            }
+            (None, Some(p)) => println!(
+                "SendingPool {}: {} smarthost(s), {} egress identities",
+                p.name,
+                p.smarthosts.len(),
+                p.egress.len()
+            ),
+            (None, None) => {}
+        }
+    }
+}
