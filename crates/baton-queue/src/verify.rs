@@ -52,24 +52,22 @@ impl Verifier {
         Verifier { js }
     }
 
+    /// Stream `name`; [`QueueError::NotProvisioned`] when it does not exist.
+    async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream, QueueError> {
+        self.js.get_stream(name).await.map_err(|e| match e.kind() {
+            GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                QueueError::NotProvisioned {
+                    what: format!("stream {name}"),
+                }
+            }
+            _ => check_err(name, e),
+        })
+    }
+
     /// What the server reports about stream `name`; [`QueueError::NotProvisioned`] when it does
     /// not exist.
     pub async fn observe(&self, name: &str, window: bool) -> Result<Observed, QueueError> {
-        let mut s = match self.js.get_stream(name).await {
-            Ok(s) => s,
-            Err(e) => {
-                return Err(match e.kind() {
-                    GetStreamErrorKind::JetStream(j)
-                        if j.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                    {
-                        QueueError::NotProvisioned {
-                            what: format!("stream {name}"),
-                        }
-                    }
-                    _ => check_err(name, e),
-                });
-            }
-        };
+        let mut s = self.stream(name).await?;
         let c = &s.info().await.map_err(|e| check_err(name, e))?.config;
         Ok(Observed {
             object: name.to_owned(),
@@ -108,21 +106,7 @@ impl Verifier {
     /// Check that every lane consumer of `pool` exists (`new` and `retry_tiers` tiers);
     /// [`QueueError::NotProvisioned`] names the first one missing.
     pub async fn verify_lanes(&self, pool: &str, retry_tiers: u32) -> Result<(), QueueError> {
-        let stream = match self.js.get_stream(STREAM).await {
-            Ok(s) => s,
-            Err(e) => {
-                return Err(match e.kind() {
-                    GetStreamErrorKind::JetStream(j)
-                        if j.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                    {
-                        QueueError::NotProvisioned {
-                            what: format!("stream {STREAM}"),
-                        }
-                    }
-                    _ => check_err(STREAM, e),
-                });
-            }
-        };
+        let stream = self.stream(STREAM).await?;
         let kinds = std::iter::once(LaneKind::New).chain((0..retry_tiers).map(LaneKind::Retry));
         for kind in kinds {
             let name = consumer_name(pool, kind);
