@@ -226,8 +226,10 @@ pub(crate) async fn deliver_group(
 }
 
 fn permanent_for_all(n: usize, e: &ClientError, t: &Target, failed: Vec<Target>) -> GroupResult {
+    // The status comes from the typed error, not from its text: "message of N octets
+    // exceeds..." has no status to find (it used to be reported as 5.0.0, not 5.3.4).
     let text = e.to_string();
-    let status = baton_core::outcome::enhanced_from_reply(550, &text);
+    let status = e.enhanced_status();
     GroupResult {
         attempts: vec![
             Fate::Failed {
@@ -286,4 +288,46 @@ fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<Fate> {
             },
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_smtp_client::{Reply, TlsMode};
+
+    fn target() -> Target {
+        Target {
+            host: "mx.dest.test".into(),
+            addr: SocketAddr::from(([192, 0, 2, 1], 25)),
+            tls: TlsMode::Opportunistic,
+            auth: None,
+            upstream: None,
+        }
+    }
+
+    fn failed_status(e: &ClientError) -> Vec<String> {
+        permanent_for_all(2, e, &target(), Vec::new())
+            .attempts
+            .into_iter()
+            .map(|f| match f {
+                Fate::Failed { status, .. } => status,
+                other => panic!("not failed: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn permanent_errors_report_their_own_status_to_every_recipient() {
+        let too_large = ClientError::MessageTooLarge {
+            size: 2_000_000,
+            limit: 1_000_000,
+        };
+        assert_eq!(failed_status(&too_large), ["5.3.4", "5.3.4"]);
+        let greeting = ClientError::Greeting(Reply::new(554, Some("5.7.1"), "blocked"));
+        assert_eq!(failed_status(&greeting), ["5.7.1", "5.7.1"]);
+        assert_eq!(
+            failed_status(&ClientError::Smtputf8NotSupported),
+            ["5.6.7", "5.6.7"]
+        );
+    }
 }

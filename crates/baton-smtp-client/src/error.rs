@@ -90,13 +90,26 @@ impl ClientError {
         }
     }
 
-    /// RFC 3463 status to report for a recipient this error affected.
-    pub fn enhanced_status(&self) -> &'static str {
+    /// RFC 3463 status to report for a recipient this error affected: the server's own
+    /// enhanced code when its permanent refusal carried one of the right class (a `554 5.7.1`
+    /// greeting reports `5.7.1`), otherwise the status of the error's kind.
+    pub fn enhanced_status(&self) -> String {
+        match self {
+            Self::Greeting(r) | Self::Ehlo(r) if r.is_permanent() => r
+                .enhanced
+                .as_deref()
+                .filter(|s| s.starts_with("5."))
+                .unwrap_or("5.0.0")
+                .to_owned(),
+            other => other.kind_status().to_owned(),
+        }
+    }
+
+    fn kind_status(&self) -> &'static str {
         match self {
             Self::MessageTooLarge { .. } => "5.3.4",
             Self::Smtputf8NotSupported => "5.6.7",
             Self::InvalidMessage(_) => "5.6.0",
-            Self::Greeting(r) | Self::Ehlo(r) if r.is_permanent() => "5.0.0",
             Self::TlsRequired | Self::Tls(_) | Self::StartTls(_) => "4.7.5",
             Self::Auth(_) | Self::AuthUnavailable(_) => "4.7.0",
             Self::Protocol(_) => "4.5.0",
@@ -145,5 +158,17 @@ mod tests {
             "5.3.4"
         );
         assert_eq!(ClientError::Unusable.metric_label(), "unusable");
+    }
+
+    #[test]
+    fn a_permanent_refusal_keeps_the_servers_enhanced_status() {
+        let greeting = |code, enhanced| ClientError::Greeting(Reply::new(code, enhanced, "no"));
+        assert_eq!(greeting(554, Some("5.7.1")).enhanced_status(), "5.7.1");
+        assert_eq!(greeting(554, None).enhanced_status(), "5.0.0");
+        // A code of the wrong class is not believed.
+        assert_eq!(greeting(554, Some("4.7.1")).enhanced_status(), "5.0.0");
+        assert_eq!(greeting(421, Some("4.3.2")).enhanced_status(), "4.4.2");
+        let ehlo = ClientError::Ehlo(Reply::new(550, Some("5.7.0"), "go away"));
+        assert_eq!(ehlo.enhanced_status(), "5.7.0");
     }
 }
