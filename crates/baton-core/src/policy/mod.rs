@@ -14,13 +14,13 @@ mod tests;
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use baton_proto::v1::{RelayConfig, RelayDomain, SendingPool};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use crate::authors::{AuthorError, Authors};
+use crate::destination::parse_network;
 use crate::error::CoreError;
 use crate::refusal::Refusal;
 use pattern::{SenderPattern, is_within, normalize_domain};
@@ -146,13 +146,6 @@ impl DomainEntry {
 }
 
 /// A CIDR, or a bare address meaning a single host.
-fn parse_network(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    IpNet::from_str(s)
-        .ok()
-        .or_else(|| IpAddr::from_str(s).ok().map(IpNet::from))
-}
-
 /// Byte-wise comparison whose running time does not depend on where the inputs differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
