@@ -12,6 +12,7 @@
 //! - [`outcome`]: classification of remote replies into per-recipient outcomes, RFC 3461
 //!   NOTIFY decisions;
 //! - [`dsn`]: RFC 3464 delivery status notifications;
+//! - [`bounce`]: bounce classes of failed and deferred replies, from data-driven rules;
 //! - [`routing`]: weighted picking, MX ordering, upstream health, destination suspension and
 //!   congestion (wait for a busy destination or defer);
 //! - [`destination`]: which addresses direct delivery may connect to (no loopback, private,
@@ -20,6 +21,7 @@
 //! - [`ratelimit`]: token buckets for inbound rate limits.
 
 pub mod authors;
+pub mod bounce;
 pub mod clock;
 pub mod destination;
 pub mod dsn;
