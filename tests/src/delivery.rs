@@ -33,6 +33,8 @@ pub struct Outcome {
     pub reply: String,
     /// Remote host that answered, `host[ip]`.
     pub relay: String,
+    /// Bounce class (`baton_core::bounce`) of a recipient not delivered; empty when sent.
+    pub class: String,
 }
 
 /// Every outcome line in a worker log, in order.
@@ -58,6 +60,7 @@ pub fn outcomes(log: &Path) -> Vec<Outcome> {
             dsn: v.get("dsn").and_then(|d| d.as_bool()).unwrap_or(false),
             reply: field(&v, "reply"),
             relay: field(&v, "relay"),
+            class: field(&v, "class"),
         })
         .collect()
 }

@@ -68,6 +68,9 @@ pub struct DsnRecipient {
     pub diagnostic: Option<String>,
     /// Host that gave the diagnostic.
     pub remote_mta: Option<String>,
+    /// Bounce class of a failed or delayed recipient, as the extension field
+    /// `X-Baton-Bounce-Class` (RFC 3464 §7 allows `X-` fields in a per-recipient block).
+    pub class: Option<crate::bounce::BounceClass>,
 }
 
 impl DsnRecipient {
@@ -92,6 +95,7 @@ impl DsnRecipient {
             status,
             diagnostic: non_empty(outcome.reply()),
             remote_mta: non_empty(&recipient.last_remote),
+            class: None,
         }
     }
 }
@@ -376,6 +380,9 @@ fn delivery_status(input: &DsnInput<'_>, utf8: bool) -> String {
         if let Some(diag) = &r.diagnostic {
             let diag = report_value(diag, utf8);
             s.push_str(&format!("Diagnostic-Code: smtp; {diag}\r\n"));
+        }
+        if let Some(class) = r.class {
+            s.push_str(&format!("X-Baton-Bounce-Class: {class}\r\n"));
         }
         s.push_str(&format!("Last-Attempt-Date: {now}\r\n"));
     }

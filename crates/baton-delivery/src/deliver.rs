@@ -43,6 +43,19 @@ pub(crate) enum Fate {
 }
 
 impl Fate {
+    /// The bounce class of a recipient that was not delivered (`None` when it was).
+    pub(crate) fn class(
+        &self,
+        classifier: &baton_core::bounce::Classifier,
+    ) -> Option<baton_core::bounce::BounceClass> {
+        match self {
+            Fate::Delivered { .. } => None,
+            Fate::Deferred { reply, .. }
+            | Fate::Failed { reply, .. }
+            | Fate::Expired { reply, .. } => Some(classifier.classify_line(reply)),
+        }
+    }
+
     /// Whether the next hop took over DSN duty for this (delivered) recipient.
     pub(crate) fn next_hop_dsn(&self) -> bool {
         matches!(

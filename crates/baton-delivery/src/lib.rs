@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
+use baton_core::bounce::Classifier;
 use baton_core::routing::SuspensionTracker;
 use baton_proto::v1::SendingPool;
 use baton_queue::{ConfigWatch, Lane, LaneKind, Publisher, QueueError, Verifier};
@@ -73,6 +74,8 @@ pub struct WorkerConfig {
     pub progress_every: Duration,
     /// SMTP client timeouts etc. (EHLO name and TLS are set per delivery).
     pub client: ClientConfig,
+    /// Bounce classification (the shipped rules, after the operator's `--bounce-rules`).
+    pub classifier: Classifier,
 }
 
 /// Everything one message's processing needs.
@@ -93,6 +96,7 @@ pub(crate) struct Ctx {
     pub(crate) max_waiting: usize,
     pub(crate) suspensions: Mutex<SuspensionTracker>,
     pub(crate) pool_name: String,
+    pub(crate) classifier: Classifier,
     /// Cancelled on shutdown once every lane has stopped pulling (so no pull request of ours
     /// is still open on the server): messages still waiting for their due time are given back.
     pub(crate) release: CancellationToken,
@@ -222,6 +226,7 @@ pub async fn run(
         max_waiting: config.fetch_window.max(1).saturating_mul(4),
         suspensions: Mutex::new(SuspensionTracker::default()),
         pool_name: config.pool.clone(),
+        classifier: config.classifier.clone(),
         release: CancellationToken::new(),
     });
     // Our own token, so that a closed snapshot watch shuts the lanes down too.

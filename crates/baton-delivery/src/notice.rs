@@ -33,6 +33,7 @@ pub(crate) fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -
         }
         let mut block = DsnRecipient::from_outcome(r, &outcome);
         block.remote_mta = (!remote.is_empty()).then(|| remote.clone());
+        block.class = f.class(&ctx.classifier);
         recipients.push(block);
     }
     if recipients.is_empty() {

@@ -483,6 +483,7 @@ fn log_outcome(
     now: i64,
 ) {
     let delay = now.saturating_sub(env.received_at_ms).max(0) as f64 / 1000.0;
+    let class = f.class(&ctx.classifier);
     let (status, reply, remote) = match f {
         Fate::Delivered { reply, remote, .. } => ("sent", reply, remote.as_str()),
         Fate::Deferred { reply, remote } => ("deferred", reply, remote.as_str()),
@@ -500,6 +501,7 @@ fn log_outcome(
         attempt,
         delay,
         status,
+        class = class.map(|c| c.as_str()).unwrap_or(""),
         dsn = env.kind == EnvelopeKind::Dsn as i32,
         reply = %reply,
         "status={status}"
@@ -514,6 +516,12 @@ fn log_outcome(
         .delivery_recipients
         .with_label_values(&[&pool.name, &env.relay_domain, outcome])
         .inc();
+    if let Some(class) = class {
+        ctx.metrics
+            .delivery_bounces
+            .with_label_values(&[&pool.name, class.as_str(), outcome])
+            .inc();
+    }
     if let Fate::Delivered { .. } = f {
         ctx.metrics
             .delivery_accept_to_delivery

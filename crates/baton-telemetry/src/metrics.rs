@@ -51,6 +51,17 @@ pub struct Metrics {
     pub delivery_waiting_messages: IntGaugeVec,
     /// DSNs generated, by pool.
     pub delivery_dsn_generated: IntCounterVec,
+    /// Failed, deferred and expired recipients by pool, bounce class (`baton_core::bounce`) and
+    /// outcome (`bounced`, `deferred`, `expired`).
+    pub delivery_bounces: IntCounterVec,
+    /// Delay notices (DSN `Action: delayed`) generated, by pool.
+    pub delivery_delay_notices: IntCounterVec,
+    /// Recipients put on a suppression list, by relay domain and source (`bounce`, `manual`).
+    pub suppressions_added: IntCounterVec,
+    /// Recipients refused at RCPT because they are suppressed, by relay domain.
+    pub ingress_suppressed_recipients: IntCounterVec,
+    /// Live suppression entries this process knows (from the watched bucket).
+    pub suppression_entries: IntGauge,
     /// 1 when an upstream smarthost is considered healthy, by pool and upstream (from config).
     pub delivery_smarthost_up: IntGaugeVec,
     /// Messages received again after a worker died or timed out (JetStream redeliveries seen).
@@ -247,6 +258,37 @@ impl Metrics {
                 "Delivery status notifications generated.",
                 &["pool"],
             ),
+            delivery_bounces: counter(
+                &r,
+                "baton_delivery_bounces_total",
+                "Failed, deferred and expired recipients by bounce class.",
+                &["pool", "class", "outcome"],
+            ),
+            delivery_delay_notices: counter(
+                &r,
+                "baton_delivery_delay_notices_total",
+                "Delay notices (DSN Action: delayed) generated.",
+                &["pool"],
+            ),
+            suppressions_added: counter(
+                &r,
+                "baton_suppressions_added_total",
+                "Recipients put on a suppression list.",
+                &["relay_domain", "source"],
+            ),
+            ingress_suppressed_recipients: counter(
+                &r,
+                "baton_ingress_suppressed_recipients_total",
+                "Recipients refused at RCPT because they are suppressed.",
+                &["relay_domain"],
+            ),
+            suppression_entries: gauge(
+                &r,
+                "baton_suppression_entries",
+                "Live suppression entries this process knows.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
             delivery_smarthost_up: gauge(
                 &r,
                 "baton_delivery_smarthost_up",

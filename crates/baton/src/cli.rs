@@ -198,6 +198,9 @@ pub(crate) struct WorkerTuning {
     /// Connect timeout for outbound SMTP.
     #[arg(long, env = "BATON_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub connect_timeout: Duration,
+    /// Bounce rules (YAML, the format of Baton's shipped rules) tried before the shipped ones.
+    #[arg(long, env = "BATON_BOUNCE_RULES")]
+    pub bounce_rules: Option<PathBuf>,
 }
 
 /// `baton worker`

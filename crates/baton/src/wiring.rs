@@ -257,11 +257,20 @@ pub(crate) fn worker_config(
     pool: &str,
     host: &Option<String>,
     t: &WorkerTuning,
-) -> baton_delivery::WorkerConfig {
+) -> anyhow::Result<baton_delivery::WorkerConfig> {
+    let classifier = match &t.bounce_rules {
+        None => baton_core::bounce::Classifier::shipped(),
+        Some(path) => {
+            let yaml = std::fs::read_to_string(path)
+                .with_context(|| format!("reading bounce rules {}", path.display()))?;
+            baton_core::bounce::Classifier::with_rules(&yaml)
+                .with_context(|| format!("bounce rules {}", path.display()))?
+        }
+    };
     let name = hostname(host);
     let mut client = baton_smtp_client::ClientConfig::new(&name);
     client.timeouts.connect = t.connect_timeout;
-    baton_delivery::WorkerConfig {
+    Ok(baton_delivery::WorkerConfig {
         pool: pool.to_string(),
         hostname: name,
         concurrency: t.concurrency,
@@ -270,7 +279,8 @@ pub(crate) fn worker_config(
         idle_timeout: t.idle_timeout,
         progress_every: Duration::from_secs(15),
         client,
-    }
+        classifier,
+    })
 }
 
 /// Run one worker until `stop`.

@@ -84,6 +84,7 @@ async fn failures_bounce_to_the_sender_unless_they_must_not() -> anyhow::Result<
     assert_eq!(got[0].to, vec!["good@dest.test".to_string()]);
     let out = wait_outcome(&w.log, "bad@dest.test", "bounced", wait).await?;
     assert!(out[0].reply.contains("550 5.1.1"), "{out:?}");
+    assert_eq!(out[0].class, "invalid_recipient", "{out:?}");
     let dsn = bounces
         .wait_for_messages(1, wait)
         .await
@@ -126,8 +127,17 @@ async fn failures_bounce_to_the_sender_unless_they_must_not() -> anyhow::Result<
         "{p:?}"
     );
     assert!(r("Remote-MTA").contains("127.0.0.1"), "{p:?}");
+    assert_eq!(r("X-Baton-Bounce-Class"), "invalid_recipient", "{p:?}");
     assert_eq!(reported_subjects(&dsn), vec!["mixed"]);
     assert_eq!(metric(w.metrics, DSN_METRIC).await, 1.0);
+    assert_eq!(
+        metric(
+            w.metrics,
+            "baton_delivery_bounces_total{class=\"invalid_recipient\",outcome=\"bounced\",pool=\"test\"}"
+        )
+        .await,
+        1.0
+    );
 
     // NOTIFY=NEVER: bounced, no DSN.
     let m = Submission {

@@ -25,6 +25,7 @@ fn failed() -> DsnRecipient {
         status: "5.1.1".into(),
         diagnostic: Some("550 5.1.1 <bob@example.org>: no such user".into()),
         remote_mta: Some("mx.example.org".into()),
+        class: Some(crate::bounce::BounceClass::InvalidRecipient),
     }
 }
 
@@ -114,6 +115,7 @@ fn failed_headers_only() {
         "Status: 5.1.1\r\n",
         "Remote-MTA: dns; mx.example.org\r\n",
         "Diagnostic-Code: smtp; 550 5.1.1 <bob@example.org>: no such user\r\n",
+        "X-Baton-Bounce-Class: invalid_recipient\r\n",
         "Last-Attempt-Date: Tue, 03 Mar 2026 15:05:09 +0000\r\n",
     ] {
         assert!(status.contains(field), "{field:?} in {status:?}");
