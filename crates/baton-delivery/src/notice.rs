@@ -83,6 +83,7 @@ pub(crate) fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -
         kind: EnvelopeKind::Dsn as i32,
         retry_tier: 0,
         origin_id: env.id.clone(),
+        last_delay_notice_ms: 0,
     })
 }
 

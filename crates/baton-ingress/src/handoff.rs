@@ -259,6 +259,7 @@ fn assemble(
         kind: EnvelopeKind::Message as i32,
         retry_tier: 0,
         origin_id: id.to_string(),
+        last_delay_notice_ms: 0,
     }
 }
 

@@ -11,7 +11,9 @@ use super::{
     ConditionType, DKIM_KEY_SECRET_KEY, DomainCondition, DomainReport, PoolIndex, namespace_of,
     required_name,
 };
-use crate::crd::{DkimAlgorithm, RelayDomain, RelayDomainSpec, SecretRef};
+use crate::crd::{
+    BOUNCE_CLASSES, DkimAlgorithm, RelayDomain, RelayDomainSpec, SecretRef, SuppressionMode,
+};
 use crate::dns::{DkimPublicKey, dns_records};
 use crate::units::{parse_duration, parse_size};
 use crate::{ConfigError, InvalidObject};
@@ -210,6 +212,40 @@ fn validated_entry(
             |d| d.as_secs(),
         ),
     };
+    let mut secs = |field: &str, text: &str| {
+        parse_duration(text).map_or_else(
+            |m| {
+                note(invalid(field, m));
+                0
+            },
+            |d| d.as_secs(),
+        )
+    };
+    let sup = &spec.suppression;
+    let suppression = pb::SuppressionPolicy {
+        enabled: sup.enabled,
+        mode: match sup.mode {
+            SuppressionMode::Refuse => pb::SuppressionMode::Refuse,
+            SuppressionMode::AcceptAndBounce => pb::SuppressionMode::AcceptAndBounce,
+        } as i32,
+        expire_after_secs: secs("spec.suppression.expireAfter", &sup.expire_after),
+        classes: sup.classes.clone(),
+    };
+    let delay_notice = spec.delay_notice.enabled.then(|| pb::DelayNotice {
+        after_secs: secs("spec.delayNotice.after", &spec.delay_notice.after),
+        interval_secs: secs("spec.delayNotice.interval", &spec.delay_notice.interval),
+    });
+    for class in &sup.classes {
+        if !BOUNCE_CLASSES.contains(&class.as_str()) {
+            note(invalid(
+                "spec.suppression.classes",
+                format!(
+                    "{class:?} is not a bounce class ({})",
+                    BOUNCE_CLASSES.join(", ")
+                ),
+            ));
+        }
+    }
     let entry = pb::RelayDomain {
         name: key.to_owned(),
         domain: spec.domain.clone(),
@@ -223,6 +259,8 @@ fn validated_entry(
         ready: false,
         not_ready_reason: String::new(),
         allow_unaligned_from: spec.allow_unaligned_from,
+        suppression: Some(suppression),
+        delay_notice,
     };
     (Some((entry, expire_secs)), first)
 }

@@ -95,6 +95,120 @@ pub struct RelayDomainSpec {
     /// Inbound limits.
     #[serde(default)]
     pub limits: DomainLimits,
+    /// The domain's suppression list: recipients that hard-bounced are refused (or bounced
+    /// without an attempt) until their entry expires. On by default.
+    #[serde(default)]
+    pub suppression: SuppressionSpec,
+    /// Delay notices (DSN `Action: delayed`) to senders whose mail stays deferred, like
+    /// Postfix's `delay_warning_time`. On by default (after 4h, then at most every 24h).
+    #[serde(default)]
+    pub delay_notice: DelayNoticeSpec,
+}
+
+/// Bounce classes (see README "Bounces"), as written in `spec.suppression.classes`.
+pub const BOUNCE_CLASSES: [&str; 9] = [
+    "invalid_recipient",
+    "mailbox_full",
+    "policy",
+    "reputation",
+    "tls_auth_required",
+    "dns_failure",
+    "transient",
+    "message_too_large",
+    "other",
+];
+
+/// The suppression list of a RelayDomain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SuppressionSpec {
+    /// Whether permanent failures add recipients and suppressed recipients are refused.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `Refuse`: mail to a suppressed recipient gets `550 5.1.1` at RCPT. `AcceptAndBounce`:
+    /// it is accepted and failed without a delivery attempt, with a DSN to the sender.
+    #[serde(default)]
+    pub mode: SuppressionMode,
+    /// How long an entry added by a bounce lasts (`30d`, `12h`, ...; `0s`: permanent).
+    #[serde(default = "default_suppression_expiry")]
+    #[schemars(length(min = 1, max = 32), pattern(DURATION_PATTERN))]
+    pub expire_after: String,
+    /// Bounce classes whose permanent (5xx) failures add the recipient: `invalid_recipient`,
+    /// `mailbox_full`, `policy`, `reputation`, `tls_auth_required`, `dns_failure`, `transient`,
+    /// `message_too_large`, `other`.
+    #[serde(default = "default_suppression_classes")]
+    #[schemars(length(max = 9), inner(length(min = 1, max = 32)))]
+    #[x_kube(validation = Rule::new("self.all(c, c in ['invalid_recipient', 'mailbox_full', 'policy', 'reputation', 'tls_auth_required', 'dns_failure', 'transient', 'message_too_large', 'other'])").message("classes must be bounce classes (invalid_recipient, mailbox_full, policy, reputation, tls_auth_required, dns_failure, transient, message_too_large, other)"))]
+    pub classes: Vec<String>,
+}
+
+impl Default for SuppressionSpec {
+    fn default() -> Self {
+        SuppressionSpec {
+            enabled: true,
+            mode: SuppressionMode::default(),
+            expire_after: default_suppression_expiry(),
+            classes: default_suppression_classes(),
+        }
+    }
+}
+
+/// What happens to mail for a suppressed recipient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SuppressionMode {
+    /// Refused at RCPT with `550 5.1.1`.
+    #[default]
+    Refuse,
+    /// Accepted, then failed without an attempt; the sender gets a DSN.
+    AcceptAndBounce,
+}
+
+/// Delay notices of a RelayDomain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DelayNoticeSpec {
+    /// Whether delay notices are sent at all (they go only to recipients whose NOTIFY asks for
+    /// DELAY, which the default NOTIFY does).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long mail must have been deferred before the first notice (`4h`).
+    #[serde(default = "default_delay_after")]
+    #[schemars(length(min = 1, max = 32), pattern(DURATION_PATTERN))]
+    pub after: String,
+    /// At most one notice per message per this interval (`24h`).
+    #[serde(default = "default_delay_interval")]
+    #[schemars(length(min = 1, max = 32), pattern(DURATION_PATTERN))]
+    pub interval: String,
+}
+
+impl Default for DelayNoticeSpec {
+    fn default() -> Self {
+        DelayNoticeSpec {
+            enabled: true,
+            after: default_delay_after(),
+            interval: default_delay_interval(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_suppression_expiry() -> String {
+    "30d".to_owned()
+}
+
+fn default_suppression_classes() -> Vec<String> {
+    vec!["invalid_recipient".to_owned()]
+}
+
+fn default_delay_after() -> String {
+    "4h".to_owned()
+}
+
+fn default_delay_interval() -> String {
+    "24h".to_owned()
 }
 
 /// Who may submit mail for a RelayDomain.

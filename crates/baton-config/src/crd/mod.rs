@@ -14,8 +14,9 @@ mod pool;
 mod schema;
 
 pub use domain::{
-    DkimAlgorithm, DkimKeySpec, DkimSpec, DomainLimits, RelayDomain, RelayDomainSpec,
-    RelayDomainStatus, SmtpCredentialRef, SubmissionSpec,
+    BOUNCE_CLASSES, DelayNoticeSpec, DkimAlgorithm, DkimKeySpec, DkimSpec, DomainLimits,
+    RelayDomain, RelayDomainSpec, RelayDomainStatus, SmtpCredentialRef, SubmissionSpec,
+    SuppressionMode, SuppressionSpec,
 };
 pub use pool::{
     AddressLiterals, AutoscalingSpec, DeliveryMode, DeliverySpec, EgressSpec, MAX_RETRY_TIERS,

@@ -46,6 +46,8 @@ spec:
     additionalKeys: [{selector: s2, keySecretRef: {name: dkim-2}}]
     expireAfter: 7d
   limits: {maxMessageSize: 25Mi, messagesPerMinute: 600}
+  suppression: {enabled: true, mode: Refuse, expireAfter: 30d, classes: [invalid_recipient]}
+  delayNotice: {enabled: true, after: 4h, interval: 24h}
 "#;
 
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +108,13 @@ fn rows() -> Vec<Row> {
         (P, "/spec/delivery", "{mode: Direct}", Admit),
         (P, "/spec/delivery/allowedNetworks", "[127.0.0.0/8, '::1/128', 10.1.2.3, 'fd00::1']", Admit),
         (P, "/spec/delivery/addressLiterals", "Allow", Admit),
+        (D, "/spec/suppression", "{enabled: false}", Admit),
+        (D, "/spec/suppression", "{mode: AcceptAndBounce, expireAfter: 0s, classes: [invalid_recipient, mailbox_full, policy]}", Admit),
+        (D, "/spec/delayNotice", "{after: 30m, interval: 2h}", Admit),
+        (D, "/spec/suppression/classes", "[bogus]", Refuse("spec.suppression.classes", "classes must be bounce classes")),
+        (D, "/spec/suppression/mode", "Drop", Refuse("spec.suppression.mode", "Unsupported value")),
+        (D, "/spec/suppression/expireAfter", "forever", Refuse("spec.suppression.expireAfter", "should match")),
+        (D, "/spec/delayNotice/after", "later", Refuse("spec.delayNotice.after", "should match")),
         // --- the invalid objects of issue 21 ---
         (P, "/spec/retry/schedule", "[soon]", Refuse("spec.retry.schedule[0]", "should match")),
         (P, "/spec/retry/schedule", "[1x]", Refuse("spec.retry.schedule[0]", "should match")),

@@ -17,6 +17,43 @@ fn domain(name: &str, ns: &str, spec: &str) -> String {
     )
 }
 
+/// Suppression and delay notices: on by default (30 days, invalid recipients; after 4h, then
+/// every 24h), configurable, and an unknown class makes the domain never-ready.
+#[test]
+fn suppression_and_delay_notice_policies() {
+    use baton_proto::v1::SuppressionMode;
+    let compiled = compile_yaml(&format!("{POOL}---\n{DOMAIN}"));
+    let d = &compiled.config.domains[0];
+    let s = d.suppression.clone().expect("suppression policy");
+    assert!(s.enabled);
+    assert_eq!(s.mode, SuppressionMode::Refuse as i32);
+    assert_eq!(s.expire_after_secs, 30 * 86_400);
+    assert_eq!(s.classes, ["invalid_recipient"]);
+    let n = d.delay_notice.clone().expect("delay notice");
+    assert_eq!((n.after_secs, n.interval_secs), (4 * 3600, 24 * 3600));
+
+    let spec = "{domain: example.com, suppression: {mode: AcceptAndBounce, expireAfter: 0s, \
+                classes: [invalid_recipient, mailbox_full]}, delayNotice: {enabled: false}}";
+    let compiled = compile_yaml(&format!("{POOL}{}", domain("example-com", "team-a", spec)));
+    let d = &compiled.config.domains[0];
+    let s = d.suppression.clone().expect("suppression policy");
+    assert_eq!(s.mode, SuppressionMode::AcceptAndBounce as i32);
+    assert_eq!(s.expire_after_secs, 0, "0s: permanent");
+    assert_eq!(s.classes, ["invalid_recipient", "mailbox_full"]);
+    assert!(d.delay_notice.is_none());
+    assert!(d.ready);
+
+    let spec = "{domain: example.com, suppression: {classes: [bogus]}}";
+    let compiled = compile_yaml(&format!("{POOL}{}", domain("example-com", "team-a", spec)));
+    let d = &compiled.config.domains[0];
+    assert!(!d.ready);
+    assert!(
+        d.not_ready_reason.contains("spec.suppression.classes"),
+        "{}",
+        d.not_ready_reason
+    );
+}
+
 #[test]
 fn defaults_apply() {
     let compiled = compile_yaml(&format!("{POOL}---\n{DOMAIN}"));

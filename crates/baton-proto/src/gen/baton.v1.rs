@@ -58,6 +58,9 @@ pub struct Envelope {
     /// For follow-ups (retries, DSNs): id of the message accepted at the ingress.
     #[prost(string, tag = "20")]
     pub origin_id: ::prost::alloc::string::String,
+    /// When the last delay notice about this message was generated (Unix ms; 0 = never).
+    #[prost(int64, tag = "21")]
+    pub last_delay_notice_ms: i64,
     /// The message content (headers and body, CRLF line endings, not dot-stuffed).
     #[prost(oneof = "envelope::Body", tags = "11, 12")]
     pub body: ::core::option::Option<envelope::Body>,
@@ -252,6 +255,38 @@ pub struct RelayDomain {
     /// Allow From: header domains that do not align with the envelope sender domain.
     #[prost(bool, tag = "12")]
     pub allow_unaligned_from: bool,
+    /// The domain's suppression list: which hard bounces put a recipient on it, for how long, and
+    /// what happens to mail for a suppressed recipient. Unset: no suppression.
+    #[prost(message, optional, tag = "13")]
+    pub suppression: ::core::option::Option<SuppressionPolicy>,
+    /// Delay notices (DSN `Action: delayed`) for mail that stays deferred. Unset: none.
+    #[prost(message, optional, tag = "14")]
+    pub delay_notice: ::core::option::Option<DelayNotice>,
+}
+/// A RelayDomain's suppression policy.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SuppressionPolicy {
+    #[prost(bool, tag = "1")]
+    pub enabled: bool,
+    #[prost(enumeration = "SuppressionMode", tag = "2")]
+    pub mode: i32,
+    /// Lifetime of an entry added by a bounce, seconds (0 = permanent).
+    #[prost(uint64, tag = "3")]
+    pub expire_after_secs: u64,
+    /// Bounce classes (`invalid_recipient`, ...) whose permanent failures add an entry.
+    #[prost(string, repeated, tag = "4")]
+    pub classes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// When to tell a sender that mail is still deferred.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DelayNotice {
+    /// Only recipients that asked with NOTIFY=DELAY (or gave no NOTIFY, whose default includes
+    /// DELAY) get one, and only once the message has been deferred this long (seconds).
+    #[prost(uint64, tag = "1")]
+    pub after_secs: u64,
+    /// At most one delay notice per message per this many seconds.
+    #[prost(uint64, tag = "2")]
+    pub interval_secs: u64,
 }
 /// An SMTP AUTH credential. Only a salted hash of the password is kept in the snapshot.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -374,6 +409,35 @@ pub struct QueueSettings {
     /// Who recorded these settings: "operator", "config-apply" or "dev".
     #[prost(string, tag = "7")]
     pub owner: ::prost::alloc::string::String,
+}
+/// What happens to mail for a suppressed recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum SuppressionMode {
+    /// Refused at RCPT with `550 5.1.1`.
+    Refuse = 0,
+    /// Accepted, then failed without a delivery attempt; the sender gets a DSN.
+    AcceptAndBounce = 1,
+}
+impl SuppressionMode {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Refuse => "SUPPRESSION_MODE_REFUSE",
+            Self::AcceptAndBounce => "SUPPRESSION_MODE_ACCEPT_AND_BOUNCE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SUPPRESSION_MODE_REFUSE" => Some(Self::Refuse),
+            "SUPPRESSION_MODE_ACCEPT_AND_BOUNCE" => Some(Self::AcceptAndBounce),
+            _ => None,
+        }
+    }
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
