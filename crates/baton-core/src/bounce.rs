@@ -309,4 +309,5 @@ impl Classifier {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests;

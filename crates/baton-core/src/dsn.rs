@@ -101,6 +101,23 @@ impl DsnRecipient {
 }
 
 /// Enhanced status of a reply string that starts with its basic code.
+/// Whether a delay notice about a message is due at `now_ms`: it has been in the queue for at
+/// least `after_ms` since it was accepted, and no notice was sent within the last
+/// `interval_ms` (`last_notice_ms` 0: none yet). Like Postfix's `delay_warning_time`, but
+/// repeated at most once per interval.
+pub fn delay_notice_due(
+    received_at_ms: i64,
+    last_notice_ms: i64,
+    now_ms: i64,
+    after_ms: i64,
+    interval_ms: i64,
+) -> bool {
+    let old_enough = now_ms.saturating_sub(received_at_ms) >= after_ms;
+    let quiet_long_enough =
+        last_notice_ms == 0 || now_ms.saturating_sub(last_notice_ms) >= interval_ms.max(1);
+    old_enough && quiet_long_enough
+}
+
 fn status_of(reply: &str) -> String {
     let code = reply
         .get(..3)

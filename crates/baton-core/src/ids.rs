@@ -37,16 +37,20 @@ pub enum FollowUp {
     Retry,
     /// A delivery status notification about the message.
     Dsn,
+    /// A delay notice (DSN with `Action: delayed`) about the message.
+    Delay,
 }
 
 /// `Nats-Msg-Id` of a follow-up published after delivery attempt `attempt` of the message
-/// accepted as `origin_id`: `<id>.r<attempt>` for a retry, `<id>.dsn<attempt>` for a DSN.
+/// accepted as `origin_id`: `<id>.r<attempt>` for a retry, `<id>.dsn<attempt>` for a DSN,
+/// `<id>.delay<attempt>` for a delay notice.
 /// Deterministic, so a worker that crashes between publishing and acking republishes the
 /// same id and JetStream stores it once.
 pub fn follow_up_msg_id(origin_id: &str, attempt: u32, kind: FollowUp) -> String {
     match kind {
         FollowUp::Retry => format!("{origin_id}.r{attempt}"),
         FollowUp::Dsn => format!("{origin_id}.dsn{attempt}"),
+        FollowUp::Delay => format!("{origin_id}.delay{attempt}"),
     }
 }
 
@@ -76,5 +80,6 @@ mod tests {
     fn follow_ups() {
         assert_eq!(follow_up_msg_id("ABC", 3, FollowUp::Retry), "ABC.r3");
         assert_eq!(follow_up_msg_id("ABC", 3, FollowUp::Dsn), "ABC.dsn3");
+        assert_eq!(follow_up_msg_id("ABC", 3, FollowUp::Delay), "ABC.delay3");
     }
 }

@@ -18,7 +18,8 @@
 //! - [`destination`]: which addresses direct delivery may connect to (no loopback, private,
 //!   link-local... unless a pool allows a network), address-literal recipients;
 //! - [`ids`]: queue ids and deterministic follow-up message ids;
-//! - [`ratelimit`]: token buckets for inbound rate limits.
+//! - [`ratelimit`]: token buckets for inbound rate limits;
+//! - [`suppression`]: suppression-list entries, keys and policy decisions.
 
 pub mod authors;
 pub mod bounce;
@@ -34,6 +35,7 @@ pub mod ratelimit;
 pub mod refusal;
 pub mod retry;
 pub mod routing;
+pub mod suppression;
 
 pub use error::CoreError;
 pub use policy::{PolicyIndex, SenderGrant};

@@ -5,6 +5,7 @@
 //! per-recipient outcomes, retries, expiry and DSNs. Workers are identical and stateless: any
 //! number may join or die; a message leaves the queue only after its follow-ups are durable.
 
+mod bounces;
 mod deliver;
 mod notice;
 mod process;
@@ -22,6 +23,7 @@ use async_nats::jetstream;
 use baton_core::bounce::Classifier;
 use baton_core::routing::SuspensionTracker;
 use baton_proto::v1::SendingPool;
+use baton_queue::suppression::SuppressionCache;
 use baton_queue::{ConfigWatch, Lane, LaneKind, Publisher, QueueError, Verifier};
 use baton_smtp_client::ClientConfig;
 use baton_telemetry::{Health as Readiness, Metrics};
@@ -97,6 +99,7 @@ pub(crate) struct Ctx {
     pub(crate) suspensions: Mutex<SuspensionTracker>,
     pub(crate) pool_name: String,
     pub(crate) classifier: Classifier,
+    pub(crate) bounces: bounces::Bounces,
     /// Cancelled on shutdown once every lane has stopped pulling (so no pull request of ours
     /// is still open on the server): messages still waiting for their due time are given back.
     pub(crate) release: CancellationToken,
@@ -198,6 +201,8 @@ pub struct Queue {
     pub verifier: Verifier,
     /// Follow-up publishing.
     pub publisher: Publisher,
+    /// The suppression lists (a followed copy; entries are written through the bucket).
+    pub suppressions: SuppressionCache,
 }
 
 /// Run a worker until `stop` is cancelled. Waits for a config snapshot that contains the pool,
@@ -227,6 +232,7 @@ pub async fn run(
         suspensions: Mutex::new(SuspensionTracker::default()),
         pool_name: config.pool.clone(),
         classifier: config.classifier.clone(),
+        bounces: bounces::Bounces::new(queue.js.clone(), queue.suppressions.clone()),
         release: CancellationToken::new(),
     });
     // Our own token, so that a closed snapshot watch shuts the lanes down too.
@@ -251,6 +257,7 @@ pub async fn run(
     loop {
         let pool = snapshots.borrow_and_update().as_ref().and_then(|c| {
             ctx.metrics.config_generation.set(c.generation as i64);
+            ctx.bounces.set_config(c);
             c.pools.iter().find(|p| p.name == config.pool).cloned()
         });
         match pool {

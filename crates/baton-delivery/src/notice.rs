@@ -12,20 +12,38 @@ use baton_proto::v1::{BodyType, Envelope, EnvelopeKind, Recipient, envelope::Bod
 use crate::deliver::Fate;
 use crate::{Ctx, now_ms};
 
+/// Which notice: the final one (delivered, failed, expired recipients) or a delay notice
+/// (deferred recipients only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notice {
+    Final,
+    Delay,
+}
+
 /// One DSN for the recipients whose fate the sender asked to hear about.
-pub(crate) fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -> Option<Envelope> {
+pub(crate) fn dsn_for(
+    ctx: &Ctx,
+    env: &Envelope,
+    fates: &[Fate],
+    attempt: u32,
+    notice: Notice,
+) -> Option<Envelope> {
     if !should_bounce(env) {
         return None;
     }
     let mut recipients = Vec::new();
     for (r, f) in env.recipients.iter().zip(fates) {
         // The block comes from baton-core (one definition of action and status: expired is
-        // `failed` with 5.4.7); the remote MTA is the one of this attempt.
-        let remote = match f {
-            Fate::Deferred { .. } => continue,
-            Fate::Delivered { remote, .. }
-            | Fate::Failed { remote, .. }
-            | Fate::Expired { remote, .. } => remote,
+        // `failed` with 5.4.7, deferred is `delayed`); the remote MTA is the one of this attempt.
+        let remote = match (f, notice) {
+            (Fate::Deferred { remote, .. }, Notice::Delay) => remote,
+            (Fate::Deferred { .. }, Notice::Final) | (_, Notice::Delay) => continue,
+            (
+                Fate::Delivered { remote, .. }
+                | Fate::Failed { remote, .. }
+                | Fate::Expired { remote, .. },
+                Notice::Final,
+            ) => remote,
         };
         let outcome = f.outcome();
         if !report_wanted(r, &outcome, f.next_hop_dsn()) {
@@ -39,7 +57,11 @@ pub(crate) fn dsn_for(ctx: &Ctx, env: &Envelope, fates: &[Fate], attempt: u32) -
     if recipients.is_empty() {
         return None;
     }
-    let dsn_id = follow_up_msg_id(&env.id, attempt, FollowUp::Dsn);
+    let kind = match notice {
+        Notice::Final => FollowUp::Dsn,
+        Notice::Delay => FollowUp::Delay,
+    };
+    let dsn_id = follow_up_msg_id(&env.id, attempt, kind);
     let body = build_dsn(&DsnInput {
         reporting_mta: &ctx.client.ehlo_name,
         original: env,

@@ -18,7 +18,7 @@ use baton_queue::{QueuedMessage, new_subject, retry_subject};
 use baton_smtp_client::{OutgoingMessage, OutgoingRecipient};
 
 use crate::deliver::{Fate, deliver_group};
-use crate::notice::dsn_for;
+use crate::notice::{Notice, dsn_for};
 use crate::route::{Route, pick_egress, route};
 use crate::slots::Grant;
 use crate::{Ctx, WindowPlace, now_ms};
@@ -121,7 +121,12 @@ async fn deliver_all(
     let env = &qm.envelope;
     let smarthost = DeliveryMode::try_from(pool.mode) == Ok(DeliveryMode::Smarthost);
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut suppressed = Vec::new();
     for (i, r) in env.recipients.iter().enumerate() {
+        if let Some(f) = ctx.bounces.suppressed(env, &r.address) {
+            suppressed.push((i, f));
+            continue;
+        }
         let key = if smarthost {
             String::new()
         } else {
@@ -140,7 +145,8 @@ async fn deliver_all(
         };
         env.recipients.len()
     ];
-    for (idx, group_fates) in results {
+    let suppressed = suppressed.into_iter().map(|(i, f)| (vec![i], vec![f]));
+    for (idx, group_fates) in results.into_iter().chain(suppressed) {
         for (i, f) in idx.into_iter().zip(group_fates) {
             if let Some(slot) = fates.get_mut(i) {
                 *slot = f;
@@ -417,6 +423,7 @@ async fn finish(
     for (r, f) in env.recipients.iter().zip(&fates) {
         log_outcome(ctx, pool, env, r, f, attempt, now);
     }
+    crate::bounces::record_suppressions(ctx, env, &fates).await;
     let mut follow_ups: Vec<(String, String, Envelope)> = Vec::new();
     let deferred: Vec<Recipient> = env
         .recipients
@@ -440,7 +447,19 @@ async fn finish(
         },
     ) = (deferred.is_empty(), decision)
     {
+        let mut last_delay_notice_ms = env.last_delay_notice_ms;
+        if delay_notice_due(ctx, env, now)
+            && let Some(notice) = dsn_for(ctx, env, &fates, attempt, Notice::Delay)
+        {
+            ctx.metrics
+                .delivery_delay_notices
+                .with_label_values(&[&pool.name])
+                .inc();
+            last_delay_notice_ms = now;
+            follow_ups.push((new_subject(&pool.name), notice.id.clone(), notice));
+        }
         let mut next = env.clone();
+        next.last_delay_notice_ms = last_delay_notice_ms;
         next.recipients = deferred;
         next.attempt = attempt;
         next.retry_tier = tier;
@@ -451,7 +470,7 @@ async fn finish(
             next,
         ));
     }
-    if let Some(dsn) = dsn_for(ctx, env, &fates, attempt) {
+    if let Some(dsn) = dsn_for(ctx, env, &fates, attempt, Notice::Final) {
         ctx.metrics
             .delivery_dsn_generated
             .with_label_values(&[&pool.name])
@@ -471,6 +490,25 @@ async fn finish(
     if let Some(name) = &qm.object_ref {
         let _ = ctx.publisher.delete_body(name).await;
     }
+}
+
+/// Whether the message's relay domain wants a delay notice now (`spec.delayNotice`).
+fn delay_notice_due(ctx: &Ctx, env: &Envelope, now: i64) -> bool {
+    let Some(n) = ctx
+        .bounces
+        .plan(&env.relay_domain)
+        .and_then(|p| p.delay_notice)
+    else {
+        return false;
+    };
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    baton_core::dsn::delay_notice_due(
+        env.received_at_ms,
+        env.last_delay_notice_ms,
+        now,
+        ms(n.after_secs),
+        ms(n.interval_secs),
+    )
 }
 
 fn log_outcome(

@@ -86,6 +86,7 @@ async fn drive(
                     metrics: &shared.metrics,
                     auth_log: &shared.auth_log,
                     listener: kind,
+                    suppressions: shared.suppressions.as_ref(),
                 };
                 session.poll(&policy)
             };

@@ -19,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_queue::suppression::SuppressionCache;
 use baton_queue::{ConfigWatch, Publisher};
 use baton_smtp::session::SessionConfig;
 use baton_smtp::{ListenerKind, PeerInfo};
@@ -136,6 +137,7 @@ pub struct Shared {
     auth_log: authlog::AuthLog,
     snapshot: watch::Receiver<Option<Arc<Snapshot>>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    suppressions: Option<SuppressionCache>,
 }
 
 impl Shared {
@@ -234,8 +236,17 @@ impl Ingress {
             auth_log: authlog::AuthLog::default(),
             snapshot,
             per_ip: Mutex::new(HashMap::new()),
+            suppressions: None,
         });
         Ok(Ingress { shared, listeners })
+    }
+
+    /// Consult the relay domains' suppression lists at RCPT (before serving).
+    pub fn with_suppressions(mut self, cache: SuppressionCache) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.suppressions = Some(cache);
+        }
+        self
     }
 
     /// Addresses actually bound (useful with port 0).

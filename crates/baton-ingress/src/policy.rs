@@ -1,13 +1,16 @@
 //! The ingress side of [`baton_smtp::Policy`]: answers the session's questions from the
 //! config snapshot in force (via `baton_core::PolicyIndex`) and the per-domain rate limits.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use baton_core::clock::now_ms;
 use baton_core::policy::PolicyIndex;
 use baton_core::ratelimit::RateLimiter;
 use baton_core::refusal::Refusal;
+use baton_core::suppression;
 use baton_proto::v1::RelayConfig;
+use baton_queue::suppression::SuppressionCache;
 use baton_smtp::session::{Grant, Policy, SenderContext};
 use baton_smtp::{ForwardPath, ListenerKind, PeerInfo, Reply, ReversePath};
 
@@ -26,6 +29,8 @@ pub struct Snapshot {
     pub index: PolicyIndex,
     /// DKIM signers per RelayDomain (keys parsed once per snapshot).
     pub dkim: Signers,
+    /// Suppression policy per RelayDomain (`namespace/name`), decided once per snapshot.
+    pub suppression: HashMap<String, suppression::Policy>,
 }
 
 impl Snapshot {
@@ -33,10 +38,16 @@ impl Snapshot {
     pub fn new(config: Arc<RelayConfig>) -> Self {
         let index = PolicyIndex::new(&config);
         let dkim = Signers::new(&config);
+        let suppression = config
+            .domains
+            .iter()
+            .map(|d| (d.name.clone(), suppression::Policy::of(d)))
+            .collect();
         Snapshot {
             config,
             index,
             dkim,
+            suppression,
         }
     }
 
@@ -111,6 +122,46 @@ pub struct SessionPolicy<'a> {
     pub auth_log: &'a AuthLog,
     /// The listener of the session (label of the AUTH counter).
     pub listener: ListenerKind,
+    /// The suppression lists (none: not consulted).
+    pub suppressions: Option<&'a SuppressionCache>,
+}
+
+impl SessionPolicy<'_> {
+    /// `550 5.1.1` for a recipient on the relay domain's suppression list (mode `Refuse`).
+    /// In `AcceptAndBounce` mode the worker fails it without an attempt instead.
+    fn check_suppressed(
+        &self,
+        ctx: &SenderContext<'_>,
+        grant: &Grant,
+        address: &str,
+    ) -> Result<(), Reply> {
+        let (Some(cache), Some(s)) = (self.suppressions, self.snapshot) else {
+            return Ok(());
+        };
+        let refuse = s
+            .suppression
+            .get(&grant.relay_domain)
+            .is_some_and(|p| p.enabled && p.mode == suppression::Mode::Refuse);
+        if !refuse {
+            return Ok(());
+        }
+        let Some(entry) = cache.lookup(&grant.relay_domain, address, now_ms()) else {
+            return Ok(());
+        };
+        self.metrics
+            .ingress_suppressed_recipients
+            .with_label_values(&[&grant.relay_domain])
+            .inc();
+        tracing::info!(
+            client = %ctx.peer.addr,
+            relay_domain = %grant.relay_domain,
+            reason = "suppressed",
+            source = entry.source.as_str(),
+            class = %entry.class,
+            "recipient refused: on the suppression list"
+        );
+        Err(Reply::new(550, "5.1.1", suppression::refusal_text(&entry)))
+    }
 }
 
 fn not_ready() -> Reply {
@@ -234,6 +285,10 @@ impl Policy for SessionPolicy<'_> {
                 ));
             }
         }
-        Ok(())
+        self.check_suppressed(
+            ctx,
+            grant,
+            &format!("{}@{}", mailbox.local_part, mailbox.domain),
+        )
     }
 }

@@ -52,6 +52,9 @@ pub enum QueueError {
     /// KV bucket read, write or watch failed.
     #[error("config store: {0}")]
     ConfigStore(String),
+    /// The suppression bucket could not be read or written.
+    #[error("suppression list: {0}")]
+    Suppressions(String),
 }
 
 impl QueueError {
@@ -68,6 +71,7 @@ impl QueueError {
             QueueError::Decode(_) => "decode",
             QueueError::ObjectStore(_) => "object_store",
             QueueError::ConfigStore(_) => "config_store",
+            QueueError::Suppressions(_) => "suppressions",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `baton-queue` owns everything Baton keeps in NATS JetStream: the `BATON_QUEUE` work-queue
 //! stream and its per-pool lanes (`baton.new.<pool>`, `baton.retry.<pool>.<tier>`), publishing
 //! envelopes with a `Nats-Msg-Id` and awaiting the PubAck, large bodies in the Object Store,
-//! pulling and acknowledging queued messages, the `baton-config` KV snapshot, and reading
+//! pulling and acknowledging queued messages, the `baton-config` KV snapshot, the
+//! `baton-suppressions` KV bucket ([`suppression`]), and reading
 //! consumer state for metrics. One owner provisions ([`Provisioner::provision`] records the
 //! settings next to the snapshot); everyone else verifies ([`Verifier`]) and reports drift.
 //!
@@ -14,6 +15,7 @@ mod error;
 mod provision;
 mod publish;
 mod settings;
+pub mod suppression;
 mod verify;
 
 pub use config_store::{ConfigStore, ConfigWatch};
@@ -30,6 +32,8 @@ pub const STREAM: &str = "BATON_QUEUE";
 pub const BODY_BUCKET: &str = "baton-bodies";
 /// KV bucket holding the compiled `RelayConfig` snapshot.
 pub const CONFIG_BUCKET: &str = "baton-config";
+/// KV bucket holding the relay domains' suppression lists (`baton_core::suppression`).
+pub const SUPPRESSION_BUCKET: &str = "baton-suppressions";
 /// Key of the snapshot inside [`CONFIG_BUCKET`].
 pub const CONFIG_KEY: &str = "relay-config";
 /// Key of the recorded [`StreamSettings`] (`baton.v1.QueueSettings`) inside [`CONFIG_BUCKET`].

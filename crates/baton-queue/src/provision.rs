@@ -243,7 +243,8 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Create the Object Store bucket for large bodies and the config KV bucket if missing, and
+    /// Create the Object Store bucket for large bodies, the config KV bucket and the
+    /// suppression KV bucket if missing, and
     /// bring the replicas of existing ones to the settings.
     pub async fn ensure_buckets(&self) -> Result<(), QueueError> {
         self.scale_existing(&body_bucket_stream()).await?;
@@ -279,6 +280,32 @@ impl Provisioner {
                 })
                 .await
                 .map_err(|e| provision_err(crate::CONFIG_BUCKET, e))?;
+        }
+        self.scale_existing(&format!("KV_{}", crate::SUPPRESSION_BUCKET))
+            .await?;
+        if self
+            .js
+            .get_key_value(crate::SUPPRESSION_BUCKET)
+            .await
+            .is_err()
+        {
+            // One value per key (the entry); deletes are markers, so watchers see them.
+            self.js
+                .create_stream(stream::Config {
+                    name: format!("KV_{}", crate::SUPPRESSION_BUCKET),
+                    description: Some("Baton suppression lists".into()),
+                    subjects: vec![format!("$KV.{}.>", crate::SUPPRESSION_BUCKET)],
+                    max_messages_per_subject: 1,
+                    storage: StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    num_replicas: self.settings.replicas,
+                    discard: DiscardPolicy::New,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| provision_err(crate::SUPPRESSION_BUCKET, e))?;
         }
         Ok(())
     }

@@ -66,6 +66,19 @@ pub(crate) enum Command {
         #[arg(long, env = "BATON_CRDS_OUT", default_value = "manifests/crds")]
         out: PathBuf,
     },
+    /// List, add and remove suppressed recipients (the RelayDomains' suppression lists).
+    Suppression {
+        /// NATS URL.
+        #[arg(
+            long,
+            env = "BATON_NATS",
+            default_value = "nats://127.0.0.1:4222",
+            global = true
+        )]
+        nats: String,
+        #[command(subcommand)]
+        command: SuppressionCommand,
+    },
     /// Print the DNS records (DKIM, SPF, DMARC) each RelayDomain needs.
     DnsRecords {
         /// RelayDomain / SendingPool / Secret YAML files or directories.
@@ -77,6 +90,56 @@ pub(crate) enum Command {
         )]
         config: Vec<PathBuf>,
     },
+}
+
+/// `baton suppression ...`
+#[derive(Subcommand, Debug)]
+pub(crate) enum SuppressionCommand {
+    /// Suppressed recipients (live ones; `--all` includes expired entries).
+    List {
+        /// Only this RelayDomain (`namespace/name`).
+        #[arg(long)]
+        relay_domain: Option<String>,
+        /// Include expired entries.
+        #[arg(long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Suppress a recipient for a RelayDomain. Permanent unless `--expire-after` is given.
+    Add {
+        /// The RelayDomain (`namespace/name`).
+        #[arg(long)]
+        relay_domain: String,
+        /// The recipient address.
+        address: String,
+        /// Lifetime (`30d`, `12h`); omitted: permanent.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expire_after: Option<Duration>,
+        /// Why (kept with the entry).
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Remove a recipient from a RelayDomain's list (mail to it is accepted again).
+    Remove {
+        /// The RelayDomain (`namespace/name`).
+        #[arg(long)]
+        relay_domain: String,
+        /// The recipient address.
+        address: String,
+    },
+    /// Delete every expired entry from the bucket.
+    PurgeExpired,
+}
+
+/// Output of listing commands.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// One JSON array.
+    Json,
 }
 
 /// `baton config ...`

@@ -98,6 +98,7 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             println!("wrote CRDs to {}", out.display());
             Ok(())
         }
+        Command::Suppression { nats, command } => crate::suppression_cli::run(&nats, command).await,
         Command::DnsRecords { config } => {
             let res = baton_config::load_paths(&config)?;
             let compiled = baton_config::compile(&res, 1, 0)?;

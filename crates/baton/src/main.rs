@@ -7,6 +7,7 @@ mod commands;
 mod dev;
 mod operator;
 mod queue;
+mod suppression_cli;
 mod wiring;
 
 use clap::Parser;

@@ -242,14 +242,27 @@ pub(crate) async fn run_ingress(
         tls,
         nats.publisher(l.publish_timeout),
         snapshots,
-        metrics,
+        metrics.clone(),
     )
-    .await?;
+    .await?
+    .with_suppressions(suppressions(nats, &metrics));
     for (kind, addr) in ingress.local_addrs() {
         tracing::info!(listener = baton_ingress::listener_label(kind), %addr, "SMTP listening");
     }
     ingress.serve(stop).await;
     Ok(())
+}
+
+/// The suppression lists, followed in the background; the entry count goes to
+/// `baton_suppression_entries`.
+pub(crate) fn suppressions(
+    nats: &Nats,
+    metrics: &Metrics,
+) -> baton_queue::suppression::SuppressionCache {
+    let gauge = metrics.suppression_entries.clone();
+    baton_queue::suppression::SuppressionCache::follow(nats.js.clone(), move |n| {
+        gauge.set(n as i64)
+    })
 }
 
 /// Worker settings from flags.
@@ -306,6 +319,7 @@ pub(crate) async fn run_worker(
         js: nats.js.clone(),
         verifier: baton_queue::Verifier::new(nats.js.clone()),
         publisher: nats.publisher(Duration::from_secs(10)),
+        suppressions: suppressions(nats, &metrics),
     };
     baton_delivery::run(config, queue, snapshots, metrics, health, stop).await?;
     Ok(())

@@ -34,4 +34,5 @@ mod large_body;
 mod monitoring;
 mod queue_not_provisioned;
 mod smtp_client;
+mod suppression_lists;
 mod traffic;

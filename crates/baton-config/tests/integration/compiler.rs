@@ -29,7 +29,7 @@ fn suppression_and_delay_notice_policies() {
     assert_eq!(s.mode, SuppressionMode::Refuse as i32);
     assert_eq!(s.expire_after_secs, 30 * 86_400);
     assert_eq!(s.classes, ["invalid_recipient"]);
-    let n = d.delay_notice.clone().expect("delay notice");
+    let n = d.delay_notice.expect("delay notice");
     assert_eq!((n.after_secs, n.interval_secs), (4 * 3600, 24 * 3600));
 
     let spec = "{domain: example.com, suppression: {mode: AcceptAndBounce, expireAfter: 0s, \

@@ -339,3 +339,25 @@ fn ascii_original_is_not_downgraded() {
     );
     assert!(text.contains("Subject: hello\r\n"));
 }
+
+#[test]
+fn delay_notices_are_due_after_the_delay_and_once_per_interval() {
+    let (after, interval) = (4 * 3_600_000, 24 * 3_600_000);
+    let t0 = 1_000_000;
+    assert!(!delay_notice_due(t0, 0, t0, after, interval));
+    assert!(!delay_notice_due(t0, 0, t0 + after - 1, after, interval));
+    assert!(delay_notice_due(t0, 0, t0 + after, after, interval));
+    let sent = t0 + after + 5;
+    assert!(!delay_notice_due(t0, sent, sent + 1, after, interval));
+    assert!(!delay_notice_due(
+        t0,
+        sent,
+        sent + interval - 1,
+        after,
+        interval
+    ));
+    assert!(delay_notice_due(t0, sent, sent + interval, after, interval));
+    // A zero interval still means "not twice in the same millisecond".
+    assert!(!delay_notice_due(t0, sent, sent, 0, 0));
+    assert!(delay_notice_due(t0, 0, t0, 0, 0));
+}

@@ -1,0 +1,151 @@
+//! What a worker does with bounce classes and suppression lists: the per-relay-domain policies
+//! of the snapshot in force (decided once per snapshot), failing recipients that are on their
+//! domain's suppression list without an attempt, and putting recipients that failed
+//! permanently with a suppressing class on the list (before the message is acked, so a crash
+//! repeats the put and never loses it).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use baton_core::bounce::BounceClass;
+use baton_core::suppression::{self, Policy};
+use baton_proto::v1::{DelayNotice, Envelope, EnvelopeKind, RelayConfig};
+use baton_queue::suppression::{SuppressionCache, SuppressionStore};
+use parking_lot::RwLock;
+use tokio::sync::OnceCell;
+
+use crate::deliver::Fate;
+use crate::{Ctx, now_ms};
+
+/// Per relay domain settings the worker needs, from one snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct DomainPlan {
+    pub(crate) suppression: Policy,
+    pub(crate) delay_notice: Option<DelayNotice>,
+}
+
+/// Suppression lists and the per-domain plans.
+pub(crate) struct Bounces {
+    js: jetstream::Context,
+    store: OnceCell<SuppressionStore>,
+    cache: SuppressionCache,
+    plans: RwLock<Arc<HashMap<String, DomainPlan>>>,
+}
+
+impl Bounces {
+    pub(crate) fn new(js: jetstream::Context, cache: SuppressionCache) -> Bounces {
+        Bounces {
+            js,
+            store: OnceCell::new(),
+            cache,
+            plans: RwLock::default(),
+        }
+    }
+
+    /// Decide the plans of a new snapshot.
+    pub(crate) fn set_config(&self, config: &RelayConfig) {
+        let plans = config
+            .domains
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    DomainPlan {
+                        suppression: Policy::of(d),
+                        delay_notice: d.delay_notice,
+                    },
+                )
+            })
+            .collect();
+        *self.plans.write() = Arc::new(plans);
+    }
+
+    pub(crate) fn plan(&self, relay_domain: &str) -> Option<DomainPlan> {
+        self.plans.read().get(relay_domain).cloned()
+    }
+
+    /// The fate of a recipient on its domain's suppression list (whatever the mode: mail
+    /// accepted before the entry was added is not sent either), `None` otherwise.
+    pub(crate) fn suppressed(&self, env: &Envelope, address: &str) -> Option<Fate> {
+        if env.kind == EnvelopeKind::Dsn as i32 {
+            return None;
+        }
+        let plan = self.plan(&env.relay_domain)?;
+        if !plan.suppression.enabled {
+            return None;
+        }
+        let entry = self.cache.lookup(&env.relay_domain, address, now_ms())?;
+        Some(Fate::Failed {
+            reply: format!("550 5.1.1 {}", suppression::refusal_text(&entry)),
+            status: "5.1.1".into(),
+            remote: String::new(),
+        })
+    }
+
+    async fn store(&self) -> Option<&SuppressionStore> {
+        self.store
+            .get_or_try_init(|| SuppressionStore::open(&self.js))
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "suppression list unavailable"))
+            .ok()
+    }
+}
+
+/// Put every recipient that failed permanently with a suppressing class on its domain's list.
+pub(crate) async fn record_suppressions(ctx: &Ctx, env: &Envelope, fates: &[Fate]) {
+    if env.kind == EnvelopeKind::Dsn as i32 {
+        return;
+    }
+    let Some(plan) = ctx.bounces.plan(&env.relay_domain) else {
+        return;
+    };
+    for (r, f) in env.recipients.iter().zip(fates) {
+        let Fate::Failed { reply, .. } = f else {
+            continue;
+        };
+        // Already on the list (e.g. failed here without an attempt because of it).
+        if ctx
+            .bounces
+            .cache
+            .lookup(&env.relay_domain, &r.address, now_ms())
+            .is_some()
+        {
+            continue;
+        }
+        let class = f.class(&ctx.classifier).unwrap_or(BounceClass::Other);
+        if !plan.suppression.adds(class) {
+            continue;
+        }
+        let entry = plan.suppression.entry_for_bounce(
+            &env.relay_domain,
+            &r.address,
+            class,
+            reply,
+            &env.id,
+            now_ms(),
+        );
+        let Some(store) = ctx.bounces.store().await else {
+            return;
+        };
+        match store.put(&entry).await {
+            Ok(_) => {
+                ctx.metrics
+                    .suppressions_added
+                    .with_label_values(&[&env.relay_domain, "bounce"])
+                    .inc();
+                tracing::info!(
+                    queue_id = %env.id,
+                    relay_domain = %env.relay_domain,
+                    to = %r.address,
+                    class = class.as_str(),
+                    expires_ms = entry.expires_ms,
+                    "recipient added to the suppression list"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(queue_id = %env.id, error = %e, "could not add a recipient to the suppression list");
+            }
+        }
+    }
+}
