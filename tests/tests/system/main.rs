@@ -14,6 +14,7 @@ mod config_rejected;
 mod dashboard_prometheus;
 mod delivery_address_policy;
 mod delivery_bounce;
+mod delivery_delay_notice;
 mod delivery_dsn_next_hop;
 mod delivery_expiry;
 mod delivery_kill9;
