@@ -129,8 +129,11 @@ fn status_of(reply: &str) -> String {
 /// Everything a DSN is built from.
 #[derive(Debug, Clone)]
 pub struct DsnInput<'a> {
-    /// Host name of this MTA (`Reporting-MTA`, `MAILER-DAEMON@…`).
+    /// Host name of this MTA (`Reporting-MTA`).
     pub reporting_mta: &'a str,
+    /// The DSN's `From:` address, the RelayDomain's postmaster (e.g. `postmaster@example.com`);
+    /// its domain is also the `Message-ID`'s. Empty: `MAILER-DAEMON@<reporting_mta>`.
+    pub from: &'a str,
     /// The envelope the DSN reports on (reverse path, ENVID, RET).
     pub original: &'a Envelope,
     /// The original message content.
@@ -141,7 +144,7 @@ pub struct DsnInput<'a> {
     pub arrival_ms: i64,
     /// Now (`Date`, `Last-Attempt-Date`).
     pub now: OffsetDateTime,
-    /// Unique id of the DSN, used in its Message-ID (`<dsn_id@reporting_mta>`).
+    /// Unique id of the DSN, used in its Message-ID (`<dsn_id@<domain of from>>`).
     pub dsn_id: &'a str,
 }
 
@@ -448,13 +451,23 @@ pub fn build_dsn(input: &DsnInput<'_>) -> Vec<u8> {
     };
     let mut m = Vec::with_capacity(returned.content.len() + text.len() + status.len() + 1024);
     let mut w = |s: &str| m.extend_from_slice(s.as_bytes());
-    w(&format!(
-        "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\n"
-    ));
+    let from = if input.from.is_empty() || !input.from.is_ascii() {
+        format!("MAILER-DAEMON@{mta}")
+    } else {
+        clean(input.from)
+    };
+    let id_domain = from
+        .rsplit_once('@')
+        .map_or(mta.as_str(), |(_, d)| d)
+        .to_string();
+    w(&format!("From: Mail Delivery System <{from}>\r\n"));
     w(&format!("To: {to}\r\n"));
     w(&format!("Subject: {}\r\n", subject(&input.recipients)));
     w(&format!("Date: {}\r\n", rfc5322_date(input.now)));
-    w(&format!("Message-ID: <{}@{mta}>\r\n", clean(input.dsn_id)));
+    w(&format!(
+        "Message-ID: <{}@{id_domain}>\r\n",
+        clean(input.dsn_id)
+    ));
     w("Auto-Submitted: auto-replied\r\n");
     w("MIME-Version: 1.0\r\n");
     w("Content-Type: multipart/report; report-type=delivery-status;\r\n");

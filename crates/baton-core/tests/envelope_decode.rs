@@ -72,6 +72,7 @@ fn after_decode(env: &Envelope) -> Result<(), String> {
         let dsn_id = follow_up_msg_id(&env.id, attempt, FollowUp::Dsn);
         let dsn = build_dsn(&DsnInput {
             reporting_mta: "worker.baton.test",
+            from: "",
             original: env,
             original_message: match &env.body {
                 Some(Body::InlineBody(b)) => b,

@@ -1,5 +1,6 @@
-//! What a worker does with bounce classes and suppression lists: the per-relay-domain policies
-//! of the snapshot in force (decided once per snapshot), failing recipients that are on their
+//! What a worker does with bounce classes and suppression lists: the per-relay-domain plans
+//! of the snapshot in force (suppression policy, delay notices, DSN postmaster and DKIM keys,
+//! decided once per snapshot), failing recipients that are on their
 //! domain's suppression list without an attempt, and putting recipients that failed
 //! permanently with a suppressing class on the list (before the message is acked, so a crash
 //! repeats the put and never loses it).
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use baton_core::bounce::BounceClass;
 use baton_core::suppression::{self, Policy};
+use baton_dkim::DomainSigner;
 use baton_proto::v1::{DelayNotice, Envelope, EnvelopeKind, RelayConfig};
 use baton_queue::suppression::{SuppressionCache, SuppressionStore};
 use parking_lot::RwLock;
@@ -19,10 +21,15 @@ use crate::deliver::Fate;
 use crate::{Ctx, now_ms};
 
 /// Per relay domain settings the worker needs, from one snapshot.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct DomainPlan {
     pub(crate) suppression: Policy,
     pub(crate) delay_notice: Option<DelayNotice>,
+    /// The `From:` of DSNs about the domain's mail.
+    pub(crate) postmaster: String,
+    /// The domain's DKIM keys, to sign those DSNs (none: unsigned; a key that does not parse
+    /// is the ingress's to report, which defers the domain's mail).
+    pub(crate) dkim: Option<Arc<DomainSigner>>,
 }
 
 /// Suppression lists and the per-domain plans.
@@ -54,6 +61,11 @@ impl Bounces {
                     DomainPlan {
                         suppression: Policy::of(d),
                         delay_notice: d.delay_notice,
+                        postmaster: d.postmaster.clone(),
+                        dkim: DomainSigner::new(d)
+                            .ok()
+                            .filter(|s| !s.is_empty())
+                            .map(Arc::new),
                     },
                 )
             })

@@ -62,8 +62,11 @@ pub(crate) fn dsn_for(
         Notice::Delay => FollowUp::Delay,
     };
     let dsn_id = follow_up_msg_id(&env.id, attempt, kind);
+    let plan = ctx.bounces.plan(&env.relay_domain);
+    let from = plan.as_ref().map_or("", |p| p.postmaster.as_str());
     let body = build_dsn(&DsnInput {
         reporting_mta: &ctx.client.ehlo_name,
+        from,
         original: env,
         original_message: match &env.body {
             Some(Body::InlineBody(b)) => b.as_slice(),
@@ -74,6 +77,20 @@ pub(crate) fn dsn_for(
         now: baton_core::clock::now(),
         dsn_id: &dsn_id,
     });
+    // Signed with the domain's keys (its postmaster is in the domain, so the signature aligns).
+    let body = match plan.as_ref().and_then(|p| p.dkim.as_ref()) {
+        Some(signer) => match signer.sign(&[&body]) {
+            Ok(mut signed) => {
+                signed.extend_from_slice(&body);
+                signed
+            }
+            Err(e) => {
+                tracing::warn!(relay_domain = %env.relay_domain, error = %e, "DSN sent unsigned");
+                body
+            }
+        },
+        None => body,
+    };
     let body_type = if needs_8bitmime(&body) {
         BodyType::BodyType8bitmime
     } else {

@@ -8,7 +8,7 @@
 pub mod authlog;
 mod budget;
 mod conn;
-pub mod dkim;
+pub use baton_dkim as dkim;
 mod driver;
 pub mod handoff;
 pub mod policy;

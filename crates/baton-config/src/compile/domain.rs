@@ -246,6 +246,30 @@ fn validated_entry(
             ));
         }
     }
+    let postmaster = match &spec.postmaster {
+        None => format!("postmaster@{}", spec.domain),
+        Some(p) => {
+            let local_ok = p.split_once('@').is_some_and(|(l, _)| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"@".contains(&b))
+            });
+            match check_sender(p, &spec.domain) {
+                Ok(()) if local_ok => p.clone(),
+                Ok(()) => {
+                    note(invalid(
+                        "spec.postmaster",
+                        format!("{p:?} is not a plain address (local@domain)"),
+                    ));
+                    format!("postmaster@{}", spec.domain)
+                }
+                Err(m) => {
+                    note(invalid("spec.postmaster", m));
+                    format!("postmaster@{}", spec.domain)
+                }
+            }
+        }
+    };
     let entry = pb::RelayDomain {
         name: key.to_owned(),
         domain: spec.domain.clone(),
@@ -261,6 +285,7 @@ fn validated_entry(
         allow_unaligned_from: spec.allow_unaligned_from,
         suppression: Some(suppression),
         delay_notice,
+        postmaster,
     };
     (Some((entry, expire_secs)), first)
 }

@@ -66,6 +66,10 @@ pub(crate) const SELECTOR_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$
     "!has(self.allowedSenders) || self.allowedSenders.all(s, s.indexOf('@') > 0 && (s.endsWith('@' + self.domain) || s.endsWith('.' + self.domain)))")
     .message("allowedSenders must be addresses in the domain or its subdomains")
     .field_path(".allowedSenders"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.postmaster) || (self.postmaster.indexOf('@') > 0 && (self.postmaster.endsWith('@' + self.domain) || self.postmaster.endsWith('.' + self.domain)))")
+    .message("postmaster must be an address in the domain or its subdomains")
+    .field_path(".postmaster"))]
 pub struct RelayDomainSpec {
     /// The sending domain, lower-case ASCII (A-labels for IDNs). Immutable.
     #[schemars(length(min = 1, max = 253), pattern(DOMAIN_PATTERN))]
@@ -99,6 +103,12 @@ pub struct RelayDomainSpec {
     /// without an attempt) until their entry expires. On by default.
     #[serde(default)]
     pub suppression: SuppressionSpec,
+    /// The address delivery status notifications about this domain's mail come from, in the
+    /// domain or one of its subdomains (they are DKIM-signed with the domain's keys, so they
+    /// align). Default: `postmaster@<domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 254))]
+    pub postmaster: Option<String>,
     /// Delay notices (DSN `Action: delayed`) to senders whose mail stays deferred, like
     /// Postfix's `delay_warning_time`. On by default (after 4h, then at most every 24h).
     #[serde(default)]

@@ -48,6 +48,7 @@ spec:
   limits: {maxMessageSize: 25Mi, messagesPerMinute: 600}
   suppression: {enabled: true, mode: Refuse, expireAfter: 30d, classes: [invalid_recipient]}
   delayNotice: {enabled: true, after: 4h, interval: 24h}
+  postmaster: postmaster@example.com
 "#;
 
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +112,8 @@ fn rows() -> Vec<Row> {
         (D, "/spec/suppression", "{enabled: false}", Admit),
         (D, "/spec/suppression", "{mode: AcceptAndBounce, expireAfter: 0s, classes: [invalid_recipient, mailbox_full, policy]}", Admit),
         (D, "/spec/delayNotice", "{after: 30m, interval: 2h}", Admit),
+        (D, "/spec/postmaster", "bounces@mail.example.com", Admit),
+        (D, "/spec/postmaster", "postmaster@example.org", Refuse("spec.postmaster", "postmaster must be an address in the domain")),
         (D, "/spec/suppression/classes", "[bogus]", Refuse("spec.suppression.classes", "classes must be bounce classes")),
         (D, "/spec/suppression/mode", "Drop", Refuse("spec.suppression.mode", "Unsupported value")),
         (D, "/spec/suppression/expireAfter", "forever", Refuse("spec.suppression.expireAfter", "should match")),

@@ -31,6 +31,24 @@ fn suppression_and_delay_notice_policies() {
     assert_eq!(s.classes, ["invalid_recipient"]);
     let n = d.delay_notice.expect("delay notice");
     assert_eq!((n.after_secs, n.interval_secs), (4 * 3600, 24 * 3600));
+    assert_eq!(d.postmaster, "postmaster@example.com");
+
+    let spec = "{domain: example.com, postmaster: bounces@mail.example.com}";
+    let compiled = compile_yaml(&format!("{POOL}{}", domain("example-com", "team-a", spec)));
+    assert_eq!(
+        compiled.config.domains[0].postmaster,
+        "bounces@mail.example.com"
+    );
+    for bad in ["postmaster@example.org", "a b@example.com", "@example.com"] {
+        let spec = format!("{{domain: example.com, postmaster: '{bad}'}}");
+        let compiled = compile_yaml(&format!("{POOL}{}", domain("example-com", "team-a", &spec)));
+        let d = &compiled.config.domains[0];
+        assert!(
+            !d.ready && d.not_ready_reason.contains("spec.postmaster"),
+            "{bad}: {}",
+            d.not_ready_reason
+        );
+    }
 
     let spec = "{domain: example.com, suppression: {mode: AcceptAndBounce, expireAfter: 0s, \
                 classes: [invalid_recipient, mailbox_full]}, delayNotice: {enabled: false}}";

@@ -30,8 +30,18 @@ fn failed() -> DsnRecipient {
 }
 
 fn build(env: &Envelope, original: &[u8], recipients: Vec<DsnRecipient>) -> Vec<u8> {
+    build_from(env, original, recipients, "")
+}
+
+fn build_from(
+    env: &Envelope,
+    original: &[u8],
+    recipients: Vec<DsnRecipient>,
+    from: &str,
+) -> Vec<u8> {
     build_dsn(&DsnInput {
         reporting_mta: "relay.baton.dev",
+        from,
         original: env,
         original_message: original,
         recipients,
@@ -360,4 +370,18 @@ fn delay_notices_are_due_after_the_delay_and_once_per_interval() {
     // A zero interval still means "not twice in the same millisecond".
     assert!(!delay_notice_due(t0, sent, sent, 0, 0));
     assert!(delay_notice_due(t0, 0, t0, 0, 0));
+}
+
+/// A DSN from a RelayDomain's postmaster: From and the Message-ID's domain are the domain's.
+#[test]
+fn dsn_from_the_postmaster_of_the_domain() {
+    let env = envelope(DsnRet::Hdrs, "env-42");
+    let m = build_from(&env, ORIGINAL, vec![failed()], "postmaster@example.com");
+    assert_wire_clean(&m);
+    let msg = MessageParser::new().parse(&m).unwrap();
+    let from = msg.from().unwrap().first().unwrap();
+    assert_eq!(from.address(), Some("postmaster@example.com"));
+    assert_eq!(msg.message_id(), Some("Q1.dsn1@example.com"));
+    // Reporting-MTA stays the host that tried.
+    assert!(String::from_utf8_lossy(&m).contains("Reporting-MTA: dns; relay.baton.dev\r\n"));
 }

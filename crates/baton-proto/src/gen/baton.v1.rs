@@ -262,6 +262,10 @@ pub struct RelayDomain {
     /// Delay notices (DSN `Action: delayed`) for mail that stays deferred. Unset: none.
     #[prost(message, optional, tag = "14")]
     pub delay_notice: ::core::option::Option<DelayNotice>,
+    /// The address DSNs about this domain's mail come from (`postmaster@<domain>` by default);
+    /// they are DKIM-signed with the domain's keys.
+    #[prost(string, tag = "15")]
+    pub postmaster: ::prost::alloc::string::String,
 }
 /// A RelayDomain's suppression policy.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -115,6 +115,7 @@ fuzz_target!(|data: &[u8]| {
         let dsn_id = follow_up_msg_id(&env.id, attempt, FollowUp::Dsn);
         let dsn = build_dsn(&DsnInput {
             reporting_mta: "worker.baton.test",
+            from: "",
             original: &env,
             original_message: match &env.body {
                 Some(Body::InlineBody(b)) => b,

@@ -1,4 +1,6 @@
-//! DKIM signing (RFC 6376, RFC 8463 for Ed25519) with `mail-auth`.
+//! `baton-dkim`: DKIM signing (RFC 6376, RFC 8463 for Ed25519) with `mail-auth`, shared by the
+//! ingress (the relayed mail) and the delivery worker (the DSNs it sends as a RelayDomain's
+//! postmaster).
 //!
 //! Signers are built once per config snapshot ([`Signers::new`]): one [`DomainSigner`] per
 //! RelayDomain holding a signer per configured key (two during a rotation: dual signing). A key
@@ -219,9 +221,11 @@ impl Signers {
     }
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-pub(crate) mod tests {
+/// Keys and helpers for tests of this crate and of its users (feature `test-support`): an RSA
+/// and an Ed25519 key, a RelayDomain holding keys, and verification with `mail-auth`.
+#[cfg(any(test, feature = "test-support"))]
+#[allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+pub mod tests {
     use super::*;
     use parking_lot::Mutex;
     use std::time::{Duration, Instant};
@@ -232,7 +236,7 @@ pub(crate) mod tests {
     use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, Txt};
 
     /// 2048-bit RSA, PKCS#8, made with `openssl genpkey -algorithm RSA`.
-    pub(crate) const RSA_PEM: &str = "-----BEGIN PRIVATE KEY-----
+    pub const RSA_PEM: &str = "-----BEGIN PRIVATE KEY-----
 MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDsGSO/5uvKgaim
 JYMpNypPvHe9JNesBnEdg+bvmTguQVeg79LeB3zclYFp34JqnBBOwKAD5VPpG5U4
 hUd5JF/CVNNwGTb+hfi8fp0k777g7hrHrMvERf5jCjualEJtk/y6l988VAehBXpl
@@ -262,12 +266,12 @@ E3dTFgLJu/vW2IqxyENPTyT6L08LEsTrnTjWqUvKsNWo0o/q1pWT43WOOMnNKziX
 -----END PRIVATE KEY-----
 ";
     /// Ed25519, PKCS#8 v1 (no public key inside), as `openssl genpkey -algorithm ed25519` writes.
-    pub(crate) const ED25519_PEM: &str = "-----BEGIN PRIVATE KEY-----
+    pub const ED25519_PEM: &str = "-----BEGIN PRIVATE KEY-----
 MC4CAQAwBQYDK2VwBCIEIGr/XV1oKxhoXGfkPqPLWT9vH0+66mTU2n61sh/Kh8oW
 -----END PRIVATE KEY-----
 ";
 
-    pub(crate) fn key(selector: &str, algorithm: &str, pem: &str, expire_secs: u64) -> DkimKey {
+    pub fn key(selector: &str, algorithm: &str, pem: &str, expire_secs: u64) -> DkimKey {
         DkimKey {
             selector: selector.into(),
             algorithm: algorithm.into(),
@@ -276,7 +280,7 @@ MC4CAQAwBQYDK2VwBCIEIGr/XV1oKxhoXGfkPqPLWT9vH0+66mTU2n61sh/Kh8oW
         }
     }
 
-    pub(crate) fn domain(keys: Vec<DkimKey>) -> RelayDomain {
+    pub fn domain(keys: Vec<DkimKey>) -> RelayDomain {
         RelayDomain {
             name: "team-a/example-com".into(),
             domain: "example.com".into(),
@@ -290,7 +294,7 @@ MC4CAQAwBQYDK2VwBCIEIGr/XV1oKxhoXGfkPqPLWT9vH0+66mTU2n61sh/Kh8oW
     }
 
     /// The DNS record value of a key, as `baton dns-records` prints it.
-    pub(crate) fn record(k: &DkimKey) -> String {
+    pub fn record(k: &DkimKey) -> String {
         let der = PrivatePkcs8KeyDer::from_pem_slice(k.private_key_pem.as_bytes()).unwrap();
         let (kind, public) = match k.algorithm.as_str() {
             "rsa-sha256" => (
@@ -311,7 +315,7 @@ MC4CAQAwBQYDK2VwBCIEIGr/XV1oKxhoXGfkPqPLWT9vH0+66mTU2n61sh/Kh8oW
     }
 
     /// A TXT cache standing in for DNS: `mail-auth` consults it before any lookup.
-    pub(crate) struct TxtCache(Mutex<HashMap<Box<str>, Txt>>);
+    pub struct TxtCache(Mutex<HashMap<Box<str>, Txt>>);
 
     impl mail_auth::ResolverCache<Box<str>, Txt> for TxtCache {
         fn get<Q>(&self, name: &Q) -> Option<Txt>
@@ -335,7 +339,7 @@ MC4CAQAwBQYDK2VwBCIEIGr/XV1oKxhoXGfkPqPLWT9vH0+66mTU2n61sh/Kh8oW
 
     /// Verify every DKIM signature of `message` with `mail-auth` against the public keys of
     /// `keys` (published for `example.com`); returns the results in header order.
-    pub(crate) async fn verify(message: &[u8], keys: &[DkimKey]) -> Vec<DkimResult> {
+    pub async fn verify(message: &[u8], keys: &[DkimKey]) -> Vec<DkimResult> {
         use mail_auth::ResolverCache as _;
         let cache = TxtCache(Mutex::new(HashMap::new()));
         for k in keys {
@@ -357,13 +361,15 @@ MC4CAQAwBQYDK2VwBCIEIGr/XV1oKxhoXGfkPqPLWT9vH0+66mTU2n61sh/Kh8oW
             .collect()
     }
 
-    fn signed(signer: &DomainSigner, msg: &[u8]) -> Vec<u8> {
+    /// The signature fields followed by the message.
+    pub fn signed(signer: &DomainSigner, msg: &[u8]) -> Vec<u8> {
         let mut out = signer.sign(&[msg]).unwrap();
         out.extend_from_slice(msg);
         out
     }
 
-    const MSG: &[u8] = b"From: App <app@example.com>\r\nTo: x@dest.test\r\n\
+    /// A small message from `app@example.com`.
+    pub const MSG: &[u8] = b"From: App <app@example.com>\r\nTo: x@dest.test\r\n\
 Subject: hello\r\n  folded subject line\r\nDate: Tue, 03 Mar 2026 14:05:09 +0000\r\n\
 Message-ID: <1@example.com>\r\nMIME-Version: 1.0\r\n\
 Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
