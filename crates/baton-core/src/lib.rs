@@ -19,7 +19,9 @@
 //!   link-local... unless a pool allows a network), address-literal recipients;
 //! - [`ids`]: queue ids and deterministic follow-up message ids;
 //! - [`ratelimit`]: token buckets for inbound rate limits;
-//! - [`suppression`]: suppression-list entries, keys and policy decisions.
+//! - [`suppression`]: suppression-list entries, keys and policy decisions;
+//! - [`verp`]: signed VERP return paths;
+//! - [`report`]: parsing delivery reports (RFC 3464) and complaints (RFC 5965) that come back.
 
 pub mod authors;
 pub mod bounce;
@@ -33,9 +35,11 @@ pub mod outcome;
 pub mod policy;
 pub mod ratelimit;
 pub mod refusal;
+pub mod report;
 pub mod retry;
 pub mod routing;
 pub mod suppression;
+pub mod verp;
 
 pub use error::CoreError;
 pub use policy::{PolicyIndex, SenderGrant};

@@ -18,6 +18,10 @@ pub enum Source {
     Bounce,
     /// Added by an operator (`baton suppression add`).
     Manual,
+    /// A delivery report that came back to the return path after the receiver's `250`.
+    AsyncBounce,
+    /// A feedback-loop complaint (ARF) that came back to the return path.
+    Complaint,
 }
 
 impl Source {
@@ -26,6 +30,8 @@ impl Source {
         match self {
             Source::Bounce => "bounce",
             Source::Manual => "manual",
+            Source::AsyncBounce => "async_bounce",
+            Source::Complaint => "complaint",
         }
     }
 }
