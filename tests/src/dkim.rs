@@ -50,7 +50,8 @@ pub struct PrintedRecord {
     pub value: String,
 }
 
-/// Run `baton dns-records --config PATH` and parse its `name IN TYPE "value"` lines.
+/// Run `baton dns-records --config PATH` and parse its `name IN TYPE value` lines (TXT
+/// values quoted).
 pub fn dns_records(config: &Path) -> anyhow::Result<Vec<PrintedRecord>> {
     let out = Command::new(baton_bin()?)
         .args(["dns-records", "--config"])
@@ -74,10 +75,15 @@ pub fn dns_records(config: &Path) -> anyhow::Result<Vec<PrintedRecord>> {
         else {
             bail!("unexpected dns-records line: {line:?}");
         };
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .with_context(|| format!("unquoted value in {line:?}"))?;
+        // TXT values are quoted, MX values are not.
+        let value = if rtype == "TXT" {
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .with_context(|| format!("unquoted value in {line:?}"))?
+        } else {
+            value
+        };
         records.push(PrintedRecord {
             name: name.to_string(),
             rtype: rtype.to_string(),

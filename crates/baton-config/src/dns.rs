@@ -1,5 +1,5 @@
-//! The DNS records a RelayDomain owner should publish: DKIM public keys, an SPF suggestion and a
-//! starting DMARC policy. They are reported in `RelayDomain.status.dnsRecords`.
+//! The DNS records a RelayDomain owner should publish: DKIM public keys, an SPF suggestion, a
+//! starting DMARC policy, and the MX and SPF records of its return-path domain. They are reported in `RelayDomain.status.dnsRecords`.
 
 use std::net::IpAddr;
 
@@ -71,6 +71,18 @@ pub fn dns_records(
         format!("_dmarc.{name}"),
         format!("v=DMARC1; p=none; rua=mailto:dmarc@{name}"),
     ));
+    // The return-path domain receives the bounces (its MX is Baton's ingress) and is the
+    // envelope sender SPF checks.
+    if let Some(rp) = &domain.return_path {
+        records.push(DnsRecord {
+            name: rp.domain.clone(),
+            rtype: "MX".into(),
+            value: format!("10 {}.", rp.mx_host.trim_end_matches('.')),
+        });
+        if let Some(spf) = pool.and_then(spf_value) {
+            records.push(txt(rp.domain.clone(), spf));
+        }
+    }
     records
 }
 

@@ -106,7 +106,11 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             for d in &compiled.domains {
                 println!("; {} ({})", d.domain, d.name);
                 for r in &d.dns_records {
-                    println!("{}\tIN\t{}\t\"{}\"", r.name, r.rtype, r.value);
+                    if r.rtype == "TXT" {
+                        println!("{}\tIN\t{}\t\"{}\"", r.name, r.rtype, r.value);
+                    } else {
+                        println!("{}\tIN\t{}\t{}", r.name, r.rtype, r.value);
+                    }
                 }
             }
             Ok(())

@@ -72,6 +72,7 @@ pub(crate) fn compile_domain(
     let expire_secs = validated.as_ref().map(|(_, secs)| *secs).unwrap_or(0);
     let dkim = dkim_keys(spec, namespace, secrets, expire_secs);
     let credentials = credentials(spec, namespace, secrets);
+    let return_path = super::return_path::return_path(spec, namespace, secrets);
 
     let invalid_problem = invalid.as_ref().map(|e| ("Invalid", e.detail()));
     let (pool, pool_problem) = match pools.get(spec.pool.as_str()) {
@@ -102,12 +103,14 @@ pub(crate) fn compile_domain(
     });
     let dkim_problem = dkim.as_ref().err().cloned();
     let credentials_problem = credentials.as_ref().err().cloned();
+    let return_path_problem = return_path.as_ref().err().map(|(r, m)| (*r, m.clone()));
     let not_ready = [
         &invalid_problem,
         &conflict_problem,
         &pool_problem,
         &dkim_problem,
         &credentials_problem,
+        &return_path_problem,
     ]
     .into_iter()
     .find_map(|p| p.clone());
@@ -133,6 +136,7 @@ pub(crate) fn compile_domain(
         Some((mut entry, _)) if conflict_with.is_none() => {
             entry.dkim_keys = dkim_keys;
             entry.credentials = credentials.unwrap_or_default();
+            entry.return_path = return_path.ok().flatten();
             entry.ready = ready;
             entry.not_ready_reason = not_ready_reason.clone();
             Some(entry)
@@ -286,6 +290,7 @@ fn validated_entry(
         suppression: Some(suppression),
         delay_notice,
         postmaster,
+        return_path: None,
     };
     (Some((entry, expire_secs)), first)
 }

@@ -33,6 +33,7 @@
 mod dkim;
 mod domain;
 mod pool;
+mod return_path;
 mod secrets;
 
 use std::collections::BTreeMap;

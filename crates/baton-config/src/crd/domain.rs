@@ -109,6 +109,12 @@ pub struct RelayDomainSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 254))]
     pub postmaster: Option<String>,
+    /// A return-path domain: the envelope sender of each message is rewritten to a signed VERP
+    /// address on it (one per recipient), so bounces and complaints that arrive after a
+    /// receiver's `250` come back to Baton (the domain's MX is Baton's ingress) and feed the
+    /// suppression list. Omitted: envelope senders are relayed as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_path: Option<ReturnPathSpec>,
     /// Delay notices (DSN `Action: delayed`) to senders whose mail stays deferred, like
     /// Postfix's `delay_warning_time`. On by default (after 4h, then at most every 24h).
     #[serde(default)]
@@ -171,6 +177,24 @@ pub enum SuppressionMode {
     Refuse,
     /// Accepted, then failed without an attempt; the sender gets a DSN.
     AcceptAndBounce,
+}
+
+/// The return path of a RelayDomain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReturnPathSpec {
+    /// The return-path domain, lower-case ASCII, e.g. `bounces.example.com` (a subdomain of the
+    /// sending domain keeps SPF and DMARC aligned).
+    #[schemars(length(min = 1, max = 253), pattern(DOMAIN_PATTERN))]
+    pub domain: String,
+    /// The host name of Baton's ingress as the internet reaches it: the MX record
+    /// `baton dns-records` prints for the return-path domain.
+    #[schemars(length(min = 1, max = 253), pattern(DOMAIN_PATTERN))]
+    pub mx_host: String,
+    /// Secret in the RelayDomain's namespace with the VERP signing keys under `key-0` …
+    /// `key-31` (at least 32 random bytes each; the highest signs, all verify, so a new key is
+    /// added with the next number and the old one removed once its mail has expired).
+    pub key_secret_ref: SecretRef,
 }
 
 /// Delay notices of a RelayDomain.

@@ -15,8 +15,8 @@ mod schema;
 
 pub use domain::{
     BOUNCE_CLASSES, DelayNoticeSpec, DkimAlgorithm, DkimKeySpec, DkimSpec, DomainLimits,
-    RelayDomain, RelayDomainSpec, RelayDomainStatus, SmtpCredentialRef, SubmissionSpec,
-    SuppressionMode, SuppressionSpec,
+    RelayDomain, RelayDomainSpec, RelayDomainStatus, ReturnPathSpec, SmtpCredentialRef,
+    SubmissionSpec, SuppressionMode, SuppressionSpec,
 };
 pub use pool::{
     AddressLiterals, AutoscalingSpec, DeliveryMode, DeliverySpec, EgressSpec, MAX_RETRY_TIERS,

@@ -585,3 +585,69 @@ fn invalid_input_is_one_clear_error() {
     assert!(matches!(err, ConfigError::Duplicate { .. }));
     assert_eq!(err.metric_label(), "duplicate");
 }
+
+/// `spec.returnPath`: keys from the Secret (highest id first), MX and SPF records for the
+/// return-path domain; a missing Secret or a short key keeps the domain never-ready.
+#[test]
+fn return_path_keys_and_records() {
+    let pool = "---\napiVersion: baton.dev/v1alpha1\nkind: SendingPool\nmetadata: {name: default}\n\
+                spec: {egress: [{ehloName: mta1.example.com, sourceAddress: 203.0.113.10}]}\n";
+    let spec = "{domain: example.com, returnPath: {domain: bounces.example.com, \
+                mxHost: mx.baton.example.com, keySecretRef: {name: verp}}}";
+    let secret = |keys: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: verp, namespace: team-a}}\n\
+             stringData: {{{keys}}}\n"
+        )
+    };
+    let k32 = "0123456789abcdef0123456789abcdef";
+    let ok = compile_yaml(&format!(
+        "{pool}{}{}",
+        domain("example-com", "team-a", spec),
+        secret(&format!("key-0: '{k32}', key-3: '{k32}x'"))
+    ));
+    let d = &ok.config.domains[0];
+    assert!(d.ready, "{}", d.not_ready_reason);
+    let rp = d.return_path.clone().expect("return path");
+    assert_eq!(rp.domain, "bounces.example.com");
+    let ids: Vec<u32> = rp.keys.iter().map(|k| k.id).collect();
+    assert_eq!(ids, [3, 0], "newest first");
+    assert_eq!(rp.keys[1].secret, k32.as_bytes());
+    let records = &report(&ok, "team-a/example-com").dns_records;
+    let find = |name: &str, t: &str| {
+        records
+            .iter()
+            .find(|r| r.name == name && r.rtype == t)
+            .map(|r| r.value.clone())
+    };
+    assert_eq!(
+        find("bounces.example.com", "MX").as_deref(),
+        Some("10 mx.baton.example.com.")
+    );
+    assert_eq!(
+        find("bounces.example.com", "TXT").as_deref(),
+        Some("v=spf1 ip4:203.0.113.10 ~all")
+    );
+
+    for (secret_yaml, why) in [
+        (String::new(), "not found"),
+        (secret("key-0: short"), "at least 32"),
+        (secret("other: x"), "no key-0"),
+    ] {
+        let c = compile_yaml(&format!(
+            "{pool}{}{secret_yaml}",
+            domain("example-com", "team-a", spec)
+        ));
+        let d = &c.config.domains[0];
+        assert!(
+            !d.ready && d.not_ready_reason.contains(why),
+            "{why}: {}",
+            d.not_ready_reason
+        );
+        assert!(d.return_path.is_none());
+        assert_eq!(
+            cond(report(&c, "team-a/example-com"), ConditionType::Ready).1,
+            "ReturnPathInvalid"
+        );
+    }
+}

@@ -266,6 +266,28 @@ pub struct RelayDomain {
     /// they are DKIM-signed with the domain's keys.
     #[prost(string, tag = "15")]
     pub postmaster: ::prost::alloc::string::String,
+    /// Return path: envelope senders are rewritten to signed VERP addresses on this domain, and
+    /// the reports that come back there feed the suppression list. Unset: senders are kept.
+    #[prost(message, optional, tag = "16")]
+    pub return_path: ::core::option::Option<ReturnPath>,
+}
+/// A RelayDomain's return-path domain and its VERP signing keys.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ReturnPath {
+    /// Lower-case ASCII domain whose MX is Baton's ingress, e.g. `bounces.example.com`.
+    #[prost(string, tag = "1")]
+    pub domain: ::prost::alloc::string::String,
+    /// Signing keys; the highest id signs, all verify (rotation).
+    #[prost(message, repeated, tag = "2")]
+    pub keys: ::prost::alloc::vec::Vec<VerpKey>,
+}
+/// One VERP signing key (from `key-<id>` of the RelayDomain's return-path Secret).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct VerpKey {
+    #[prost(uint32, tag = "1")]
+    pub id: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub secret: ::prost::alloc::vec::Vec<u8>,
 }
 /// A RelayDomain's suppression policy.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
