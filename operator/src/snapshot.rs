@@ -106,6 +106,9 @@ pub fn referenced_secrets(
         for c in &rd.spec.submission.credentials {
             out.insert((ns.clone(), c.secret_ref.name.clone()));
         }
+        if let Some(rp) = &rd.spec.return_path {
+            out.insert((ns.clone(), rp.key_secret_ref.name.clone()));
+        }
     }
     out
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use baton_core::bounce::BounceClass;
 use baton_core::suppression::{self, Policy};
+use baton_core::verp::VerpKeys;
 use baton_dkim::DomainSigner;
 use baton_proto::v1::{DelayNotice, Envelope, EnvelopeKind, RelayConfig};
 use baton_queue::suppression::{SuppressionCache, SuppressionStore};
@@ -30,6 +31,26 @@ pub(crate) struct DomainPlan {
     /// The domain's DKIM keys, to sign those DSNs (none: unsigned; a key that does not parse
     /// is the ingress's to report, which defers the domain's mail).
     pub(crate) dkim: Option<Arc<DomainSigner>>,
+    /// The return-path domain and its VERP keys (none: senders are kept).
+    pub(crate) return_path: Option<(String, VerpKeys)>,
+}
+
+impl DomainPlan {
+    /// The envelope sender for `recipient` of `env`: a signed VERP address on the return-path
+    /// domain, or `None` to keep the original (no return path, a DSN, the null sender).
+    pub(crate) fn verp_sender(&self, env: &Envelope, recipient: &str) -> Option<String> {
+        let (domain, keys) = self.return_path.as_ref()?;
+        if env.reverse_path.is_empty() || env.kind == EnvelopeKind::Dsn as i32 {
+            return None;
+        }
+        let id = if env.origin_id.is_empty() {
+            &env.id
+        } else {
+            &env.origin_id
+        };
+        keys.local_part(id, recipient)
+            .map(|lp| format!("{lp}@{domain}"))
+    }
 }
 
 /// Suppression lists and the per-domain plans.
@@ -66,6 +87,12 @@ impl Bounces {
                             .ok()
                             .filter(|s| !s.is_empty())
                             .map(Arc::new),
+                        return_path: d.return_path.as_ref().map(|rp| {
+                            (
+                                rp.domain.clone(),
+                                VerpKeys::new(rp.keys.iter().map(|k| (k.id, k.secret.clone()))),
+                            )
+                        }),
                     },
                 )
             })

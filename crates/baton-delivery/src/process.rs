@@ -120,7 +120,9 @@ async fn deliver_all(
 ) -> Vec<Fate> {
     let env = &qm.envelope;
     let smarthost = DeliveryMode::try_from(pool.mode) == Ok(DeliveryMode::Smarthost);
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    // With a return path each recipient gets its own VERP sender, hence its own transaction.
+    let plan = ctx.bounces.plan(&env.relay_domain);
+    let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     let mut suppressed = Vec::new();
     for (i, r) in env.recipients.iter().enumerate() {
         if let Some(f) = ctx.bounces.suppressed(env, &r.address) {
@@ -132,11 +134,15 @@ async fn deliver_all(
         } else {
             domain_of(&r.address)
         };
-        groups.entry(key).or_default().push(i);
+        let sender = plan
+            .as_ref()
+            .and_then(|p| p.verp_sender(env, &r.address))
+            .unwrap_or_else(|| env.reverse_path.clone());
+        groups.entry((key, sender)).or_default().push(i);
     }
-    let runs = groups
-        .into_iter()
-        .map(|(domain, idx)| deliver_domain(ctx, pool, qm, domain, idx, place, congestion));
+    let runs = groups.into_iter().map(|((domain, sender), idx)| {
+        deliver_domain(ctx, pool, qm, domain, sender, idx, place, congestion)
+    });
     let results = futures::future::join_all(runs).await;
     let mut fates = vec![
         Fate::Deferred {
@@ -156,11 +162,13 @@ async fn deliver_all(
     fates
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn deliver_domain(
     ctx: &Ctx,
     pool: &SendingPool,
     qm: &QueuedMessage,
     domain: String,
+    reverse_path: String,
     idx: Vec<usize>,
     place: &WindowPlace,
     congestion: CongestionPolicy,
@@ -289,7 +297,7 @@ async fn deliver_domain(
         .map(|d| d.envid.as_str())
         .filter(|s| !s.is_empty());
     let msg = OutgoingMessage {
-        reverse_path: &env.reverse_path,
+        reverse_path: &reverse_path,
         recipients,
         body: qm.body(),
         smtputf8: env.smtputf8,

@@ -112,7 +112,15 @@ async fn drive(
                     }
                     session.tls_established();
                 }
-                Action::Enqueue(tx) => {
+                Action::Enqueue(mut tx) => {
+                    // Reports to a return-path domain are consumed here, never queued.
+                    if let Some(reply) =
+                        intake_reports(&mut tx, snapshot.as_deref(), &peer, shared).await
+                    {
+                        session.transaction_consumed(reply);
+                        account(&mut session, &mut reservation, shared);
+                        continue;
+                    }
                     let id = baton_core::ids::new_queue_id(
                         baton_core::clock::now_ms(),
                         &mut rand::rng(),
@@ -241,4 +249,77 @@ fn count_reply(shared: &Shared, bytes: &[u8]) {
 async fn upgrade(conn: Conn, shared: &Shared, kind: ListenerKind) -> Option<Conn> {
     let Conn::Plain(tcp) = conn else { return None };
     crate::tls_accept(tcp, shared, listener_label(kind)).await
+}
+
+/// Take the return-path recipients out of `tx` and process the report they were sent; the
+/// reply when nothing is left to queue, `None` when the rest of `tx` is to be queued as usual.
+async fn intake_reports(
+    tx: &mut baton_smtp::session::Transaction,
+    snapshot: Option<&crate::Snapshot>,
+    peer: &PeerInfo,
+    shared: &Shared,
+) -> Option<baton_smtp::Reply> {
+    let s = snapshot?;
+    if s.return_paths.is_empty() {
+        return None;
+    }
+    let mut reports = Vec::new();
+    let mut domain = String::new();
+    tx.recipients.retain(|r| match &r.path {
+        baton_smtp::ForwardPath::Mailbox(m) => {
+            match s.return_paths.recipient(&m.local_part, &m.domain) {
+                Some(rp) => {
+                    domain = m.domain.to_ascii_lowercase();
+                    reports.push(rp);
+                    false
+                }
+                None => true,
+            }
+        }
+        baton_smtp::ForwardPath::Postmaster => true,
+    });
+    if reports.is_empty() {
+        return None;
+    }
+    let now = baton_core::clock::now_ms();
+    let outcome = crate::intake::handle(&tx.body, &reports, s, &shared.classifier, now);
+    let mut stored = 0;
+    for e in &outcome.entries {
+        match shared.suppression_store().await {
+            Some(store) => match store.put(e).await {
+                Ok(_) => {
+                    stored += 1;
+                    shared
+                        .metrics
+                        .suppressions_added
+                        .with_label_values(&[&e.relay_domain, e.source.as_str()])
+                        .inc();
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not add a reported recipient to the suppression list")
+                }
+            },
+            None => tracing::warn!("suppression list unavailable; report not recorded"),
+        }
+    }
+    shared
+        .metrics
+        .ingress_reports
+        .with_label_values(&[outcome.kind, outcome.result])
+        .inc();
+    tracing::info!(
+        client = %peer.addr,
+        kind = outcome.kind,
+        result = outcome.result,
+        relay_domain = %outcome.relay_domain,
+        queue_ids = %outcome.entries.iter().map(|e| e.queue_id.as_str()).collect::<Vec<_>>().join(","),
+        suppressed = stored,
+        "report received at the return path"
+    );
+    let reply = crate::intake::reply(&outcome, &domain);
+    if tx.recipients.is_empty() || tx.grant.inbound {
+        Some(reply)
+    } else {
+        None
+    }
 }

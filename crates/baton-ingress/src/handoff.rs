@@ -345,6 +345,7 @@ mod tests {
                 relay_domain: "team-a/example-com".into(),
                 pool: "test".into(),
                 max_message_size: 0,
+                inbound: false,
             },
             authenticated: Some("app".into()),
             tls: true,

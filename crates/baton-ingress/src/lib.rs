@@ -11,6 +11,7 @@ mod conn;
 pub use baton_dkim as dkim;
 mod driver;
 pub mod handoff;
+pub mod intake;
 pub mod policy;
 pub mod tls;
 
@@ -19,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_queue::suppression::SuppressionCache;
+use baton_queue::suppression::{SuppressionCache, SuppressionStore};
 use baton_queue::{ConfigWatch, Publisher};
 use baton_smtp::session::SessionConfig;
 use baton_smtp::{ListenerKind, PeerInfo};
@@ -138,9 +139,22 @@ pub struct Shared {
     snapshot: watch::Receiver<Option<Arc<Snapshot>>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     suppressions: Option<SuppressionCache>,
+    /// Where reports to a return path are recorded (opened on first use).
+    js: Option<async_nats::jetstream::Context>,
+    suppression_store: tokio::sync::OnceCell<SuppressionStore>,
+    classifier: baton_core::bounce::Classifier,
 }
 
 impl Shared {
+    async fn suppression_store(&self) -> Option<&SuppressionStore> {
+        let js = self.js.as_ref()?;
+        self.suppression_store
+            .get_or_try_init(|| SuppressionStore::open(js))
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "suppression list unavailable"))
+            .ok()
+    }
+
     fn session_config(&self, kind: ListenerKind) -> SessionConfig {
         let l = &self.config.limits;
         SessionConfig {
@@ -237,14 +251,23 @@ impl Ingress {
             snapshot,
             per_ip: Mutex::new(HashMap::new()),
             suppressions: None,
+            js: None,
+            suppression_store: tokio::sync::OnceCell::new(),
+            classifier: baton_core::bounce::Classifier::shipped(),
         });
         Ok(Ingress { shared, listeners })
     }
 
-    /// Consult the relay domains' suppression lists at RCPT (before serving).
-    pub fn with_suppressions(mut self, cache: SuppressionCache) -> Self {
+    /// Consult the relay domains' suppression lists at RCPT, and record reports that come
+    /// back to a return path in them through `js` (before serving).
+    pub fn with_suppressions(
+        mut self,
+        cache: SuppressionCache,
+        js: async_nats::jetstream::Context,
+    ) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.suppressions = Some(cache);
+            shared.js = Some(js);
         }
         self
     }

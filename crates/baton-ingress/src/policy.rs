@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 
 use crate::authlog::AuthLog;
 use crate::dkim::{DkimError, Signers};
+use crate::intake::ReturnPaths;
 use crate::listener_label;
 
 /// A compiled view of one config snapshot.
@@ -31,6 +32,8 @@ pub struct Snapshot {
     pub dkim: Signers,
     /// Suppression policy per RelayDomain (`namespace/name`), decided once per snapshot.
     pub suppression: HashMap<String, suppression::Policy>,
+    /// Return-path domains and their VERP keys.
+    pub return_paths: ReturnPaths,
 }
 
 impl Snapshot {
@@ -43,11 +46,13 @@ impl Snapshot {
             .iter()
             .map(|d| (d.name.clone(), suppression::Policy::of(d)))
             .collect();
+        let return_paths = ReturnPaths::new(&config);
         Snapshot {
             config,
             index,
             dkim,
             suppression,
+            return_paths,
         }
     }
 
@@ -164,6 +169,28 @@ impl SessionPolicy<'_> {
     }
 }
 
+/// Size cap of a report to a return path (a DSN returns at most the original's headers or a
+/// full message; providers' complaints are small).
+const REPORT_MAX_SIZE: u64 = 10 * 1024 * 1024;
+
+/// The RelayDomain a client may send as, or why not.
+fn authorize(s: &Snapshot, ctx: &SenderContext<'_>) -> Result<baton_core::SenderGrant, Refusal> {
+    let domain_lc;
+    let sender = match ctx.reverse_path {
+        ReversePath::Null => None,
+        ReversePath::Mailbox(a) => {
+            domain_lc = a.domain_lowercase();
+            Some((a.local_part.as_str(), domain_lc.as_str()))
+        }
+    };
+    s.index.authorize_sender(
+        ctx.peer.addr,
+        ctx.authenticated,
+        sender,
+        matches!(ctx.listener, ListenerKind::Submission | ListenerKind::Smtps),
+    )
+}
+
 fn not_ready() -> Reply {
     Reply::new(
         451,
@@ -206,26 +233,28 @@ impl Policy for SessionPolicy<'_> {
         let Some(s) = self.snapshot else {
             return Err(not_ready());
         };
-        let domain_lc;
-        let sender = match ctx.reverse_path {
-            ReversePath::Null => None,
-            ReversePath::Mailbox(a) => {
-                domain_lc = a.domain_lowercase();
-                Some((a.local_part.as_str(), domain_lc.as_str()))
+        let grant = match authorize(s, ctx) {
+            Ok(g) => g,
+            // Reports to a return-path domain come from anyone, on the relay port: the
+            // transaction may then only name return-path addresses (checked at RCPT, where a
+            // stranger's other recipients get the refusal MAIL would have given).
+            Err(_)
+                if ctx.listener == ListenerKind::Relay
+                    && ctx.authenticated.is_none()
+                    && !s.return_paths.is_empty() =>
+            {
+                return Ok(Grant {
+                    relay_domain: String::new(),
+                    pool: String::new(),
+                    max_message_size: REPORT_MAX_SIZE,
+                    inbound: true,
+                });
+            }
+            Err(r) => {
+                tracing::info!(client = %ctx.peer.addr, reason = r.reason, "sender refused: {}", r.text);
+                return Err(refusal_reply(&r));
             }
         };
-        let grant = s
-            .index
-            .authorize_sender(
-                ctx.peer.addr,
-                ctx.authenticated,
-                sender,
-                matches!(ctx.listener, ListenerKind::Submission | ListenerKind::Smtps),
-            )
-            .map_err(|r| {
-                tracing::info!(client = %ctx.peer.addr, reason = r.reason, "sender refused: {}", r.text);
-                refusal_reply(&r)
-            })?;
         s.check_signing(&grant.relay_domain)?;
         let per_minute = s
             .index
@@ -243,6 +272,7 @@ impl Policy for SessionPolicy<'_> {
             relay_domain: grant.relay_domain,
             pool: grant.pool,
             max_message_size: grant.max_message_size,
+            inbound: false,
         })
     }
 
@@ -264,6 +294,35 @@ impl Policy for SessionPolicy<'_> {
             }
             ForwardPath::Mailbox(m) => m,
         };
+        if let Some(s) = self.snapshot
+            && s.return_paths.owns(&mailbox.domain)
+        {
+            return match s
+                .return_paths
+                .recipient(&mailbox.local_part, &mailbox.domain)
+            {
+                Some(_) => Ok(()),
+                None => {
+                    tracing::info!(client = %ctx.peer.addr, reason = "return_path_unknown", "recipient refused: not an address of the return path (forged or stale VERP?)");
+                    Err(Reply::new(
+                        550,
+                        "5.1.1",
+                        "No such recipient at this return-path domain",
+                    ))
+                }
+            };
+        }
+        if grant.inbound {
+            // A stranger that is not writing to a return path: the refusal MAIL deferred.
+            let reply = match self.snapshot.map(|s| authorize(s, ctx)) {
+                Some(Err(r)) => {
+                    tracing::info!(client = %ctx.peer.addr, reason = r.reason, "recipient refused: {}", r.text);
+                    refusal_reply(&r)
+                }
+                _ => not_ready(),
+            };
+            return Err(reply);
+        }
         // An address literal is accepted only when the transaction's pool allows them.
         if mailbox.domain.starts_with('[') {
             let allowed = self

@@ -60,6 +60,9 @@ pub struct Metrics {
     pub suppressions_added: IntCounterVec,
     /// Recipients refused at RCPT because they are suppressed, by relay domain.
     pub ingress_suppressed_recipients: IntCounterVec,
+    /// Messages received at a return path, by kind (`dsn`, `complaint`, `other`) and result
+    /// (`suppressed`, `matched`, `unmatched`, `refused`).
+    pub ingress_reports: IntCounterVec,
     /// Live suppression entries this process knows (from the watched bucket).
     pub suppression_entries: IntGauge,
     /// 1 when an upstream smarthost is considered healthy, by pool and upstream (from config).
@@ -281,6 +284,12 @@ impl Metrics {
                 "baton_ingress_suppressed_recipients_total",
                 "Recipients refused at RCPT because they are suppressed.",
                 &["relay_domain"],
+            ),
+            ingress_reports: counter(
+                &r,
+                "baton_ingress_reports_total",
+                "Messages received at a return path, by kind and result.",
+                &["kind", "result"],
             ),
             suppression_entries: gauge(
                 &r,

@@ -245,7 +245,7 @@ pub(crate) async fn run_ingress(
         metrics.clone(),
     )
     .await?
-    .with_suppressions(suppressions(nats, &metrics));
+    .with_suppressions(suppressions(nats, &metrics), nats.js.clone());
     for (kind, addr) in ingress.local_addrs() {
         tracing::info!(listener = baton_ingress::listener_label(kind), %addr, "SMTP listening");
     }

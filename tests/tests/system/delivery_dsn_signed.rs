@@ -74,7 +74,6 @@ async fn dsns_come_from_the_postmaster_and_verify_with_dkimpy() -> anyhow::Resul
         mail_params: "RET=FULL",
         rcpts: vec![("bad@dest.test", "")],
         subject: "signed bounce",
-        ..Default::default()
     };
     assert_eq!(submit(ing.smtp, &m).await?, 250);
     let dsn = bounces

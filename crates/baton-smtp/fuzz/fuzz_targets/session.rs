@@ -24,6 +24,7 @@ impl Policy for AllowAll {
             relay_domain: "d".into(),
             pool: "p".into(),
             max_message_size: 0,
+            inbound: false,
         })
     }
     fn check_recipient(

@@ -186,6 +186,17 @@ impl Session {
         }
     }
 
+    /// The driver's answer to [`Action::Enqueue`] when it consumed the message itself instead of
+    /// queueing it (a report to a return path): `reply` is sent as is. The transaction is
+    /// cleared.
+    pub fn transaction_consumed(&mut self, reply: Reply) {
+        if !matches!(self.mode, Mode::WaitEnqueue) {
+            return;
+        }
+        self.mode = Mode::Command;
+        self.send(reply);
+    }
+
     /// Fails the open transaction (e.g. the ingress memory budget is exhausted): the rest of
     /// the current DATA/BDAT body is discarded and `reply` is answered at its end.
     pub fn fail_transaction(&mut self, reply: Reply) {

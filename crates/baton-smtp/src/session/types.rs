@@ -134,6 +134,10 @@ pub struct Grant {
     pub pool: String,
     /// Size cap for this transaction; 0 means the listener default.
     pub max_message_size: u64,
+    /// Mail *to* this relay rather than through it (reports arriving at a return-path
+    /// domain): the policy accepts only its own addresses as recipients, and the driver
+    /// consumes the message instead of queueing it.
+    pub inbound: bool,
 }
 
 /// One accepted recipient.

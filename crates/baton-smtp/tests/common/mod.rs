@@ -49,6 +49,7 @@ impl Policy for TestPolicy {
             relay_domain: "example.com".into(),
             pool: "default".into(),
             max_message_size,
+            inbound: false,
         })
     }
 
