@@ -77,7 +77,8 @@ pub async fn wait_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()
     .await
 }
 
-fn require(bin: &str, package: &str) -> anyhow::Result<()> {
+/// Fail with an install hint when `bin` is neither on PATH nor in /usr/sbin.
+pub fn require(bin: &str, package: &str) -> anyhow::Result<()> {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
         .unwrap_or(false)

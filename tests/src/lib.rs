@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod dkim;
 pub mod harness;
 pub mod hostile;
+pub mod postfix;
 pub mod receiver;
 pub mod smtp;
 pub mod tls;

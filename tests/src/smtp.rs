@@ -33,6 +33,22 @@ impl Talk {
         Ok((t, g))
     }
 
+    /// Connect from a chosen local address (e.g. `127.0.0.9`, a client outside the networks a
+    /// RelayDomain admits) and read the greeting.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        local: std::net::IpAddr,
+    ) -> anyhow::Result<(Talk, Reply)> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(local, 0))?;
+        let s = socket.connect(addr).await?;
+        let mut t = Talk {
+            reader: BufReader::new(s),
+        };
+        let g = t.reply().await?;
+        Ok((t, g))
+    }
+
     /// Read one (possibly multi-line) reply, failing after 10 s.
     pub async fn reply(&mut self) -> anyhow::Result<Reply> {
         tokio::time::timeout(Duration::from_secs(10), self.reply_inner())

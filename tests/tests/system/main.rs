@@ -35,6 +35,7 @@ mod ingress_smuggling;
 mod large_body;
 mod monitoring;
 mod queue_not_provisioned;
+mod return_path;
 mod smtp_client;
 mod suppression_lists;
 mod traffic;
