@@ -33,6 +33,18 @@ const EMPTY_HERE: &[(&str, &str)] = &[
         "the pool delivers direct to MX",
     ),
     ("baton_operator_", "no operator runs in this test"),
+    (
+        "baton_ingress_suppressed_recipients_total",
+        "no client writes to a suppressed recipient",
+    ),
+    (
+        "baton_ingress_reports_total",
+        "no RelayDomain has a return path",
+    ),
+    (
+        "baton_delivery_delay_notices_total",
+        "nothing stays deferred for hours",
+    ),
 ];
 
 fn repo(path: &str) -> PathBuf {

@@ -272,6 +272,27 @@ fn worker_expected() -> Vec<(String, f64)> {
         series("baton_delivery_duration_seconds_count", &p, 5.0),
         series("baton_delivery_accept_to_delivery_seconds_count", &p, 3.0),
         series("baton_delivery_dsn_generated_total", &p, 1.0),
+        // bad@ bounced (550 5.1.1) and suppressed; defer@ deferred once (451 4.3.0).
+        series(
+            "baton_delivery_bounces_total",
+            &format!("class=\"invalid_recipient\",outcome=\"bounced\",{p}"),
+            1.0,
+        ),
+        series(
+            "baton_delivery_bounces_total",
+            &format!("class=\"transient\",outcome=\"deferred\",{p}"),
+            1.0,
+        ),
+        series("baton_delivery_bounces_total", "", 2.0),
+        series(
+            "baton_suppressions_added_total",
+            &format!(
+                "relay_domain=\"{}\",source=\"bounce\"",
+                traffic::RELAY_DOMAIN
+            ),
+            1.0,
+        ),
+        series("baton_delivery_delay_notices_total", "", 0.0),
         series("baton_delivery_connections_active", &p, 0.0),
         series("baton_delivery_suspended_destinations", &p, 0.0),
         series("baton_delivery_redeliveries_total", "", 0.0),
