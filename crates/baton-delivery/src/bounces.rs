@@ -58,7 +58,7 @@ pub(crate) struct Bounces {
     js: jetstream::Context,
     store: OnceCell<SuppressionStore>,
     cache: SuppressionCache,
-    plans: RwLock<Arc<HashMap<String, DomainPlan>>>,
+    plans: RwLock<Arc<HashMap<String, Arc<DomainPlan>>>>,
 }
 
 impl Bounces {
@@ -79,7 +79,7 @@ impl Bounces {
             .map(|d| {
                 (
                     d.name.clone(),
-                    DomainPlan {
+                    Arc::new(DomainPlan {
                         suppression: Policy::of(d),
                         delay_notice: d.delay_notice,
                         postmaster: d.postmaster.clone(),
@@ -93,14 +93,14 @@ impl Bounces {
                                 VerpKeys::new(rp.keys.iter().map(|k| (k.id, k.secret.clone()))),
                             )
                         }),
-                    },
+                    }),
                 )
             })
             .collect();
         *self.plans.write() = Arc::new(plans);
     }
 
-    pub(crate) fn plan(&self, relay_domain: &str) -> Option<DomainPlan> {
+    pub(crate) fn plan(&self, relay_domain: &str) -> Option<Arc<DomainPlan>> {
         self.plans.read().get(relay_domain).cloned()
     }
 

@@ -243,6 +243,7 @@ pub async fn run(
     let lanes = TaskTracker::new();
     let tracker = TaskTracker::new();
     let mut running: HashSet<LaneKind> = HashSet::new();
+    let mut planned: Option<u64> = None;
     let reaper = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -257,7 +258,12 @@ pub async fn run(
     loop {
         let pool = snapshots.borrow_and_update().as_ref().and_then(|c| {
             ctx.metrics.config_generation.set(c.generation as i64);
-            ctx.bounces.set_config(c);
+            // Decided once per snapshot (this loop also wakes every second while the pool's
+            // lanes are not provisioned).
+            if planned != Some(c.generation) {
+                ctx.bounces.set_config(c);
+                planned = Some(c.generation);
+            }
             c.pools.iter().find(|p| p.name == config.pool).cloned()
         });
         match pool {
