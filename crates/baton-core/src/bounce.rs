@@ -285,6 +285,15 @@ impl Classifier {
             })
     }
 
+    /// Classify a typed reply (an outcome's): its code, its effective status and its text.
+    pub fn classify_reply(&self, reply: &baton_smtp::Reply) -> BounceClass {
+        self.classify(
+            reply.code,
+            &reply.effective_status().to_string(),
+            &reply.text(),
+        )
+    }
+
     /// Classify a whole reply line as the worker records it (`550 5.1.1 <a@b>: no such user`;
     /// a multi-line reply may be joined with spaces or newlines). A line that does not start
     /// with a code is treated as a local temporary failure when it carries a 4.x.x status and

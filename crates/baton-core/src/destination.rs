@@ -144,7 +144,7 @@ pub struct RefusedAddress {
 
 impl RefusedAddress {
     /// Enhanced status of the permanent failure (`5.4.4`: unable to route).
-    pub const STATUS: &'static str = "5.4.4";
+    pub const STATUS: baton_smtp::EnhancedStatus = baton_smtp::EnhancedStatus::new(5, 4, 4);
 
     /// Text for the reply and the DSN: `destination address 127.0.0.1 is not allowed (loopback)`.
     pub fn text(&self) -> String {

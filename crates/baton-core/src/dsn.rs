@@ -17,7 +17,7 @@ use baton_proto::v1::{DsnRet, Envelope, EnvelopeKind, Recipient};
 use time::OffsetDateTime;
 
 use crate::headers::{rfc5322_date, split_headers};
-use crate::outcome::{RecipientOutcome, enhanced_from_reply};
+use crate::outcome::{Disposition, RecipientOutcome};
 
 /// Longest line allowed by RFC 5322.
 const MAX_LINE: usize = 998;
@@ -74,33 +74,32 @@ pub struct DsnRecipient {
 }
 
 impl DsnRecipient {
-    /// The block for a queued recipient and its outcome (`last_remote` becomes the
-    /// `Remote-MTA`). Accepted recipients are `relayed`; expired recipients are `failed`
-    /// with status `5.4.7` (delivery time expired) and their last reply as diagnostic.
+    /// The block for a queued recipient and its outcome: the status is the outcome's
+    /// ([`RecipientOutcome::status`]: the reply's own, `5.4.7` for an expired recipient), the
+    /// reply is the diagnostic and the outcome's remote host the `Remote-MTA`. Accepted
+    /// recipients are `relayed`; expired ones `failed`.
     pub fn from_outcome(recipient: &Recipient, outcome: &RecipientOutcome) -> Self {
-        let (action, status) = match outcome {
+        let action = match outcome.disposition {
             // Baton is a relay: a recipient accepted by the next hop was relayed, not
             // delivered to a mailbox (and is reported only when that hop has no DSN, see
             // `outcome::report_wanted`).
-            RecipientOutcome::Delivered { reply } => (DsnAction::Relayed, status_of(reply)),
-            RecipientOutcome::Deferred { reply } => (DsnAction::Delayed, status_of(reply)),
-            RecipientOutcome::Failed { status, .. } => (DsnAction::Failed, status.clone()),
-            RecipientOutcome::Expired { .. } => (DsnAction::Failed, "5.4.7".to_string()),
+            Disposition::Delivered { .. } => DsnAction::Relayed,
+            Disposition::Deferred => DsnAction::Delayed,
+            Disposition::Failed | Disposition::Expired => DsnAction::Failed,
         };
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         DsnRecipient {
             address: recipient.address.clone(),
             orcpt: non_empty(&recipient.orcpt),
             action,
-            status,
-            diagnostic: non_empty(outcome.reply()),
-            remote_mta: non_empty(&recipient.last_remote),
+            status: outcome.status().to_string(),
+            diagnostic: Some(outcome.reply.to_string()),
+            remote_mta: non_empty(&outcome.remote),
             class: None,
         }
     }
 }
 
-/// Enhanced status of a reply string that starts with its basic code.
 /// Whether a delay notice about a message is due at `now_ms`: it has been in the queue for at
 /// least `after_ms` since it was accepted, and no notice was sent within the last
 /// `interval_ms` (`last_notice_ms` 0: none yet). Like Postfix's `delay_warning_time`, but
@@ -116,14 +115,6 @@ pub fn delay_notice_due(
     let quiet_long_enough =
         last_notice_ms == 0 || now_ms.saturating_sub(last_notice_ms) >= interval_ms.max(1);
     old_enough && quiet_long_enough
-}
-
-fn status_of(reply: &str) -> String {
-    let code = reply
-        .get(..3)
-        .and_then(|c| c.parse::<u16>().ok())
-        .unwrap_or(400);
-    enhanced_from_reply(code, reply)
 }
 
 /// Everything a DSN is built from.

@@ -1,88 +1,163 @@
-//! Per-recipient delivery outcomes: classifying remote replies, enhanced status codes and
-//! RFC 3461 NOTIFY decisions.
+//! Per-recipient delivery outcomes: one type, [`RecipientOutcome`], that carries what happened
+//! (the [`Disposition`]), the typed [`Reply`] that said so (the next hop's, or one of Baton's own
+//! from `baton_smtp::catalogue`) and the remote host, from the SMTP client to the DSN, the log
+//! line, the metric and the retry envelope; plus RFC 3461 NOTIFY decisions.
 
 use baton_proto::v1::Recipient;
+pub use baton_smtp::reply::{EnhancedStatus, Reply};
 
 /// What happened to one recipient in one delivery attempt (or in the end).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecipientOutcome {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
     /// Accepted by the next hop.
     Delivered {
-        /// The remote reply, e.g. `250 2.0.0 Ok: queued as X`.
-        reply: String,
+        /// The next hop offers DSN and got the recipient's NOTIFY: reporting success is its
+        /// duty now (RFC 3461 §4.1), not ours.
+        next_hop_dsn: bool,
     },
     /// Temporarily failed; will be retried.
-    Deferred {
-        /// The remote reply or a local explanation (`4.4.1 connection refused`).
-        reply: String,
-    },
+    Deferred,
     /// Permanently failed; the sender gets a DSN.
-    Failed {
-        /// The remote reply or a local explanation.
-        reply: String,
-        /// Enhanced status code for the DSN, e.g. `5.1.1`.
-        status: String,
-    },
+    Failed,
     /// Still deferred when the message reached its maximum age; the sender gets a DSN.
-    Expired {
-        /// The last reply seen for this recipient.
-        last_reply: String,
-    },
+    Expired,
+}
+
+impl Disposition {
+    /// How a reply disposes of a recipient: `2xx` delivered; `5xx` failed, except "too many
+    /// recipients" (`5.5.3`, or a `552` saying so), which RFC 5321 §4.5.3.1.10 says to treat as
+    /// temporary; anything else (`4xx`, or a `1xx`/`3xx` where a final reply was due) deferred,
+    /// retrying being the safe choice.
+    pub fn of(reply: &Reply, next_hop_dsn: bool) -> Disposition {
+        match reply.code {
+            200..=299 => Disposition::Delivered { next_hop_dsn },
+            500..=599 => {
+                let too_many = reply.effective_status() == EnhancedStatus::new(5, 5, 3)
+                    || (reply.code == 552
+                        && reply
+                            .text()
+                            .to_ascii_lowercase()
+                            .contains("too many recipients"));
+                if too_many {
+                    Disposition::Deferred
+                } else {
+                    Disposition::Failed
+                }
+            }
+            _ => Disposition::Deferred,
+        }
+    }
+}
+
+/// One recipient's outcome: what happened, the reply that said so, and who gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientOutcome {
+    /// What happened.
+    pub disposition: Disposition,
+    /// The reply behind it: the next hop's, or Baton's own (a routing failure, a suspended
+    /// destination, a client error stated as a reply).
+    pub reply: Reply,
+    /// The next hop that gave the reply, `host[ip]`; empty for a local decision.
+    pub remote: String,
 }
 
 impl RecipientOutcome {
-    /// Bounded label for metrics and logs: `delivered`, `deferred`, `failed`, `expired`.
+    /// The outcome a reply means ([`Disposition::of`]).
+    pub fn from_reply(reply: Reply, remote: impl Into<String>, next_hop_dsn: bool) -> Self {
+        RecipientOutcome {
+            disposition: Disposition::of(&reply, next_hop_dsn),
+            reply,
+            remote: remote.into(),
+        }
+    }
+
+    /// A deferral (Baton's own decision or a transient reply).
+    pub fn deferred(reply: Reply, remote: impl Into<String>) -> Self {
+        RecipientOutcome {
+            disposition: Disposition::Deferred,
+            reply,
+            remote: remote.into(),
+        }
+    }
+
+    /// A permanent failure.
+    pub fn failed(reply: Reply, remote: impl Into<String>) -> Self {
+        RecipientOutcome {
+            disposition: Disposition::Failed,
+            reply,
+            remote: remote.into(),
+        }
+    }
+
+    /// Expiry after `maxAge`, with the last reply and remote recorded for the recipient in the
+    /// queue (`last_reply` is the stored one-line form; empty when nothing was ever tried).
+    pub fn expired(last_reply: &str, last_remote: &str) -> Self {
+        let reply = if last_reply.is_empty() {
+            Reply::with_status(
+                451,
+                EnhancedStatus::new(4, 4, 7),
+                "no delivery attempt was made before the message expired",
+            )
+        } else {
+            Reply::from_line(last_reply)
+        };
+        RecipientOutcome {
+            disposition: Disposition::Expired,
+            reply,
+            remote: last_remote.to_owned(),
+        }
+    }
+
+    /// The same outcome, expired (a deferral when the message reached its maximum age).
+    pub fn into_expired(self) -> Self {
+        RecipientOutcome {
+            disposition: Disposition::Expired,
+            ..self
+        }
+    }
+
+    /// Bounded label for metrics: `delivered`, `deferred`, `bounced`, `expired`.
     pub fn metric_label(&self) -> &'static str {
-        match self {
-            RecipientOutcome::Delivered { .. } => "delivered",
-            RecipientOutcome::Deferred { .. } => "deferred",
-            RecipientOutcome::Failed { .. } => "failed",
-            RecipientOutcome::Expired { .. } => "expired",
+        match self.disposition {
+            Disposition::Delivered { .. } => "delivered",
+            Disposition::Deferred => "deferred",
+            Disposition::Failed => "bounced",
+            Disposition::Expired => "expired",
         }
     }
 
-    /// The reply text carried by the outcome.
-    pub fn reply(&self) -> &str {
-        match self {
-            RecipientOutcome::Delivered { reply }
-            | RecipientOutcome::Deferred { reply }
-            | RecipientOutcome::Failed { reply, .. } => reply,
-            RecipientOutcome::Expired { last_reply } => last_reply,
+    /// The log line's `status=`: `sent`, `deferred`, `bounced`, `expired` (Postfix's words).
+    pub fn log_status(&self) -> &'static str {
+        match self.disposition {
+            Disposition::Delivered { .. } => "sent",
+            Disposition::Deferred => "deferred",
+            Disposition::Failed => "bounced",
+            Disposition::Expired => "expired",
         }
     }
-}
 
-/// Class of a remote reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutcomeClass {
-    /// `2xx`.
-    Delivered,
-    /// `4xx`, and anything unexpected (a `1xx`/`3xx` or out-of-range code where a final
-    /// reply was due): retrying is the safe choice.
-    Deferred,
-    /// `5xx`, except "too many recipients" (`552 5.5.3`), which RFC 5321 §4.5.3.1.10 says to
-    /// treat as temporary.
-    Failed,
-}
-
-/// Classify a remote reply by its basic code (and the enhanced code or text when the basic
-/// code alone is ambiguous).
-pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> OutcomeClass {
-    match code {
-        200..=299 => OutcomeClass::Delivered,
-        500..=599 => {
-            let enhanced = enhanced
-                .map(str::to_string)
-                .unwrap_or_else(|| enhanced_from_reply(code, text));
-            let too_many = enhanced == "5.5.3"
-                || (code == 552 && text.to_ascii_lowercase().contains("too many recipients"));
-            if too_many {
-                OutcomeClass::Deferred
-            } else {
-                OutcomeClass::Failed
-            }
+    /// The RFC 3463 status a DSN reports: `5.4.7` for an expired recipient (delivery time
+    /// expired), otherwise the reply's own status ([`Reply::effective_status`]).
+    pub fn status(&self) -> EnhancedStatus {
+        match self.disposition {
+            Disposition::Expired => EnhancedStatus::new(5, 4, 7),
+            _ => self.reply.effective_status(),
         }
-        _ => OutcomeClass::Deferred,
+    }
+
+    /// Whether the recipient was delivered.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self.disposition, Disposition::Delivered { .. })
+    }
+
+    /// Whether the recipient stays queued for another attempt.
+    pub fn is_deferred(&self) -> bool {
+        self.disposition == Disposition::Deferred
+    }
+
+    /// Whether the next hop took over DSN duty for this (delivered) recipient.
+    pub fn next_hop_dsn(&self) -> bool {
+        self.disposition == Disposition::Delivered { next_hop_dsn: true }
     }
 }
 
@@ -104,25 +179,20 @@ pub fn notify_wanted(recipient: &Recipient, outcome: &RecipientOutcome) -> bool 
     } else {
         (false, true, true)
     };
-    match outcome {
-        RecipientOutcome::Delivered { .. } => success,
-        RecipientOutcome::Deferred { .. } => delay,
-        RecipientOutcome::Failed { .. } | RecipientOutcome::Expired { .. } => failure,
+    match outcome.disposition {
+        Disposition::Delivered { .. } => success,
+        Disposition::Deferred => delay,
+        Disposition::Failed | Disposition::Expired => failure,
     }
 }
 
 /// Whether the sender gets a DSN block about this outcome from us (RFC 3461): what NOTIFY asks
 /// for ([`notify_wanted`]), except that a success is not ours to report when the next hop
-/// offers DSN (`next_hop_dsn`) — it received the NOTIFY with the recipient and reports (or
+/// offers DSN ([`RecipientOutcome::next_hop_dsn`]) — it received the NOTIFY with the recipient and reports (or
 /// passes on) success itself (§4.1); reporting it too would send the sender two notices.
 /// When the next hop does not offer DSN, the success is reported with `Action: relayed`.
-pub fn report_wanted(
-    recipient: &Recipient,
-    outcome: &RecipientOutcome,
-    next_hop_dsn: bool,
-) -> bool {
-    let handed_over = next_hop_dsn && matches!(outcome, RecipientOutcome::Delivered { .. });
-    !handed_over && notify_wanted(recipient, outcome)
+pub fn report_wanted(recipient: &Recipient, outcome: &RecipientOutcome) -> bool {
+    !outcome.next_hop_dsn() && notify_wanted(recipient, outcome)
 }
 
 /// Parse `class.subject.detail` (RFC 3463: class 2/4/5, subject and detail 1–3 digits).
@@ -136,7 +206,8 @@ fn parse_enhanced(token: &str) -> Option<&str> {
     ok.then_some(token)
 }
 
-/// The enhanced status code of a reply: the `x.y.z` at the start of `text` (after an optional
+/// The enhanced status code of a reply known only as text (a line of a delivery report that
+/// came back, an operator's bounce-rule test): the `x.y.z` at the start of `text` (after an optional
 /// leading copy of the basic code) when its class matches the code's, else a synthesized
 /// `2.0.0`/`4.0.0`/`5.0.0` (`4.0.0` for codes outside 2xx/4xx/5xx).
 pub fn enhanced_from_reply(code: u16, text: &str) -> String {
@@ -163,19 +234,60 @@ mod tests {
 
     #[test]
     fn classify() {
-        use OutcomeClass::*;
-        assert_eq!(classify_reply(250, None, "ok"), Delivered);
-        assert_eq!(classify_reply(251, None, "ok"), Delivered);
-        assert_eq!(classify_reply(421, None, "bye"), Deferred);
-        assert_eq!(classify_reply(450, Some("4.2.0"), "greylisted"), Deferred);
-        assert_eq!(classify_reply(550, Some("5.1.1"), "no such user"), Failed);
-        assert_eq!(classify_reply(554, None, "5.7.1 rejected"), Failed);
-        assert_eq!(classify_reply(552, Some("5.5.3"), "x"), Deferred);
-        assert_eq!(classify_reply(552, None, "Too many recipients"), Deferred);
-        assert_eq!(classify_reply(552, None, "5.2.2 mailbox full"), Failed);
-        assert_eq!(classify_reply(354, None, "go ahead"), Deferred);
-        assert_eq!(classify_reply(0, None, ""), Deferred);
-        assert_eq!(classify_reply(999, None, ""), Deferred);
+        use Disposition::*;
+        let of = |code, status, text| Disposition::of(&Reply::new(code, status, text), false);
+        assert_eq!(
+            of(250, "", "ok"),
+            Delivered {
+                next_hop_dsn: false
+            }
+        );
+        assert_eq!(
+            Disposition::of(&Reply::new(251, "", "ok"), true),
+            Delivered { next_hop_dsn: true }
+        );
+        assert_eq!(of(421, "", "bye"), Deferred);
+        assert_eq!(of(450, "4.2.0", "greylisted"), Deferred);
+        assert_eq!(of(550, "5.1.1", "no such user"), Failed);
+        assert_eq!(of(552, "5.5.3", "x"), Deferred);
+        assert_eq!(of(552, "", "Too many recipients"), Deferred);
+        assert_eq!(of(552, "5.2.2", "mailbox full"), Failed);
+        assert_eq!(of(354, "", "go ahead"), Deferred);
+        assert_eq!(of(0, "", ""), Deferred);
+        assert_eq!(of(999, "", ""), Deferred);
+    }
+
+    /// The DSN status comes from the typed reply: a refusal's own status, 5.4.7 for expiry,
+    /// the generic status of the class when the reply had none.
+    #[test]
+    fn status_from_the_typed_reply() {
+        let failed = RecipientOutcome::from_reply(Reply::new(554, "5.7.1", "no"), "mx[1]", false);
+        assert_eq!(failed.disposition, Disposition::Failed);
+        assert_eq!(failed.status().to_string(), "5.7.1");
+        assert_eq!(
+            (failed.metric_label(), failed.log_status()),
+            ("bounced", "bounced")
+        );
+        let bare = RecipientOutcome::failed(Reply::new(550, "", "no"), "");
+        assert_eq!(bare.status().to_string(), "5.0.0");
+        let expired = RecipientOutcome::expired("451 4.4.1 timeout", "mx[1]");
+        assert_eq!(expired.status().to_string(), "5.4.7");
+        assert_eq!(expired.reply, Reply::new(451, "4.4.1", "timeout"));
+        assert_eq!(expired.remote, "mx[1]");
+        let never = RecipientOutcome::expired("", "");
+        assert_eq!(never.reply.effective_status().to_string(), "4.4.7");
+        let deferred = RecipientOutcome::deferred(Reply::new(451, "4.3.0", "x"), "");
+        assert!(deferred.is_deferred());
+        assert_eq!(
+            deferred.clone().into_expired().disposition,
+            Disposition::Expired
+        );
+        let sent = RecipientOutcome::from_reply(Reply::new(250, "", "ok"), "", true);
+        assert!(sent.is_delivered() && sent.next_hop_dsn());
+        assert_eq!(
+            (sent.log_status(), sent.metric_label()),
+            ("sent", "delivered")
+        );
     }
 
     #[test]
@@ -211,19 +323,10 @@ mod tests {
 
     #[test]
     fn notify() {
-        let delivered = RecipientOutcome::Delivered {
-            reply: "250 ok".into(),
-        };
-        let deferred = RecipientOutcome::Deferred {
-            reply: "451".into(),
-        };
-        let failed = RecipientOutcome::Failed {
-            reply: "550".into(),
-            status: "5.0.0".into(),
-        };
-        let expired = RecipientOutcome::Expired {
-            last_reply: "451".into(),
-        };
+        let delivered = RecipientOutcome::from_reply(Reply::new(250, "", "ok"), "", false);
+        let deferred = RecipientOutcome::deferred(Reply::new(451, "", ""), "");
+        let failed = RecipientOutcome::failed(Reply::new(550, "", ""), "");
+        let expired = RecipientOutcome::expired("451", "");
         let all = [&delivered, &deferred, &failed, &expired];
         let wants = |r: &Recipient| all.map(|o| notify_wanted(r, o));
         assert_eq!(
@@ -245,8 +348,8 @@ mod tests {
         );
         assert_eq!(wants(&rcpt(false, true, true, true)), [true; 4]);
         assert_eq!(expired.metric_label(), "expired");
-        assert_eq!(failed.reply(), "550");
-        assert_eq!(expired.reply(), "451");
+        assert_eq!(failed.reply.to_string(), "550");
+        assert_eq!(expired.reply.to_string(), "451");
         assert_eq!(delivered.metric_label(), "delivered");
     }
 
@@ -255,22 +358,18 @@ mod tests {
     /// are ours to report either way.
     #[test]
     fn success_is_reported_only_when_the_next_hop_cannot() {
-        let delivered = RecipientOutcome::Delivered {
-            reply: "250 ok".into(),
-        };
-        let failed = RecipientOutcome::Failed {
-            reply: "550".into(),
-            status: "5.0.0".into(),
-        };
+        let ok = || Reply::new(250, "", "ok");
+        let handed_over = RecipientOutcome::from_reply(ok(), "", true);
+        let relayed = RecipientOutcome::from_reply(ok(), "", false);
+        let failed = RecipientOutcome::failed(Reply::new(550, "", ""), "");
         let success = rcpt(false, true, true, false);
-        assert!(!report_wanted(&success, &delivered, true));
-        assert!(report_wanted(&success, &delivered, false));
-        assert!(report_wanted(&success, &failed, true));
-        assert!(report_wanted(&success, &failed, false));
+        assert!(!report_wanted(&success, &handed_over));
+        assert!(report_wanted(&success, &relayed));
+        assert!(report_wanted(&success, &failed));
         let default = rcpt(false, false, false, false);
-        assert!(!report_wanted(&default, &delivered, false));
-        assert!(report_wanted(&default, &failed, true));
+        assert!(!report_wanted(&default, &relayed));
+        assert!(report_wanted(&default, &failed));
         let never = rcpt(true, false, false, false);
-        assert!(!report_wanted(&never, &failed, false));
+        assert!(!report_wanted(&never, &failed));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use baton_core::dsn::{DsnInput, DsnRecipient, build_dsn, should_bounce};
 use baton_core::ids::{FollowUp, follow_up_msg_id};
-use baton_core::outcome::{RecipientOutcome, notify_wanted};
+use baton_core::outcome::{RecipientOutcome, Reply, notify_wanted};
 use baton_core::retry::RetrySchedule;
 use baton_proto::Message as _;
 use baton_proto::v1::{DsnEnvelope, Envelope, Recipient, envelope::Body};
@@ -45,19 +45,12 @@ fn after_decode(env: &Envelope) -> Result<(), String> {
     let attempt = env.attempt.saturating_add(1);
     let _ = schedule.next(attempt, env.received_at_ms, NOW_MS);
     let outcomes = [
-        RecipientOutcome::Delivered {
-            reply: "250 2.0.0 ok".into(),
-        },
-        RecipientOutcome::Failed {
-            reply: "550 5.1.1 no such user".into(),
-            status: "5.1.1".into(),
-        },
+        RecipientOutcome::from_reply(Reply::new(250, "2.0.0", "ok"), "", false),
+        RecipientOutcome::failed(Reply::new(550, "5.1.1", "no such user"), ""),
     ];
     let mut blocks = Vec::new();
     for (i, r) in env.recipients.iter().enumerate() {
-        let expired = RecipientOutcome::Expired {
-            last_reply: r.last_reply.clone(),
-        };
+        let expired = RecipientOutcome::expired(&r.last_reply, &r.last_remote);
         let outcome = if i % 3 == 2 {
             &expired
         } else {

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::jetstream;
-use baton_core::bounce::BounceClass;
 use baton_core::suppression::{self, Policy};
 use baton_core::verp::VerpKeys;
 use baton_dkim::DomainSigner;
@@ -18,8 +17,9 @@ use baton_queue::suppression::{SuppressionCache, SuppressionStore};
 use parking_lot::RwLock;
 use tokio::sync::OnceCell;
 
-use crate::deliver::Fate;
 use crate::{Ctx, now_ms};
+use baton_core::outcome::{Disposition, RecipientOutcome};
+use baton_smtp::catalogue;
 
 /// Per relay domain settings the worker needs, from one snapshot.
 #[derive(Clone)]
@@ -106,7 +106,7 @@ impl Bounces {
 
     /// The fate of a recipient on its domain's suppression list (whatever the mode: mail
     /// accepted before the entry was added is not sent either), `None` otherwise.
-    pub(crate) fn suppressed(&self, env: &Envelope, address: &str) -> Option<Fate> {
+    pub(crate) fn suppressed(&self, env: &Envelope, address: &str) -> Option<RecipientOutcome> {
         if env.kind == EnvelopeKind::Dsn as i32 {
             return None;
         }
@@ -115,11 +115,8 @@ impl Bounces {
             return None;
         }
         let entry = self.cache.lookup(&env.relay_domain, address, now_ms())?;
-        Some(Fate::Failed {
-            reply: format!("550 5.1.1 {}", suppression::refusal_text(&entry)),
-            status: "5.1.1".into(),
-            remote: String::new(),
-        })
+        let reply = catalogue::suppressed(suppression::refusal_text(&entry));
+        Some(RecipientOutcome::failed(reply, ""))
     }
 
     async fn store(&self) -> Option<&SuppressionStore> {
@@ -132,17 +129,17 @@ impl Bounces {
 }
 
 /// Put every recipient that failed permanently with a suppressing class on its domain's list.
-pub(crate) async fn record_suppressions(ctx: &Ctx, env: &Envelope, fates: &[Fate]) {
+pub(crate) async fn record_suppressions(ctx: &Ctx, env: &Envelope, outcomes: &[RecipientOutcome]) {
     if env.kind == EnvelopeKind::Dsn as i32 {
         return;
     }
     let Some(plan) = ctx.bounces.plan(&env.relay_domain) else {
         return;
     };
-    for (r, f) in env.recipients.iter().zip(fates) {
-        let Fate::Failed { reply, .. } = f else {
+    for (r, outcome) in env.recipients.iter().zip(outcomes) {
+        if outcome.disposition != Disposition::Failed {
             continue;
-        };
+        }
         // Already on the list (e.g. failed here without an attempt because of it).
         if ctx
             .bounces
@@ -152,7 +149,7 @@ pub(crate) async fn record_suppressions(ctx: &Ctx, env: &Envelope, fates: &[Fate
         {
             continue;
         }
-        let class = f.class(&ctx.classifier).unwrap_or(BounceClass::Other);
+        let class = ctx.classifier.classify_reply(&outcome.reply);
         if !plan.suppression.adds(class) {
             continue;
         }
@@ -160,7 +157,7 @@ pub(crate) async fn record_suppressions(ctx: &Ctx, env: &Envelope, fates: &[Fate
             &env.relay_domain,
             &r.address,
             class,
-            reply,
+            &outcome.reply.to_string(),
             &env.id,
             now_ms(),
         );

@@ -7,76 +7,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use baton_core::outcome::{OutcomeClass, RecipientOutcome, classify_reply};
-use baton_smtp_client::{
-    ClientConfig, ClientError, Connection, OutgoingMessage, Reply, SendResult,
-};
+use baton_core::outcome::RecipientOutcome;
+use baton_smtp::catalogue;
+use baton_smtp_client::{ClientConfig, ClientError, Connection, OutgoingMessage, SendResult};
 
 use parking_lot::Mutex;
 
 use crate::route::Target;
-
-/// Final per-recipient result of this pass.
-#[derive(Clone, Debug)]
-pub(crate) enum Fate {
-    Delivered {
-        reply: String,
-        remote: String,
-        /// The next hop offers DSN and got the recipient's NOTIFY: reporting success is its
-        /// duty now (RFC 3461 §4.1), not ours.
-        next_hop_dsn: bool,
-    },
-    Deferred {
-        reply: String,
-        remote: String,
-    },
-    Failed {
-        reply: String,
-        status: String,
-        remote: String,
-    },
-    /// Past `maxAge`: `reply`/`remote` are the last ones seen for the recipient.
-    Expired {
-        reply: String,
-        remote: String,
-    },
-}
-
-impl Fate {
-    /// The bounce class of a recipient that was not delivered (`None` when it was).
-    pub(crate) fn class(
-        &self,
-        classifier: &baton_core::bounce::Classifier,
-    ) -> Option<baton_core::bounce::BounceClass> {
-        match self {
-            Fate::Delivered { .. } => None,
-            Fate::Deferred { reply, .. }
-            | Fate::Failed { reply, .. }
-            | Fate::Expired { reply, .. } => Some(classifier.classify_line(reply)),
-        }
-    }
-
-    /// Whether the next hop took over DSN duty for this (delivered) recipient.
-    pub(crate) fn next_hop_dsn(&self) -> bool {
-        matches!(
-            self,
-            Fate::Delivered {
-                next_hop_dsn: true,
-                ..
-            }
-        )
-    }
-
-    /// The core outcome (without the remote host) for DSN decisions.
-    pub(crate) fn outcome(&self) -> RecipientOutcome {
-        match self.clone() {
-            Fate::Delivered { reply, .. } => RecipientOutcome::Delivered { reply },
-            Fate::Deferred { reply, .. } => RecipientOutcome::Deferred { reply },
-            Fate::Failed { reply, status, .. } => RecipientOutcome::Failed { reply, status },
-            Fate::Expired { reply, .. } => RecipientOutcome::Expired { last_reply: reply },
-        }
-    }
-}
 
 type Key = (SocketAddr, String, String);
 
@@ -129,15 +66,11 @@ impl Connections {
 /// Result of trying a list of targets.
 pub(crate) struct GroupResult {
     /// Per recipient, in input order.
-    pub attempts: Vec<Fate>,
+    pub attempts: Vec<RecipientOutcome>,
     /// Targets that failed at connection level (for health/suspension), and the one that answered.
     pub failed_targets: Vec<Target>,
     /// Target that carried the transaction, if any.
     pub used: Option<Target>,
-}
-
-fn reply_text(r: &Reply) -> String {
-    r.to_string()
 }
 
 /// Try `targets` in order until one carries the transaction.
@@ -150,7 +83,9 @@ pub(crate) async fn deliver_group(
 ) -> GroupResult {
     let n = msg.recipients.len();
     let mut failed_targets = Vec::new();
-    let mut last_error = String::from("no delivery target");
+    // The reply recorded when no target answers: the last connection error, stated as a reply
+    // with the host that gave it.
+    let mut last_error: Option<(ClientError, String)> = None;
     for t in targets {
         let key: Key = (
             t.addr,
@@ -169,7 +104,7 @@ pub(crate) async fn deliver_group(
                 Err(_) => match Connection::connect(t.addr, &t.host, &cfg).await {
                     Ok(c) => c,
                     Err(e) => {
-                        last_error = e.to_string();
+                        last_error = Some((e, remote_of(t)));
                         failed_targets.push(t.clone());
                         continue;
                     }
@@ -181,14 +116,14 @@ pub(crate) async fn deliver_group(
                     return permanent_for_all(n, &e, t, failed_targets);
                 }
                 Err(e) => {
-                    last_error = format!("{}: {e}", t.host);
+                    last_error = Some((e, remote_of(t)));
                     failed_targets.push(t.clone());
                     continue;
                 }
             },
         };
         let sent = conn.send(msg).await;
-        let remote = format!("{}[{}]", t.host, t.addr.ip());
+        let remote = remote_of(t);
         match sent {
             Ok(result) => {
                 let attempts = map_result(&result, n, &remote);
@@ -210,95 +145,55 @@ pub(crate) async fn deliver_group(
                 // Trouble mid-transaction: the message may or may not have been taken; defer
                 // rather than try the next host in the same attempt (RFC 5321 §4.5.4.1 allows
                 // either; deferring keeps duplicate risk to one per retry).
-                let reply = format!("{}: {e}", t.host);
                 return GroupResult {
-                    attempts: vec![
-                        Fate::Deferred {
-                            reply,
-                            remote: remote.clone()
-                        };
-                        n
-                    ],
+                    attempts: vec![RecipientOutcome::deferred(e.to_reply(), remote); n],
                     failed_targets,
                     used: Some(t.clone()),
                 };
             }
         }
     }
+    let none_answered = match last_error {
+        Some((e, remote)) => RecipientOutcome::deferred(e.to_reply(), remote),
+        None => RecipientOutcome::deferred(catalogue::no_delivery_target(), ""),
+    };
     GroupResult {
-        attempts: vec![
-            Fate::Deferred {
-                reply: last_error,
-                remote: String::new()
-            };
-            n
-        ],
+        attempts: vec![none_answered; n],
         failed_targets,
         used: None,
     }
 }
 
+/// `host[ip]`, the form of a next hop in logs and DSNs (`Remote-MTA`).
+fn remote_of(t: &Target) -> String {
+    format!("{}[{}]", t.host, t.addr.ip())
+}
+
 fn permanent_for_all(n: usize, e: &ClientError, t: &Target, failed: Vec<Target>) -> GroupResult {
-    // The status comes from the typed error, not from its text: "message of N octets
-    // exceeds..." has no status to find (it used to be reported as 5.0.0, not 5.3.4).
-    let text = e.to_string();
-    let status = e.enhanced_status();
+    // The reply comes from the typed error: "message of N octets exceeds..." states itself as
+    // `552 5.3.4`, a `554 5.7.1` greeting keeps its `5.7.1`.
     GroupResult {
-        attempts: vec![
-            Fate::Failed {
-                reply: text,
-                status,
-                remote: format!("{}[{}]", t.host, t.addr.ip()),
-            };
-            n
-        ],
+        attempts: vec![RecipientOutcome::failed(e.to_reply(), remote_of(t)); n],
         failed_targets: failed,
         used: Some(t.clone()),
     }
 }
 
-fn classify(r: &Reply, remote: &str, next_hop_dsn: bool) -> Fate {
-    let text = reply_text(r);
-    match classify_reply(r.code, r.enhanced.as_deref(), &text) {
-        OutcomeClass::Delivered => Fate::Delivered {
-            reply: text,
-            remote: remote.to_string(),
-            next_hop_dsn,
-        },
-        OutcomeClass::Deferred => Fate::Deferred {
-            reply: text,
-            remote: remote.to_string(),
-        },
-        OutcomeClass::Failed => Fate::Failed {
-            status: r
-                .enhanced
-                .clone()
-                .unwrap_or_else(|| baton_core::outcome::enhanced_from_reply(r.code, &text)),
-            reply: text,
-            remote: remote.to_string(),
-        },
-    }
-}
-
 /// Per-recipient outcome from the replies of one transaction.
-fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<Fate> {
+fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<RecipientOutcome> {
+    let outcome =
+        |r: &baton_smtp_client::Reply| RecipientOutcome::from_reply(r.clone(), remote, res.dsn);
     if !res.mail_reply.is_positive() {
-        return vec![classify(&res.mail_reply, remote, res.dsn); n];
+        return vec![outcome(&res.mail_reply); n];
     }
     (0..n)
         .map(|i| match res.rcpt_replies.get(i) {
-            Some(r) if !r.is_positive() => classify(r, remote, res.dsn),
+            Some(r) if !r.is_positive() => outcome(r),
             Some(_) => match &res.data_reply {
-                Some(d) => classify(d, remote, res.dsn),
-                None => Fate::Deferred {
-                    reply: "no reply to DATA".into(),
-                    remote: remote.to_string(),
-                },
+                Some(d) => outcome(d),
+                None => RecipientOutcome::deferred(catalogue::no_reply("DATA"), remote),
             },
-            None => Fate::Deferred {
-                reply: "no reply to RCPT".into(),
-                remote: remote.to_string(),
-            },
+            None => RecipientOutcome::deferred(catalogue::no_reply("RCPT"), remote),
         })
         .collect()
 }
@@ -322,9 +217,10 @@ mod tests {
         permanent_for_all(2, e, &target(), Vec::new())
             .attempts
             .into_iter()
-            .map(|f| match f {
-                Fate::Failed { status, .. } => status,
-                other => panic!("not failed: {other:?}"),
+            .map(|o| {
+                assert_eq!(o.disposition, baton_core::outcome::Disposition::Failed);
+                assert_eq!(o.remote, "mx.dest.test[192.0.2.1]");
+                o.status().to_string()
             })
             .collect()
     }
@@ -336,7 +232,7 @@ mod tests {
             limit: 1_000_000,
         };
         assert_eq!(failed_status(&too_large), ["5.3.4", "5.3.4"]);
-        let greeting = ClientError::Greeting(Reply::new(554, Some("5.7.1"), "blocked"));
+        let greeting = ClientError::Greeting(Reply::new(554, "5.7.1", "blocked"));
         assert_eq!(failed_status(&greeting), ["5.7.1", "5.7.1"]);
         assert_eq!(
             failed_status(&ClientError::Smtputf8NotSupported),

@@ -6,10 +6,9 @@ use baton_core::dsn::{
     DsnInput, DsnRecipient, build_dsn, needs_8bitmime, needs_smtputf8, should_bounce,
 };
 use baton_core::ids::{FollowUp, follow_up_msg_id};
-use baton_core::outcome::report_wanted;
+use baton_core::outcome::{RecipientOutcome, report_wanted};
 use baton_proto::v1::{BodyType, Envelope, EnvelopeKind, Recipient, envelope::Body};
 
-use crate::deliver::Fate;
 use crate::{Ctx, now_ms};
 
 /// Which notice: the final one (delivered, failed, expired recipients) or a delay notice
@@ -24,7 +23,7 @@ pub(crate) enum Notice {
 pub(crate) fn dsn_for(
     ctx: &Ctx,
     env: &Envelope,
-    fates: &[Fate],
+    outcomes: &[RecipientOutcome],
     attempt: u32,
     notice: Notice,
 ) -> Option<Envelope> {
@@ -32,26 +31,19 @@ pub(crate) fn dsn_for(
         return None;
     }
     let mut recipients = Vec::new();
-    for (r, f) in env.recipients.iter().zip(fates) {
+    for (r, outcome) in env.recipients.iter().zip(outcomes) {
         // The block comes from baton-core (one definition of action and status: expired is
-        // `failed` with 5.4.7, deferred is `delayed`); the remote MTA is the one of this attempt.
-        let remote = match (f, notice) {
-            (Fate::Deferred { remote, .. }, Notice::Delay) => remote,
-            (Fate::Deferred { .. }, Notice::Final) | (_, Notice::Delay) => continue,
-            (
-                Fate::Delivered { remote, .. }
-                | Fate::Failed { remote, .. }
-                | Fate::Expired { remote, .. },
-                Notice::Final,
-            ) => remote,
+        // `failed` with 5.4.7, deferred is `delayed`); the remote MTA is the outcome's.
+        let wanted = match notice {
+            Notice::Delay => outcome.is_deferred(),
+            Notice::Final => !outcome.is_deferred(),
         };
-        let outcome = f.outcome();
-        if !report_wanted(r, &outcome, f.next_hop_dsn()) {
+        if !wanted || !report_wanted(r, outcome) {
             continue;
         }
-        let mut block = DsnRecipient::from_outcome(r, &outcome);
-        block.remote_mta = (!remote.is_empty()).then(|| remote.clone());
-        block.class = f.class(&ctx.classifier);
+        let mut block = DsnRecipient::from_outcome(r, outcome);
+        block.class =
+            (!outcome.is_delivered()).then(|| ctx.classifier.classify_reply(&outcome.reply));
         recipients.push(block);
     }
     if recipients.is_empty() {
@@ -129,6 +121,7 @@ pub(crate) fn dsn_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use baton_core::outcome::Disposition;
 
     #[test]
     fn expired_recipients_are_reported_failed_with_5_4_7() {
@@ -136,12 +129,12 @@ mod tests {
             address: "a@dest.test".into(),
             ..Default::default()
         };
-        let f = Fate::Expired {
-            reply: "451 4.7.1 later".into(),
-            remote: "mx[127.0.0.1]".into(),
-        };
-        let block = DsnRecipient::from_outcome(&r, &f.outcome());
+        let o = RecipientOutcome::expired("451 4.7.1 later", "mx[127.0.0.1]");
+        assert_eq!(o.disposition, Disposition::Expired);
+        let block = DsnRecipient::from_outcome(&r, &o);
         assert_eq!(block.status, "5.4.7");
         assert_eq!(block.action, baton_core::dsn::DsnAction::Failed);
+        assert_eq!(block.remote_mta.as_deref(), Some("mx[127.0.0.1]"));
+        assert_eq!(block.diagnostic.as_deref(), Some("451 4.7.1 later"));
     }
 }

@@ -9,15 +9,17 @@ use std::time::{Duration, Instant};
 
 use baton_core::destination::RefusedAddress;
 use baton_core::ids::{FollowUp, follow_up_msg_id};
+use baton_core::outcome::RecipientOutcome;
 use baton_core::retry::{RetryDecision, RetrySchedule};
 use baton_core::routing::CongestionPolicy;
 use baton_proto::v1::{
     BodyType, DeliveryMode, DsnRet, Envelope, EnvelopeKind, Recipient, SendingPool,
 };
 use baton_queue::{QueuedMessage, new_subject, retry_subject};
+use baton_smtp::catalogue;
 use baton_smtp_client::{OutgoingMessage, OutgoingRecipient};
 
-use crate::deliver::{Fate, deliver_group};
+use crate::deliver::deliver_group;
 use crate::notice::{Notice, dsn_for};
 use crate::route::{Route, pick_egress, route};
 use crate::slots::Grant;
@@ -50,13 +52,10 @@ pub(crate) async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, pl
         }
     }
     let schedule = RetrySchedule::from_pool(pool);
-    let fates = if schedule.is_expired(env.received_at_ms, now_ms()) {
+    let outcomes = if schedule.is_expired(env.received_at_ms, now_ms()) {
         env.recipients
             .iter()
-            .map(|r| Fate::Expired {
-                reply: r.last_reply.clone(),
-                remote: r.last_remote.clone(),
-            })
+            .map(|r| RecipientOutcome::expired(&r.last_reply, &r.last_remote))
             .collect()
     } else {
         let congestion = CongestionPolicy::from_first_tier(schedule.tiers().first().copied());
@@ -64,31 +63,43 @@ pub(crate) async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, pl
         tokio::pin!(work);
         let mut tick = tokio::time::interval(ctx.progress_every);
         tick.tick().await;
-        let fates: Vec<Fate> = loop {
+        let pass = loop {
             tokio::select! {
                 f = &mut work => break f,
                 _ = tick.tick() => { let _ = qm.progress().await; }
             }
         };
-        // Shutdown ended every wait for a busy destination before anything was attempted:
-        // give the message back for another worker, keeping its attempt count.
-        if fates
-            .iter()
-            .all(|f| matches!(f, Fate::Deferred { reply, .. } if reply == SHUTTING_DOWN))
-        {
-            if let Err(e) = qm.release().await {
-                tracing::warn!(error = %e, "could not give back a waiting message on shutdown; it is redelivered after ack_wait");
+        match pass {
+            Pass::Attempted(outcomes) => outcomes,
+            // Shutdown ended every wait for a busy destination before anything was attempted:
+            // give the message back for another worker, keeping its attempt count.
+            Pass::ShutDown => {
+                if let Err(e) = qm.release().await {
+                    tracing::warn!(error = %e, "could not give back a waiting message on shutdown; it is redelivered after ack_wait");
+                }
+                return;
             }
-            return;
         }
-        fates
     };
-    finish(ctx, pool, &qm, &schedule, fates).await;
+    finish(ctx, pool, &qm, &schedule, outcomes).await;
 }
 
-/// Reply recorded for a destination group whose wait for a connection slot ended because the
-/// worker is shutting down (nothing was attempted).
-const SHUTTING_DOWN: &str = "451 4.3.0 worker shutting down";
+/// What one pass over a message's destination groups came to.
+enum Pass {
+    /// Outcomes per recipient, in envelope order.
+    Attempted(Vec<RecipientOutcome>),
+    /// The worker shut down while every group waited for a connection slot: nothing was
+    /// attempted.
+    ShutDown,
+}
+
+/// What one destination group came to.
+enum GroupPass {
+    /// Outcomes for the group's recipients, in the group's order.
+    Done(Vec<RecipientOutcome>),
+    /// The worker shut down while the group waited for a connection slot.
+    ShutDown,
+}
 
 async fn wait_with_progress(ctx: &Ctx, qm: &QueuedMessage, total: Duration) {
     let until = Instant::now() + total;
@@ -117,7 +128,7 @@ async fn deliver_all(
     qm: &QueuedMessage,
     place: &WindowPlace,
     congestion: CongestionPolicy,
-) -> Vec<Fate> {
+) -> Pass {
     let env = &qm.envelope;
     let smarthost = DeliveryMode::try_from(pool.mode) == Ok(DeliveryMode::Smarthost);
     // With a return path each recipient gets its own VERP sender, hence its own transaction.
@@ -144,22 +155,34 @@ async fn deliver_all(
         deliver_domain(ctx, pool, qm, domain, sender, idx, place, congestion)
     });
     let results = futures::future::join_all(runs).await;
-    let mut fates = vec![
-        Fate::Deferred {
-            reply: "not attempted".into(),
-            remote: String::new()
+    if suppressed.is_empty()
+        && !results.is_empty()
+        && results
+            .iter()
+            .all(|(_, g)| matches!(g, GroupPass::ShutDown))
+    {
+        return Pass::ShutDown;
+    }
+    let mut outcomes =
+        vec![RecipientOutcome::deferred(catalogue::not_attempted(), ""); env.recipients.len()];
+    let groups = results.into_iter().map(|(idx, g)| {
+        let outcomes = match g {
+            GroupPass::Done(o) => o,
+            GroupPass::ShutDown => {
+                vec![RecipientOutcome::deferred(catalogue::worker_shutting_down(), ""); idx.len()]
+            }
         };
-        env.recipients.len()
-    ];
-    let suppressed = suppressed.into_iter().map(|(i, f)| (vec![i], vec![f]));
-    for (idx, group_fates) in results.into_iter().chain(suppressed) {
-        for (i, f) in idx.into_iter().zip(group_fates) {
-            if let Some(slot) = fates.get_mut(i) {
-                *slot = f;
+        (idx, outcomes)
+    });
+    let suppressed = suppressed.into_iter().map(|(i, o)| (vec![i], vec![o]));
+    for (idx, group) in groups.chain(suppressed) {
+        for (i, o) in idx.into_iter().zip(group) {
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = o;
             }
         }
     }
-    fates
+    Pass::Attempted(outcomes)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -172,7 +195,7 @@ async fn deliver_domain(
     idx: Vec<usize>,
     place: &WindowPlace,
     congestion: CongestionPolicy,
-) -> (Vec<usize>, Vec<Fate>) {
+) -> (Vec<usize>, GroupPass) {
     let env = &qm.envelope;
     let dest = if domain.is_empty() {
         format!("smarthosts:{}", pool.name)
@@ -180,13 +203,9 @@ async fn deliver_domain(
         domain.clone()
     };
     let n = idx.len();
-    let all = |f: Fate| vec![f; n];
-    let suspended = |until: i64| Fate::Deferred {
-        reply: format!(
-            "451 4.4.5 destination {dest} suspended after repeated failures until {until} ms"
-        ),
-        remote: String::new(),
-    };
+    let all = |o: RecipientOutcome| GroupPass::Done(vec![o; n]);
+    let suspended =
+        |until: i64| RecipientOutcome::deferred(catalogue::destination_suspended(&dest, until), "");
     if let Some(until) = ctx.suspended_until(&dest) {
         return (idx, all(suspended(until)));
     }
@@ -194,26 +213,11 @@ async fn deliver_domain(
     count_refused(ctx, pool, env, &dest, &refused);
     let targets = match routed {
         Route::Targets(t) => t,
-        Route::Fail { status, text } => {
-            let reply = format!("550 {status} {text}");
-            return (
-                idx,
-                all(Fate::Failed {
-                    reply,
-                    status: status.into(),
-                    remote: String::new(),
-                }),
-            );
-        }
-        Route::Defer { status, text } => {
-            let reply = format!("451 {status} {text}");
-            return (
-                idx,
-                all(Fate::Deferred {
-                    reply,
-                    remote: String::new(),
-                }),
-            );
+        verdict => {
+            let reply = verdict
+                .reply()
+                .unwrap_or_else(catalogue::no_delivery_target);
+            return (idx, all(RecipientOutcome::from_reply(reply, "", false)));
         }
     };
     let cap = if pool.max_connections_per_destination == 0 {
@@ -244,27 +248,10 @@ async fn deliver_domain(
                 .delivery_attempts
                 .with_label_values(&[&pool.name, "destination_busy"])
                 .inc();
-            let reply = format!(
-                "451 4.4.5 destination {dest} busy: {waiting} messages wait for {cap} connections, about {}s",
-                estimated.as_secs()
-            );
-            return (
-                idx,
-                all(Fate::Deferred {
-                    reply,
-                    remote: String::new(),
-                }),
-            );
+            let reply = catalogue::destination_busy(&dest, waiting, cap, estimated.as_secs());
+            return (idx, all(RecipientOutcome::deferred(reply, "")));
         }
-        Grant::Closed => {
-            return (
-                idx,
-                all(Fate::Deferred {
-                    reply: SHUTTING_DOWN.into(),
-                    remote: String::new(),
-                }),
-            );
-        }
+        Grant::Closed => return (idx, GroupPass::ShutDown),
     };
     // It may have been suspended while this message waited for a slot: do not connect then.
     if let Some(until) = ctx.suspended_until(&dest) {
@@ -342,8 +329,7 @@ async fn deliver_domain(
         .delivery_attempts
         .with_label_values(&[&pool.name, label])
         .inc();
-    let fates = result.attempts;
-    (idx, fates)
+    (idx, GroupPass::Done(result.attempts))
 }
 
 /// Log and count the addresses direct delivery would not connect to (one line per group).
@@ -409,7 +395,7 @@ async fn finish(
     pool: &SendingPool,
     qm: &QueuedMessage,
     schedule: &RetrySchedule,
-    mut fates: Vec<Fate>,
+    mut outcomes: Vec<RecipientOutcome>,
 ) {
     let env = &qm.envelope;
     let attempt = env.attempt.saturating_add(1);
@@ -419,32 +405,28 @@ async fn finish(
     // expire now.
     let decision = schedule.next_jittered(attempt, env.received_at_ms, now, &env.id);
     if matches!(decision, RetryDecision::Expire) {
-        for f in fates.iter_mut() {
-            if let Fate::Deferred { reply, remote } = f {
-                *f = Fate::Expired {
-                    reply: reply.clone(),
-                    remote: remote.clone(),
-                };
+        for o in outcomes.iter_mut() {
+            if o.is_deferred() {
+                *o = o.clone().into_expired();
             }
         }
     }
-    for (r, f) in env.recipients.iter().zip(&fates) {
-        log_outcome(ctx, pool, env, r, f, attempt, now);
+    for (r, o) in env.recipients.iter().zip(&outcomes) {
+        log_outcome(ctx, pool, env, r, o, attempt, now);
     }
-    crate::bounces::record_suppressions(ctx, env, &fates).await;
+    crate::bounces::record_suppressions(ctx, env, &outcomes).await;
     let mut follow_ups: Vec<(String, String, Envelope)> = Vec::new();
     let deferred: Vec<Recipient> = env
         .recipients
         .iter()
-        .zip(&fates)
-        .filter_map(|(r, f)| match f {
-            Fate::Deferred { reply, remote } => {
-                let mut r = r.clone();
-                r.last_reply = reply.clone();
-                r.last_remote = remote.clone();
-                Some(r)
-            }
-            _ => None,
+        .zip(&outcomes)
+        .filter(|(_, o)| o.is_deferred())
+        .map(|(r, o)| {
+            // The queue keeps the reply's one-line form (`Reply::from_line` reads it back).
+            let mut r = r.clone();
+            r.last_reply = o.reply.to_string();
+            r.last_remote = o.remote.clone();
+            r
         })
         .collect();
     if let (
@@ -457,7 +439,7 @@ async fn finish(
     {
         let mut last_delay_notice_ms = env.last_delay_notice_ms;
         if delay_notice_due(ctx, env, now)
-            && let Some(notice) = dsn_for(ctx, env, &fates, attempt, Notice::Delay)
+            && let Some(notice) = dsn_for(ctx, env, &outcomes, attempt, Notice::Delay)
         {
             ctx.metrics
                 .delivery_delay_notices
@@ -478,7 +460,7 @@ async fn finish(
             next,
         ));
     }
-    if let Some(dsn) = dsn_for(ctx, env, &fates, attempt, Notice::Final) {
+    if let Some(dsn) = dsn_for(ctx, env, &outcomes, attempt, Notice::Final) {
         ctx.metrics
             .delivery_dsn_generated
             .with_label_values(&[&pool.name])
@@ -524,40 +506,31 @@ fn log_outcome(
     pool: &SendingPool,
     env: &Envelope,
     r: &Recipient,
-    f: &Fate,
+    o: &RecipientOutcome,
     attempt: u32,
     now: i64,
 ) {
     let delay = now.saturating_sub(env.received_at_ms).max(0) as f64 / 1000.0;
-    let class = f.class(&ctx.classifier);
-    let (status, reply, remote) = match f {
-        Fate::Delivered { reply, remote, .. } => ("sent", reply, remote.as_str()),
-        Fate::Deferred { reply, remote } => ("deferred", reply, remote.as_str()),
-        Fate::Failed { reply, remote, .. } => ("bounced", reply, remote.as_str()),
-        Fate::Expired { reply, remote } => ("expired", reply, remote.as_str()),
-    };
+    let class = (!o.is_delivered()).then(|| ctx.classifier.classify_reply(&o.reply));
+    let status = o.log_status();
     let dest = domain_of(&r.address);
     tracing::info!(
         queue_id = %env.id,
         pool = %pool.name,
         relay_domain = %env.relay_domain,
         to = %r.address,
-        relay = %remote,
+        relay = %o.remote,
         destination = %dest,
         attempt,
         delay,
         status,
+        dsn_status = %o.status(),
         class = class.map(|c| c.as_str()).unwrap_or(""),
         dsn = env.kind == EnvelopeKind::Dsn as i32,
-        reply = %reply,
+        reply = %o.reply,
         "status={status}"
     );
-    let outcome = match f {
-        Fate::Delivered { .. } => "delivered",
-        Fate::Deferred { .. } => "deferred",
-        Fate::Failed { .. } => "bounced",
-        Fate::Expired { .. } => "expired",
-    };
+    let outcome = o.metric_label();
     ctx.metrics
         .delivery_recipients
         .with_label_values(&[&pool.name, &env.relay_domain, outcome])
@@ -568,7 +541,7 @@ fn log_outcome(
             .with_label_values(&[&pool.name, class.as_str(), outcome])
             .inc();
     }
-    if let Fate::Delivered { .. } = f {
+    if o.is_delivered() {
         ctx.metrics
             .delivery_accept_to_delivery
             .with_label_values(&[&pool.name])

@@ -11,6 +11,10 @@ use baton_proto::v1::{DeliveryMode, Egress, SendingPool, TlsPolicy};
 use baton_smtp_client::{Credentials, TlsMode};
 use parking_lot::Mutex;
 
+use baton_smtp::EnhancedStatus;
+use baton_smtp::catalogue;
+use baton_smtp::reply::Reply;
+
 use crate::resolve::{Dns, DnsFailure};
 
 /// One place to try.
@@ -36,17 +40,30 @@ pub enum Route {
     /// Permanent failure before connecting (null MX, no such domain).
     Fail {
         /// Enhanced status code for the DSN and the log.
-        status: &'static str,
+        status: EnhancedStatus,
         /// Why, for the DSN's diagnostic and the log.
         text: String,
     },
     /// Temporary failure before connecting (DNS trouble, no address).
     Defer {
         /// Enhanced status code for the log and the retry.
-        status: &'static str,
+        status: EnhancedStatus,
         /// Why, for the log.
         text: String,
     },
+}
+
+impl Route {
+    /// The reply a verdict that does not connect records for its recipients (`550` for a
+    /// failure, `451` for a deferral, with the verdict's status); `None` for targets.
+    pub fn reply(&self) -> Option<Reply> {
+        match self {
+            Route::Targets(_) => None,
+            Route::Fail { status, text } | Route::Defer { status, text } => {
+                Some(catalogue::routing(*status, text))
+            }
+        }
+    }
 }
 
 /// Maps the pool's TLS policy enum.
@@ -140,7 +157,7 @@ pub async fn route(
                 let text = format!("{domain} does not accept mail (null MX, RFC 7505)");
                 return (
                     Route::Fail {
-                        status: "5.1.10",
+                        status: EnhancedStatus::new(5, 1, 10),
                         text,
                     },
                     Vec::new(),
@@ -150,7 +167,7 @@ pub async fn route(
                 let text = format!("domain {domain} does not exist");
                 return (
                     Route::Fail {
-                        status: "5.1.2",
+                        status: EnhancedStatus::new(5, 1, 2),
                         text,
                     },
                     Vec::new(),
@@ -160,7 +177,7 @@ pub async fn route(
                 let text = format!("DNS lookup for {domain} failed: {e}");
                 return (
                     Route::Defer {
-                        status: "4.4.3",
+                        status: EnhancedStatus::new(4, 4, 3),
                         text,
                     },
                     Vec::new(),
@@ -188,7 +205,7 @@ fn literal_refused(domain: &str, pool: &SendingPool) -> Route {
         )
     };
     Route::Fail {
-        status: "5.1.2",
+        status: EnhancedStatus::new(5, 1, 2),
         text,
     }
 }
@@ -233,7 +250,7 @@ fn select_targets(
     let route = match (targets.is_empty(), refused.first(), last_err) {
         (false, _, _) => Route::Targets(targets),
         (true, _, Some(e)) => Route::Defer {
-            status: "4.4.4",
+            status: EnhancedStatus::new(4, 4, 4),
             text: format!("no usable address: {e}"),
         },
         (true, Some(r), None) => Route::Fail {
@@ -241,7 +258,7 @@ fn select_targets(
             text: r.text(),
         },
         (true, None, None) => Route::Defer {
-            status: "4.4.4",
+            status: EnhancedStatus::new(4, 4, 4),
             text: "no address for any MX host".into(),
         },
     };
@@ -272,7 +289,7 @@ async fn smarthost_route(dns: &Dns, pool: &SendingPool, health: &Health) -> Rout
     }
     if targets.is_empty() {
         return Route::Defer {
-            status: "4.4.1",
+            status: EnhancedStatus::new(4, 4, 1),
             text: "no smarthost could be resolved".into(),
         };
     }
@@ -325,7 +342,7 @@ mod tests {
         assert_eq!(refused.len(), 1);
         match route {
             Route::Fail { status, text } => {
-                assert_eq!(status, "5.4.4");
+                assert_eq!(status.to_string(), "5.4.4");
                 assert_eq!(
                     text,
                     "destination address 127.0.0.1 is not allowed (loopback)"
@@ -345,15 +362,10 @@ mod tests {
             &[],
         );
         assert!(
-            matches!(
-                route,
-                Route::Defer {
-                    status: "4.4.4",
-                    ..
-                }
-            ),
+            matches!(route, Route::Defer { status, .. } if status == EnhancedStatus::new(4, 4, 4)),
             "{route:?}"
         );
+        assert_eq!(route.reply().map(|r| r.code), Some(451));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_smtp::catalogue;
 use baton_smtp::session::{Action, Session};
 use baton_smtp::{ListenerKind, PeerInfo, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,8 +73,8 @@ async fn drive(
     let mut reservation = Reservation::new(&shared.budget);
     let deadline = Instant::now() + limits.session_timeout;
     let mut buf = vec![0u8; 16 * 1024];
-    if let Action::Send(b) = session.greeting() {
-        out.extend_from_slice(&b);
+    if let Action::Send(reply) = session.greeting() {
+        out.extend_from_slice(&reply.to_bytes());
     }
     loop {
         // Perform every action the session has for the input seen so far.
@@ -92,9 +93,9 @@ async fn drive(
             };
             let Some(action) = action else { break };
             match action {
-                Action::Send(b) => {
-                    count_reply(shared, &b);
-                    out.extend_from_slice(&b);
+                Action::Send(reply) => {
+                    count_reply(shared, &reply);
+                    out.extend_from_slice(&reply.to_bytes());
                 }
                 Action::Delay(d) => {
                     if flush(&mut conn, &mut out).await.is_err() {
@@ -192,11 +193,7 @@ async fn time_out(conn: &mut Conn, session: &mut Session, shared: &Shared) -> En
 fn account(session: &mut Session, reservation: &mut Reservation<'_>, shared: &Shared) {
     let want = session.body_len();
     if !reservation.resize(want) {
-        session.fail_transaction(Reply::new(
-            452,
-            "4.3.1",
-            "Insufficient system resources, try again later",
-        ));
+        session.fail_transaction(catalogue::insufficient_resources());
         let _ = reservation.resize(session.body_len());
     }
     shared
@@ -208,8 +205,8 @@ fn account(session: &mut Session, reservation: &mut Reservation<'_>, shared: &Sh
 async fn finish(conn: &mut Conn, actions: Vec<Action>) {
     let mut out = Vec::new();
     for a in actions {
-        if let Action::Send(b) = a {
-            out.extend_from_slice(&b);
+        if let Action::Send(reply) = a {
+            out.extend_from_slice(&reply.to_bytes());
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -220,29 +217,21 @@ async fn finish(conn: &mut Conn, actions: Vec<Action>) {
 }
 
 /// Count every reply that refuses something, labelled by its enhanced status code (the
-/// reason, a small fixed set) and reply code. Session replies are the single source, so each
-/// refusal is counted once whatever produced it (session rules, policy, queue).
-fn count_reply(shared: &Shared, bytes: &[u8]) {
-    let Some(code) = bytes.get(..3).and_then(|c| std::str::from_utf8(c).ok()) else {
-        return;
-    };
-    if !(code.starts_with('4') || code.starts_with('5')) {
+/// reason, a small fixed set; `none` without one) and reply code. Session replies are the
+/// single source, so each refusal is counted once whatever produced it (session rules, policy,
+/// queue); the labels come from the typed reply, never from its wire form.
+fn count_reply(shared: &Shared, reply: &Reply) {
+    if !(reply.is_transient() || reply.is_permanent()) {
         return;
     }
-    let reason = bytes
-        .get(4..)
-        .and_then(|rest| rest.split(|b| *b == b' ' || *b == b'\r').next())
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .filter(|s| {
-            s.len() <= 9
-                && s.split('.').count() == 3
-                && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        })
-        .unwrap_or("none");
+    let reason = reply
+        .status
+        .filter(|s| s.agrees_with(reply.code))
+        .map(|s| s.to_string());
     shared
         .metrics
         .ingress_rejections
-        .with_label_values(&[reason, code])
+        .with_label_values(&[reason.as_deref().unwrap_or("none"), &reply.code.to_string()])
         .inc();
 }
 

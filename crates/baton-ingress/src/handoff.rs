@@ -14,7 +14,7 @@ use baton_proto::v1::{
 };
 use baton_queue::{Publisher, new_subject};
 use baton_smtp::session::Transaction;
-use baton_smtp::{BodyType, DsnRet, ForwardPath, ListenerKind, Reply, ReversePath};
+use baton_smtp::{BodyType, DsnRet, ForwardPath, ListenerKind, Reply, ReversePath, catalogue};
 use baton_telemetry::Metrics;
 
 use crate::policy::{Snapshot, dkim_unavailable, refusal_reply};
@@ -109,11 +109,7 @@ pub fn authenticate(
     trace: &[u8],
 ) -> Result<Vec<u8>, Reply> {
     let Some(s) = snapshot else {
-        return Err(Reply::new(
-            451,
-            "4.3.0",
-            "Relay configuration not loaded yet, try again later",
-        ));
+        return Err(catalogue::config_not_loaded());
     };
     let relay = tx.grant.relay_domain.as_str();
     let sender_domain = match &tx.reverse_path {
@@ -181,7 +177,7 @@ pub async fn prepare(
             (tx, trace, dkim)
         })
         .await
-        .map_err(|_| Reply::new(451, "4.3.0", "Local error in processing, try again later"))?
+        .map_err(|_| catalogue::local_error())?
     };
     Ok(assemble(tx, id, arrival, now, &dkim?, &trace))
 }
@@ -300,11 +296,7 @@ pub async fn publish(
                 .with_label_values(&[e.metric_label()])
                 .inc();
             tracing::warn!(queue_id = %envelope.id, error = %e, "publish failed, answering 451");
-            Err(Reply::new(
-                451,
-                "4.3.0",
-                "Queue temporarily unavailable, message not accepted; try again later",
-            ))
+            Err(catalogue::queue_unavailable())
         }
     }
 }

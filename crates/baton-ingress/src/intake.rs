@@ -14,7 +14,7 @@ use baton_core::report::{self, Report};
 use baton_core::suppression::{Entry, Source, normalize};
 use baton_core::verp::{Verp, VerpKeys};
 use baton_proto::v1::RelayConfig;
-use baton_smtp::Reply;
+use baton_smtp::{Reply, catalogue};
 
 use crate::policy::Snapshot;
 
@@ -236,12 +236,8 @@ fn classify(classifier: &Classifier, status: &str, diagnostic: &str) -> BounceCl
 /// The reply after the final dot.
 pub fn reply(outcome: &Outcome, domain: &str) -> Reply {
     if outcome.result == "refused" {
-        Reply::new(
-            550,
-            "5.7.1",
-            format!("{domain} accepts only delivery status and feedback reports"),
-        )
+        catalogue::reports_only(domain)
     } else {
-        Reply::new(250, "2.6.0", "Report received, thank you")
+        catalogue::report_received()
     }
 }

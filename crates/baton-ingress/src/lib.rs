@@ -23,7 +23,7 @@ use std::time::Duration;
 use baton_queue::suppression::{SuppressionCache, SuppressionStore};
 use baton_queue::{ConfigWatch, Publisher};
 use baton_smtp::session::SessionConfig;
-use baton_smtp::{ListenerKind, PeerInfo};
+use baton_smtp::{ListenerKind, PeerInfo, Reply, catalogue};
 use baton_telemetry::Metrics;
 use parking_lot::Mutex;
 use thiserror::Error;
@@ -332,19 +332,16 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         if stop.is_cancelled() {
             count(&shared, label, "shutting_down");
-            tokio::spawn(refuse(
-                tcp,
-                shared.config.hostname.clone(),
-                "421 4.3.2 Service shutting down, try another server\r\n",
-            ));
+            let reply = catalogue::shutting_down(&shared.config.hostname);
+            tokio::spawn(refuse(tcp, reply));
             continue;
         }
         let ip = addr.ip();
         match admit(&shared, ip) {
             Err(reason) => {
                 count(&shared, label, reason);
-                let msg = "421 4.7.0 Too many connections, try again later\r\n";
-                tokio::spawn(refuse(tcp, shared.config.hostname.clone(), msg));
+                let reply = catalogue::too_many_connections(&shared.config.hostname);
+                tokio::spawn(refuse(tcp, reply));
                 continue;
             }
             Ok(()) => count(&shared, label, "accepted"),
@@ -400,9 +397,9 @@ fn release(shared: &Shared, ip: IpAddr) {
     }
 }
 
-async fn refuse(mut tcp: TcpStream, _host: String, msg: &'static str) {
+async fn refuse(mut tcp: TcpStream, reply: Reply) {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = tcp.write_all(msg.as_bytes()).await;
+        let _ = tcp.write_all(&reply.to_bytes()).await;
         let _ = tcp.shutdown().await;
     })
     .await;

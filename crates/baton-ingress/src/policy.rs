@@ -12,7 +12,7 @@ use baton_core::suppression;
 use baton_proto::v1::RelayConfig;
 use baton_queue::suppression::SuppressionCache;
 use baton_smtp::session::{Grant, Policy, SenderContext};
-use baton_smtp::{ForwardPath, ListenerKind, PeerInfo, Reply, ReversePath};
+use baton_smtp::{ForwardPath, ListenerKind, PeerInfo, Reply, ReversePath, catalogue};
 
 use baton_telemetry::Metrics;
 use parking_lot::Mutex;
@@ -77,15 +77,7 @@ pub fn dkim_unavailable(index: &PolicyIndex, relay_domain: &str, e: &DkimError) 
         reason = e.metric_label(),
         "DKIM signing unavailable: {e}"
     );
-    Reply::new(
-        451,
-        "4.7.5",
-        format!(
-            "{domain}: DKIM key {} unusable ({}), mail deferred",
-            e.selector(),
-            e.metric_label()
-        ),
-    )
+    catalogue::dkim_unusable(domain, e.selector(), e.metric_label())
 }
 
 /// Per-relay-domain token buckets (`limits.messagesPerMinute`), per ingress pod.
@@ -165,7 +157,7 @@ impl SessionPolicy<'_> {
             class = %entry.class,
             "recipient refused: on the suppression list"
         );
-        Err(Reply::new(550, "5.1.1", suppression::refusal_text(&entry)))
+        Err(catalogue::suppressed(suppression::refusal_text(&entry)))
     }
 }
 
@@ -192,17 +184,13 @@ fn authorize(s: &Snapshot, ctx: &SenderContext<'_>) -> Result<baton_core::Sender
 }
 
 fn not_ready() -> Reply {
-    Reply::new(
-        451,
-        "4.3.0",
-        "Relay configuration not loaded yet, try again later",
-    )
+    catalogue::config_not_loaded()
 }
 
 impl Policy for SessionPolicy<'_> {
     fn authenticate(&self, _peer: &PeerInfo, username: &str, password: &str) -> Result<(), Reply> {
         let Some(s) = self.snapshot else {
-            return Err(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            return Err(catalogue::auth_unavailable());
         };
         if s.index.authenticate(username, password) {
             self.metrics
@@ -212,11 +200,7 @@ impl Policy for SessionPolicy<'_> {
             Ok(())
         } else {
             // Counted and logged by `auth_failed`, which the session calls for every failure.
-            Err(Reply::new(
-                535,
-                "5.7.8",
-                "Authentication credentials invalid",
-            ))
+            Err(catalogue::credentials_invalid())
         }
     }
 
@@ -262,11 +246,7 @@ impl Policy for SessionPolicy<'_> {
             .map(|d| d.messages_per_minute)
             .unwrap_or(0);
         if !self.rates.allow(&grant.relay_domain, per_minute, now_ms()) {
-            return Err(Reply::new(
-                450,
-                "4.7.1",
-                "Sending rate limit for this domain exceeded, try again later",
-            ));
+            return Err(catalogue::domain_rate_exceeded());
         }
         Ok(Grant {
             relay_domain: grant.relay_domain,
@@ -286,11 +266,7 @@ impl Policy for SessionPolicy<'_> {
         // anywhere. `<postmaster>` without a domain has no destination for an outbound relay.
         let mailbox = match rcpt {
             ForwardPath::Postmaster => {
-                return Err(Reply::new(
-                    550,
-                    "5.1.1",
-                    "<postmaster> needs a domain on an outbound relay",
-                ));
+                return Err(catalogue::postmaster_needs_domain());
             }
             ForwardPath::Mailbox(m) => m,
         };
@@ -304,11 +280,7 @@ impl Policy for SessionPolicy<'_> {
                 Some(_) => Ok(()),
                 None => {
                     tracing::info!(client = %ctx.peer.addr, reason = "return_path_unknown", "recipient refused: not an address of the return path (forged or stale VERP?)");
-                    Err(Reply::new(
-                        550,
-                        "5.1.1",
-                        "No such recipient at this return-path domain",
-                    ))
+                    Err(catalogue::unknown_return_path_recipient())
                 }
             };
         }
@@ -337,11 +309,7 @@ impl Policy for SessionPolicy<'_> {
                     reason = "address_literal",
                     "recipient refused: address literals are not accepted by the pool"
                 );
-                return Err(Reply::new(
-                    550,
-                    "5.1.2",
-                    "Address literals are not accepted as recipients here",
-                ));
+                return Err(catalogue::address_literal_refused());
             }
         }
         self.check_suppressed(

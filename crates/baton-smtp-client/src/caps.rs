@@ -77,7 +77,7 @@ mod tests {
     fn ehlo(lines: &[&str]) -> Capabilities {
         let reply = Reply {
             code: 250,
-            enhanced: None,
+            status: None,
             lines: lines.iter().map(|l| (*l).to_owned()).collect(),
         };
         Capabilities::from_ehlo(&reply)

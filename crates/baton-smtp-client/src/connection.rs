@@ -10,9 +10,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tracing::{debug, warn};
 
-use crate::reply::{MAX_REPLY_LINE, ReplyParser};
 use crate::stream::Stream;
 use crate::{Capabilities, ClientConfig, ClientError, Credentials, Reply, Timeouts, TlsMode};
+use crate::{MAX_REPLY_LINE, ReplyParser};
 
 /// An established SMTP session, ready for [`Connection::send`].
 ///
@@ -63,7 +63,7 @@ impl Connection {
             remote: addr,
             server_name: server_name.to_owned(),
             caps: Capabilities::default(),
-            greeting: Reply::new(0, None, ""),
+            greeting: Reply::new(0, "", ""),
             tls: false,
             timeouts,
             messages_sent: 0,
@@ -307,7 +307,7 @@ impl Connection {
             let mut line = Vec::with_capacity(128);
             loop {
                 read_line(io, &mut line, stage).await?;
-                if let Some(reply) = parser.push_line(&line).map_err(ClientError::Protocol)? {
+                if let Some(reply) = parser.push_line(&line).map_err(ClientError::Reply)? {
                     return Ok(reply);
                 }
             }

@@ -1,6 +1,6 @@
 //! The client's error type.
 
-use crate::Reply;
+use crate::{EnhancedStatus, Reply, ReplyError};
 
 /// Why a connection could not be set up or a transaction could not complete.
 ///
@@ -55,6 +55,9 @@ pub enum ClientError {
     /// unexpected intermediate reply.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The server's reply could not be parsed (bad code, line too long, too many lines).
+    #[error("protocol error: {0}")]
+    Reply(#[source] ReplyError),
     /// The message exceeds the server's advertised SIZE limit; nothing was sent.
     #[error("message of {size} octets exceeds the server limit of {limit}")]
     MessageTooLarge {
@@ -91,30 +94,46 @@ impl ClientError {
     }
 
     /// RFC 3463 status to report for a recipient this error affected: the server's own
-    /// enhanced code when its permanent refusal carried one of the right class (a `554 5.7.1`
-    /// greeting reports `5.7.1`), otherwise the status of the error's kind.
-    pub fn enhanced_status(&self) -> String {
+    /// enhanced code when its refusal carried one of the right class (a `554 5.7.1` greeting
+    /// reports `5.7.1`), otherwise the status of the error's kind.
+    pub fn enhanced_status(&self) -> EnhancedStatus {
+        self.to_reply().effective_status()
+    }
+
+    /// The reply to record for every recipient this error affected: the server's own reply
+    /// when it refused the greeting or EHLO, otherwise one that states the error with the
+    /// status of its kind (`552 5.3.4` for a message over the server's SIZE, `451 4.4.2` for
+    /// a connection that failed). The outcome, the DSN, the log line and the metric all read
+    /// this one value.
+    pub fn to_reply(&self) -> Reply {
         match self {
-            Self::Greeting(r) | Self::Ehlo(r) if r.is_permanent() => r
-                .enhanced
-                .as_deref()
-                .filter(|s| s.starts_with("5."))
-                .unwrap_or("5.0.0")
-                .to_owned(),
-            other => other.kind_status().to_owned(),
+            Self::Greeting(r) | Self::Ehlo(r) if r.is_permanent() || r.is_transient() => r.clone(),
+            other => {
+                let status = other.kind_status();
+                let code = match (status.class, other) {
+                    (5, Self::MessageTooLarge { .. }) => 552,
+                    (5, Self::Smtputf8NotSupported) => 553,
+                    (5, _) => 554,
+                    (_, Self::TlsRequired | Self::Tls(_) | Self::StartTls(_)) => 454,
+                    _ => 451,
+                };
+                Reply::with_status(code, status, other.to_string())
+            }
         }
     }
 
-    fn kind_status(&self) -> &'static str {
-        match self {
-            Self::MessageTooLarge { .. } => "5.3.4",
-            Self::Smtputf8NotSupported => "5.6.7",
-            Self::InvalidMessage(_) => "5.6.0",
-            Self::TlsRequired | Self::Tls(_) | Self::StartTls(_) => "4.7.5",
-            Self::Auth(_) | Self::AuthUnavailable(_) => "4.7.0",
-            Self::Protocol(_) => "4.5.0",
-            _ => "4.4.2",
-        }
+    fn kind_status(&self) -> EnhancedStatus {
+        let (class, subject, detail) = match self {
+            Self::MessageTooLarge { .. } => (5, 3, 4),
+            Self::Smtputf8NotSupported => (5, 6, 7),
+            Self::InvalidMessage(_) => (5, 6, 0),
+            Self::Greeting(r) | Self::Ehlo(r) if r.is_permanent() => (5, 0, 0),
+            Self::TlsRequired | Self::Tls(_) | Self::StartTls(_) => (4, 7, 5),
+            Self::Auth(_) | Self::AuthUnavailable(_) => (4, 7, 0),
+            Self::Protocol(_) | Self::Reply(_) => (4, 5, 0),
+            _ => (4, 4, 2),
+        };
+        EnhancedStatus::new(class, subject, detail)
     }
 
     /// Bounded label for metrics.
@@ -131,7 +150,7 @@ impl ClientError {
             Self::StartTls(_) => "starttls",
             Self::Auth(_) => "auth",
             Self::AuthUnavailable(_) => "auth_unavailable",
-            Self::Protocol(_) => "protocol",
+            Self::Protocol(_) | Self::Reply(_) => "protocol",
             Self::MessageTooLarge { .. } => "message_too_large",
             Self::Smtputf8NotSupported => "smtputf8_not_supported",
             Self::InvalidMessage(_) => "invalid_message",
@@ -148,13 +167,14 @@ mod tests {
     fn permanence() {
         assert!(ClientError::Smtputf8NotSupported.is_permanent());
         assert!(ClientError::MessageTooLarge { size: 2, limit: 1 }.is_permanent());
-        assert!(ClientError::Greeting(Reply::new(554, None, "go away")).is_permanent());
-        assert!(!ClientError::Greeting(Reply::new(421, None, "busy")).is_permanent());
+        assert!(ClientError::Greeting(Reply::new(554, "", "go away")).is_permanent());
+        assert!(!ClientError::Greeting(Reply::new(421, "", "busy")).is_permanent());
         assert!(!ClientError::TlsRequired.is_permanent());
         assert!(!ClientError::Timeout { stage: "mail" }.is_permanent());
-        assert_eq!(ClientError::Smtputf8NotSupported.enhanced_status(), "5.6.7");
+        let status = |e: ClientError| e.enhanced_status().to_string();
+        assert_eq!(status(ClientError::Smtputf8NotSupported), "5.6.7");
         assert_eq!(
-            ClientError::MessageTooLarge { size: 2, limit: 1 }.enhanced_status(),
+            status(ClientError::MessageTooLarge { size: 2, limit: 1 }),
             "5.3.4"
         );
         assert_eq!(ClientError::Unusable.metric_label(), "unusable");
@@ -162,13 +182,37 @@ mod tests {
 
     #[test]
     fn a_permanent_refusal_keeps_the_servers_enhanced_status() {
-        let greeting = |code, enhanced| ClientError::Greeting(Reply::new(code, enhanced, "no"));
-        assert_eq!(greeting(554, Some("5.7.1")).enhanced_status(), "5.7.1");
-        assert_eq!(greeting(554, None).enhanced_status(), "5.0.0");
+        let greeting = |code, status| ClientError::Greeting(Reply::new(code, status, "no"));
+        let status = |e: ClientError| e.enhanced_status().to_string();
+        assert_eq!(status(greeting(554, "5.7.1")), "5.7.1");
+        assert_eq!(
+            greeting(554, "5.7.1").to_reply().to_string(),
+            "554 5.7.1 no"
+        );
+        assert_eq!(status(greeting(554, "")), "5.0.0");
         // A code of the wrong class is not believed.
-        assert_eq!(greeting(554, Some("4.7.1")).enhanced_status(), "5.0.0");
-        assert_eq!(greeting(421, Some("4.3.2")).enhanced_status(), "4.4.2");
-        let ehlo = ClientError::Ehlo(Reply::new(550, Some("5.7.0"), "go away"));
-        assert_eq!(ehlo.enhanced_status(), "5.7.0");
+        assert_eq!(status(greeting(554, "4.7.1")), "5.0.0");
+        assert_eq!(status(greeting(421, "4.3.2")), "4.3.2");
+        let ehlo = ClientError::Ehlo(Reply::new(550, "5.7.0", "go away"));
+        assert_eq!(status(ehlo), "5.7.0");
+    }
+
+    /// Errors without a server reply state themselves with their kind's code and status.
+    #[test]
+    fn errors_become_typed_replies() {
+        let too_large = ClientError::MessageTooLarge {
+            size: 2_000_000,
+            limit: 1_000_000,
+        };
+        assert_eq!(
+            too_large.to_reply().to_string(),
+            "552 5.3.4 message of 2000000 octets exceeds the server limit of 1000000"
+        );
+        let r = ClientError::Timeout { stage: "rcpt" }.to_reply();
+        assert_eq!(r.to_string(), "451 4.4.2 timed out during rcpt");
+        assert_eq!(ClientError::TlsRequired.to_reply().code, 454);
+        assert_eq!(ClientError::Smtputf8NotSupported.to_reply().code, 553);
+        let bad = ClientError::Reply(ReplyError::TooManyLines);
+        assert_eq!(bad.to_reply().effective_status().to_string(), "4.5.0");
     }
 }

@@ -11,7 +11,8 @@
 //! [`ClientError::is_permanent`].
 //!
 //! Every stage runs under its own timeout ([`Timeouts`], RFC 5321 section 4.5.3.2 defaults).
-//! TLS uses rustls with the ring provider.
+//! TLS uses rustls with the ring provider. Replies are `baton_smtp`'s [`Reply`], the same type
+//! the server session sends, so an outcome keeps the next hop's code and status as they came.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -20,15 +21,16 @@ mod caps;
 mod config;
 mod connection;
 mod error;
-mod reply;
 mod stream;
 mod tls;
 mod transaction;
 
+pub use baton_smtp::reply::{
+    EnhancedStatus, MAX_REPLY_LINE, MAX_REPLY_LINES, Reply, ReplyError, ReplyParser,
+};
 pub use body::MAX_CHUNK;
 pub use caps::Capabilities;
 pub use config::{ClientConfig, Credentials, Timeouts, TlsMode};
 pub use connection::Connection;
 pub use error::ClientError;
-pub use reply::{MAX_REPLY_LINE, MAX_REPLY_LINES, Reply};
 pub use transaction::{OutgoingMessage, OutgoingRecipient, SendResult};

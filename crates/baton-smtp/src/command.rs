@@ -5,8 +5,9 @@
 //! syntax errors (500 5.5.2) and are never executed.
 
 use crate::address::{self, AddressError, ForwardPath, ReversePath};
+use crate::catalogue;
 use crate::params::{self, MailParams, ParamError, RcptParams};
-use crate::reply::Reply;
+use crate::reply::{EnhancedStatus, Reply};
 
 /// Maximum command line length in octets, including CRLF (RFC 5321 4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -84,11 +85,11 @@ impl Command {
 }
 
 fn syntax(text: &str) -> Reply {
-    Reply::new(500, "5.5.2", text)
+    catalogue::syntax_error(text)
 }
 
 fn args_error(text: &str) -> Reply {
-    Reply::new(501, "5.5.4", text)
+    catalogue::bad_arguments(text)
 }
 
 /// Strips the line terminator and checks the line contains no CR, LF or NUL and is UTF-8.
@@ -120,7 +121,7 @@ pub fn verb_of(line: &[u8]) -> String {
 /// Parses one command line (with or without CRLF).
 pub fn parse_command(line: &[u8]) -> Result<Command, Reply> {
     if line.len() > MAX_COMMAND_LINE {
-        return Err(Reply::new(500, "5.5.6", "Error: line too long"));
+        return Err(catalogue::line_too_long());
     }
     let text = clean_line(line)?;
     let (verb, arg) = match text.split_once(' ') {
@@ -146,7 +147,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, Reply> {
         },
         "AUTH" => parse_auth(arg_text),
         "EXPN" | "TURN" | "ETRN" | "ATRN" | "SEND" | "SOML" | "SAML" => {
-            Err(Reply::new(502, "5.5.1", "Error: command not implemented"))
+            Err(catalogue::not_implemented())
         }
         _ => Err(syntax("Error: command not recognized")),
     }
@@ -179,22 +180,18 @@ fn path_arg<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
 fn param_reply(e: &ParamError) -> Reply {
     match e {
         ParamError::NotifyNeverCombined => args_error("NOTIFY=NEVER cannot be combined"),
-        _ => Reply::new(555, "5.5.4", format!("Error: {e}")),
+        _ => catalogue::bad_parameter(e),
     }
 }
 
-fn address_reply(status: &str, what: &str, e: &AddressError) -> Reply {
-    Reply::new(
-        501,
-        status,
-        format!("Error: bad {what} address syntax ({e})"),
-    )
+fn address_reply(status: EnhancedStatus, what: &str, e: &AddressError) -> Reply {
+    catalogue::bad_address(status, what, e)
 }
 
 fn parse_mail(arg: &str) -> Result<Command, Reply> {
     let path = path_arg(arg, "FROM:").ok_or_else(|| args_error("Syntax: MAIL FROM:<address>"))?;
-    let (reverse_path, rest) =
-        address::parse_reverse_path(path).map_err(|e| address_reply("5.1.7", "sender", &e))?;
+    let (reverse_path, rest) = address::parse_reverse_path(path)
+        .map_err(|e| address_reply(EnhancedStatus::new(5, 1, 7), "sender", &e))?;
     let params = params::parse_mail_params(rest).map_err(|e| param_reply(&e))?;
     Ok(Command::Mail {
         reverse_path,
@@ -204,8 +201,8 @@ fn parse_mail(arg: &str) -> Result<Command, Reply> {
 
 fn parse_rcpt(arg: &str) -> Result<Command, Reply> {
     let path = path_arg(arg, "TO:").ok_or_else(|| args_error("Syntax: RCPT TO:<address>"))?;
-    let (forward_path, rest) =
-        address::parse_forward_path(path).map_err(|e| address_reply("5.1.3", "recipient", &e))?;
+    let (forward_path, rest) = address::parse_forward_path(path)
+        .map_err(|e| address_reply(EnhancedStatus::new(5, 1, 3), "recipient", &e))?;
     let params = params::parse_rcpt_params(rest).map_err(|e| param_reply(&e))?;
     Ok(Command::Rcpt {
         forward_path,

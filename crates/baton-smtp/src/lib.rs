@@ -8,6 +8,7 @@
 //! sockets, no async runtime, no clock.
 
 pub mod address;
+pub mod catalogue;
 pub mod command;
 pub mod data;
 pub mod params;
@@ -18,7 +19,7 @@ pub use address::{Address, AddressError, ForwardPath, ReversePath};
 pub use command::{Command, parse_command};
 pub use data::{BdatReceiver, BodyOutcome, DataReceiver};
 pub use params::{BodyType, DsnRet, MailParams, Notify, ParamError, RcptParams};
-pub use reply::{EnhancedStatus, Reply};
+pub use reply::{EnhancedStatus, Reply, ReplyError, ReplyParser};
 pub use session::{
     Action, Grant, ListenerKind, PeerInfo, Policy, Recipient, SenderContext, Session,
     SessionConfig, SessionStats, Transaction,

@@ -188,7 +188,7 @@ fn auth_failures_are_reported_and_slowed_down() {
     while let Some(a) = h.session.poll(&TestPolicy) {
         seen.push(match a {
             Action::Delay(d) => format!("DELAY {}s", d.as_secs()),
-            Action::Send(b) => String::from_utf8(b).unwrap()[..3].to_string(),
+            Action::Send(r) => r.code.to_string(),
             other => format!("{other:?}"),
         });
     }

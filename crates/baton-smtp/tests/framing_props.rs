@@ -104,7 +104,7 @@ fn run_session(stream: &[u8], points: &[usize]) -> (Vec<u8>, Vec<Transaction>) {
         s.feed(&stream[w[0]..w[1]]);
         while let Some(action) = s.poll(&TestPolicy) {
             match action {
-                Action::Send(b) => replies.extend_from_slice(&b),
+                Action::Send(r) => replies.extend_from_slice(&r.to_bytes()),
                 Action::Enqueue(t) => {
                     enqueued.push(t);
                     s.enqueue_result(Ok(format!("Q{}", enqueued.len())));

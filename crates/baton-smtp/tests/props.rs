@@ -80,7 +80,8 @@ fn drive(listener: ListenerKind, input: &[u8], chunks: &[usize]) {
                     assert!(!t.recipients.is_empty());
                     s.enqueue_result(Ok("Q".into()));
                 }
-                Action::Send(bytes) => {
+                Action::Send(reply) => {
+                    let bytes = reply.to_bytes();
                     assert!(bytes.ends_with(b"\r\n"));
                     let crs = bytes.iter().filter(|&&b| b == b'\r').count();
                     let lfs = bytes.iter().filter(|&&b| b == b'\n').count();

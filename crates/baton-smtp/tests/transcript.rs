@@ -299,7 +299,11 @@ fn timeout_and_shutdown() {
     assert_eq!(
         actions,
         vec![
-            baton_smtp::Action::Send(b"421 4.4.2 mx.test Error: timeout exceeded\r\n".to_vec()),
+            baton_smtp::Action::Send(baton_smtp::Reply::new(
+                421,
+                "4.4.2",
+                "mx.test Error: timeout exceeded"
+            )),
             baton_smtp::Action::Close
         ]
     );
@@ -309,7 +313,11 @@ fn timeout_and_shutdown() {
     let actions = h.session.shutdown();
     assert_eq!(
         actions[0],
-        baton_smtp::Action::Send(b"421 4.3.2 mx.test Service shutting down\r\n".to_vec())
+        baton_smtp::Action::Send(baton_smtp::Reply::new(
+            421,
+            "4.3.2",
+            "mx.test Service shutting down"
+        ))
     );
     assert_eq!(actions[1], baton_smtp::Action::Close);
 }

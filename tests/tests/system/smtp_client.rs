@@ -278,7 +278,13 @@ async fn one_recipient_refused_others_delivered() -> anyhow::Result<()> {
     let result = send_one(&receiver, &client_config(TlsMode::Disabled), &msg).await?;
     let codes: Vec<u16> = result.rcpt_replies.iter().map(|r| r.code).collect();
     ensure!(codes == [250, 550, 250], "{codes:?}");
-    ensure!(result.rcpt_replies[1].enhanced.as_deref() == Some("5.1.1"));
+    ensure!(
+        result.rcpt_replies[1]
+            .status
+            .map(|s| s.to_string())
+            .as_deref()
+            == Some("5.1.1")
+    );
     ensure!(result.rcpt_replies[1].to_string() == "550 5.1.1 No such user");
     ensure!(result.delivered());
     let got = receiver.wait_for_messages(1, WAIT).await?;

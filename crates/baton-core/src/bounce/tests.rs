@@ -188,6 +188,13 @@ fn real_world_replies() {
         if got != *want {
             wrong.push(format!("{reply:?}: got {got}, want {want}"));
         }
+        // The worker classifies the typed reply; a reply that has a code classifies the same.
+        if reply.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            let typed = c.classify_reply(&baton_smtp::Reply::from_line(reply));
+            if typed != *want {
+                wrong.push(format!("{reply:?} (typed): got {typed}, want {want}"));
+            }
+        }
     }
     assert!(wrong.is_empty(), "misclassified:\n{}", wrong.join("\n"));
 }

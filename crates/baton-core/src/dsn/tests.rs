@@ -1,4 +1,5 @@
 use super::*;
+use crate::outcome::Reply;
 use baton_proto::v1::DsnEnvelope;
 use mail_parser::{MessageParser, MimeHeaders};
 
@@ -223,15 +224,11 @@ fn recipient_from_outcome() {
     let rcpt = Recipient {
         address: "bob@example.org".into(),
         orcpt: "rfc822;bob@example.org".into(),
-        last_remote: "mx.example.org".into(),
         ..Default::default()
     };
     let r = DsnRecipient::from_outcome(
         &rcpt,
-        &RecipientOutcome::Failed {
-            reply: "550 5.1.1 no".into(),
-            status: "5.1.1".into(),
-        },
+        &RecipientOutcome::failed(Reply::new(550, "5.1.1", "no"), "mx.example.org"),
     );
     assert_eq!(r.action, DsnAction::Failed);
     assert_eq!(r.status, "5.1.1");
@@ -239,25 +236,19 @@ fn recipient_from_outcome() {
     assert_eq!(r.remote_mta.as_deref(), Some("mx.example.org"));
     let r = DsnRecipient::from_outcome(
         &rcpt,
-        &RecipientOutcome::Expired {
-            last_reply: "451 4.4.1 timeout".into(),
-        },
+        &RecipientOutcome::expired("451 4.4.1 timeout", "mx.example.org"),
     );
     assert_eq!((r.action, r.status.as_str()), (DsnAction::Failed, "5.4.7"));
     assert_eq!(r.diagnostic.as_deref(), Some("451 4.4.1 timeout"));
     let r = DsnRecipient::from_outcome(
         &Recipient::default(),
-        &RecipientOutcome::Deferred {
-            reply: "421 4.7.0 later".into(),
-        },
+        &RecipientOutcome::deferred(Reply::new(421, "4.7.0", "later"), ""),
     );
     assert_eq!((r.action, r.status.as_str()), (DsnAction::Delayed, "4.7.0"));
     assert_eq!((r.orcpt, r.remote_mta), (None, None));
     let r = DsnRecipient::from_outcome(
         &rcpt,
-        &RecipientOutcome::Delivered {
-            reply: "250 ok".into(),
-        },
+        &RecipientOutcome::from_reply(Reply::new(250, "", "ok"), "mx.example.org", false),
     );
     assert_eq!(
         (r.action, r.status.as_str()),

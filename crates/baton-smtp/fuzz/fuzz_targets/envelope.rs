@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use baton_core::dsn::{DsnInput, DsnRecipient, build_dsn, should_bounce};
 use baton_core::ids::{FollowUp, follow_up_msg_id};
-use baton_core::outcome::{RecipientOutcome, notify_wanted};
+use baton_core::outcome::{RecipientOutcome, Reply, notify_wanted};
 use baton_core::retry::RetrySchedule;
 use baton_proto::Message as _;
 use baton_proto::v1::{DsnEnvelope, Envelope, Recipient, envelope::Body};
@@ -95,16 +95,9 @@ fuzz_target!(|data: &[u8]| {
     let mut blocks = Vec::new();
     for (i, r) in env.recipients.iter().enumerate() {
         let outcome = match i % 3 {
-            0 => RecipientOutcome::Delivered {
-                reply: "250 2.0.0 ok".into(),
-            },
-            1 => RecipientOutcome::Failed {
-                reply: "550 5.1.1 no such user".into(),
-                status: "5.1.1".into(),
-            },
-            _ => RecipientOutcome::Expired {
-                last_reply: r.last_reply.clone(),
-            },
+            0 => RecipientOutcome::from_reply(Reply::new(250, "2.0.0", "ok"), "", false),
+            1 => RecipientOutcome::failed(Reply::new(550, "5.1.1", "no such user"), ""),
+            _ => RecipientOutcome::expired(&r.last_reply, &r.last_remote),
         };
         if notify_wanted(r, &outcome) {
             blocks.push(DsnRecipient::from_outcome(r, &outcome));

@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use super::{Action, AuthStep, LineRead, MAX_AUTH_LINE, Mode, Policy, Session, auth_failure_delay};
+use crate::catalogue;
 use crate::command::clean_line;
 use crate::reply::Reply;
 
@@ -18,20 +19,14 @@ fn wipe(mut bytes: Vec<u8>) {
     std::hint::black_box(&bytes);
 }
 
-fn bad_base64() -> Reply {
-    Reply::new(
-        501,
-        "5.5.2",
-        "Error: invalid base64 or malformed authentication data",
-    )
-}
-
 /// Decodes a client response; `=` is the empty response.
 fn decode(text: &str) -> Result<Vec<u8>, Reply> {
     if text == "=" {
         return Ok(Vec::new());
     }
-    STANDARD.decode(text).map_err(|_| bad_base64())
+    STANDARD
+        .decode(text)
+        .map_err(|_| catalogue::bad_auth_data())
 }
 
 impl Session {
@@ -43,39 +38,28 @@ impl Session {
         policy: &dyn Policy,
     ) {
         if !self.peer.tls {
-            let text = "Error: encryption required for requested authentication mechanism";
-            return self.reject("tls_required", Reply::new(538, "5.7.11", text));
+            return self.reject("tls_required", catalogue::encryption_required());
         }
         if self.authenticated.is_some() {
-            return self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: already authenticated"),
-            );
+            return self.reject("bad_sequence", catalogue::already_authenticated());
         }
         if self.txn.is_some() {
-            let text = "Error: AUTH not allowed during a mail transaction";
-            return self.reject("bad_sequence", Reply::new(503, "5.5.1", text));
+            return self.reject("bad_sequence", catalogue::auth_in_transaction());
         }
         if self.helo.is_none() {
-            return self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: send EHLO first"),
-            );
+            return self.reject("bad_sequence", catalogue::need_ehlo());
         }
         match (mechanism, initial) {
             ("PLAIN", None) => self.prompt(AuthStep::Plain, ""),
             ("PLAIN", Some(response)) => self.auth_plain(&response, policy),
             ("LOGIN", None) => self.prompt(AuthStep::LoginUser, USERNAME_PROMPT),
             ("LOGIN", Some(response)) => self.auth_login_user(&response),
-            _ => self.reject(
-                "bad_mechanism",
-                Reply::new(504, "5.5.4", "Error: unsupported authentication mechanism"),
-            ),
+            _ => self.reject("bad_mechanism", catalogue::unsupported_mechanism()),
         }
     }
 
     fn prompt(&mut self, step: AuthStep, text: &str) {
-        self.send(Reply::new(334, "", text));
+        self.send(catalogue::auth_challenge(text));
         self.mode = Mode::Auth(step);
     }
 
@@ -96,13 +80,13 @@ impl Session {
         let text = match clean_line(&line) {
             Ok(text) => text,
             Err(_) => {
-                self.reject("auth_syntax", bad_base64());
+                self.reject("auth_syntax", catalogue::bad_auth_data());
                 wipe(line);
                 return true;
             }
         };
         if text == "*" {
-            let reply = Reply::new(501, "5.0.0", "Authentication cancelled");
+            let reply = catalogue::auth_cancelled();
             self.reject("auth_cancelled", reply);
         } else {
             match step {
@@ -127,20 +111,20 @@ impl Session {
         let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
         let [authzid, authcid, password] = parts.as_slice() else {
             wipe(decoded);
-            return self.reject("auth_syntax", bad_base64());
+            return self.reject("auth_syntax", catalogue::bad_auth_data());
         };
         let (Ok(authzid), Ok(authcid)) =
             (std::str::from_utf8(authzid), std::str::from_utf8(authcid))
         else {
             wipe(decoded);
-            return self.reject("auth_syntax", bad_base64());
+            return self.reject("auth_syntax", catalogue::bad_auth_data());
         };
         let (authzid, user, password) =
             (authzid.to_string(), authcid.to_string(), password.to_vec());
         wipe(decoded);
         if !authzid.is_empty() && authzid != user {
             wipe(password);
-            let reply = Reply::new(535, "5.7.8", "Error: authentication credentials invalid");
+            let reply = catalogue::credentials_invalid();
             return self.auth_failed(&user, reply, policy);
         }
         self.verify(user, password, policy);
@@ -150,7 +134,7 @@ impl Session {
     fn auth_login_user(&mut self, response: &str) {
         let user = match decode(response).map(String::from_utf8) {
             Ok(Ok(user)) => user,
-            _ => return self.reject("auth_syntax", bad_base64()),
+            _ => return self.reject("auth_syntax", catalogue::bad_auth_data()),
         };
         self.prompt(AuthStep::LoginPass { user }, PASSWORD_PROMPT);
     }
@@ -158,18 +142,14 @@ impl Session {
     fn verify(&mut self, user: String, password: Vec<u8>, policy: &dyn Policy) {
         let result = match std::str::from_utf8(&password) {
             Ok(pw) if !user.is_empty() => policy.authenticate(&self.peer, &user, pw),
-            _ => Err(Reply::new(
-                535,
-                "5.7.8",
-                "Error: authentication credentials invalid",
-            )),
+            _ => Err(catalogue::credentials_invalid()),
         };
         wipe(password);
         match result {
             Ok(()) => {
                 self.stats.auth_successes += 1;
                 self.authenticated = Some(user);
-                self.send(Reply::new(235, "2.7.0", "Authentication successful"));
+                self.send(catalogue::authenticated());
             }
             Err(reply) => self.auth_failed(&user, reply, policy),
         }
@@ -191,9 +171,8 @@ impl Session {
         }
         if self.auth_failures >= self.config.max_auth_failures {
             self.stats.reject("too_many_auth_failures");
-            let host = self.config.hostname.clone();
-            let text = format!("{host} Error: too many authentication failures");
-            return self.close_with(Reply::new(421, "4.7.0", text));
+            let reply = catalogue::too_many_auth_failures(&self.config.hostname);
+            return self.close_with(reply);
         }
         self.reject("auth_failed", reply);
     }

@@ -1,23 +1,16 @@
 //! BDAT (RFC 3030 CHUNKING): exactly `size` raw octets follow the command line.
 
-use super::data::too_big;
 use super::{BdatChunk, Mode, Session};
+use crate::catalogue;
 use crate::data::BdatReceiver;
-use crate::reply::Reply;
 
 impl Session {
     /// BDAT size [LAST]: the chunk is always consumed; refused chunks are discarded.
     pub(super) fn handle_bdat(&mut self, size: u64, last: bool) {
         let cap = usize::try_from(self.message_cap()).unwrap_or(usize::MAX);
         let reject = match self.txn.as_mut() {
-            None => Some((
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: need MAIL command"),
-            )),
-            Some(t) if t.recipients.is_empty() => Some((
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: need RCPT command"),
-            )),
+            None => Some(("bad_sequence", catalogue::need_mail())),
+            Some(t) if t.recipients.is_empty() => Some(("bad_sequence", catalogue::need_rcpt())),
             Some(t) => {
                 t.bdat.get_or_insert_with(|| BdatReceiver::new(cap));
                 None
@@ -75,18 +68,15 @@ impl Session {
             .is_some_and(BdatReceiver::overflowed);
         if overflow {
             self.reset_transaction();
-            return self.reject("message_too_big", too_big());
+            return self.reject("message_too_big", catalogue::message_too_big());
         }
         if !chunk.last {
             let size = chunk.size;
-            return self.send(Reply::new(250, "2.0.0", format!("{size} octets received")));
+            return self.send(catalogue::chunk_received(size));
         }
         match self.txn.as_mut().and_then(|t| t.bdat.take()) {
             Some(rx) => self.finish_body(rx.finish()),
-            None => self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: need MAIL command"),
-            ),
+            None => self.reject("bad_sequence", catalogue::need_mail()),
         }
     }
 }

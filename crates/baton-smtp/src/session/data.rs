@@ -1,50 +1,23 @@
 //! DATA (RFC 5321 4.1.1.4): the 354 go-ahead and the end-of-data verdict.
 
 use super::{Mode, Session};
+use crate::catalogue;
 use crate::data::{BodyOutcome, DataReceiver};
-use crate::reply::Reply;
-
-/// 552 for content over the cap.
-pub(super) fn too_big() -> Reply {
-    Reply::new(
-        552,
-        "5.3.4",
-        "Error: message size exceeds fixed maximum message size",
-    )
-}
-
-/// 550 for bare CR / LF (SMTP smuggling protection).
-pub(super) fn bare_eol() -> Reply {
-    Reply::new(
-        550,
-        "5.6.0",
-        "Error: bare CR or LF in message content not allowed (SMTP smuggling protection)",
-    )
-}
 
 impl Session {
     /// DATA: needs MAIL and at least one recipient, and no BDAT chunk in this transaction.
     pub(super) fn handle_data(&mut self) {
         let Some(txn) = &self.txn else {
-            return self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: need MAIL command"),
-            );
+            return self.reject("bad_sequence", catalogue::need_mail());
         };
         if txn.bdat.is_some() {
-            return self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: DATA cannot be mixed with BDAT"),
-            );
+            return self.reject("bad_sequence", catalogue::data_after_bdat());
         }
         if txn.recipients.is_empty() {
-            return self.reject(
-                "no_recipients",
-                Reply::new(554, "5.5.1", "Error: no valid recipients"),
-            );
+            return self.reject("no_recipients", catalogue::no_valid_recipients());
         }
         let cap = usize::try_from(self.message_cap()).unwrap_or(usize::MAX);
-        self.send(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+        self.send(catalogue::start_data());
         let mut rx = DataReceiver::new(cap);
         if self.failed.is_some() {
             // fail_transaction() came before DATA: scan for the end, keep nothing.
@@ -80,17 +53,14 @@ impl Session {
             return self.send(reply);
         }
         if outcome.bare_eol {
-            return self.reject("bare_eol", bare_eol());
+            return self.reject("bare_eol", catalogue::bare_line_ending());
         }
         if outcome.overflow {
-            return self.reject("message_too_big", too_big());
+            return self.reject("message_too_big", catalogue::message_too_big());
         }
         match envelope {
             Some(envelope) => self.enqueue(envelope, outcome.body),
-            None => self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: need MAIL command"),
-            ),
+            None => self.reject("bad_sequence", catalogue::need_mail()),
         }
     }
 }

@@ -2,16 +2,8 @@
 
 use super::{Envelope, ListenerKind, Policy, SenderContext, Session};
 use crate::address::ReversePath;
+use crate::catalogue;
 use crate::params::MailParams;
-use crate::reply::Reply;
-
-fn too_big() -> Reply {
-    Reply::new(
-        552,
-        "5.3.4",
-        "Error: message size exceeds fixed maximum message size",
-    )
-}
 
 impl Session {
     /// MAIL FROM: sequence and limit checks, then the sender policy.
@@ -22,10 +14,7 @@ impl Session {
         policy: &dyn Policy,
     ) {
         if self.helo.is_none() {
-            return self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"),
-            );
+            return self.reject("bad_sequence", catalogue::need_helo());
         }
         // Both submission ports (587 and implicit-TLS 465) require AUTH, whatever the network.
         let submission = matches!(
@@ -34,28 +23,18 @@ impl Session {
         );
         if submission && self.authenticated.is_none() {
             // AUTH is only offered over TLS: before STARTTLS, say what comes first.
-            let text = if self.peer.tls || !self.config.tls_available {
-                "Authentication required"
-            } else {
-                "Must issue a STARTTLS command first"
-            };
-            return self.reject("auth_required", Reply::new(530, "5.7.0", text));
+            let starttls_first = !self.peer.tls && self.config.tls_available;
+            return self.reject("auth_required", catalogue::auth_required(starttls_first));
         }
         if self.txn.is_some() {
-            return self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: nested MAIL command"),
-            );
+            return self.reject("bad_sequence", catalogue::nested_mail());
         }
         let declared = params.size.unwrap_or(0);
         if declared > self.config.max_message_size {
-            return self.reject("message_too_big", too_big());
+            return self.reject("message_too_big", catalogue::message_too_big());
         }
         if reverse_path.address().is_some_and(|a| a.is_utf8()) && !params.smtputf8 {
-            return self.reject(
-                "smtputf8_required",
-                Reply::new(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8"),
-            );
+            return self.reject("smtputf8_required", catalogue::smtputf8_required());
         }
         let verdict = {
             let ctx = SenderContext {
@@ -72,7 +51,7 @@ impl Session {
         match verdict {
             Ok(grant) => {
                 if grant.max_message_size > 0 && declared > grant.max_message_size {
-                    return self.reject("message_too_big", too_big());
+                    return self.reject("message_too_big", catalogue::message_too_big());
                 }
                 self.txn = Some(Envelope {
                     reverse_path,
@@ -82,7 +61,7 @@ impl Session {
                     bdat: None,
                 });
                 self.failed = None;
-                self.send(Reply::new(250, "2.1.0", "Ok"));
+                self.send(catalogue::sender_ok());
             }
             Err(reply) => self.reject("sender_policy", reply),
         }

@@ -26,6 +26,7 @@ pub use types::{
 };
 
 use crate::address::ReversePath;
+use crate::catalogue;
 use crate::command::{self, Command, MAX_COMMAND_LINE};
 use crate::data::{BdatReceiver, DataReceiver};
 use crate::params::MailParams;
@@ -124,7 +125,7 @@ impl Session {
     /// and scanners then report Postfix's CVEs against Baton.
     pub fn greeting(&mut self) -> Action {
         let host = &self.config.hostname;
-        Action::Send(Reply::new(220, "", format!("{host} ESMTP Baton ready")).to_bytes())
+        Action::Send(catalogue::greeting(host))
     }
 
     /// Appends bytes read from the socket. Cheap; the work happens in [`Session::poll`].
@@ -178,7 +179,7 @@ impl Session {
         }
         self.mode = Mode::Command;
         match result {
-            Ok(id) => self.send(Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))),
+            Ok(id) => self.send(catalogue::queued(&id)),
             Err(reply) => {
                 self.stats.reject("enqueue_failed");
                 self.send(reply);
@@ -240,21 +241,13 @@ impl Session {
     pub fn timeout(&mut self) -> Vec<Action> {
         let host = self.config.hostname.clone();
         self.stats.reject("timeout");
-        self.terminate(Reply::new(
-            421,
-            "4.4.2",
-            format!("{host} Error: timeout exceeded"),
-        ))
+        self.terminate(catalogue::timeout(&host))
     }
 
     /// The server is shutting down: 421 4.3.2 and close.
     pub fn shutdown(&mut self) -> Vec<Action> {
         let host = self.config.hostname.clone();
-        self.terminate(Reply::new(
-            421,
-            "4.3.2",
-            format!("{host} Service shutting down"),
-        ))
+        self.terminate(catalogue::shutting_down(&host))
     }
 
     /// The session asked to close (or was terminated).
@@ -289,7 +282,7 @@ impl Session {
     // ---- plumbing shared by the command handlers ----
 
     fn send(&mut self, reply: Reply) {
-        self.pending.push_back(Action::Send(reply.to_bytes()));
+        self.pending.push_back(Action::Send(reply));
     }
 
     /// Sends `reply`, then closes: nothing more is processed.
@@ -311,11 +304,7 @@ impl Session {
         if self.errors >= self.config.max_errors {
             self.stats.reject("too_many_errors");
             let host = self.config.hostname.clone();
-            self.close_with(Reply::new(
-                421,
-                "4.7.0",
-                format!("{host} Error: too many errors"),
-            ));
+            self.close_with(catalogue::too_many_errors(&host));
             return;
         }
         if self.errors > self.config.soft_error_limit {
@@ -397,10 +386,7 @@ impl Session {
     }
 
     fn line_too_long(&mut self) {
-        self.reject(
-            "line_too_long",
-            Reply::new(500, "5.5.6", "Error: line too long"),
-        );
+        self.reject("line_too_long", catalogue::line_too_long());
     }
 
     fn step_command(&mut self, policy: &dyn Policy) -> bool {

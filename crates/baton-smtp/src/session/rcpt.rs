@@ -2,8 +2,8 @@
 
 use super::{Policy, Recipient, SenderContext, Session};
 use crate::address::ForwardPath;
+use crate::catalogue;
 use crate::params::RcptParams;
-use crate::reply::Reply;
 
 impl Session {
     /// RCPT TO: sequence, recipient limit, SMTPUTF8 and the recipient policy.
@@ -14,21 +14,15 @@ impl Session {
         policy: &dyn Policy,
     ) {
         let Some(txn) = &self.txn else {
-            return self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: need MAIL command"),
-            );
+            return self.reject("bad_sequence", catalogue::need_mail());
         };
         if txn.recipients.len() >= self.config.max_recipients {
             // Not an error: RFC 5321 4.5.3.1.10 expects clients to retry the rest later.
             self.stats.reject("too_many_recipients");
-            return self.send(Reply::new(452, "4.5.3", "Error: too many recipients"));
+            return self.send(catalogue::too_many_recipients());
         }
         if forward_path.address().is_some_and(|a| a.is_utf8()) && !txn.params.smtputf8 {
-            return self.reject(
-                "smtputf8_required",
-                Reply::new(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8"),
-            );
+            return self.reject("smtputf8_required", catalogue::smtputf8_required());
         }
         let verdict = {
             let ctx = SenderContext {
@@ -50,7 +44,7 @@ impl Session {
                         params,
                     });
                 }
-                self.send(Reply::new(250, "2.1.5", "Ok"));
+                self.send(catalogue::recipient_ok());
             }
             Err(reply) => self.reject("recipient_policy", reply),
         }

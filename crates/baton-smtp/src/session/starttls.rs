@@ -1,24 +1,18 @@
 //! STARTTLS (RFC 3207). Plaintext pipelined after the command is discarded, never executed.
 
 use super::{Action, Mode, Session};
-use crate::reply::Reply;
+use crate::catalogue;
 
 impl Session {
     /// STARTTLS: 220, then [`Action::StartTls`]; the session waits for `tls_established`.
     pub(super) fn handle_starttls(&mut self) {
         if self.peer.tls {
-            return self.reject(
-                "bad_sequence",
-                Reply::new(503, "5.5.1", "Error: TLS already active"),
-            );
+            return self.reject("bad_sequence", catalogue::tls_already_active());
         }
         if !self.starttls_offered() {
-            return self.reject(
-                "not_implemented",
-                Reply::new(502, "5.5.1", "Error: STARTTLS not available"),
-            );
+            return self.reject("not_implemented", catalogue::starttls_unavailable());
         }
-        self.send(Reply::new(220, "2.0.0", "Ready to start TLS"));
+        self.send(catalogue::ready_for_tls());
         self.pending.push_back(Action::StartTls);
         self.mode = Mode::WaitTls;
         // RFC 3207 section 5 / CVE-2011-0411: anything the client sent after STARTTLS in

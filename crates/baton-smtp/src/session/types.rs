@@ -176,9 +176,9 @@ pub struct Transaction {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Write these reply bytes (the driver may batch them until poll returns None or
-    /// another action comes).
-    Send(Vec<u8>),
+    /// Write this reply ([`Reply::to_bytes`]; the driver may batch replies until poll returns
+    /// None or another action comes, and counts refusals by the reply's typed status).
+    Send(Reply),
     /// Tarpit: sleep before continuing.
     Delay(Duration),
     /// Upgrade to TLS now, then call [`super::Session::tls_established`].

@@ -105,10 +105,10 @@ impl Harness {
         };
         let mut session = Session::new(config, peer);
         let greeting = session.greeting();
-        assert_eq!(
-            greeting,
-            Action::Send(b"220 mx.test ESMTP Baton ready\r\n".to_vec())
-        );
+        let Action::Send(greeting) = greeting else {
+            panic!("no greeting: {greeting:?}")
+        };
+        assert_eq!(greeting.to_bytes(), b"220 mx.test ESMTP Baton ready\r\n");
         Harness {
             session,
             enqueued: Vec::new(),
@@ -150,8 +150,8 @@ impl Harness {
         let mut out = Vec::new();
         while let Some(action) = self.session.poll(&TestPolicy) {
             match action {
-                Action::Send(bytes) => {
-                    let s = String::from_utf8(bytes).unwrap();
+                Action::Send(reply) => {
+                    let s = String::from_utf8(reply.to_bytes()).unwrap();
                     assert!(s.ends_with("\r\n"), "reply without CRLF: {s:?}");
                     out.push(s.trim_end_matches("\r\n").to_string());
                 }
