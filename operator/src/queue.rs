@@ -3,6 +3,7 @@
 //! `Provisioner` and `ConfigStore`), [`MemoryQueue`] an in-memory stand-in that records calls.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use baton_proto::v1::RelayConfig;
 use baton_queue::{ConfigStore, Provisioner, QueueError, StreamSettings};
@@ -26,6 +27,12 @@ pub trait QueueBackend: Send + Sync {
         pool: &'a str,
         retry_tiers: u32,
     ) -> BoxFuture<'a, Result<i64, QueueError>>;
+    /// Raise the large-body bucket's expiry to at least `at_least` (never shortened); returns
+    /// the expiry in force.
+    fn ensure_body_retention(
+        &self,
+        at_least: Duration,
+    ) -> BoxFuture<'_, Result<Duration, QueueError>>;
     /// The snapshot currently in the KV bucket.
     fn current_snapshot(&self) -> BoxFuture<'_, Result<Option<RelayConfig>, QueueError>>;
     /// Store a snapshot; returns the KV revision.
@@ -98,6 +105,13 @@ impl QueueBackend for NatsQueue {
         })
     }
 
+    fn ensure_body_retention(
+        &self,
+        at_least: Duration,
+    ) -> BoxFuture<'_, Result<Duration, QueueError>> {
+        Box::pin(self.provisioner.ensure_body_retention(at_least))
+    }
+
     fn current_snapshot(&self) -> BoxFuture<'_, Result<Option<RelayConfig>, QueueError>> {
         Box::pin(self.store.get())
     }
@@ -131,6 +145,8 @@ pub struct MemoryState {
     pub depth: i64,
     /// Every snapshot put, in order.
     pub snapshots: Vec<RelayConfig>,
+    /// The large-body bucket's expiry (raised by `ensure_body_retention`).
+    pub body_retention: Duration,
     /// When set, every call fails with this message.
     pub fail: Option<String>,
 }
@@ -177,6 +193,17 @@ impl QueueBackend for MemoryQueue {
         _retry_tiers: u32,
     ) -> BoxFuture<'a, Result<i64, QueueError>> {
         let r = self.with(|s| s.depth);
+        Box::pin(async move { r })
+    }
+
+    fn ensure_body_retention(
+        &self,
+        at_least: Duration,
+    ) -> BoxFuture<'_, Result<Duration, QueueError>> {
+        let r = self.with(|s| {
+            s.body_retention = s.body_retention.max(at_least);
+            s.body_retention
+        });
         Box::pin(async move { r })
     }
 

@@ -4,7 +4,8 @@
 //! write every RelayDomain's status (conditions, DNS records) from the compiler's reports.
 //!
 //! One sync covers all RelayDomains, so a change to one (a new conflicting claim, a pool that
-//! appears) updates the status of the others too. [`plan_snapshot`] is the pure part.
+//! appears) updates the status of the others too. The pure part, [`plan_snapshot`], lives in
+//! `baton_config::plan` (`baton config apply` runs it too).
 //!
 //! One invalid object never blocks the others: the compiler leaves an invalid SendingPool or
 //! RelayDomain out of the snapshot and publishes the rest. The RelayDomain's status says why
@@ -18,8 +19,7 @@ use std::collections::BTreeSet;
 
 use baton_config::compile::DEFAULT_NAMESPACE;
 use baton_config::crd::{RelayDomain, SendingPool};
-use baton_config::{Compiled, ConfigError, Resources, compile, config_digest};
-use baton_proto::v1::RelayConfig;
+use baton_config::{Compiled, Resources};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
@@ -28,44 +28,7 @@ use crate::context::{Context, FIELD_MANAGER};
 use crate::dkim::key_refs;
 use crate::error::Result;
 
-/// A compiled snapshot and whether it must be published.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    /// The snapshot (with its final generation) and the per-domain reports.
-    pub compiled: Compiled,
-    /// True when the content differs from the previous snapshot (or there was none).
-    pub publish: bool,
-}
-
-/// Compile `res` against the `previous` snapshot: same content keeps the previous generation
-/// and timestamp (nothing to publish); new content gets `previous.generation + 1` (1 at first).
-/// Invalid objects (pools left out, domains never ready) are reported in the plan's
-/// [`Compiled`]; callers that want all or nothing check [`Compiled::ensure_valid`].
-pub fn plan_snapshot(
-    res: &Resources,
-    previous: Option<&RelayConfig>,
-    now_ms: i64,
-) -> Result<Plan, ConfigError> {
-    let mut compiled = compile(res, 0, now_ms)?;
-    let digest = config_digest(&compiled.config);
-    match previous {
-        Some(prev) if config_digest(prev) == digest => {
-            compiled.config.generation = prev.generation;
-            compiled.config.compiled_at_ms = prev.compiled_at_ms;
-            Ok(Plan {
-                compiled,
-                publish: false,
-            })
-        }
-        prev => {
-            compiled.config.generation = prev.map(|p| p.generation + 1).unwrap_or(1);
-            Ok(Plan {
-                compiled,
-                publish: true,
-            })
-        }
-    }
-}
+pub use baton_config::plan::{SnapshotPlan as Plan, plan_snapshot};
 
 /// `metadata.namespace`, or `default` like the compiler (namespaced objects from the API server
 /// always have one).
@@ -151,6 +114,11 @@ pub async fn sync(ctx: &Context) -> Result<Plan> {
     let now = ctx.now();
     let plan = plan_snapshot(&res, previous.as_ref(), now.0.as_millisecond())?;
     let config = &plan.compiled.config;
+    // Bodies outlive every message that can reference them, before a pool with a longer
+    // maxAge goes live (idempotent; the expiry is only ever raised).
+    if let Some(retention) = plan.body_retention() {
+        ctx.queue.ensure_body_retention(retention).await?;
+    }
     if plan.publish {
         let revision = ctx.queue.put_snapshot(config).await?;
         tracing::info!(
@@ -242,26 +210,6 @@ mod tests {
             domains: vec![rd],
             secrets: vec![],
         }
-    }
-
-    #[test]
-    fn generation_moves_only_when_content_changes() {
-        let first = plan_snapshot(&res(), None, 1000).unwrap();
-        assert!(first.publish);
-        assert_eq!(first.compiled.config.generation, 1);
-        let same = plan_snapshot(&res(), Some(&first.compiled.config), 2000).unwrap();
-        assert!(!same.publish);
-        assert_eq!(same.compiled.config.generation, 1);
-        assert_eq!(same.compiled.config.compiled_at_ms, 1000);
-        let mut changed = res();
-        changed.domains[0].spec.allowed_senders = vec!["app@example.com".into()];
-        let next = plan_snapshot(&changed, Some(&first.compiled.config), 3000).unwrap();
-        assert!(next.publish);
-        assert_eq!(next.compiled.config.generation, 2);
-        assert_eq!(next.compiled.config.compiled_at_ms, 3000);
-        // What the compiler would produce with that generation directly.
-        let direct = compile(&changed, 2, 3000).unwrap();
-        assert_eq!(direct.config, next.compiled.config);
     }
 
     #[test]

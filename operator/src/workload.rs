@@ -266,16 +266,10 @@ pub fn desired_hpa(
     }))
 }
 
-/// Retry tiers (lane consumers besides `new`) of a pool: one per schedule entry, at most
-/// [`baton_config::crd::MAX_RETRY_TIERS`].
+/// Retry tiers (lane consumers besides `new`) of a pool: the schedule's, as the compiler and
+/// [`baton_config::plan::SnapshotPlan::lanes`] count them.
 pub fn retry_tiers(pool: &SendingPool) -> u32 {
-    let n = pool
-        .spec
-        .retry
-        .schedule
-        .len()
-        .min(baton_config::crd::MAX_RETRY_TIERS);
-    u32::try_from(n).unwrap_or(0)
+    pool.spec.retry_tiers()
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! - [`mod@compile`]: THE compiler from those resources to the `baton.v1.RelayConfig` snapshot, used
 //!   by the operator and by `baton dev` / `baton config apply` alike; an invalid object is left
 //!   out and reported ([`InvalidObject`]), it does not fail the whole snapshot;
+//! - [`plan`]: snapshot planning (digest, generation, the lanes each pool needs), shared by
+//!   the operator and `baton config apply`;
 //! - [`dns`]: the DNS records (DKIM, SPF, DMARC) a domain owner should publish;
 //! - [`crdgen`]: generation of `manifests/crds/*.yaml`;
 //! - [`units`]: human durations and Kubernetes-quantity sizes;
@@ -19,6 +21,7 @@ pub mod crdgen;
 pub mod dns;
 mod error;
 pub mod load;
+pub mod plan;
 pub mod units;
 
 use baton_proto::Message as _;

@@ -18,8 +18,6 @@
 
 use std::time::Duration;
 
-use baton_proto::v1::SendingPool;
-
 /// Tier delays used when a pool sets none: 1m, 5m, 15m, 1h, 4h.
 pub const DEFAULT_TIERS_SECS: [u64; 5] = [60, 300, 900, 3600, 14_400];
 /// Maximum queue lifetime used when a pool sets none: 5 days.
@@ -39,7 +37,7 @@ pub enum RetryDecision {
     Expire,
 }
 
-/// Retry tiers and maximum age of one SendingPool.
+/// Retry tiers and maximum age of one SendingPool (the worker builds it from its pool plan).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrySchedule {
     tiers: Vec<Duration>,
@@ -68,17 +66,6 @@ impl RetrySchedule {
             max_age
         };
         RetrySchedule { tiers, max_age }
-    }
-
-    /// The schedule of a pool (`retry_schedule_secs`, `max_age_secs`, defaults when unset).
-    pub fn from_pool(pool: &SendingPool) -> Self {
-        Self::new(
-            pool.retry_schedule_secs
-                .iter()
-                .map(|&s| Duration::from_secs(s))
-                .collect(),
-            Duration::from_secs(pool.max_age_secs),
-        )
     }
 
     /// Tier delays, in order (never empty).
@@ -187,7 +174,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let s = RetrySchedule::from_pool(&SendingPool::default());
+        let s = RetrySchedule::new(Vec::new(), Duration::ZERO);
         assert_eq!(s, RetrySchedule::default());
         let secs: Vec<u64> = s.tiers().iter().map(Duration::as_secs).collect();
         assert_eq!(secs, [60, 300, 900, 3600, 14_400]);
@@ -290,12 +277,10 @@ mod tests {
 
     #[test]
     fn custom_pool_and_edges() {
-        let pool = SendingPool {
-            retry_schedule_secs: vec![10, 20],
-            max_age_secs: 100,
-            ..Default::default()
-        };
-        let s = RetrySchedule::from_pool(&pool);
+        let s = RetrySchedule::new(
+            vec![Duration::from_secs(10), Duration::from_secs(20)],
+            Duration::from_secs(100),
+        );
         let r = |a, now| s.next(a, 0, now);
         assert_eq!(
             r(0, 0),

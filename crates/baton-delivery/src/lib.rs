@@ -8,6 +8,7 @@
 mod bounces;
 mod deliver;
 mod notice;
+pub mod plan;
 mod process;
 pub mod resolve;
 pub mod route;
@@ -22,7 +23,6 @@ use std::time::Duration;
 use async_nats::jetstream;
 use baton_core::bounce::Classifier;
 use baton_core::routing::SuspensionTracker;
-use baton_proto::v1::SendingPool;
 use baton_queue::suppression::SuppressionCache;
 use baton_queue::{ConfigWatch, Lane, LaneKind, Publisher, QueueError, Verifier};
 use baton_smtp_client::ClientConfig;
@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use deliver::Connections;
+pub use plan::{PlanError, PoolPlan};
 
 /// Errors that stop a worker.
 #[derive(Debug, Error)]
@@ -175,16 +176,16 @@ impl Ctx {
     }
 
     /// Record a connection result for smarthost `i` and publish its health.
-    fn record_upstream(&self, pool: &SendingPool, i: usize, ok: bool) {
+    fn record_upstream(&self, pool: &PoolPlan, i: usize, ok: bool) {
         self.health.record(i, ok);
         self.publish_upstream_health(pool);
     }
 
     /// Set `baton_delivery_smarthost_up` for every smarthost of the pool: 1 until it is marked
     /// down, 0 from then until a connection to it succeeds again.
-    fn publish_upstream_health(&self, pool: &SendingPool) {
-        for (i, s) in pool.smarthosts.iter().enumerate() {
-            let upstream = format!("{}:{}", s.host, s.port);
+    fn publish_upstream_health(&self, pool: &PoolPlan) {
+        for (i, s) in pool.upstreams().iter().enumerate() {
+            let upstream = s.label();
             self.metrics
                 .delivery_smarthost_up
                 .with_label_values(&[&pool.name, &upstream])
@@ -237,7 +238,9 @@ pub async fn run(
     });
     // Our own token, so that a closed snapshot watch shuts the lanes down too.
     let stop = stop.child_token();
-    let current: Arc<Mutex<Option<Arc<SendingPool>>>> = Arc::default();
+    let current: Arc<Mutex<Option<Arc<PoolPlan>>>> = Arc::default();
+    // The pool's plan for generation `planned`: decided once per snapshot, never per message.
+    let mut pool_plan: Option<Result<Arc<PoolPlan>, PlanError>> = None;
     // Lane loops and message tasks are tracked apart: messages are released only after
     // every lane loop has finished its last fetch.
     let lanes = TaskTracker::new();
@@ -256,25 +259,39 @@ pub async fn run(
         })
     };
     loop {
-        let pool = snapshots.borrow_and_update().as_ref().and_then(|c| {
-            ctx.metrics.config_generation.set(c.generation as i64);
-            // Decided once per snapshot (this loop also wakes every second while the pool's
-            // lanes are not provisioned).
-            if planned != Some(c.generation) {
-                ctx.bounces.set_config(c);
-                planned = Some(c.generation);
+        let plan = {
+            let snapshot = snapshots.borrow_and_update();
+            match snapshot.as_ref() {
+                None => None,
+                Some(c) => {
+                    ctx.metrics.config_generation.set(c.generation as i64);
+                    // Decided once per snapshot (this loop also wakes every second while the
+                    // pool's lanes are not provisioned).
+                    if planned != Some(c.generation) {
+                        ctx.bounces.set_config(c);
+                        planned = Some(c.generation);
+                        pool_plan = c
+                            .pools
+                            .iter()
+                            .find(|p| p.name == config.pool)
+                            .map(|p| PoolPlan::compile(p).map(Arc::new));
+                    }
+                    pool_plan.clone()
+                }
             }
-            c.pools.iter().find(|p| p.name == config.pool).cloned()
-        });
-        match pool {
+        };
+        match plan {
             None => ready.set(
                 "config",
                 Some(format!("pool {} not in config snapshot", config.pool)),
             ),
-            Some(pool) => {
-                let tiers = baton_core::retry::RetrySchedule::from_pool(&pool)
-                    .tiers()
-                    .len() as u32;
+            Some(Err(e)) => {
+                // Not delivered with guessed settings: not ready until a snapshot fixes it.
+                tracing::error!(error = %e, "the pool in the config snapshot cannot be planned");
+                ready.set("config", Some(e.to_string()));
+            }
+            Some(Ok(pool)) => {
+                let tiers = pool.retry_tiers();
                 match queue.verifier.verify_lanes(&pool.name, tiers).await {
                     Ok(()) => {}
                     Err(e @ QueueError::NotProvisioned { .. }) => {
@@ -289,7 +306,7 @@ pub async fn run(
                     }
                     Err(e) => return Err(e.into()),
                 }
-                *current.lock() = Some(Arc::new(pool.clone()));
+                *current.lock() = Some(pool.clone());
                 ctx.publish_upstream_health(&pool);
                 let kinds = std::iter::once(LaneKind::New).chain((0..tiers).map(LaneKind::Retry));
                 for kind in kinds {
@@ -333,7 +350,7 @@ async fn lane_loop(
     lane: Lane,
     window: usize,
     ctx: Arc<Ctx>,
-    pool: Arc<Mutex<Option<Arc<SendingPool>>>>,
+    pool: Arc<Mutex<Option<Arc<PoolPlan>>>>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {

@@ -12,22 +12,21 @@ use baton_core::ids::{FollowUp, follow_up_msg_id};
 use baton_core::outcome::RecipientOutcome;
 use baton_core::retry::{RetryDecision, RetrySchedule};
 use baton_core::routing::CongestionPolicy;
-use baton_proto::v1::{
-    BodyType, DeliveryMode, DsnRet, Envelope, EnvelopeKind, Recipient, SendingPool,
-};
+use baton_proto::v1::{BodyType, DsnRet, Envelope, EnvelopeKind, Recipient, envelope::Body};
 use baton_queue::{QueuedMessage, new_subject, retry_subject};
 use baton_smtp::catalogue;
-use baton_smtp_client::{OutgoingMessage, OutgoingRecipient};
+use baton_smtp_client::{Notify, OutgoingMessage, OutgoingRecipient};
 
 use crate::deliver::deliver_group;
 use crate::notice::{Notice, dsn_for};
+use crate::plan::PoolPlan;
 use crate::route::{Route, pick_egress, route};
 use crate::slots::Grant;
 use crate::{Ctx, WindowPlace, now_ms};
 
 /// Process one message end to end. Returns without acking when a follow-up could not be
 /// published: JetStream redelivers it after `ack_wait`.
-pub(crate) async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, place: &WindowPlace) {
+pub(crate) async fn process(ctx: &Ctx, pool: &PoolPlan, qm: QueuedMessage, place: &WindowPlace) {
     let env = &qm.envelope;
     if qm.delivered > 1 {
         ctx.metrics
@@ -51,7 +50,7 @@ pub(crate) async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, pl
             return;
         }
     }
-    let schedule = RetrySchedule::from_pool(pool);
+    let schedule = &pool.retry;
     let outcomes = if schedule.is_expired(env.received_at_ms, now_ms()) {
         env.recipients
             .iter()
@@ -81,7 +80,7 @@ pub(crate) async fn process(ctx: &Ctx, pool: &SendingPool, qm: QueuedMessage, pl
             }
         }
     };
-    finish(ctx, pool, &qm, &schedule, outcomes).await;
+    finish(ctx, pool, &qm, schedule, outcomes).await;
 }
 
 /// What one pass over a message's destination groups came to.
@@ -124,13 +123,13 @@ fn domain_of(addr: &str) -> String {
 /// Deliver every recipient: grouped by destination domain (Direct) or all at once (Smarthost).
 async fn deliver_all(
     ctx: &Ctx,
-    pool: &SendingPool,
+    pool: &PoolPlan,
     qm: &QueuedMessage,
     place: &WindowPlace,
     congestion: CongestionPolicy,
 ) -> Pass {
     let env = &qm.envelope;
-    let smarthost = DeliveryMode::try_from(pool.mode) == Ok(DeliveryMode::Smarthost);
+    let smarthost = pool.is_smarthost();
     // With a return path each recipient gets its own VERP sender, hence its own transaction.
     let plan = ctx.bounces.plan(&env.relay_domain);
     let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
@@ -188,7 +187,7 @@ async fn deliver_all(
 #[allow(clippy::too_many_arguments)]
 async fn deliver_domain(
     ctx: &Ctx,
-    pool: &SendingPool,
+    pool: &PoolPlan,
     qm: &QueuedMessage,
     domain: String,
     reverse_path: String,
@@ -220,11 +219,7 @@ async fn deliver_domain(
             return (idx, all(RecipientOutcome::from_reply(reply, "", false)));
         }
     };
-    let cap = if pool.max_connections_per_destination == 0 {
-        20
-    } else {
-        pool.max_connections_per_destination as usize
-    };
+    let cap = pool.max_connections_per_destination;
     let policy = if ctx.crowded() {
         congestion.crowded()
     } else {
@@ -260,10 +255,10 @@ async fn deliver_domain(
     let _global = ctx.delivery_slots.acquire().await;
     let mut cfg = ctx.client.clone();
     if let Some(e) = pick_egress(pool) {
-        if !e.ehlo_name.is_empty() {
-            cfg.ehlo_name = e.ehlo_name.clone();
+        if let Some(name) = &e.ehlo_name {
+            cfg.ehlo_name = name.clone();
         }
-        cfg.source_address = e.source_address.parse().ok();
+        cfg.source_address = e.source_address;
     }
     let recipients: Vec<OutgoingRecipient<'_>> = idx
         .iter()
@@ -274,8 +269,8 @@ async fn deliver_domain(
         .dsn
         .as_ref()
         .and_then(|d| match DsnRet::try_from(d.ret) {
-            Ok(DsnRet::Full) => Some("FULL"),
-            Ok(DsnRet::Hdrs) => Some("HDRS"),
+            Ok(DsnRet::Full) => Some(baton_smtp_client::DsnRet::Full),
+            Ok(DsnRet::Hdrs) => Some(baton_smtp_client::DsnRet::Headers),
             _ => None,
         });
     let envid = env
@@ -297,11 +292,7 @@ async fn deliver_domain(
         .delivery_connections_active
         .with_label_values(&[&pool.name])
         .inc();
-    let max_per_conn = if pool.max_messages_per_connection == 0 {
-        100
-    } else {
-        pool.max_messages_per_connection
-    };
+    let max_per_conn = pool.max_messages_per_connection;
     let result = deliver_group(&ctx.conns, &targets, &cfg, max_per_conn, &msg).await;
     ctx.metrics
         .delivery_connections_active
@@ -335,7 +326,7 @@ async fn deliver_domain(
 /// Log and count the addresses direct delivery would not connect to (one line per group).
 fn count_refused(
     ctx: &Ctx,
-    pool: &SendingPool,
+    pool: &PoolPlan,
     env: &Envelope,
     dest: &str,
     refused: &[RefusedAddress],
@@ -372,27 +363,21 @@ fn outgoing_recipient(r: &Recipient) -> OutgoingRecipient<'_> {
 
 /// The client's `NOTIFY` as given at ingress, relayed to a DSN-capable next hop (RFC 3461
 /// §4.1): without it the next hop would apply the default (FAILURE,DELAY) and could bounce
-/// mail whose sender asked for NEVER.
-fn notify_param(r: &Recipient) -> Option<&'static str> {
-    if r.notify_never {
-        return Some("NEVER");
-    }
-    match (r.notify_success, r.notify_failure, r.notify_delay) {
-        (false, false, false) => None,
-        (true, false, false) => Some("SUCCESS"),
-        (false, true, false) => Some("FAILURE"),
-        (false, false, true) => Some("DELAY"),
-        (true, true, false) => Some("SUCCESS,FAILURE"),
-        (true, false, true) => Some("SUCCESS,DELAY"),
-        (false, true, true) => Some("FAILURE,DELAY"),
-        (true, true, true) => Some("SUCCESS,FAILURE,DELAY"),
-    }
+/// mail whose sender asked for NEVER. `None` when the client gave none.
+fn notify_param(r: &Recipient) -> Option<Notify> {
+    let notify = Notify {
+        never: r.notify_never,
+        success: r.notify_success,
+        failure: r.notify_failure,
+        delay: r.notify_delay,
+    };
+    (!notify.is_unset()).then_some(notify)
 }
 
 /// Log, count, publish follow-ups, then ack.
 async fn finish(
     ctx: &Ctx,
-    pool: &SendingPool,
+    pool: &PoolPlan,
     qm: &QueuedMessage,
     schedule: &RetrySchedule,
     mut outcomes: Vec<RecipientOutcome>,
@@ -449,6 +434,12 @@ async fn finish(
             follow_ups.push((new_subject(&pool.name), notice.id.clone(), notice));
         }
         let mut next = env.clone();
+        // A large body stays where it is: the retry references the same object instead of
+        // uploading the body again (it is deleted after the final outcome, or expires with
+        // the bucket's retention).
+        if let Some(name) = &qm.object_ref {
+            next.body = Some(Body::ObjectRef(name.clone()));
+        }
         next.last_delay_notice_ms = last_delay_notice_ms;
         next.recipients = deferred;
         next.attempt = attempt;
@@ -477,8 +468,14 @@ async fn finish(
         tracing::warn!(queue_id = %env.id, error = %err, "ack failed; message will be redelivered");
         return;
     }
-    if let Some(name) = &qm.object_ref {
-        let _ = ctx.publisher.delete_body(name).await;
+    // The body object goes with the last envelope that references it.
+    let retried = follow_ups
+        .iter()
+        .any(|(_, _, e)| matches!(&e.body, Some(Body::ObjectRef(_))));
+    if let Some(name) = qm.object_ref.as_ref().filter(|_| !retried)
+        && let Err(e) = ctx.publisher.delete_body(name).await
+    {
+        tracing::warn!(queue_id = %env.id, error = %e, "could not delete the body object; it expires with the bucket's retention");
     }
 }
 
@@ -503,7 +500,7 @@ fn delay_notice_due(ctx: &Ctx, env: &Envelope, now: i64) -> bool {
 
 fn log_outcome(
     ctx: &Ctx,
-    pool: &SendingPool,
+    pool: &PoolPlan,
     env: &Envelope,
     r: &Recipient,
     o: &RecipientOutcome,
@@ -562,18 +559,26 @@ mod tests {
             notify_delay: delay,
             ..Default::default()
         };
-        assert_eq!(notify_param(&r(false, false, false, false)), None);
-        assert_eq!(notify_param(&r(true, false, false, false)), Some("NEVER"));
+        let wire = |n: Option<Notify>| n.map(|n| n.to_string());
+        assert_eq!(wire(notify_param(&r(false, false, false, false))), None);
         assert_eq!(
-            notify_param(&r(false, true, true, false)),
+            wire(notify_param(&r(true, false, false, false))).as_deref(),
+            Some("NEVER")
+        );
+        assert_eq!(
+            wire(notify_param(&r(false, true, true, false))).as_deref(),
             Some("SUCCESS,FAILURE")
         );
         assert_eq!(
-            notify_param(&r(false, false, true, true)),
+            wire(notify_param(&r(false, false, true, true))).as_deref(),
             Some("FAILURE,DELAY")
         );
         assert_eq!(
-            outgoing_recipient(&r(false, true, false, false)).notify,
+            wire(notify_param(&r(false, true, true, true))).as_deref(),
+            Some("SUCCESS,FAILURE,DELAY")
+        );
+        assert_eq!(
+            wire(outgoing_recipient(&r(false, true, false, false)).notify).as_deref(),
             Some("SUCCESS")
         );
     }

@@ -7,7 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use baton_core::destination::{DestinationPolicy, DomainPart, RefusedAddress, domain_part};
 use baton_core::routing::{MxPlan, UpstreamHealth, choose_upstream, pick_weighted};
-use baton_proto::v1::{DeliveryMode, Egress, SendingPool, TlsPolicy};
 use baton_smtp_client::{Credentials, TlsMode};
 use parking_lot::Mutex;
 
@@ -15,6 +14,7 @@ use baton_smtp::EnhancedStatus;
 use baton_smtp::catalogue;
 use baton_smtp::reply::Reply;
 
+use crate::plan::{Delivery, EgressIdentity, PoolPlan, Upstream};
 use crate::resolve::{Dns, DnsFailure};
 
 /// One place to try.
@@ -66,15 +66,6 @@ impl Route {
     }
 }
 
-/// Maps the pool's TLS policy enum.
-pub fn tls_mode(p: i32) -> TlsMode {
-    match TlsPolicy::try_from(p).unwrap_or(TlsPolicy::Opportunistic) {
-        TlsPolicy::Opportunistic => TlsMode::Opportunistic,
-        TlsPolicy::Required => TlsMode::Required,
-        TlsPolicy::Disabled => TlsMode::Disabled,
-    }
-}
-
 /// Smarthost health per pool member, shared by all deliveries of a worker.
 #[derive(Default)]
 pub struct Health {
@@ -108,11 +99,10 @@ impl Health {
             .is_none_or(UpstreamHealth::is_healthy)
     }
 
-    fn order(&self, pool: &SendingPool) -> Vec<usize> {
-        self.ensure(pool.smarthosts.len());
+    fn order(&self, upstreams: &[Upstream]) -> Vec<usize> {
+        self.ensure(upstreams.len());
         let v = self.upstreams.lock();
-        let ups: Vec<(u32, &UpstreamHealth)> = pool
-            .smarthosts
+        let ups: Vec<(u32, &UpstreamHealth)> = upstreams
             .iter()
             .zip(v.iter())
             .map(|(s, h)| (s.weight, h))
@@ -122,9 +112,13 @@ impl Health {
 }
 
 /// Pick the egress identity (EHLO name, source address) by weight.
-pub fn pick_egress(pool: &SendingPool) -> Option<&Egress> {
-    let i = pick_weighted(&pool.egress, |e: &Egress| e.weight, rand::random::<u64>())?;
-    pool.egress.get(i)
+pub fn pick_egress(plan: &PoolPlan) -> Option<&EgressIdentity> {
+    let i = pick_weighted(
+        &plan.egress,
+        |e: &EgressIdentity| e.weight,
+        rand::random::<u64>(),
+    )?;
+    plan.egress.get(i)
 }
 
 /// Resolve the route for recipients at `domain`. Direct mode never connects to an address
@@ -132,23 +126,34 @@ pub fn pick_egress(pool: &SendingPool) -> Option<&Egress> {
 /// and metrics), and only when no allowed address is left does the route fail for them.
 pub async fn route(
     dns: &Dns,
-    pool: &SendingPool,
+    plan: &PoolPlan,
     health: &Health,
     domain: &str,
 ) -> (Route, Vec<RefusedAddress>) {
-    if DeliveryMode::try_from(pool.mode).unwrap_or(DeliveryMode::Direct) == DeliveryMode::Smarthost
-    {
-        return (smarthost_route(dns, pool, health).await, Vec::new());
-    }
-    let port = if pool.port == 0 { 25 } else { pool.port as u16 };
-    let (policy, _) = DestinationPolicy::new(&pool.allowed_networks);
-    let tls = tls_mode(pool.tls_policy);
+    let direct = match &plan.delivery {
+        Delivery::Smarthost(upstreams) => {
+            return (smarthost_route(dns, upstreams, health).await, Vec::new());
+        }
+        Delivery::Direct(d) => d,
+    };
+    let (policy, port, tls) = (&direct.destinations, direct.port, direct.tls);
     let hosts = match domain_part(domain) {
-        DomainPart::Literal(ip) if pool.allow_address_literals => {
-            return select_targets(vec![(ip.to_string(), Ok(vec![ip]))], &policy, port, tls);
+        DomainPart::Literal(ip) if direct.allow_address_literals => {
+            return select_targets(vec![(ip.to_string(), Ok(vec![ip]))], policy, port, tls);
         }
         DomainPart::Literal(_) | DomainPart::BadLiteral => {
-            return (literal_refused(domain, pool), Vec::new());
+            let text = if direct.allow_address_literals {
+                format!("unsupported address literal {domain}")
+            } else {
+                format!(
+                    "address literal {domain} not accepted by pool {}",
+                    plan.name
+                )
+            };
+            // Accepted under an older config, or not an IPv4/IPv6 literal: permanent, like
+            // the RCPT refusal.
+            let status = EnhancedStatus::new(5, 1, 2);
+            return (Route::Fail { status, text }, Vec::new());
         }
         DomainPart::Name => match dns.mx(domain).await {
             Ok(MxPlan::Hosts(h)) => h,
@@ -190,24 +195,7 @@ pub async fn route(
         let ips = dns.addresses(&host).await;
         resolved.push((host, ips));
     }
-    select_targets(resolved, &policy, port, tls)
-}
-
-/// A recipient address literal the pool does not accept (it was accepted under an older
-/// config, or it is not an IPv4/IPv6 literal): permanent, like the RCPT refusal.
-fn literal_refused(domain: &str, pool: &SendingPool) -> Route {
-    let text = if pool.allow_address_literals {
-        format!("unsupported address literal {domain}")
-    } else {
-        format!(
-            "address literal {domain} not accepted by pool {}",
-            pool.name
-        )
-    };
-    Route::Fail {
-        status: EnhancedStatus::new(5, 1, 2),
-        text,
-    }
+    select_targets(resolved, policy, port, tls)
 }
 
 /// The targets of resolved MX hosts (in order) whose addresses the policy allows. Without any:
@@ -265,25 +253,21 @@ fn select_targets(
     (route, refused)
 }
 
-async fn smarthost_route(dns: &Dns, pool: &SendingPool, health: &Health) -> Route {
+async fn smarthost_route(dns: &Dns, upstreams: &[Upstream], health: &Health) -> Route {
     let mut targets = Vec::new();
-    for i in health.order(pool) {
-        let Some(s) = pool.smarthosts.get(i) else {
+    for i in health.order(upstreams) {
+        let Some(s) = upstreams.get(i) else {
             continue;
         };
         let Ok(ips) = dns.addresses(&s.host).await else {
             continue;
         };
         let Some(ip) = ips.first() else { continue };
-        let auth = (!s.username.is_empty()).then(|| Credentials {
-            username: s.username.clone(),
-            password: s.password.clone(),
-        });
         targets.push(Target {
             host: s.host.clone(),
-            addr: SocketAddr::new(*ip, s.port as u16),
-            tls: tls_mode(s.tls),
-            auth,
+            addr: SocketAddr::new(*ip, s.port),
+            tls: s.tls,
+            auth: s.auth.clone(),
             upstream: Some(i),
         });
     }

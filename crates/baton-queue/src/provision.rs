@@ -311,6 +311,57 @@ impl Provisioner {
     }
 
     /// Set the replicas of bucket stream `name` to the settings when it exists with others.
+    /// Give the large-body Object Store bucket an expiry of at least `at_least`, so a body
+    /// whose delete failed (or whose envelope was never published) does not stay forever.
+    /// The owner passes the longest time any pool can keep a message (see
+    /// `baton_config::plan::SnapshotPlan::body_retention`). Only ever raised, never shortened:
+    /// bodies of mail accepted under a longer `maxAge` must outlive it. A bucket without expiry
+    /// (created before Baton set one) gets it now. Returns the expiry in force.
+    pub async fn ensure_body_retention(&self, at_least: Duration) -> Result<Duration, QueueError> {
+        let name = body_bucket_stream();
+        let mut s = self
+            .js
+            .get_stream(&name)
+            .await
+            .map_err(|e| provision_err(&name, e))?;
+        let mut config = s
+            .info()
+            .await
+            .map_err(|e| provision_err(&name, e))?
+            .config
+            .clone();
+        let have = config.max_age;
+        if !have.is_zero() && have >= at_least {
+            return Ok(have);
+        }
+        tracing::info!(
+            bucket = crate::BODY_BUCKET,
+            from_secs = have.as_secs(),
+            to_secs = at_least.as_secs(),
+            "setting the large-body bucket's expiry past the longest message lifetime"
+        );
+        config.max_age = at_least;
+        // JetStream refuses a duplicate window longer than the maximum age.
+        if config.duplicate_window > at_least {
+            config.duplicate_window = at_least;
+        }
+        let info = self
+            .js
+            .update_stream(&config)
+            .await
+            .map_err(|e| provision_err(&name, e))?;
+        if info.config.max_age != at_least {
+            return Err(QueueError::Provision {
+                what: name,
+                detail: format!(
+                    "asked for max_age {at_least:?}, the server kept {:?}",
+                    info.config.max_age
+                ),
+            });
+        }
+        Ok(at_least)
+    }
+
     async fn scale_existing(&self, name: &str) -> Result<(), QueueError> {
         let Ok(mut s) = self.js.get_stream(name).await else {
             return Ok(());

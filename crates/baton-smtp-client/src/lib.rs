@@ -25,6 +25,7 @@ mod stream;
 mod tls;
 mod transaction;
 
+pub use baton_smtp::params::{DsnRet, Notify};
 pub use baton_smtp::reply::{
     EnhancedStatus, MAX_REPLY_LINE, MAX_REPLY_LINES, Reply, ReplyError, ReplyParser,
 };

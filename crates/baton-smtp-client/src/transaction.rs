@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use tracing::debug;
 
 use crate::body::{self, MAX_CHUNK};
+use baton_smtp::params::{DsnRet, Notify};
+
 use crate::{ClientError, Connection, Reply};
 
 /// One message to send over an established [`Connection`].
@@ -23,8 +25,8 @@ pub struct OutgoingMessage<'a> {
     /// it does not, the message is still sent as is (as Postfix does), since converting it to
     /// 7-bit would break DKIM signatures.
     pub eight_bit: bool,
-    /// DSN `RET` value (`FULL` or `HDRS`), sent only when the server offers DSN.
-    pub ret: Option<&'a str>,
+    /// DSN `RET` (`FULL` or `HDRS`), sent only when the server offers DSN.
+    pub ret: Option<DsnRet>,
     /// DSN `ENVID`, already xtext-encoded; sent only when the server offers DSN.
     pub envid: Option<&'a str>,
 }
@@ -34,8 +36,9 @@ pub struct OutgoingMessage<'a> {
 pub struct OutgoingRecipient<'a> {
     /// Forward path without angle brackets.
     pub address: &'a str,
-    /// DSN `NOTIFY` value (`SUCCESS,FAILURE`, `NEVER`, ...); sent only with DSN.
-    pub notify: Option<&'a str>,
+    /// DSN `NOTIFY` as the client gave it (`SUCCESS,FAILURE`, `NEVER`, ...); sent only with
+    /// DSN, and not at all when unset.
+    pub notify: Option<Notify>,
     /// DSN `ORCPT` value (`rfc822;user@example.com`, xtext-encoded); sent only with DSN.
     pub orcpt: Option<&'a str>,
 }
@@ -186,7 +189,7 @@ impl Connection {
     fn rcpt_command(&self, rcpt: &OutgoingRecipient<'_>) -> String {
         let mut line = format!("RCPT TO:<{}>", rcpt.address);
         if self.caps.dsn {
-            if let Some(notify) = rcpt.notify {
+            if let Some(notify) = rcpt.notify.filter(|n| !n.is_unset()) {
                 let _ = write!(line, " NOTIFY={notify}");
             }
             if let Some(orcpt) = rcpt.orcpt {
@@ -335,9 +338,8 @@ fn validate(msg: &OutgoingMessage<'_>) -> Result<(), ClientError> {
     if msg.recipients.iter().any(|r| r.address.is_empty()) {
         return Err(ClientError::InvalidMessage("empty recipient address"));
     }
-    let params = [msg.ret, msg.envid]
-        .into_iter()
-        .chain(msg.recipients.iter().flat_map(|r| [r.notify, r.orcpt]));
+    // RET and NOTIFY are typed; the free-form values are ENVID and ORCPT.
+    let params = std::iter::once(msg.envid).chain(msg.recipients.iter().map(|r| r.orcpt));
     if params.into_iter().any(bad_param) {
         return Err(ClientError::InvalidMessage(
             "space or control character in a DSN parameter",

@@ -44,6 +44,16 @@ pub enum DsnRet {
     Headers,
 }
 
+impl std::fmt::Display for DsnRet {
+    /// The wire value: `FULL` or `HDRS`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DsnRet::Full => "FULL",
+            DsnRet::Headers => "HDRS",
+        })
+    }
+}
+
 /// Parameters of a MAIL FROM command.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MailParams {
@@ -72,6 +82,39 @@ pub struct Notify {
     pub failure: bool,
     /// Notify on delay.
     pub delay: bool,
+}
+
+impl Notify {
+    /// Whether nothing was asked (no `NOTIFY=` at all: the receiver's default applies).
+    pub fn is_unset(&self) -> bool {
+        !(self.never || self.success || self.failure || self.delay)
+    }
+}
+
+impl std::fmt::Display for Notify {
+    /// The wire value: `NEVER`, or the asked conditions in RFC 3461 order
+    /// (`SUCCESS,FAILURE,DELAY`); empty when unset.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.never {
+            return f.write_str("NEVER");
+        }
+        let asked = [
+            (self.success, "SUCCESS"),
+            (self.failure, "FAILURE"),
+            (self.delay, "DELAY"),
+        ];
+        let mut first = true;
+        for (on, word) in asked {
+            if on {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(word)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Parameters of a RCPT TO command.

@@ -86,25 +86,24 @@ pub(crate) async fn apply_config(
 ) -> anyhow::Result<u64> {
     let res = baton_config::load_paths(paths)?;
     // Validate before touching anything.
-    let checked = baton_config::compile(&res, 1, 0)?;
-    checked.ensure_valid()?;
+    let checked = baton_config::plan::plan_snapshot(&res, None, 0)?;
+    checked.compiled.ensure_valid()?;
     let pools: Vec<(String, u32)> = checked
-        .config
-        .pools
-        .iter()
-        .map(|p| {
-            let tiers = baton_core::retry::RetrySchedule::from_pool(p).tiers().len();
-            (p.name.clone(), u32::try_from(tiers).unwrap_or(u32::MAX))
-        })
+        .lanes()
+        .into_iter()
+        .map(|l| (l.pool, l.retry_tiers))
         .collect();
     let drift = nats.provisioner.provision(owner, &pools).await?;
     crate::queue::log_owner_drift(&drift);
+    if let Some(retention) = checked.body_retention() {
+        nats.provisioner.ensure_body_retention(retention).await?;
+    }
     let store = ConfigStore::open(&nats.js).await?;
     let previous = store.get().await?;
     let now_ms = baton_core::clock::now_ms();
     // The operator's code path: same digest rule, same generation bump. Unlike the operator,
     // nothing is stored while any object is invalid: the error names each one.
-    let plan = baton_operator::snapshot::plan_snapshot(&res, previous.as_ref(), now_ms)?;
+    let plan = baton_config::plan::plan_snapshot(&res, previous.as_ref(), now_ms)?;
     plan.compiled.ensure_valid()?;
     let compiled = plan.compiled;
     let generation = compiled.config.generation;

@@ -1,8 +1,13 @@
 //! Scenario: a message larger than the inline limit (900 KiB) travels through the JetStream
 //! Object Store — the queued envelope holds only a reference — and the worker delivers it
-//! byte for byte, over BDAT to a receiver that offers CHUNKING; the body object is deleted once
-//! the message is delivered.
+//! byte for byte, over BDAT to a receiver that offers CHUNKING. The first attempt is deferred
+//! (`451` at the end of the body): the retry references the same object, nothing is uploaded
+//! again, and the object is deleted once the message is delivered. `baton config apply` gives
+//! the bucket an expiry past the pool's longest message lifetime; a second scenario shows an
+//! orphaned object (no envelope references it) expiring with that retention.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::object_store::InfoErrorKind;
@@ -11,7 +16,7 @@ use baton_proto::v1::{Envelope, envelope::Body};
 use baton_system_tests::harness::{
     Ingress, Nats, TempDir, Worker, apply_config, assert_eventually, write_config,
 };
-use baton_system_tests::receiver::{Receiver, ReceiverConfig};
+use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
 
 fn smarthost_config(port: u16) -> String {
     format!(
@@ -41,16 +46,41 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
     baton_system_tests::tls::install_crypto_provider();
     let dir = TempDir::new("baton-large")?;
     let nats = Nats::start().await?;
+    let deferred = Arc::new(AtomicBool::new(false));
+    let d = deferred.clone();
+    let script = Arc::new(move |s: &Stage<'_>| match s {
+        Stage::DataEnd { .. } if !d.swap(true, Ordering::SeqCst) => {
+            Response::Reply(451, "4.3.0 try again later".into())
+        }
+        _ => Response::Default,
+    });
     let receiver = Receiver::start(
         "127.0.0.1:0",
         ReceiverConfig {
             advertise_chunking: true,
+            script,
             ..Default::default()
         },
     )
     .await?;
     let cfg = smarthost_config(receiver.addr().port());
     apply_config(&nats, &write_config(&dir.0, "c.yaml", &cfg)?)?;
+
+    // The bucket expires objects past the pool's longest lifetime: maxAge 1h + the 1 s delay
+    // + a week of grace (baton_config::plan::BODY_RETENTION_GRACE).
+    let js = nats.jetstream().await?;
+    let bodies = js
+        .get_stream("OBJ_baton-bodies")
+        .await?
+        .info()
+        .await?
+        .config
+        .clone();
+    assert_eq!(
+        bodies.max_age,
+        Duration::from_secs(3600 + 1 + 7 * 86_400),
+        "large-body bucket retention"
+    );
     let ing = Ingress::start(&nats, &dir.0, &[]).await?;
 
     // 2.5 MiB of distinct CRLF lines, some starting with a dot.
@@ -84,7 +114,6 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
     assert_eq!(r.data_reply.as_ref().map(|d| d.code), Some(250), "{r:?}");
 
     // The queued envelope references an object instead of carrying the body.
-    let js = nats.jetstream().await?;
     let msg = js
         .get_stream("BATON_QUEUE")
         .await?
@@ -107,11 +136,27 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
         "object holds body plus trace headers"
     );
 
-    // A worker delivers it byte for byte (after Baton's Received: header) using BDAT.
+    // Every message the upload wrote to the bucket's stream (chunks and metadata).
+    let uploaded = js
+        .get_stream("OBJ_baton-bodies")
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
+    assert!(uploaded > 2, "a chunked upload: {uploaded}");
+
+    // A worker delivers it byte for byte (after Baton's Received: header) using BDAT, on the
+    // retry after the first attempt was deferred.
     let _w = Worker::start(&nats, &dir.0, "big", None, &[]).await?;
     let got = receiver
         .wait_for_messages(1, Duration::from_secs(60))
         .await?;
+    assert!(
+        deferred.load(Ordering::SeqCst),
+        "the first attempt was deferred"
+    );
+    assert_eq!(got.len(), 1, "delivered once, on the retry");
     let m = &got[0];
     assert!(m.chunked, "BDAT used");
     assert!(m.body.starts_with(b"Received: from "));
@@ -128,6 +173,58 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
         let name = name.clone();
         async move {
             match store.info(&name).await {
+                Ok(info) => info.deleted,
+                Err(e) => e.kind() == InfoErrorKind::NotFound,
+            }
+        }
+    })
+    .await?;
+    // The retry did not upload the body again: besides the first upload, the bucket's stream
+    // only got the deletion's metadata entry.
+    let after = js
+        .get_stream("OBJ_baton-bodies")
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
+    assert!(
+        after <= uploaded + 1,
+        "no second upload: {uploaded} messages for the upload, {after} in the end"
+    );
+    Ok(())
+}
+
+/// An object no envelope references (a failed delete, a publish that failed after the upload)
+/// expires with the bucket's retention instead of staying forever; the retention is only ever
+/// raised.
+#[tokio::test]
+async fn an_orphaned_body_expires_with_the_bucket_retention() -> anyhow::Result<()> {
+    let nats = Nats::start().await?;
+    let js = nats.jetstream().await?;
+    let provisioner =
+        baton_queue::Provisioner::new(js.clone(), baton_queue::StreamSettings::default());
+    provisioner.ensure_buckets().await?;
+    let retention = Duration::from_secs(2);
+    assert_eq!(
+        provisioner.ensure_body_retention(retention).await?,
+        retention
+    );
+    // Never shortened.
+    assert_eq!(
+        provisioner
+            .ensure_body_retention(Duration::from_secs(1))
+            .await?,
+        retention
+    );
+    let store = js.get_object_store("baton-bodies").await?;
+    let mut body: &[u8] = b"orphaned body";
+    store.put("orphan", &mut body).await?;
+    assert!(!store.info("orphan").await?.deleted);
+    assert_eventually(Duration::from_secs(30), "orphaned body expired", || {
+        let store = store.clone();
+        async move {
+            match store.info("orphan").await {
                 Ok(info) => info.deleted,
                 Err(e) => e.kind() == InfoErrorKind::NotFound,
             }

@@ -540,9 +540,13 @@ async fn size_limit_enforced_before_sending() -> anyhow::Result<()> {
 async fn dsn_parameters_are_sent_when_offered() -> anyhow::Result<()> {
     let receiver = Receiver::start("127.0.0.1:0", ReceiverConfig::default()).await?;
     let mut msg = message("a@s.test", &["b@d.test"], BODY);
-    msg.ret = Some("HDRS");
+    msg.ret = Some(baton_smtp_client::DsnRet::Headers);
     msg.envid = Some("QQ314159");
-    msg.recipients[0].notify = Some("SUCCESS,FAILURE");
+    msg.recipients[0].notify = Some(baton_smtp_client::Notify {
+        success: true,
+        failure: true,
+        ..Default::default()
+    });
     msg.recipients[0].orcpt = Some("rfc822;b@d.test");
     ensure!(
         send_one(&receiver, &client_config(TlsMode::Disabled), &msg)
@@ -685,7 +689,7 @@ async fn smtp_sink_pipelined_delivery_and_reuse() -> anyhow::Result<()> {
     let caps = conn.capabilities().clone();
     ensure!(caps.pipelining && caps.dsn && caps.enhanced_status_codes && !caps.starttls);
     let mut msg = message("a@src.test", &["x@dst.test", "y@dst.test"], BODY);
-    msg.ret = Some("HDRS");
+    msg.ret = Some(baton_smtp_client::DsnRet::Headers);
     for _ in 0..3 {
         let result = conn.send(&msg).await?;
         ensure!(result.delivered(), "{result:?}");

@@ -173,6 +173,14 @@ pub struct DeliverySpec {
     pub allowed_networks: Vec<String>,
 }
 
+impl SendingPoolSpec {
+    /// Retry tiers (retry lanes) of this pool: one per schedule entry, at most
+    /// [`MAX_RETRY_TIERS`] (a longer schedule is refused by the compiler).
+    pub fn retry_tiers(&self) -> u32 {
+        u32::try_from(self.retry.schedule.len().min(MAX_RETRY_TIERS)).unwrap_or(0)
+    }
+}
+
 impl Default for DeliverySpec {
     fn default() -> Self {
         Self {
