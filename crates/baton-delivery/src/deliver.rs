@@ -1,7 +1,9 @@
 //! One delivery attempt for a group of recipients sharing a destination (the caller holds one
 //! of its slots, see `slots`): reuse or open a connection (target by target until one
-//! answers), send, and turn every reply into a per-recipient outcome. Connections are kept for reuse (RSET between
-//! messages) up to the pool's messages-per-connection cap and an idle timeout.
+//! answers), send, and turn every reply into a per-recipient outcome. Connections are kept for
+//! reuse (RSET between messages) up to the pool's messages-per-connection cap and an idle
+//! timeout. Connecting goes through the [`Connector`] seam ([`SmtpConnector`] in a worker), so
+//! the unit tests below drive every branch with scripted connections.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,21 +12,86 @@ use std::time::{Duration, Instant};
 use baton_core::outcome::RecipientOutcome;
 use baton_smtp::catalogue;
 use baton_smtp_client::{ClientConfig, ClientError, Connection, OutgoingMessage, SendResult};
-
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
 use crate::route::Target;
 
 type Key = (SocketAddr, String, String);
 
-/// Idle connections of one worker, kept for reuse.
-pub struct Connections {
-    idle: Mutex<HashMap<Key, Vec<(Connection, Instant)>>>,
+/// An open SMTP session as delivery uses it ([`Connection`] in a worker).
+pub trait SmtpSession: Send + Sized + 'static {
+    /// RSET before reusing the session for another message.
+    fn reset(&mut self) -> BoxFuture<'_, Result<(), ClientError>>;
+    /// One transaction.
+    fn send<'a>(
+        &'a mut self,
+        msg: &'a OutgoingMessage<'a>,
+    ) -> BoxFuture<'a, Result<SendResult, ClientError>>;
+    /// QUIT and close.
+    fn quit(self) -> BoxFuture<'static, ()>;
+    /// Messages sent over this session so far.
+    fn messages_sent(&self) -> u32;
+}
+
+/// Opens SMTP sessions ([`SmtpConnector`] in a worker).
+pub trait Connector: Send + Sync {
+    /// The session type.
+    type Session: SmtpSession;
+    /// Connect, greet, EHLO, STARTTLS and AUTH as `cfg` says.
+    fn connect<'a>(
+        &'a self,
+        addr: SocketAddr,
+        host: &'a str,
+        cfg: &'a ClientConfig,
+    ) -> BoxFuture<'a, Result<Self::Session, ClientError>>;
+}
+
+/// The real connector: `baton_smtp_client::Connection`.
+pub struct SmtpConnector;
+
+impl Connector for SmtpConnector {
+    type Session = Connection;
+
+    fn connect<'a>(
+        &'a self,
+        addr: SocketAddr,
+        host: &'a str,
+        cfg: &'a ClientConfig,
+    ) -> BoxFuture<'a, Result<Connection, ClientError>> {
+        Box::pin(Connection::connect(addr, host, cfg))
+    }
+}
+
+impl SmtpSession for Connection {
+    fn reset(&mut self) -> BoxFuture<'_, Result<(), ClientError>> {
+        Box::pin(Connection::reset(self))
+    }
+
+    fn send<'a>(
+        &'a mut self,
+        msg: &'a OutgoingMessage<'a>,
+    ) -> BoxFuture<'a, Result<SendResult, ClientError>> {
+        Box::pin(Connection::send(self, msg))
+    }
+
+    fn quit(self) -> BoxFuture<'static, ()> {
+        Box::pin(Connection::quit(self))
+    }
+
+    fn messages_sent(&self) -> u32 {
+        Connection::messages_sent(self)
+    }
+}
+
+/// Idle sessions of one worker, kept for reuse.
+pub struct Connections<S = Connection> {
+    idle: Mutex<HashMap<Key, Vec<(S, Instant)>>>,
     /// How long an idle connection is kept.
     pub idle_timeout: Duration,
 }
 
-impl Connections {
+impl<S> Connections<S> {
     /// An empty cache.
     pub fn new(idle_timeout: Duration) -> Self {
         Connections {
@@ -33,7 +100,7 @@ impl Connections {
         }
     }
 
-    fn take_idle(&self, key: &Key) -> Option<Connection> {
+    fn take_idle(&self, key: &Key) -> Option<S> {
         let mut m = self.idle.lock();
         let list = m.get_mut(key)?;
         while let Some((c, since)) = list.pop() {
@@ -44,7 +111,7 @@ impl Connections {
         None
     }
 
-    fn put_idle(&self, key: Key, c: Connection) {
+    fn put_idle(&self, key: Key, c: S) {
         self.idle
             .lock()
             .entry(key)
@@ -74,8 +141,9 @@ pub(crate) struct GroupResult {
 }
 
 /// Try `targets` in order until one carries the transaction.
-pub(crate) async fn deliver_group(
-    conns: &Connections,
+pub(crate) async fn deliver_group<C: Connector>(
+    connector: &C,
+    conns: &Connections<C::Session>,
     targets: &[Target],
     base: &ClientConfig,
     max_per_conn: u32,
@@ -101,7 +169,7 @@ pub(crate) async fn deliver_group(
         let mut conn = match reused {
             Some(mut c) => match c.reset().await {
                 Ok(()) => c,
-                Err(_) => match Connection::connect(t.addr, &t.host, &cfg).await {
+                Err(_) => match connector.connect(t.addr, &t.host, &cfg).await {
                     Ok(c) => c,
                     Err(e) => {
                         last_error = Some((e, remote_of(t)));
@@ -110,7 +178,7 @@ pub(crate) async fn deliver_group(
                     }
                 },
             },
-            None => match Connection::connect(t.addr, &t.host, &cfg).await {
+            None => match connector.connect(t.addr, &t.host, &cfg).await {
                 Ok(c) => c,
                 Err(e) if e.is_permanent() => {
                     return permanent_for_all(n, &e, t, failed_targets);
@@ -199,9 +267,12 @@ fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<RecipientOutcome>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use baton_smtp_client::{Reply, TlsMode};
+    use baton_smtp_client::{OutgoingRecipient, Reply, TlsMode};
+    use std::collections::VecDeque;
+    use std::sync::Arc;
 
     fn target() -> Target {
         Target {
@@ -238,5 +309,237 @@ mod tests {
             failed_status(&ClientError::Smtputf8NotSupported),
             ["5.6.7", "5.6.7"]
         );
+    }
+
+    /// What a scripted next hop does on connect, and then per transaction.
+    #[derive(Clone)]
+    enum Hop {
+        Refuse(fn() -> ClientError),
+        Accept(Vec<fn() -> Result<SendResult, ClientError>>),
+    }
+
+    /// Connections to scripted hops; records every connect.
+    #[derive(Default)]
+    struct Scripted {
+        hops: HashMap<SocketAddr, Hop>,
+        connects: Mutex<Vec<SocketAddr>>,
+    }
+
+    struct FakeSession {
+        sends: VecDeque<fn() -> Result<SendResult, ClientError>>,
+        sent: u32,
+        quits: Arc<Mutex<u32>>,
+    }
+
+    impl SmtpSession for FakeSession {
+        fn reset(&mut self) -> BoxFuture<'_, Result<(), ClientError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn send<'a>(
+            &'a mut self,
+            _msg: &'a OutgoingMessage<'a>,
+        ) -> BoxFuture<'a, Result<SendResult, ClientError>> {
+            self.sent += 1;
+            let r = self
+                .sends
+                .pop_front()
+                .map_or(Err(ClientError::Unusable), |f| f());
+            Box::pin(async move { r })
+        }
+
+        fn quit(self) -> BoxFuture<'static, ()> {
+            *self.quits.lock() += 1;
+            Box::pin(async {})
+        }
+
+        fn messages_sent(&self) -> u32 {
+            self.sent
+        }
+    }
+
+    struct Fake {
+        script: Scripted,
+        quits: Arc<Mutex<u32>>,
+    }
+
+    impl Connector for Fake {
+        type Session = FakeSession;
+
+        fn connect<'a>(
+            &'a self,
+            addr: SocketAddr,
+            _host: &'a str,
+            _cfg: &'a ClientConfig,
+        ) -> BoxFuture<'a, Result<FakeSession, ClientError>> {
+            self.script.connects.lock().push(addr);
+            let r = match self.script.hops.get(&addr) {
+                None => Err(ClientError::Timeout { stage: "connect" }),
+                Some(Hop::Refuse(e)) => Err(e()),
+                Some(Hop::Accept(sends)) => Ok(FakeSession {
+                    sends: sends.iter().copied().collect(),
+                    sent: 0,
+                    quits: self.quits.clone(),
+                }),
+            };
+            Box::pin(async move { r })
+        }
+    }
+
+    fn fake(hops: &[(u8, Hop)]) -> Fake {
+        Fake {
+            script: Scripted {
+                hops: hops
+                    .iter()
+                    .map(|(i, h)| (SocketAddr::from(([192, 0, 2, *i], 25)), h.clone()))
+                    .collect(),
+                connects: Mutex::default(),
+            },
+            quits: Arc::default(),
+        }
+    }
+
+    fn mx(i: u8) -> Target {
+        Target {
+            host: format!("mx{i}.dest.test"),
+            addr: SocketAddr::from(([192, 0, 2, i], 25)),
+            ..target()
+        }
+    }
+
+    fn accepted() -> Result<SendResult, ClientError> {
+        let ok = Reply::new(250, "2.0.0", "ok");
+        Ok(SendResult {
+            mail_reply: ok.clone(),
+            rcpt_replies: vec![ok.clone(), Reply::new(550, "5.1.1", "no such user")],
+            data_reply: Some(Reply::new(250, "2.0.0", "queued as Q")),
+            dsn: true,
+        })
+    }
+
+    fn dropped() -> Result<SendResult, ClientError> {
+        Err(ClientError::ConnectionClosed { stage: "data_term" })
+    }
+
+    async fn deliver(
+        f: &Fake,
+        conns: &Connections<FakeSession>,
+        targets: &[Target],
+    ) -> GroupResult {
+        let rcpt = |a| OutgoingRecipient {
+            address: a,
+            notify: None,
+            orcpt: None,
+        };
+        let msg = OutgoingMessage {
+            reverse_path: "a@src.test",
+            recipients: vec![rcpt("ok@dest.test"), rcpt("gone@dest.test")],
+            body: b"Subject: x\r\n\r\nx\r\n",
+            smtputf8: false,
+            eight_bit: false,
+            ret: None,
+            envid: None,
+        };
+        deliver_group(f, conns, targets, &ClientConfig::new("w.test"), 2, &msg).await
+    }
+
+    fn summary(r: &GroupResult) -> Vec<String> {
+        r.attempts
+            .iter()
+            .map(|o| format!("{} {} {}", o.metric_label(), o.reply, o.remote))
+            .collect()
+    }
+
+    /// A target that does not answer is skipped and counted; the next one carries the
+    /// transaction, and each recipient gets its own reply with the remote host.
+    #[tokio::test]
+    async fn the_next_target_carries_the_transaction_per_recipient_replies() {
+        let f = fake(&[(2, Hop::Accept(vec![accepted]))]);
+        let conns = Connections::new(Duration::from_secs(60));
+        let r = deliver(&f, &conns, &[mx(1), mx(2)]).await;
+        assert_eq!(
+            summary(&r),
+            [
+                "delivered 250 2.0.0 queued as Q mx2.dest.test[192.0.2.2]",
+                "bounced 550 5.1.1 no such user mx2.dest.test[192.0.2.2]"
+            ]
+        );
+        assert!(r.attempts[0].next_hop_dsn());
+        assert_eq!(r.failed_targets.len(), 1);
+        assert_eq!(r.used.map(|t| t.host), Some("mx2.dest.test".into()));
+    }
+
+    /// No target answers: every recipient is deferred with the last connection error as a
+    /// reply, from the host that gave it.
+    #[tokio::test]
+    async fn no_answer_defers_with_the_last_error() {
+        let f = fake(&[(1, Hop::Refuse(|| ClientError::TlsRequired))]);
+        let conns = Connections::new(Duration::from_secs(60));
+        let r = deliver(&f, &conns, &[mx(2), mx(1)]).await;
+        assert_eq!(
+            summary(&r)[0],
+            "deferred 454 4.7.5 TLS required but the server does not offer STARTTLS mx1.dest.test[192.0.2.1]"
+        );
+        assert!(r.used.is_none() && r.failed_targets.len() == 2);
+        let r = deliver(&f, &conns, &[]).await;
+        assert_eq!(summary(&r)[1], "deferred 451 4.4.0 no delivery target ");
+    }
+
+    /// A permanent refusal at connection time bounces everyone with the server's status and
+    /// stops (no other MX is tried).
+    #[tokio::test]
+    async fn a_permanent_greeting_refusal_bounces_without_trying_further() {
+        let f = fake(&[
+            (
+                1,
+                Hop::Refuse(|| ClientError::Greeting(Reply::new(554, "5.7.1", "go away"))),
+            ),
+            (2, Hop::Accept(vec![accepted])),
+        ]);
+        let conns = Connections::new(Duration::from_secs(60));
+        let r = deliver(&f, &conns, &[mx(1), mx(2)]).await;
+        assert_eq!(
+            summary(&r),
+            ["bounced 554 5.7.1 go away mx1.dest.test[192.0.2.1]"; 2]
+        );
+        assert_eq!(r.attempts[0].status().to_string(), "5.7.1");
+        assert_eq!(f.script.connects.lock().len(), 1);
+    }
+
+    /// Trouble mid-transaction defers on that host (the message may have been taken): the
+    /// next MX is not tried in the same attempt.
+    #[tokio::test]
+    async fn trouble_mid_transaction_defers_without_the_next_mx() {
+        let f = fake(&[
+            (1, Hop::Accept(vec![dropped])),
+            (2, Hop::Accept(vec![accepted])),
+        ]);
+        let conns = Connections::new(Duration::from_secs(60));
+        let r = deliver(&f, &conns, &[mx(1), mx(2)]).await;
+        assert_eq!(
+            summary(&r)[0],
+            "deferred 451 4.4.2 connection closed by server during data_term mx1.dest.test[192.0.2.1]"
+        );
+        assert_eq!(f.script.connects.lock().len(), 1);
+    }
+
+    /// A connection is reused until the pool's messages-per-connection cap (2 here), then
+    /// closed with QUIT; the third message opens a new one.
+    #[tokio::test]
+    async fn connections_are_reused_up_to_the_cap() {
+        let f = fake(&[(1, Hop::Accept(vec![accepted, accepted]))]);
+        let conns = Connections::new(Duration::from_secs(60));
+        for _ in 0..2 {
+            let r = deliver(&f, &conns, &[mx(1)]).await;
+            assert_eq!(r.attempts[0].metric_label(), "delivered");
+        }
+        assert_eq!(
+            f.script.connects.lock().len(),
+            1,
+            "second message reused the session"
+        );
+        assert_eq!(*f.quits.lock(), 1, "closed at the cap");
+        let _ = deliver(&f, &conns, &[mx(1)]).await;
+        assert_eq!(f.script.connects.lock().len(), 2);
     }
 }

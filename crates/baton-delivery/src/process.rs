@@ -7,21 +7,17 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use baton_core::destination::RefusedAddress;
 use baton_core::ids::{FollowUp, follow_up_msg_id};
 use baton_core::outcome::RecipientOutcome;
 use baton_core::retry::{RetryDecision, RetrySchedule};
 use baton_core::routing::CongestionPolicy;
-use baton_proto::v1::{BodyType, DsnRet, Envelope, EnvelopeKind, Recipient, envelope::Body};
+use baton_proto::v1::{Envelope, EnvelopeKind, Recipient, envelope::Body};
 use baton_queue::{QueuedMessage, new_subject, retry_subject};
 use baton_smtp::catalogue;
-use baton_smtp_client::{Notify, OutgoingMessage, OutgoingRecipient};
 
-use crate::deliver::deliver_group;
+use crate::group::{self, Group, GroupPass};
 use crate::notice::{Notice, dsn_for};
 use crate::plan::PoolPlan;
-use crate::route::{Route, pick_egress, route};
-use crate::slots::Grant;
 use crate::{Ctx, WindowPlace, now_ms};
 
 /// Process one message end to end. Returns without acking when a follow-up could not be
@@ -92,14 +88,6 @@ enum Pass {
     ShutDown,
 }
 
-/// What one destination group came to.
-enum GroupPass {
-    /// Outcomes for the group's recipients, in the group's order.
-    Done(Vec<RecipientOutcome>),
-    /// The worker shut down while the group waited for a connection slot.
-    ShutDown,
-}
-
 async fn wait_with_progress(ctx: &Ctx, qm: &QueuedMessage, total: Duration) {
     let until = Instant::now() + total;
     loop {
@@ -150,8 +138,23 @@ async fn deliver_all(
             .unwrap_or_else(|| env.reverse_path.clone());
         groups.entry((key, sender)).or_default().push(i);
     }
-    let runs = groups.into_iter().map(|((domain, sender), idx)| {
-        deliver_domain(ctx, pool, qm, domain, sender, idx, place, congestion)
+    let groups: Vec<Group<'_>> = groups
+        .into_iter()
+        .map(|((domain, sender), idx)| Group {
+            qm,
+            dest: if domain.is_empty() {
+                format!("smarthosts:{}", pool.name)
+            } else {
+                domain.clone()
+            },
+            domain,
+            sender,
+            idx,
+        })
+        .collect();
+    let runs = groups.iter().map(|g| async move {
+        let pass = group::deliver(ctx, pool, g, place, congestion).await;
+        (g.idx.clone(), pass)
     });
     let results = futures::future::join_all(runs).await;
     if suppressed.is_empty()
@@ -182,196 +185,6 @@ async fn deliver_all(
         }
     }
     Pass::Attempted(outcomes)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn deliver_domain(
-    ctx: &Ctx,
-    pool: &PoolPlan,
-    qm: &QueuedMessage,
-    domain: String,
-    reverse_path: String,
-    idx: Vec<usize>,
-    place: &WindowPlace,
-    congestion: CongestionPolicy,
-) -> (Vec<usize>, GroupPass) {
-    let env = &qm.envelope;
-    let dest = if domain.is_empty() {
-        format!("smarthosts:{}", pool.name)
-    } else {
-        domain.clone()
-    };
-    let n = idx.len();
-    let all = |o: RecipientOutcome| GroupPass::Done(vec![o; n]);
-    let suspended =
-        |until: i64| RecipientOutcome::deferred(catalogue::destination_suspended(&dest, until), "");
-    if let Some(until) = ctx.suspended_until(&dest) {
-        return (idx, all(suspended(until)));
-    }
-    let (routed, refused) = route(&ctx.dns, pool, &ctx.health, &domain).await;
-    count_refused(ctx, pool, env, &dest, &refused);
-    let targets = match routed {
-        Route::Targets(t) => t,
-        verdict => {
-            let reply = verdict
-                .reply()
-                .unwrap_or_else(catalogue::no_delivery_target);
-            return (idx, all(RecipientOutcome::from_reply(reply, "", false)));
-        }
-    };
-    let cap = pool.max_connections_per_destination;
-    let policy = if ctx.crowded() {
-        congestion.crowded()
-    } else {
-        congestion
-    };
-    let mut waited = false;
-    let grant = ctx
-        .dests
-        .acquire(&dest, cap, policy, &ctx.release, || {
-            waited = true;
-            ctx.begin_wait(place);
-        })
-        .await;
-    if waited {
-        ctx.end_wait();
-    }
-    let _slot = match grant {
-        Grant::Slot(s) => s,
-        Grant::Busy { waiting, estimated } => {
-            ctx.metrics
-                .delivery_attempts
-                .with_label_values(&[&pool.name, "destination_busy"])
-                .inc();
-            let reply = catalogue::destination_busy(&dest, waiting, cap, estimated.as_secs());
-            return (idx, all(RecipientOutcome::deferred(reply, "")));
-        }
-        Grant::Closed => return (idx, GroupPass::ShutDown),
-    };
-    // It may have been suspended while this message waited for a slot: do not connect then.
-    if let Some(until) = ctx.suspended_until(&dest) {
-        return (idx, all(suspended(until)));
-    }
-    let _global = ctx.delivery_slots.acquire().await;
-    let mut cfg = ctx.client.clone();
-    if let Some(e) = pick_egress(pool) {
-        if let Some(name) = &e.ehlo_name {
-            cfg.ehlo_name = name.clone();
-        }
-        cfg.source_address = e.source_address;
-    }
-    let recipients: Vec<OutgoingRecipient<'_>> = idx
-        .iter()
-        .filter_map(|i| env.recipients.get(*i))
-        .map(outgoing_recipient)
-        .collect();
-    let ret = env
-        .dsn
-        .as_ref()
-        .and_then(|d| match DsnRet::try_from(d.ret) {
-            Ok(DsnRet::Full) => Some(baton_smtp_client::DsnRet::Full),
-            Ok(DsnRet::Hdrs) => Some(baton_smtp_client::DsnRet::Headers),
-            _ => None,
-        });
-    let envid = env
-        .dsn
-        .as_ref()
-        .map(|d| d.envid.as_str())
-        .filter(|s| !s.is_empty());
-    let msg = OutgoingMessage {
-        reverse_path: &reverse_path,
-        recipients,
-        body: qm.body(),
-        smtputf8: env.smtputf8,
-        eight_bit: env.body_type == BodyType::BodyType8bitmime as i32,
-        ret,
-        envid,
-    };
-    let started = Instant::now();
-    ctx.metrics
-        .delivery_connections_active
-        .with_label_values(&[&pool.name])
-        .inc();
-    let max_per_conn = pool.max_messages_per_connection;
-    let result = deliver_group(&ctx.conns, &targets, &cfg, max_per_conn, &msg).await;
-    ctx.metrics
-        .delivery_connections_active
-        .with_label_values(&[&pool.name])
-        .dec();
-    ctx.metrics
-        .delivery_duration
-        .with_label_values(&[&pool.name])
-        .observe(started.elapsed().as_secs_f64());
-    for t in &result.failed_targets {
-        if let Some(i) = t.upstream {
-            ctx.record_upstream(pool, i, false);
-        }
-    }
-    if let Some(i) = result.used.as_ref().and_then(|t| t.upstream) {
-        ctx.record_upstream(pool, i, true);
-    }
-    ctx.record_destination(&dest, result.used.is_some());
-    let label = if result.used.is_some() {
-        "connected"
-    } else {
-        "connect_failed"
-    };
-    ctx.metrics
-        .delivery_attempts
-        .with_label_values(&[&pool.name, label])
-        .inc();
-    (idx, GroupPass::Done(result.attempts))
-}
-
-/// Log and count the addresses direct delivery would not connect to (one line per group).
-fn count_refused(
-    ctx: &Ctx,
-    pool: &PoolPlan,
-    env: &Envelope,
-    dest: &str,
-    refused: &[RefusedAddress],
-) {
-    if refused.is_empty() {
-        return;
-    }
-    for r in refused {
-        ctx.metrics
-            .delivery_refused_addresses
-            .with_label_values(&[&pool.name, r.class.as_str()])
-            .inc();
-    }
-    let list: Vec<String> = refused
-        .iter()
-        .map(|r| format!("{} ({})", r.ip, r.class.as_str()))
-        .collect();
-    tracing::warn!(
-        queue_id = %env.id,
-        pool = %pool.name,
-        destination = %dest,
-        refused = %list.join(", "),
-        "direct delivery does not connect to these addresses (not globally reachable, not in spec.delivery.allowedNetworks)"
-    );
-}
-
-fn outgoing_recipient(r: &Recipient) -> OutgoingRecipient<'_> {
-    OutgoingRecipient {
-        address: &r.address,
-        notify: notify_param(r),
-        orcpt: (!r.orcpt.is_empty()).then_some(r.orcpt.as_str()),
-    }
-}
-
-/// The client's `NOTIFY` as given at ingress, relayed to a DSN-capable next hop (RFC 3461
-/// §4.1): without it the next hop would apply the default (FAILURE,DELAY) and could bounce
-/// mail whose sender asked for NEVER. `None` when the client gave none.
-fn notify_param(r: &Recipient) -> Option<Notify> {
-    let notify = Notify {
-        never: r.notify_never,
-        success: r.notify_success,
-        failure: r.notify_failure,
-        delay: r.notify_delay,
-    };
-    (!notify.is_unset()).then_some(notify)
 }
 
 /// Log, count, publish follow-ups, then ack.
@@ -543,43 +356,5 @@ fn log_outcome(
             .delivery_accept_to_delivery
             .with_label_values(&[&pool.name])
             .observe(delay);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notify_is_relayed_as_given() {
-        let r = |never, success, failure, delay| Recipient {
-            notify_never: never,
-            notify_success: success,
-            notify_failure: failure,
-            notify_delay: delay,
-            ..Default::default()
-        };
-        let wire = |n: Option<Notify>| n.map(|n| n.to_string());
-        assert_eq!(wire(notify_param(&r(false, false, false, false))), None);
-        assert_eq!(
-            wire(notify_param(&r(true, false, false, false))).as_deref(),
-            Some("NEVER")
-        );
-        assert_eq!(
-            wire(notify_param(&r(false, true, true, false))).as_deref(),
-            Some("SUCCESS,FAILURE")
-        );
-        assert_eq!(
-            wire(notify_param(&r(false, false, true, true))).as_deref(),
-            Some("FAILURE,DELAY")
-        );
-        assert_eq!(
-            wire(notify_param(&r(false, true, true, true))).as_deref(),
-            Some("SUCCESS,FAILURE,DELAY")
-        );
-        assert_eq!(
-            wire(outgoing_recipient(&r(false, true, false, false)).notify).as_deref(),
-            Some("SUCCESS")
-        );
     }
 }

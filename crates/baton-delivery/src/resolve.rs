@@ -1,6 +1,7 @@
 //! DNS for delivery: MX lookups (RFC 5321 §5.1) and address lookups through hickory, pointed at
-//! the system resolver or at `--dns-server` (tests run a DNS server on loopback). hickory keeps
-//! its own TTL-bounded cache.
+//! the system resolver or at `--dns-server` (system tests run a DNS server on loopback). hickory
+//! keeps its own TTL-bounded cache. Routing asks through the [`Resolve`] seam, so its unit tests
+//! answer from a table.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,7 +11,27 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 
+use futures::future::BoxFuture;
+
 use crate::DeliveryError;
+
+/// What routing needs from DNS: [`Dns`] in a worker, a table in unit tests.
+pub trait Resolve: Send + Sync {
+    /// The MX plan of a domain: ordered hosts, null MX, or implicit (use the domain itself).
+    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<MxPlan, DnsFailure>>;
+    /// A and AAAA addresses of a host (IPv4 first); an address literal is itself.
+    fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsFailure>>;
+}
+
+impl Resolve for Dns {
+    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<MxPlan, DnsFailure>> {
+        Box::pin(Dns::mx(self, domain))
+    }
+
+    fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsFailure>> {
+        Box::pin(Dns::addresses(self, host))
+    }
+}
 
 /// Why a lookup gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use baton_smtp::catalogue;
 use baton_smtp::reply::Reply;
 
 use crate::plan::{Delivery, EgressIdentity, PoolPlan, Upstream};
-use crate::resolve::{Dns, DnsFailure};
+use crate::resolve::{DnsFailure, Resolve};
 
 /// One place to try.
 #[derive(Clone, Debug)]
@@ -125,7 +125,7 @@ pub fn pick_egress(plan: &PoolPlan) -> Option<&EgressIdentity> {
 /// the pool's [`DestinationPolicy`] refuses; those come back as the second value (for logs
 /// and metrics), and only when no allowed address is left does the route fail for them.
 pub async fn route(
-    dns: &Dns,
+    dns: &dyn Resolve,
     plan: &PoolPlan,
     health: &Health,
     domain: &str,
@@ -253,7 +253,7 @@ fn select_targets(
     (route, refused)
 }
 
-async fn smarthost_route(dns: &Dns, upstreams: &[Upstream], health: &Health) -> Route {
+async fn smarthost_route(dns: &dyn Resolve, upstreams: &[Upstream], health: &Health) -> Route {
     let mut targets = Vec::new();
     for i in health.order(upstreams) {
         let Some(s) = upstreams.get(i) else {
@@ -364,5 +364,167 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].addr.ip(), ip("127.0.0.1"));
         assert_eq!(refused.len(), 1);
+    }
+
+    /// DNS from a table: `mx` per domain, `a` per host; anything else is NXDOMAIN.
+    #[derive(Default)]
+    struct Table {
+        mx: std::collections::HashMap<String, Result<MxPlan, DnsFailure>>,
+        a: std::collections::HashMap<String, Result<Vec<IpAddr>, DnsFailure>>,
+    }
+
+    impl Resolve for Table {
+        fn mx<'a>(
+            &'a self,
+            domain: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<MxPlan, DnsFailure>> {
+            let r = self
+                .mx
+                .get(domain)
+                .cloned()
+                .unwrap_or(Err(DnsFailure::NoSuchDomain));
+            Box::pin(async move { r })
+        }
+
+        fn addresses<'a>(
+            &'a self,
+            host: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Vec<IpAddr>, DnsFailure>> {
+            let r = self
+                .a
+                .get(host)
+                .cloned()
+                .unwrap_or(Err(DnsFailure::NoSuchDomain));
+            Box::pin(async move { r })
+        }
+    }
+
+    fn table() -> Table {
+        let mut t = Table::default();
+        let hosts = |h: &[&str]| Ok(MxPlan::Hosts(h.iter().map(|s| s.to_string()).collect()));
+        t.mx.insert(
+            "dest.test".into(),
+            hosts(&["mx1.dest.test", "mx2.dest.test"]),
+        );
+        t.mx.insert("null.test".into(), Ok(MxPlan::NullMx));
+        t.mx.insert("implicit.test".into(), Ok(MxPlan::Implicit));
+        t.mx.insert(
+            "flaky.test".into(),
+            Err(DnsFailure::Temporary("SERVFAIL".into())),
+        );
+        t.mx.insert("local.test".into(), hosts(&["localhost"]));
+        t.a.insert("mx1.dest.test".into(), Ok(vec![ip("93.184.216.1")]));
+        t.a.insert(
+            "mx2.dest.test".into(),
+            Ok(vec![ip("93.184.216.2"), ip("2606:4700::2")]),
+        );
+        t.a.insert("implicit.test".into(), Ok(vec![ip("93.184.216.9")]));
+        t.a.insert("localhost".into(), Ok(vec![ip("127.0.0.1")]));
+        t.a.insert("relay-b.test".into(), Ok(vec![ip("198.51.100.2")]));
+        t
+    }
+
+    fn plan(f: impl FnOnce(&mut baton_proto::v1::SendingPool)) -> PoolPlan {
+        let mut pool = baton_proto::v1::SendingPool {
+            name: "p".into(),
+            mode: baton_proto::v1::DeliveryMode::Direct as i32,
+            port: 2525,
+            tls_policy: baton_proto::v1::TlsPolicy::Opportunistic as i32,
+            max_connections_per_destination: 1,
+            max_messages_per_connection: 1,
+            retry_schedule_secs: vec![60],
+            max_age_secs: 3600,
+            ..Default::default()
+        };
+        f(&mut pool);
+        PoolPlan::compile(&pool).unwrap()
+    }
+
+    fn targets(r: &Route) -> Vec<String> {
+        match r {
+            Route::Targets(t) => t.iter().map(|t| format!("{}={}", t.host, t.addr)).collect(),
+            other => panic!("no targets: {other:?}"),
+        }
+    }
+
+    fn status(r: &Route) -> String {
+        match r {
+            Route::Fail { status, .. } => format!("fail {status}"),
+            Route::Defer { status, .. } => format!("defer {status}"),
+            Route::Targets(_) => "targets".into(),
+        }
+    }
+
+    /// Direct delivery through the DNS seam: MX order and every address, on the pool's port.
+    #[tokio::test]
+    async fn direct_routes_follow_the_mx_records() {
+        let (dns, health, p) = (table(), Health::default(), plan(|_| {}));
+        let (r, refused) = route(&dns, &p, &health, "dest.test").await;
+        assert_eq!(
+            targets(&r),
+            [
+                "mx1.dest.test=93.184.216.1:2525",
+                "mx2.dest.test=93.184.216.2:2525",
+                "mx2.dest.test=[2606:4700::2]:2525"
+            ]
+        );
+        assert!(refused.is_empty());
+        let (r, _) = route(&dns, &p, &health, "implicit.test").await;
+        assert_eq!(targets(&r), ["implicit.test=93.184.216.9:2525"]);
+        let verdicts = [
+            ("null.test", "fail 5.1.10"),
+            ("nowhere.test", "fail 5.1.2"),
+            ("flaky.test", "defer 4.4.3"),
+            ("local.test", "fail 5.4.4"),
+            ("[93.184.216.5]", "fail 5.1.2"),
+        ];
+        for (domain, want) in verdicts {
+            let (r, _) = route(&dns, &p, &health, domain).await;
+            assert_eq!(status(&r), want, "{domain}");
+            let code = want.split_once(' ').map_or("", |(_, c)| c);
+            let reply = r.reply().unwrap();
+            assert_eq!(reply.effective_status().to_string(), code, "{domain}");
+            assert_eq!(reply.is_permanent(), want.starts_with("fail"), "{domain}");
+        }
+        // The pool may allow a network and address literals.
+        let open = plan(|p| {
+            p.allowed_networks = vec!["127.0.0.0/8".into()];
+            p.allow_address_literals = true;
+        });
+        let (r, _) = route(&dns, &open, &health, "local.test").await;
+        assert_eq!(targets(&r), ["localhost=127.0.0.1:2525"]);
+        let (r, _) = route(&dns, &open, &health, "[93.184.216.5]").await;
+        assert_eq!(targets(&r), ["93.184.216.5=93.184.216.5:2525"]);
+    }
+
+    /// Smarthost delivery: a relay that does not resolve is skipped; none resolving defers.
+    #[tokio::test]
+    async fn smarthost_routes_skip_what_does_not_resolve() {
+        let smarthosts = |hosts: &[&str]| {
+            let hosts: Vec<baton_proto::v1::Smarthost> = hosts
+                .iter()
+                .map(|h| baton_proto::v1::Smarthost {
+                    host: (*h).into(),
+                    port: 587,
+                    weight: 1,
+                    tls: baton_proto::v1::TlsPolicy::Required as i32,
+                    username: "u".into(),
+                    password: "p".into(),
+                })
+                .collect();
+            plan(move |p| {
+                p.mode = baton_proto::v1::DeliveryMode::Smarthost as i32;
+                p.smarthosts = hosts;
+            })
+        };
+        let (dns, health) = (table(), Health::default());
+        let p = smarthosts(&["relay-a.test", "relay-b.test"]);
+        let (r, _) = route(&dns, &p, &health, "anything.test").await;
+        assert_eq!(targets(&r), ["relay-b.test=198.51.100.2:587"]);
+        let Route::Targets(t) = r else { panic!() };
+        assert_eq!((t[0].tls, t[0].upstream), (TlsMode::Required, Some(1)));
+        assert!(t[0].auth.is_some());
+        let (r, _) = route(&dns, &smarthosts(&["relay-a.test"]), &health, "x.test").await;
+        assert_eq!(status(&r), "defer 4.4.1");
     }
 }
