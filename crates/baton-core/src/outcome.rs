@@ -3,7 +3,7 @@
 //! from `baton_smtp::catalogue`) and the remote host, from the SMTP client to the DSN, the log
 //! line, the metric and the retry envelope; plus RFC 3461 NOTIFY decisions.
 
-use baton_proto::v1::Recipient;
+use baton_proto::v1::{Recipient, SmtpReply};
 pub use baton_smtp::reply::{EnhancedStatus, Reply};
 
 /// What happened to one recipient in one delivery attempt (or in the end).
@@ -90,22 +90,31 @@ impl RecipientOutcome {
     }
 
     /// Expiry after `maxAge`, with the last reply and remote recorded for the recipient in the
-    /// queue (`last_reply` is the stored one-line form; empty when nothing was ever tried).
-    pub fn expired(last_reply: &str, last_remote: &str) -> Self {
-        let reply = if last_reply.is_empty() {
-            Reply::with_status(
+    /// queue: the typed `last` reply, or — for an envelope queued before it existed — the
+    /// one-line `last_reply`; a `451 4.4.7` when nothing was ever tried.
+    pub fn expired(recipient: &Recipient) -> Self {
+        let reply = match (&recipient.last, recipient.last_reply.as_str()) {
+            (Some(last), _) => reply_from_proto(last),
+            (None, "") => Reply::with_status(
                 451,
                 EnhancedStatus::new(4, 4, 7),
                 "no delivery attempt was made before the message expired",
-            )
-        } else {
-            Reply::from_line(last_reply)
+            ),
+            (None, line) => Reply::from_line(line),
         };
         RecipientOutcome {
             disposition: Disposition::Expired,
             reply,
-            remote: last_remote.to_owned(),
+            remote: recipient.last_remote.clone(),
         }
+    }
+
+    /// Record this (deferred) outcome on the recipient it belongs to, for the next attempt and
+    /// a later DSN: the typed reply, its one-line form for older readers, and the remote host.
+    pub fn record_on(&self, recipient: &mut Recipient) {
+        recipient.last = Some(reply_to_proto(&self.reply));
+        recipient.last_reply = self.reply.to_string();
+        recipient.last_remote = self.remote.clone();
     }
 
     /// The same outcome, expired (a deferral when the message reached its maximum age).
@@ -158,6 +167,44 @@ impl RecipientOutcome {
     /// Whether the next hop took over DSN duty for this (delivered) recipient.
     pub fn next_hop_dsn(&self) -> bool {
         self.disposition == Disposition::Delivered { next_hop_dsn: true }
+    }
+}
+
+/// The queue's form of a reply.
+pub fn reply_to_proto(reply: &Reply) -> SmtpReply {
+    let (class, subject, detail) = reply.status.map_or((0, 0, 0), |s| {
+        (
+            u32::from(s.class),
+            u32::from(s.subject),
+            u32::from(s.detail),
+        )
+    });
+    SmtpReply {
+        code: u32::from(reply.code),
+        status_class: class,
+        status_subject: subject,
+        status_detail: detail,
+        lines: reply.lines.clone(),
+    }
+}
+
+/// A reply from the queue's form. Out-of-range values (only a corrupt or foreign envelope has
+/// them) become a `451` without status / no status, never a panic.
+pub fn reply_from_proto(r: &SmtpReply) -> Reply {
+    let code = u16::try_from(r.code)
+        .ok()
+        .filter(|c| (200..600).contains(c))
+        .unwrap_or(451);
+    let status = u8::try_from(r.status_class)
+        .ok()
+        .filter(|c| matches!(c, 2 | 4 | 5))
+        .zip(u16::try_from(r.status_subject).ok().filter(|v| *v <= 999))
+        .zip(u16::try_from(r.status_detail).ok().filter(|v| *v <= 999))
+        .map(|((c, s), d)| EnhancedStatus::new(c, s, d));
+    Reply {
+        code,
+        status,
+        lines: r.lines.clone(),
     }
 }
 
@@ -270,12 +317,36 @@ mod tests {
         );
         let bare = RecipientOutcome::failed(Reply::new(550, "", "no"), "");
         assert_eq!(bare.status().to_string(), "5.0.0");
-        let expired = RecipientOutcome::expired("451 4.4.1 timeout", "mx[1]");
+        // An envelope queued before the typed reply existed: the one-line form is read.
+        let old = Recipient {
+            last_reply: "451 4.4.1 timeout".into(),
+            last_remote: "mx[1]".into(),
+            ..Default::default()
+        };
+        let expired = RecipientOutcome::expired(&old);
         assert_eq!(expired.status().to_string(), "5.4.7");
         assert_eq!(expired.reply, Reply::new(451, "4.4.1", "timeout"));
         assert_eq!(expired.remote, "mx[1]");
-        let never = RecipientOutcome::expired("", "");
+        let never = RecipientOutcome::expired(&Recipient::default());
         assert_eq!(never.reply.effective_status().to_string(), "4.4.7");
+        // Recorded and read back typed, multi-line replies included.
+        let deferred = RecipientOutcome::deferred(
+            Reply::multiline(452, "4.2.2", vec!["mailbox".into(), "full".into()]),
+            "mx[2]",
+        );
+        let mut r = Recipient::default();
+        deferred.record_on(&mut r);
+        assert_eq!(r.last_reply, "452 4.2.2 mailbox full");
+        let back = RecipientOutcome::expired(&r);
+        assert_eq!(back.reply, deferred.reply);
+        assert_eq!(back.remote, "mx[2]");
+        // Garbage in the queue's form does not panic.
+        let odd = reply_from_proto(&SmtpReply {
+            code: 70_000,
+            status_class: 9,
+            ..Default::default()
+        });
+        assert_eq!((odd.code, odd.status), (451, None));
         let deferred = RecipientOutcome::deferred(Reply::new(451, "4.3.0", "x"), "");
         assert!(deferred.is_deferred());
         assert_eq!(
@@ -326,7 +397,10 @@ mod tests {
         let delivered = RecipientOutcome::from_reply(Reply::new(250, "", "ok"), "", false);
         let deferred = RecipientOutcome::deferred(Reply::new(451, "", ""), "");
         let failed = RecipientOutcome::failed(Reply::new(550, "", ""), "");
-        let expired = RecipientOutcome::expired("451", "");
+        let expired = RecipientOutcome::expired(&Recipient {
+            last_reply: "451".into(),
+            ..Default::default()
+        });
         let all = [&delivered, &deferred, &failed, &expired];
         let wants = |r: &Recipient| all.map(|o| notify_wanted(r, o));
         assert_eq!(

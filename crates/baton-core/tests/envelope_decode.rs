@@ -50,7 +50,7 @@ fn after_decode(env: &Envelope) -> Result<(), String> {
     ];
     let mut blocks = Vec::new();
     for (i, r) in env.recipients.iter().enumerate() {
-        let expired = RecipientOutcome::expired(&r.last_reply, &r.last_remote);
+        let expired = RecipientOutcome::expired(r);
         let outcome = if i % 3 == 2 {
             &expired
         } else {
@@ -112,18 +112,33 @@ fn extreme_i64() -> impl Strategy<Value = i64> {
 }
 
 fn recipient() -> impl Strategy<Value = Recipient> {
-    (text(), any::<[bool; 4]>(), text(), text(), text()).prop_map(
-        |(address, n, orcpt, last_reply, last_remote)| Recipient {
-            address,
-            notify_never: n[0],
-            notify_success: n[1],
-            notify_failure: n[2],
-            notify_delay: n[3],
-            orcpt,
-            last_reply,
-            last_remote,
-        },
+    (
+        text(),
+        any::<[bool; 4]>(),
+        text(),
+        text(),
+        text(),
+        proptest::option::of((any::<[u32; 4]>(), proptest::collection::vec(text(), 0..3))),
     )
+        .prop_map(
+            |(address, n, orcpt, last_reply, last_remote, last)| Recipient {
+                address,
+                notify_never: n[0],
+                notify_success: n[1],
+                notify_failure: n[2],
+                notify_delay: n[3],
+                orcpt,
+                last_reply,
+                last_remote,
+                last: last.map(|(c, lines)| baton_proto::v1::SmtpReply {
+                    code: c[0],
+                    status_class: c[1],
+                    status_subject: c[2],
+                    status_detail: c[3],
+                    lines,
+                }),
+            },
+        )
 }
 
 fn envelope() -> impl Strategy<Value = Envelope> {

@@ -129,7 +129,11 @@ mod tests {
             address: "a@dest.test".into(),
             ..Default::default()
         };
-        let o = RecipientOutcome::expired("451 4.7.1 later", "mx[127.0.0.1]");
+        let o = RecipientOutcome::expired(&Recipient {
+            last_reply: "451 4.7.1 later".into(),
+            last_remote: "mx[127.0.0.1]".into(),
+            ..Default::default()
+        });
         assert_eq!(o.disposition, Disposition::Expired);
         let block = DsnRecipient::from_outcome(&r, &o);
         assert_eq!(block.status, "5.4.7");

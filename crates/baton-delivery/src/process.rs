@@ -50,7 +50,7 @@ pub(crate) async fn process(ctx: &Ctx, pool: &PoolPlan, qm: QueuedMessage, place
     let outcomes = if schedule.is_expired(env.received_at_ms, now_ms()) {
         env.recipients
             .iter()
-            .map(|r| RecipientOutcome::expired(&r.last_reply, &r.last_remote))
+            .map(RecipientOutcome::expired)
             .collect()
     } else {
         let congestion = CongestionPolicy::from_first_tier(schedule.tiers().first().copied());
@@ -220,10 +220,8 @@ async fn finish(
         .zip(&outcomes)
         .filter(|(_, o)| o.is_deferred())
         .map(|(r, o)| {
-            // The queue keeps the reply's one-line form (`Reply::from_line` reads it back).
             let mut r = r.clone();
-            r.last_reply = o.reply.to_string();
-            r.last_remote = o.remote.clone();
+            o.record_on(&mut r);
             r
         })
         .collect();

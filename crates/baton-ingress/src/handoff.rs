@@ -212,8 +212,7 @@ fn assemble(
                 notify_failure: n.failure,
                 notify_delay: n.delay,
                 orcpt: r.params.orcpt.clone().unwrap_or_default(),
-                last_reply: String::new(),
-                last_remote: String::new(),
+                ..Recipient::default()
             }
         })
         .collect();

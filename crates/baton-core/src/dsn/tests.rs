@@ -236,7 +236,11 @@ fn recipient_from_outcome() {
     assert_eq!(r.remote_mta.as_deref(), Some("mx.example.org"));
     let r = DsnRecipient::from_outcome(
         &rcpt,
-        &RecipientOutcome::expired("451 4.4.1 timeout", "mx.example.org"),
+        &RecipientOutcome::expired(&Recipient {
+            last_reply: "451 4.4.1 timeout".into(),
+            last_remote: "mx.example.org".into(),
+            ..Default::default()
+        }),
     );
     assert_eq!((r.action, r.status.as_str()), (DsnAction::Failed, "5.4.7"));
     assert_eq!(r.diagnostic.as_deref(), Some("451 4.4.1 timeout"));

@@ -105,12 +105,34 @@ pub struct Recipient {
     /// ORCPT= as given by the client: `addr-type;xtext-decoded-address`.
     #[prost(string, tag = "6")]
     pub orcpt: ::prost::alloc::string::String,
-    /// The last reply seen for this recipient, kept across retries for the DSN.
+    /// The last reply seen for this recipient, kept across retries for the DSN, in its one-line
+    /// form (`451 4.7.1 greylisted`). Written alongside `last`; read only when `last` is absent
+    /// (an envelope queued before `last` existed).
     #[prost(string, tag = "7")]
     pub last_reply: ::prost::alloc::string::String,
     /// Host that gave `last_reply`.
     #[prost(string, tag = "8")]
     pub last_remote: ::prost::alloc::string::String,
+    /// The last reply, typed.
+    #[prost(message, optional, tag = "9")]
+    pub last: ::core::option::Option<SmtpReply>,
+}
+/// An SMTP reply as Baton keeps it (`baton_smtp::Reply`).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SmtpReply {
+    /// Three-digit reply code.
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    /// Enhanced status code (RFC 3463) `class.subject.detail`; class 0: none.
+    #[prost(uint32, tag = "2")]
+    pub status_class: u32,
+    #[prost(uint32, tag = "3")]
+    pub status_subject: u32,
+    #[prost(uint32, tag = "4")]
+    pub status_detail: u32,
+    /// Text lines, without code and status.
+    #[prost(string, repeated, tag = "5")]
+    pub lines: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Kind of a queued envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

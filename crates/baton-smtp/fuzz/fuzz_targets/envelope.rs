@@ -41,6 +41,17 @@ fn recipient(u: &mut Unstructured<'_>) -> Result<Recipient> {
         orcpt: u.arbitrary()?,
         last_reply: u.arbitrary()?,
         last_remote: u.arbitrary()?,
+        last: if u.arbitrary()? {
+            Some(baton_proto::v1::SmtpReply {
+                code: u.arbitrary()?,
+                status_class: u.arbitrary()?,
+                status_subject: u.arbitrary()?,
+                status_detail: u.arbitrary()?,
+                lines: u.arbitrary()?,
+            })
+        } else {
+            None
+        },
     })
 }
 
@@ -97,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
         let outcome = match i % 3 {
             0 => RecipientOutcome::from_reply(Reply::new(250, "2.0.0", "ok"), "", false),
             1 => RecipientOutcome::failed(Reply::new(550, "5.1.1", "no such user"), ""),
-            _ => RecipientOutcome::expired(&r.last_reply, &r.last_remote),
+            _ => RecipientOutcome::expired(r),
         };
         if notify_wanted(r, &outcome) {
             blocks.push(DsnRecipient::from_outcome(r, &outcome));
