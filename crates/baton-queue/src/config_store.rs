@@ -1,6 +1,7 @@
 //! The `baton-config` KV bucket: writing the compiled snapshot and watching it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use baton_proto::{
@@ -25,6 +26,19 @@ fn err(e: impl std::fmt::Display) -> QueueError {
     QueueError::ConfigStore(e.to_string())
 }
 
+/// How long a read waits out a bucket that cannot answer yet.
+const READ_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Whether a failed read is worth repeating: a just-created replicated bucket whose replicas
+/// do not serve direct gets yet answers "no responders" for a moment, a leader election times
+/// out a request.
+fn transient(e: &kv::EntryError) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    e.kind() == kv::EntryErrorKind::TimedOut
+        || text.contains("no responders")
+        || text.contains("timed out")
+}
+
 impl ConfigStore {
     /// Open the bucket (it must exist: see [`crate::Provisioner::ensure_buckets`]).
     pub async fn open(js: &jetstream::Context) -> Result<Self, QueueError> {
@@ -32,9 +46,24 @@ impl ConfigStore {
         Ok(ConfigStore { kv })
     }
 
+    /// Read `key`, repeating a transient failure every 250 ms for up to [`READ_PATIENCE`].
+    async fn read(&self, key: &str) -> Result<Option<bytes::Bytes>, QueueError> {
+        let deadline = tokio::time::Instant::now() + READ_PATIENCE;
+        loop {
+            match self.kv.get(key).await {
+                Ok(v) => return Ok(v),
+                Err(e) if transient(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::info!(key, error = %e, "config bucket read failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+    }
+
     /// The queue settings the owner recorded, if any.
     pub async fn queue_settings(&self) -> Result<Option<QueueSettings>, QueueError> {
-        match self.kv.get(QUEUE_SETTINGS_KEY).await.map_err(err)? {
+        match self.read(QUEUE_SETTINGS_KEY).await? {
             Some(bytes) => QueueSettings::decode(bytes.as_ref())
                 .map(Some)
                 .map_err(|e| QueueError::Decode(e.to_string())),
@@ -52,7 +81,7 @@ impl ConfigStore {
 
     /// The current snapshot, if any.
     pub async fn get(&self) -> Result<Option<RelayConfig>, QueueError> {
-        match self.kv.get(CONFIG_KEY).await.map_err(err)? {
+        match self.read(CONFIG_KEY).await? {
             Some(bytes) => RelayConfig::decode(bytes.as_ref())
                 .map(Some)
                 .map_err(|e| QueueError::Decode(e.to_string())),
