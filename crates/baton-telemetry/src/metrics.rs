@@ -17,6 +17,8 @@ pub struct Metrics {
     pub ingress_sessions_active: IntGaugeVec,
     /// TLS handshakes by listener and result (`ok`, `failed`).
     pub ingress_tls_handshakes: IntCounterVec,
+    /// Certificate reloads by result (`ok`, `refused`).
+    pub ingress_tls_reloads: IntCounterVec,
     /// AUTH attempts by result (`ok`, `failed`).
     pub ingress_auth: IntCounterVec,
     /// Transactions accepted (250 after PubAck), by relay domain.
@@ -157,6 +159,12 @@ impl Metrics {
                 "baton_ingress_tls_handshakes_total",
                 "Inbound TLS handshakes by result.",
                 &["listener", "result"],
+            ),
+            ingress_tls_reloads: counter(
+                &r,
+                "baton_ingress_tls_reloads_total",
+                "Reloads of the TLS certificate files by result (ok, refused).",
+                &["result"],
             ),
             ingress_auth: counter(
                 &r,

@@ -191,6 +191,10 @@ pub(crate) struct ListenArgs {
     /// PEM private key.
     #[arg(long, env = "BATON_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// How often the certificate and key files are checked for a renewal (new sessions get a
+    /// renewed certificate without a restart; one that does not load is refused and counted).
+    #[arg(long, env = "BATON_TLS_RELOAD_EVERY", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub tls_reload_every: Duration,
     /// Host name in the greeting and `Received:` headers (default: the machine's host name).
     #[arg(long, env = "BATON_HOSTNAME")]
     pub hostname: Option<String>,

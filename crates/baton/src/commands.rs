@@ -14,15 +14,17 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
         Command::Dev(args) => crate::dev::run(args, log).await,
         Command::Ingress(args) => {
             let stop = wiring::shutdown_signal();
-            let tls = match (&args.listen.tls_cert, &args.listen.tls_key) {
-                (Some(c), Some(k)) => baton_ingress::tls::load_pem(c, k)?,
+            let cert = match (&args.listen.tls_cert, &args.listen.tls_key) {
+                (Some(c), Some(k)) => baton_ingress::tls::ReloadingCert::load(c, k)?,
                 _ => bail!(
                     "the ingress needs --tls-cert and --tls-key (only `baton dev` may run with a generated certificate)"
                 ),
             };
+            let tls = cert.server_config()?;
             let nats = wiring::Nats::connect(&args.nats, "baton-ingress").await?;
             let (metrics, health) =
                 wiring::ops(args.listen.listen_metrics, log, &nats, &stop).await?;
+            tokio::spawn(cert.watch(args.listen.tls_reload_every, metrics.clone(), stop.clone()));
             let queue = crate::queue::watch_queue(
                 nats.js.clone(),
                 args.listen.stream_replicas,

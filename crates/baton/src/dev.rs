@@ -53,8 +53,15 @@ async fn run_with(
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
+    // Given files are watched for renewals like in production; the generated one never changes.
+    let mut reloading = None;
     let tls = match (&args.listen.tls_cert, &args.listen.tls_key) {
-        (Some(c), Some(k)) => baton_ingress::tls::load_pem(c, k)?,
+        (Some(c), Some(k)) => {
+            let cert = baton_ingress::tls::ReloadingCert::load(c, k)?;
+            let tls = cert.server_config()?;
+            reloading = Some(cert);
+            tls
+        }
         _ => {
             let dir = args.data_dir.join("tls");
             let (tls, cert) =
@@ -77,6 +84,9 @@ async fn run_with(
         &stop,
     )
     .await?;
+    if let Some(cert) = reloading {
+        tokio::spawn(cert.watch(args.listen.tls_reload_every, metrics.clone(), stop.clone()));
+    }
     // Provisioned above; this keeps checking for drift and sets the `queue` condition.
     let queue = crate::queue::watch_queue(
         nats.js.clone(),

@@ -32,6 +32,7 @@ mod ingress_limits;
 mod ingress_queue;
 mod ingress_shutdown;
 mod ingress_smuggling;
+mod ingress_tls_reload;
 mod large_body;
 mod monitoring;
 mod queue_not_provisioned;
