@@ -25,6 +25,9 @@ pub struct Settings {
     pub worker_image: String,
     /// Service account of the worker pods.
     pub worker_service_account: String,
+    /// The name workers announce (`BATON_HOSTNAME`) for pools without their own; `None`: not
+    /// set, and such pools' workers stay not ready rather than announce a pod name.
+    pub worker_hostname: Option<String>,
     /// NATS URL given to the workers (and used by the operator).
     pub nats_url: String,
     /// JetStream stream replicas.
@@ -42,6 +45,7 @@ impl Settings {
             namespace: namespace.to_owned(),
             worker_image: worker_image.to_owned(),
             worker_service_account: "baton-worker".to_owned(),
+            worker_hostname: None,
             nats_url: nats_url.to_owned(),
             stream_replicas: 1,
             identity: "baton-operator".to_owned(),

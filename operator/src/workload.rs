@@ -167,28 +167,38 @@ fn probe(path: &str) -> Probe {
     }
 }
 
+/// The worker container's environment: NATS, pool, metrics, JSON logs, its pod name for logs
+/// and — when the operator has one — the fully qualified name it announces.
+fn worker_env(name: &str, settings: &Settings) -> Vec<EnvVar> {
+    let mut v = vec![
+        env("BATON_NATS", &settings.nats_url),
+        env("BATON_POOL", name),
+        env("BATON_LISTEN_METRICS", &format!("0.0.0.0:{METRICS_PORT}")),
+        env("BATON_LOG_FORMAT", "json"),
+        EnvVar {
+            name: "POD_NAME".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_owned(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+    ];
+    if let Some(h) = &settings.worker_hostname {
+        v.push(env("BATON_HOSTNAME", h));
+    }
+    v
+}
+
 fn worker_container(name: &str, settings: &Settings, pool: &SendingPool) -> Container {
     Container {
         name: "worker".to_owned(),
         image: Some(settings.worker_image.clone()),
         args: Some(vec!["worker".into(), "--pool".into(), name.to_owned()]),
-        env: Some(vec![
-            env("BATON_NATS", &settings.nats_url),
-            env("BATON_POOL", name),
-            env("BATON_LISTEN_METRICS", &format!("0.0.0.0:{METRICS_PORT}")),
-            env("BATON_LOG_FORMAT", "json"),
-            EnvVar {
-                name: "POD_NAME".to_owned(),
-                value: None,
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".to_owned(),
-                        api_version: None,
-                    }),
-                    ..EnvVarSource::default()
-                }),
-            },
-        ]),
+        env: Some(worker_env(name, settings)),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".to_owned()),
             container_port: METRICS_PORT,
@@ -326,6 +336,24 @@ mod tests {
         assert_eq!(
             env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
             "metadata.name"
+        );
+        assert!(
+            !env.contains_key("BATON_HOSTNAME"),
+            "no name unless configured"
+        );
+        let mut named = s.clone();
+        named.worker_hostname = Some("relay.example.com".into());
+        let v = serde_json::to_value(
+            desired_deployment(&pool(SendingPoolSpec::default()), &named).unwrap(),
+        )
+        .unwrap();
+        let env = &v["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert!(
+            env.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "BATON_HOSTNAME" && e["value"] == "relay.example.com"),
+            "{env}"
         );
         assert_eq!(c["ports"][0]["name"], "metrics");
         assert_eq!(c["ports"][0]["containerPort"], 9090);

@@ -534,16 +534,12 @@ impl Worker {
         let metrics = loopback()?;
         let log = dir.join(format!("worker-{}.log", metrics.port()));
         let mut cmd = Command::new(baton_bin()?);
-        cmd.args([
-            "worker",
-            "--nats",
-            url,
-            "--pool",
-            pool,
-            "--hostname",
-            "worker.baton.test",
-        ])
-        .args(["--listen-metrics", &metrics.to_string()]);
+        cmd.args(["worker", "--nats", url, "--pool", pool]);
+        // A fully qualified name unless the scenario gives its own.
+        if !extra.contains(&"--hostname") {
+            cmd.args(["--hostname", "worker.baton.test"]);
+        }
+        cmd.args(["--listen-metrics", &metrics.to_string()]);
         if let Some(d) = dns {
             cmd.args(["--dns-server", &d.to_string()]);
         }

@@ -61,6 +61,21 @@ app.kubernetes.io/component: {{ .component }}
 NATS URL: the bundled NATS chart's client Service (named like that chart's `nats.fullname`),
 or `externalNats.url`.
 */}}
+{{/*
+The fully qualified name workers announce (EHLO, DSN Reporting-MTA) for pools without egress
+identities or spec.ehloName: workers.hostname, else ingress.hostname, else the ingress
+Service's cluster name. Never a pod name.
+*/}}
+{{- define "baton.workerHostname" -}}
+{{- if .Values.workers.hostname }}
+{{- .Values.workers.hostname }}
+{{- else if .Values.ingress.hostname }}
+{{- .Values.ingress.hostname }}
+{{- else }}
+{{- printf "%s.%s.svc.cluster.local" (include "baton.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
 {{- define "baton.natsUrl" -}}
 {{- if .Values.nats.enabled }}
 {{- $name := "" }}

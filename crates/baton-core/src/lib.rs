@@ -18,6 +18,7 @@
 //! - [`destination`]: which addresses direct delivery may connect to (no loopback, private,
 //!   link-local... unless a pool allows a network), address-literal recipients;
 //! - [`ids`]: queue ids and deterministic follow-up message ids;
+//! - [`names`]: what counts as a fully qualified host name (EHLO, `Reporting-MTA`);
 //! - [`ratelimit`]: token buckets for inbound rate limits;
 //! - [`suppression`]: suppression-list entries, keys and policy decisions;
 //! - [`verp`]: signed VERP return paths;
@@ -31,6 +32,7 @@ pub mod dsn;
 pub mod error;
 pub mod headers;
 pub mod ids;
+pub mod names;
 pub mod outcome;
 pub mod policy;
 pub mod ratelimit;

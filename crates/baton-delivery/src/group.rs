@@ -165,6 +165,7 @@ async fn attempt(ctx: &Ctx, pool: &PoolPlan, group: &Group<'_>, targets: &[Targe
     let env = &group.qm.envelope;
     let _global = ctx.delivery_slots.acquire().await;
     let mut cfg = ctx.client.clone();
+    cfg.ehlo_name = pool.default_name(&ctx.client.ehlo_name).to_owned();
     if let Some(e) = pick_egress(pool) {
         if let Some(name) = &e.ehlo_name {
             cfg.ehlo_name = name.clone();

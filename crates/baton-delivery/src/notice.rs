@@ -9,6 +9,7 @@ use baton_core::ids::{FollowUp, follow_up_msg_id};
 use baton_core::outcome::{RecipientOutcome, report_wanted};
 use baton_proto::v1::{BodyType, Envelope, EnvelopeKind, Recipient, envelope::Body};
 
+use crate::plan::PoolPlan;
 use crate::{Ctx, now_ms};
 
 /// Which notice: the final one (delivered, failed, expired recipients) or a delay notice
@@ -22,6 +23,7 @@ pub(crate) enum Notice {
 /// One DSN for the recipients whose fate the sender asked to hear about.
 pub(crate) fn dsn_for(
     ctx: &Ctx,
+    pool: &PoolPlan,
     env: &Envelope,
     outcomes: &[RecipientOutcome],
     attempt: u32,
@@ -57,7 +59,7 @@ pub(crate) fn dsn_for(
     let plan = ctx.bounces.plan(&env.relay_domain);
     let from = plan.as_ref().map_or("", |p| p.postmaster.as_str());
     let body = build_dsn(&DsnInput {
-        reporting_mta: &ctx.client.ehlo_name,
+        reporting_mta: pool.default_name(&ctx.client.ehlo_name),
         from,
         original: env,
         original_message: match &env.body {

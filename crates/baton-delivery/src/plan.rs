@@ -145,6 +145,9 @@ pub struct PoolPlan {
     pub delivery: Delivery,
     /// Egress identities, picked by weight per attempt (empty: the worker's defaults).
     pub egress: Vec<EgressIdentity>,
+    /// EHLO name and DSN `Reporting-MTA` when no egress identity names one (`spec.ehloName`);
+    /// `None`: the worker's `--hostname`.
+    pub ehlo_name: Option<String>,
     /// Concurrent connections per destination (across this worker's deliveries).
     pub max_connections_per_destination: usize,
     /// Messages sent over one connection before it is closed.
@@ -276,9 +279,31 @@ impl PoolPlan {
             name: name.to_owned(),
             delivery,
             egress,
+            ehlo_name: (!pool.ehlo_name.is_empty()).then(|| pool.ehlo_name.clone()),
             max_connections_per_destination: pool.max_connections_per_destination as usize,
             max_messages_per_connection: pool.max_messages_per_connection,
             retry,
+        })
+    }
+
+    /// The name this pool's workers announce when the egress identity names none, and put
+    /// in DSNs as `Reporting-MTA`: `spec.ehloName`, else the worker's own (`--hostname`).
+    pub fn default_name<'a>(&'a self, worker: &'a str) -> &'a str {
+        self.ehlo_name.as_deref().unwrap_or(worker)
+    }
+
+    /// Why this pool's workers may not deliver with `worker` as their name: no egress identity
+    /// and no `spec.ehloName` names them, and `worker` is not a fully qualified domain name (a
+    /// pod name). `None` when every name the pool can announce is one.
+    pub fn unnamed(&self, worker: &str) -> Option<String> {
+        let named = !self.egress.is_empty() || self.ehlo_name.is_some();
+        (!named && !baton_core::names::is_fqdn(worker)).then(|| {
+            format!(
+                "pool {}: no fully qualified name to say EHLO with (the worker's is {worker:?}): \
+                 set spec.ehloName or an egress identity, or the workers' --hostname \
+                 (operator --worker-hostname, chart value workers.hostname)",
+                self.name
+            )
         })
     }
 
@@ -349,6 +374,29 @@ mod tests {
             }]
         );
         assert!(!plan.is_smarthost() && plan.upstreams().is_empty());
+        assert_eq!(plan.default_name("w.example"), "w.example");
+    }
+
+    /// Workers never announce a pod name: a pool is named by its egress identities, its
+    /// `spec.ehloName` or a fully qualified worker `--hostname`.
+    #[test]
+    fn a_pool_must_have_a_fully_qualified_name() {
+        let pod = "baton-worker-bulk-7d9c5b8f4-x2x9q";
+        let mut pool = direct();
+        assert_eq!(
+            PoolPlan::compile(&pool).unwrap().unnamed(pod),
+            None,
+            "egress names it"
+        );
+        pool.egress.clear();
+        let plan = PoolPlan::compile(&pool).unwrap();
+        assert!(plan.unnamed(pod).unwrap().contains("spec.ehloName"));
+        assert_eq!(plan.unnamed("worker.example.com"), None);
+        assert_eq!(plan.default_name(pod), pod);
+        pool.ehlo_name = "out.example.com".into();
+        let plan = PoolPlan::compile(&pool).unwrap();
+        assert_eq!(plan.unnamed(pod), None);
+        assert_eq!(plan.default_name(pod), "out.example.com");
     }
 
     #[test]

@@ -235,7 +235,7 @@ async fn finish(
     {
         let mut last_delay_notice_ms = env.last_delay_notice_ms;
         if delay_notice_due(ctx, env, now)
-            && let Some(notice) = dsn_for(ctx, env, &outcomes, attempt, Notice::Delay)
+            && let Some(notice) = dsn_for(ctx, pool, env, &outcomes, attempt, Notice::Delay)
         {
             ctx.metrics
                 .delivery_delay_notices
@@ -262,7 +262,7 @@ async fn finish(
             next,
         ));
     }
-    if let Some(dsn) = dsn_for(ctx, env, &outcomes, attempt, Notice::Final) {
+    if let Some(dsn) = dsn_for(ctx, pool, env, &outcomes, attempt, Notice::Final) {
         ctx.metrics
             .delivery_dsn_generated
             .with_label_values(&[&pool.name])

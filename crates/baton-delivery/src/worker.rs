@@ -47,6 +47,10 @@ pub struct WorkerConfig {
     pub client: ClientConfig,
     /// Bounce classification (the shipped rules, after the operator's `--bounce-rules`).
     pub classifier: Classifier,
+    /// Refuse to deliver for a pool that would announce `hostname` when it is not a fully
+    /// qualified domain name (`baton worker`: a pod name must never go on the wire; `baton dev`
+    /// runs on a developer's machine and does not ask).
+    pub require_fqdn: bool,
 }
 
 /// The JetStream handles a worker uses.
@@ -144,6 +148,11 @@ pub async fn run(
                 // Not delivered with guessed settings: not ready until a snapshot fixes it.
                 tracing::error!(error = %e, "the pool in the config snapshot cannot be planned");
                 ready.set("config", Some(e.to_string()));
+            }
+            Some(Ok(pool)) if config.require_fqdn && pool.unnamed(&config.hostname).is_some() => {
+                let why = pool.unnamed(&config.hostname).unwrap_or_default();
+                tracing::error!(reason = %why, "not delivering: the pool would announce a name that is not fully qualified");
+                ready.set("config", Some(why));
             }
             Some(Ok(pool)) => {
                 let tiers = pool.retry_tiers();

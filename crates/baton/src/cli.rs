@@ -339,6 +339,11 @@ pub(crate) struct OperatorArgs {
         default_value = "baton-worker"
     )]
     pub worker_service_account: String,
+    /// The fully qualified name workers announce in EHLO and DSNs for pools without egress
+    /// identities or `spec.ehloName` (set as their `BATON_HOSTNAME`). Without it such pools'
+    /// workers are not ready: they never announce their pod name.
+    #[arg(long, env = "BATON_WORKER_HOSTNAME")]
+    pub worker_hostname: Option<String>,
     /// Replicas of the queue stream and buckets (3 on a production NATS cluster). The operator
     /// is the owner of the queue settings in Kubernetes: it provisions with them and records
     /// them for ingress and workers, which only verify.

@@ -60,7 +60,7 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             if !crate::queue::provisioned(queue, &stop).await {
                 return Ok(());
             }
-            let config = wiring::worker_config(&args.pool, &args.hostname, &args.tuning)?;
+            let config = wiring::worker_config(&args.pool, &args.hostname, &args.tuning, true)?;
             wiring::run_worker(&nats, config, metrics, health, stop).await
         }
         Command::Operator(args) => crate::operator::run(args, log).await,

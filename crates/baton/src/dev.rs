@@ -100,7 +100,7 @@ async fn run_with(
     }
     let mut tasks = tokio::task::JoinSet::new();
     for pool in pools {
-        let config = wiring::worker_config(&pool, &args.listen.hostname, &args.tuning)?;
+        let config = wiring::worker_config(&pool, &args.listen.hostname, &args.tuning, false)?;
         let (n, m, h, s) = (
             Nats::connect(url, "baton-dev-worker").await?,
             metrics.clone(),

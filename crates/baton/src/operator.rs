@@ -33,6 +33,11 @@ fn settings(args: &OperatorArgs) -> anyhow::Result<Settings> {
     };
     let mut s = Settings::new(&namespace, &args.worker_image, &args.nats);
     s.worker_service_account = args.worker_service_account.clone();
+    s.worker_hostname = match args.worker_hostname.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(h) if baton_core::names::is_fqdn(h) => Some(h.trim_end_matches('.').to_owned()),
+        Some(h) => bail!("--worker-hostname {h:?} is not a fully qualified domain name"),
+    };
     s.stream_replicas = args.stream_replicas;
     s.identity = identity();
     s.lease_name = args.lease_name.clone();

@@ -264,11 +264,12 @@ pub(crate) fn suppressions(
     })
 }
 
-/// Worker settings from flags.
+/// Worker settings from flags; `require_fqdn`: see [`baton_delivery::WorkerConfig::require_fqdn`].
 pub(crate) fn worker_config(
     pool: &str,
     host: &Option<String>,
     t: &WorkerTuning,
+    require_fqdn: bool,
 ) -> anyhow::Result<baton_delivery::WorkerConfig> {
     let classifier = match &t.bounce_rules {
         None => baton_core::bounce::Classifier::shipped(),
@@ -292,6 +293,7 @@ pub(crate) fn worker_config(
         progress_every: Duration::from_secs(15),
         client,
         classifier,
+        require_fqdn,
     })
 }
 

@@ -17,6 +17,7 @@ mod delivery_bounce;
 mod delivery_delay_notice;
 mod delivery_dsn_next_hop;
 mod delivery_dsn_signed;
+mod delivery_ehlo_name;
 mod delivery_expiry;
 mod delivery_kill9;
 mod delivery_mx_fallback;

@@ -67,8 +67,19 @@ pub(crate) fn compile_pool(
         .enumerate()
         .map(|(i, n)| allowed_network(n, name, i))
         .collect::<Result<Vec<_>, _>>()?;
+    let ehlo_name = match spec.ehlo_name.as_deref().map(str::trim) {
+        None | Some("") => String::new(),
+        Some(n) if baton_core::names::is_fqdn(n) => n.trim_end_matches('.').to_ascii_lowercase(),
+        Some(n) => {
+            return Err(invalid(
+                "spec.ehloName",
+                format!("{n:?} is not a fully qualified domain name"),
+            ));
+        }
+    };
     Ok(pb::SendingPool {
         name: name.to_owned(),
+        ehlo_name,
         mode: delivery_mode(delivery.mode),
         port: u32::from(delivery.port),
         smarthosts,

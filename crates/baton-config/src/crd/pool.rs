@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::NamespacedSecretRef;
-use super::schema::{self, DURATION_PATTERN, EHLO_NAME_PATTERN, HOST_NAME_PATTERN};
+use super::schema::{self, DURATION_PATTERN, EHLO_NAME_PATTERN, FQDN_PATTERN, HOST_NAME_PATTERN};
 
 /// Desired state of a SendingPool: its delivery workers, how they route mail (direct MX delivery
 /// or through smarthosts), the identities they present, outbound TLS policy, per-destination
@@ -75,6 +75,14 @@ pub struct SendingPoolSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub egress: Vec<EgressSpec>,
+    /// EHLO name (and DSN `Reporting-MTA`) of this pool's workers when `egress` is empty: a
+    /// fully qualified domain name that resolves to the pool's outbound addresses and back.
+    /// Omitted: the workers' `--hostname` (the operator's `--worker-hostname`, chart value
+    /// `workers.hostname`). Workers never announce their pod name: without either, the pool's
+    /// workers are not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 253), pattern(FQDN_PATTERN))]
+    pub ehlo_name: Option<String>,
     /// Outbound TLS policy for direct delivery.
     #[serde(default)]
     pub tls: TlsSpec,

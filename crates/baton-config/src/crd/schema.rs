@@ -40,6 +40,9 @@ pub(crate) const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$
 pub(crate) const HOST_NAME_PATTERN: &str = "^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?([.][A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*[.]?$";
 
 /// A host name announced in EHLO: [`HOST_NAME_PATTERN`] without the trailing dot.
+/// A fully qualified domain name: like [`EHLO_NAME_PATTERN`], with at least two labels.
+pub(crate) const FQDN_PATTERN: &str = "^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?([.][A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)+[.]?$";
+
 pub(crate) const EHLO_NAME_PATTERN: &str = "^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?([.][A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$";
 
 /// A Kubernetes label value (node selector values): at most 63 characters, alphanumeric at

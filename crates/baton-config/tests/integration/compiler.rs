@@ -524,6 +524,10 @@ fn invalid_input_is_one_clear_error() {
             "SendingPool default: spec.retry.maxAge: \"0s\" is shorter than 1s",
         ),
         (
+            pool_err("{ehloName: baton-worker-bulk-7d9c5b8f4-x2x9q}"),
+            "SendingPool default: spec.ehloName: \"baton-worker-bulk-7d9c5b8f4-x2x9q\" is not a fully qualified domain name",
+        ),
+        (
             pool_err("{egress: [{ehloName: a.example, weight: 0}]}"),
             "SendingPool default: spec.egress[0].weight: must be at least 1",
         ),
@@ -650,4 +654,14 @@ fn return_path_keys_and_records() {
             "ReturnPathInvalid"
         );
     }
+}
+
+/// `spec.ehloName` is a fully qualified name, normalised (lower case, no trailing dot);
+/// omitted, the compiled pool has none (the workers' own name applies).
+#[test]
+fn a_pool_ehlo_name_is_a_normalised_fqdn() {
+    let named = compile_yaml(&POOL.replace("spec: {}", "spec: {ehloName: Out.Example.COM.}"));
+    assert_eq!(named.config.pools[0].ehlo_name, "out.example.com");
+    let unnamed = compile_yaml(POOL);
+    assert_eq!(unnamed.config.pools[0].ehlo_name, "");
 }

@@ -401,6 +401,10 @@ pub struct SendingPool {
     /// that delivery may still connect to. Empty: only globally reachable addresses.
     #[prost(string, repeated, tag = "13")]
     pub allowed_networks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// EHLO name and DSN `Reporting-MTA` of the pool's workers when no egress identity is
+    /// configured (a fully qualified domain name). Empty: the worker's `--hostname`.
+    #[prost(string, tag = "14")]
+    pub ehlo_name: ::prost::alloc::string::String,
 }
 /// An upstream relay.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
