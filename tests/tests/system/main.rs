@@ -33,6 +33,7 @@ mod ingress_limits;
 mod ingress_queue;
 mod ingress_shutdown;
 mod ingress_smuggling;
+mod ingress_tenant_isolation;
 mod ingress_tls_reload;
 mod large_body;
 mod monitoring;

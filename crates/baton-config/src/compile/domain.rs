@@ -76,6 +76,21 @@ pub(crate) fn compile_domain(
 
     let invalid_problem = invalid.as_ref().map(|e| ("Invalid", e.detail()));
     let (pool, pool_problem) = match pools.get(spec.pool.as_str()) {
+        Some(Ok(pool))
+            if !pool.allowed_namespaces.is_empty()
+                && !pool.allowed_namespaces.iter().any(|n| n == namespace) =>
+        {
+            (
+                None,
+                Some((
+                    "NotAllowed",
+                    format!(
+                        "SendingPool {:?} does not allow RelayDomains of namespace {namespace} (spec.allowedNamespaces)",
+                        spec.pool
+                    ),
+                )),
+            )
+        }
         Some(Ok(pool)) => (Some(*pool), None),
         Some(Err(why)) => (
             None,

@@ -9,7 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::NamespacedSecretRef;
-use super::schema::{self, DURATION_PATTERN, EHLO_NAME_PATTERN, FQDN_PATTERN, HOST_NAME_PATTERN};
+use super::schema::{
+    self, DNS_LABEL_PATTERN, DURATION_PATTERN, EHLO_NAME_PATTERN, FQDN_PATTERN, HOST_NAME_PATTERN,
+};
 
 /// Desired state of a SendingPool: its delivery workers, how they route mail (direct MX delivery
 /// or through smarthosts), the identities they present, outbound TLS policy, per-destination
@@ -83,6 +85,15 @@ pub struct SendingPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 253), pattern(FQDN_PATTERN))]
     pub ehlo_name: Option<String>,
+    /// Namespaces whose RelayDomains may use this pool. Omitted or empty: every namespace (as
+    /// before this field existed). A RelayDomain of another namespace is not ready
+    /// (`PoolFound=False`, reason `NotAllowed`) and its clients get `451 4.7.5` saying why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 256),
+        inner(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))
+    )]
+    pub allowed_namespaces: Vec<String>,
     /// Outbound TLS policy for direct delivery.
     #[serde(default)]
     pub tls: TlsSpec,

@@ -226,3 +226,53 @@ fn ensure_valid_names_every_invalid_object_pools_first() {
     let all_good = compile_yaml(&pool("good", "{}"));
     assert!(all_good.ensure_valid().is_ok());
 }
+
+/// Tenant isolation: a pool lists the namespaces whose RelayDomains may use it. A domain of
+/// another namespace is never ready (`PoolFound=False`, reason `NotAllowed`, its clients get a
+/// 451 saying why); a pool without the list serves every namespace, as before.
+#[test]
+fn a_pool_serves_only_the_namespaces_it_allows() {
+    let yaml = [
+        pool("shared", "{}"),
+        pool("team-a-only", "{allowedNamespaces: [team-a]}"),
+        domain(
+            "a",
+            "team-a",
+            "2025-01-01T00:00:00Z",
+            "{domain: a.example, pool: team-a-only}",
+        ),
+        domain(
+            "b",
+            "team-b",
+            "2025-01-01T00:00:00Z",
+            "{domain: b.example, pool: team-a-only}",
+        ),
+        domain(
+            "c",
+            "team-b",
+            "2025-01-01T00:00:00Z",
+            "{domain: c.example, pool: shared}",
+        ),
+    ]
+    .concat();
+    let compiled = compile_yaml(&yaml);
+    assert!(report(&compiled, "team-a/a").ready);
+    assert!(
+        report(&compiled, "team-b/c").ready,
+        "a pool without the list serves everyone"
+    );
+    let b = report(&compiled, "team-b/b");
+    assert!(!b.ready);
+    assert_eq!(cond(b, ConditionType::PoolFound), ("False", "NotAllowed"));
+    assert_eq!(
+        b.not_ready_reason,
+        "SendingPool \"team-a-only\" does not allow RelayDomains of namespace team-b (spec.allowedNamespaces)"
+    );
+    let entry = compiled
+        .config
+        .domains
+        .iter()
+        .find(|d| d.domain == "b.example")
+        .expect("kept as a never-ready entry");
+    assert!(!entry.ready);
+}
