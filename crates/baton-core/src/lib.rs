@@ -44,5 +44,5 @@ pub mod suppression;
 pub mod verp;
 
 pub use error::CoreError;
-pub use policy::{PolicyIndex, SenderGrant};
+pub use policy::{Auth, PolicyIndex, SenderGrant};
 pub use refusal::Refusal;

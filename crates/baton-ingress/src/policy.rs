@@ -175,9 +175,13 @@ fn authorize(s: &Snapshot, ctx: &SenderContext<'_>) -> Result<baton_core::Sender
             Some((a.local_part.as_str(), domain_lc.as_str()))
         }
     };
+    let auth = ctx.authenticated.map(|username| baton_core::Auth {
+        username,
+        scope: ctx.auth_scope.unwrap_or(""),
+    });
     s.index.authorize_sender(
         ctx.peer.addr,
-        ctx.authenticated,
+        auth,
         sender,
         matches!(ctx.listener, ListenerKind::Submission | ListenerKind::Smtps),
     )
@@ -188,16 +192,21 @@ fn not_ready() -> Reply {
 }
 
 impl Policy for SessionPolicy<'_> {
-    fn authenticate(&self, _peer: &PeerInfo, username: &str, password: &str) -> Result<(), Reply> {
+    fn authenticate(
+        &self,
+        _peer: &PeerInfo,
+        username: &str,
+        password: &str,
+    ) -> Result<String, Reply> {
         let Some(s) = self.snapshot else {
             return Err(catalogue::auth_unavailable());
         };
-        if s.index.authenticate(username, password) {
+        if let Some(scope) = s.index.authenticate(username, password) {
             self.metrics
                 .ingress_auth
                 .with_label_values(&[listener_label(self.listener), "ok"])
                 .inc();
-            Ok(())
+            Ok(scope)
         } else {
             // Counted and logged by `auth_failed`, which the session calls for every failure.
             Err(catalogue::credentials_invalid())

@@ -205,3 +205,63 @@ async fn authorised_clients_may_not_use_senders_outside_their_domain() -> anyhow
     );
     Ok(())
 }
+
+/// A credential speaks only for the RelayDomain whose Secret it came from. Team B's
+/// RelayDomain (`other.example`) has a user `app` too, with its own password: AUTH with team
+/// B's password succeeds, and then sending as team A's `example.com` is refused (550 5.7.1)
+/// while `other.example` is accepted; team A's password still sends as `example.com`.
+#[tokio::test]
+async fn a_credential_authorises_only_the_relay_domain_it_belongs_to() -> anyhow::Result<()> {
+    let team_b = "---
+apiVersion: baton.dev/v1alpha1
+kind: RelayDomain
+metadata: {name: other, namespace: team-b}
+spec:
+  domain: other.example
+  pool: test
+  allowedSenders: [\"*@other.example\"]
+  submission:
+    networks: [10.98.0.0/16]
+    credentials: [{secretRef: {name: b-smtp}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: b-smtp, namespace: team-b}
+type: kubernetes.io/basic-auth
+stringData: {username: app, password: team-b-secret}
+";
+    let yaml = format!("{}{team_b}", config::auth_only(2500));
+    let env = Env::start("baton-cred-scope", &yaml, &[]).await?;
+    let session = |pass: &'static str| {
+        let tls = env.tls();
+        let addr = env.ing.submission;
+        async move {
+            let (mut w, _) = Wire::connect(addr).await?;
+            assert_eq!(w.cmd("EHLO client.test").await?.code, 250);
+            expect(&w.cmd("STARTTLS").await?, 220, "2.0.0");
+            let mut w = w.handshake(tls?).await?;
+            assert_eq!(w.cmd("EHLO client.test").await?.code, 250);
+            expect(
+                &w.cmd(&format!("AUTH PLAIN {}", plain("app", pass))).await?,
+                235,
+                "2.7.0",
+            );
+            anyhow::Ok(w)
+        }
+    };
+    let mut b = session("team-b-secret").await?;
+    let r = b.cmd("MAIL FROM:<app@example.com>").await?;
+    assert!(r.code == 550 && r.text.starts_with("5.7.1 "), "{r:?}");
+    expect(&b.cmd("MAIL FROM:<app@other.example>").await?, 250, "2.1.0");
+    expect(&b.cmd("RCPT TO:<x@dest.test>").await?, 250, "2.1.5");
+    expect(&b.cmd("DATA").await?, 354, "End");
+    b.send(BODY.replace("example.com", "other.example").as_bytes())
+        .await?;
+    expect(&b.reply().await?, 250, "2.0.0");
+    let mut a = session("secret").await?;
+    send_ok(&mut a, "app@example.com").await?;
+    let r = a.cmd("MAIL FROM:<app@other.example>").await?;
+    assert!(r.code == 550 && r.text.starts_with("5.7.1 "), "{r:?}");
+    assert_eq!(env.queued().await?, 2);
+    Ok(())
+}

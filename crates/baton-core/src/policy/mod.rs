@@ -118,10 +118,15 @@ impl DomainEntry {
         }
     }
 
-    /// The client is authorised by address or by its AUTH identity.
-    fn authorises(&self, client: IpAddr, authenticated: Option<&str>) -> bool {
+    /// The client is authorised by address, or by an AUTH that this RelayDomain's own
+    /// credential verified (its name is in the scope [`PolicyIndex::authenticate`] returned):
+    /// the same user name with another RelayDomain's password does not speak for this one.
+    fn authorises(&self, client: IpAddr, auth: Option<Auth<'_>>) -> bool {
         self.networks.iter().any(|n| n.contains(&client))
-            || authenticated.is_some_and(|user| self.credentials.iter().any(|c| c.username == user))
+            || auth.is_some_and(|a| {
+                a.domains().any(|d| d == self.config.name)
+                    && self.credentials.iter().any(|c| c.username == a.username)
+            })
     }
 
     /// `local@domain` (domain normalised) may be used as envelope sender through this
@@ -160,6 +165,26 @@ fn salted_sha256(salt: &[u8], password: &str) -> [u8; 32] {
     h.update(salt);
     h.update(password.as_bytes());
     h.finalize().into()
+}
+
+/// Separates RelayDomain names in an AUTH scope (names never contain a newline).
+const SCOPE_SEPARATOR: &str = "\n";
+
+/// A verified SMTP AUTH: the user name and the scope [`PolicyIndex::authenticate`] returned
+/// for it (which RelayDomains' credentials verified it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Auth<'a> {
+    /// The user name.
+    pub username: &'a str,
+    /// The scope token.
+    pub scope: &'a str,
+}
+
+impl<'a> Auth<'a> {
+    /// The RelayDomain names (`namespace/name`) the AUTH speaks for.
+    pub fn domains(&self) -> impl Iterator<Item = &'a str> {
+        self.scope.split(SCOPE_SEPARATOR).filter(|d| !d.is_empty())
+    }
 }
 
 /// The policy view of one [`RelayConfig`] snapshot. Cheap to query, immutable; build a new
@@ -207,23 +232,29 @@ impl PolicyIndex {
         &self.skipped
     }
 
-    /// Verify SMTP AUTH credentials: `true` when any RelayDomain has a credential with this
-    /// username whose salted SHA-256 matches. Hashes are compared in constant time, and a
-    /// hash is computed even for unknown usernames so timing does not reveal them.
-    pub fn authenticate(&self, username: &str, password: &str) -> bool {
-        let mut ok = false;
+    /// Verify SMTP AUTH credentials. `Some(scope)` when at least one RelayDomain has a
+    /// credential with this username whose salted SHA-256 matches: the scope names exactly
+    /// those RelayDomains (the session keeps it and passes it back as [`Auth::scope`]), so a
+    /// credential only ever authorises the RelayDomain whose Secret it came from. Hashes are
+    /// compared in constant time, and a hash is computed even for unknown usernames so timing
+    /// does not reveal them.
+    pub fn authenticate(&self, username: &str, password: &str) -> Option<String> {
+        let mut matched: Vec<&str> = Vec::new();
         let mut tried = false;
-        for cred in self.domains.iter().flat_map(|d| &d.credentials) {
-            if cred.username == username {
+        for d in &self.domains {
+            for cred in d.credentials.iter().filter(|c| c.username == username) {
                 tried = true;
                 let hash = salted_sha256(&cred.salt, password);
-                ok |= constant_time_eq(&hash, &cred.hash);
+                if constant_time_eq(&hash, &cred.hash) && !matched.contains(&d.config.name.as_str())
+                {
+                    matched.push(&d.config.name);
+                }
             }
         }
         if !tried {
             std::hint::black_box(salted_sha256(&[0u8; 16], password));
         }
-        ok
+        (!matched.is_empty()).then(|| matched.join(SCOPE_SEPARATOR))
     }
 
     /// Decide whether a client may send MAIL FROM `sender` (`(local, domain)`, `None` for the
@@ -232,7 +263,7 @@ impl PolicyIndex {
     /// - On the submission listener an unauthenticated client is refused with `530 5.7.0`
     ///   (client networks do not authorise there).
     /// - A RelayDomain authorises the client when the client address is in its `networks` or
-    ///   `authenticated` is one of its credential usernames. None: `530 5.7.0` when not
+    ///   `authenticated` was verified by one of its own credentials. None: `530 5.7.0` when not
     ///   authenticated, `550 5.7.1 Relay access denied` when authenticated.
     /// - The sender must match an `allowed_senders` pattern of an authorising RelayDomain
     ///   *and* be within that RelayDomain's own domain (domain case-insensitive, local part
@@ -244,7 +275,7 @@ impl PolicyIndex {
     pub fn authorize_sender(
         &self,
         client: IpAddr,
-        authenticated: Option<&str>,
+        authenticated: Option<Auth<'_>>,
         sender: Option<(&str, &str)>,
         submission_listener: bool,
     ) -> Result<SenderGrant, Refusal> {

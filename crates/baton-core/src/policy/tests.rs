@@ -108,21 +108,30 @@ fn invalid_credentials_are_skipped() {
         ..Default::default()
     });
     assert_eq!(idx.skipped().len(), 2);
-    assert!(!idx.authenticate("u", ""));
+    assert!(idx.authenticate("u", "").is_none());
 }
 
 #[test]
 fn authenticate() {
     let idx = index();
-    assert!(idx.authenticate("shop", "s3cret"));
-    assert!(!idx.authenticate("shop", "s3cret "));
-    assert!(!idx.authenticate("Shop", "s3cret"));
-    assert!(!idx.authenticate("nobody", "s3cret"));
-    assert!(!idx.authenticate("", ""));
-    // The same username in two RelayDomains: either password works.
-    assert!(idx.authenticate("shared", "one"));
-    assert!(idx.authenticate("shared", "two"));
-    assert!(!idx.authenticate("shared", "three"));
+    assert_eq!(
+        idx.authenticate("shop", "s3cret").as_deref(),
+        Some("shop/mail")
+    );
+    assert!(idx.authenticate("shop", "s3cret ").is_none());
+    assert!(idx.authenticate("Shop", "s3cret").is_none());
+    assert!(idx.authenticate("nobody", "s3cret").is_none());
+    assert!(idx.authenticate("", "").is_none());
+    // The same username in two RelayDomains: either password works, for its own domain only.
+    assert_eq!(
+        idx.authenticate("shared", "one").as_deref(),
+        Some("shop/mail")
+    );
+    assert_eq!(
+        idx.authenticate("shared", "two").as_deref(),
+        Some("shop/sub")
+    );
+    assert!(idx.authenticate("shared", "three").is_none());
     assert!(constant_time_eq(b"ab", b"ab"));
     assert!(!constant_time_eq(b"ab", b"ac"));
     assert!(!constant_time_eq(b"ab", b"abc"));
@@ -167,22 +176,57 @@ fn grant_by_network() {
     assert_eq!((r.code, r.status), (530, "5.7.0"));
 }
 
+/// A credential speaks only for the RelayDomain whose Secret it came from: the user name
+/// `shared` verified with shop/sub's password may send as `*.example.com` (shop/sub), not as
+/// `example.com` (shop/mail), even though shop/mail has a credential with the same name.
+#[test]
+fn a_credential_authorises_only_its_own_relay_domain() {
+    let idx = index();
+    let far = ip("8.8.8.8");
+    let sub_scope = idx.authenticate("shared", "two").unwrap();
+    let sub = Some(Auth {
+        username: "shared",
+        scope: &sub_scope,
+    });
+    let g = idx
+        .authorize_sender(far, sub, Some(("a", "news.example.com")), true)
+        .unwrap();
+    assert_eq!(g.relay_domain, "shop/sub");
+    let r = idx
+        .authorize_sender(far, sub, Some(("a", "example.com")), true)
+        .unwrap_err();
+    assert_eq!(r.code, 550, "{r}");
+    // With shop/mail's password it is the other way round.
+    let mail_scope = idx.authenticate("shared", "one").unwrap();
+    let mail = Some(Auth {
+        username: "shared",
+        scope: &mail_scope,
+    });
+    let g = idx
+        .authorize_sender(far, mail, Some(("a", "example.com")), true)
+        .unwrap();
+    assert_eq!(g.relay_domain, "shop/mail");
+}
+
 #[test]
 fn grant_by_auth() {
     let idx = index();
+    let scope = idx.authenticate("shop", "s3cret").unwrap();
+    let shop = Some(Auth {
+        username: "shop",
+        scope: &scope,
+    });
     let g = idx
-        .authorize_sender(
-            ip("8.8.8.8"),
-            Some("shop"),
-            Some(("x", "Example.COM")),
-            true,
-        )
+        .authorize_sender(ip("8.8.8.8"), shop, Some(("x", "Example.COM")), true)
         .unwrap();
     assert_eq!(g.relay_domain, "shop/mail");
     let r = idx
         .authorize_sender(
             ip("8.8.8.8"),
-            Some("stranger"),
+            Some(Auth {
+                username: "stranger",
+                scope: "shop/mail",
+            }),
             Some(("x", "example.com")),
             false,
         )
@@ -193,12 +237,7 @@ fn grant_by_auth() {
     );
     // `shop` may not send as app.org.
     let r = idx
-        .authorize_sender(
-            ip("8.8.8.8"),
-            Some("shop"),
-            Some(("noreply", "app.org")),
-            false,
-        )
+        .authorize_sender(ip("8.8.8.8"), shop, Some(("noreply", "app.org")), false)
         .unwrap_err();
     assert_eq!(
         r.to_string(),
@@ -454,11 +493,16 @@ proptest! {
     fn never_an_open_relay(
         local in "[a-zA-Z0-9%!\"@.+*\\[\\]-]{0,12}",
         domain in "[a-zA-Z0-9.\\[\\]:_ -]{0,20}(\\.?(example\\.com|app\\.org|EXAMPLE\\.com))?\\.?",
-        auth in prop::option::of(prop::sample::select(vec!["shop", "shared", "nobody"])),
+        auth in prop::option::of(prop::sample::select(vec![
+            ("shop", "s3cret"), ("shared", "one"), ("shared", "two"), ("nobody", "x"),
+        ])),
         client in prop::sample::select(vec!["10.1.2.3", "10.2.0.1", "192.168.1.7", "8.8.8.8"]),
     ) {
         let idx = index();
-        if let Ok(g) = idx.authorize_sender(ip(client), auth, Some((&local, &domain)), false) {
+        // Only what AUTH verified is passed on, as the session does.
+        let verified = auth.and_then(|(u, p)| idx.authenticate(u, p).map(|scope| (u, scope)));
+        let a = verified.as_ref().map(|(u, scope)| Auth { username: u, scope });
+        if let Ok(g) = idx.authorize_sender(ip(client), a, Some((&local, &domain)), false) {
             let rd = idx.domain(&g.relay_domain).unwrap();
             let d = domain.to_lowercase();
             let suffix = format!(".{}", rd.domain);
@@ -467,7 +511,11 @@ proptest! {
             // And the RelayDomain authorises this client.
             let by_net = rd.networks.iter().filter_map(|n| parse_network(n))
                 .any(|n| n.contains(&ip(client)));
-            let by_auth = auth.is_some_and(|u| rd.credentials.iter().any(|c| c.username == u));
+            // By AUTH only with this RelayDomain's own credential (its name in the scope).
+            let by_auth = a.is_some_and(|a| {
+                a.domains().any(|d| d == g.relay_domain)
+                    && rd.credentials.iter().any(|c| c.username == a.username)
+            });
             prop_assert!(by_net || by_auth);
         }
     }

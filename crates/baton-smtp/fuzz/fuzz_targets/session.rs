@@ -12,9 +12,9 @@ use libfuzzer_sys::fuzz_target;
 struct AllowAll;
 
 impl Policy for AllowAll {
-    fn authenticate(&self, _: &PeerInfo, user: &str, _: &str) -> Result<(), Reply> {
+    fn authenticate(&self, _: &PeerInfo, user: &str, _: &str) -> Result<String, Reply> {
         if user == "user" {
-            Ok(())
+            Ok(String::new())
         } else {
             Err(Reply::new(535, "5.7.8", "no"))
         }

@@ -146,9 +146,10 @@ impl Session {
         };
         wipe(password);
         match result {
-            Ok(()) => {
+            Ok(scope) => {
                 self.stats.auth_successes += 1;
                 self.authenticated = Some(user);
+                self.auth_scope = Some(scope);
                 self.send(catalogue::authenticated());
             }
             Err(reply) => self.auth_failed(&user, reply, policy),

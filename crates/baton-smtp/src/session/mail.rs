@@ -42,6 +42,7 @@ impl Session {
                 listener: self.config.listener,
                 tls: self.peer.tls,
                 authenticated: self.authenticated.as_deref(),
+                auth_scope: self.auth_scope.as_deref(),
                 helo: self.helo.as_deref().unwrap_or(""),
                 reverse_path: &reverse_path,
                 params: &params,

@@ -87,6 +87,8 @@ pub struct Session {
     peer: PeerInfo,
     helo: Option<String>,
     authenticated: Option<String>,
+    /// What the policy said the AUTH speaks for (see [`Policy::authenticate`]).
+    auth_scope: Option<String>,
     txn: Option<Envelope>,
     mode: Mode,
     input: Vec<u8>,
@@ -107,6 +109,7 @@ impl Session {
             peer,
             helo: None,
             authenticated: None,
+            auth_scope: None,
             txn: None,
             mode: Mode::Command,
             input: Vec::new(),
@@ -165,6 +168,7 @@ impl Session {
         self.discarding_line = false;
         self.helo = None;
         self.authenticated = None;
+        self.auth_scope = None;
         self.txn = None;
         self.failed = None;
         self.peer.tls = true;

@@ -30,6 +30,7 @@ impl Session {
                 listener: self.config.listener,
                 tls: self.peer.tls,
                 authenticated: self.authenticated.as_deref(),
+                auth_scope: self.auth_scope.as_deref(),
                 helo: self.helo.as_deref().unwrap_or(""),
                 reverse_path: &txn.reverse_path,
                 params: &txn.params,

@@ -96,6 +96,8 @@ pub struct SenderContext<'a> {
     pub tls: bool,
     /// Authenticated user name, if any.
     pub authenticated: Option<&'a str>,
+    /// The scope [`Policy::authenticate`] returned for that user (opaque to the session).
+    pub auth_scope: Option<&'a str>,
     /// The EHLO/HELO argument.
     pub helo: &'a str,
     /// The MAIL FROM path.
@@ -107,8 +109,16 @@ pub struct SenderContext<'a> {
 /// What the session asks of the outside world. Implemented by the ingress over the config
 /// snapshot; pure and synchronous.
 pub trait Policy {
-    /// Verify AUTH credentials. Err carries the reply (normally 535 5.7.8).
-    fn authenticate(&self, peer: &PeerInfo, username: &str, password: &str) -> Result<(), Reply>;
+    /// Verify AUTH credentials. Ok carries the authorization scope the session keeps and
+    /// passes back in [`SenderContext::auth_scope`] (opaque to the session: the ingress names
+    /// the RelayDomains whose credential verified the user); Err carries the reply (normally
+    /// 535 5.7.8).
+    fn authenticate(
+        &self,
+        peer: &PeerInfo,
+        username: &str,
+        password: &str,
+    ) -> Result<String, Reply>;
     /// A failed AUTH attempt (credentials refused, or an authorisation identity other than
     /// the user), reported once per failure so the caller can log and count it. `username`
     /// is as the client gave it, unsanitised; the password is never passed.

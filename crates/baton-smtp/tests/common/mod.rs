@@ -24,9 +24,14 @@ impl Policy for TestPolicy {
         AUTH_FAILURES.with(|f| f.borrow_mut().push((listener, username.to_string())));
     }
 
-    fn authenticate(&self, _peer: &PeerInfo, username: &str, password: &str) -> Result<(), Reply> {
+    fn authenticate(
+        &self,
+        _peer: &PeerInfo,
+        username: &str,
+        password: &str,
+    ) -> Result<String, Reply> {
         if username == "user" && password == "secret" {
-            Ok(())
+            Ok("test/domain".into())
         } else {
             Err(Reply::new(535, "5.7.8", "Error: authentication failed"))
         }
