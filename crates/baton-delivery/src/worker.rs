@@ -99,7 +99,8 @@ pub async fn run(
     let stop = stop.child_token();
     let current: Arc<Mutex<Option<Arc<PoolPlan>>>> = Arc::default();
     // The pool's plan for generation `planned`: decided once per snapshot, never per message.
-    let mut pool_plan: Option<Result<Arc<PoolPlan>, PlanError>> = None;
+    // `Err` says why the worker does not deliver for it.
+    let mut pool_plan: Option<Result<Arc<PoolPlan>, String>> = None;
     // Lane loops and message tasks are tracked apart: messages are released only after
     // every lane loop has finished its last fetch.
     let lanes = TaskTracker::new();
@@ -133,7 +134,7 @@ pub async fn run(
                             .pools
                             .iter()
                             .find(|p| p.name == config.pool)
-                            .map(|p| PoolPlan::compile(p).map(Arc::new));
+                            .map(|p| plan_for(p, &config));
                     }
                     pool_plan.clone()
                 }
@@ -144,14 +145,10 @@ pub async fn run(
                 "config",
                 Some(format!("pool {} not in config snapshot", config.pool)),
             ),
-            Some(Err(e)) => {
-                // Not delivered with guessed settings: not ready until a snapshot fixes it.
-                tracing::error!(error = %e, "the pool in the config snapshot cannot be planned");
-                ready.set("config", Some(e.to_string()));
-            }
-            Some(Ok(pool)) if config.require_fqdn && pool.unnamed(&config.hostname).is_some() => {
-                let why = pool.unnamed(&config.hostname).unwrap_or_default();
-                tracing::error!(reason = %why, "not delivering: the pool would announce a name that is not fully qualified");
+            Some(Err(why)) => {
+                // Not delivered with guessed settings or a pod name: not ready until a
+                // snapshot fixes it.
+                tracing::error!(reason = %why, "not delivering for the pool of this snapshot");
                 ready.set("config", Some(why));
             }
             Some(Ok(pool)) => {
@@ -207,6 +204,20 @@ pub async fn run(
     tracker.wait().await;
     reaper.abort();
     Ok(())
+}
+
+/// The pool's plan for this worker, decided once per snapshot generation: `Err` when the pool
+/// cannot be planned ([`PlanError`]) or, with [`WorkerConfig::require_fqdn`], would make the
+/// worker announce a name that is not fully qualified ([`PoolPlan::unnamed`]).
+fn plan_for(
+    pool: &baton_proto::v1::SendingPool,
+    config: &WorkerConfig,
+) -> Result<Arc<PoolPlan>, String> {
+    let plan = PoolPlan::compile(pool).map_err(|e: PlanError| e.to_string())?;
+    match plan.unnamed(&config.hostname) {
+        Some(why) if config.require_fqdn => Err(why),
+        _ => Ok(Arc::new(plan)),
+    }
 }
 
 /// Pull from one lane and process messages concurrently, holding at most `window` at a time.

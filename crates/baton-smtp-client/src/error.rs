@@ -93,15 +93,9 @@ impl ClientError {
         }
     }
 
-    /// RFC 3463 status to report for a recipient this error affected: the server's own
-    /// enhanced code when its refusal carried one of the right class (a `554 5.7.1` greeting
-    /// reports `5.7.1`), otherwise the status of the error's kind.
-    pub fn enhanced_status(&self) -> EnhancedStatus {
-        self.to_reply().effective_status()
-    }
-
-    /// The reply to record for every recipient this error affected: the server's own reply
-    /// when it refused the greeting or EHLO, otherwise one that states the error with the
+    /// The reply to record for every recipient this error affected (its
+    /// [`Reply::effective_status`] is the RFC 3463 status a DSN reports): the server's own reply
+    /// when it refused the greeting or EHLO (a `554 5.7.1` greeting keeps its `5.7.1`), otherwise one that states the error with the
     /// status of its kind (`552 5.3.4` for a message over the server's SIZE, `451 4.4.2` for
     /// a connection that failed). The outcome, the DSN, the log line and the metric all read
     /// this one value.
@@ -171,7 +165,7 @@ mod tests {
         assert!(!ClientError::Greeting(Reply::new(421, "", "busy")).is_permanent());
         assert!(!ClientError::TlsRequired.is_permanent());
         assert!(!ClientError::Timeout { stage: "mail" }.is_permanent());
-        let status = |e: ClientError| e.enhanced_status().to_string();
+        let status = |e: ClientError| e.to_reply().effective_status().to_string();
         assert_eq!(status(ClientError::Smtputf8NotSupported), "5.6.7");
         assert_eq!(
             status(ClientError::MessageTooLarge { size: 2, limit: 1 }),
@@ -183,7 +177,7 @@ mod tests {
     #[test]
     fn a_permanent_refusal_keeps_the_servers_enhanced_status() {
         let greeting = |code, status| ClientError::Greeting(Reply::new(code, status, "no"));
-        let status = |e: ClientError| e.enhanced_status().to_string();
+        let status = |e: ClientError| e.to_reply().effective_status().to_string();
         assert_eq!(status(greeting(554, "5.7.1")), "5.7.1");
         assert_eq!(
             greeting(554, "5.7.1").to_reply().to_string(),
