@@ -123,13 +123,18 @@ pub struct PoolObservation {
     /// Whether the pool compiles into the config snapshot, or why not (the compiler's error,
     /// without the object name): an invalid pool is left out of the snapshot.
     pub config: Result<(), String>,
+    /// Smarthosts (`host:port`) whose credentials may be sent over TLS whose certificate was
+    /// not verified (`allowUnverifiedCredentials`).
+    pub unverified_credentials: Vec<String>,
 }
 
 /// The status of a SendingPool: `QueueReady` (stream and lanes provisioned as the recorded
 /// settings say; reason `SettingsDrift` when a stream or bucket differs from them), `WorkersReady`
 /// (at least one worker ready, or none wanted), `Valid` (the spec compiles into the config
-/// snapshot; reason `Invalid` otherwise) and `Ready` (all three; else the reason of the first
-/// failing one, `Valid` first).
+/// snapshot; reason `Invalid` otherwise), `Ready` (all three; else the reason of the first
+/// failing one, `Valid` first) and the warning `CredentialsProtected` (`False`, reason
+/// `UnverifiedCredentialsAllowed`, when a smarthost's credentials may be sent over TLS whose
+/// certificate was not verified; it does not affect `Ready`).
 pub fn pool_status(
     obs: &PoolObservation,
     previous: Option<&SendingPoolStatus>,
@@ -186,12 +191,36 @@ pub fn pool_status(
         None => Desired::new("Ready", true, "Ready", "the pool delivers mail"),
         Some(failing) => Desired::new("Ready", false, &failing.reason, failing.message.clone()),
     };
+    let credentials = if obs.unverified_credentials.is_empty() {
+        Desired::new(
+            "CredentialsProtected",
+            true,
+            "VerifiedTlsOnly",
+            "smarthost credentials are only sent after the certificate verified",
+        )
+    } else {
+        Desired::new(
+            "CredentialsProtected",
+            false,
+            "UnverifiedCredentialsAllowed",
+            format!(
+                "allowUnverifiedCredentials: credentials may be sent over TLS whose certificate \
+                 was not verified to {}",
+                obs.unverified_credentials.join(", ")
+            ),
+        )
+    };
     let old = previous.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
     SendingPoolStatus {
         ready_workers: Some(obs.ready_workers),
         queue_depth: obs.queue.as_ref().ok().copied(),
         observed_generation: obs.generation,
-        conditions: merge(old, &[ready, queue, workers, valid], obs.generation, now),
+        conditions: merge(
+            old,
+            &[ready, queue, workers, valid, credentials],
+            obs.generation,
+            now,
+        ),
     }
 }
 
@@ -243,14 +272,25 @@ mod tests {
             queue: Ok(7),
             drift: Vec::new(),
             config: Ok(()),
+            unverified_credentials: Vec::new(),
         };
         let s = pool_status(&obs, None, &t(1));
         assert_eq!(s.queue_depth, Some(7));
         assert_eq!(s.ready_workers, Some(0));
         assert_eq!(s.observed_generation, Some(4));
         let types: Vec<_> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ["Ready", "QueueReady", "WorkersReady", "Valid"]);
+        assert_eq!(
+            types,
+            [
+                "Ready",
+                "QueueReady",
+                "WorkersReady",
+                "Valid",
+                "CredentialsProtected"
+            ]
+        );
         assert_eq!(s.conditions[3].status, "True");
+        assert_eq!(s.conditions[4].status, "True");
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].reason, "NoWorkerReady");
         let up = pool_status(
@@ -287,6 +327,7 @@ mod tests {
                 "KV_baton-config storage is memory but the recorded settings say file".into(),
             ],
             config: Ok(()),
+            unverified_credentials: Vec::new(),
         };
         let s = pool_status(&obs, None, &t(1));
         let summary: Vec<_> = s
@@ -318,6 +359,7 @@ mod tests {
             queue: Ok(0),
             drift: Vec::new(),
             config: Ok(()),
+            unverified_credentials: Vec::new(),
         };
         let up = pool_status(&obs, None, &t(1));
         assert_eq!(up.conditions[0].status, "True");
@@ -343,6 +385,7 @@ mod tests {
                 ("QueueReady", "True", "LanesProvisioned"),
                 ("WorkersReady", "True", "WorkersAvailable"),
                 ("Valid", "False", "Invalid"),
+                ("CredentialsProtected", "True", "VerifiedTlsOnly"),
             ]
         );
         assert_eq!(invalid.conditions[0].message, message);
@@ -355,5 +398,33 @@ mod tests {
             .map(|c| c.type_.as_str())
             .collect();
         assert_eq!(changed, ["Ready", "Valid"]);
+    }
+
+    /// Credentials allowed over unverified TLS are a warning that names the smarthosts and
+    /// leaves the pool ready.
+    #[test]
+    fn unverified_credentials_are_a_warning_not_a_failure() {
+        let obs = PoolObservation {
+            generation: Some(1),
+            desired_replicas: Some(1),
+            ready_workers: 1,
+            queue: Ok(0),
+            drift: Vec::new(),
+            config: Ok(()),
+            unverified_credentials: vec!["relay.example:587".into()],
+        };
+        let s = pool_status(&obs, None, &t(1));
+        assert_eq!(s.conditions[0].status, "True", "still ready");
+        let c = &s.conditions[4];
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            (
+                "CredentialsProtected",
+                "False",
+                "UnverifiedCredentialsAllowed"
+            )
+        );
+        assert!(c.message.contains("relay.example:587"), "{}", c.message);
+        assert!(is_warning(c));
     }
 }

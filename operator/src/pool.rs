@@ -42,7 +42,7 @@ pub async fn reconcile(pool: Arc<SendingPool>, ctx: Arc<Context>) -> Result<Acti
 
 async fn apply(pool: &SendingPool, ctx: &Context) -> Result<Action> {
     let name = pool_name(pool)?;
-    let config = compiles(ctx, pool, name).await?;
+    let (config, unverified_credentials) = compiles(ctx, pool, name).await?;
     let ns = ctx.settings.namespace.as_str();
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
     let object = worker_name(name);
@@ -84,6 +84,7 @@ async fn apply(pool: &SendingPool, ctx: &Context) -> Result<Action> {
         queue: queue.as_ref().map(|d| *d).map_err(|e| e.to_string()),
         drift,
         config,
+        unverified_credentials,
     };
     write_status(ctx, pool, name, &observation).await?;
     // A JetStream failure is in the status; still report it as a failed reconcile (backoff).
@@ -91,13 +92,14 @@ async fn apply(pool: &SendingPool, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(RESYNC))
 }
 
-/// Whether the pool compiles into the snapshot (reading the smarthost credentials Secrets it
-/// references), or the compiler's reason without the object name.
+/// Whether the pool compiles into the snapshot (reading the smarthost credentials and CA
+/// bundle Secrets it references), or the compiler's reason without the object name; and the
+/// smarthosts allowed to receive credentials over unverified TLS.
 async fn compiles(
     ctx: &Context,
     pool: &SendingPool,
     name: &str,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<(std::result::Result<(), String>, Vec<String>)> {
     let secrets = read_secrets(ctx, &pool_secret_refs(pool)).await?;
     let res = Resources {
         pools: vec![pool.clone()],
@@ -105,10 +107,15 @@ async fn compiles(
         secrets,
     };
     let compiled = compile(&res, 0, 0)?;
-    Ok(match compiled.pool(name).and_then(|p| p.invalid.as_ref()) {
+    let report = compiled.pool(name);
+    let valid = match report.and_then(|p| p.invalid.as_ref()) {
         Some(invalid) => Err(invalid.detail()),
         None => Ok(()),
-    })
+    };
+    let unverified = report
+        .map(|p| p.unverified_credentials.clone())
+        .unwrap_or_default();
+    Ok((valid, unverified))
 }
 
 /// Delete the pool's HPA when autoscaling was turned off (only one the operator made).

@@ -43,11 +43,11 @@ pub(crate) fn namespace_of(
 
 /// The smarthost credentials Secrets (`namespace`, `name`) a pool references.
 pub fn pool_secret_refs(pool: &SendingPool) -> BTreeSet<(String, String)> {
-    pool.spec
-        .delivery
-        .smarthosts
-        .iter()
-        .filter_map(|sh| sh.credentials_secret_ref.as_ref())
+    let smarthosts = pool.spec.delivery.smarthosts.iter();
+    smarthosts
+        .flat_map(|sh| [&sh.credentials_secret_ref, &sh.ca_bundle_secret_ref])
+        .chain([&pool.spec.tls.ca_bundle_secret_ref])
+        .filter_map(Option::as_ref)
         .map(|r| (r.namespace_or_default().to_owned(), r.name.clone()))
         .collect()
 }

@@ -81,6 +81,9 @@ async fn sending_pool_applies_workload_provisions_lanes_and_writes_status() {
                     {"type": "Valid", "status": "True", "reason": "Compiled",
                      "message": "the pool compiles into the config snapshot",
                      "observedGeneration": 3, "lastTransitionTime": t},
+                    {"type": "CredentialsProtected", "status": "True", "reason": "VerifiedTlsOnly",
+                     "message": "smarthost credentials are only sent after the certificate verified",
+                     "observedGeneration": 3, "lastTransitionTime": t},
                 ]
             }
         })
@@ -119,6 +122,11 @@ async fn unchanged_pool_status_is_not_patched_and_autoscaling_off_deletes_our_hp
             cond("QueueReady", "LanesProvisioned", "stream and lane consumers provisioned"),
             cond("WorkersReady", "WorkersAvailable", "1 worker(s) ready"),
             cond("Valid", "Compiled", "the pool compiles into the config snapshot"),
+            cond(
+                "CredentialsProtected",
+                "VerifiedTlsOnly",
+                "smarthost credentials are only sent after the certificate verified"
+            ),
         ]
     });
     let p = pool(json!({}), Some(status));
@@ -240,6 +248,9 @@ async fn invalid_pool_gets_valid_false_and_one_warning_then_recovers() {
                      "message": "1 worker(s) ready", "observedGeneration": 3,
                      "lastTransitionTime": t},
                     {"type": "Valid", "status": "False", "reason": "Invalid", "message": why,
+                     "observedGeneration": 3, "lastTransitionTime": t},
+                    {"type": "CredentialsProtected", "status": "True", "reason": "VerifiedTlsOnly",
+                     "message": "smarthost credentials are only sent after the certificate verified",
                      "observedGeneration": 3, "lastTransitionTime": t},
                 ]
             }

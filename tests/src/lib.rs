@@ -11,6 +11,7 @@ pub mod harness;
 pub mod hostile;
 pub mod postfix;
 pub mod receiver;
+pub mod smarthost;
 pub mod smtp;
 pub mod tls;
 pub mod wire;

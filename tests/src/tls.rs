@@ -62,3 +62,55 @@ pub fn root_store(certs: &[CertificateDer<'static>]) -> anyhow::Result<Arc<RootC
     }
     Ok(Arc::new(roots))
 }
+
+/// A private certificate authority for tests: issues server certificates that verify against
+/// [`TestCa::pem`] (and against nothing else).
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    /// A fresh CA ("Baton test CA").
+    pub fn new() -> anyhow::Result<TestCa> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Baton test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+        Ok(TestCa { issuer })
+    }
+
+    /// The CA certificate, PEM (what goes into a `ca.crt`).
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses) signed by this CA: PEM
+    /// certificate and PEM PKCS#8 key.
+    pub fn issue(&self, names: &[&str]) -> anyhow::Result<(String, String)> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let params = rcgen::CertificateParams::new(names)?;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// A fresh self-signed certificate for `names` and its key, both PEM (for servers that read
+/// files).
+#[allow(
+    clippy::expect_used,
+    reason = "test fixture; an invalid name is a test bug"
+)]
+pub fn self_signed_pem(names: &[&str]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let certified =
+        rcgen::generate_simple_self_signed(names).expect("rcgen: generate self-signed cert");
+    (certified.cert.pem(), certified.signing_key.serialize_pem())
+}

@@ -177,7 +177,10 @@ mod tests {
             port: 587,
             weight: 1,
             tls: Default::default(),
+            implicit_tls: false,
+            ca_bundle_secret_ref: None,
             credentials_secret_ref: None,
+            allow_unverified_credentials: false,
         };
         pool.delivery.smarthosts = vec![host("smtp.upstream.example"), host("192.0.2.7")];
         assert_eq!(

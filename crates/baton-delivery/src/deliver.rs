@@ -17,7 +17,9 @@ use parking_lot::Mutex;
 
 use crate::route::Target;
 
-type Key = (SocketAddr, String, String);
+/// An idle connection is reused only for the same address, host name (the name its
+/// certificate was checked against), EHLO name and source address.
+type Key = (SocketAddr, String, String, String);
 
 /// An open SMTP session as delivery uses it ([`Connection`] in a worker).
 pub trait SmtpSession: Send + Sized + 'static {
@@ -157,14 +159,20 @@ pub(crate) async fn deliver_group<C: Connector>(
     for t in targets {
         let key: Key = (
             t.addr,
+            t.host.clone(),
             base.ehlo_name.clone(),
             base.source_address
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
         );
         let mut cfg = base.clone();
-        cfg.tls = t.tls;
         cfg.auth = t.auth.clone();
+        if let Err(e) = t.tls.apply(&mut cfg) {
+            // No trust anchors to verify with: this target cannot be used as configured.
+            last_error = Some((ClientError::Tls(e.to_string()), remote_of(t)));
+            failed_targets.push(t.clone());
+            continue;
+        }
         let reused = conns.take_idle(&key);
         let mut conn = match reused {
             Some(mut c) => match c.reset().await {
@@ -270,7 +278,7 @@ fn map_result(res: &SendResult, n: usize, remote: &str) -> Vec<RecipientOutcome>
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use baton_smtp_client::{OutgoingRecipient, Reply, TlsMode};
+    use baton_smtp_client::{OutgoingRecipient, Reply};
     use std::collections::VecDeque;
     use std::sync::Arc;
 
@@ -278,7 +286,7 @@ mod tests {
         Target {
             host: "mx.dest.test".into(),
             addr: SocketAddr::from(([192, 0, 2, 1], 25)),
-            tls: TlsMode::Opportunistic,
+            tls: crate::plan::HopTls::OPPORTUNISTIC,
             auth: None,
             upstream: None,
         }

@@ -8,12 +8,14 @@
 //! Pure: no I/O, no clock.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::destination::DestinationPolicy;
 use baton_core::retry::RetrySchedule;
 use baton_proto::v1::{DeliveryMode, SendingPool, TlsPolicy};
-use baton_smtp_client::{Credentials, TlsMode};
+use baton_smtp_client::{ClientConfig, Credentials, TlsMode, TrustError};
+use rustls::RootCertStore;
 use thiserror::Error;
 
 /// Why a pool of a snapshot cannot be planned (each names the field, as the compiler would).
@@ -71,6 +73,24 @@ pub enum PlanError {
         /// The raw value.
         value: String,
     },
+    /// A CA bundle that holds no usable certificate.
+    #[error("pool {pool}: {field}: {error}")]
+    CaBundle {
+        /// The pool.
+        pool: String,
+        /// Which field.
+        field: String,
+        /// Why.
+        error: TrustError,
+    },
+    /// Implicit TLS with a policy that does not require TLS.
+    #[error("pool {pool}: smarthosts[{index}] implicit TLS needs tls Required or Verify")]
+    ImplicitTls {
+        /// The pool.
+        pool: String,
+        /// Position in `smarthosts`.
+        index: usize,
+    },
     /// An allowed network that is not a CIDR or an address.
     #[error("pool {pool}: allowedNetworks entry {value:?} is not a network")]
     Network {
@@ -90,13 +110,60 @@ pub enum Delivery {
     Smarthost(Vec<Upstream>),
 }
 
+/// What a verified certificate must chain to.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The platform's trust anchors ([`baton_smtp_client::system_roots`], loaded on first use).
+    System,
+    /// A CA bundle of the pool (`caBundleSecretRef`), parsed once per snapshot.
+    Bundle(Arc<RootCertStore>),
+}
+
+/// How one hop (an MX host or a smarthost) is secured, decided once per snapshot.
+#[derive(Debug, Clone)]
+pub struct HopTls {
+    /// STARTTLS policy (`Required` whenever the certificate is verified).
+    pub mode: TlsMode,
+    /// TLS from the first byte (SMTPS) instead of STARTTLS.
+    pub implicit: bool,
+    /// `Some`: the certificate must chain to these anchors and name the host, or the attempt
+    /// is deferred.
+    pub verify: Option<Trust>,
+    /// Credentials may be sent over TLS whose certificate was not verified.
+    pub allow_unverified_auth: bool,
+}
+
+impl HopTls {
+    /// Opportunistic STARTTLS, nothing verified (the default of a pool).
+    pub const OPPORTUNISTIC: HopTls = HopTls {
+        mode: TlsMode::Opportunistic,
+        implicit: false,
+        verify: None,
+        allow_unverified_auth: false,
+    };
+
+    /// The hop's TLS settings in a client configuration for one connection.
+    pub fn apply(&self, cfg: &mut ClientConfig) -> Result<(), TrustError> {
+        cfg.tls = self.mode;
+        cfg.implicit_tls = self.implicit;
+        cfg.allow_auth_unverified = self.allow_unverified_auth;
+        cfg.verify_certificates = self.verify.is_some();
+        cfg.root_store = match &self.verify {
+            None => None,
+            Some(Trust::System) => Some(baton_smtp_client::system_roots()?),
+            Some(Trust::Bundle(roots)) => Some(roots.clone()),
+        };
+        Ok(())
+    }
+}
+
 /// Direct (MX) delivery settings.
 #[derive(Debug, Clone)]
 pub struct Direct {
     /// TCP port at every MX.
     pub port: u16,
-    /// STARTTLS policy toward MX hosts.
-    pub tls: TlsMode,
+    /// TLS toward MX hosts (verified against the MX host name under `Verify`).
+    pub tls: HopTls,
     /// Which addresses may be connected to (non-global ones only when allowed).
     pub destinations: DestinationPolicy,
     /// Whether address-literal recipients are delivered straight to their address.
@@ -112,8 +179,9 @@ pub struct Upstream {
     pub port: u16,
     /// Relative weight.
     pub weight: u32,
-    /// STARTTLS policy toward it.
-    pub tls: TlsMode,
+    /// TLS toward it. With credentials (and without `allowUnverifiedCredentials`) the
+    /// certificate is always verified: credentials never go to an unverified server.
+    pub tls: HopTls,
     /// AUTH credentials, when configured.
     pub auth: Option<Credentials>,
 }
@@ -156,17 +224,33 @@ pub struct PoolPlan {
     pub retry: RetrySchedule,
 }
 
-fn tls_mode(pool: &str, field: &str, value: i32) -> Result<TlsMode, PlanError> {
+/// A TLS policy of the snapshot: the STARTTLS mode and whether the certificate is verified.
+fn tls_policy(pool: &str, field: &str, value: i32) -> Result<(TlsMode, bool), PlanError> {
     match TlsPolicy::try_from(value) {
-        Ok(TlsPolicy::Opportunistic) => Ok(TlsMode::Opportunistic),
-        Ok(TlsPolicy::Required) => Ok(TlsMode::Required),
-        Ok(TlsPolicy::Disabled) => Ok(TlsMode::Disabled),
+        Ok(TlsPolicy::Opportunistic) => Ok((TlsMode::Opportunistic, false)),
+        Ok(TlsPolicy::Required) => Ok((TlsMode::Required, false)),
+        Ok(TlsPolicy::Verify) => Ok((TlsMode::Required, true)),
+        Ok(TlsPolicy::Disabled) => Ok((TlsMode::Disabled, false)),
         Err(_) => Err(PlanError::Tls {
             pool: pool.to_owned(),
             field: field.to_owned(),
             value,
         }),
     }
+}
+
+/// The anchors of a CA bundle field (`None` when empty: the caller's fallback applies).
+fn bundle(pool: &str, field: &str, pem: &str) -> Result<Option<Trust>, PlanError> {
+    if pem.is_empty() {
+        return Ok(None);
+    }
+    baton_smtp_client::roots_from_pem(pem.as_bytes())
+        .map(|roots| Some(Trust::Bundle(Arc::new(roots))))
+        .map_err(|error| PlanError::CaBundle {
+            pool: pool.to_owned(),
+            field: field.to_owned(),
+            error,
+        })
 }
 
 fn port(pool: &str, field: &str, value: u32) -> Result<u16, PlanError> {
@@ -180,6 +264,46 @@ fn port(pool: &str, field: &str, value: u32) -> Result<u16, PlanError> {
         })
 }
 
+/// One smarthost: its TLS is verified when its policy says `Verify`, and also whenever it has
+/// credentials that may not go to an unverified server (then STARTTLS is required too).
+fn upstream(
+    pool: &str,
+    i: usize,
+    s: &baton_proto::v1::Smarthost,
+    pool_trust: Option<&Trust>,
+) -> Result<Upstream, PlanError> {
+    let (mut mode, mut verify) = tls_policy(pool, &format!("smarthosts[{i}].tls"), s.tls)?;
+    let auth = (!s.username.is_empty()).then(|| Credentials {
+        username: s.username.clone(),
+        password: s.password.clone(),
+    });
+    if auth.is_some() && !s.allow_unverified_credentials && mode != TlsMode::Disabled {
+        // Disabled keeps its meaning: the client then never sends the credentials at all.
+        (mode, verify) = (TlsMode::Required, true);
+    }
+    if s.implicit_tls && mode != TlsMode::Required {
+        return Err(PlanError::ImplicitTls {
+            pool: pool.to_owned(),
+            index: i,
+        });
+    }
+    let trust = bundle(pool, &format!("smarthosts[{i}].caBundle"), &s.ca_bundle_pem)?
+        .or_else(|| pool_trust.cloned())
+        .unwrap_or(Trust::System);
+    Ok(Upstream {
+        host: s.host.clone(),
+        port: port(pool, &format!("smarthosts[{i}].port"), s.port)?,
+        weight: s.weight,
+        tls: HopTls {
+            mode,
+            implicit: s.implicit_tls,
+            verify: verify.then_some(trust),
+            allow_unverified_auth: s.allow_unverified_credentials,
+        },
+        auth,
+    })
+}
+
 impl PoolPlan {
     /// Plan `pool`, validating every field the data plane reads.
     pub fn compile(pool: &SendingPool) -> Result<PoolPlan, PlanError> {
@@ -190,6 +314,8 @@ impl PoolPlan {
         };
         let delivery = match DeliveryMode::try_from(pool.mode) {
             Ok(DeliveryMode::Direct) => {
+                let (mode, verify) = tls_policy(name, "tlsPolicy", pool.tls_policy)?;
+                let trust = bundle(name, "caBundle", &pool.ca_bundle_pem)?.unwrap_or(Trust::System);
                 let (destinations, invalid) = DestinationPolicy::new(&pool.allowed_networks);
                 if let Some(value) = invalid.into_iter().next() {
                     return Err(PlanError::Network {
@@ -199,7 +325,12 @@ impl PoolPlan {
                 }
                 Delivery::Direct(Direct {
                     port: port(name, "port", pool.port)?,
-                    tls: tls_mode(name, "tlsPolicy", pool.tls_policy)?,
+                    tls: HopTls {
+                        mode,
+                        implicit: false,
+                        verify: verify.then_some(trust),
+                        allow_unverified_auth: false,
+                    },
                     destinations,
                     allow_address_literals: pool.allow_address_literals,
                 })
@@ -210,22 +341,12 @@ impl PoolPlan {
                         pool: name.to_owned(),
                     });
                 }
+                let pool_trust = bundle(name, "caBundle", &pool.ca_bundle_pem)?;
                 let upstreams = pool
                     .smarthosts
                     .iter()
                     .enumerate()
-                    .map(|(i, s)| {
-                        Ok(Upstream {
-                            host: s.host.clone(),
-                            port: port(name, &format!("smarthosts[{i}].port"), s.port)?,
-                            weight: s.weight,
-                            tls: tls_mode(name, &format!("smarthosts[{i}].tls"), s.tls)?,
-                            auth: (!s.username.is_empty()).then(|| Credentials {
-                                username: s.username.clone(),
-                                password: s.password.clone(),
-                            }),
-                        })
-                    })
+                    .map(|(i, s)| upstream(name, i, s, pool_trust.as_ref()))
                     .collect::<Result<Vec<_>, PlanError>>()?;
                 Delivery::Smarthost(upstreams)
             }
@@ -320,6 +441,28 @@ impl PoolPlan {
         }
     }
 
+    /// What the pool's connection history depends on: the smarthosts (address, port, TLS) or
+    /// the direct port and TLS. When it changes between snapshots, destination suspensions
+    /// and smarthost health measured on the old routes no longer apply.
+    pub fn route_identity(&self) -> String {
+        let tls = |t: &HopTls| {
+            let verify = match &t.verify {
+                None => "none".to_owned(),
+                Some(Trust::System) => "system".to_owned(),
+                Some(Trust::Bundle(roots)) => format!("bundle({})", roots.len()),
+            };
+            format!("{:?}/{}/{verify}", t.mode, t.implicit)
+        };
+        match &self.delivery {
+            Delivery::Direct(d) => format!("direct:{}:{}", d.port, tls(&d.tls)),
+            Delivery::Smarthost(ups) => ups
+                .iter()
+                .map(|u| format!("{}:{}", u.label(), tls(&u.tls)))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
     /// Whether all recipients go through smarthosts (one group per sender, not per domain).
     pub fn is_smarthost(&self) -> bool {
         matches!(self.delivery, Delivery::Smarthost(_))
@@ -358,7 +501,8 @@ mod tests {
         let Delivery::Direct(d) = &plan.delivery else {
             panic!("not direct")
         };
-        assert_eq!((d.port, d.tls), (25, TlsMode::Required));
+        assert_eq!((d.port, d.tls.mode), (25, TlsMode::Required));
+        assert!(d.tls.verify.is_none() && !d.tls.implicit);
         assert!(d.destinations.check("10.1.2.3".parse().unwrap()).is_ok());
         assert!(d.destinations.check("127.0.0.1".parse().unwrap()).is_err());
         assert_eq!(plan.max_connections_per_destination, 7);
@@ -411,6 +555,7 @@ mod tests {
                 tls: TlsPolicy::Required as i32,
                 username: "u".into(),
                 password: "p".into(),
+                ..Default::default()
             },
             Smarthost {
                 host: "backup.example".into(),
@@ -426,9 +571,156 @@ mod tests {
         assert_eq!(ups[0].label(), "relay.example:587");
         assert_eq!(ups[0].auth.as_ref().map(|c| c.username.as_str()), Some("u"));
         assert_eq!(
-            (ups[1].tls, ups[1].auth.is_none()),
+            (ups[1].tls.mode, ups[1].auth.is_none()),
             (TlsMode::Opportunistic, true)
         );
+        assert!(ups[1].tls.verify.is_none());
+    }
+
+    fn ca_pem() -> String {
+        rcgen::generate_simple_self_signed(vec!["relay.example".to_owned()])
+            .unwrap()
+            .cert
+            .pem()
+    }
+
+    fn smarthost_pool(s: Smarthost) -> SendingPool {
+        SendingPool {
+            mode: DeliveryMode::Smarthost as i32,
+            smarthosts: vec![s],
+            ..direct()
+        }
+    }
+
+    fn only_upstream(pool: &SendingPool) -> Upstream {
+        PoolPlan::compile(pool).unwrap().upstreams()[0].clone()
+    }
+
+    /// Credentials never go to a server whose certificate was not verified: a smarthost with
+    /// credentials is verified (STARTTLS required) whatever its policy says, unless the pool
+    /// explicitly allows unverified credentials; `Disabled` keeps its meaning (the client then
+    /// never sends them).
+    #[test]
+    fn credentials_are_only_planned_over_verified_tls() {
+        let with = |tls: TlsPolicy, allow: bool| Smarthost {
+            host: "relay.example".into(),
+            port: 587,
+            weight: 1,
+            tls: tls as i32,
+            username: "u".into(),
+            password: "p".into(),
+            allow_unverified_credentials: allow,
+            ..Default::default()
+        };
+        for tls in [
+            TlsPolicy::Opportunistic,
+            TlsPolicy::Required,
+            TlsPolicy::Verify,
+        ] {
+            let up = only_upstream(&smarthost_pool(with(tls, false)));
+            assert_eq!(up.tls.mode, TlsMode::Required, "{tls:?}");
+            assert!(matches!(up.tls.verify, Some(Trust::System)), "{tls:?}");
+            assert!(!up.tls.allow_unverified_auth);
+        }
+        let up = only_upstream(&smarthost_pool(with(TlsPolicy::Opportunistic, true)));
+        assert_eq!(up.tls.mode, TlsMode::Opportunistic);
+        assert!(up.tls.verify.is_none() && up.tls.allow_unverified_auth);
+        // Verify stays verified even when unverified credentials are allowed.
+        let up = only_upstream(&smarthost_pool(with(TlsPolicy::Verify, true)));
+        assert!(up.tls.verify.is_some());
+        let up = only_upstream(&smarthost_pool(with(TlsPolicy::Disabled, false)));
+        assert_eq!(up.tls.mode, TlsMode::Disabled);
+        assert!(up.tls.verify.is_none());
+        // Without credentials, Required means encrypted but not verified (Postfix's `encrypt`).
+        let mut plain = with(TlsPolicy::Required, false);
+        plain.username.clear();
+        let up = only_upstream(&smarthost_pool(plain));
+        assert!(up.tls.verify.is_none() && up.auth.is_none());
+    }
+
+    /// A smarthost's own CA bundle wins over the pool's, which wins over the system roots;
+    /// implicit TLS needs a policy that requires TLS; a bundle without certificates is refused.
+    #[test]
+    fn ca_bundles_and_implicit_tls_are_planned() {
+        let verify = Smarthost {
+            host: "relay.example".into(),
+            port: 465,
+            weight: 1,
+            tls: TlsPolicy::Verify as i32,
+            implicit_tls: true,
+            ..Default::default()
+        };
+        let up = only_upstream(&smarthost_pool(verify.clone()));
+        assert!(up.tls.implicit && matches!(up.tls.verify, Some(Trust::System)));
+        let mut pool = smarthost_pool(verify.clone());
+        pool.ca_bundle_pem = ca_pem();
+        let Some(Trust::Bundle(pool_roots)) = only_upstream(&pool).tls.verify else {
+            panic!("the pool's bundle")
+        };
+        assert_eq!(pool_roots.len(), 1);
+        pool.smarthosts[0].ca_bundle_pem = format!("{}{}", ca_pem(), ca_pem());
+        let Some(Trust::Bundle(own)) = only_upstream(&pool).tls.verify else {
+            panic!("the smarthost's bundle")
+        };
+        assert_eq!(own.len(), 2);
+        pool.smarthosts[0].ca_bundle_pem = "not a certificate".into();
+        let err = PoolPlan::compile(&pool).unwrap_err().to_string();
+        assert!(err.contains("smarthosts[0].caBundle"), "{err}");
+        let mut opportunistic = verify;
+        opportunistic.tls = TlsPolicy::Opportunistic as i32;
+        let err = PoolPlan::compile(&smarthost_pool(opportunistic))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("implicit TLS"), "{err}");
+        // Direct Verify: the pool's bundle, else the system roots.
+        let mut direct = direct();
+        direct.tls_policy = TlsPolicy::Verify as i32;
+        let Delivery::Direct(d) = PoolPlan::compile(&direct).unwrap().delivery else {
+            panic!("direct")
+        };
+        assert!(d.tls.mode == TlsMode::Required && matches!(d.tls.verify, Some(Trust::System)));
+    }
+
+    /// The route identity changes with the smarthosts and their TLS, not with unrelated
+    /// settings.
+    #[test]
+    fn route_identity_follows_routes_only() {
+        let one = |port: u32, tls: TlsPolicy| {
+            smarthost_pool(Smarthost {
+                host: "relay.example".into(),
+                port,
+                weight: 1,
+                tls: tls as i32,
+                ..Default::default()
+            })
+        };
+        let id = |p: &SendingPool| PoolPlan::compile(p).unwrap().route_identity();
+        let base = one(587, TlsPolicy::Required);
+        let mut limits = base.clone();
+        limits.max_connections_per_destination = 99;
+        assert_eq!(id(&base), id(&limits));
+        assert_ne!(id(&base), id(&one(465, TlsPolicy::Required)));
+        assert_ne!(id(&base), id(&one(587, TlsPolicy::Verify)));
+        assert_ne!(id(&base), id(&direct()));
+    }
+
+    /// The hop's settings reach the client configuration as planned.
+    #[test]
+    fn hop_tls_applies_to_the_client_configuration() {
+        let roots = baton_smtp_client::roots_from_pem(ca_pem().as_bytes()).unwrap();
+        let hop = HopTls {
+            mode: TlsMode::Required,
+            implicit: true,
+            verify: Some(Trust::Bundle(Arc::new(roots))),
+            allow_unverified_auth: false,
+        };
+        let mut cfg = ClientConfig::new("out.example");
+        hop.apply(&mut cfg).unwrap();
+        assert!(cfg.implicit_tls && cfg.verify_certificates && !cfg.allow_auth_unverified);
+        assert_eq!(cfg.root_store.as_ref().map(|r| r.len()), Some(1));
+        HopTls::OPPORTUNISTIC.apply(&mut cfg).unwrap();
+        assert!(!cfg.implicit_tls && !cfg.verify_certificates && cfg.root_store.is_none());
+        assert_eq!(cfg.tls, TlsMode::Opportunistic);
     }
 
     /// What the compiler would never produce is refused with the field, not defaulted.

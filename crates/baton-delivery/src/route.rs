@@ -7,14 +7,14 @@ use std::net::{IpAddr, SocketAddr};
 
 use baton_core::destination::{DestinationPolicy, DomainPart, RefusedAddress, domain_part};
 use baton_core::routing::{MxPlan, UpstreamHealth, choose_upstream, pick_weighted};
-use baton_smtp_client::{Credentials, TlsMode};
+use baton_smtp_client::Credentials;
 use parking_lot::Mutex;
 
 use baton_smtp::EnhancedStatus;
 use baton_smtp::catalogue;
 use baton_smtp::reply::Reply;
 
-use crate::plan::{Delivery, EgressIdentity, PoolPlan, Upstream};
+use crate::plan::{Delivery, EgressIdentity, HopTls, PoolPlan, Upstream};
 use crate::resolve::{DnsFailure, Resolve};
 
 /// One place to try.
@@ -24,8 +24,8 @@ pub struct Target {
     pub host: String,
     /// Address and port to connect to.
     pub addr: SocketAddr,
-    /// TLS policy for this hop.
-    pub tls: TlsMode,
+    /// TLS for this hop.
+    pub tls: HopTls,
     /// AUTH credentials (smarthosts only).
     pub auth: Option<Credentials>,
     /// Index of the smarthost in the pool (for health accounting).
@@ -78,6 +78,12 @@ impl Health {
         if v.len() != n {
             v.resize_with(n, UpstreamHealth::default);
         }
+    }
+
+    /// Forget every smarthost's health (the pool's smarthost list changed: positions now
+    /// name other relays).
+    pub fn reset(&self) {
+        self.upstreams.lock().clear();
     }
 
     /// Record the result of a connection to smarthost `i`.
@@ -136,7 +142,7 @@ pub async fn route(
         }
         Delivery::Direct(d) => d,
     };
-    let (policy, port, tls) = (&direct.destinations, direct.port, direct.tls);
+    let (policy, port, tls) = (&direct.destinations, direct.port, &direct.tls);
     let hosts = match domain_part(domain) {
         DomainPart::Literal(ip) if direct.allow_address_literals => {
             return select_targets(vec![(ip.to_string(), Ok(vec![ip]))], policy, port, tls);
@@ -205,7 +211,7 @@ fn select_targets(
     resolved: Vec<(String, Result<Vec<IpAddr>, DnsFailure>)>,
     policy: &DestinationPolicy,
     port: u16,
-    tls: TlsMode,
+    tls: &HopTls,
 ) -> (Route, Vec<RefusedAddress>) {
     let mut targets = Vec::new();
     let mut refused = Vec::new();
@@ -227,7 +233,7 @@ fn select_targets(
                 Ok(()) => targets.push(Target {
                     host: host.clone(),
                     addr: SocketAddr::new(ip, port),
-                    tls,
+                    tls: tls.clone(),
                     auth: None,
                     upstream: None,
                 }),
@@ -266,7 +272,7 @@ async fn smarthost_route(dns: &dyn Resolve, upstreams: &[Upstream], health: &Hea
         targets.push(Target {
             host: s.host.clone(),
             addr: SocketAddr::new(*ip, s.port),
-            tls: s.tls,
+            tls: s.tls.clone(),
             auth: s.auth.clone(),
             upstream: Some(i),
         });
@@ -298,7 +304,7 @@ mod tests {
             .into_iter()
             .map(|(h, r)| (h.to_string(), r))
             .collect();
-        select_targets(resolved, &policy, 25, TlsMode::Disabled)
+        select_targets(resolved, &policy, 25, &HopTls::OPPORTUNISTIC)
     }
 
     #[test]
@@ -510,6 +516,7 @@ mod tests {
                     tls: baton_proto::v1::TlsPolicy::Required as i32,
                     username: "u".into(),
                     password: "p".into(),
+                    ..Default::default()
                 })
                 .collect();
             plan(move |p| {
@@ -522,7 +529,10 @@ mod tests {
         let (r, _) = route(&dns, &p, &health, "anything.test").await;
         assert_eq!(targets(&r), ["relay-b.test=198.51.100.2:587"]);
         let Route::Targets(t) = r else { panic!() };
-        assert_eq!((t[0].tls, t[0].upstream), (TlsMode::Required, Some(1)));
+        assert_eq!(
+            (t[0].tls.mode, t[0].upstream),
+            (baton_smtp_client::TlsMode::Required, Some(1))
+        );
         assert!(t[0].auth.is_some());
         let (r, _) = route(&dns, &smarthosts(&["relay-a.test"]), &health, "x.test").await;
         assert_eq!(status(&r), "defer 4.4.1");

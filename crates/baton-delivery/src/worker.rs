@@ -167,7 +167,17 @@ pub async fn run(
                     }
                     Err(e) => return Err(e.into()),
                 }
-                *current.lock() = Some(pool.clone());
+                let previous = current.lock().replace(pool.clone());
+                if previous.is_some_and(|p| p.route_identity() != pool.route_identity()) {
+                    // Failures measured on other routes say nothing about these.
+                    ctx.suspensions.lock().clear();
+                    ctx.health.reset();
+                    ctx.publish_suspended();
+                    tracing::info!(
+                        routes = %pool.route_identity(),
+                        "the pool's routes changed: destination suspensions and smarthost health reset"
+                    );
+                }
                 ctx.publish_upstream_health(&pool);
                 let kinds = std::iter::once(LaneKind::New).chain((0..tiers).map(LaneKind::Retry));
                 for kind in kinds {

@@ -12,7 +12,8 @@ pub enum TlsMode {
     Opportunistic,
     /// STARTTLS is mandatory: a server that does not offer it yields
     /// [`ClientError::TlsRequired`](crate::ClientError::TlsRequired). The certificate is verified
-    /// against [`ClientConfig::root_store`] when [`ClientConfig::verify_certificates`] is set.
+    /// against [`ClientConfig::root_store`] when [`ClientConfig::verify_certificates`] is set
+    /// (Postfix's `secure`; without it, Postfix's `encrypt`).
     Required,
     /// Never issue STARTTLS, even when offered.
     Disabled,
@@ -104,17 +105,27 @@ pub struct ClientConfig {
     pub ehlo_name: String,
     /// STARTTLS policy.
     pub tls: TlsMode,
-    /// Verify the server certificate and name. Only honoured with [`TlsMode::Required`]
+    /// Verify the server certificate (chain to [`ClientConfig::root_store`]) and that it names
+    /// the server. Only honoured with [`TlsMode::Required`] or [`ClientConfig::implicit_tls`]
     /// (opportunistic TLS never verifies); requires [`ClientConfig::root_store`].
     pub verify_certificates: bool,
+    /// TLS from the first byte (SMTPS, RFC 8314, usually port 465): the handshake comes before
+    /// the greeting and STARTTLS is never issued; [`ClientConfig::tls`] is then irrelevant.
+    pub implicit_tls: bool,
     /// Trust anchors used when verifying. There are no built-in roots: the caller provides them.
     pub root_store: Option<Arc<rustls::RootCertStore>>,
     /// Local address to bind before connecting (egress identity).
     pub source_address: Option<IpAddr>,
     /// Authenticate with these credentials after STARTTLS (PLAIN preferred, else LOGIN).
     pub auth: Option<Credentials>,
-    /// Allow AUTH over a plaintext connection. Off by default.
+    /// Allow AUTH over a plaintext connection (implies [`ClientConfig::allow_auth_unverified`]).
+    /// Off by default.
     pub allow_auth_plaintext: bool,
+    /// Allow AUTH over TLS whose certificate was not verified (anyone on the path could be the
+    /// server and collect the credentials). Off by default: credentials are only sent once the
+    /// certificate verified ([`ClientError::AuthUnavailable`](crate::ClientError::AuthUnavailable)
+    /// otherwise, before any credential leaves).
+    pub allow_auth_unverified: bool,
     /// Per-stage time limits.
     pub timeouts: Timeouts,
 }
@@ -126,10 +137,12 @@ impl ClientConfig {
             ehlo_name: ehlo_name.into(),
             tls: TlsMode::Opportunistic,
             verify_certificates: false,
+            implicit_tls: false,
             root_store: None,
             source_address: None,
             auth: None,
             allow_auth_plaintext: false,
+            allow_auth_unverified: false,
             timeouts: Timeouts::default(),
         }
     }

@@ -26,6 +26,8 @@ pub struct Connection {
     pub(crate) caps: Capabilities,
     greeting: Reply,
     tls: bool,
+    /// The TLS handshake verified the certificate chain and name.
+    verified: bool,
     pub(crate) timeouts: Timeouts,
     pub(crate) messages_sent: u32,
     /// A transaction was started and not finished: RSET before the next MAIL.
@@ -45,8 +47,10 @@ pub(crate) async fn timed<T>(
 }
 
 impl Connection {
-    /// Connects to `addr`, reads the greeting, says EHLO, upgrades with STARTTLS according to
-    /// [`ClientConfig::tls`] and authenticates when [`ClientConfig::auth`] is set.
+    /// Connects to `addr` (with TLS first when [`ClientConfig::implicit_tls`]), reads the
+    /// greeting, says EHLO, upgrades with STARTTLS according to [`ClientConfig::tls`] and
+    /// authenticates when [`ClientConfig::auth`] is set — only over TLS whose certificate
+    /// verified, unless [`ClientConfig::allow_auth_unverified`] says otherwise.
     ///
     /// `server_name` is used for TLS SNI and verification and in logs.
     pub async fn connect(
@@ -58,13 +62,20 @@ impl Connection {
         let tcp = tokio::time::timeout(timeouts.connect, tcp_connect(addr, config))
             .await
             .map_err(|_| ClientError::Timeout { stage: "connect" })??;
+        let (stream, tls) = if config.implicit_tls {
+            let stream = handshake(tcp, server_name, config).await?;
+            (Stream::Tls(Box::new(stream)), true)
+        } else {
+            (Stream::Plain(tcp), false)
+        };
         let mut conn = Connection {
-            io: BufReader::new(Stream::Plain(tcp)),
+            io: BufReader::new(stream),
             remote: addr,
             server_name: server_name.to_owned(),
             caps: Capabilities::default(),
             greeting: Reply::new(0, "", ""),
-            tls: false,
+            tls,
+            verified: tls && crate::tls::verifies(config),
             timeouts,
             messages_sent: 0,
             needs_reset: false,
@@ -72,23 +83,29 @@ impl Connection {
         };
         conn.read_greeting().await?;
         conn.hello(&config.ehlo_name, true).await?;
-        if conn.caps.starttls && config.tls != TlsMode::Disabled {
+        if conn.tls {
+            // Implicit TLS: already encrypted, STARTTLS would be a protocol error.
+        } else if conn.caps.starttls && config.tls != TlsMode::Disabled {
             conn = conn.starttls(config).await?;
         } else if config.tls == TlsMode::Required {
             conn.quit().await;
             return Err(ClientError::TlsRequired);
         }
         if let Some(credentials) = &config.auth
-            && let Err(e) = conn
-                .authenticate(credentials, config.allow_auth_plaintext)
-                .await
+            && let Err(e) = conn.authenticate(credentials, config).await
         {
             if !conn.poisoned {
                 conn.quit().await;
             }
             return Err(e);
         }
-        debug!(server = %conn.server_name, remote = %addr, tls = conn.tls, "smtp session ready");
+        debug!(
+            server = %conn.server_name,
+            remote = %addr,
+            tls = conn.tls,
+            verified = conn.verified,
+            "smtp session ready"
+        );
         Ok(conn)
     }
 
@@ -100,6 +117,11 @@ impl Connection {
     /// Whether the session runs over TLS.
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// Whether the session runs over TLS whose certificate chain and name were verified.
+    pub fn is_verified(&self) -> bool {
+        self.verified
     }
 
     /// The peer address.
@@ -168,8 +190,6 @@ impl Connection {
             warn!(server = %self.server_name, %reply, "STARTTLS refused, continuing without TLS");
             return Ok(self);
         }
-        let tls_config = crate::tls::rustls_config(config)?;
-        let name = crate::tls::server_name(&self.server_name)?;
         if !self.io.buffer().is_empty() {
             // Anything the server sent after its 220 arrived in plaintext and could have been
             // injected by a man in the middle (CVE-2011-0411 class): drop it.
@@ -183,16 +203,10 @@ impl Connection {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(_) => return Err(ClientError::Protocol("STARTTLS inside TLS".into())),
         };
-        let connector = tokio_rustls::TlsConnector::from(tls_config);
-        let handshake = async {
-            connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| ClientError::Tls(e.to_string()))
-        };
-        let tls = timed("starttls", limit, handshake).await?;
+        let tls = handshake(tcp, &self.server_name, config).await?;
         self.io = BufReader::new(Stream::Tls(Box::new(tls)));
         self.tls = true;
+        self.verified = crate::tls::verifies(config);
         self.hello(&config.ehlo_name, false).await?;
         Ok(self)
     }
@@ -200,10 +214,18 @@ impl Connection {
     async fn authenticate(
         &mut self,
         credentials: &Credentials,
-        allow_plaintext: bool,
+        config: &ClientConfig,
     ) -> Result<(), ClientError> {
-        if !self.tls && !allow_plaintext {
+        if !self.tls && !config.allow_auth_plaintext {
             return Err(ClientError::AuthUnavailable("connection is not encrypted"));
+        }
+        if self.tls
+            && !self.verified
+            && !(config.allow_auth_unverified || config.allow_auth_plaintext)
+        {
+            return Err(ClientError::AuthUnavailable(
+                "the server certificate was not verified; credentials withheld",
+            ));
         }
         let limit = self.timeouts.ehlo;
         let has = |m: &str| self.caps.auth.iter().any(|a| a == m);
@@ -316,6 +338,25 @@ impl Connection {
         self.poisoned |= result.is_err();
         result
     }
+}
+
+/// The TLS handshake (after STARTTLS's 220, or first thing for implicit TLS), under the EHLO
+/// stage's limit.
+async fn handshake(
+    tcp: TcpStream,
+    server_name: &str,
+    config: &ClientConfig,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    let tls_config = crate::tls::rustls_config(config)?;
+    let name = crate::tls::server_name(server_name)?;
+    let connector = tokio_rustls::TlsConnector::from(tls_config);
+    let handshake = async {
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ClientError::Tls(e.to_string()))
+    };
+    timed("starttls", config.timeouts.ehlo, handshake).await
 }
 
 async fn tcp_connect(addr: SocketAddr, config: &ClientConfig) -> Result<TcpStream, ClientError> {

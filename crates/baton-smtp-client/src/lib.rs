@@ -24,6 +24,7 @@ mod error;
 mod stream;
 mod tls;
 mod transaction;
+mod trust;
 
 pub use baton_smtp::params::{DsnRet, Notify};
 pub use baton_smtp::reply::{
@@ -35,3 +36,4 @@ pub use config::{ClientConfig, Credentials, Timeouts, TlsMode};
 pub use connection::Connection;
 pub use error::ClientError;
 pub use transaction::{OutgoingMessage, OutgoingRecipient, SendResult};
+pub use trust::{TrustError, roots_from_pem, system_roots};

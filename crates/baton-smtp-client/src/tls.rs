@@ -1,5 +1,6 @@
-//! rustls client configuration for STARTTLS: verifying (Required + verify) or not
-//! (opportunistic, like Postfix's `may`).
+//! rustls client configuration for STARTTLS and implicit TLS: verifying (Required or implicit,
+//! with `verify_certificates`: Postfix's `secure`) or not (opportunistic, like Postfix's `may`,
+//! or Required without verification, Postfix's `encrypt`).
 
 use std::sync::Arc;
 
@@ -11,6 +12,11 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::{ClientConfig, ClientError, TlsMode};
 
+/// Whether a handshake under `config` verifies the certificate chain and name.
+pub(crate) fn verifies(config: &ClientConfig) -> bool {
+    (config.tls == TlsMode::Required || config.implicit_tls) && config.verify_certificates
+}
+
 /// Builds the rustls config for one connection, always on the ring provider.
 pub(crate) fn rustls_config(
     config: &ClientConfig,
@@ -19,8 +25,7 @@ pub(crate) fn rustls_config(
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Tls(e.to_string()))?;
-    let verify = config.tls == TlsMode::Required && config.verify_certificates;
-    let tls = if verify {
+    let tls = if verifies(config) {
         let roots = config.root_store.clone().ok_or_else(|| {
             ClientError::Tls("certificate verification requested without a root store".into())
         })?;

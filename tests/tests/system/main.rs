@@ -25,6 +25,7 @@ mod delivery_retry;
 mod delivery_shutdown;
 mod delivery_slow_destination;
 mod delivery_smarthost;
+mod delivery_verified_tls;
 mod dev_certificate;
 mod dkim_verify;
 mod e2e_kubernetes;

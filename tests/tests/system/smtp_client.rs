@@ -222,6 +222,13 @@ async fn auth_plain_over_tls() -> anyhow::Result<()> {
         username: "user".into(),
         password: "s3cret".into(),
     });
+    // The receiver's certificate is self-signed: unverified, so the credentials are withheld.
+    let unverified = connect(&receiver, &client).await;
+    ensure!(
+        matches!(unverified, Err(ClientError::AuthUnavailable(_))),
+        "{unverified:?}"
+    );
+    client.allow_auth_unverified = true;
     let result = send_one(
         &receiver,
         &client,

@@ -42,7 +42,7 @@ use baton_proto::v1 as pb;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
-pub use secrets::{BASIC_AUTH_TYPE, verify_password};
+pub use secrets::{BASIC_AUTH_TYPE, CA_BUNDLE_SECRET_KEY, verify_password};
 
 use crate::crd::{RelayDomain, SendingPool, SendingPoolSpec};
 use crate::dns::DnsRecord;
@@ -117,6 +117,10 @@ pub struct PoolReport {
     pub name: String,
     /// Why it was left out of the snapshot (`None`: it is in the snapshot).
     pub invalid: Option<InvalidObject>,
+    /// Smarthosts (`host:port`) whose credentials the spec allows to be sent over TLS whose
+    /// certificate was not verified (`allowUnverifiedCredentials`): the operator's warning
+    /// condition `CredentialsProtected=False`.
+    pub unverified_credentials: Vec<String>,
 }
 
 /// What the compiler concluded about one RelayDomain: the status the operator should write.
@@ -256,6 +260,10 @@ pub fn compile(res: &Resources, generation: u64, now_ms: i64) -> Result<Compiled
         .into_iter()
         .map(|(name, compiled)| PoolReport {
             name: name.to_owned(),
+            unverified_credentials: compiled
+                .as_ref()
+                .map(|spec| pool::unverified_credentials(spec))
+                .unwrap_or_default(),
             invalid: compiled.err(),
         })
         .collect();

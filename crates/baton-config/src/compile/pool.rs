@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use baton_proto::v1 as pb;
 
-use super::secrets::{SecretIndex, basic_auth};
+use super::secrets::{SecretIndex, basic_auth, ca_bundle};
 use crate::InvalidObject;
 use crate::crd::{
     AddressLiterals, DeliveryMode, EgressSpec, MAX_RETRY_TIERS, SendingPool, SendingPoolSpec,
@@ -41,6 +41,12 @@ pub(crate) fn compile_pool(
         .enumerate()
         .map(|(i, s)| compile_smarthost(s, name, i, secrets))
         .collect::<Result<Vec<_>, _>>()?;
+    let ca_bundle_pem = match &spec.tls.ca_bundle_secret_ref {
+        None => String::new(),
+        Some(r) => {
+            ca_bundle(secrets, r).map_err(|why| invalid("spec.tls.caBundleSecretRef", why))?
+        }
+    };
     let egress = spec
         .egress
         .iter()
@@ -85,6 +91,7 @@ pub(crate) fn compile_pool(
         smarthosts,
         egress,
         tls_policy: tls_policy(spec.tls.policy),
+        ca_bundle_pem,
         max_connections_per_destination: limits.max_connections_per_destination,
         max_messages_per_connection: limits.max_messages_per_connection,
         retry_schedule_secs,
@@ -93,6 +100,22 @@ pub(crate) fn compile_pool(
         allow_address_literals: delivery.address_literals == AddressLiterals::Allow,
         allowed_networks,
     })
+}
+
+/// The smarthosts (`host:port`) of `spec` that may receive credentials over TLS whose
+/// certificate was not verified: credentials configured, `allowUnverifiedCredentials` set and
+/// `tls` not `Verify`.
+pub(crate) fn unverified_credentials(spec: &SendingPoolSpec) -> Vec<String> {
+    spec.delivery
+        .smarthosts
+        .iter()
+        .filter(|s| {
+            s.credentials_secret_ref.is_some()
+                && s.allow_unverified_credentials
+                && s.tls != TlsPolicy::Verify
+        })
+        .map(|s| format!("{}:{}", s.host.trim().trim_end_matches('.'), s.port))
+        .collect()
 }
 
 fn compile_smarthost(
@@ -143,6 +166,16 @@ fn compile_smarthost(
             (user, password)
         }
     };
+    if s.implicit_tls && !matches!(s.tls, TlsPolicy::Required | TlsPolicy::Verify) {
+        return Err(invalid(
+            "implicitTls",
+            format!("needs tls Required or Verify, not {:?}", s.tls),
+        ));
+    }
+    let ca_bundle_pem = match &s.ca_bundle_secret_ref {
+        None => String::new(),
+        Some(r) => ca_bundle(secrets, r).map_err(|why| invalid("caBundleSecretRef", why))?,
+    };
     Ok(pb::Smarthost {
         host: s.host.trim().trim_end_matches('.').to_owned(),
         port: u32::from(s.port),
@@ -150,6 +183,9 @@ fn compile_smarthost(
         tls: tls_policy(s.tls),
         username,
         password,
+        implicit_tls: s.implicit_tls,
+        ca_bundle_pem,
+        allow_unverified_credentials: s.allow_unverified_credentials,
     })
 }
 
@@ -267,6 +303,7 @@ fn tls_policy(policy: TlsPolicy) -> i32 {
         TlsPolicy::Opportunistic => pb::TlsPolicy::Opportunistic,
         TlsPolicy::Required => pb::TlsPolicy::Required,
         TlsPolicy::Disabled => pb::TlsPolicy::Disabled,
+        TlsPolicy::Verify => pb::TlsPolicy::Verify,
     };
     policy as i32
 }

@@ -6,6 +6,13 @@ use baton_proto::v1::Credential;
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest as _, Sha256};
 
+/// Key of the PEM CA bundle in a `caBundleSecretRef` Secret (the cert-manager and
+/// service-account convention).
+pub const CA_BUNDLE_SECRET_KEY: &str = "ca.crt";
+
+/// Longest CA bundle accepted (the Mozilla root program's bundle is about 220 KiB).
+const MAX_CA_BUNDLE: usize = 1024 * 1024;
+
 /// Secret type of SMTP AUTH and smarthost credentials.
 pub const BASIC_AUTH_TYPE: &str = "kubernetes.io/basic-auth";
 
@@ -46,6 +53,59 @@ pub(crate) fn secret_value<'s>(secret: &'s Secret, key: &str) -> Option<&'s [u8]
         .as_ref()
         .and_then(|d| d.get(key))
         .map(|v| v.0.as_slice())
+}
+
+/// The PEM CA bundle of a `caBundleSecretRef`: the Secret's `ca.crt`, which must hold at least
+/// one certificate and nothing that is not one (a private key there is refused: it would then
+/// travel in the snapshot). Certificates are public; the bundle is carried as it is.
+pub(crate) fn ca_bundle(
+    secrets: &SecretIndex<'_>,
+    r: &crate::crd::NamespacedSecretRef,
+) -> Result<String, String> {
+    use rustls_pki_types::pem::{PemObject as _, SectionKind};
+    let ns = r.namespace_or_default();
+    let secret = secrets
+        .get(ns, &r.name)
+        .ok_or_else(|| format!("Secret {ns}/{} not found", r.name))?;
+    let pem = secret_value(secret, CA_BUNDLE_SECRET_KEY)
+        .ok_or_else(|| format!("Secret {ns}/{} has no `{CA_BUNDLE_SECRET_KEY}` key", r.name))?;
+    if pem.len() > MAX_CA_BUNDLE {
+        return Err(format!(
+            "Secret {ns}/{}: `{CA_BUNDLE_SECRET_KEY}` is larger than {MAX_CA_BUNDLE} octets",
+            r.name
+        ));
+    }
+    let mut certificates = 0usize;
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
+        match section {
+            Ok((SectionKind::Certificate, _)) => certificates += 1,
+            Ok((kind, _)) => {
+                return Err(format!(
+                    "Secret {ns}/{}: `{CA_BUNDLE_SECRET_KEY}` holds a {kind:?} block; only \
+                     certificates belong in a CA bundle",
+                    r.name
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "Secret {ns}/{}: `{CA_BUNDLE_SECRET_KEY}` is not PEM: {e}",
+                    r.name
+                ));
+            }
+        }
+    }
+    if certificates == 0 {
+        return Err(format!(
+            "Secret {ns}/{}: `{CA_BUNDLE_SECRET_KEY}` holds no PEM certificate",
+            r.name
+        ));
+    }
+    String::from_utf8(pem.to_vec()).map_err(|_| {
+        format!(
+            "Secret {ns}/{}: `{CA_BUNDLE_SECRET_KEY}` is not UTF-8",
+            r.name
+        )
+    })
 }
 
 /// Username and password of a basic-auth Secret. A Secret without `type` (common in files) is

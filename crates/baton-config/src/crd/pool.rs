@@ -238,8 +238,13 @@ pub enum TlsPolicy {
     /// Use STARTTLS when offered; deliver in clear text otherwise.
     #[default]
     Opportunistic,
-    /// Require STARTTLS; defer delivery when it is not offered or fails.
+    /// Require STARTTLS; defer delivery when it is not offered or fails. The certificate is not
+    /// verified (Postfix's `encrypt`): this protects against passive observers only.
     Required,
+    /// Require TLS and a verified certificate: it chains to the system roots (or to the
+    /// `caBundleSecretRef` bundle) and names the host — the smarthost's `host`, or the MX host
+    /// name from DNS in Direct mode (Postfix's `secure`). Otherwise delivery is deferred.
+    Verify,
     /// Never use STARTTLS.
     Disabled,
 }
@@ -247,6 +252,8 @@ pub enum TlsPolicy {
 /// An upstream relay used in Smarthost mode.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.implicitTls) || !self.implicitTls || (has(self.tls) && self.tls in ['Required', 'Verify'])")
+    .message("implicitTls needs tls Required or Verify"))]
 pub struct SmarthostSpec {
     /// Host name (`smtp.example.net`) or IPv4/IPv6 address (`192.0.2.1`, `2001:db8::1`, without
     /// brackets) of the smarthost.
@@ -254,7 +261,7 @@ pub struct SmarthostSpec {
     #[x_kube(validation = Rule::new(format!("isIP(self) || self.matches('{HOST_NAME_PATTERN}')"))
         .message("host must be a host name or an IP address"))]
     pub host: String,
-    /// TCP port of the smarthost (25, 587 with STARTTLS, ...).
+    /// TCP port of the smarthost (25 or 587 with STARTTLS, 465 with `implicitTls`).
     #[serde(default = "default_smtp_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
@@ -262,13 +269,30 @@ pub struct SmarthostSpec {
     #[serde(default = "one_u32")]
     #[schemars(range(min = 1))]
     pub weight: u32,
-    /// TLS policy towards this smarthost.
+    /// TLS policy towards this smarthost: `Opportunistic`, `Required` (encrypted, certificate
+    /// not checked), `Verify` (certificate checked) or `Disabled`. With `credentialsSecretRef`
+    /// the credentials are only ever sent after the certificate verified, whatever this says,
+    /// unless `allowUnverifiedCredentials` is set.
     #[serde(default)]
     pub tls: TlsPolicy,
+    /// TLS from the first byte (SMTPS, RFC 8314, usually port 465) instead of STARTTLS. Needs
+    /// `tls` `Required` or `Verify`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub implicit_tls: bool,
+    /// Secret whose `ca.crt` key holds the PEM certificates that the smarthost's certificate
+    /// must chain to, instead of the system roots (a private CA). Namespace defaults to
+    /// `baton-system`. Omitted: the pool's `tls.caBundleSecretRef`, else the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret_ref: Option<NamespacedSecretRef>,
     /// Secret of type `kubernetes.io/basic-auth` (keys `username`, `password`) used to AUTH at the
     /// smarthost. Namespace defaults to `baton-system`. Omitted: no AUTH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<NamespacedSecretRef>,
+    /// Send the credentials even when the certificate was not verified (anyone on the network
+    /// path could collect them). Off by default; when on, the SendingPool's condition
+    /// `CredentialsProtected` is `False` (reason `UnverifiedCredentialsAllowed`) as a warning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unverified_credentials: bool,
 }
 
 /// An egress identity: the EHLO name and source address outgoing connections use.
@@ -295,9 +319,15 @@ pub struct EgressSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsSpec {
-    /// `Opportunistic` (STARTTLS when offered), `Required` (defer without TLS) or `Disabled`.
+    /// `Opportunistic` (STARTTLS when offered), `Required` (defer without TLS), `Verify` (defer
+    /// unless the MX host's certificate verifies and names it) or `Disabled`.
     #[serde(default)]
     pub policy: TlsPolicy,
+    /// Secret whose `ca.crt` key holds the PEM certificates that verified certificates must
+    /// chain to, instead of the system roots: the MX hosts' under `Verify`, and the smarthosts'
+    /// without their own `caBundleSecretRef`. Namespace defaults to `baton-system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret_ref: Option<NamespacedSecretRef>,
 }
 
 /// Per-destination concurrency limits of a pool.

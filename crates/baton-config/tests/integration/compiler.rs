@@ -665,3 +665,112 @@ fn a_pool_ehlo_name_is_a_normalised_fqdn() {
     let unnamed = compile_yaml(POOL);
     assert_eq!(unnamed.config.pools[0].ehlo_name, "");
 }
+
+/// `tls: Verify`, `implicitTls` and CA bundles compile into the snapshot; the bundle must hold
+/// certificates and nothing else (a private key would travel in the snapshot); implicit TLS
+/// needs a policy that requires TLS; credentials allowed over unverified TLS are reported.
+#[test]
+fn verified_upstream_tls_compiles() {
+    let indent = |pem: &str| pem.replace('\n', "\n    ");
+    let ca_secret = |name: &str, pem: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: baton-system}}\n\
+             stringData:\n  ca.crt: |\n    {}\n",
+            indent(pem)
+        )
+    };
+    let pool = |smarthost: &str| {
+        format!(
+            "apiVersion: baton.dev/v1alpha1\nkind: SendingPool\nmetadata: {{name: relay}}\nspec:\n\
+             \x20 tls: {{policy: Verify, caBundleSecretRef: {{name: pool-ca}}}}\n\
+             \x20 delivery:\n    mode: Smarthost\n    smarthosts:\n      - {smarthost}\n\
+             ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: upstream, namespace: baton-system}}\n\
+             stringData: {{username: relay, password: up-pw}}\n"
+        )
+    };
+    let ca = fixture("ca.pem");
+    let secrets = format!("{}{}", ca_secret("pool-ca", &ca), ca_secret("own-ca", &ca));
+    let yaml = format!(
+        "{}{secrets}",
+        pool(
+            "{host: smtp.upstream.example, port: 465, tls: Verify, implicitTls: true, \
+              caBundleSecretRef: {name: own-ca}, credentialsSecretRef: {name: upstream}}"
+        )
+    );
+    let compiled = compile_yaml(&yaml);
+    compiled.ensure_valid().unwrap();
+    let p = &compiled.config.pools[0];
+    assert_eq!(p.tls_policy, TlsPolicy::Verify as i32);
+    assert_eq!(p.ca_bundle_pem.trim(), ca.trim());
+    let s = &p.smarthosts[0];
+    assert_eq!(s.tls, TlsPolicy::Verify as i32);
+    assert!(s.implicit_tls && !s.allow_unverified_credentials);
+    assert_eq!(s.ca_bundle_pem.trim(), ca.trim());
+    assert!(
+        compiled
+            .pool("relay")
+            .unwrap()
+            .unverified_credentials
+            .is_empty()
+    );
+
+    let allowed = format!(
+        "{}{secrets}",
+        pool(
+            "{host: smtp.upstream.example, port: 587, tls: Required, \
+              credentialsSecretRef: {name: upstream}, allowUnverifiedCredentials: true}"
+        )
+    );
+    let compiled = compile_yaml(&allowed);
+    assert!(compiled.config.pools[0].smarthosts[0].allow_unverified_credentials);
+    assert_eq!(
+        compiled.pool("relay").unwrap().unverified_credentials,
+        ["smtp.upstream.example:587"]
+    );
+
+    let invalid = |smarthost: &str, secrets: &str| {
+        let compiled = compile_yaml(&format!("{}{secrets}", pool(smarthost)));
+        assert!(compiled.config.pools.is_empty(), "left out of the snapshot");
+        compiled.ensure_valid().unwrap_err().to_string()
+    };
+    let err = invalid(
+        "{host: smtp.upstream.example, port: 465, implicitTls: true}",
+        &secrets,
+    );
+    assert!(
+        err.contains("smarthosts[0].implicitTls: needs tls Required or Verify"),
+        "{err}"
+    );
+    let with_key = format!(
+        "{ca}{}",
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ed25519.pem")
+        )
+        .unwrap()
+    );
+    let err = invalid(
+        "{host: smtp.upstream.example, caBundleSecretRef: {name: own-ca}}",
+        &format!(
+            "{}{}",
+            ca_secret("pool-ca", &ca),
+            ca_secret("own-ca", &with_key)
+        ),
+    );
+    assert!(
+        err.contains("caBundleSecretRef: Secret baton-system/own-ca: `ca.crt` holds a"),
+        "{err}"
+    );
+    let err = invalid(
+        "{host: smtp.upstream.example}",
+        &ca_secret("pool-ca", "no certificate here"),
+    );
+    assert!(
+        err.contains("spec.tls.caBundleSecretRef: Secret baton-system/pool-ca: `ca.crt` holds no PEM certificate"),
+        "{err}"
+    );
+    let err = invalid("{host: smtp.upstream.example}", "");
+    assert!(
+        err.contains("Secret baton-system/pool-ca not found"),
+        "{err}"
+    );
+}

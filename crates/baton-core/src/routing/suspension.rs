@@ -77,6 +77,12 @@ impl SuspensionTracker {
         }
     }
 
+    /// Forget every destination: the routes they were measured on changed (a new smarthost
+    /// list, another TLS policy), so their failures say nothing about the new ones.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// Record a success: `dest` is forgotten.
     pub fn record_success(&mut self, dest: &str) {
         self.entries.remove(dest);

@@ -163,4 +163,9 @@ fn suspension() {
         None,
         "x was evicted and starts over"
     );
+    // New routes: every suspension is forgotten.
+    assert_eq!(t.suspended_count(5), 1);
+    t.clear();
+    assert!(t.is_empty());
+    assert_eq!(t.suspended_until("y", 5), None);
 }

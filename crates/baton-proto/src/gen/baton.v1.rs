@@ -405,6 +405,11 @@ pub struct SendingPool {
     /// configured (a fully qualified domain name). Empty: the worker's `--hostname`.
     #[prost(string, tag = "14")]
     pub ehlo_name: ::prost::alloc::string::String,
+    /// PEM certificates (`spec.tls.caBundleSecretRef`) that verified certificates chain to instead
+    /// of the system roots: MX hosts under TLS_POLICY_VERIFY, and smarthosts without their own.
+    /// Empty: the system roots.
+    #[prost(string, tag = "15")]
+    pub ca_bundle_pem: ::prost::alloc::string::String,
 }
 /// An upstream relay.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -417,11 +422,22 @@ pub struct Smarthost {
     pub weight: u32,
     #[prost(enumeration = "TlsPolicy", tag = "4")]
     pub tls: i32,
-    /// AUTH credentials for the upstream (empty = no AUTH).
+    /// AUTH credentials for the upstream (empty = no AUTH). Sent only over TLS whose certificate
+    /// verified, unless allow_unverified_credentials.
     #[prost(string, tag = "5")]
     pub username: ::prost::alloc::string::String,
     #[prost(string, tag = "6")]
     pub password: ::prost::alloc::string::String,
+    /// TLS from the first byte (SMTPS, port 465) instead of STARTTLS; tls is REQUIRED or VERIFY.
+    #[prost(bool, tag = "7")]
+    pub implicit_tls: bool,
+    /// PEM certificates this smarthost's certificate must chain to (empty: the pool's
+    /// ca_bundle_pem, else the system roots).
+    #[prost(string, tag = "8")]
+    pub ca_bundle_pem: ::prost::alloc::string::String,
+    /// Send the credentials over TLS whose certificate was not verified.
+    #[prost(bool, tag = "9")]
+    pub allow_unverified_credentials: bool,
 }
 /// An egress identity: EHLO name and optional source address.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -520,9 +536,13 @@ impl DeliveryMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum TlsPolicy {
+    /// STARTTLS when offered, certificate not checked.
     Opportunistic = 0,
+    /// STARTTLS required, certificate not checked.
     Required = 1,
     Disabled = 2,
+    /// TLS required, certificate chain and host name verified.
+    Verify = 3,
 }
 impl TlsPolicy {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -534,6 +554,7 @@ impl TlsPolicy {
             Self::Opportunistic => "TLS_POLICY_OPPORTUNISTIC",
             Self::Required => "TLS_POLICY_REQUIRED",
             Self::Disabled => "TLS_POLICY_DISABLED",
+            Self::Verify => "TLS_POLICY_VERIFY",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -542,6 +563,7 @@ impl TlsPolicy {
             "TLS_POLICY_OPPORTUNISTIC" => Some(Self::Opportunistic),
             "TLS_POLICY_REQUIRED" => Some(Self::Required),
             "TLS_POLICY_DISABLED" => Some(Self::Disabled),
+            "TLS_POLICY_VERIFY" => Some(Self::Verify),
             _ => None,
         }
     }
