@@ -30,12 +30,32 @@ pub struct Settings {
     pub worker_hostname: Option<String>,
     /// NATS URL given to the workers (and used by the operator).
     pub nats_url: String,
+    /// How the operator itself connects (the URL above, with its TLS and credentials).
+    pub nats: baton_queue::NatsOptions,
+    /// TLS towards NATS for the worker pods, when NATS speaks TLS.
+    pub worker_nats_tls: Option<WorkerNatsTls>,
     /// JetStream stream replicas.
     pub stream_replicas: usize,
     /// This replica's identity in the Lease (pod name or host name).
     pub identity: String,
     /// Name of the leader-election Lease.
     pub lease_name: String,
+}
+
+/// How worker pods reach a NATS that speaks TLS: a Secret mounted at
+/// [`WorkerNatsTls::MOUNT`] with the CA bundle (`ca.crt`) and, for servers that verify
+/// clients, a client certificate (`tls.crt`, `tls.key`) — the layout cert-manager writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerNatsTls {
+    /// Secret in the install namespace.
+    pub secret: String,
+    /// Whether the Secret's `tls.crt`/`tls.key` are presented as a client certificate.
+    pub client_cert: bool,
+}
+
+impl WorkerNatsTls {
+    /// Where the Secret is mounted in worker pods.
+    pub const MOUNT: &'static str = "/etc/baton/nats-tls";
 }
 
 impl Settings {
@@ -47,6 +67,8 @@ impl Settings {
             worker_service_account: "baton-worker".to_owned(),
             worker_hostname: None,
             nats_url: nats_url.to_owned(),
+            nats: baton_queue::NatsOptions::new(nats_url),
+            worker_nats_tls: None,
             stream_replicas: 1,
             identity: "baton-operator".to_owned(),
             lease_name: "baton-operator".to_owned(),

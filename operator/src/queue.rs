@@ -58,8 +58,11 @@ pub struct NatsQueue {
 impl NatsQueue {
     /// Connect, provision the stream and buckets with the operator's settings (it is their
     /// owner in Kubernetes), record them for ingress and workers, and open the config bucket.
-    pub async fn connect(url: &str, stream_replicas: usize) -> Result<Self, QueueError> {
-        let client = baton_queue::connect(url, "baton-operator").await?;
+    pub async fn connect(
+        nats: &baton_queue::NatsOptions,
+        stream_replicas: usize,
+    ) -> Result<Self, QueueError> {
+        let client = baton_queue::connect(nats, "baton-operator").await?;
         let js = async_nats::jetstream::new(client.clone());
         let provisioner = Provisioner::new(
             js.clone(),

@@ -276,8 +276,7 @@ pub async fn start(
         leader_election,
         "connected to Kubernetes; connecting to NATS"
     );
-    let queue =
-        crate::queue::NatsQueue::connect(&settings.nats_url, settings.stream_replicas).await?;
+    let queue = crate::queue::NatsQueue::connect(&settings.nats, settings.stream_replicas).await?;
     let ctx = Context::new(
         client,
         settings,

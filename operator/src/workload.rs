@@ -13,7 +13,7 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource as _;
 
 use crate::Settings;
+use crate::context::WorkerNatsTls;
 use crate::error::{Error, Result};
 
 /// Label carrying the pool name on every worker object.
@@ -136,6 +137,7 @@ pub fn desired_deployment(pool: &SendingPool, settings: &Settings) -> Result<Dep
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![worker_container(name, settings, pool)],
+                    volumes: worker_volumes(settings),
                     node_selector: workers.node_selector.clone(),
                     tolerations: workers.tolerations.clone(),
                     ..PodSpec::default()
@@ -190,7 +192,43 @@ fn worker_env(name: &str, settings: &Settings) -> Vec<EnvVar> {
     if let Some(h) = &settings.worker_hostname {
         v.push(env("BATON_HOSTNAME", h));
     }
+    match &settings.worker_nats_tls {
+        Some(tls) => {
+            let file = |f: &str| format!("{}/{f}", WorkerNatsTls::MOUNT);
+            v.push(env("BATON_NATS_CA", &file("ca.crt")));
+            if tls.client_cert {
+                v.push(env("BATON_NATS_CERT", &file("tls.crt")));
+                v.push(env("BATON_NATS_KEY", &file("tls.key")));
+            }
+        }
+        None if settings.nats.tls.is_required() => v.push(env("BATON_NATS_TLS", "true")),
+        None => {}
+    }
     v
+}
+
+/// The NATS TLS Secret's volume, when there is one.
+fn worker_volumes(settings: &Settings) -> Option<Vec<Volume>> {
+    let tls = settings.worker_nats_tls.as_ref()?;
+    Some(vec![Volume {
+        name: "nats-tls".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(tls.secret.clone()),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }])
+}
+
+fn worker_mounts(settings: &Settings) -> Option<Vec<VolumeMount>> {
+    settings.worker_nats_tls.as_ref()?;
+    Some(vec![VolumeMount {
+        name: "nats-tls".to_owned(),
+        mount_path: WorkerNatsTls::MOUNT.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }])
 }
 
 fn worker_container(name: &str, settings: &Settings, pool: &SendingPool) -> Container {
@@ -199,6 +237,7 @@ fn worker_container(name: &str, settings: &Settings, pool: &SendingPool) -> Cont
         image: Some(settings.worker_image.clone()),
         args: Some(vec!["worker".into(), "--pool".into(), name.to_owned()]),
         env: Some(worker_env(name, settings)),
+        volume_mounts: worker_mounts(settings),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".to_owned()),
             container_port: METRICS_PORT,
@@ -370,6 +409,58 @@ mod tests {
             serde_json::json!({"app.kubernetes.io/component": "worker",
                 "app.kubernetes.io/name": "baton", "baton.dev/pool": "bulk"})
         );
+    }
+
+    /// TLS to NATS: the Secret is mounted read-only and the worker is pointed at its files;
+    /// without a Secret nothing is mounted, and `--nats-tls` alone is passed on.
+    #[test]
+    fn workers_get_the_nats_tls_secret() {
+        let env_of = |s: &Settings| {
+            let v = serde_json::to_value(
+                desired_deployment(&pool(SendingPoolSpec::default()), s).unwrap(),
+            )
+            .unwrap();
+            let pod = v["spec"]["template"]["spec"].clone();
+            let env: BTreeMap<String, String> = pod["containers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| {
+                    Some((
+                        e["name"].as_str()?.to_owned(),
+                        e["value"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
+            (pod, env)
+        };
+        let (pod, env) = env_of(&Settings::for_tests());
+        assert!(pod["volumes"].is_null() && pod["containers"][0]["volumeMounts"].is_null());
+        assert!(!env.keys().any(|k| k.starts_with("BATON_NATS_")), "{env:?}");
+
+        let mut s = Settings::for_tests();
+        s.worker_nats_tls = Some(WorkerNatsTls {
+            secret: "baton-nats-client".into(),
+            client_cert: true,
+        });
+        let (pod, env) = env_of(&s);
+        assert_eq!(
+            pod["volumes"][0]["secret"]["secretName"],
+            "baton-nats-client"
+        );
+        let mount = &pod["containers"][0]["volumeMounts"][0];
+        assert_eq!(
+            (mount["mountPath"].as_str(), mount["readOnly"].as_bool()),
+            (Some("/etc/baton/nats-tls"), Some(true))
+        );
+        assert_eq!(env["BATON_NATS_CA"], "/etc/baton/nats-tls/ca.crt");
+        assert_eq!(env["BATON_NATS_CERT"], "/etc/baton/nats-tls/tls.crt");
+        assert_eq!(env["BATON_NATS_KEY"], "/etc/baton/nats-tls/tls.key");
+
+        s.worker_nats_tls = None;
+        s.nats.tls.required = true;
+        let (_, env) = env_of(&s);
+        assert_eq!(env["BATON_NATS_TLS"], "true");
     }
 
     #[test]

@@ -152,17 +152,27 @@ pub struct Nats {
     port: u16,
     store: TempDir,
     proc: Option<Proc>,
+    /// Extra server configuration (e.g. a `tls { ... }` block); `None`: flags only.
+    extra_config: Option<String>,
 }
 
 impl Nats {
     /// Start a server.
     pub async fn start() -> anyhow::Result<Nats> {
         require("nats-server", "nats-server")?;
+        Nats::start_with(None).await
+    }
+
+    /// Start a server whose configuration file also holds `extra` (a `tls { ... }` or
+    /// `authorization { ... }` block).
+    pub async fn start_with(extra: Option<String>) -> anyhow::Result<Nats> {
+        require("nats-server", "nats-server")?;
         let mut n = Nats {
             port: free_port()?,
             url: String::new(),
             store: TempDir::new("baton-nats")?,
             proc: None,
+            extra_config: extra,
         };
         n.url = format!("nats://127.0.0.1:{}", n.port);
         n.restart().await?;
@@ -178,7 +188,13 @@ impl Nats {
 
     /// (Re)start the server on the same port and store.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("nats-server")
+        let mut cmd = Command::new("nats-server");
+        if let Some(extra) = &self.extra_config {
+            let file = self.store.0.join("server.conf");
+            std::fs::write(&file, extra)?;
+            cmd.arg("-c").arg(file);
+        }
+        let child = cmd
             .args([
                 "-js",
                 "-a",

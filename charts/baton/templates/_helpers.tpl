@@ -143,3 +143,42 @@ livenessProbe:
   periodSeconds: 10
   failureThreshold: 3
 {{- end }}
+
+{{/*
+TLS to NATS (natsClientTls): the env that points a Baton process at the mounted Secret, the
+volume mount and the volume. Empty when natsClientTls is off.
+*/}}
+{{- define "baton.natsTls.env" -}}
+{{- with .Values.natsClientTls }}
+{{- if .enabled }}
+{{- if not .secretName }}
+{{- fail "natsClientTls.enabled needs natsClientTls.secretName" }}
+{{- end }}
+- name: BATON_NATS_CA
+  value: /etc/baton/nats-tls/ca.crt
+{{- if .clientCert }}
+- name: BATON_NATS_CERT
+  value: /etc/baton/nats-tls/tls.crt
+- name: BATON_NATS_KEY
+  value: /etc/baton/nats-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "baton.natsTls.volumeMount" -}}
+{{- if .Values.natsClientTls.enabled }}
+- name: nats-tls
+  mountPath: /etc/baton/nats-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "baton.natsTls.volume" -}}
+{{- if .Values.natsClientTls.enabled }}
+- name: nats-tls
+  secret:
+    secretName: {{ .Values.natsClientTls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}

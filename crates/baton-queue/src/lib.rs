@@ -10,6 +10,7 @@
 //! mail is re-published to retry lanes instead of being NAK'd with a delay.
 
 mod config_store;
+mod connect;
 mod consume;
 mod error;
 mod provision;
@@ -19,6 +20,7 @@ pub mod suppression;
 mod verify;
 
 pub use config_store::{ConfigStore, ConfigWatch};
+pub use connect::{NatsAuth, NatsOptions, NatsTls, connect};
 pub use consume::{Lane, LaneKind, QueuedMessage};
 pub use error::QueueError;
 pub use provision::{LaneStats, Provisioner};
@@ -59,25 +61,6 @@ pub fn consumer_name(pool: &str, kind: LaneKind) -> String {
         LaneKind::New => format!("{pool}-new"),
         LaneKind::Retry(tier) => format!("{pool}-retry-{tier}"),
     }
-}
-
-/// Connect to NATS with the options every Baton process uses: retry the initial connect,
-/// reconnect forever, and a name that shows up in `nats-server` monitoring. `url` may list
-/// several servers separated by commas (`nats://a:4222,nats://b:4222`), as NATS clients
-/// conventionally accept: any of them can serve the first connection.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, QueueError> {
-    let servers: Vec<&str> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(servers)
-        .await
-        .map_err(|e| QueueError::Connect(e.to_string()))
 }
 
 /// Whether the client currently has a live connection to the server.

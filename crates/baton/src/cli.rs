@@ -76,6 +76,8 @@ pub(crate) enum Command {
             global = true
         )]
         nats: String,
+        #[command(flatten)]
+        security: NatsSecurityArgs,
         #[command(subcommand)]
         command: SuppressionCommand,
     },
@@ -144,6 +146,10 @@ pub(crate) enum OutputFormat {
 
 /// `baton config ...`
 #[derive(Subcommand, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing flattened clap args buys nothing"
+)]
 pub(crate) enum ConfigCommand {
     /// Compile YAML (RelayDomain, SendingPool, Secret) into the `baton-config` KV snapshot.
     /// Nothing is written (non-zero exit) when any object is invalid.
@@ -151,6 +157,8 @@ pub(crate) enum ConfigCommand {
         /// NATS URL.
         #[arg(long, env = "BATON_NATS", default_value = "nats://127.0.0.1:4222")]
         nats: String,
+        #[command(flatten)]
+        security: NatsSecurityArgs,
         /// Replicas of the queue stream and both buckets (3 on a production NATS cluster).
         /// `config apply` is the owner of the queue settings outside Kubernetes: it provisions
         /// the stream, buckets and every pool's lanes and records the settings for ingress and
@@ -244,6 +252,8 @@ pub(crate) struct IngressArgs {
     #[arg(long, env = "BATON_NATS")]
     pub nats: String,
     #[command(flatten)]
+    pub security: NatsSecurityArgs,
+    #[command(flatten)]
     pub listen: ListenArgs,
 }
 
@@ -276,6 +286,8 @@ pub(crate) struct WorkerArgs {
     /// NATS URL.
     #[arg(long, env = "BATON_NATS")]
     pub nats: String,
+    #[command(flatten)]
+    pub security: NatsSecurityArgs,
     /// SendingPool to serve.
     #[arg(long, env = "BATON_POOL")]
     pub pool: String,
@@ -303,6 +315,9 @@ pub(crate) struct DevArgs {
     /// Use this NATS server instead of starting `nats-server -js` from PATH.
     #[arg(long, env = "BATON_NATS")]
     pub nats: Option<String>,
+    /// TLS and credentials for `--nats` (the nats-server `baton dev` starts needs none).
+    #[command(flatten)]
+    pub security: NatsSecurityArgs,
     /// Where the started nats-server keeps its store.
     #[arg(long, env = "BATON_DATA_DIR", default_value = ".dev")]
     pub data_dir: PathBuf,
@@ -323,6 +338,8 @@ pub(crate) struct OperatorArgs {
     /// NATS URL (also given to the worker Deployments).
     #[arg(long, env = "BATON_NATS")]
     pub nats: String,
+    #[command(flatten)]
+    pub security: NatsSecurityArgs,
     /// /metrics, /healthz, /readyz, /loglevel.
     #[arg(long, env = "BATON_LISTEN_METRICS")]
     pub listen_metrics: Option<SocketAddr>,
@@ -344,6 +361,18 @@ pub(crate) struct OperatorArgs {
     /// workers are not ready: they never announce their pod name.
     #[arg(long, env = "BATON_WORKER_HOSTNAME")]
     pub worker_hostname: Option<String>,
+    /// Secret (install namespace) mounted into worker pods for TLS to NATS: `ca.crt` is the CA
+    /// bundle the server must chain to; with `--worker-nats-client-cert`, `tls.crt`/`tls.key`
+    /// are the client certificate (cert-manager's layout).
+    #[arg(long, env = "BATON_WORKER_NATS_TLS_SECRET")]
+    pub worker_nats_tls_secret: Option<String>,
+    /// Workers present the `tls.crt`/`tls.key` of `--worker-nats-tls-secret` to NATS.
+    #[arg(
+        long,
+        env = "BATON_WORKER_NATS_CLIENT_CERT",
+        requires = "worker_nats_tls_secret"
+    )]
+    pub worker_nats_client_cert: bool,
     /// Replicas of the queue stream and buckets (3 on a production NATS cluster). The operator
     /// is the owner of the queue settings in Kubernetes: it provisions with them and records
     /// them for ingress and workers, which only verify.
@@ -362,4 +391,80 @@ pub(crate) struct OperatorArgs {
     /// Name of the leader-election Lease in the install namespace.
     #[arg(long, env = "BATON_LEASE_NAME", default_value = "baton-operator")]
     pub lease_name: String,
+}
+
+/// TLS and credentials towards NATS, shared by every command that connects. Secrets are read
+/// from files or the environment, never from the command line: the password from
+/// `--nats-password-file` or `BATON_NATS_PASSWORD`, the nkey seed from `--nats-nkey-file`.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct NatsSecurityArgs {
+    /// PEM CA bundle the NATS server's certificate must chain to (demands TLS).
+    #[arg(long, env = "BATON_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// PEM client certificate, for NATS servers that verify clients (`verify: true`).
+    #[arg(long, env = "BATON_NATS_CERT", requires = "nats_key")]
+    pub nats_cert: Option<PathBuf>,
+    /// PEM key of `--nats-cert`.
+    #[arg(long, env = "BATON_NATS_KEY", requires = "nats_cert")]
+    pub nats_key: Option<PathBuf>,
+    /// Demand TLS even without `--nats-ca` (the server is then verified against the system
+    /// roots). `tls://` URLs demand it too.
+    #[arg(long, env = "BATON_NATS_TLS")]
+    pub nats_tls: bool,
+    /// NATS `.creds` file (user JWT and nkey seed, decentralised auth).
+    #[arg(long, env = "BATON_NATS_CREDS", conflicts_with_all = ["nats_user", "nats_nkey_file"])]
+    pub nats_creds: Option<PathBuf>,
+    /// NATS user name; the password comes from `--nats-password-file` or `BATON_NATS_PASSWORD`.
+    #[arg(long, env = "BATON_NATS_USER", conflicts_with = "nats_nkey_file")]
+    pub nats_user: Option<String>,
+    /// File holding the NATS password of `--nats-user` (trailing newline ignored).
+    #[arg(long, env = "BATON_NATS_PASSWORD_FILE", requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
+    /// File holding an nkey seed (`SU...`).
+    #[arg(long, env = "BATON_NATS_NKEY_FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+}
+
+/// Environment variable holding the NATS password when `--nats-password-file` is not given.
+pub(crate) const NATS_PASSWORD_ENV: &str = "BATON_NATS_PASSWORD";
+
+impl NatsSecurityArgs {
+    /// The connect options for `url`.
+    pub(crate) fn options(&self, url: &str) -> anyhow::Result<baton_queue::NatsOptions> {
+        use anyhow::Context as _;
+        use baton_queue::{NatsAuth, NatsOptions, NatsTls};
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the NATS {what} file {}", path.display()))
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+        };
+        let auth = match (&self.nats_creds, &self.nats_user, &self.nats_nkey_file) {
+            (Some(creds), _, _) => NatsAuth::CredsFile(creds.clone()),
+            (None, Some(user), _) => {
+                let password = match &self.nats_password_file {
+                    Some(path) => read(path, "password")?,
+                    None => std::env::var(NATS_PASSWORD_ENV).with_context(|| {
+                        format!(
+                            "--nats-user {user} needs --nats-password-file or {NATS_PASSWORD_ENV}"
+                        )
+                    })?,
+                };
+                NatsAuth::UserPassword {
+                    user: user.clone(),
+                    password,
+                }
+            }
+            (None, None, Some(path)) => NatsAuth::Nkey(read(path, "nkey seed")?),
+            (None, None, None) => NatsAuth::None,
+        };
+        Ok(NatsOptions {
+            url: url.to_owned(),
+            tls: NatsTls {
+                ca: self.nats_ca.clone(),
+                client_cert: self.nats_cert.clone().zip(self.nats_key.clone()),
+                required: self.nats_tls,
+            },
+            auth,
+        })
+    }
 }

@@ -21,7 +21,8 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
                 ),
             };
             let tls = cert.server_config()?;
-            let nats = wiring::Nats::connect(&args.nats, "baton-ingress").await?;
+            let nats =
+                wiring::Nats::connect(&args.security.options(&args.nats)?, "baton-ingress").await?;
             let (metrics, health) =
                 wiring::ops(args.listen.listen_metrics, log, &nats, &stop).await?;
             tokio::spawn(cert.watch(args.listen.tls_reload_every, metrics.clone(), stop.clone()));
@@ -48,7 +49,8 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
         }
         Command::Worker(args) => {
             let stop = wiring::shutdown_signal();
-            let nats = wiring::Nats::connect(&args.nats, "baton-worker").await?;
+            let nats =
+                wiring::Nats::connect(&args.security.options(&args.nats)?, "baton-worker").await?;
             let (metrics, health) = wiring::ops(args.listen_metrics, log, &nats, &stop).await?;
             let queue = crate::queue::watch_queue(
                 nats.js.clone(),
@@ -68,13 +70,14 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             command:
                 ConfigCommand::Apply {
                     nats,
+                    security,
                     stream_replicas,
                     paths,
                 },
         } => {
             // The owner outside Kubernetes: provisions the stream, buckets and the pools' lanes
             // with the resolved settings and records them for every other process.
-            let nats = wiring::Nats::connect(&nats, "baton-config").await?;
+            let nats = wiring::Nats::connect(&security.options(&nats)?, "baton-config").await?;
             let settings = crate::queue::owner_settings(&nats.js, stream_replicas).await?;
             let nats = nats.owning(settings);
             let generation = wiring::apply_config(&nats, &paths, "config-apply").await?;
@@ -100,7 +103,11 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             println!("wrote CRDs to {}", out.display());
             Ok(())
         }
-        Command::Suppression { nats, command } => crate::suppression_cli::run(&nats, command).await,
+        Command::Suppression {
+            nats,
+            security,
+            command,
+        } => crate::suppression_cli::run(&security.options(&nats)?, command).await,
         Command::DnsRecords { config } => {
             let res = baton_config::load_paths(&config)?;
             let compiled = baton_config::compile(&res, 1, 0)?;

@@ -25,7 +25,8 @@ pub(crate) async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result
             url
         }
     };
-    let result = run_with(&args, &url, log, stop).await;
+    let options = args.security.options(&url)?;
+    let result = run_with(&args, &options, log, stop).await;
     if let Some(mut c) = child {
         let _ = c.kill().await;
     }
@@ -34,7 +35,7 @@ pub(crate) async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result
 
 async fn run_with(
     args: &DevArgs,
-    url: &str,
+    url: &baton_queue::NatsOptions,
     log: Option<LogHandle>,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {

@@ -38,6 +38,15 @@ fn settings(args: &OperatorArgs) -> anyhow::Result<Settings> {
         Some(h) if baton_core::names::is_fqdn(h) => Some(h.trim_end_matches('.').to_owned()),
         Some(h) => bail!("--worker-hostname {h:?} is not a fully qualified domain name"),
     };
+    s.nats = args.security.options(&args.nats)?;
+    s.worker_nats_tls = args
+        .worker_nats_tls_secret
+        .as_ref()
+        .filter(|n| !n.is_empty())
+        .map(|secret| baton_operator::context::WorkerNatsTls {
+            secret: secret.clone(),
+            client_cert: args.worker_nats_client_cert,
+        });
     s.stream_replicas = args.stream_replicas;
     s.identity = identity();
     s.lease_name = args.lease_name.clone();

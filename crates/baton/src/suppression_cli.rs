@@ -10,7 +10,10 @@ use baton_queue::suppression::SuppressionStore;
 
 use crate::cli::{OutputFormat, SuppressionCommand};
 
-pub(crate) async fn run(nats: &str, command: SuppressionCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    nats: &baton_queue::NatsOptions,
+    command: SuppressionCommand,
+) -> anyhow::Result<()> {
     let client = baton_queue::connect(nats, "baton-suppression").await?;
     let js = async_nats::jetstream::new(client);
     let store = SuppressionStore::open(&js)

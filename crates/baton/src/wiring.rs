@@ -51,8 +51,11 @@ pub(crate) struct Nats {
 impl Nats {
     /// Connect; nothing is created or changed (its provisioner only reads queue statistics
     /// until [`Nats::owning`] gives it settings to provision with).
-    pub(crate) async fn connect(url: &str, name: &str) -> anyhow::Result<Nats> {
-        let client = baton_queue::connect(url, name).await?;
+    pub(crate) async fn connect(
+        options: &baton_queue::NatsOptions,
+        name: &str,
+    ) -> anyhow::Result<Nats> {
+        let client = baton_queue::connect(options, name).await?;
         let js = async_nats::jetstream::new(client.clone());
         let provisioner = Provisioner::new(js.clone(), StreamSettings::default());
         Ok(Nats {

@@ -38,6 +38,7 @@ mod ingress_tenant_isolation;
 mod ingress_tls_reload;
 mod large_body;
 mod monitoring;
+mod nats_tls;
 mod queue_not_provisioned;
 mod return_path;
 mod smtp_client;
