@@ -58,7 +58,9 @@ async fn nats_server() -> Server {
 #[tokio::test]
 async fn lanes_are_provisioned_idempotently_and_depth_and_snapshot_round_trip() {
     let server = nats_server().await;
-    let queue = NatsQueue::connect(&baton_queue::NatsOptions::new(&server.url), 1).await.unwrap();
+    let queue = NatsQueue::connect(&baton_queue::NatsOptions::new(&server.url), 1)
+        .await
+        .unwrap();
     assert!(queue.is_connected());
     queue.ensure_pool("bulk", 2).await.unwrap();
     queue.ensure_pool("bulk", 2).await.unwrap();
@@ -106,7 +108,9 @@ async fn the_operator_records_its_settings_and_reports_drift_it_cannot_correct()
     })
     .await
     .unwrap();
-    let queue = NatsQueue::connect(&baton_queue::NatsOptions::new(&server.url), 1).await.unwrap();
+    let queue = NatsQueue::connect(&baton_queue::NatsOptions::new(&server.url), 1)
+        .await
+        .unwrap();
     let drift = queue.ensure_pool("bulk", 1).await.unwrap();
     assert_eq!(
         drift,

@@ -154,6 +154,8 @@ pub struct Nats {
     proc: Option<Proc>,
     /// Extra server configuration (e.g. a `tls { ... }` block); `None`: flags only.
     extra_config: Option<String>,
+    /// Environment of the server process (e.g. the passwords an `authorization` block names).
+    env: Vec<(String, String)>,
 }
 
 impl Nats {
@@ -166,6 +168,14 @@ impl Nats {
     /// Start a server whose configuration file also holds `extra` (a `tls { ... }` or
     /// `authorization { ... }` block).
     pub async fn start_with(extra: Option<String>) -> anyhow::Result<Nats> {
+        Nats::start_with_env(extra, Vec::new()).await
+    }
+
+    /// Like [`Nats::start_with`] with `env` in the server's environment.
+    pub async fn start_with_env(
+        extra: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Nats> {
         require("nats-server", "nats-server")?;
         let mut n = Nats {
             port: free_port()?,
@@ -173,6 +183,7 @@ impl Nats {
             store: TempDir::new("baton-nats")?,
             proc: None,
             extra_config: extra,
+            env,
         };
         n.url = format!("nats://127.0.0.1:{}", n.port);
         n.restart().await?;
@@ -194,6 +205,7 @@ impl Nats {
             std::fs::write(&file, extra)?;
             cmd.arg("-c").arg(file);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .args([
                 "-js",

@@ -8,6 +8,7 @@
 //! files (or the environment, by the CLI), the `.creds` file by async-nats itself.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::QueueError;
@@ -74,6 +75,10 @@ pub struct NatsOptions {
     pub tls: NatsTls,
     /// Credentials.
     pub auth: NatsAuth,
+    /// Prefix of the client's reply subjects. `None`: `_INBOX.<user>` when a user name is
+    /// given (what Baton's generated permissions allow, see [`crate::permissions`]), else
+    /// the NATS default `_INBOX`.
+    pub inbox_prefix: Option<String>,
 }
 
 impl NatsOptions {
@@ -142,8 +147,50 @@ impl NatsOptions {
             }
             NatsAuth::Nkey(seed) => options.nkey(seed.clone()),
         };
+        let prefix = match (&self.inbox_prefix, &self.auth) {
+            (Some(p), _) => Some(p.clone()),
+            (None, NatsAuth::UserPassword { user, .. }) => {
+                Some(crate::permissions::inbox_prefix(user))
+            }
+            (None, _) => None,
+        };
+        if let Some(prefix) = prefix {
+            options = options.custom_inbox_prefix(prefix);
+        }
+        options = options.event_callback(|event| async move {
+            match event {
+                async_nats::Event::ServerError(e) => record_server_error(&e.to_string()),
+                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        });
         Ok(options)
     }
+}
+
+static DENIALS: AtomicU64 = AtomicU64::new(0);
+static LAST_DENIAL: parking_lot::Mutex<Option<String>> = parking_lot::Mutex::new(None);
+
+/// A server error seen on any connection of this process: permission violations and
+/// authorization failures are counted (see [`denials`]) and logged as errors; they mean the
+/// process's NATS identity does not match what it does, which no retry fixes.
+fn record_server_error(text: &str) {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("permissions violation") || lower.contains("authorization violation") {
+        DENIALS.fetch_add(1, Ordering::Relaxed);
+        *LAST_DENIAL.lock() = Some(text.to_owned());
+        tracing::error!(error = %text, "NATS refused an operation of this process's identity");
+    } else {
+        tracing::warn!(error = %text, "NATS server error");
+    }
+}
+
+/// Permission and authorization violations NATS reported to this process so far, and the
+/// last one's text.
+pub fn denials() -> (u64, Option<String>) {
+    let last = LAST_DENIAL.lock().clone();
+    (DENIALS.load(Ordering::Relaxed), last)
 }
 
 /// Connect to NATS as the process `name`: retry the initial connect, reconnect forever, and a
@@ -192,6 +239,17 @@ mod tests {
         };
         let err = o.check_files().unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ca.crt"), "{err}");
+    }
+
+    #[test]
+    fn violations_are_counted_other_errors_are_not() {
+        let (before, _) = denials();
+        record_server_error("slow consumer");
+        assert_eq!(denials().0, before);
+        record_server_error("Permissions Violation for Publish to \"baton.retry.x.0\"");
+        let (after, last) = denials();
+        assert_eq!(after, before + 1);
+        assert!(last.unwrap().contains("baton.retry.x.0"));
     }
 
     #[test]

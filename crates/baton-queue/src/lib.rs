@@ -13,6 +13,7 @@ mod config_store;
 mod connect;
 mod consume;
 mod error;
+pub mod permissions;
 mod provision;
 mod publish;
 mod settings;
@@ -20,7 +21,7 @@ pub mod suppression;
 mod verify;
 
 pub use config_store::{ConfigStore, ConfigWatch};
-pub use connect::{NatsAuth, NatsOptions, NatsTls, connect};
+pub use connect::{NatsAuth, NatsOptions, NatsTls, connect, denials};
 pub use consume::{Lane, LaneKind, QueuedMessage};
 pub use error::QueueError;
 pub use provision::{LaneStats, Provisioner};
@@ -40,6 +41,9 @@ pub const SUPPRESSION_BUCKET: &str = "baton-suppressions";
 pub const CONFIG_KEY: &str = "relay-config";
 /// Key of the recorded [`StreamSettings`] (`baton.v1.QueueSettings`) inside [`CONFIG_BUCKET`].
 pub const QUEUE_SETTINGS_KEY: &str = "queue-settings";
+/// Retry tiers the lane statistics probe (the most a pool can have, `baton_config`'s
+/// `MAX_RETRY_TIERS`).
+pub const MAX_LANE_TIERS: u32 = 16;
 /// Bodies larger than this go to the Object Store (JetStream's default max_payload is 1 MiB and
 /// the envelope needs room for its own fields).
 pub const INLINE_BODY_LIMIT: usize = 900 * 1024;

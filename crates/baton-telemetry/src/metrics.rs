@@ -86,6 +86,9 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// Config snapshots rejected or failed to load.
     pub config_errors: IntCounter,
+    /// Operations NATS refused to this process's identity (permission or authorization
+    /// violations).
+    pub nats_permission_denials: IntCounter,
     /// Operator reconciles by kind (`SendingPool`, `RelayDomain`, `Snapshot`) and result (`ok`, or an
     /// error's metric label).
     pub operator_reconciles: IntCounterVec,
@@ -366,6 +369,13 @@ impl Metrics {
                 &r,
                 "baton_config_errors_total",
                 "Config snapshots that could not be used.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
+            nats_permission_denials: counter(
+                &r,
+                "baton_nats_permission_denials_total",
+                "Operations NATS refused to this process's identity (permission or authorization violations).",
                 &[],
             )
             .with_label_values::<&str>(&[]),

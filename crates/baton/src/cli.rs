@@ -92,6 +92,19 @@ pub(crate) enum Command {
         )]
         config: Vec<PathBuf>,
     },
+    /// Print the nats-server `authorization` block for Baton's roles: one user each for the
+    /// ingress, the admin (operator, `config apply`, CLIs) and every SendingPool's workers,
+    /// each allowed only what its role needs. Passwords are environment references.
+    NatsAuth {
+        /// SendingPool YAML files or directories (the pools and their retry tiers).
+        #[arg(
+            long = "config",
+            env = "BATON_CONFIG",
+            value_delimiter = ',',
+            required = true
+        )]
+        config: Vec<PathBuf>,
+    },
 }
 
 /// `baton suppression ...`
@@ -423,6 +436,10 @@ pub(crate) struct NatsSecurityArgs {
     /// File holding an nkey seed (`SU...`).
     #[arg(long, env = "BATON_NATS_NKEY_FILE")]
     pub nats_nkey_file: Option<PathBuf>,
+    /// Prefix of this process's reply subjects; default `_INBOX.<--nats-user>` (what the
+    /// permissions of `baton nats-auth` allow), else `_INBOX`.
+    #[arg(long, env = "BATON_NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
 }
 
 /// Environment variable holding the NATS password when `--nats-password-file` is not given.
@@ -458,6 +475,7 @@ impl NatsSecurityArgs {
             (None, None, None) => NatsAuth::None,
         };
         Ok(NatsOptions {
+            inbox_prefix: self.nats_inbox_prefix.clone(),
             url: url.to_owned(),
             tls: NatsTls {
                 ca: self.nats_ca.clone(),

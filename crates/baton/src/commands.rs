@@ -108,6 +108,18 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             security,
             command,
         } => crate::suppression_cli::run(&security.options(&nats)?, command).await,
+        Command::NatsAuth { config } => {
+            let res = baton_config::load_paths(&config)?;
+            let compiled = baton_config::compile(&res, 1, 0)?;
+            compiled.ensure_valid()?;
+            let pools = compiled.config.pools.iter().map(|p| {
+                let tiers = u32::try_from(p.retry_schedule_secs.len()).unwrap_or(u32::MAX);
+                (p.name.as_str(), tiers)
+            });
+            let roles = baton_queue::permissions::roles(pools);
+            print!("{}", baton_queue::permissions::authorization_block(&roles));
+            Ok(())
+        }
         Command::DnsRecords { config } => {
             let res = baton_config::load_paths(&config)?;
             let compiled = baton_config::compile(&res, 1, 0)?;

@@ -1,12 +1,19 @@
 //! `baton dev`: everything on one machine. Starts `nats-server -js` from PATH (unless `--nats`
-//! is given) with its store under `--data-dir`, compiles and applies the config, and runs an
-//! ingress plus one worker per SendingPool in this process. Without TLS files it uses a
+//! is given) with its store under `--data-dir` and the same least-privilege authorization as
+//! production (`baton nats-auth`: one NATS user per role, random passwords held in memory and
+//! handed to the server through its environment), compiles and applies the config as the
+//! admin role, and runs an ingress plus one worker per SendingPool in this process, each
+//! logged in as its own role. Without TLS files it uses a
 //! self-signed certificate kept under `--data-dir` (`tls/dev.crt`), generated on first start.
 
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use anyhow::{Context as _, bail};
+use baton_queue::NatsOptions;
+use baton_queue::permissions::Role;
 use baton_telemetry::LogHandle;
 use tokio::process::{Child, Command};
 
@@ -17,36 +24,72 @@ use crate::wiring::{self, Nats};
 pub(crate) async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
     let stop = wiring::shutdown_signal();
     let mut child: Option<Child> = None;
-    let url = match &args.nats {
-        Some(u) => u.clone(),
+    let identities = match &args.nats {
+        Some(u) => Identities::shared(args.security.options(u)?),
         None => {
-            let (c, url) = start_nats(&args.data_dir, args.durable).await?;
+            let roles = roles(&args.config)?;
+            let (c, identities) = start_nats(&args.data_dir, args.durable, &roles).await?;
             child = Some(c);
-            url
+            identities
         }
     };
-    let options = args.security.options(&url)?;
-    let result = run_with(&args, &options, log, stop).await;
+    let result = run_with(&args, &identities, log, stop).await;
     if let Some(mut c) = child {
         let _ = c.kill().await;
     }
     result
 }
 
+/// How each part of `baton dev` logs in to NATS.
+struct Identities {
+    admin: NatsOptions,
+    ingress: NatsOptions,
+    workers: HashMap<String, NatsOptions>,
+}
+
+impl Identities {
+    /// One identity for everything (`--nats`: the user's server and credentials).
+    fn shared(options: NatsOptions) -> Identities {
+        Identities {
+            admin: options.clone(),
+            ingress: options,
+            workers: HashMap::new(),
+        }
+    }
+
+    fn worker(&self, pool: &str) -> &NatsOptions {
+        self.workers.get(pool).unwrap_or(&self.ingress)
+    }
+}
+
+/// The NATS roles of the configured pools (compiled as `config apply` would).
+fn roles(config: &[std::path::PathBuf]) -> anyhow::Result<Vec<Role>> {
+    if config.is_empty() {
+        bail!("baton dev needs at least one --config file or directory (see manifests/examples/)");
+    }
+    let compiled = baton_config::compile(&baton_config::load_paths(config)?, 1, 0)?;
+    let pools = compiled.config.pools.iter().map(|p| {
+        let tiers = u32::try_from(p.retry_schedule_secs.len()).unwrap_or(u32::MAX);
+        (p.name.as_str(), tiers)
+    });
+    Ok(baton_queue::permissions::roles(pools))
+}
+
 async fn run_with(
     args: &DevArgs,
-    url: &baton_queue::NatsOptions,
+    identities: &Identities,
     log: Option<LogHandle>,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let nats = Nats::connect(url, "baton-dev").await?;
     if args.config.is_empty() {
         bail!("baton dev needs at least one --config file or directory (see manifests/examples/)");
     }
+    let admin = Nats::connect(&identities.admin, "baton-dev-admin").await?;
     // `baton dev` owns the queue settings, like `config apply`.
-    let settings = crate::queue::owner_settings(&nats.js, args.listen.stream_replicas).await?;
-    let nats = nats.owning(settings);
-    let generation = wiring::apply_config(&nats, &args.config, "dev").await?;
+    let settings = crate::queue::owner_settings(&admin.js, args.listen.stream_replicas).await?;
+    let admin = admin.owning(settings);
+    let generation = wiring::apply_config(&admin, &args.config, "dev").await?;
+    let nats = Nats::connect(&identities.ingress, "baton-dev").await?;
     tracing::info!(generation, "config applied");
     let res = baton_config::load_paths(&args.config)?;
     let pools: Vec<String> = res
@@ -90,7 +133,7 @@ async fn run_with(
     }
     // Provisioned above; this keeps checking for drift and sets the `queue` condition.
     let queue = crate::queue::watch_queue(
-        nats.js.clone(),
+        admin.js.clone(),
         None,
         metrics.clone(),
         health.clone(),
@@ -103,7 +146,7 @@ async fn run_with(
     for pool in pools {
         let config = wiring::worker_config(&pool, &args.listen.hostname, &args.tuning, false)?;
         let (n, m, h, s) = (
-            Nats::connect(url, "baton-dev-worker").await?,
+            Nats::connect(identities.worker(&pool), "baton-dev-worker").await?,
             metrics.clone(),
             health.clone(),
             stop.clone(),
@@ -132,7 +175,11 @@ async fn run_with(
 
 /// Start `nats-server -js` on a free loopback port with its store under `data_dir`;
 /// `durable`: with `sync_interval: always` (a config file, since there is no flag for it).
-async fn start_nats(data_dir: &std::path::Path, durable: bool) -> anyhow::Result<(Child, String)> {
+async fn start_nats(
+    data_dir: &std::path::Path,
+    durable: bool,
+    roles: &[Role],
+) -> anyhow::Result<(Child, Identities)> {
     let store = data_dir.join("nats");
     std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -141,11 +188,34 @@ async fn start_nats(data_dir: &std::path::Path, durable: bool) -> anyhow::Result
     let mut cmd = Command::new("nats-server");
     cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(&store);
+    // The production authorization, with fresh passwords that only this process and the
+    // server (through its environment) ever hold: the file names no secret.
+    let mut conf_text = baton_queue::permissions::authorization_block(roles);
     if durable {
-        let conf = data_dir.join("nats-durable.conf");
-        std::fs::write(&conf, "jetstream { sync_interval: always }\n")
-            .with_context(|| format!("writing {}", conf.display()))?;
-        cmd.arg("-c").arg(&conf);
+        conf_text.push_str("jetstream { sync_interval: always }\n");
+    }
+    let conf = data_dir.join("nats.conf");
+    std::fs::write(&conf, conf_text).with_context(|| format!("writing {}", conf.display()))?;
+    cmd.arg("-c").arg(&conf);
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut identities = Identities::shared(NatsOptions::new(&url));
+    for role in roles {
+        let password = hex::encode(rand::random::<[u8; 24]>());
+        cmd.env(role.password_env(), &password);
+        let options = NatsOptions {
+            auth: baton_queue::NatsAuth::UserPassword {
+                user: role.user(),
+                password,
+            },
+            ..NatsOptions::new(&url)
+        };
+        match role {
+            Role::Admin => identities.admin = options,
+            Role::Ingress => identities.ingress = options,
+            Role::Worker { pool, .. } => {
+                identities.workers.insert(pool.clone(), options);
+            }
+        }
     }
     let mut child = cmd
         .stdout(Stdio::null())
@@ -153,7 +223,6 @@ async fn start_nats(data_dir: &std::path::Path, durable: bool) -> anyhow::Result
         .kill_on_drop(true)
         .spawn()
         .context("starting nats-server (install it: apt-get install nats-server)")?;
-    let url = format!("nats://127.0.0.1:{port}");
     for _ in 0..100 {
         if let Ok(Some(status)) = child.try_wait() {
             bail!(
@@ -169,8 +238,13 @@ async fn start_nats(data_dir: &std::path::Path, durable: bool) -> anyhow::Result
             .await
             .is_ok()
         {
-            tracing::info!(%url, store = %store.display(), "nats-server started");
-            return Ok((child, url));
+            tracing::info!(
+                %url,
+                store = %store.display(),
+                config = %conf.display(),
+                "nats-server started with one NATS user per role (baton nats-auth)"
+            );
+            return Ok((child, identities));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -157,11 +157,33 @@ fn hostname(flag: &Option<String>) -> String {
 }
 
 /// Keep a readiness condition in step with the NATS connection.
-fn watch_nats(client: async_nats::Client, health: Arc<Health>, stop: CancellationToken) {
+/// Readiness of the NATS connection: connected, and no operation refused to this process's
+/// identity (a refusal means the identity does not match the role — no retry fixes that, so
+/// the process stays not ready until it is restarted with the right credentials), and the
+/// refusals counted in `baton_nats_permission_denials_total`.
+fn watch_nats(
+    client: async_nats::Client,
+    metrics: Metrics,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
+        let mut counted = 0;
         while !stop.is_cancelled() {
             let up = baton_queue::is_connected(&client);
-            health.set("nats", (!up).then(|| "not connected to NATS".to_string()));
+            let (denied, last) = baton_queue::denials();
+            metrics
+                .nats_permission_denials
+                .inc_by(denied.saturating_sub(counted));
+            counted = denied;
+            let problem = match (denied, last, up) {
+                (d, Some(last), _) if d > 0 => Some(format!(
+                    "NATS refused {d} operation(s) of this process's identity, last: {last}"
+                )),
+                (_, _, false) => Some("not connected to NATS".to_string()),
+                _ => None,
+            };
+            health.set("nats", problem);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
@@ -182,7 +204,12 @@ pub(crate) async fn ops(
             .with_context(|| format!("binding metrics listener {addr}"))?;
         tracing::info!(%bound, "operations endpoint listening");
     }
-    watch_nats(nats.client.clone(), health.clone(), stop.clone());
+    watch_nats(
+        nats.client.clone(),
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    );
     Ok((metrics, health))
 }
 
@@ -329,6 +356,9 @@ pub(crate) async fn run_worker(
     Ok(())
 }
 
+// The lane statistics (and the workers' NATS permissions) cover every tier a pool may have.
+const _: () = assert!(baton_queue::MAX_LANE_TIERS as usize == baton_config::crd::MAX_RETRY_TIERS);
+
 /// Every few seconds, read the pool's lane consumers and publish queue depth and age
 /// (`baton_queue_*`), like Postfix's `qshape` as gauges.
 fn spawn_queue_stats(
@@ -344,7 +374,10 @@ fn spawn_queue_stats(
                 .worker_ready
                 .with_label_values(&[&pool])
                 .set(i64::from(health.is_ready()));
-            if let Ok(lanes) = provisioner.lane_stats(&pool, 16).await {
+            if let Ok(lanes) = provisioner
+                .lane_stats(&pool, baton_queue::MAX_LANE_TIERS)
+                .await
+            {
                 for l in lanes {
                     metrics
                         .queue_pending

@@ -1,0 +1,374 @@
+//! Least-privilege NATS identities: which subjects each Baton role may publish to and
+//! subscribe to, and the nats-server `authorization` block that grants exactly that.
+//!
+//! Roles (one NATS user each):
+//! - **ingress** (`baton-ingress`): publish fresh mail to every pool's `baton.new.<pool>`
+//!   and large bodies to the Object Store; read the config snapshot and the suppression lists;
+//!   read the stream settings it verifies. It cannot consume, acknowledge, delete, publish to a
+//!   retry lane or write the configuration.
+//! - **worker of pool P** (`baton-worker-<P>`): consume and acknowledge P's lanes only
+//!   (`P-new`, `P-retry-<i>`), publish P's retry tiers and P's fresh lane (DSNs, delay
+//!   notices), read and delete large bodies, add suppressions, read the snapshot.
+//! - **admin** (`baton-admin`): the operator, `baton config apply` and the `baton
+//!   suppression` CLI: provision Baton's streams, buckets and lane consumers, write the
+//!   snapshot and the suppression lists, read consumer state. It does not consume mail.
+//!
+//! Every role receives its JetStream replies on its own inbox prefix (`_INBOX.<user>`), so no
+//! role can read another's replies (a KV read of the snapshot, a fetched message).
+//!
+//! Pure: subjects and text only. The passwords are not in the block: it references environment
+//! variables (`$BATON_NATS_PASSWORD_INGRESS`, ...) that nats-server resolves at start.
+
+use std::fmt::Write as _;
+
+use crate::LaneKind;
+use crate::{BODY_BUCKET, CONFIG_BUCKET, STREAM, SUPPRESSION_BUCKET, consumer_name};
+
+/// A Baton role towards NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The SMTP ingress.
+    Ingress,
+    /// The delivery workers of one pool, with its number of retry tiers.
+    Worker {
+        /// The SendingPool.
+        pool: String,
+        /// Its retry tiers.
+        tiers: u32,
+    },
+    /// The operator, `config apply` and the admin CLIs.
+    Admin,
+}
+
+impl Role {
+    /// The NATS user name of the role.
+    pub fn user(&self) -> String {
+        match self {
+            Role::Ingress => "baton-ingress".to_owned(),
+            Role::Worker { pool, .. } => format!("baton-worker-{pool}"),
+            Role::Admin => "baton-admin".to_owned(),
+        }
+    }
+
+    /// The environment variable the generated block reads the role's password from.
+    pub fn password_env(&self) -> String {
+        let suffix = match self {
+            Role::Ingress => "INGRESS".to_owned(),
+            Role::Worker { pool, .. } => format!("WORKER_{pool}"),
+            Role::Admin => "ADMIN".to_owned(),
+        };
+        format!(
+            "BATON_NATS_PASSWORD_{}",
+            suffix.replace('-', "_").to_ascii_uppercase()
+        )
+    }
+
+    /// The subjects the role may publish to and subscribe to.
+    pub fn permissions(&self) -> Permissions {
+        let api = |s: &str| format!("$JS.API.{s}");
+        let kv = |bucket: &str| format!("KV_{bucket}");
+        let obj = format!("OBJ_{BODY_BUCKET}");
+        let mut publish = vec![api("INFO")];
+        // Stream settings every process verifies, and the snapshot every process reads
+        // (direct gets, and the ordered consumer of a watch with its flow control).
+        for stream in [
+            STREAM.to_owned(),
+            kv(CONFIG_BUCKET),
+            obj.clone(),
+            kv(SUPPRESSION_BUCKET),
+        ] {
+            publish.push(api(&format!("STREAM.INFO.{stream}")));
+        }
+        let read_bucket = |publish: &mut Vec<String>, stream: &str| {
+            publish.extend([
+                api(&format!("DIRECT.GET.{stream}")),
+                api(&format!("DIRECT.GET.{stream}.>")),
+                api(&format!("STREAM.MSG.GET.{stream}")),
+                api(&format!("CONSUMER.CREATE.{stream}")),
+                api(&format!("CONSUMER.CREATE.{stream}.>")),
+                api(&format!("CONSUMER.DELETE.{stream}.>")),
+                format!("$JS.FC.{stream}.>"),
+            ]);
+        };
+        read_bucket(&mut publish, &kv(CONFIG_BUCKET));
+        read_bucket(&mut publish, &kv(SUPPRESSION_BUCKET));
+        match self {
+            Role::Ingress => {
+                publish.push("baton.new.*".to_owned());
+                publish.extend([
+                    format!("$O.{BODY_BUCKET}.C.>"),
+                    format!("$O.{BODY_BUCKET}.M.>"),
+                ]);
+                read_bucket(&mut publish, &obj);
+            }
+            Role::Worker { pool, tiers } => {
+                publish.push(crate::new_subject(pool));
+                publish.push(format!("baton.retry.{pool}.>"));
+                let lanes =
+                    |n: u32| std::iter::once(LaneKind::New).chain((0..n).map(LaneKind::Retry));
+                for lane in lanes(*tiers) {
+                    let consumer = consumer_name(pool, lane);
+                    publish.extend([
+                        api(&format!("CONSUMER.MSG.NEXT.{STREAM}.{consumer}")),
+                        format!("$JS.ACK.{STREAM}.{consumer}.>"),
+                    ]);
+                }
+                // Lane statistics probe every tier a pool may have (the queue gauges).
+                for lane in lanes(crate::MAX_LANE_TIERS) {
+                    let consumer = consumer_name(pool, lane);
+                    publish.push(api(&format!("CONSUMER.INFO.{STREAM}.{consumer}")));
+                }
+                // The oldest-age gauge reads the first message of the pool's subjects. The
+                // message API cannot be narrowed to subjects: this lets a worker read (never
+                // consume or acknowledge) any queued message. Documented in the README.
+                publish.push(api(&format!("STREAM.MSG.GET.{STREAM}")));
+                // Large bodies: read, and delete once delivered (a delete marker on the meta
+                // subject and a purge of the chunks).
+                read_bucket(&mut publish, &obj);
+                publish.extend([
+                    format!("$O.{BODY_BUCKET}.M.>"),
+                    api(&format!("STREAM.PURGE.{obj}")),
+                    format!("$KV.{SUPPRESSION_BUCKET}.>"),
+                ]);
+            }
+            Role::Admin => {
+                for stream in [
+                    STREAM.to_owned(),
+                    kv(CONFIG_BUCKET),
+                    obj.clone(),
+                    kv(SUPPRESSION_BUCKET),
+                ] {
+                    publish.extend([
+                        api(&format!("STREAM.CREATE.{stream}")),
+                        api(&format!("STREAM.UPDATE.{stream}")),
+                    ]);
+                }
+                publish.extend([
+                    api("STREAM.NAMES"),
+                    api("STREAM.LIST"),
+                    api(&format!("CONSUMER.CREATE.{STREAM}.>")),
+                    api(&format!("CONSUMER.DURABLE.CREATE.{STREAM}.>")),
+                    api(&format!("CONSUMER.INFO.{STREAM}.>")),
+                    api(&format!("CONSUMER.DELETE.{STREAM}.>")),
+                    api(&format!("CONSUMER.NAMES.{STREAM}")),
+                    api(&format!("CONSUMER.LIST.{STREAM}")),
+                    format!("$KV.{CONFIG_BUCKET}.>"),
+                    format!("$KV.{SUPPRESSION_BUCKET}.>"),
+                    api(&format!("STREAM.PURGE.{}", kv(SUPPRESSION_BUCKET))),
+                ]);
+            }
+        }
+        publish.sort();
+        publish.dedup();
+        Permissions {
+            publish,
+            subscribe: vec![format!("{}.>", self.inbox_prefix())],
+        }
+    }
+
+    /// The inbox prefix the role's replies arrive on.
+    pub fn inbox_prefix(&self) -> String {
+        inbox_prefix(&self.user())
+    }
+}
+
+/// The inbox prefix of NATS user `user` (`_INBOX.<user>`): what a Baton process connecting as
+/// `user` asks its replies on, and the only thing its permissions let it subscribe to.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX.{user}")
+}
+
+/// What one role may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    /// Subjects it may publish to.
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+}
+
+/// The roles of a deployment with these pools (name, retry tiers): ingress, admin and one
+/// worker role per pool.
+pub fn roles<'a>(pools: impl IntoIterator<Item = (&'a str, u32)>) -> Vec<Role> {
+    let mut roles = vec![Role::Admin, Role::Ingress];
+    roles.extend(pools.into_iter().map(|(pool, tiers)| Role::Worker {
+        pool: pool.to_owned(),
+        tiers,
+    }));
+    roles
+}
+
+/// The nats-server `authorization { users = [...] }` block for `roles`. Passwords are
+/// environment references (`$BATON_NATS_PASSWORD_INGRESS`); nats-server reads them at start.
+pub fn authorization_block(roles: &[Role]) -> String {
+    let quote = |s: &str| format!("{s:?}");
+    let list = |v: &[String]| v.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ");
+    let mut out = String::from(
+        "# Baton's NATS users, one per role, each allowed only what its role needs.\n\
+         # Generated by `baton nats-auth`; regenerate when SendingPools are added or their\n\
+         # retry schedules change. Set the password variables in nats-server's environment.\n\
+         authorization {\n  users = [\n",
+    );
+    for role in roles {
+        let p = role.permissions();
+        let _ = write!(
+            out,
+            "    {{\n      user: {}\n      password: ${}\n      permissions: {{\n        \
+             publish: {{ allow: [{}] }}\n        subscribe: {{ allow: [{}] }}\n      }}\n    }}\n",
+            quote(&role.user()),
+            role.password_env(),
+            list(&p.publish),
+            list(&p.subscribe),
+        );
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(pool: &str, tiers: u32) -> Role {
+        Role::Worker {
+            pool: pool.to_owned(),
+            tiers,
+        }
+    }
+
+    fn may_publish(role: &Role, subject: &str) -> bool {
+        role.permissions()
+            .publish
+            .iter()
+            .any(|pattern| matches(pattern, subject))
+    }
+
+    /// NATS subject matching: `*` is one token, `>` the rest (at least one token).
+    fn matches(pattern: &str, subject: &str) -> bool {
+        let (mut p, mut s) = (pattern.split('.'), subject.split('.'));
+        loop {
+            match (p.next(), s.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn the_ingress_only_publishes_fresh_mail() {
+        let ingress = Role::Ingress;
+        assert!(may_publish(&ingress, "baton.new.bulk"));
+        assert!(may_publish(&ingress, "$O.baton-bodies.C.abc"));
+        assert!(
+            !may_publish(&ingress, "baton.retry.bulk.0"),
+            "no retry lane"
+        );
+        assert!(!may_publish(
+            &ingress,
+            "$JS.API.CONSUMER.MSG.NEXT.BATON_QUEUE.bulk-new"
+        ));
+        assert!(!may_publish(
+            &ingress,
+            "$JS.ACK.BATON_QUEUE.bulk-new.1.1.1.1.1.1"
+        ));
+        assert!(
+            !may_publish(&ingress, "$KV.baton-config.relay-config"),
+            "no config write"
+        );
+        assert!(
+            !may_publish(&ingress, "$JS.API.STREAM.MSG.GET.BATON_QUEUE"),
+            "no mail read"
+        );
+        assert!(!may_publish(&ingress, "$JS.API.STREAM.DELETE.BATON_QUEUE"));
+        assert!(may_publish(
+            &ingress,
+            "$JS.API.DIRECT.GET.KV_baton-config.$KV.baton-config.relay-config"
+        ));
+    }
+
+    #[test]
+    fn a_worker_only_touches_its_own_pool() {
+        let w = worker("bulk", 2);
+        assert!(may_publish(
+            &w,
+            "$JS.API.CONSUMER.MSG.NEXT.BATON_QUEUE.bulk-new"
+        ));
+        assert!(may_publish(
+            &w,
+            "$JS.API.CONSUMER.MSG.NEXT.BATON_QUEUE.bulk-retry-1"
+        ));
+        assert!(!may_publish(
+            &w,
+            "$JS.API.CONSUMER.MSG.NEXT.BATON_QUEUE.bulk-retry-2"
+        ));
+        assert!(!may_publish(
+            &w,
+            "$JS.API.CONSUMER.MSG.NEXT.BATON_QUEUE.other-new"
+        ));
+        assert!(may_publish(&w, "$JS.ACK.BATON_QUEUE.bulk-new.1.2.3.4.5.6"));
+        assert!(!may_publish(
+            &w,
+            "$JS.ACK.BATON_QUEUE.other-new.1.2.3.4.5.6"
+        ));
+        assert!(may_publish(&w, "baton.retry.bulk.1"));
+        assert!(!may_publish(&w, "baton.retry.other.0"));
+        assert!(may_publish(&w, "baton.new.bulk"), "its DSNs");
+        assert!(!may_publish(&w, "baton.new.other"));
+        assert!(!may_publish(&w, "$KV.baton-config.relay-config"));
+        assert!(
+            !may_publish(&w, "$JS.API.CONSUMER.CREATE.BATON_QUEUE.x"),
+            "no new consumers"
+        );
+    }
+
+    #[test]
+    fn admin_provisions_but_does_not_consume_mail() {
+        let a = Role::Admin;
+        assert!(may_publish(&a, "$JS.API.STREAM.CREATE.BATON_QUEUE"));
+        assert!(may_publish(
+            &a,
+            "$JS.API.CONSUMER.DURABLE.CREATE.BATON_QUEUE.bulk-new"
+        ));
+        assert!(may_publish(&a, "$KV.baton-config.relay-config"));
+        assert!(!may_publish(
+            &a,
+            "$JS.API.CONSUMER.MSG.NEXT.BATON_QUEUE.bulk-new"
+        ));
+        assert!(!may_publish(&a, "$JS.API.STREAM.MSG.GET.BATON_QUEUE"));
+        assert!(!may_publish(&a, "baton.new.bulk"));
+        assert!(!may_publish(&a, "$JS.API.STREAM.CREATE.SOMETHING_ELSE"));
+    }
+
+    #[test]
+    fn each_role_reads_replies_on_its_own_inbox_only() {
+        assert_eq!(
+            Role::Ingress.permissions().subscribe,
+            ["_INBOX.baton-ingress.>"]
+        );
+        assert_eq!(
+            worker("bulk", 1).permissions().subscribe,
+            ["_INBOX.baton-worker-bulk.>"]
+        );
+    }
+
+    #[test]
+    fn the_block_names_every_role_with_an_environment_password() {
+        let block = authorization_block(&roles([("bulk", 2), ("tx-mail", 1)]));
+        for (user, env) in [
+            ("baton-admin", "$BATON_NATS_PASSWORD_ADMIN"),
+            ("baton-ingress", "$BATON_NATS_PASSWORD_INGRESS"),
+            ("baton-worker-bulk", "$BATON_NATS_PASSWORD_WORKER_BULK"),
+            (
+                "baton-worker-tx-mail",
+                "$BATON_NATS_PASSWORD_WORKER_TX_MAIL",
+            ),
+        ] {
+            assert!(block.contains(&format!("user: \"{user}\"")), "{block}");
+            assert!(block.contains(&format!("password: {env}\n")), "{block}");
+        }
+        assert!(block.starts_with("# Baton's NATS users") && block.ends_with("  ]\n}\n"));
+    }
+}
