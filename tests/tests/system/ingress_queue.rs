@@ -102,8 +102,12 @@ async fn accepted_messages_are_queued_with_their_envelope() -> anyhow::Result<()
     assert_eq!(r.orcpt, "rfc822;c@dest.test");
 
     // 3. Baton's own client with SMTP AUTH on the submission port (Message-ID/Date added).
+    // It sends credentials only to a verified server: it trusts the ingress's certificate.
     let mut cfg = baton_smtp_client::ClientConfig::new("rust.client");
     cfg.tls = baton_smtp_client::TlsMode::Required;
+    cfg.verify_certificates = true;
+    let roots = baton_smtp_client::roots_from_pem(&std::fs::read(dir.0.join("tls.crt"))?)?;
+    cfg.root_store = Some(std::sync::Arc::new(roots));
     cfg.auth = Some(baton_smtp_client::Credentials {
         username: "app".into(),
         password: "secret".into(),
