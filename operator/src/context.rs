@@ -105,6 +105,8 @@ pub struct Context {
     pub clock: Clock,
     /// Secrets (`namespace`, `name`) the last snapshot referenced: changes to them trigger a sync.
     pub(crate) referenced: Mutex<BTreeSet<(String, String)>>,
+    /// Looks up domain verification records (`None`: no domain that needs one is verified).
+    pub dns: Option<Arc<dyn baton_config::verification::TxtResolver>>,
 }
 
 impl Context {
@@ -115,6 +117,18 @@ impl Context {
         queue: Arc<dyn QueueBackend>,
         metrics: Metrics,
         clock: Clock,
+    ) -> Arc<Self> {
+        Context::with_dns(client, settings, queue, metrics, clock, None)
+    }
+
+    /// [`Context::new`] with a resolver for domain verification records.
+    pub fn with_dns(
+        client: Client,
+        settings: Settings,
+        queue: Arc<dyn QueueBackend>,
+        metrics: Metrics,
+        clock: Clock,
+        dns: Option<Arc<dyn baton_config::verification::TxtResolver>>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(
             client.clone(),
@@ -131,6 +145,7 @@ impl Context {
             recorder,
             clock,
             referenced: Mutex::new(BTreeSet::new()),
+            dns,
         })
     }
 

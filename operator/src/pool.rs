@@ -103,8 +103,8 @@ async fn compiles(
     let secrets = read_secrets(ctx, &pool_secret_refs(pool)).await?;
     let res = Resources {
         pools: vec![pool.clone()],
-        domains: Vec::new(),
         secrets,
+        ..Resources::default()
     };
     let compiled = compile(&res, 0, 0)?;
     let report = compiled.pool(name);

@@ -268,6 +268,7 @@ pub async fn start(
     metrics: baton_telemetry::Metrics,
     health: Arc<Health>,
     stop: CancellationToken,
+    dns: Option<Arc<dyn baton_config::verification::TxtResolver>>,
 ) -> Result<()> {
     let client = kube::Client::try_default().await?;
     tracing::info!(
@@ -277,12 +278,13 @@ pub async fn start(
         "connected to Kubernetes; connecting to NATS"
     );
     let queue = crate::queue::NatsQueue::connect(&settings.nats, settings.stream_replicas).await?;
-    let ctx = Context::new(
+    let ctx = Context::with_dns(
         client,
         settings,
         Arc::new(queue),
         metrics,
         crate::context::system_clock(),
+        dns,
     );
     run(ctx, leader_election, health, stop).await
 }

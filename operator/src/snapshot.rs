@@ -105,11 +105,16 @@ pub async fn sync(ctx: &Context) -> Result<Plan> {
     let refs = referenced_secrets(&pools, &domains);
     let secrets = read_secrets(ctx, &refs).await?;
     *ctx.referenced.lock() = refs;
-    let res = Resources {
+    let mut res = Resources {
         pools,
         domains,
         secrets,
+        ..Resources::default()
     };
+    if let Some(dns) = &ctx.dns {
+        res.verified_domains =
+            baton_config::verification::verified_domains(&res, dns.as_ref()).await;
+    }
     let previous = ctx.queue.current_snapshot().await?;
     let now = ctx.now();
     let plan = plan_snapshot(&res, previous.as_ref(), now.0.as_millisecond())?;
@@ -208,7 +213,7 @@ mod tests {
         Resources {
             pools: vec![SendingPool::new("default", SendingPoolSpec::default())],
             domains: vec![rd],
-            secrets: vec![],
+            ..Resources::default()
         }
     }
 

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use baton_operator::crd::DkimAlgorithm;
 use baton_operator::dkim::generate_pem;
 use baton_operator::snapshot;
-use common::{ApiServer, context, list, now_str};
+use common::{ApiServer, context, context_with_dns, list, now_str};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -311,6 +311,104 @@ async fn deleted_relay_domain_leaves_the_snapshot() {
     assert_eq!(snaps[1].generation, 2);
     assert!(snaps[1].domains.is_empty());
     assert_eq!(snaps[1].pools.len(), 1);
+}
+
+/// TXT records served to the operator: `(name, values)`, changeable between syncs.
+#[derive(Default)]
+struct FakeTxt(parking_lot::Mutex<Vec<(String, String)>>);
+
+impl baton_config::verification::TxtResolver for FakeTxt {
+    fn txt<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send + 'a>>
+    {
+        let values = self
+            .0
+            .lock()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect();
+        Box::pin(async move { Ok(values) })
+    }
+}
+
+/// A pool requiring proof of domain ownership: the operator looks the record up at each sync;
+/// the domain stays out of service (`DomainVerified=False`, the record in `dnsRecords`) until
+/// the TXT value appears, then becomes ready in the next snapshot.
+#[tokio::test]
+async fn a_domain_needing_verification_is_ready_once_its_record_resolves() {
+    let txt = std::sync::Arc::new(FakeTxt::default());
+    let (ctx, mut api, queue, _) = context_with_dns(Some(txt.clone()));
+    let mut verified_pool = pool("verified");
+    verified_pool["spec"] = json!({"requireDomainVerification": true});
+    let rd = domain(
+        "team-a",
+        "example",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "example.com", "pool": "verified"}),
+    );
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(&mut api, vec![verified_pool.clone()], vec![rd.clone()]).await;
+    let status = status_patch(&mut api, &rd).await;
+    // Ready=False and DomainVerified=False are announced (two reasons, two Warning Events).
+    let first = api.expect_event("team-a").await;
+    let second = api.expect_event("team-a").await;
+    assert_eq!(
+        (first["type"].as_str(), second["type"].as_str()),
+        (Some("Warning"), Some("Warning"))
+    );
+    task.await.unwrap().unwrap();
+    let verified = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DomainVerified")
+        .cloned()
+        .unwrap();
+    assert_eq!(verified["status"], "False");
+    assert_eq!(verified["reason"], "TxtRecordMissing");
+    let record = status["dnsRecords"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "_baton-verification.example.com")
+        .cloned()
+        .unwrap();
+    let value = record["value"].as_str().unwrap().to_owned();
+    assert_eq!(
+        domain_entries(&queue.state().snapshots[0]),
+        [("example.com", "team-a/example", false)]
+    );
+
+    txt.0
+        .lock()
+        .push(("_baton-verification.example.com".into(), value));
+    let mut current = rd.clone();
+    current["status"] = status;
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(&mut api, vec![verified_pool], vec![current.clone()]).await;
+    let status = status_patch(&mut api, &current).await;
+    // Ready flips: one Normal Event (a condition turning True is announced only for Ready).
+    let event = api.expect_event("team-a").await;
+    assert_eq!(event["type"], "Normal");
+    task.await.unwrap().unwrap();
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "DomainVerified" && c["status"] == "True"),
+        "{status}"
+    );
+    let snaps = queue.state().snapshots;
+    assert_eq!(
+        domain_entries(&snaps[snaps.len() - 1]),
+        [("example.com", "team-a/example", true)]
+    );
 }
 
 fn relay_pool() -> Value {

@@ -23,6 +23,7 @@ mod error;
 pub mod load;
 pub mod plan;
 pub mod units;
+pub mod verification;
 
 use baton_proto::Message as _;
 use baton_proto::v1::RelayConfig;

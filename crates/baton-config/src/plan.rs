@@ -115,7 +115,7 @@ mod tests {
         Resources {
             pools: vec![SendingPool::new("default", SendingPoolSpec::default())],
             domains: vec![rd],
-            secrets: vec![],
+            ..Resources::default()
         }
     }
 
@@ -161,11 +161,7 @@ mod tests {
             plan.body_retention(),
             Some(Duration::from_secs(2 * 86_400 + 3600) + BODY_RETENTION_GRACE)
         );
-        let empty = Resources {
-            pools: vec![],
-            domains: vec![],
-            secrets: vec![],
-        };
+        let empty = Resources::default();
         assert_eq!(
             plan_snapshot(&empty, None, 0).unwrap().body_retention(),
             None

@@ -99,6 +99,29 @@ impl Dns {
         }
     }
 
+    /// The TXT values at `name`, each record's character-strings joined; empty when the name
+    /// has none or does not exist.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsFailure> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        match self.resolver.txt_lookup(fqdn.as_str()).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .map(|part| String::from_utf8_lossy(part).into_owned())
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(DnsFailure::Temporary(e.to_string())),
+        }
+    }
+
     /// A and AAAA addresses of a host (IPv4 first).
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsFailure> {
         if let Ok(ip) = host

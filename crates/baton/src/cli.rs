@@ -178,6 +178,9 @@ pub(crate) enum ConfigCommand {
         /// workers. Without the flag, what is already recorded is kept (1 when nothing is).
         #[arg(long, env = "BATON_STREAM_REPLICAS")]
         stream_replicas: Option<usize>,
+        /// DNS server (ip:port) for domain verification lookups instead of /etc/resolv.conf.
+        #[arg(long, env = "BATON_DNS_SERVER")]
+        dns_server: Option<SocketAddr>,
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -379,6 +382,9 @@ pub(crate) struct OperatorArgs {
     /// are the client certificate (cert-manager's layout).
     #[arg(long, env = "BATON_WORKER_NATS_TLS_SECRET")]
     pub worker_nats_tls_secret: Option<String>,
+    /// DNS server (ip:port) for domain verification lookups instead of /etc/resolv.conf.
+    #[arg(long, env = "BATON_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
     /// Workers present the `tls.crt`/`tls.key` of `--worker-nats-tls-secret` to NATS.
     #[arg(
         long,

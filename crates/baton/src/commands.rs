@@ -72,6 +72,7 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
                     nats,
                     security,
                     stream_replicas,
+                    dns_server,
                     paths,
                 },
         } => {
@@ -80,7 +81,8 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             let nats = wiring::Nats::connect(&security.options(&nats)?, "baton-config").await?;
             let settings = crate::queue::owner_settings(&nats.js, stream_replicas).await?;
             let nats = nats.owning(settings);
-            let generation = wiring::apply_config(&nats, &paths, "config-apply").await?;
+            let generation =
+                wiring::apply_config(&nats, &paths, "config-apply", dns_server).await?;
             println!(
                 "applied RelayConfig generation {generation} (queue replicas {})",
                 nats.provisioner.settings().replicas

@@ -88,7 +88,8 @@ async fn run_with(
     // `baton dev` owns the queue settings, like `config apply`.
     let settings = crate::queue::owner_settings(&admin.js, args.listen.stream_replicas).await?;
     let admin = admin.owning(settings);
-    let generation = wiring::apply_config(&admin, &args.config, "dev").await?;
+    let generation =
+        wiring::apply_config(&admin, &args.config, "dev", args.tuning.dns_server).await?;
     let nats = Nats::connect(&identities.ingress, "baton-dev").await?;
     tracing::info!(generation, "config applied");
     let res = baton_config::load_paths(&args.config)?;

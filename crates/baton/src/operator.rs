@@ -65,6 +65,16 @@ pub(crate) async fn run(args: OperatorArgs, log: Option<LogHandle>) -> anyhow::R
             .with_context(|| format!("binding metrics listener {addr}"))?;
         tracing::info!(%bound, "operations endpoint listening");
     }
-    baton_operator::runtime::start(settings, args.leader_election, metrics, health, stop).await?;
+    // Domain verification records are looked up through the cluster's resolver.
+    let dns: Option<std::sync::Arc<dyn baton_config::verification::TxtResolver>> =
+        match baton_delivery::resolve::Dns::new(args.dns_server) {
+            Ok(dns) => Some(std::sync::Arc::new(crate::wiring::DnsTxt(dns))),
+            Err(e) => {
+                tracing::warn!(error = %e, "no resolver: domains that need verification stay not ready");
+                None
+            }
+        };
+    baton_operator::runtime::start(settings, args.leader_election, metrics, health, stop, dns)
+        .await?;
     Ok(())
 }

@@ -41,6 +41,20 @@ pub(crate) fn shutdown_signal() -> CancellationToken {
     token
 }
 
+/// TXT lookups for domain verification ([`baton_config::verification`]) through the
+/// delivery resolver.
+pub(crate) struct DnsTxt(pub(crate) baton_delivery::resolve::Dns);
+
+impl baton_config::verification::TxtResolver for DnsTxt {
+    fn txt<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send + 'a>>
+    {
+        Box::pin(async move { self.0.txt(name).await.map_err(|e| format!("{e:?}")) })
+    }
+}
+
 /// A NATS connection with the JetStream handles every process needs.
 pub(crate) struct Nats {
     pub client: async_nats::Client,
@@ -86,8 +100,14 @@ pub(crate) async fn apply_config(
     nats: &Nats,
     paths: &[std::path::PathBuf],
     owner: &str,
+    dns_server: Option<SocketAddr>,
 ) -> anyhow::Result<u64> {
-    let res = baton_config::load_paths(paths)?;
+    let mut res = baton_config::load_paths(paths)?;
+    // Domains whose pool requires proof of ownership: look their records up first.
+    if !res.verification_challenges().is_empty() {
+        let dns = DnsTxt(baton_delivery::resolve::Dns::new(dns_server)?);
+        res.verified_domains = baton_config::verification::verified_domains(&res, &dns).await;
+    }
     // Validate before touching anything.
     let checked = baton_config::plan::plan_snapshot(&res, None, 0)?;
     checked.compiled.ensure_valid()?;

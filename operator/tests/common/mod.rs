@@ -46,16 +46,25 @@ pub(crate) fn settings() -> Settings {
 
 /// A context over a fake API server and an in-memory queue.
 pub(crate) fn context() -> (Arc<Context>, ApiServer, MemoryQueue, Metrics) {
+    context_with_dns(None)
+}
+
+/// [`context`] with a resolver for domain verification records.
+#[allow(dead_code, reason = "not every test binary verifies domains")]
+pub(crate) fn context_with_dns(
+    dns: Option<Arc<dyn baton_config::verification::TxtResolver>>,
+) -> (Arc<Context>, ApiServer, MemoryQueue, Metrics) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let queue = MemoryQueue::default();
     let metrics = Metrics::new();
-    let ctx = Context::new(
+    let ctx = Context::with_dns(
         client,
         settings(),
         Arc::new(queue.clone()),
         metrics.clone(),
         Arc::new(now),
+        dns,
     );
     (ctx, ApiServer { handle }, queue, metrics)
 }

@@ -29,6 +29,7 @@ mod delivery_verified_tls;
 mod dev_authorization;
 mod dev_certificate;
 mod dkim_verify;
+mod domain_verification;
 mod e2e_kubernetes;
 mod ingress_auth_relay;
 mod ingress_limits;

@@ -65,6 +65,7 @@ pub(crate) fn compile_domain(
     pools: &PoolIndex<'_>,
     secrets: &SecretIndex<'_>,
     conflict_with: Option<&str>,
+    verified: bool,
 ) -> (Option<pb::RelayDomain>, DomainReport) {
     let spec = &rd.spec;
     let namespace = namespace_of(&rd.metadata);
@@ -107,6 +108,19 @@ pub(crate) fn compile_domain(
             )),
         ),
     };
+    // Proof of ownership, when the pool asks for it.
+    let challenge = pool
+        .filter(|p| p.require_domain_verification)
+        .map(|_| crate::verification::challenge(rd));
+    let verification_problem = challenge.as_ref().filter(|_| !verified).map(|c| {
+        (
+            "DomainNotVerified",
+            format!(
+                "SendingPool {:?} requires proof of domain ownership: publish TXT {} \"{}\"",
+                spec.pool, c.name, c.value
+            ),
+        )
+    });
     let conflict_problem = conflict_with.map(|owner| {
         (
             "Conflict",
@@ -123,6 +137,7 @@ pub(crate) fn compile_domain(
         &invalid_problem,
         &conflict_problem,
         &pool_problem,
+        &verification_problem,
         &dkim_problem,
         &credentials_problem,
         &return_path_problem,
@@ -135,16 +150,37 @@ pub(crate) fn compile_domain(
         .map(|(_, m)| m.clone())
         .unwrap_or_default();
 
-    let conditions = conditions(
+    let mut conditions = conditions(
         spec,
         &not_ready,
         &pool_problem,
         &dkim_problem,
         &conflict_problem,
     );
+    if let Some(c) = &challenge {
+        conditions.push(DomainCondition {
+            type_: ConditionType::DomainVerified,
+            status: verified,
+            reason: if verified {
+                "TxtRecordFound"
+            } else {
+                "TxtRecordMissing"
+            }
+            .to_owned(),
+            message: if verified {
+                format!("{} publishes the verification value", c.name)
+            } else {
+                format!("publish TXT {} \"{}\"", c.name, c.value)
+            },
+        });
+    }
     let (dkim_keys, public_keys) = dkim.unwrap_or_default();
     let dns_records = match (conflict_with, &invalid) {
-        (None, None) => dns_records(spec, pool, &public_keys),
+        (None, None) => {
+            let mut records = dns_records(spec, pool, &public_keys);
+            records.extend(challenge);
+            records
+        }
         _ => Vec::new(),
     };
     let entry = match validated {

@@ -63,6 +63,9 @@ pub struct Resources {
     pub domains: Vec<RelayDomain>,
     /// Secrets referenced by the pools and domains (others are ignored).
     pub secrets: Vec<Secret>,
+    /// RelayDomains (`namespace/name`) whose domain published its verification record
+    /// ([`crate::verification`]); only consulted for pools that require it.
+    pub verified_domains: std::collections::BTreeSet<String>,
 }
 
 impl Resources {
@@ -71,6 +74,30 @@ impl Resources {
         self.pools.extend(other.pools);
         self.domains.extend(other.domains);
         self.secrets.extend(other.secrets);
+        self.verified_domains.extend(other.verified_domains);
+    }
+
+    /// The RelayDomains whose pool requires proof of domain ownership, each with the record it
+    /// must publish: what the operator and `config apply` look up in DNS.
+    pub fn verification_challenges(&self) -> Vec<(String, crate::dns::DnsRecord)> {
+        let requiring: std::collections::BTreeSet<&str> = self
+            .pools
+            .iter()
+            .filter(|p| p.spec.require_domain_verification)
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect();
+        self.domains
+            .iter()
+            .filter(|rd| requiring.contains(rd.spec.pool.as_str()))
+            .map(|rd| {
+                let key = format!(
+                    "{}/{}",
+                    namespace_of(&rd.metadata),
+                    rd.metadata.name.as_deref().unwrap_or_default()
+                );
+                (key, crate::verification::challenge(rd))
+            })
+            .collect()
     }
 }
 
@@ -201,6 +228,8 @@ pub enum ConditionType {
     DkimKeyReady,
     /// Another, older RelayDomain claims the same domain.
     Conflict,
+    /// The domain published its verification record (only when the pool requires it).
+    DomainVerified,
 }
 
 impl ConditionType {
@@ -211,6 +240,7 @@ impl ConditionType {
             Self::PoolFound => "PoolFound",
             Self::DkimKeyReady => "DkimKeyReady",
             Self::Conflict => "Conflict",
+            Self::DomainVerified => "DomainVerified",
         }
     }
 }
@@ -249,8 +279,9 @@ pub fn compile(res: &Resources, generation: u64, now_ms: i64) -> Result<Compiled
         let key = domain::key_of(rd)?;
         let owner = owners.get(rd.spec.domain.as_str()).map(String::as_str);
         let conflict_with = owner.filter(|o| *o != key);
+        let verified = res.verified_domains.contains(&key);
         let (entry, report) =
-            domain::compile_domain(rd, &key, &pool_index, &secrets, conflict_with);
+            domain::compile_domain(rd, &key, &pool_index, &secrets, conflict_with, verified);
         entries.extend(entry);
         reports.push(report);
     }

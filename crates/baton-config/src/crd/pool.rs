@@ -94,6 +94,11 @@ pub struct SendingPoolSpec {
         inner(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))
     )]
     pub allowed_namespaces: Vec<String>,
+    /// RelayDomains using this pool must prove they control their domain: each is not ready
+    /// (`DomainVerified=False`) until `_baton-verification.<domain>` publishes the TXT value
+    /// shown in its `status.dnsRecords`. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_domain_verification: bool,
     /// Outbound TLS policy for direct delivery.
     #[serde(default)]
     pub tls: TlsSpec,

@@ -774,3 +774,55 @@ fn verified_upstream_tls_compiles() {
         "{err}"
     );
 }
+
+/// A pool that requires proof of domain ownership: its RelayDomain shows the TXT record to
+/// publish and is not ready (`DomainVerified=False`) until the caller says the record was
+/// found; other pools' domains are unaffected and get no such condition.
+#[test]
+fn domain_verification_gates_readiness() {
+    use baton_config::verification::{CHALLENGE_PREFIX, challenge};
+    let pool = "---\napiVersion: baton.dev/v1alpha1\nkind: SendingPool\nmetadata: {name: verified}\n\
+                spec: {requireDomainVerification: true}\n";
+    let yaml = format!(
+        "{pool}{}{}",
+        domain("ex", "team-a", "{domain: example.com, pool: verified}"),
+        domain("other", "team-a", "{domain: example.net}"),
+    );
+    let mut res = load(&format!("{POOL}{yaml}"));
+    let compiled = compile(&res, 1, 0).unwrap();
+    let r = report(&compiled, "team-a/ex");
+    assert!(!r.ready);
+    assert_eq!(
+        cond(r, ConditionType::DomainVerified),
+        ("False", "TxtRecordMissing")
+    );
+    let rd = res
+        .domains
+        .iter()
+        .find(|d| d.spec.domain == "example.com")
+        .unwrap();
+    let expected = challenge(rd);
+    assert_eq!(expected.name, "_baton-verification.example.com");
+    assert!(expected.value.starts_with(CHALLENGE_PREFIX));
+    assert!(r.dns_records.contains(&expected), "{:?}", r.dns_records);
+    assert!(
+        r.not_ready_reason.contains(&expected.value),
+        "{}",
+        r.not_ready_reason
+    );
+    let other = report(&compiled, "team-a/other");
+    assert!(other.ready && other.condition(ConditionType::DomainVerified).is_none());
+    assert_eq!(
+        res.verification_challenges(),
+        [("team-a/ex".to_owned(), expected)]
+    );
+
+    res.verified_domains.insert("team-a/ex".into());
+    let compiled = compile(&res, 1, 0).unwrap();
+    let r = report(&compiled, "team-a/ex");
+    assert!(r.ready, "{}", r.not_ready_reason);
+    assert_eq!(
+        cond(r, ConditionType::DomainVerified),
+        ("True", "TxtRecordFound")
+    );
+}
