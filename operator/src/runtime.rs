@@ -247,11 +247,25 @@ pub async fn run(
     outcome
 }
 
+/// NATS readiness: connected, and no operation refused to the operator's identity (counted in
+/// `baton_nats_permission_denials_total`; a refusal keeps it not ready, as in every process).
 fn spawn_nats_health(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken) {
     tokio::spawn(async move {
+        let mut counted = 0;
         while !stop.is_cancelled() {
             let up = ctx.queue.is_connected();
-            health.set("nats", (!up).then(|| "not connected to NATS".to_owned()));
+            let (denied, last) = baton_queue::denials();
+            ctx.metrics
+                .nats_permission_denials
+                .inc_by(denied.saturating_sub(counted));
+            counted = denied;
+            let problem = match (denied, last) {
+                (d, Some(last)) if d > 0 => Some(format!(
+                    "NATS refused {d} operation(s) of the operator's identity, last: {last}"
+                )),
+                _ => (!up).then(|| "not connected to NATS".to_owned()),
+            };
+            health.set("nats", problem);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = stop.cancelled() => return,

@@ -233,6 +233,36 @@ pub(crate) async fn ops(
     Ok((metrics, health))
 }
 
+/// Open and watch the config snapshot, retrying (every 2 s) while it cannot be read — NATS
+/// unreachable, or this identity not allowed to read it — with the reason in `/readyz`
+/// (`config`) instead of exiting into a restart loop. `None` when stopped first.
+async fn watch_config(
+    nats: &Nats,
+    metrics: &Metrics,
+    health: &Health,
+    stop: &CancellationToken,
+) -> Option<baton_queue::ConfigWatch> {
+    loop {
+        let opened = async {
+            ConfigStore::open(&nats.js)
+                .await?
+                .watch(count_rejected(metrics))
+                .await
+        };
+        match opened.await {
+            Ok(watch) => return Some(watch),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config snapshot; retrying");
+                health.set("config", Some(format!("config snapshot: {e}")));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.cancelled() => return None,
+        }
+    }
+}
+
 /// Counts config snapshots that do not decode.
 fn count_rejected(metrics: &Metrics) -> impl Fn() + Send + 'static {
     let errors = metrics.config_errors.clone();
@@ -249,10 +279,9 @@ pub(crate) async fn run_ingress(
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let raw = ConfigStore::open(&nats.js)
-        .await?
-        .watch(count_rejected(&metrics))
-        .await?;
+    let Some(raw) = watch_config(nats, &metrics, &health, &stop).await else {
+        return Ok(());
+    };
     let snapshots = baton_ingress::index_snapshots(raw, metrics.clone());
     {
         let mut s = snapshots.clone();
@@ -355,10 +384,9 @@ pub(crate) async fn run_worker(
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let snapshots = ConfigStore::open(&nats.js)
-        .await?
-        .watch(count_rejected(&metrics))
-        .await?;
+    let Some(snapshots) = watch_config(nats, &metrics, &health, &stop).await else {
+        return Ok(());
+    };
     spawn_queue_stats(
         nats.provisioner.clone(),
         config.pool.clone(),
