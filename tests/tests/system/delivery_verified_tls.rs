@@ -146,7 +146,8 @@ async fn credentials_only_reach_a_verified_smarthost() -> anyhow::Result<()> {
     let w = Worker::start(&nats, &dir.0, "tls", None, &[]).await?;
     assert_eq!(submit(ing.smtp, &submission("verified-tls-1")).await?, 250);
     generation(&w, 1).await?;
-    logged(&w.log, "invalid peer certificate: UnknownIssuer", 1).await?;
+    // (UnknownIssuer with a system store, "no system trust anchors" on a machine without one.)
+    logged(&w.log, "454 4.7.5 TLS failed", 1).await?;
     assert!(
         untrusted.auth_attempts().is_empty(),
         "credentials offered to an unverified server: {:?}",
