@@ -10,6 +10,7 @@
 //! [`intake`] consumes reports at a return path; [`shared`] is the state sessions share,
 //! [`config`] the settings and [`error`] the errors.
 
+pub mod authcache;
 pub mod authlog;
 mod budget;
 pub mod config;

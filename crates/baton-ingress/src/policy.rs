@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub suppression: HashMap<String, suppression::Policy>,
     /// Return-path domains and their VERP keys.
     pub return_paths: ReturnPaths,
+    /// Recent successful AUTH verifications under this snapshot.
+    pub auth_cache: crate::authcache::AuthCache,
 }
 
 impl Snapshot {
@@ -53,6 +55,7 @@ impl Snapshot {
             dkim,
             suppression,
             return_paths,
+            auth_cache: crate::authcache::AuthCache::default(),
         }
     }
 
@@ -187,6 +190,43 @@ fn authorize(s: &Snapshot, ctx: &SenderContext<'_>) -> Result<baton_core::Sender
     )
 }
 
+/// Password verifications running at once in this process (argon2id is CPU work by design).
+static VERIFYING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A permit for one verification; at most twice the cores (at least 4) at once.
+struct VerifySlot;
+
+impl VerifySlot {
+    fn take() -> Option<VerifySlot> {
+        use std::sync::atomic::Ordering;
+        let cap = std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4));
+        let before = VERIFYING.fetch_add(1, Ordering::AcqRel);
+        if before >= cap {
+            VERIFYING.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(VerifySlot)
+    }
+}
+
+impl Drop for VerifySlot {
+    fn drop(&mut self) {
+        VERIFYING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Run CPU-heavy `f` without stalling the other sessions of this async worker: on a
+/// multi-threaded runtime the worker hands its other tasks over while `f` runs
+/// (`block_in_place`); elsewhere (tests, a current-thread runtime) it just runs.
+fn off_the_async_workers<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 fn not_ready() -> Reply {
     catalogue::config_not_loaded()
 }
@@ -201,7 +241,24 @@ impl Policy for SessionPolicy<'_> {
         let Some(s) = self.snapshot else {
             return Err(catalogue::auth_unavailable());
         };
-        if let Some(scope) = s.index.authenticate(username, password) {
+        let now = std::time::Instant::now();
+        let cached = s.auth_cache.get(username, password, now);
+        let verified = match cached {
+            Some(scope) => Some(scope),
+            None => {
+                let Some(_slot) = VerifySlot::take() else {
+                    // More argon2id verifications in flight than cores to run them: a
+                    // temporary failure (RFC 4954 454 4.7.0) rather than a queue of CPU work.
+                    return Err(catalogue::auth_unavailable());
+                };
+                let scope = off_the_async_workers(|| s.index.authenticate(username, password));
+                if let Some(scope) = &scope {
+                    s.auth_cache.put(username, password, scope, now);
+                }
+                scope
+            }
+        };
+        if let Some(scope) = verified {
             self.metrics
                 .ingress_auth
                 .with_label_values(&[listener_label(self.listener), "ok"])

@@ -42,7 +42,9 @@ use baton_proto::v1 as pb;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
-pub use secrets::{BASIC_AUTH_TYPE, CA_BUNDLE_SECRET_KEY, verify_password};
+pub use secrets::{
+    ARGON2_M_KIB, ARGON2_P, ARGON2_T, BASIC_AUTH_TYPE, CA_BUNDLE_SECRET_KEY, verify_password,
+};
 
 use crate::crd::{RelayDomain, SendingPool, SendingPoolSpec};
 use crate::dns::DnsRecord;

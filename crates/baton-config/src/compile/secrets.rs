@@ -151,11 +151,58 @@ pub(crate) fn hashed_credential(secret: &Secret, username: &str, password: &[u8]
     h.update(b"\0");
     h.update(username.as_bytes());
     let salt = &h.finalize()[..16];
-    Credential {
-        username: username.to_owned(),
-        salt: hex::encode(salt),
-        password_sha256: hex::encode(password_hash(salt, password)),
+    match argon2id_phc(salt, password) {
+        Some(phc) => Credential {
+            username: username.to_owned(),
+            argon2id: phc,
+            ..Credential::default()
+        },
+        // Only if the argon2 parameters below were rejected (they are constants): the legacy
+        // verifier still works, and a test pins that it is not what is produced.
+        None => Credential {
+            username: username.to_owned(),
+            salt: hex::encode(salt),
+            password_sha256: hex::encode(password_hash(salt, password)),
+            argon2id: String::new(),
+        },
     }
+}
+
+/// argon2id memory cost (KiB), iterations and lanes of the SMTP AUTH verifiers: RFC 9106's
+/// second recommended option scaled to OWASP's minimum (19 MiB, 2 passes, 1 lane). Verifying one
+/// costs tens of milliseconds of CPU (see docs/benchmarks.md); the ingress caches successes.
+pub const ARGON2_M_KIB: u32 = 19 * 1024;
+/// argon2id passes.
+pub const ARGON2_T: u32 = 2;
+/// argon2id lanes.
+pub const ARGON2_P: u32 = 1;
+
+/// Verifiers already computed by this process, keyed by SHA-256(salt || password): the
+/// operator compiles the same Secrets at every sync and must not pay argon2 each time. In
+/// memory only; bounded (cleared when full).
+static PHC_MEMO: std::sync::LazyLock<
+    parking_lot::Mutex<std::collections::HashMap<[u8; 32], String>>,
+> = std::sync::LazyLock::new(Default::default);
+const PHC_MEMO_MAX: usize = 4096;
+
+/// The argon2id PHC string of `password` with `salt` (deterministic for a given salt, so a
+/// snapshot only changes when a password does).
+fn argon2id_phc(salt: &[u8], password: &[u8]) -> Option<String> {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let key = password_hash(salt, password);
+    if let Some(phc) = PHC_MEMO.lock().get(&key) {
+        return Some(phc.clone());
+    }
+    let params = argon2::Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32)).ok()?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(salt).ok()?;
+    let phc = argon.hash_password(password, &salt).ok()?.to_string();
+    let mut memo = PHC_MEMO.lock();
+    if memo.len() >= PHC_MEMO_MAX {
+        memo.clear();
+    }
+    memo.insert(key, phc.clone());
+    Some(phc)
 }
 
 fn password_hash(salt: &[u8], password: &[u8]) -> [u8; 32] {
@@ -165,9 +212,18 @@ fn password_hash(salt: &[u8], password: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Whether `password` matches a compiled [`Credential`]: `hex(SHA-256(salt || password))`,
-/// compared in constant time. A malformed salt or hash never matches.
+/// Whether `password` matches a compiled [`Credential`]: its argon2id verifier, else the
+/// legacy `hex(SHA-256(salt || password))` compared in constant time. A malformed verifier
+/// never matches.
 pub fn verify_password(credential: &Credential, password: &[u8]) -> bool {
+    if !credential.argon2id.is_empty() {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
+        return PasswordHash::new(&credential.argon2id).is_ok_and(|hash| {
+            argon2::Argon2::default()
+                .verify_password(password, &hash)
+                .is_ok()
+        });
+    }
     let (Ok(salt), Ok(expected)) = (
         hex::decode(&credential.salt),
         hex::decode(&credential.password_sha256),

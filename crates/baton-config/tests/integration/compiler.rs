@@ -359,7 +359,15 @@ fn credentials_are_hashed_and_verifiable() {
     assert!(d.ready);
     let cred = &d.credentials[0];
     assert_eq!(cred.username, "app-a");
-    assert_eq!(cred.salt.len(), 32, "16 bytes, hex");
+    // An argon2id verifier with the documented parameters, no fast hash beside it.
+    let prefix = format!(
+        "$argon2id$v=19$m={},t={},p={}$",
+        baton_config::compile::ARGON2_M_KIB,
+        baton_config::compile::ARGON2_T,
+        baton_config::compile::ARGON2_P
+    );
+    assert!(cred.argon2id.starts_with(&prefix), "{}", cred.argon2id);
+    assert!(cred.password_sha256.is_empty() && cred.salt.is_empty());
     assert!(verify_password(cred, b"s3cret-pw"));
     assert!(!verify_password(cred, b"s3cret-pX"));
     let bytes = compiled.config.encode_to_vec();
@@ -374,7 +382,13 @@ fn credentials_are_hashed_and_verifiable() {
     let compiled2 = compile_yaml(&format!("{POOL}{}{other}", domain("d", "ns2", CRED_SPEC)));
     let cred2 = &compiled2.config.domains[0].credentials[0];
     assert!(verify_password(cred2, b"s3cret-pw"));
-    assert_ne!(cred2.salt, cred.salt);
+    assert_ne!(cred2.argon2id, cred.argon2id, "its own salt");
+    // Deterministic: the same Secret compiles to the same verifier (the digest stays put).
+    let again = compile_yaml(&format!("{POOL}{}{secret}", domain("d", "ns", CRED_SPEC)));
+    assert_eq!(
+        again.config.domains[0].credentials[0].argon2id,
+        cred.argon2id
+    );
 }
 
 #[test]

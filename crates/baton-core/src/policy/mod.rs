@@ -40,9 +40,41 @@ pub struct SenderGrant {
 /// A credential with its salt and hash decoded.
 struct Credential {
     username: String,
-    salt: Vec<u8>,
-    hash: [u8; 32],
+    verifier: Verifier,
 }
+
+/// How a credential's password is checked.
+enum Verifier {
+    /// argon2id (the compiler's output): the parsed PHC string's parts, kept as the string.
+    Argon2id(String),
+    /// Legacy snapshots: salted SHA-256.
+    Sha256 { salt: Vec<u8>, hash: [u8; 32] },
+}
+
+impl Verifier {
+    fn verify(&self, password: &str) -> bool {
+        match self {
+            Verifier::Argon2id(phc) => argon2_verify(phc, password),
+            Verifier::Sha256 { salt, hash } => {
+                constant_time_eq(&salted_sha256(salt, password), hash)
+            }
+        }
+    }
+}
+
+/// argon2id check of `password` against a PHC string (the parameters are the string's).
+fn argon2_verify(phc: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
+}
+
+/// A verifier no password matches, with the compiler's parameters: checked for unknown user
+/// names so that the time an AUTH takes does not say whether the user exists.
+const DUMMY_ARGON2ID: &str = "$argon2id$v=19$m=19456,t=2,p=1$YmF0b24tZHVtbXktc2FsdA$Fj6wFtBaLk+jv2iRJkxuUjuFlTTBfpkvlX3YQ2N5RXk";
 
 /// One RelayDomain with its pre-parsed fields.
 struct DomainEntry {
@@ -93,11 +125,18 @@ impl DomainEntry {
                 let hash = hex::decode(&c.password_sha256)
                     .ok()
                     .and_then(|h| <[u8; 32]>::try_from(h).ok());
-                match (salt, hash) {
-                    (Some(salt), Some(hash)) if !c.username.is_empty() => Some(Credential {
+                let argon2 = (!c.argon2id.is_empty()
+                    && argon2::password_hash::PasswordHash::new(&c.argon2id).is_ok())
+                .then(|| c.argon2id.clone());
+                let verifier = match (argon2, salt, hash) {
+                    (Some(phc), _, _) => Some(Verifier::Argon2id(phc)),
+                    (None, Some(salt), Some(hash)) => Some(Verifier::Sha256 { salt, hash }),
+                    _ => None,
+                };
+                match verifier {
+                    Some(verifier) if !c.username.is_empty() => Some(Credential {
                         username: c.username.clone(),
-                        salt,
-                        hash,
+                        verifier,
                     }),
                     _ => {
                         skipped.push(CoreError::InvalidCredential {
@@ -233,26 +272,25 @@ impl PolicyIndex {
     }
 
     /// Verify SMTP AUTH credentials. `Some(scope)` when at least one RelayDomain has a
-    /// credential with this username whose salted SHA-256 matches: the scope names exactly
-    /// those RelayDomains (the session keeps it and passes it back as [`Auth::scope`]), so a
-    /// credential only ever authorises the RelayDomain whose Secret it came from. Hashes are
-    /// compared in constant time, and a hash is computed even for unknown usernames so timing
-    /// does not reveal them.
+    /// credential with this username whose verifier (argon2id; salted SHA-256 in legacy
+    /// snapshots) matches: the scope names exactly those RelayDomains (the session keeps it
+    /// and passes it back as [`Auth::scope`]), so a credential only ever authorises the
+    /// RelayDomain whose Secret it came from. An unknown username is checked against a dummy
+    /// argon2id verifier so timing does not reveal it. CPU-heavy by design (tens of
+    /// milliseconds): the ingress caches successes and runs it off the async workers.
     pub fn authenticate(&self, username: &str, password: &str) -> Option<String> {
         let mut matched: Vec<&str> = Vec::new();
         let mut tried = false;
         for d in &self.domains {
             for cred in d.credentials.iter().filter(|c| c.username == username) {
                 tried = true;
-                let hash = salted_sha256(&cred.salt, password);
-                if constant_time_eq(&hash, &cred.hash) && !matched.contains(&d.config.name.as_str())
-                {
+                if cred.verifier.verify(password) && !matched.contains(&d.config.name.as_str()) {
                     matched.push(&d.config.name);
                 }
             }
         }
         if !tried {
-            std::hint::black_box(salted_sha256(&[0u8; 16], password));
+            std::hint::black_box(argon2_verify(DUMMY_ARGON2ID, password));
         }
         (!matched.is_empty()).then(|| matched.join(SCOPE_SEPARATOR))
     }

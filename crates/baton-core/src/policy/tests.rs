@@ -9,6 +9,7 @@ fn cred(username: &str, salt: &[u8], password: &str) -> ProtoCredential {
         username: username.into(),
         salt: hex::encode(salt),
         password_sha256: hex::encode(salted_sha256(salt, password)),
+        ..Default::default()
     }
 }
 
@@ -96,18 +97,25 @@ fn invalid_credentials_are_skipped() {
             username: "u".into(),
             salt: "zz".into(),
             password_sha256: "00".into(),
+            ..Default::default()
         },
         ProtoCredential {
             username: "v".into(),
             salt: "00".into(),
             password_sha256: "0011".into(),
+            ..Default::default()
+        },
+        ProtoCredential {
+            username: "w".into(),
+            argon2id: "$argon2id$not-a-phc-string".into(),
+            ..Default::default()
         },
     ];
     let idx = PolicyIndex::new(&RelayConfig {
         domains: vec![d],
         ..Default::default()
     });
-    assert_eq!(idx.skipped().len(), 2);
+    assert_eq!(idx.skipped().len(), 3);
     assert!(idx.authenticate("u", "").is_none());
 }
 
@@ -519,4 +527,34 @@ proptest! {
             prop_assert!(by_net || by_auth);
         }
     }
+}
+
+/// An argon2id credential (what the compiler produces) with cheap test parameters: the right
+/// password verifies, another does not; the dummy verifier for unknown users parses (so it
+/// costs a real verification).
+#[test]
+fn argon2id_credentials_verify() {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let params = argon2::Params::new(64, 1, 1, Some(32)).unwrap();
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+    let phc = argon.hash_password(b"s3cret", &salt).unwrap().to_string();
+    let mut d = rd("team/app", "example.org", &["*@example.org"], &[]);
+    d.credentials = vec![ProtoCredential {
+        username: "app".into(),
+        argon2id: phc,
+        ..Default::default()
+    }];
+    let idx = PolicyIndex::new(&RelayConfig {
+        domains: vec![d],
+        ..Default::default()
+    });
+    assert!(idx.skipped().is_empty(), "{:?}", idx.skipped());
+    assert_eq!(
+        idx.authenticate("app", "s3cret").as_deref(),
+        Some("team/app")
+    );
+    assert_eq!(idx.authenticate("app", "s3creT"), None);
+    assert_eq!(idx.authenticate("nobody", "s3cret"), None);
+    assert!(argon2::password_hash::PasswordHash::new(DUMMY_ARGON2ID).is_ok());
 }

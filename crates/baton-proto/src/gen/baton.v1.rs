@@ -341,12 +341,15 @@ pub struct DelayNotice {
 pub struct Credential {
     #[prost(string, tag = "1")]
     pub username: ::prost::alloc::string::String,
-    /// Random salt, hex.
+    /// Salt, hex (legacy verifier only).
     #[prost(string, tag = "2")]
     pub salt: ::prost::alloc::string::String,
-    /// hex(SHA-256(salt_bytes || password)).
+    /// Legacy verifier: hex(SHA-256(salt_bytes || password)); empty when argon2id is set.
     #[prost(string, tag = "3")]
     pub password_sha256: ::prost::alloc::string::String,
+    /// The verifier: an argon2id PHC string ($argon2id$v=19$m=19456,t=2,p=1$salt$hash).
+    #[prost(string, tag = "4")]
+    pub argon2id: ::prost::alloc::string::String,
 }
 /// A DKIM signing key.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
