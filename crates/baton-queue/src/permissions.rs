@@ -3,7 +3,8 @@
 //!
 //! Roles (one NATS user each):
 //! - **ingress** (`baton-ingress`): publish fresh mail to every pool's `baton.new.<pool>`
-//!   and large bodies to the Object Store; read the config snapshot and the suppression lists;
+//!   and large bodies to the Object Store; read the config snapshot and the suppression lists,
+//!   and add suppressions from reports received at a return path;
 //!   read the stream settings it verifies. It cannot consume, acknowledge, delete, publish to a
 //!   retry lane or write the configuration.
 //! - **worker of pool P** (`baton-worker-<P>`): consume and acknowledge P's lanes only
@@ -98,6 +99,8 @@ impl Role {
                 publish.extend([
                     format!("$O.{BODY_BUCKET}.C.>"),
                     format!("$O.{BODY_BUCKET}.M.>"),
+                    // Reports received at a return path add suppressions.
+                    format!("$KV.{SUPPRESSION_BUCKET}.>"),
                 ]);
                 read_bucket(&mut publish, &obj);
             }
@@ -262,6 +265,10 @@ mod tests {
         let ingress = Role::Ingress;
         assert!(may_publish(&ingress, "baton.new.bulk"));
         assert!(may_publish(&ingress, "$O.baton-bodies.C.abc"));
+        assert!(
+            may_publish(&ingress, "$KV.baton-suppressions.abc.def"),
+            "return-path reports"
+        );
         assert!(
             !may_publish(&ingress, "baton.retry.bulk.0"),
             "no retry lane"
