@@ -40,6 +40,17 @@ use crate::{domain, pool, snapshot};
 pub const PERIODIC_SYNC: Duration = Duration::from_secs(300);
 /// Wait after a failed sync before retrying.
 pub const SYNC_RETRY: Duration = Duration::from_secs(10);
+/// Time between syncs while a RelayDomain waits for its domain verification record.
+pub const VERIFICATION_SYNC: Duration = Duration::from_secs(60);
+
+/// Whether a RelayDomain of the plan is not ready only for lack of its verification record.
+fn awaits_verification(plan: &baton_config::plan::SnapshotPlan) -> bool {
+    use baton_config::compile::ConditionType;
+    plan.compiled.domains.iter().any(|d| {
+        d.condition(ConditionType::DomainVerified)
+            .is_some_and(|c| !c.status)
+    })
+}
 
 fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, "reconcile failed");
@@ -158,15 +169,21 @@ async fn sync_loop(ctx: Arc<Context>, stop: CancellationToken) {
         );
     };
     let syncing = async {
+        let mut next = PERIODIC_SYNC;
         loop {
             tokio::select! {
                 _ = rx.recv() => {}
-                _ = tokio::time::sleep(PERIODIC_SYNC) => {}
+                _ = tokio::time::sleep(next) => {}
                 _ = stop.cancelled() => return,
             }
             let started = Instant::now();
             let r = snapshot::sync(&ctx).await;
             ctx.observe("Snapshot", started, &r);
+            // A domain waiting for its verification record is looked up again sooner.
+            next = match &r {
+                Ok(plan) if awaits_verification(plan) => VERIFICATION_SYNC,
+                _ => PERIODIC_SYNC,
+            };
             if let Err(e) = r {
                 tracing::error!(error = %e, "snapshot sync failed");
                 tokio::select! {
@@ -301,4 +318,42 @@ pub async fn start(
         dns,
     );
     run(ctx, leader_election, health, stop).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use baton_config::Resources;
+    use baton_config::crd::{RelayDomain, RelayDomainSpec, SendingPool, SendingPoolSpec};
+
+    /// Syncs come sooner only while a domain waits for its verification record.
+    #[test]
+    fn a_pending_verification_shortens_the_sync_period() {
+        let pool = SendingPool::new(
+            "verified",
+            SendingPoolSpec {
+                require_domain_verification: true,
+                ..SendingPoolSpec::default()
+            },
+        );
+        let spec: RelayDomainSpec = serde_json::from_value(
+            serde_json::json!({"domain": "example.com", "pool": "verified"}),
+        )
+        .unwrap();
+        let mut rd = RelayDomain::new("ex", spec);
+        rd.metadata.namespace = Some("team-a".into());
+        let mut res = Resources {
+            pools: vec![pool],
+            domains: vec![rd],
+            ..Resources::default()
+        };
+        let plan = |res: &Resources| baton_config::plan::plan_snapshot(res, None, 0).unwrap();
+        assert!(awaits_verification(&plan(&res)));
+        res.verified_domains.insert("team-a/ex".into());
+        assert!(!awaits_verification(&plan(&res)));
+        res.pools[0].spec.require_domain_verification = false;
+        res.verified_domains.clear();
+        assert!(!awaits_verification(&plan(&res)));
+    }
 }
