@@ -170,6 +170,12 @@ async fn every_role_gets_only_what_it_needs() -> anyhow::Result<()> {
         publish_acked(&js, "baton.new.test").await.is_ok(),
         "its own job"
     );
+    // Reports received at a return path add suppressions.
+    let suppressions = js.get_key_value("baton-suppressions").await?;
+    assert!(
+        suppressions.put("perm-test", "{}".into()).await.is_ok(),
+        "the ingress cannot record a suppression"
+    );
 
     // The worker of `test`: its lanes, not `other`'s.
     let js = client(&nats, "baton-worker-test").await?;
