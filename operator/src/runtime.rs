@@ -270,19 +270,16 @@ fn spawn_nats_health(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationT
     tokio::spawn(async move {
         let mut counted = 0;
         while !stop.is_cancelled() {
-            let up = ctx.queue.is_connected();
-            let (denied, last) = baton_queue::denials();
+            let (denied, _) = baton_queue::denials();
             ctx.metrics
                 .nats_permission_denials
                 .inc_by(denied.saturating_sub(counted));
             counted = denied;
-            let problem = match (denied, last) {
-                (d, Some(last)) if d > 0 => Some(format!(
-                    "NATS refused {d} operation(s) of the operator's identity, last: {last}"
-                )),
-                _ => (!up).then(|| "not connected to NATS".to_owned()),
-            };
-            health.set("nats", problem);
+            let up = ctx.queue.is_connected();
+            health.set(
+                "nats",
+                baton_queue::readiness_problem(up, "the operator's identity"),
+            );
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = stop.cancelled() => return,

@@ -193,6 +193,18 @@ pub fn denials() -> (u64, Option<String>) {
     (DENIALS.load(Ordering::Relaxed), last)
 }
 
+/// Why the NATS connection makes this process not ready, if it does: an operation NATS
+/// refused to its identity (no retry fixes that: it stays not ready until restarted with the
+/// right credentials), else not being connected. `who` names the identity in the text.
+pub fn readiness_problem(connected: bool, who: &str) -> Option<String> {
+    match denials() {
+        (d, Some(last)) if d > 0 => Some(format!(
+            "NATS refused {d} operation(s) of {who}, last: {last}"
+        )),
+        _ => (!connected).then(|| "not connected to NATS".to_owned()),
+    }
+}
+
 /// Connect to NATS as the process `name`: retry the initial connect, reconnect forever, and a
 /// name that shows up in `nats-server` monitoring.
 pub async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Client, QueueError> {

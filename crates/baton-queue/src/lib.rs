@@ -21,7 +21,7 @@ pub mod suppression;
 mod verify;
 
 pub use config_store::{ConfigStore, ConfigWatch};
-pub use connect::{NatsAuth, NatsOptions, NatsTls, connect, denials};
+pub use connect::{NatsAuth, NatsOptions, NatsTls, connect, denials, readiness_problem};
 pub use consume::{Lane, LaneKind, QueuedMessage};
 pub use error::QueueError;
 pub use provision::{LaneStats, Provisioner};

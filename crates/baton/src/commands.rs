@@ -111,14 +111,7 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             command,
         } => crate::suppression_cli::run(&security.options(&nats)?, command).await,
         Command::NatsAuth { config } => {
-            let res = baton_config::load_paths(&config)?;
-            let compiled = baton_config::compile(&res, 1, 0)?;
-            compiled.ensure_valid()?;
-            let pools = compiled.config.pools.iter().map(|p| {
-                let tiers = u32::try_from(p.retry_schedule_secs.len()).unwrap_or(u32::MAX);
-                (p.name.as_str(), tiers)
-            });
-            let roles = baton_queue::permissions::roles(pools);
+            let roles = wiring::nats_roles(&config)?;
             print!("{}", baton_queue::permissions::authorization_block(&roles));
             Ok(())
         }

@@ -22,12 +22,15 @@ use crate::wiring::{self, Nats};
 
 /// Run `baton dev`.
 pub(crate) async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result<()> {
+    if args.config.is_empty() {
+        bail!("baton dev needs at least one --config file or directory (see manifests/examples/)");
+    }
     let stop = wiring::shutdown_signal();
     let mut child: Option<Child> = None;
     let identities = match &args.nats {
         Some(u) => Identities::shared(args.security.options(u)?),
         None => {
-            let roles = roles(&args.config)?;
+            let roles = wiring::nats_roles(&args.config)?;
             let (c, identities) = start_nats(&args.data_dir, args.durable, &roles).await?;
             child = Some(c);
             identities
@@ -62,28 +65,12 @@ impl Identities {
     }
 }
 
-/// The NATS roles of the configured pools (compiled as `config apply` would).
-fn roles(config: &[std::path::PathBuf]) -> anyhow::Result<Vec<Role>> {
-    if config.is_empty() {
-        bail!("baton dev needs at least one --config file or directory (see manifests/examples/)");
-    }
-    let compiled = baton_config::compile(&baton_config::load_paths(config)?, 1, 0)?;
-    let pools = compiled.config.pools.iter().map(|p| {
-        let tiers = u32::try_from(p.retry_schedule_secs.len()).unwrap_or(u32::MAX);
-        (p.name.as_str(), tiers)
-    });
-    Ok(baton_queue::permissions::roles(pools))
-}
-
 async fn run_with(
     args: &DevArgs,
     identities: &Identities,
     log: Option<LogHandle>,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    if args.config.is_empty() {
-        bail!("baton dev needs at least one --config file or directory (see manifests/examples/)");
-    }
     let admin = Nats::connect(&identities.admin, "baton-dev-admin").await?;
     // `baton dev` owns the queue settings, like `config apply`.
     let settings = crate::queue::owner_settings(&admin.js, args.listen.stream_replicas).await?;

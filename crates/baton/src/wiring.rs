@@ -41,6 +41,19 @@ pub(crate) fn shutdown_signal() -> CancellationToken {
     token
 }
 
+/// The NATS roles (`baton_queue::permissions`) of the pools `paths` define, with the lanes
+/// `config apply` provisions for them (`baton nats-auth`, `baton dev`'s own nats-server).
+pub(crate) fn nats_roles(
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<baton_queue::permissions::Role>> {
+    let res = baton_config::load_paths(paths)?;
+    let plan = baton_config::plan::plan_snapshot(&res, None, 0)?;
+    plan.compiled.ensure_valid()?;
+    let lanes = plan.lanes();
+    let pools = lanes.iter().map(|l| (l.pool.as_str(), l.retry_tiers));
+    Ok(baton_queue::permissions::roles(pools))
+}
+
 /// TXT lookups for domain verification ([`baton_config::verification`]) through the
 /// delivery resolver.
 pub(crate) struct DnsTxt(pub(crate) baton_delivery::resolve::Dns);
@@ -190,20 +203,16 @@ fn watch_nats(
     tokio::spawn(async move {
         let mut counted = 0;
         while !stop.is_cancelled() {
-            let up = baton_queue::is_connected(&client);
-            let (denied, last) = baton_queue::denials();
+            let (denied, _) = baton_queue::denials();
             metrics
                 .nats_permission_denials
                 .inc_by(denied.saturating_sub(counted));
             counted = denied;
-            let problem = match (denied, last, up) {
-                (d, Some(last), _) if d > 0 => Some(format!(
-                    "NATS refused {d} operation(s) of this process's identity, last: {last}"
-                )),
-                (_, _, false) => Some("not connected to NATS".to_string()),
-                _ => None,
-            };
-            health.set("nats", problem);
+            let up = baton_queue::is_connected(&client);
+            health.set(
+                "nats",
+                baton_queue::readiness_problem(up, "this process's identity"),
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });

@@ -91,14 +91,8 @@ impl Resources {
         self.domains
             .iter()
             .filter(|rd| requiring.contains(rd.spec.pool.as_str()))
-            .map(|rd| {
-                let key = format!(
-                    "{}/{}",
-                    namespace_of(&rd.metadata),
-                    rd.metadata.name.as_deref().unwrap_or_default()
-                );
-                (key, crate::verification::challenge(rd))
-            })
+            // A RelayDomain without a name never compiles; it has nothing to verify.
+            .filter_map(|rd| Some((domain::key_of(rd).ok()?, crate::verification::challenge(rd))))
             .collect()
     }
 }

@@ -212,29 +212,9 @@ fn password_hash(salt: &[u8], password: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Whether `password` matches a compiled [`Credential`]: its argon2id verifier, else the
-/// legacy `hex(SHA-256(salt || password))` compared in constant time. A malformed verifier
-/// never matches.
+/// Whether `password` matches a compiled [`Credential`]: the data plane's check
+/// ([`baton_core::policy::verify_credential`]; a password that is not UTF-8 never matches).
 pub fn verify_password(credential: &Credential, password: &[u8]) -> bool {
-    if !credential.argon2id.is_empty() {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
-        return PasswordHash::new(&credential.argon2id).is_ok_and(|hash| {
-            argon2::Argon2::default()
-                .verify_password(password, &hash)
-                .is_ok()
-        });
-    }
-    let (Ok(salt), Ok(expected)) = (
-        hex::decode(&credential.salt),
-        hex::decode(&credential.password_sha256),
-    ) else {
-        return false;
-    };
-    let actual = password_hash(&salt, password);
-    expected.len() == actual.len()
-        && expected
-            .iter()
-            .zip(actual.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    std::str::from_utf8(password)
+        .is_ok_and(|p| baton_core::policy::verify_credential(credential, p))
 }

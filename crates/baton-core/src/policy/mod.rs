@@ -52,6 +52,18 @@ enum Verifier {
 }
 
 impl Verifier {
+    /// The verifier of a snapshot credential: its argon2id PHC string, else the legacy salted
+    /// SHA-256; `None` when neither is well formed.
+    fn of(c: &baton_proto::v1::Credential) -> Option<Verifier> {
+        if !c.argon2id.is_empty() && argon2::password_hash::PasswordHash::new(&c.argon2id).is_ok() {
+            return Some(Verifier::Argon2id(c.argon2id.clone()));
+        }
+        let salt = hex::decode(&c.salt).ok()?;
+        let hash = hex::decode(&c.password_sha256).ok()?;
+        let hash = <[u8; 32]>::try_from(hash).ok()?;
+        Some(Verifier::Sha256 { salt, hash })
+    }
+
     fn verify(&self, password: &str) -> bool {
         match self {
             Verifier::Argon2id(phc) => argon2_verify(phc, password),
@@ -60,6 +72,12 @@ impl Verifier {
             }
         }
     }
+}
+
+/// Whether `password` matches a snapshot credential (argon2id, or the legacy salted SHA-256
+/// compared in constant time). A malformed verifier never matches.
+pub fn verify_credential(credential: &baton_proto::v1::Credential, password: &str) -> bool {
+    Verifier::of(credential).is_some_and(|v| v.verify(password))
 }
 
 /// argon2id check of `password` against a PHC string (the parameters are the string's).
@@ -120,31 +138,17 @@ impl DomainEntry {
         let credentials = config
             .credentials
             .iter()
-            .filter_map(|c| {
-                let salt = hex::decode(&c.salt).ok();
-                let hash = hex::decode(&c.password_sha256)
-                    .ok()
-                    .and_then(|h| <[u8; 32]>::try_from(h).ok());
-                let argon2 = (!c.argon2id.is_empty()
-                    && argon2::password_hash::PasswordHash::new(&c.argon2id).is_ok())
-                .then(|| c.argon2id.clone());
-                let verifier = match (argon2, salt, hash) {
-                    (Some(phc), _, _) => Some(Verifier::Argon2id(phc)),
-                    (None, Some(salt), Some(hash)) => Some(Verifier::Sha256 { salt, hash }),
-                    _ => None,
-                };
-                match verifier {
-                    Some(verifier) if !c.username.is_empty() => Some(Credential {
+            .filter_map(|c| match Verifier::of(c) {
+                Some(verifier) if !c.username.is_empty() => Some(Credential {
+                    username: c.username.clone(),
+                    verifier,
+                }),
+                _ => {
+                    skipped.push(CoreError::InvalidCredential {
+                        domain: name.clone(),
                         username: c.username.clone(),
-                        verifier,
-                    }),
-                    _ => {
-                        skipped.push(CoreError::InvalidCredential {
-                            domain: name.clone(),
-                            username: c.username.clone(),
-                        });
-                        None
-                    }
+                    });
+                    None
                 }
             })
             .collect();
