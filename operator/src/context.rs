@@ -34,6 +34,13 @@ pub struct Settings {
     pub nats: baton_queue::NatsOptions,
     /// TLS towards NATS for the worker pods, when NATS speaks TLS.
     pub worker_nats_tls: Option<WorkerNatsTls>,
+    /// The keyring directory the snapshot's secrets are sealed with when there is no
+    /// `keyring_secret`, re-read at every sync (a rotated key is used without a restart).
+    pub keyring: baton_seal::KeySource,
+    /// Secret (install namespace) with the keyring: read (and created with one key when
+    /// missing) at every sync by [`crate::keyring`], and mounted into worker pods at
+    /// [`Settings::WORKER_KEYRING_MOUNT`] (their `BATON_KEYRING`).
+    pub keyring_secret: Option<String>,
     /// JetStream stream replicas.
     pub stream_replicas: usize,
     /// This replica's identity in the Lease (pod name or host name).
@@ -59,6 +66,9 @@ impl WorkerNatsTls {
 }
 
 impl Settings {
+    /// Where worker pods get the keyring Secret.
+    pub const WORKER_KEYRING_MOUNT: &'static str = "/etc/baton/keyring";
+
     /// Settings with the documented defaults for everything but the namespace, image and NATS.
     pub fn new(namespace: &str, worker_image: &str, nats_url: &str) -> Self {
         Settings {
@@ -69,6 +79,8 @@ impl Settings {
             nats_url: nats_url.to_owned(),
             nats: baton_queue::NatsOptions::new(nats_url),
             worker_nats_tls: None,
+            keyring: baton_seal::KeySource::default(),
+            keyring_secret: None,
             stream_replicas: 1,
             identity: "baton-operator".to_owned(),
             lease_name: "baton-operator".to_owned(),

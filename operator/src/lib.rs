@@ -25,6 +25,7 @@ pub mod context;
 pub mod dkim;
 pub mod domain;
 mod error;
+pub mod keyring;
 pub mod leader;
 pub mod pool;
 pub mod queue;

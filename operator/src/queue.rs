@@ -219,6 +219,11 @@ impl QueueBackend for MemoryQueue {
         &'a self,
         config: &'a RelayConfig,
     ) -> BoxFuture<'a, Result<u64, QueueError>> {
+        // The same guard as the real store: a secret in clear is never stored.
+        let clear = baton_seal::clear_secrets(config);
+        if !clear.is_empty() {
+            return Box::pin(async move { Err(QueueError::ClearSecrets(clear)) });
+        }
         let r = self.with(|s| {
             s.snapshots.push(config.clone());
             s.snapshots.len() as u64

@@ -102,8 +102,11 @@ pub async fn sync(ctx: &Context) -> Result<Plan> {
         .list(&ListParams::default())
         .await?
         .items;
-    let refs = referenced_secrets(&pools, &domains);
+    let mut refs = referenced_secrets(&pools, &domains);
+    // The keyring Secret is read with the others, and its changes trigger a sync too.
+    refs.extend(crate::keyring::secret_ref(ctx));
     let secrets = read_secrets(ctx, &refs).await?;
+    let keyring = crate::keyring::load(ctx, &secrets).await?;
     *ctx.referenced.lock() = refs;
     let mut res = Resources {
         pools,
@@ -117,7 +120,13 @@ pub async fn sync(ctx: &Context) -> Result<Plan> {
     }
     let previous = ctx.queue.current_snapshot().await?;
     let now = ctx.now();
-    let plan = plan_snapshot(&res, previous.as_ref(), now.0.as_millisecond())?;
+    // The keyring is read at every sync: a new `key-<n>` re-seals without a restart.
+    let plan = baton_config::plan::plan_sealed(
+        &res,
+        previous.as_ref(),
+        now.0.as_millisecond(),
+        keyring.as_ref(),
+    )?;
     let config = &plan.compiled.config;
     // Bodies outlive every message that can reference them, before a pool with a longer
     // maxAge goes live (idempotent; the expiry is only ever raised).

@@ -204,31 +204,52 @@ fn worker_env(name: &str, settings: &Settings) -> Vec<EnvVar> {
         None if settings.nats.tls.is_required() => v.push(env("BATON_NATS_TLS", "true")),
         None => {}
     }
+    if settings.keyring_secret.is_some() {
+        v.push(env("BATON_KEYRING", Settings::WORKER_KEYRING_MOUNT));
+    }
     v
 }
 
-/// The NATS TLS Secret's volume, when there is one.
+/// The Secret volumes of worker pods: NATS TLS and the keyring, when configured (volume name,
+/// Secret, mount path).
+fn worker_secrets(settings: &Settings) -> Vec<(&'static str, String, &'static str)> {
+    let mut v = Vec::new();
+    if let Some(tls) = &settings.worker_nats_tls {
+        v.push(("nats-tls", tls.secret.clone(), WorkerNatsTls::MOUNT));
+    }
+    if let Some(secret) = &settings.keyring_secret {
+        v.push(("keyring", secret.clone(), Settings::WORKER_KEYRING_MOUNT));
+    }
+    v
+}
+
 fn worker_volumes(settings: &Settings) -> Option<Vec<Volume>> {
-    let tls = settings.worker_nats_tls.as_ref()?;
-    Some(vec![Volume {
-        name: "nats-tls".to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(tls.secret.clone()),
-            default_mode: Some(0o440),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
-    }])
+    let v: Vec<Volume> = worker_secrets(settings)
+        .into_iter()
+        .map(|(name, secret, _)| Volume {
+            name: name.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        })
+        .collect();
+    (!v.is_empty()).then_some(v)
 }
 
 fn worker_mounts(settings: &Settings) -> Option<Vec<VolumeMount>> {
-    settings.worker_nats_tls.as_ref()?;
-    Some(vec![VolumeMount {
-        name: "nats-tls".to_owned(),
-        mount_path: WorkerNatsTls::MOUNT.to_owned(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }])
+    let v: Vec<VolumeMount> = worker_secrets(settings)
+        .into_iter()
+        .map(|(name, _, path)| VolumeMount {
+            name: name.to_owned(),
+            mount_path: path.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        })
+        .collect();
+    (!v.is_empty()).then_some(v)
 }
 
 fn worker_container(name: &str, settings: &Settings, pool: &SendingPool) -> Container {
@@ -457,10 +478,22 @@ mod tests {
         assert_eq!(env["BATON_NATS_CERT"], "/etc/baton/nats-tls/tls.crt");
         assert_eq!(env["BATON_NATS_KEY"], "/etc/baton/nats-tls/tls.key");
 
+        s.keyring_secret = Some("baton-keyring".into());
+        let (pod, env) = env_of(&s);
+        assert_eq!(pod["volumes"][1]["secret"]["secretName"], "baton-keyring");
+        let mount = &pod["containers"][0]["volumeMounts"][1];
+        assert_eq!(
+            (mount["mountPath"].as_str(), mount["readOnly"].as_bool()),
+            (Some("/etc/baton/keyring"), Some(true))
+        );
+        assert_eq!(env["BATON_KEYRING"], "/etc/baton/keyring");
+
         s.worker_nats_tls = None;
+        s.keyring_secret = None;
         s.nats.tls.required = true;
         let (_, env) = env_of(&s);
         assert_eq!(env["BATON_NATS_TLS"], "true");
+        assert!(!env.contains_key("BATON_KEYRING"));
     }
 
     #[test]

@@ -270,6 +270,12 @@ async fn rotated_key_secret_gives_a_new_snapshot_and_unchanged_input_writes_noth
     api.assert_idle();
 
     let snaps = queue.state().snapshots;
+    // Stored sealed; ingress opens them with the keyring.
+    for s in &snaps {
+        assert!(s.domains[0].dkim_keys[0].private_key_pem.is_empty());
+        assert!(s.domains[0].dkim_keys[0].sealed_private_key.is_some());
+    }
+    let snaps: Vec<_> = snaps.iter().map(common::opened).collect();
     let keys: Vec<(u64, &str)> = snaps
         .iter()
         .map(|s| {

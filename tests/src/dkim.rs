@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
-use crate::harness::baton_bin;
+use crate::harness::{baton_bin, keyring_dir};
 
 /// A fresh PKCS#8 PEM private key from `openssl genpkey`: `rsa` (2048 bits) or `ed25519`.
 pub fn openssl_key(kind: &str) -> anyhow::Result<String> {
@@ -54,6 +54,7 @@ pub struct PrintedRecord {
 /// values quoted).
 pub fn dns_records(config: &Path) -> anyhow::Result<Vec<PrintedRecord>> {
     let out = Command::new(baton_bin()?)
+        .env("BATON_KEYRING", keyring_dir())
         .args(["dns-records", "--config"])
         .arg(config)
         .output()?;

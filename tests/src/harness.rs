@@ -352,6 +352,20 @@ impl Dns {
     }
 }
 
+/// The keyring every `baton` process of this test run seals and opens the snapshot's secrets
+/// with (`BATON_KEYRING`): one directory per test process, created with one key on first use.
+pub fn keyring_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("baton-test-keyring-{}", std::process::id()));
+        if let Err(e) = baton_seal::ensure_keyring(&dir) {
+            panic!("test keyring {}: {e}", dir.display());
+        }
+        dir
+    })
+    .clone()
+}
+
 /// Path of the `baton` binary built in the same target directory as this test.
 pub fn baton_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("BATON_BIN") {
@@ -394,6 +408,7 @@ pub fn apply_config_url(url: &str, path: &Path) -> anyhow::Result<()> {
 /// Like [`apply_config_url`] with extra flags (e.g. `--stream-replicas 3`).
 pub fn apply_config_with(url: &str, path: &Path, extra: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(baton_bin()?)
+        .env("BATON_KEYRING", keyring_dir())
         .args(["config", "apply", "--nats", url])
         .args(extra)
         .arg(path)
@@ -460,6 +475,7 @@ impl Ingress {
             (loopback()?, loopback()?, loopback()?, loopback()?);
         let log = dir.join(format!("ingress-{}.log", smtp.port()));
         let child = Command::new(baton_bin()?)
+            .env("BATON_KEYRING", keyring_dir())
             .args(["ingress", "--nats", url, "--hostname", "baton.test"])
             .args([
                 "--listen-smtp",
@@ -562,6 +578,7 @@ impl Worker {
         let metrics = loopback()?;
         let log = dir.join(format!("worker-{}.log", metrics.port()));
         let mut cmd = Command::new(baton_bin()?);
+        cmd.env("BATON_KEYRING", keyring_dir());
         cmd.args(["worker", "--nats", url, "--pool", pool]);
         // A fully qualified name unless the scenario gives its own.
         if !extra.contains(&"--hostname") {

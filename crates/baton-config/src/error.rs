@@ -68,6 +68,9 @@ pub enum ConfigError {
     /// `namespace/name`).
     #[error("{} invalid object(s): {}", .0.len(), join(.0))]
     InvalidObjects(Vec<InvalidObject>),
+    /// The snapshot's secrets could not be sealed (no usable keyring).
+    #[error("sealing the snapshot's secrets: {0}")]
+    Seal(#[from] baton_seal::SealError),
 }
 
 /// A field of one SendingPool or RelayDomain holds a value the compiler cannot use (bad CIDR, bad
@@ -122,6 +125,7 @@ impl ConfigError {
             Self::Duplicate { .. } => "duplicate",
             Self::Invalid(_) => "invalid",
             Self::InvalidObjects(_) => "invalid_objects",
+            Self::Seal(_) => "seal",
         }
     }
 }

@@ -36,7 +36,24 @@ pub fn plan_snapshot(
     previous: Option<&RelayConfig>,
     now_ms: i64,
 ) -> Result<SnapshotPlan, ConfigError> {
+    plan_sealed(res, previous, now_ms, None)
+}
+
+/// [`plan_snapshot`] for a snapshot that will be stored: its secrets are sealed with `keyring`
+/// ([`baton_seal::seal_config`]) before the digest is taken. Sealing is deterministic, so
+/// unchanged resources under the same sealing key keep the generation, and a new sealing key
+/// (a rotation) re-seals everything under a new generation. Without a keyring the secrets stay
+/// in clear, which the store refuses (`baton_queue::ConfigStore::put`).
+pub fn plan_sealed(
+    res: &Resources,
+    previous: Option<&RelayConfig>,
+    now_ms: i64,
+    keyring: Option<&baton_seal::Keyring>,
+) -> Result<SnapshotPlan, ConfigError> {
     let mut compiled = compile(res, 0, now_ms)?;
+    if keyring.is_some() {
+        baton_seal::seal_config(&mut compiled.config, keyring)?;
+    }
     let digest = config_digest(&compiled.config);
     match previous {
         Some(prev) if config_digest(prev) == digest => {
@@ -117,6 +134,50 @@ mod tests {
             domains: vec![rd],
             ..Resources::default()
         }
+    }
+
+    #[test]
+    fn sealed_plans_keep_the_generation_until_the_sealing_key_changes() {
+        let mut with_secret = res();
+        with_secret.domains[0].spec.return_path = serde_json::from_value(serde_json::json!({
+            "domain": "bounces.example.com",
+            "mxHost": "mx.example.com",
+            "keySecretRef": {"name": "verp"}
+        }))
+        .unwrap();
+        with_secret.secrets = vec![k8s_openapi::api::core::v1::Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("verp".into()),
+                namespace: Some("team-a".into()),
+                ..Default::default()
+            },
+            string_data: None,
+            data: Some(
+                [(
+                    "key-1".to_string(),
+                    k8s_openapi::ByteString(b"0123456789abcdef0123456789abcdef".to_vec()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }];
+        let one = baton_seal::Keyring::from_keys([(1, [1u8; 32].as_slice())]).unwrap();
+        let two =
+            baton_seal::Keyring::from_keys([(1, [1u8; 32].as_slice()), (2, [2u8; 32].as_slice())])
+                .unwrap();
+        let clear = plan_snapshot(&with_secret, None, 1000).unwrap();
+        assert_eq!(baton_seal::clear_secrets(&clear.compiled.config).len(), 1);
+        let first = plan_sealed(&with_secret, None, 1000, Some(&one)).unwrap();
+        assert!(baton_seal::clear_secrets(&first.compiled.config).is_empty());
+        assert_eq!(baton_seal::sealed_key_ids(&first.compiled.config), [1]);
+        let same =
+            plan_sealed(&with_secret, Some(&first.compiled.config), 2000, Some(&one)).unwrap();
+        assert!(!same.publish, "deterministic sealing: nothing to publish");
+        let rotated =
+            plan_sealed(&with_secret, Some(&first.compiled.config), 3000, Some(&two)).unwrap();
+        assert!(rotated.publish);
+        assert_eq!(rotated.compiled.config.generation, 2);
+        assert_eq!(baton_seal::sealed_key_ids(&rotated.compiled.config), [2]);
     }
 
     #[test]

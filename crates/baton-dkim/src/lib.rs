@@ -277,6 +277,7 @@ MC4CAQAwBQYDK2VwBCIEIGr/XV1oKxhoXGfkPqPLWT9vH0+66mTU2n61sh/Kh8oW
             algorithm: algorithm.into(),
             private_key_pem: pem.into(),
             expire_secs,
+            ..DkimKey::default()
         }
     }
 

@@ -31,6 +31,7 @@ fn signer(algorithm: &str, pem: String) -> DomainSigner {
             algorithm: algorithm.into(),
             private_key_pem: pem,
             expire_secs: 0,
+            ..Default::default()
         }],
         ..Default::default()
     };

@@ -89,50 +89,136 @@ impl ConfigStore {
         }
     }
 
-    /// Store a snapshot; returns the KV revision.
+    /// Store a snapshot; returns the KV revision. A snapshot holding a secret in clear is
+    /// refused ([`QueueError::ClearSecrets`]): every writer seals first
+    /// ([`baton_seal::seal_config`]), so no secret is ever at rest in clear in JetStream.
     pub async fn put(&self, config: &RelayConfig) -> Result<u64, QueueError> {
+        let clear = baton_seal::clear_secrets(config);
+        if !clear.is_empty() {
+            return Err(QueueError::ClearSecrets(clear));
+        }
         self.kv
             .put(CONFIG_KEY, config.encode_to_vec().into())
             .await
             .map_err(err)
     }
 
-    /// Watch the snapshot: the returned receiver holds the latest decoded config and changes
-    /// whenever a new one is written. A snapshot that does not decode is logged and skipped
-    /// (the previous one stays in force) and `on_rejected` is called, so the caller can count
-    /// it (`baton_config_errors_total`). The watch task ends when all receivers are dropped.
+    /// Watch the snapshot: the returned receiver holds the latest usable config, its secrets
+    /// opened with the keyring from `keys` ([`baton_seal::unseal_config`]), and changes
+    /// whenever a new one is written. A snapshot that does not decode, or whose secrets do not
+    /// open, is logged and reported to `report` ([`SnapshotEvent::Rejected`]); the previous one
+    /// stays in force. One that needs a key this process does not have yet (a rotation whose
+    /// new key file has not reached this pod) is retried every [`KEY_RETRY`], re-reading the
+    /// keyring directory, until it opens or a newer snapshot replaces it. Every snapshot put in
+    /// force is reported as [`SnapshotEvent::Loaded`]. The watch task ends when all receivers
+    /// are dropped.
     pub async fn watch(
         &self,
-        on_rejected: impl Fn() + Send + 'static,
+        keys: baton_seal::KeySource,
+        report: impl Fn(SnapshotEvent<'_>) + Send + 'static,
     ) -> Result<ConfigWatch, QueueError> {
         let mut updates = self.kv.watch_with_history(CONFIG_KEY).await.map_err(err)?;
         let (tx, rx) = watch::channel(None);
+        let mut keyring = match keys.load() {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "keyring not loaded; sealed snapshots cannot be used");
+                None
+            }
+        };
         tokio::spawn(async move {
-            while let Some(entry) = updates.next().await {
-                let entry = match entry {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "config watch error");
-                        continue;
+            // A snapshot waiting for a key this process does not have yet.
+            let mut waiting: Option<RelayConfig> = None;
+            loop {
+                let config = tokio::select! {
+                    entry = updates.next() => {
+                        let Some(entry) = entry else { break };
+                        let entry = match entry {
+                            Ok(e) => e,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "config watch error");
+                                continue;
+                            }
+                        };
+                        if entry.operation != kv::Operation::Put {
+                            continue;
+                        }
+                        match RelayConfig::decode(entry.value.as_ref()) {
+                            Ok(cfg) => cfg,
+                            Err(e) => {
+                                let reason = format!("undecodable config snapshot: {e}");
+                                tracing::error!(error = %e, "undecodable config snapshot ignored");
+                                report(SnapshotEvent::Rejected { generation: None, reason: &reason });
+                                continue;
+                            }
+                        }
+                    }
+                    _ = tokio::time::sleep(KEY_RETRY), if waiting.is_some() => {
+                        match keys.load() {
+                            Ok(k) => keyring = k,
+                            Err(e) => tracing::warn!(error = %e, "keyring not reloaded"),
+                        }
+                        match waiting.take() {
+                            Some(cfg) => cfg,
+                            None => continue,
+                        }
                     }
                 };
-                if entry.operation != kv::Operation::Put {
-                    continue;
+                let generation = config.generation;
+                let mut opened = config.clone();
+                let mut result = baton_seal::unseal_config(&mut opened, keyring.as_ref());
+                if matches!(&result, Err(e) if e.is_unknown_key()) {
+                    // The new key may just have arrived: read the directory again first.
+                    if let Ok(k) = keys.load() {
+                        keyring = k;
+                        opened = config.clone();
+                        result = baton_seal::unseal_config(&mut opened, keyring.as_ref());
+                    }
                 }
-                match RelayConfig::decode(entry.value.as_ref()) {
-                    Ok(cfg) => {
-                        tracing::info!(generation = cfg.generation, "config snapshot loaded");
-                        if tx.send(Some(Arc::new(cfg))).is_err() {
+                match result {
+                    Ok(_) => {
+                        tracing::info!(generation, "config snapshot loaded");
+                        report(SnapshotEvent::Loaded { generation });
+                        if tx.send(Some(Arc::new(opened))).is_err() {
                             break;
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "undecodable config snapshot ignored");
-                        on_rejected();
+                        let reason = format!(
+                            "config snapshot generation {generation} not used, the previous one stays in force: {e}"
+                        );
+                        tracing::error!(generation, error = %e, "config snapshot secrets do not open; keeping the previous snapshot");
+                        report(SnapshotEvent::Rejected {
+                            generation: Some(generation),
+                            reason: &reason,
+                        });
+                        if e.is_unknown_key() || matches!(e, baton_seal::SealError::NoKeyring(_)) {
+                            waiting = Some(config);
+                        }
                     }
                 }
             }
         });
         Ok(rx)
     }
+}
+
+/// How often a snapshot sealed with a key this process lacks is tried again.
+pub const KEY_RETRY: Duration = Duration::from_secs(10);
+
+/// What became of a snapshot the watch saw.
+#[derive(Clone, Copy, Debug)]
+pub enum SnapshotEvent<'a> {
+    /// Put in force.
+    Loaded {
+        /// Its generation.
+        generation: u64,
+    },
+    /// Not used: the previous snapshot stays in force.
+    Rejected {
+        /// Its generation, when it decoded.
+        generation: Option<u64>,
+        /// Why, for logs and `/readyz` (never secret material).
+        reason: &'a str,
+    },
 }

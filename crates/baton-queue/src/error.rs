@@ -55,6 +55,12 @@ pub enum QueueError {
     /// The suppression bucket could not be read or written.
     #[error("suppression list: {0}")]
     Suppressions(String),
+    /// A snapshot with secrets in clear was about to be stored (never done: seal it first).
+    #[error(
+        "refusing to store a config snapshot with secrets in clear ({}): give the writer a keyring (--keyring / BATON_KEYRING)",
+        .0.join(", ")
+    )]
+    ClearSecrets(Vec<String>),
 }
 
 impl QueueError {
@@ -72,6 +78,7 @@ impl QueueError {
             QueueError::ObjectStore(_) => "object_store",
             QueueError::ConfigStore(_) => "config_store",
             QueueError::Suppressions(_) => "suppressions",
+            QueueError::ClearSecrets(_) => "clear_secrets",
         }
     }
 }

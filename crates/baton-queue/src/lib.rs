@@ -20,7 +20,7 @@ mod settings;
 pub mod suppression;
 mod verify;
 
-pub use config_store::{ConfigStore, ConfigWatch};
+pub use config_store::{ConfigStore, ConfigWatch, KEY_RETRY, SnapshotEvent};
 pub use connect::{NatsAuth, NatsOptions, NatsTls, connect, denials, readiness_problem};
 pub use consume::{Lane, LaneKind, QueuedMessage};
 pub use error::QueueError;

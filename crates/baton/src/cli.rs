@@ -92,6 +92,11 @@ pub(crate) enum Command {
         )]
         config: Vec<PathBuf>,
     },
+    /// Manage a keyring directory (the keys that seal the config snapshot's secrets).
+    Keyring {
+        #[command(subcommand)]
+        command: KeyringCommand,
+    },
     /// Print the nats-server `authorization` block for Baton's roles: one user each for the
     /// ingress, the admin (operator, `config apply`, CLIs) and every SendingPool's workers,
     /// each allowed only what its role needs. Passwords are environment references.
@@ -104,6 +109,25 @@ pub(crate) enum Command {
             required = true
         )]
         config: Vec<PathBuf>,
+    },
+}
+
+/// `baton keyring ...`
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeyringCommand {
+    /// Add a new key to a keyring directory (created, mode 0700, when missing): the file
+    /// `key-<highest id + 1>` (mode 0600) with 32 random bytes in base64. The next `config
+    /// apply` seals with it; keep the old key until every process has the new snapshot.
+    Add {
+        /// The keyring directory.
+        #[arg(long, env = "BATON_KEYRING")]
+        keyring: PathBuf,
+    },
+    /// List the key ids of a keyring directory and which one seals (never the keys).
+    List {
+        /// The keyring directory.
+        #[arg(long, env = "BATON_KEYRING")]
+        keyring: PathBuf,
     },
 }
 
@@ -172,6 +196,8 @@ pub(crate) enum ConfigCommand {
         nats: String,
         #[command(flatten)]
         security: NatsSecurityArgs,
+        #[command(flatten)]
+        keyring: KeyringArgs,
         /// Replicas of the queue stream and both buckets (3 on a production NATS cluster).
         /// `config apply` is the owner of the queue settings outside Kubernetes: it provisions
         /// the stream, buckets and every pool's lanes and records the settings for ingress and
@@ -270,6 +296,8 @@ pub(crate) struct IngressArgs {
     #[command(flatten)]
     pub security: NatsSecurityArgs,
     #[command(flatten)]
+    pub keyring: KeyringArgs,
+    #[command(flatten)]
     pub listen: ListenArgs,
 }
 
@@ -304,6 +332,8 @@ pub(crate) struct WorkerArgs {
     pub nats: String,
     #[command(flatten)]
     pub security: NatsSecurityArgs,
+    #[command(flatten)]
+    pub keyring: KeyringArgs,
     /// SendingPool to serve.
     #[arg(long, env = "BATON_POOL")]
     pub pool: String,
@@ -334,9 +364,12 @@ pub(crate) struct DevArgs {
     /// TLS and credentials for `--nats` (the nats-server `baton dev` starts needs none).
     #[command(flatten)]
     pub security: NatsSecurityArgs,
-    /// Where the started nats-server keeps its store.
+    /// Where the started nats-server keeps its store (and, without --keyring, the keyring
+    /// `baton dev` creates: `<data-dir>/keyring`).
     #[arg(long, env = "BATON_DATA_DIR", default_value = ".dev")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub keyring: KeyringArgs,
     /// Start nats-server with `sync_interval: always` (fsync every stored message), so a
     /// single server survives a power loss with what it answered `250` (needs nats-server ≥ 2.10;
     /// measured cost in README "Operations").
@@ -356,6 +389,15 @@ pub(crate) struct OperatorArgs {
     pub nats: String,
     #[command(flatten)]
     pub security: NatsSecurityArgs,
+    /// A keyring directory to seal the snapshot's secrets with, when there is no
+    /// --keyring-secret (re-read at every sync).
+    #[command(flatten)]
+    pub keyring: KeyringArgs,
+    /// Secret (install namespace) holding the keyring: read at every sync (created with one
+    /// random key when missing) and mounted into worker pods at `/etc/baton/keyring` (their
+    /// `BATON_KEYRING`). The chart sets it; ingress pods mount the same Secret.
+    #[arg(long, env = "BATON_KEYRING_SECRET")]
+    pub keyring_secret: Option<String>,
     /// /metrics, /healthz, /readyz, /loglevel.
     #[arg(long, env = "BATON_LISTEN_METRICS")]
     pub listen_metrics: Option<SocketAddr>,
@@ -410,6 +452,24 @@ pub(crate) struct OperatorArgs {
     /// Name of the leader-election Lease in the install namespace.
     #[arg(long, env = "BATON_LEASE_NAME", default_value = "baton-operator")]
     pub lease_name: String,
+}
+
+/// The keyring that seals (operator, `config apply`, `dev`) and opens (ingress, workers) the
+/// secrets of the config snapshot: a directory of `key-<id>` files, each the base64 of 32
+/// random bytes (`openssl rand -base64 32`, or `baton keyring add`); the highest id seals.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct KeyringArgs {
+    /// Keyring directory (a mounted Secret in Kubernetes). Re-read when a snapshot needs a key
+    /// it does not have yet, so a rotated key is picked up without a restart.
+    #[arg(long, env = "BATON_KEYRING")]
+    pub keyring: Option<PathBuf>,
+}
+
+impl KeyringArgs {
+    /// The key source these flags name.
+    pub(crate) fn source(&self) -> baton_seal::KeySource {
+        baton_seal::KeySource::new(self.keyring.clone())
+    }
 }
 
 /// TLS and credentials towards NATS, shared by every command that connects. Secrets are read

@@ -5,7 +5,7 @@
 use anyhow::{Context as _, bail};
 use baton_telemetry::LogHandle;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, KeyringCommand};
 use crate::wiring;
 
 /// Run the chosen subcommand.
@@ -21,8 +21,9 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
                 ),
             };
             let tls = cert.server_config()?;
-            let nats =
-                wiring::Nats::connect(&args.security.options(&args.nats)?, "baton-ingress").await?;
+            let nats = wiring::Nats::connect(&args.security.options(&args.nats)?, "baton-ingress")
+                .await?
+                .with_keys(args.keyring.source());
             let (metrics, health) =
                 wiring::ops(args.listen.listen_metrics, log, &nats, &stop).await?;
             tokio::spawn(cert.watch(args.listen.tls_reload_every, metrics.clone(), stop.clone()));
@@ -49,8 +50,9 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
         }
         Command::Worker(args) => {
             let stop = wiring::shutdown_signal();
-            let nats =
-                wiring::Nats::connect(&args.security.options(&args.nats)?, "baton-worker").await?;
+            let nats = wiring::Nats::connect(&args.security.options(&args.nats)?, "baton-worker")
+                .await?
+                .with_keys(args.keyring.source());
             let (metrics, health) = wiring::ops(args.listen_metrics, log, &nats, &stop).await?;
             let queue = crate::queue::watch_queue(
                 nats.js.clone(),
@@ -71,6 +73,7 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
                 ConfigCommand::Apply {
                     nats,
                     security,
+                    keyring,
                     stream_replicas,
                     dns_server,
                     paths,
@@ -82,7 +85,8 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             let settings = crate::queue::owner_settings(&nats.js, stream_replicas).await?;
             let nats = nats.owning(settings);
             let generation =
-                wiring::apply_config(&nats, &paths, "config-apply", dns_server).await?;
+                wiring::apply_config(&nats, &paths, "config-apply", dns_server, &keyring.source())
+                    .await?;
             println!(
                 "applied RelayConfig generation {generation} (queue replicas {})",
                 nats.provisioner.settings().replicas
@@ -110,6 +114,28 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             security,
             command,
         } => crate::suppression_cli::run(&security.options(&nats)?, command).await,
+        Command::Keyring { command } => match command {
+            KeyringCommand::Add { keyring } => {
+                let id = baton_seal::add_key(&keyring)?;
+                println!(
+                    "added key {id} to {}: it seals from the next config apply; keep the older keys until every process runs the re-sealed snapshot",
+                    keyring.display()
+                );
+                Ok(())
+            }
+            KeyringCommand::List { keyring } => {
+                let k = baton_seal::Keyring::load_dir(&keyring)?;
+                for id in k.ids() {
+                    let role = if id == k.sealing_id() {
+                        "seals and opens"
+                    } else {
+                        "opens"
+                    };
+                    println!("key-{id}\t{role}");
+                }
+                Ok(())
+            }
+        },
         Command::NatsAuth { config } => {
             let roles = wiring::nats_roles(&config)?;
             print!("{}", baton_queue::permissions::authorization_block(&roles));

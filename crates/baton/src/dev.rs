@@ -3,7 +3,8 @@
 //! production (`baton nats-auth`: one NATS user per role, random passwords held in memory and
 //! handed to the server through its environment), compiles and applies the config as the
 //! admin role, and runs an ingress plus one worker per SendingPool in this process, each
-//! logged in as its own role. Without TLS files it uses a
+//! logged in as its own role. The snapshot's secrets are sealed with `--keyring`, else a
+//! keyring kept under `--data-dir` (`keyring/key-1`, created on first start). Without TLS files it uses a
 //! self-signed certificate kept under `--data-dir` (`tls/dev.crt`), generated on first start.
 
 use std::process::Stdio;
@@ -43,6 +44,19 @@ pub(crate) async fn run(args: DevArgs, log: Option<LogHandle>) -> anyhow::Result
     result
 }
 
+/// The keyring: `--keyring`, else `<data-dir>/keyring`, created with one key on first start
+/// (mode 0700/0600) and kept, like production's mounted Secret.
+fn dev_keyring(args: &DevArgs) -> anyhow::Result<baton_seal::KeySource> {
+    if args.keyring.keyring.is_some() {
+        return Ok(args.keyring.source());
+    }
+    let dir = args.data_dir.join("keyring");
+    let keyring = baton_seal::ensure_keyring(&dir)
+        .with_context(|| format!("dev keyring {}", dir.display()))?;
+    tracing::info!(keyring = %dir.display(), ids = ?keyring.ids(), "snapshot secrets sealed with the dev keyring");
+    Ok(baton_seal::KeySource::new(Some(dir)))
+}
+
 /// How each part of `baton dev` logs in to NATS.
 struct Identities {
     admin: NatsOptions,
@@ -75,9 +89,12 @@ async fn run_with(
     // `baton dev` owns the queue settings, like `config apply`.
     let settings = crate::queue::owner_settings(&admin.js, args.listen.stream_replicas).await?;
     let admin = admin.owning(settings);
+    let keys = dev_keyring(args)?;
     let generation =
-        wiring::apply_config(&admin, &args.config, "dev", args.tuning.dns_server).await?;
-    let nats = Nats::connect(&identities.ingress, "baton-dev").await?;
+        wiring::apply_config(&admin, &args.config, "dev", args.tuning.dns_server, &keys).await?;
+    let nats = Nats::connect(&identities.ingress, "baton-dev")
+        .await?
+        .with_keys(keys.clone());
     tracing::info!(generation, "config applied");
     let res = baton_config::load_paths(&args.config)?;
     let pools: Vec<String> = res
@@ -134,7 +151,9 @@ async fn run_with(
     for pool in pools {
         let config = wiring::worker_config(&pool, &args.listen.hostname, &args.tuning, false)?;
         let (n, m, h, s) = (
-            Nats::connect(identities.worker(&pool), "baton-dev-worker").await?,
+            Nats::connect(identities.worker(&pool), "baton-dev-worker")
+                .await?
+                .with_keys(keys.clone()),
             metrics.clone(),
             health.clone(),
             stop.clone(),

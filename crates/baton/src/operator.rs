@@ -47,6 +47,8 @@ fn settings(args: &OperatorArgs) -> anyhow::Result<Settings> {
             secret: secret.clone(),
             client_cert: args.worker_nats_client_cert,
         });
+    s.keyring = args.keyring.source();
+    s.keyring_secret = args.keyring_secret.clone().filter(|n| !n.is_empty());
     s.stream_replicas = args.stream_replicas;
     s.identity = identity();
     s.lease_name = args.lease_name.clone();

@@ -73,6 +73,8 @@ pub(crate) struct Nats {
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
     pub provisioner: Provisioner,
+    /// The keyring the config snapshot's secrets are opened with.
+    pub keys: baton_seal::KeySource,
 }
 
 impl Nats {
@@ -89,7 +91,13 @@ impl Nats {
             client,
             js,
             provisioner,
+            keys: baton_seal::KeySource::default(),
         })
+    }
+
+    /// This connection opening the snapshot's secrets with the keyring from `keys`.
+    pub(crate) fn with_keys(self, keys: baton_seal::KeySource) -> Nats {
+        Nats { keys, ..self }
     }
 
     /// This connection as the owner of the queue settings (`config apply`, `dev`).
@@ -107,14 +115,17 @@ impl Nats {
 
 /// As the owner (`owner`: `config-apply`, `dev`): compile YAML, provision the queue with
 /// `nats`'s settings (stream, buckets, the lanes of every pool) and record them, then store the
-/// snapshot, bumping the generation only when content changed. Fails, provisioning and storing
+/// snapshot, its secrets sealed with the keyring from `keys`, bumping the generation only when
+/// content changed (or the sealing key did). Fails, provisioning and storing
 /// nothing, when any object is invalid ([`baton_config::ConfigError::InvalidObjects`]).
 pub(crate) async fn apply_config(
     nats: &Nats,
     paths: &[std::path::PathBuf],
     owner: &str,
     dns_server: Option<SocketAddr>,
+    keys: &baton_seal::KeySource,
 ) -> anyhow::Result<u64> {
+    let keyring = keys.load()?;
     let mut res = baton_config::load_paths(paths)?;
     // Domains whose pool requires proof of ownership: look their records up first.
     if !res.verification_challenges().is_empty() {
@@ -139,7 +150,7 @@ pub(crate) async fn apply_config(
     let now_ms = baton_core::clock::now_ms();
     // The operator's code path: same digest rule, same generation bump. Unlike the operator,
     // nothing is stored while any object is invalid: the error names each one.
-    let plan = baton_config::plan::plan_snapshot(&res, previous.as_ref(), now_ms)?;
+    let plan = baton_config::plan::plan_sealed(&res, previous.as_ref(), now_ms, keyring.as_ref())?;
     plan.compiled.ensure_valid()?;
     let compiled = plan.compiled;
     let generation = compiled.config.generation;
@@ -244,18 +255,19 @@ pub(crate) async fn ops(
 
 /// Open and watch the config snapshot, retrying (every 2 s) while it cannot be read — NATS
 /// unreachable, or this identity not allowed to read it — with the reason in `/readyz`
-/// (`config`) instead of exiting into a restart loop. `None` when stopped first.
+/// (`config`) instead of exiting into a restart loop. Sealed secrets are opened with the
+/// connection's keyring ([`Nats::with_keys`]). `None` when stopped first.
 async fn watch_config(
     nats: &Nats,
     metrics: &Metrics,
-    health: &Health,
+    health: &Arc<Health>,
     stop: &CancellationToken,
 ) -> Option<baton_queue::ConfigWatch> {
     loop {
         let opened = async {
             ConfigStore::open(&nats.js)
                 .await?
-                .watch(count_rejected(metrics))
+                .watch(nats.keys.clone(), report_snapshots(metrics, health))
                 .await
         };
         match opened.await {
@@ -272,10 +284,23 @@ async fn watch_config(
     }
 }
 
-/// Counts config snapshots that do not decode.
-fn count_rejected(metrics: &Metrics) -> impl Fn() + Send + 'static {
+/// A snapshot that is not used (does not decode, or its secrets do not open with this
+/// process's keyring) is counted in `baton_config_errors_total` and named in `/readyz` as a
+/// `config-rejected` warning (the previous snapshot stays in force, so readiness is unchanged)
+/// until a snapshot is loaded again.
+fn report_snapshots(
+    metrics: &Metrics,
+    health: &Arc<Health>,
+) -> impl Fn(baton_queue::SnapshotEvent<'_>) + Send + 'static {
     let errors = metrics.config_errors.clone();
-    move || errors.inc()
+    let health = health.clone();
+    move |event| match event {
+        baton_queue::SnapshotEvent::Loaded { .. } => health.note("config-rejected", None),
+        baton_queue::SnapshotEvent::Rejected { reason, .. } => {
+            errors.inc();
+            health.note("config-rejected", Some(reason.to_string()));
+        }
+    }
 }
 
 /// Run an ingress until `stop`.

@@ -41,7 +41,28 @@ pub(crate) fn settings() -> Settings {
         "nats://nats:4222",
     );
     s.identity = "operator-0".into();
+    s.keyring = baton_seal::KeySource::new(Some(keyring_dir()));
     s
+}
+
+/// The tests' keyring directory (one per test process, created on first use).
+pub(crate) fn keyring_dir() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("baton-operator-keyring-{}", std::process::id()));
+        baton_seal::ensure_keyring(&dir).unwrap();
+        dir
+    })
+    .clone()
+}
+
+/// A stored snapshot with its secrets opened, as ingress and workers see it.
+pub(crate) fn opened(config: &baton_proto::v1::RelayConfig) -> baton_proto::v1::RelayConfig {
+    let keyring = baton_seal::Keyring::load_dir(&keyring_dir()).unwrap();
+    let mut c = config.clone();
+    baton_seal::unseal_config(&mut c, Some(&keyring)).unwrap();
+    c
 }
 
 /// A context over a fake API server and an in-memory queue.

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use baton_system_tests::config::smarthost;
 use baton_system_tests::delivery::{Submission, submit};
 use baton_system_tests::harness::{
-    Dns, Ingress, Nats, TempDir, Worker, apply_config_with, baton_bin, write_config,
+    Dns, Ingress, Nats, TempDir, Worker, apply_config_with, baton_bin, keyring_dir, write_config,
 };
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 
@@ -29,6 +29,7 @@ async fn a_domain_is_ready_only_once_its_txt_record_is_published() -> anyhow::Re
 
     // The record to publish, as a user finds it.
     let out = std::process::Command::new(baton_bin()?)
+        .env("BATON_KEYRING", keyring_dir())
         .args(["dns-records", "--config"])
         .arg(&path)
         .output()?;

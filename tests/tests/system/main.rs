@@ -44,6 +44,7 @@ mod nats_permissions;
 mod nats_tls;
 mod queue_not_provisioned;
 mod return_path;
+mod secrets_at_rest;
 mod smtp_client;
 mod suppression_lists;
 mod traffic;

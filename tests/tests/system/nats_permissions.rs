@@ -15,7 +15,7 @@ use baton_system_tests::config::smarthost;
 use baton_system_tests::delivery::{Submission, submit};
 use baton_system_tests::harness::{
     Ingress, Nats, TempDir, Worker, apply_config_with, assert_eventually, baton_bin, http_get,
-    metric, write_config,
+    keyring_dir, metric, write_config,
 };
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 
@@ -68,6 +68,7 @@ async fn every_role_gets_only_what_it_needs() -> anyhow::Result<()> {
     );
     let path = write_config(&dir.0, "c.yaml", &cfg)?;
     let out = std::process::Command::new(baton_bin()?)
+        .env("BATON_KEYRING", keyring_dir())
         .args(["nats-auth", "--config"])
         .arg(&path)
         .output()?;

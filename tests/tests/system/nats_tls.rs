@@ -12,7 +12,7 @@ use baton_system_tests::config::smarthost;
 use baton_system_tests::delivery::{Submission, submit};
 use baton_system_tests::harness::{
     Ingress, Nats, TempDir, Worker, apply_config_with, assert_eventually, baton_bin, http_get,
-    write_config,
+    keyring_dir, write_config,
 };
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 use baton_system_tests::tls::TestCa;
@@ -104,6 +104,7 @@ async fn everything_reaches_nats_over_verified_tls() -> anyhow::Result<()> {
     let plain = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(baton_bin()?)
+            .env("BATON_KEYRING", keyring_dir())
             .args(["config", "apply", "--nats", &nats.url])
             .arg(&path)
             .output(),

@@ -22,7 +22,7 @@ use baton_system_tests::config::direct;
 use baton_system_tests::delivery::{JSON_LOG, Submission, submit, tail, wait_outcome};
 use baton_system_tests::harness::{
     Dns, Ingress, Nats, TempDir, Worker, apply_config, assert_eventually, baton_bin, free_port,
-    metric, write_config,
+    keyring_dir, metric, write_config,
 };
 use baton_system_tests::postfix::Postfix;
 use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
@@ -91,6 +91,7 @@ async fn send_from(
 
 fn list(nats: &Nats) -> anyhow::Result<Vec<serde_json::Value>> {
     let out = Command::new(baton_bin()?)
+        .env("BATON_KEYRING", keyring_dir())
         .args(["suppression", "list", "-o", "json", "--nats", &nats.url])
         .output()?;
     if !out.status.success() {

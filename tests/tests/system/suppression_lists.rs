@@ -19,7 +19,7 @@ use baton_system_tests::config::direct;
 use baton_system_tests::delivery::{JSON_LOG, Submission, parse_dsn, submit, tail, wait_outcome};
 use baton_system_tests::harness::{
     Dns, Ingress, Nats, TempDir, Worker, apply_config, assert_eventually, baton_bin, free_port,
-    metric, write_config,
+    keyring_dir, metric, write_config,
 };
 use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
 use baton_system_tests::smtp::{Reply, Talk};
@@ -50,6 +50,7 @@ async fn accepted(ingress: SocketAddr, to: &str) -> bool {
 /// `baton suppression <args> --nats <url>`; stdout.
 fn cli(nats: &Nats, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(baton_bin()?)
+        .env("BATON_KEYRING", keyring_dir())
         .arg("suppression")
         .args(args)
         .args(["--nats", &nats.url])

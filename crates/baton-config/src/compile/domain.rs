@@ -402,6 +402,8 @@ fn dkim_keys(
             algorithm: algorithm.as_str().to_owned(),
             private_key_pem: pem,
             expire_secs,
+            // Sealed when the snapshot is planned for storing (`plan::plan_sealed`).
+            sealed_private_key: None,
         });
         material.1.push(DkimPublicKey {
             selector: selector.clone(),

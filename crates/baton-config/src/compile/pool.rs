@@ -186,6 +186,8 @@ fn compile_smarthost(
         implicit_tls: s.implicit_tls,
         ca_bundle_pem,
         allow_unverified_credentials: s.allow_unverified_credentials,
+        // Sealed when the snapshot is planned for storing (`plan::plan_sealed`).
+        sealed_password: None,
     })
 }
 

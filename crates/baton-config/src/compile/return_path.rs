@@ -42,6 +42,8 @@ pub(crate) fn return_path(
             keys.push(pb::VerpKey {
                 id,
                 secret: v.to_vec(),
+                // Sealed when the snapshot is planned for storing (`plan::plan_sealed`).
+                sealed_secret: None,
             });
         }
     }

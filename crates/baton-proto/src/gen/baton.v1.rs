@@ -308,8 +308,28 @@ pub struct ReturnPath {
 pub struct VerpKey {
     #[prost(uint32, tag = "1")]
     pub id: u32,
+    /// In clear only in memory, after unsealing; stored empty (see `sealed_secret`).
     #[prost(bytes = "vec", tag = "2")]
     pub secret: ::prost::alloc::vec::Vec<u8>,
+    /// `secret`, sealed with the keyring (context `verp/<relay domain>/<id>`).
+    #[prost(message, optional, tag = "3")]
+    pub sealed_secret: ::core::option::Option<Sealed>,
+}
+/// A secret sealed with a keyring key: AES-256-GCM under a key derived (HKDF-SHA256) from keyring
+/// key `key_id`, with a synthetic nonce (HMAC-SHA256 of the context and the plaintext), so the
+/// same secret in the same place seals to the same bytes and an unchanged configuration keeps its
+/// digest. The context (which secret of which object) is the associated data: a sealed value
+/// moved to another place does not open. The operator and `baton config apply` seal; ingress and
+/// workers open in memory. See `crates/baton-seal`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Sealed {
+    #[prost(uint32, tag = "1")]
+    pub key_id: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub nonce: ::prost::alloc::vec::Vec<u8>,
+    /// Ciphertext followed by the 16-byte tag.
+    #[prost(bytes = "vec", tag = "3")]
+    pub ciphertext: ::prost::alloc::vec::Vec<u8>,
 }
 /// A RelayDomain's suppression policy.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -359,12 +379,15 @@ pub struct DkimKey {
     /// `rsa-sha256` or `ed25519-sha256`.
     #[prost(string, tag = "2")]
     pub algorithm: ::prost::alloc::string::String,
-    /// PKCS#8 PEM private key.
+    /// PKCS#8 PEM private key. In clear only in memory, after unsealing; stored empty.
     #[prost(string, tag = "3")]
     pub private_key_pem: ::prost::alloc::string::String,
     /// Signature lifetime in seconds for the `x=` tag (0 = no expiry).
     #[prost(uint64, tag = "4")]
     pub expire_secs: u64,
+    /// `private_key_pem`, sealed (context `dkim/<relay domain>/<selector>`).
+    #[prost(message, optional, tag = "5")]
+    pub sealed_private_key: ::core::option::Option<Sealed>,
 }
 /// How mail leaves: delivery mode, identities, TLS, limits and retry schedule.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -429,6 +452,7 @@ pub struct Smarthost {
     /// verified, unless allow_unverified_credentials.
     #[prost(string, tag = "5")]
     pub username: ::prost::alloc::string::String,
+    /// In clear only in memory, after unsealing; stored empty (see `sealed_password`).
     #[prost(string, tag = "6")]
     pub password: ::prost::alloc::string::String,
     /// TLS from the first byte (SMTPS, port 465) instead of STARTTLS; tls is REQUIRED or VERIFY.
@@ -441,6 +465,9 @@ pub struct Smarthost {
     /// Send the credentials over TLS whose certificate was not verified.
     #[prost(bool, tag = "9")]
     pub allow_unverified_credentials: bool,
+    /// `password`, sealed (context `smarthost/<pool>/<host>:<port>/<username>`).
+    #[prost(message, optional, tag = "10")]
+    pub sealed_password: ::core::option::Option<Sealed>,
 }
 /// An egress identity: EHLO name and optional source address.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
