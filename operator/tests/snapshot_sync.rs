@@ -291,6 +291,83 @@ async fn rotated_key_secret_gives_a_new_snapshot_and_unchanged_input_writes_noth
 }
 
 #[tokio::test]
+async fn the_keyring_secret_is_created_once_and_a_new_key_reseals() {
+    const KEYRING: &str = "/api/v1/namespaces/baton-system/secrets/baton-keyring";
+    let mut settings = common::settings();
+    settings.keyring = baton_seal::KeySource::default();
+    settings.keyring_secret = Some("baton-keyring".into());
+    let (ctx, mut api, queue, _) = common::context_with(settings, None);
+    let mut rd = domain(
+        "team-a",
+        "example",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "example.com", "pool": "default",
+               "dkim": {"selector": "s1", "algorithm": "ed25519-sha256",
+                        "keySecretRef": {"name": "dkim"}}}),
+    );
+    let pem = generate_pem(DkimAlgorithm::Ed25519Sha256).unwrap();
+
+    // First sync: no keyring Secret yet; the operator creates one with key 1 and seals with it.
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(&mut api, vec![pool("default")], vec![rd.clone()]).await;
+    api.expect(Method::GET, KEYRING).await.not_found();
+    api.expect(Method::GET, "/api/v1/namespaces/team-a/secrets/dkim")
+        .await
+        .respond(200, key_secret(&pem, "1"));
+    let create = api
+        .expect(Method::POST, "/api/v1/namespaces/baton-system/secrets")
+        .await;
+    let created = create.body.clone();
+    assert_eq!(created["metadata"]["name"], "baton-keyring");
+    assert_eq!(
+        created["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "baton-operator"
+    );
+    let keys: Vec<&String> = created["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["key-1"]);
+    create.respond(201, created.clone());
+    rd["status"] = status_patch(&mut api, &rd).await;
+    api.expect_event("team-a").await;
+    task.await.unwrap().unwrap();
+    assert!(ctx.references_secret("baton-system", "baton-keyring"));
+
+    let decode = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let key_1 = decode(&created["data"]["key-1"]);
+    let first = queue.state().snapshots[0].clone();
+    assert_eq!(baton_seal::sealed_key_ids(&first), [1]);
+    let ring_1 = baton_seal::Keyring::from_files("test", [("key-1", key_1.as_slice())]).unwrap();
+    let mut opened = first.clone();
+    baton_seal::unseal_config(&mut opened, Some(&ring_1)).unwrap();
+    assert_eq!(opened.domains[0].dkim_keys[0].private_key_pem, pem);
+
+    // Key 2 added to the Secret: the next sync re-seals everything with it (new generation).
+    let key_2 = baton_seal::generate_key_text().unwrap();
+    let mut rotated = created.clone();
+    rotated["data"]["key-2"] = json!(base64::engine::general_purpose::STANDARD.encode(&key_2));
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(&mut api, vec![pool("default")], vec![rd.clone()]).await;
+    api.expect(Method::GET, KEYRING).await.respond(200, rotated);
+    api.expect(Method::GET, "/api/v1/namespaces/team-a/secrets/dkim")
+        .await
+        .respond(200, key_secret(&pem, "1"));
+    let plan = task.await.unwrap().unwrap();
+    api.assert_idle();
+    assert!(plan.publish);
+    assert_eq!(plan.compiled.config.generation, 2);
+    assert_eq!(baton_seal::sealed_key_ids(&plan.compiled.config), [2]);
+    let ring_2 = baton_seal::Keyring::from_files("test", [("key-2", key_2.as_bytes())]).unwrap();
+    let mut opened = plan.compiled.config.clone();
+    baton_seal::unseal_config(&mut opened, Some(&ring_2)).unwrap();
+    assert_eq!(opened.domains[0].dkim_keys[0].private_key_pem, pem);
+}
+
+#[tokio::test]
 async fn deleted_relay_domain_leaves_the_snapshot() {
     let (ctx, mut api, queue, _) = context();
     let rd = domain(

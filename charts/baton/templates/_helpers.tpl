@@ -98,6 +98,14 @@ Service's cluster name. Never a pod name.
 {{- default (printf "%s-operator" (include "baton.fullname" .)) .Values.operator.serviceAccount.name }}
 {{- end }}
 
+{{/*
+The keyring Secret (keys that seal the config snapshot's secrets). The operator creates it with
+one random key when it does not exist, so no key material is ever rendered.
+*/}}
+{{- define "baton.keyringSecretName" -}}
+{{- default (printf "%s-keyring" (include "baton.fullname" .)) .Values.keyring.secretName }}
+{{- end }}
+
 {{- define "baton.ingress.tlsSecretName" -}}
 {{- default (printf "%s-ingress-tls" (include "baton.fullname" .)) .Values.ingress.tls.secretName }}
 {{- end }}

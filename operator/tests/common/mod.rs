@@ -75,13 +75,21 @@ pub(crate) fn context() -> (Arc<Context>, ApiServer, MemoryQueue, Metrics) {
 pub(crate) fn context_with_dns(
     dns: Option<Arc<dyn baton_config::verification::TxtResolver>>,
 ) -> (Arc<Context>, ApiServer, MemoryQueue, Metrics) {
+    context_with(settings(), dns)
+}
+
+/// A context with the given settings.
+pub(crate) fn context_with(
+    settings: Settings,
+    dns: Option<Arc<dyn baton_config::verification::TxtResolver>>,
+) -> (Arc<Context>, ApiServer, MemoryQueue, Metrics) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let queue = MemoryQueue::default();
     let metrics = Metrics::new();
     let ctx = Context::with_dns(
         client,
-        settings(),
+        settings,
         Arc::new(queue.clone()),
         metrics.clone(),
         Arc::new(now),
