@@ -41,6 +41,10 @@ pub struct Settings {
     /// missing) at every sync by [`crate::keyring`], and mounted into worker pods at
     /// [`Settings::WORKER_KEYRING_MOUNT`] (their `BATON_KEYRING`).
     pub keyring_secret: Option<String>,
+    /// Secret (install namespace) with the NATS users of every role ([`crate::nats_auth`]):
+    /// the operator logs in as `baton-admin` from it, keeps its users in step with the
+    /// SendingPools and gives worker pods their pool's password.
+    pub nats_auth_secret: Option<String>,
     /// JetStream stream replicas.
     pub stream_replicas: usize,
     /// This replica's identity in the Lease (pod name or host name).
@@ -81,6 +85,7 @@ impl Settings {
             worker_nats_tls: None,
             keyring: baton_seal::KeySource::default(),
             keyring_secret: None,
+            nats_auth_secret: None,
             stream_replicas: 1,
             identity: "baton-operator".to_owned(),
             lease_name: "baton-operator".to_owned(),

@@ -27,6 +27,7 @@ pub mod domain;
 mod error;
 pub mod keyring;
 pub mod leader;
+pub mod nats_auth;
 pub mod pool;
 pub mod queue;
 pub mod runtime;

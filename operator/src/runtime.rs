@@ -291,7 +291,7 @@ fn spawn_nats_health(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationT
 /// Connect to Kubernetes (in-cluster config or `KUBECONFIG`) and NATS, then [`run`]. This is
 /// all `baton operator` does besides flags, logging and the operations endpoint.
 pub async fn start(
-    settings: crate::Settings,
+    mut settings: crate::Settings,
     leader_election: bool,
     metrics: baton_telemetry::Metrics,
     health: Arc<Health>,
@@ -305,6 +305,17 @@ pub async fn start(
         leader_election,
         "connected to Kubernetes; connecting to NATS"
     );
+    if let Some(secret) = &settings.nats_auth_secret {
+        // Its own login comes from the Secret it keeps (created now on a fresh install; the
+        // NATS servers load it within their reload interval, meanwhile the login is refused
+        // and retried).
+        let password =
+            crate::nats_auth::admin_password(&client, &settings.namespace, secret).await?;
+        settings.nats.auth = baton_queue::NatsAuth::UserPassword {
+            user: baton_queue::permissions::Role::Admin.user(),
+            password,
+        };
+    }
     let queue = crate::queue::NatsQueue::connect(&settings.nats, settings.stream_replicas).await?;
     let ctx = Context::with_dns(
         client,

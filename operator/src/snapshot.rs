@@ -128,6 +128,13 @@ pub async fn sync(ctx: &Context) -> Result<Plan> {
         keyring.as_ref(),
     )?;
     let config = &plan.compiled.config;
+    // Every compiled pool's workers have a NATS user before the snapshot names the pool.
+    let pools: Vec<(String, u32)> = plan
+        .lanes()
+        .into_iter()
+        .map(|l| (l.pool, l.retry_tiers))
+        .collect();
+    crate::nats_auth::sync(ctx, &pools).await?;
     // Bodies outlive every message that can reference them, before a pool with a longer
     // maxAge goes live (idempotent; the expiry is only ever raised).
     if let Some(retention) = plan.body_retention() {

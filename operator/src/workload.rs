@@ -13,7 +13,7 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -206,6 +206,25 @@ fn worker_env(name: &str, settings: &Settings) -> Vec<EnvVar> {
     }
     if settings.keyring_secret.is_some() {
         v.push(env("BATON_KEYRING", Settings::WORKER_KEYRING_MOUNT));
+    }
+    if let Some(secret) = &settings.nats_auth_secret {
+        let role = baton_queue::permissions::Role::Worker {
+            pool: name.to_owned(),
+            tiers: 0,
+        };
+        v.push(env("BATON_NATS_USER", &role.user()));
+        v.push(EnvVar {
+            name: "BATON_NATS_PASSWORD".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.clone(),
+                    key: crate::nats_auth::password_key(&role),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
     }
     v
 }
@@ -494,6 +513,21 @@ mod tests {
         let (_, env) = env_of(&s);
         assert_eq!(env["BATON_NATS_TLS"], "true");
         assert!(!env.contains_key("BATON_KEYRING"));
+
+        // With operator-managed NATS users: the pool's user, its password from the Secret.
+        s.nats_auth_secret = Some("baton-nats-auth".into());
+        let (pod, env) = env_of(&s);
+        assert_eq!(env["BATON_NATS_USER"], "baton-worker-bulk");
+        let password = pod["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "BATON_NATS_PASSWORD")
+            .unwrap();
+        assert_eq!(
+            password["valueFrom"]["secretKeyRef"],
+            serde_json::json!({"name": "baton-nats-auth", "key": "worker-bulk"})
+        );
     }
 
     #[test]

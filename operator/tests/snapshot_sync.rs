@@ -368,6 +368,98 @@ async fn the_keyring_secret_is_created_once_and_a_new_key_reseals() {
 }
 
 #[tokio::test]
+async fn nats_users_follow_the_pools_and_are_written_only_on_change() {
+    const AUTH: &str = "/api/v1/namespaces/baton-system/secrets/baton-nats-auth";
+    let mut settings = common::settings();
+    settings.nats_auth_secret = Some("baton-nats-auth".into());
+    let (ctx, mut api, _, _) = common::context_with(settings, None);
+    let mut rd = domain(
+        "team-a",
+        "example",
+        "2024-01-01T00:00:00Z",
+        json!({"domain": "example.com", "pool": "default"}),
+    );
+
+    // First sync: the Secret is created with a user per role, the pool's worker included.
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(&mut api, vec![pool("default")], vec![rd.clone()]).await;
+    api.expect(Method::GET, AUTH).await.not_found();
+    let create = api
+        .expect(Method::POST, "/api/v1/namespaces/baton-system/secrets")
+        .await;
+    let created = create.body.clone();
+    create.respond(201, created.clone());
+    rd["status"] = status_patch(&mut api, &rd).await;
+    api.expect_event("team-a").await;
+    task.await.unwrap().unwrap();
+    let keys: Vec<&String> = created["data"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "admin",
+            "auth.conf",
+            "bcrypt.json",
+            "ingress",
+            "worker-default"
+        ]
+    );
+    let field = |v: &Value, k: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v["data"][k].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let conf = field(&created, "auth.conf");
+    for user in ["baton-admin", "baton-ingress", "baton-worker-default"] {
+        assert!(conf.contains(&format!("user: \"{user}\"")), "{conf}");
+    }
+    assert!(
+        !conf.contains(&field(&created, "worker-default")),
+        "clear password in auth.conf"
+    );
+
+    // Nothing changed: read, not written.
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(&mut api, vec![pool("default")], vec![rd.clone()]).await;
+    let mut stored = created.clone();
+    stored["metadata"]["resourceVersion"] = json!("7");
+    api.expect(Method::GET, AUTH)
+        .await
+        .respond(200, stored.clone());
+    task.await.unwrap().unwrap();
+    api.assert_idle();
+
+    // A second pool: its worker user is added, the others keep their passwords.
+    let c = ctx.clone();
+    let task = tokio::spawn(async move { snapshot::sync(&c).await });
+    lists(
+        &mut api,
+        vec![pool("default"), pool("bulk")],
+        vec![rd.clone()],
+    )
+    .await;
+    api.expect(Method::GET, AUTH).await.respond(200, stored);
+    let replace = api.expect(Method::PUT, AUTH).await;
+    let replaced = replace.body.clone();
+    replace.respond(200, replaced.clone());
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        replaced["metadata"]["resourceVersion"], "7",
+        "optimistic concurrency"
+    );
+    assert!(field(&replaced, "auth.conf").contains("baton-worker-bulk"));
+    assert_eq!(field(&replaced, "admin"), field(&created, "admin"));
+    assert_eq!(
+        field(&replaced, "worker-default"),
+        field(&created, "worker-default")
+    );
+}
+
+#[tokio::test]
 async fn deleted_relay_domain_leaves_the_snapshot() {
     let (ctx, mut api, queue, _) = context();
     let rd = domain(

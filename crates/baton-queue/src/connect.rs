@@ -161,7 +161,10 @@ impl NatsOptions {
             match event {
                 async_nats::Event::ServerError(e) => record_server_error(&e.to_string()),
                 async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                async_nats::Event::Connected => {
+                    LOGIN_REFUSED.store(false, Ordering::Relaxed);
+                    tracing::info!("NATS connected")
+                }
                 other => tracing::debug!(event = %other, "NATS event"),
             }
         });
@@ -171,14 +174,27 @@ impl NatsOptions {
 
 static DENIALS: AtomicU64 = AtomicU64::new(0);
 static LAST_DENIAL: parking_lot::Mutex<Option<String>> = parking_lot::Mutex::new(None);
+/// Operations refused to this identity once logged in (permission violations): sticky.
+static REFUSED_OPERATIONS: AtomicU64 = AtomicU64::new(0);
+/// The last login was refused and no connection succeeded since.
+static LOGIN_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A server error seen on any connection of this process: permission violations and
-/// authorization failures are counted (see [`denials`]) and logged as errors; they mean the
-/// process's NATS identity does not match what it does, which no retry fixes.
+/// authorization failures are counted (see [`denials`]) and logged as errors. A permission
+/// violation means the process's NATS identity does not match what it does, which no retry
+/// fixes; a refused login (authorization violation) lasts until a login succeeds — the
+/// server's user list may be catching up (the operator adds a new pool's worker user to the
+/// file nats-server reloads).
 fn record_server_error(text: &str) {
     let lower = text.to_ascii_lowercase();
-    if lower.contains("permissions violation") || lower.contains("authorization violation") {
+    let permission = lower.contains("permissions violation");
+    if permission || lower.contains("authorization violation") {
         DENIALS.fetch_add(1, Ordering::Relaxed);
+        if permission {
+            REFUSED_OPERATIONS.fetch_add(1, Ordering::Relaxed);
+        } else {
+            LOGIN_REFUSED.store(true, Ordering::Relaxed);
+        }
         *LAST_DENIAL.lock() = Some(text.to_owned());
         tracing::error!(error = %text, "NATS refused an operation of this process's identity");
     } else {
@@ -195,14 +211,35 @@ pub fn denials() -> (u64, Option<String>) {
 
 /// Why the NATS connection makes this process not ready, if it does: an operation NATS
 /// refused to its identity (no retry fixes that: it stays not ready until restarted with the
-/// right credentials), else not being connected. `who` names the identity in the text.
+/// right credentials), a login refused since the last successful one, else not being
+/// connected. `who` names the identity in the text.
 pub fn readiness_problem(connected: bool, who: &str) -> Option<String> {
-    match denials() {
-        (d, Some(last)) if d > 0 => Some(format!(
-            "NATS refused {d} operation(s) of {who}, last: {last}"
-        )),
-        _ => (!connected).then(|| "not connected to NATS".to_owned()),
+    let last = LAST_DENIAL.lock().clone().unwrap_or_default();
+    problem(
+        REFUSED_OPERATIONS.load(Ordering::Relaxed),
+        LOGIN_REFUSED.load(Ordering::Relaxed),
+        &last,
+        connected,
+        who,
+    )
+}
+
+fn problem(
+    refused: u64,
+    login_refused: bool,
+    last: &str,
+    connected: bool,
+    who: &str,
+) -> Option<String> {
+    if refused > 0 {
+        return Some(format!(
+            "NATS refused {refused} operation(s) of {who}, last: {last}"
+        ));
     }
+    if login_refused {
+        return Some(format!("NATS refused the login of {who}: {last}"));
+    }
+    (!connected).then(|| "not connected to NATS".to_owned())
 }
 
 /// Connect to NATS as the process `name`: retry the initial connect, reconnect forever, and a
@@ -262,6 +299,27 @@ mod tests {
         let (after, last) = denials();
         assert_eq!(after, before + 1);
         assert!(last.unwrap().contains("baton.retry.x.0"));
+    }
+
+    #[test]
+    fn a_refused_login_lasts_until_a_login_succeeds_a_refused_operation_for_good() {
+        let login = "Authorization Violation";
+        assert_eq!(
+            problem(0, true, login, false, "me").as_deref(),
+            Some("NATS refused the login of me: Authorization Violation")
+        );
+        // Connected again (the flag is cleared on `Connected`): ready.
+        assert_eq!(problem(0, false, login, true, "me"), None);
+        assert_eq!(
+            problem(0, false, login, false, "me").as_deref(),
+            Some("not connected to NATS")
+        );
+        let op = "Permissions Violation for Subscribe to \"x\"";
+        assert!(
+            problem(2, false, op, true, "me")
+                .unwrap()
+                .starts_with("NATS refused 2 operation(s) of me")
+        );
     }
 
     #[test]

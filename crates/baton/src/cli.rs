@@ -398,6 +398,13 @@ pub(crate) struct OperatorArgs {
     /// `BATON_KEYRING`). The chart sets it; ingress pods mount the same Secret.
     #[arg(long, env = "BATON_KEYRING_SECRET")]
     pub keyring_secret: Option<String>,
+    /// Secret (install namespace) the operator keeps the NATS users in: a password per role
+    /// (`admin`, `ingress`, `worker-<pool>`) and `auth.conf`, the nats-server authorization
+    /// block with bcrypt hashes, rewritten when SendingPools come and go. The operator logs in
+    /// as `baton-admin` from it (instead of --nats-user/--nats-creds) and gives each pool's
+    /// worker pods their password. Chart: `natsAuth`.
+    #[arg(long, env = "BATON_NATS_AUTH_SECRET")]
+    pub nats_auth_secret: Option<String>,
     /// /metrics, /healthz, /readyz, /loglevel.
     #[arg(long, env = "BATON_LISTEN_METRICS")]
     pub listen_metrics: Option<SocketAddr>,

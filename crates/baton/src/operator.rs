@@ -49,6 +49,7 @@ fn settings(args: &OperatorArgs) -> anyhow::Result<Settings> {
         });
     s.keyring = args.keyring.source();
     s.keyring_secret = args.keyring_secret.clone().filter(|n| !n.is_empty());
+    s.nats_auth_secret = args.nats_auth_secret.clone().filter(|n| !n.is_empty());
     s.stream_replicas = args.stream_replicas;
     s.identity = identity();
     s.lease_name = args.lease_name.clone();
