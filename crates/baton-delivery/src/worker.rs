@@ -182,8 +182,13 @@ pub async fn run(
                 let kinds = std::iter::once(LaneKind::New).chain((0..tiers).map(LaneKind::Retry));
                 for kind in kinds {
                     if running.insert(kind) {
-                        let lane =
-                            Lane::bind(&queue.js, ctx.publisher.clone(), &pool.name, kind).await?;
+                        let dead = ctx.metrics.dead_letters.clone();
+                        let name = pool.name.clone();
+                        let lane = Lane::bind(&queue.js, ctx.publisher.clone(), &pool.name, kind)
+                            .await?
+                            .on_dead(Arc::new(move |reason| {
+                                dead.with_label_values(&[&name, reason.label()]).inc()
+                            }));
                         let window = match kind {
                             LaneKind::New => config.fetch_window,
                             LaneKind::Retry(_) => 32,

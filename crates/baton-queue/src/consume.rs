@@ -47,11 +47,22 @@ impl LaneKind {
     }
 }
 
+/// Called with each message a lane moved to the dead letters (for a metric).
+pub type OnDead = std::sync::Arc<dyn Fn(crate::dead::DeadReason) + Send + Sync>;
+
+/// How long a message whose large body cannot be read waits before its next delivery (each
+/// one counts towards `max_deliver`, after which it is a dead letter).
+pub const BODY_RETRY: Duration = Duration::from_secs(5);
+
 /// A pull consumer for one lane of one pool.
 pub struct Lane {
     consumer: PullConsumer,
     kind: LaneKind,
+    pool: String,
     publisher: Publisher,
+    /// The consumer's delivery limit (`<= 0`: none).
+    max_deliver: i64,
+    on_dead: OnDead,
 }
 
 /// One message taken from a lane, with its decoded envelope and body.
@@ -85,11 +96,21 @@ impl Lane {
             .get_consumer(&consumer_name(pool, kind))
             .await
             .map_err(|e| QueueError::Consume(e.to_string()))?;
+        let max_deliver = consumer.cached_info().config.max_deliver;
         Ok(Lane {
             consumer,
             kind,
+            pool: pool.to_owned(),
             publisher,
+            max_deliver,
+            on_dead: std::sync::Arc::new(|_| {}),
         })
+    }
+
+    /// Report each message this lane moves to the dead letters to `on_dead`.
+    pub fn on_dead(mut self, on_dead: OnDead) -> Lane {
+        self.on_dead = on_dead;
+        self
     }
 
     /// Which lane this is.
@@ -97,9 +118,11 @@ impl Lane {
         self.kind
     }
 
-    /// Fetch up to `max` messages, waiting at most `wait` for the first one.
-    /// A payload that does not decode is terminated (`AckKind::Term`) and skipped: it can never
-    /// be delivered, and redelivering it forever would only block the lane. This is logged.
+    /// Fetch up to `max` messages, waiting at most `wait` for the first one. A payload that
+    /// does not decode, and a message on its last allowed delivery, are moved to the pool's
+    /// dead letters ([`crate::dead`]) and skipped; a message whose large body cannot be read
+    /// is given back for a later delivery ([`BODY_RETRY`]) and skipped. Neither fails the
+    /// batch: the other messages go on.
     pub async fn fetch(
         &self,
         max: usize,
@@ -123,10 +146,36 @@ impl Lane {
             match self.decode(msg).await {
                 Ok(Some(m)) => out.push(m),
                 Ok(None) => {}
-                Err(e) => return Err(e),
+                // That one message stays unacknowledged and comes back after `ack_wait`.
+                Err(e) => {
+                    tracing::warn!(lane = %self.kind.label(), error = %e, "queued message left for redelivery")
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Move `msg` to the dead letters (PubAck first), then acknowledge it.
+    async fn bury(
+        &self,
+        msg: &jetstream::Message,
+        letter: crate::dead::DeadLetter,
+    ) -> Result<(), QueueError> {
+        self.publisher
+            .publish_dead(&self.pool, msg.payload.clone(), &letter)
+            .await?;
+        bounded(msg.double_ack()).await?;
+        tracing::error!(
+            pool = %self.pool,
+            lane = %self.kind.label(),
+            stream_seq = letter.stream_sequence,
+            deliveries = letter.delivered,
+            reason = letter.reason.label(),
+            detail = %letter.detail,
+            "queued message moved to the dead letters"
+        );
+        (self.on_dead)(letter.reason);
+        Ok(())
     }
 
     async fn decode(&self, msg: jetstream::Message) -> Result<Option<QueuedMessage>, QueueError> {
@@ -134,20 +183,44 @@ impl Lane {
             Ok(i) => (i.delivered, i.stream_sequence),
             Err(_) => (1, 0),
         };
+        let letter = |reason, detail: String| crate::dead::DeadLetter {
+            reason,
+            lane: self.kind,
+            stream_sequence: seq,
+            delivered,
+            detail,
+        };
         let mut envelope = match Envelope::decode(msg.payload.as_ref()) {
             Ok(e) => e,
             Err(e) => {
-                tracing::error!(stream_seq = seq, error = %e, "undecodable queued payload terminated");
-                bounded(msg.ack_with(AckKind::Term)).await?;
+                let why = format!("not an envelope: {e}");
+                self.bury(&msg, letter(crate::dead::DeadReason::Undecodable, why))
+                    .await?;
                 return Ok(None);
             }
         };
+        if crate::dead::exhausted(delivered, self.max_deliver) {
+            let why = format!(
+                "delivered {delivered} times (max_deliver {}) without an outcome",
+                self.max_deliver
+            );
+            self.bury(&msg, letter(crate::dead::DeadReason::DeliveryLimit, why))
+                .await?;
+            return Ok(None);
+        }
         let mut object_ref = None;
         if let Some(Body::ObjectRef(name)) = &envelope.body {
             let name = name.clone();
-            // A missing body object is a transient fault (it is only deleted after the final
-            // outcome): leave the message unacked so it is redelivered.
-            let body = self.publisher.load_body(&name).await?;
+            // A body object is only deleted after the final outcome, so a failed read is a
+            // fault of the moment (or, repeated up to the delivery limit, a dead letter).
+            let body = match self.publisher.load_body(&name).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(stream_seq = seq, delivered, error = %e, "large body not readable; delivering again later");
+                    bounded(msg.ack_with(AckKind::Nak(Some(BODY_RETRY)))).await?;
+                    return Ok(None);
+                }
+            };
             envelope.body = Some(Body::InlineBody(body));
             object_ref = Some(name);
         }

@@ -12,6 +12,7 @@
 mod config_store;
 mod connect;
 mod consume;
+pub mod dead;
 mod error;
 pub mod permissions;
 mod provision;
@@ -22,7 +23,7 @@ mod verify;
 
 pub use config_store::{ConfigStore, ConfigWatch, KEY_RETRY, SnapshotEvent};
 pub use connect::{NatsAuth, NatsOptions, NatsTls, connect, denials, readiness_problem};
-pub use consume::{Lane, LaneKind, QueuedMessage};
+pub use consume::{BODY_RETRY, Lane, LaneKind, OnDead, QueuedMessage};
 pub use error::QueueError;
 pub use provision::{LaneStats, Provisioner};
 pub use publish::{PublishReceipt, Publisher};
@@ -51,6 +52,11 @@ pub const INLINE_BODY_LIMIT: usize = 900 * 1024;
 /// Subject of the fresh-mail lane of a pool.
 pub fn new_subject(pool: &str) -> String {
     format!("baton.new.{pool}")
+}
+
+/// Subject of a pool's dead letters ([`dead`]).
+pub fn dead_subject(pool: &str) -> String {
+    format!("baton.dead.{pool}")
 }
 
 /// Subject of one retry tier of a pool.

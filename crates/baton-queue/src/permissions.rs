@@ -107,6 +107,8 @@ impl Role {
             Role::Worker { pool, tiers } => {
                 publish.push(crate::new_subject(pool));
                 publish.push(format!("baton.retry.{pool}.>"));
+                // Messages it can never process go to its pool's dead letters.
+                publish.push(crate::dead_subject(pool));
                 let lanes =
                     |n: u32| std::iter::once(LaneKind::New).chain((0..n).map(LaneKind::Retry));
                 for lane in lanes(*tiers) {
@@ -338,6 +340,8 @@ mod tests {
         assert!(!may_publish(&w, "baton.retry.other.0"));
         assert!(may_publish(&w, "baton.new.bulk"), "its DSNs");
         assert!(!may_publish(&w, "baton.new.other"));
+        assert!(may_publish(&w, "baton.dead.bulk"), "its dead letters");
+        assert!(!may_publish(&w, "baton.dead.other"));
         assert!(!may_publish(&w, "$KV.baton-config.relay-config"));
         assert!(
             !may_publish(&w, "$JS.API.CONSUMER.CREATE.BATON_QUEUE.x"),

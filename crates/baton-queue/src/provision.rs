@@ -12,6 +12,7 @@ use async_nats::jetstream::{
     self, consumer,
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
+use futures::StreamExt as _;
 
 use crate::settings::{Drift, StreamSettings};
 use crate::verify::{Verifier, body_bucket_stream, config_bucket_stream};
@@ -105,7 +106,11 @@ impl Provisioner {
     fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: STREAM.to_string(),
-            subjects: vec!["baton.new.>".into(), "baton.retry.>".into()],
+            subjects: vec![
+                "baton.new.>".into(),
+                "baton.retry.>".into(),
+                "baton.dead.>".into(),
+            ],
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
             discard: DiscardPolicy::New,
@@ -415,6 +420,28 @@ impl Provisioner {
             });
         }
         Ok(out)
+    }
+
+    /// Messages in a pool's dead letters ([`crate::dead`]).
+    pub async fn dead_count(&self, pool: &str) -> Result<u64, QueueError> {
+        let stream = self
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| provision_err("get stream", e))?;
+        let subject = crate::dead_subject(pool);
+        let mut subjects = stream
+            .info_with_subjects(subject.clone())
+            .await
+            .map_err(|e| provision_err("stream info", e))?;
+        let mut count = 0;
+        while let Some(entry) = subjects.next().await {
+            let (name, n) = entry.map_err(|e| provision_err("stream info", e))?;
+            if name == subject {
+                count += n as u64;
+            }
+        }
+        Ok(count)
     }
 
     /// Age of the oldest queued message of a pool (fresh or retry), if any.

@@ -51,6 +51,50 @@ impl Publisher {
         }
     }
 
+    /// Move `payload` (a queued message, unchanged) to `pool`'s dead letters with the headers
+    /// of `letter` ([`crate::dead`]); returns after the PubAck. A repeated move of the same
+    /// original (a crash before its ack) is stored once.
+    pub async fn publish_dead(
+        &self,
+        pool: &str,
+        payload: Bytes,
+        letter: &crate::dead::DeadLetter,
+    ) -> Result<PublishReceipt, QueueError> {
+        if !crate::is_connected(&self.js.client()) {
+            return Err(QueueError::Publish("not connected to NATS".into()));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in letter.headers() {
+            headers.insert(name, value.as_str());
+        }
+        let fut = async {
+            let ack = self
+                .js
+                .send_publish(
+                    crate::dead_subject(pool),
+                    PublishMessage::build()
+                        .payload(payload)
+                        .headers(headers)
+                        .message_id(letter.msg_id()),
+                )
+                .await
+                .map_err(|e| publish_error(e.kind(), e))?
+                .await
+                .map_err(|e| QueueError::Publish(e.to_string()))?;
+            Ok(PublishReceipt {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            })
+        };
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(QueueError::Publish(format!(
+                "no PubAck within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
     async fn publish_inner(
         &self,
         subject: &str,

@@ -79,6 +79,11 @@ pub struct Metrics {
     pub queue_ack_pending: IntGaugeVec,
     /// Age of the oldest queued message, by pool.
     pub queue_oldest_age: prometheus::GaugeVec,
+    /// Messages in a pool's dead letters, by pool.
+    pub queue_dead: IntGaugeVec,
+    /// Messages moved to the dead letters by this worker, by pool and reason
+    /// (`undecodable`, `delivery_limit`).
+    pub dead_letters: IntCounterVec,
     /// 1 while a queue stream/bucket setting differs from the recorded settings (or from this
     /// process's `--stream-replicas` expectation, object `expectation`), by object and setting.
     pub queue_settings_drift: IntGaugeVec,
@@ -352,6 +357,18 @@ impl Metrics {
                     .unwrap_or_else(|e| panic!("{e}"));
                 g
             },
+            queue_dead: gauge(
+                &r,
+                "baton_queue_dead_messages",
+                "Messages in the pool's dead letters (baton.dead.<pool>).",
+                &["pool"],
+            ),
+            dead_letters: counter(
+                &r,
+                "baton_dead_letters_total",
+                "Queued messages moved to the dead letters.",
+                &["pool", "reason"],
+            ),
             queue_settings_drift: gauge(
                 &r,
                 "baton_queue_settings_drift",

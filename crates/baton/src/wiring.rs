@@ -471,6 +471,12 @@ fn spawn_queue_stats(
                         .set(l.ack_pending as i64);
                 }
             }
+            if let Ok(dead) = provisioner.dead_count(&pool).await {
+                metrics
+                    .queue_dead
+                    .with_label_values(&[&pool])
+                    .set(i64::try_from(dead).unwrap_or(i64::MAX));
+            }
             if let Ok(age) = provisioner.oldest_age(&pool).await {
                 let secs = age.map(|d| d.as_secs_f64()).unwrap_or(0.0);
                 metrics

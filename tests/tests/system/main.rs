@@ -12,6 +12,7 @@ mod cluster_scale_out;
 mod cluster_worker_kill9;
 mod config_rejected;
 mod dashboard_prometheus;
+mod dead_letters;
 mod delivery_address_policy;
 mod delivery_bounce;
 mod delivery_delay_notice;
