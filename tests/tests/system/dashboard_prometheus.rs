@@ -226,7 +226,9 @@ async fn check_variables(prom: &Prometheus, dash: &Value) -> anyhow::Result<()> 
 
 /// The alert rules were loaded and evaluated without error.
 async fn check_rules(prom: &Prometheus) -> anyhow::Result<()> {
-    assert_eventually(Duration::from_secs(20), "7 rules evaluated ok", || async {
+    let want = crate::monitoring::alert_names()?.len();
+    let what = format!("{want} rules evaluated ok");
+    assert_eventually(Duration::from_secs(20), &what, || async {
         let Ok(json) = prom.api("/api/v1/rules").await else {
             return false;
         };
@@ -236,7 +238,7 @@ async fn check_rules(prom: &Prometheus) -> anyhow::Result<()> {
             .flatten()
             .flat_map(|g| g["rules"].as_array().into_iter().flatten())
             .collect();
-        rules.len() == 7 && rules.iter().all(|r| r["health"] == "ok")
+        rules.len() == want && rules.iter().all(|r| r["health"] == "ok")
     })
     .await
     .with_context(|| format!("{:?}", std::fs::read_to_string(&prom.log)))
