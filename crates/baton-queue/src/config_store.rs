@@ -144,7 +144,12 @@ impl ConfigStore {
                             continue;
                         }
                         match RelayConfig::decode(entry.value.as_ref()) {
-                            Ok(cfg) => cfg,
+                            // A newer snapshot supersedes one still waiting for its key: that
+                            // one must never be put in force after it.
+                            Ok(cfg) => {
+                                waiting = None;
+                                cfg
+                            }
                             Err(e) => {
                                 let reason = format!("undecodable config snapshot: {e}");
                                 tracing::error!(error = %e, "undecodable config snapshot ignored");

@@ -323,5 +323,20 @@ async fn secrets_are_sealed_at_rest_and_the_keyring_rotates_live() -> anyhow::Re
     assert_eq!(submit(stale_ing.smtp, &submission("sealed-3")).await?, 250);
     let got = smarthost.wait_messages(3, WAIT).await?;
     assert!(got.iter().any(|m| m.content.contains("sealed-3")));
+
+    // A newer snapshot it can open (sealed with key 1 only) supersedes the one it waits for:
+    // once its directory gets key 2 as well, it must not fall back to generation 2.
+    apply_config_with(&nats.url, &yaml, &["--keyring", &stale_s])?;
+    assert_eq!(stored_snapshot(&nats).await?.generation, 3);
+    on_generation(stale_ing.metrics, 3).await?;
+    on_generation(ing.metrics, 3).await?;
+    std::fs::copy(live.join("key-2"), stale.join("key-2"))?;
+    // The waiting snapshot would be retried every 10 s (`baton_queue::KEY_RETRY`).
+    let watch_until = tokio::time::Instant::now() + baton_queue::KEY_RETRY * 2;
+    while tokio::time::Instant::now() < watch_until {
+        let generation = metric(stale_ing.metrics, "baton_config_generation").await;
+        assert_eq!(generation, 3.0, "went back to an older snapshot");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     Ok(())
 }
