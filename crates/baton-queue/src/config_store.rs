@@ -107,9 +107,9 @@ impl ConfigStore {
     /// opened with the keyring from `keys` ([`baton_seal::unseal_config`]), and changes
     /// whenever a new one is written. A snapshot that does not decode, or whose secrets do not
     /// open, is logged and reported to `report` ([`SnapshotEvent::Rejected`]); the previous one
-    /// stays in force. One that needs a key this process does not have yet (a rotation whose
-    /// new key file has not reached this pod) is retried every [`KEY_RETRY`], re-reading the
-    /// keyring directory, until it opens or a newer snapshot replaces it. Every snapshot put in
+    /// stays in force. One whose secrets do not open (a rotation whose new key file has not
+    /// reached this pod, a keyring mount still empty) is retried every [`KEY_RETRY`],
+    /// re-reading the keyring directory, until it opens or a newer snapshot replaces it. Every snapshot put in
     /// force is reported as [`SnapshotEvent::Loaded`]. The watch task ends when all receivers
     /// are dropped.
     pub async fn watch(
@@ -197,9 +197,9 @@ impl ConfigStore {
                             generation: Some(generation),
                             reason: &reason,
                         });
-                        if e.is_unknown_key() || matches!(e, baton_seal::SealError::NoKeyring(_)) {
-                            waiting = Some(config);
-                        }
+                        // Every such fault is the keyring's (a key not mounted yet, a mount
+                        // still empty, material being replaced): try again with it re-read.
+                        waiting = Some(config);
                     }
                 }
             }

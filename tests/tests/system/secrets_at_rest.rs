@@ -7,8 +7,9 @@
 //! - every message of every stream (the queue, the config and suppression buckets, the body
 //!   object store) is read back raw: no PEM armour, no line or DER chunk of the DKIM key, no
 //!   password and no VERP key appears; the snapshot carries the three secrets sealed;
-//! - an ingress started with a keyring whose `key-1` is other material never loads the
-//!   snapshot: not ready, the reason in `/readyz`, `baton_config_errors_total` counted;
+//! - an ingress started with a keyring whose `key-1` is other material does not load the
+//!   snapshot: not ready, the reason in `/readyz`, `baton_config_errors_total` counted; once
+//!   its directory holds the right key it loads it, without a restart;
 //! - `baton keyring add` puts `key-2` in the running processes' keyring directory; the next
 //!   `config apply` re-seals everything with it under a new generation, which the running
 //!   ingress and worker load without a restart (a second message is delivered and signed),
@@ -277,6 +278,10 @@ async fn secrets_are_sealed_at_rest_and_the_keyring_rotates_live() -> anyhow::Re
     .await?;
     assert!(!body.contains(PASSWORD) && !body.contains(&key_1), "{body}");
     assert!(metric(wrong.metrics, "baton_config_errors_total").await >= 1.0);
+    // Its keyring mount gets the right material: it loads the snapshot without a restart.
+    std::fs::write(other.join("key-1"), &key_1)?;
+    readyz(wrong.metrics, 200, &["ready"]).await?;
+    assert_eq!(metric(wrong.metrics, "baton_config_generation").await, 1.0);
 
     // Rotation: key 2 joins the live directory, the next apply re-seals with it.
     let out = std::process::Command::new(baton_bin()?)
