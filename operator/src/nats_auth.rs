@@ -106,8 +106,9 @@ pub fn render(
     }
     let conf = baton_queue::permissions::authorization_block_with(
         roles,
-        "# Written by the Baton operator from the SendingPools (Secret key auth.conf); it is\n\
-         # rewritten at every change, do not edit. Passwords are bcrypt hashes.\n",
+        "# Written by Baton from the SendingPools (`baton operator --nats-auth-secret`, or\n\
+         # `baton nats-auth --write`); rewritten at every change, do not edit. Passwords are\n\
+         # bcrypt hashes.\n",
         |role| {
             let hash = hashes
                 .get(&role.user())

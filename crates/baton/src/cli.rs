@@ -109,6 +109,13 @@ pub(crate) enum Command {
             required = true
         )]
         config: Vec<PathBuf>,
+        /// Instead of printing the block with environment references, keep the users in this
+        /// directory (created 0700, files 0600), as the operator keeps them in Kubernetes: one
+        /// random password file per role (`admin`, `ingress`, `worker-<pool>`, kept across
+        /// runs) and `auth.conf`, the block with bcrypt hashes, for nats-server to include.
+        /// Run it again when pools change, then reload nats-server.
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
     },
 }
 

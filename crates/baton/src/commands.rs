@@ -136,9 +136,20 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
                 Ok(())
             }
         },
-        Command::NatsAuth { config } => {
+        Command::NatsAuth { config, write } => {
             let roles = wiring::nats_roles(&config)?;
-            print!("{}", baton_queue::permissions::authorization_block(&roles));
+            match write {
+                None => print!("{}", baton_queue::permissions::authorization_block(&roles)),
+                Some(dir) => {
+                    crate::nats_users::write(&dir, &roles)?;
+                    let shown = std::fs::canonicalize(&dir).unwrap_or(dir);
+                    println!(
+                        "wrote {}: include auth.conf in nats.conf and reload nats-server; each role logs in with --nats-user baton-<role> --nats-password-file {}/<role> (admin, ingress, worker-<pool>)",
+                        shown.display(),
+                        shown.display()
+                    );
+                }
+            }
             Ok(())
         }
         Command::DnsRecords { config } => {

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod dev;
+mod nats_users;
 mod operator;
 mod queue;
 mod suppression_cli;

@@ -41,6 +41,7 @@ mod ingress_tenant_isolation;
 mod ingress_tls_reload;
 mod large_body;
 mod monitoring;
+mod nats_auth_files;
 mod nats_permissions;
 mod nats_tls;
 mod queue_not_provisioned;
