@@ -2,57 +2,22 @@
 //! queue depth the pool status reports, and the snapshot round trip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
 use baton_operator::queue::{NatsQueue, QueueBackend};
 use baton_proto::v1::RelayConfig;
+use common::nats::Server;
 
-struct Server {
-    child: Child,
-    url: String,
-    _dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
+/// `nats-server -js` with its store in the server's directory.
 async fn nats_server() -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("baton-operator-js-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server on PATH (apt-get install nats-server)");
-    let server = Server {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    // Wait for the listener (bounded: a server that never listens fails the test).
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nats-server did not listen on {port}");
+    Server::start(|dir, port| {
+        let mut args: Vec<String> = ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]
+            .map(String::from)
+            .to_vec();
+        args.push(dir.display().to_string());
+        args
+    })
+    .await
 }
 
 #[tokio::test]

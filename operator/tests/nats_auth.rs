@@ -5,26 +5,15 @@
 //! chart's config reloader sends), and the users already there keep their passwords.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use baton_operator::nats_auth::{AUTH_CONF_KEY, password_key, render};
 use baton_queue::permissions::Role;
-
-struct Server {
-    child: Child,
-    url: String,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::nats::Server;
 
 fn worker(pool: &str) -> Role {
     Role::Worker {
@@ -33,42 +22,18 @@ fn worker(pool: &str) -> Role {
     }
 }
 
+/// nats-server with `auth_conf` included from its config file, as the chart's servers do.
 async fn start(auth_conf: &[u8]) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("baton-nats-auth-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("auth.conf"), auth_conf).unwrap();
-    std::fs::write(
-        dir.join("nats.conf"),
-        format!("listen: 127.0.0.1:{port}\ninclude auth.conf\n"),
-    )
-    .unwrap();
-    let child = Command::new("nats-server")
-        .arg("-c")
-        .arg(dir.join("nats.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server on PATH (scripts/setup)");
-    let server = Server {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-        dir,
-    };
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nats-server did not listen on {port}");
+    Server::start(|dir, port| {
+        std::fs::write(dir.join("auth.conf"), auth_conf).unwrap();
+        std::fs::write(
+            dir.join("nats.conf"),
+            format!("listen: 127.0.0.1:{port}\ninclude auth.conf\n"),
+        )
+        .unwrap();
+        vec!["-c".into(), dir.join("nats.conf").display().to_string()]
+    })
+    .await
 }
 
 /// Whether `user`/`password` may log in (one attempt, no retry).
@@ -125,7 +90,7 @@ async fn rendered_users_log_in_and_a_new_pool_works_after_a_reload() {
     assert!(!logs_in(&server.url, "baton-worker-tx", &tx).await);
     std::fs::write(server.dir.join("auth.conf"), &second[AUTH_CONF_KEY]).unwrap();
     let status = Command::new("kill")
-        .args(["-HUP", &server.child.id().to_string()])
+        .args(["-HUP", &server.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());

@@ -201,6 +201,13 @@ async fn conflict_and_missing_pool_reach_status_and_only_the_winner_the_snapshot
     );
 }
 
+/// The decoded `data[key]` of a Secret body.
+fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(secret["data"][key].as_str().unwrap())
+        .unwrap()
+}
+
 fn key_secret(pem: &str, version: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret",
            "metadata": {"name": "dkim", "namespace": "team-a", "uid": "dkim-uid",
@@ -332,12 +339,7 @@ async fn the_keyring_secret_is_created_once_and_a_new_key_reseals() {
     task.await.unwrap().unwrap();
     assert!(ctx.references_secret("baton-system", "baton-keyring"));
 
-    let decode = |v: &Value| {
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap())
-            .unwrap()
-    };
-    let key_1 = decode(&created["data"]["key-1"]);
+    let key_1 = secret_data(&created, "key-1");
     let first = queue.state().snapshots[0].clone();
     assert_eq!(baton_seal::sealed_key_ids(&first), [1]);
     let ring_1 = baton_seal::Keyring::from_files("test", [("key-1", key_1.as_slice())]).unwrap();
@@ -404,14 +406,7 @@ async fn nats_users_follow_the_pools_and_are_written_only_on_change() {
             "worker-default"
         ]
     );
-    let field = |v: &Value, k: &str| {
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(v["data"][k].as_str().unwrap())
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let field = |v: &Value, k: &str| String::from_utf8(secret_data(v, k)).unwrap();
     let conf = field(&created, "auth.conf");
     for user in ["baton-admin", "baton-ingress", "baton-worker-default"] {
         assert!(conf.contains(&format!("user: \"{user}\"")), "{conf}");

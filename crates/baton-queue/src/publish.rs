@@ -41,14 +41,8 @@ impl Publisher {
         msg_id: &str,
         envelope: &Envelope,
     ) -> Result<PublishReceipt, QueueError> {
-        let fut = self.publish_inner(subject, msg_id, envelope);
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(QueueError::Publish(format!(
-                "no PubAck within {:?}",
-                self.timeout
-            ))),
-        }
+        self.within_timeout(self.publish_inner(subject, msg_id, envelope))
+            .await
     }
 
     /// Move `payload` (a queued message, unchanged) to `pool`'s dead letters with the headers
@@ -60,33 +54,24 @@ impl Publisher {
         payload: Bytes,
         letter: &crate::dead::DeadLetter,
     ) -> Result<PublishReceipt, QueueError> {
-        if !crate::is_connected(&self.js.client()) {
-            return Err(QueueError::Publish("not connected to NATS".into()));
-        }
         let mut headers = async_nats::HeaderMap::new();
         for (name, value) in letter.headers() {
             headers.insert(name, value.as_str());
         }
-        let fut = async {
-            let ack = self
-                .js
-                .send_publish(
-                    crate::dead_subject(pool),
-                    PublishMessage::build()
-                        .payload(payload)
-                        .headers(headers)
-                        .message_id(letter.msg_id()),
-                )
-                .await
-                .map_err(|e| publish_error(e.kind(), e))?
-                .await
-                .map_err(|e| QueueError::Publish(e.to_string()))?;
-            Ok(PublishReceipt {
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            })
-        };
-        match tokio::time::timeout(self.timeout, fut).await {
+        let message = PublishMessage::build()
+            .payload(payload)
+            .headers(headers)
+            .message_id(letter.msg_id());
+        self.within_timeout(self.send(crate::dead_subject(pool), message))
+            .await
+    }
+
+    /// `publish` bounded by this publisher's timeout.
+    async fn within_timeout(
+        &self,
+        publish: impl std::future::Future<Output = Result<PublishReceipt, QueueError>>,
+    ) -> Result<PublishReceipt, QueueError> {
+        match tokio::time::timeout(self.timeout, publish).await {
             Ok(r) => r,
             Err(_) => Err(QueueError::Publish(format!(
                 "no PubAck within {:?}",
@@ -95,18 +80,45 @@ impl Publisher {
         }
     }
 
+    /// While disconnected, async-nats would buffer a publish and send it after a reconnect —
+    /// after we answered 4xx. Refuse up front so a 451 never leaves a copy queued behind the
+    /// client's back.
+    fn ensure_connected(&self) -> Result<(), QueueError> {
+        if crate::is_connected(&self.js.client()) {
+            Ok(())
+        } else {
+            Err(QueueError::Publish("not connected to NATS".into()))
+        }
+    }
+
+    /// Publish one message and wait for its PubAck.
+    async fn send(
+        &self,
+        subject: String,
+        message: PublishMessage,
+    ) -> Result<PublishReceipt, QueueError> {
+        self.ensure_connected()?;
+        let ack = self
+            .js
+            .send_publish(subject, message)
+            .await
+            .map_err(|e| publish_error(e.kind(), e))?
+            .await
+            .map_err(|e| QueueError::Publish(e.to_string()))?;
+        Ok(PublishReceipt {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
     async fn publish_inner(
         &self,
         subject: &str,
         msg_id: &str,
         envelope: &Envelope,
     ) -> Result<PublishReceipt, QueueError> {
-        // While disconnected, async-nats would buffer the publish and send it after a
-        // reconnect — after we answered 4xx. Refuse up front so a 451 never leaves a copy
-        // queued behind the client's back.
-        if !crate::is_connected(&self.js.client()) {
-            return Err(QueueError::Publish("not connected to NATS".into()));
-        }
+        // Checked before a large body is uploaded too.
+        self.ensure_connected()?;
         let payload = match &envelope.body {
             Some(Body::InlineBody(b)) if b.len() > crate::INLINE_BODY_LIMIT => {
                 self.store_body(msg_id, b).await?;
@@ -116,22 +128,10 @@ impl Publisher {
             }
             _ => envelope.encode_to_vec(),
         };
-        let ack = self
-            .js
-            .send_publish(
-                subject.to_string(),
-                PublishMessage::build()
-                    .payload(Bytes::from(payload))
-                    .message_id(msg_id),
-            )
-            .await
-            .map_err(|e| publish_error(e.kind(), e))?
-            .await
-            .map_err(|e| QueueError::Publish(e.to_string()))?;
-        Ok(PublishReceipt {
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+        let message = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .message_id(msg_id);
+        self.send(subject.to_string(), message).await
     }
 
     async fn store_body(&self, name: &str, body: &[u8]) -> Result<(), QueueError> {

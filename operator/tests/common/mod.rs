@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) mod nats;
+
 use baton_operator::queue::MemoryQueue;
 use baton_operator::{Context, Settings};
 use baton_telemetry::Metrics;
