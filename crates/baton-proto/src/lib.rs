@@ -10,3 +10,6 @@ pub mod v1 {
 }
 
 pub use prost::Message;
+
+/// The encoded `FileDescriptorSet` of every `.proto` file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/baton_descriptor.bin");

@@ -19,6 +19,12 @@ fn generate(out: &Path) {
         "baton/v1/admin.proto",
     ];
     let fds = protox::compile(files, [&root]).unwrap_or_else(|e| panic!("proto compile: {e}"));
+    // The descriptor set server reflection serves (`baton_proto::FILE_DESCRIPTOR_SET`).
+    std::fs::write(
+        out.join("baton_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )
+    .unwrap_or_else(|e| panic!("descriptor set: {e}"));
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
@@ -40,9 +46,9 @@ fn generated_code_is_fresh() {
     generate(&tmp);
     for entry in std::fs::read_dir(&tmp).unwrap_or_else(|e| panic!("{e}")) {
         let entry = entry.unwrap_or_else(|e| panic!("{e}"));
-        let fresh = std::fs::read_to_string(entry.path()).unwrap_or_else(|e| panic!("{e}"));
+        let fresh = std::fs::read(entry.path()).unwrap_or_else(|e| panic!("{e}"));
         let name = entry.file_name();
-        let old = std::fs::read_to_string(checked_in.join(&name)).unwrap_or_default();
+        let old = std::fs::read(checked_in.join(&name)).unwrap_or_default();
         assert!(
             fresh == old,
             "src/gen/{} is stale: run `BATON_REGENERATE=1 cargo test -p baton-proto --test generated`",

@@ -55,6 +55,9 @@ pub enum QueueError {
     /// The suppression bucket could not be read or written.
     #[error("suppression list: {0}")]
     Suppressions(String),
+    /// Reading or deleting stored queue messages (the operations API) failed.
+    #[error("inspect queue: {0}")]
+    Inspect(String),
     /// A snapshot with secrets in clear was about to be stored (never done: seal it first).
     #[error(
         "refusing to store a config snapshot with secrets in clear ({}): give the writer a keyring (--keyring / BATON_KEYRING)",
@@ -79,6 +82,7 @@ impl QueueError {
             QueueError::ConfigStore(_) => "config_store",
             QueueError::Suppressions(_) => "suppressions",
             QueueError::ClearSecrets(_) => "clear_secrets",
+            QueueError::Inspect(_) => "inspect",
         }
     }
 }

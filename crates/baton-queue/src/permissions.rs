@@ -12,7 +12,10 @@
 //!   notices), read and delete large bodies, add suppressions, read the snapshot.
 //! - **admin** (`baton-admin`): the operator, `baton config apply` and the `baton
 //!   suppression` CLI: provision Baton's streams, buckets and lane consumers, write the
-//!   snapshot and the suppression lists, read consumer state. It does not consume mail.
+//!   snapshot and the suppression lists, read consumer state; and the operations API (`baton
+//!   admin`, `baton dev`): read queued mail without consuming it (batched direct gets), delete
+//!   a stored message, requeue a dead letter to a pool's fresh-mail lane, read large bodies.
+//!   It does not consume or acknowledge mail.
 //!
 //! Every role receives its JetStream replies on its own inbox prefix (`_INBOX.<user>`), so no
 //! role can read another's replies (a KV read of the snapshot, a fetched message).
@@ -160,7 +163,14 @@ impl Role {
                     format!("$KV.{CONFIG_BUCKET}.>"),
                     format!("$KV.{SUPPRESSION_BUCKET}.>"),
                     api(&format!("STREAM.PURGE.{}", kv(SUPPRESSION_BUCKET))),
+                    // The operations API (`crate::inspect`): read queued mail in batches
+                    // without consuming it, delete a stored message, requeue a dead letter
+                    // to its pool's fresh-mail lane, and show the start of a large body.
+                    api(&format!("DIRECT.GET.{STREAM}")),
+                    api(&format!("STREAM.MSG.DELETE.{STREAM}")),
+                    "baton.new.*".to_owned(),
                 ]);
+                read_bucket(&mut publish, &obj);
             }
         }
         publish.sort();
@@ -363,7 +373,12 @@ mod tests {
             "$JS.API.CONSUMER.MSG.NEXT.BATON_QUEUE.bulk-new"
         ));
         assert!(!may_publish(&a, "$JS.API.STREAM.MSG.GET.BATON_QUEUE"));
-        assert!(!may_publish(&a, "baton.new.bulk"));
+        // The operations API reads in batches, deletes and requeues to a fresh-mail lane.
+        assert!(may_publish(&a, "$JS.API.DIRECT.GET.BATON_QUEUE"));
+        assert!(may_publish(&a, "$JS.API.STREAM.MSG.DELETE.BATON_QUEUE"));
+        assert!(may_publish(&a, "baton.new.bulk"));
+        assert!(!may_publish(&a, "baton.retry.bulk.0"));
+        assert!(!may_publish(&a, "baton.dead.bulk"));
         assert!(!may_publish(&a, "$JS.API.STREAM.CREATE.SOMETHING_ELSE"));
     }
 

@@ -116,6 +116,9 @@ impl Provisioner {
             discard: DiscardPolicy::New,
             num_replicas: self.settings.replicas,
             duplicate_window: self.settings.duplicate_window,
+            // The operations API reads the queue in batches without a consumer
+            // (`crate::inspect`).
+            allow_direct: true,
             ..Default::default()
         }
     }
@@ -134,6 +137,7 @@ impl Provisioner {
                 if have.subjects != want.subjects
                     || have.duplicate_window != want.duplicate_window
                     || have.num_replicas != want.num_replicas
+                    || have.allow_direct != want.allow_direct
                 {
                     self.js
                         .update_stream(&want)

@@ -66,6 +66,19 @@ impl Publisher {
             .await
     }
 
+    /// Publish `payload` unchanged on `subject` with `msg_id` as `Nats-Msg-Id` (moving a stored
+    /// message between places, e.g. requeueing a dead letter).
+    pub async fn publish_raw(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<PublishReceipt, QueueError> {
+        let message = PublishMessage::build().payload(payload).message_id(msg_id);
+        self.within_timeout(self.send(subject.to_owned(), message))
+            .await
+    }
+
     /// `publish` bounded by this publisher's timeout.
     async fn within_timeout(
         &self,

@@ -46,6 +46,10 @@ impl From<LogFormatArg> for baton_telemetry::LogFormat {
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing flattened clap args buys nothing"
+)]
 pub(crate) enum Command {
     /// Everything on one machine: nats-server (unless --nats), config, ingress, one worker per pool.
     Dev(DevArgs),
@@ -92,6 +96,16 @@ pub(crate) enum Command {
         )]
         config: Vec<PathBuf>,
     },
+    /// Serve the operations API (gRPC) over a NATS server, outside Kubernetes.
+    Admin(AdminArgs),
+    /// Manage the operations API's token file.
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
+    /// See and act on the queue through the operations API: summary, list, show, delete and
+    /// dead letters.
+    Queue(crate::queue_cli::QueueArgs),
     /// Manage a keyring directory (the keys that seal the config snapshot's secrets).
     Keyring {
         #[command(subcommand)]
@@ -386,6 +400,73 @@ pub(crate) struct DevArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub tuning: WorkerTuning,
+    #[command(flatten)]
+    pub admin: AdminListenArgs,
+}
+
+/// The operations API's listener (`baton admin`, `baton dev`).
+#[derive(Args, Debug, Clone)]
+pub(crate) struct AdminListenArgs {
+    /// Operations API listener (gRPC `baton.v1.Admin`, health, reflection). `baton dev`
+    /// serves it on 127.0.0.1:50051 when not given. A non-loopback address needs TLS.
+    #[arg(long, env = "BATON_LISTEN_ADMIN")]
+    pub listen_admin: Option<SocketAddr>,
+    /// Token file of the operations API: one line per token with its SHA-256, permission
+    /// (`viewer`, `admin`), namespaces (`*` or `ns1,ns2`) and name; re-read when it changes.
+    /// `baton admin-token add` writes it. `baton dev` keeps one under `--data-dir`.
+    #[arg(long, env = "BATON_ADMIN_TOKENS")]
+    pub admin_tokens: Option<PathBuf>,
+    /// PEM certificate chain of the operations API (TLS).
+    #[arg(long, env = "BATON_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--admin-tls-cert`.
+    #[arg(long, env = "BATON_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
+}
+
+/// `baton admin`
+#[derive(Args, Debug)]
+pub(crate) struct AdminArgs {
+    /// NATS URL.
+    #[arg(long, env = "BATON_NATS", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    #[command(flatten)]
+    pub security: NatsSecurityArgs,
+    #[command(flatten)]
+    pub listen: AdminListenArgs,
+}
+
+/// `baton admin-token ...`
+#[derive(Subcommand, Debug)]
+pub(crate) enum AdminTokenCommand {
+    /// Create a token: its line (the SHA-256, never the token) is appended to the token file
+    /// (created 0600) and the token is printed once, or written to `--out` (0600).
+    Add {
+        /// The token file the API reads (`--admin-tokens`).
+        #[arg(long, env = "BATON_ADMIN_TOKENS")]
+        tokens: PathBuf,
+        /// Name of the token's holder, shown in the API's logs.
+        #[arg(long)]
+        name: String,
+        /// `viewer` (status, summary, list, show) or `admin` (also requeue and delete).
+        #[arg(long, value_enum, default_value_t = TokenPermission::Viewer)]
+        permission: TokenPermission,
+        /// Limit the token to the mail of these namespaces (repeatable; default: all).
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// Write the token to this file (0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `--permission` values.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum TokenPermission {
+    /// Read only.
+    Viewer,
+    /// Read and write.
+    Admin,
 }
 
 /// `baton operator`

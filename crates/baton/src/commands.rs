@@ -114,6 +114,26 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             security,
             command,
         } => crate::suppression_cli::run(&security.options(&nats)?, command).await,
+        Command::Admin(args) => {
+            let stop = wiring::shutdown_signal();
+            let Some(tokens) = &args.listen.admin_tokens else {
+                bail!("baton admin needs --admin-tokens (create one with `baton admin-token add`)");
+            };
+            let listen = args
+                .listen
+                .listen_admin
+                .or_else(|| crate::admin_api::DEV_LISTEN.parse().ok())
+                .context("--listen-admin")?;
+            let nats =
+                wiring::Nats::connect(&args.security.options(&args.nats)?, "baton-admin-api")
+                    .await?;
+            crate::admin_api::start(&args.listen, listen, tokens, &nats, "admin", stop.clone())
+                .await?;
+            stop.cancelled().await;
+            Ok(())
+        }
+        Command::AdminToken { command } => crate::admin_api::token_command(command),
+        Command::Queue(args) => crate::queue_cli::run(args).await,
         Command::Keyring { command } => match command {
             KeyringCommand::Add { keyring } => {
                 let id = baton_seal::add_key(&keyring)?;

@@ -147,6 +147,28 @@ async fn run_with(
     if !crate::queue::provisioned(queue, &stop).await {
         return Ok(());
     }
+    // The operations API, as the admin identity, with a token file of its own.
+    let (tokens, token) = match &args.admin.admin_tokens {
+        Some(t) => (t.clone(), None),
+        None => {
+            let (tokens, token) = crate::admin_api::dev_tokens(&args.data_dir)?;
+            (tokens, Some(token))
+        }
+    };
+    let listen = args
+        .admin
+        .listen_admin
+        .or_else(|| crate::admin_api::DEV_LISTEN.parse().ok())
+        .context("--listen-admin")?;
+    let api =
+        crate::admin_api::start(&args.admin, listen, &tokens, &admin, "dev", stop.clone()).await?;
+    if let Some(token) = token {
+        tracing::info!(
+            admin = %api, token_file = %token.display(),
+            "operations API: try `baton queue --admin {api} --token-file {} summary`",
+            token.display()
+        );
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for pool in pools {
         let config = wiring::worker_config(&pool, &args.listen.hostname, &args.tuning, false)?;

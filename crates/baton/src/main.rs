@@ -2,12 +2,14 @@
 //! `ingress` and `worker` are the production processes, `dev` runs everything on one machine,
 //! `config apply` compiles Kubernetes-style YAML into the KV snapshot, `crds` writes the CRDs.
 
+mod admin_api;
 mod cli;
 mod commands;
 mod dev;
 mod nats_users;
 mod operator;
 mod queue;
+mod queue_cli;
 mod suppression_cli;
 mod wiring;
 

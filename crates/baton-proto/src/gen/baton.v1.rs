@@ -628,16 +628,305 @@ impl QueueStorage {
 pub struct GetStatusRequest {}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetStatusResponse {
-    /// `ingress`, `worker` or `operator`.
+    /// `admin` (a `baton admin` process) or `dev`.
     #[prost(string, tag = "1")]
     pub role: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub version: ::prost::alloc::string::String,
-    /// Generation of the RelayConfig snapshot in use (0 = none loaded yet).
+    /// Generation of the RelayConfig snapshot stored in the `baton-config` bucket (0 = none).
     #[prost(uint64, tag = "3")]
     pub config_generation: u64,
+    /// Connected to NATS and the queue stream answers.
     #[prost(bool, tag = "4")]
     pub ready: bool,
+    /// nats-server version of the connected server.
+    #[prost(string, tag = "5")]
+    pub nats_server_version: ::prost::alloc::string::String,
+    /// Messages and bytes in the queue stream (every place).
+    #[prost(uint64, tag = "6")]
+    pub queue_messages: u64,
+    #[prost(uint64, tag = "7")]
+    pub queue_bytes: u64,
+    /// Replicas of the queue stream and whether its cluster has a leader (always true unclustered).
+    #[prost(uint32, tag = "8")]
+    pub queue_replicas: u32,
+    #[prost(bool, tag = "9")]
+    pub queue_leader: bool,
+    /// Who the caller is, as the API authenticated it.
+    #[prost(string, tag = "10")]
+    pub caller: ::prost::alloc::string::String,
+    /// The caller's permission: `viewer` or `admin`.
+    #[prost(string, tag = "11")]
+    pub caller_permission: ::prost::alloc::string::String,
+    /// Namespaces the caller is limited to (empty: all).
+    #[prost(string, repeated, tag = "12")]
+    pub caller_namespaces: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Which messages a call is about. Empty fields match everything; all given fields must match.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MessageFilter {
+    /// SendingPool.
+    #[prost(string, tag = "1")]
+    pub pool: ::prost::alloc::string::String,
+    #[prost(enumeration = "Place", tag = "2")]
+    pub place: i32,
+    /// With PLACE_RETRY: only this tier (0 = every tier).
+    #[prost(uint32, tag = "3")]
+    pub tier: u32,
+    /// RelayDomain `namespace/name`, or `namespace/` for every RelayDomain of a namespace.
+    #[prost(string, tag = "4")]
+    pub relay_domain: ::prost::alloc::string::String,
+    /// Envelope sender: an address, or `@domain` for every sender of a domain.
+    #[prost(string, tag = "5")]
+    pub sender: ::prost::alloc::string::String,
+    /// A recipient: an address, or a domain (`example.com` or `@example.com`).
+    #[prost(string, tag = "6")]
+    pub recipient: ::prost::alloc::string::String,
+    /// Only messages queued at least this long ago.
+    #[prost(uint64, tag = "7")]
+    pub min_age_seconds: u64,
+    /// Only these queue ids (the id of `250 2.0.0 Ok: queued as <id>`; follow-ups share it).
+    #[prost(string, repeated, tag = "8")]
+    pub queue_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Only these stream sequences.
+    #[prost(uint64, repeated, tag = "9")]
+    pub sequences: ::prost::alloc::vec::Vec<u64>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QueueSummaryRequest {
+    #[prost(message, optional, tag = "1")]
+    pub filter: ::core::option::Option<MessageFilter>,
+    /// Destination domains listed per pool and place, largest first (0 = 20; at most 1000).
+    #[prost(uint32, tag = "2")]
+    pub top_domains: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct QueueSummaryResponse {
+    /// One row per pool, place and tier: `domain` is empty.
+    #[prost(message, repeated, tag = "1")]
+    pub places: ::prost::alloc::vec::Vec<ShapeRow>,
+    /// One row per pool, place, tier and recipient domain (the largest `top_domains` of each).
+    #[prost(message, repeated, tag = "2")]
+    pub domains: ::prost::alloc::vec::Vec<ShapeRow>,
+    /// Upper bounds (minutes) of the age columns of every row: qshape's 5, 10, 20, ... The last
+    /// column of `age_buckets` counts everything older.
+    #[prost(uint32, repeated, tag = "3")]
+    pub age_bucket_minutes: ::prost::alloc::vec::Vec<u32>,
+    /// Messages read to build the summary.
+    #[prost(uint64, tag = "4")]
+    pub scanned: u64,
+    /// The read took this long (milliseconds).
+    #[prost(uint64, tag = "5")]
+    pub elapsed_ms: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ShapeRow {
+    #[prost(string, tag = "1")]
+    pub pool: ::prost::alloc::string::String,
+    #[prost(enumeration = "Place", tag = "2")]
+    pub place: i32,
+    #[prost(uint32, tag = "3")]
+    pub tier: u32,
+    /// Recipient domain (empty in `places`).
+    #[prost(string, tag = "4")]
+    pub domain: ::prost::alloc::string::String,
+    /// Queued envelopes, their recipients (in `domains`: recipients of that domain) and bytes.
+    #[prost(uint64, tag = "5")]
+    pub messages: u64,
+    #[prost(uint64, tag = "6")]
+    pub recipients: u64,
+    #[prost(uint64, tag = "7")]
+    pub bytes: u64,
+    /// Age of the oldest, in seconds.
+    #[prost(uint64, tag = "8")]
+    pub oldest_age_seconds: u64,
+    /// Messages per age column (see `age_bucket_minutes`; one more column than bounds).
+    #[prost(uint64, repeated, tag = "9")]
+    pub age_buckets: ::prost::alloc::vec::Vec<u64>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListMessagesRequest {
+    #[prost(message, optional, tag = "1")]
+    pub filter: ::core::option::Option<MessageFilter>,
+    /// At most this many messages (0 = 100; at most 1000).
+    #[prost(uint32, tag = "2")]
+    pub page_size: u32,
+    /// `next_page_token` of the previous page; empty for the first.
+    #[prost(string, tag = "3")]
+    pub page_token: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListMessagesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<QueuedMessage>,
+    /// Empty when this was the last page.
+    #[prost(string, tag = "2")]
+    pub next_page_token: ::prost::alloc::string::String,
+}
+/// One queued envelope as the API shows it.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct QueuedMessage {
+    /// Queue id (for follow-ups: the id of the message accepted at the ingress).
+    #[prost(string, tag = "1")]
+    pub queue_id: ::prost::alloc::string::String,
+    /// Sequence in the queue stream (what `sequences` filters on).
+    #[prost(uint64, tag = "2")]
+    pub sequence: u64,
+    #[prost(string, tag = "3")]
+    pub pool: ::prost::alloc::string::String,
+    #[prost(enumeration = "Place", tag = "4")]
+    pub place: i32,
+    #[prost(uint32, tag = "5")]
+    pub tier: u32,
+    #[prost(string, tag = "6")]
+    pub relay_domain: ::prost::alloc::string::String,
+    /// Envelope sender (empty for `<>`).
+    #[prost(string, tag = "7")]
+    pub sender: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "8")]
+    pub recipients: ::prost::alloc::vec::Vec<RecipientState>,
+    #[prost(uint64, tag = "9")]
+    pub size: u64,
+    /// When the ingress accepted it and when it was stored here (Unix milliseconds).
+    #[prost(int64, tag = "10")]
+    pub received_at_ms: i64,
+    #[prost(int64, tag = "11")]
+    pub queued_at_ms: i64,
+    /// Delivery attempts so far and the earliest next attempt (Unix ms; 0 = when a worker takes it).
+    #[prost(uint32, tag = "12")]
+    pub attempts: u32,
+    #[prost(int64, tag = "13")]
+    pub next_attempt_ms: i64,
+    /// `message` or `dsn`.
+    #[prost(string, tag = "14")]
+    pub kind: ::prost::alloc::string::String,
+    /// Dead letters: why (`undecodable`, `delivery_limit`), the last fault, and deliveries.
+    #[prost(string, tag = "15")]
+    pub dead_reason: ::prost::alloc::string::String,
+    #[prost(string, tag = "16")]
+    pub dead_detail: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "17")]
+    pub dead_deliveries: u64,
+    /// Client address, AUTH identity and HELO name the ingress saw.
+    #[prost(string, tag = "18")]
+    pub client_address: ::prost::alloc::string::String,
+    #[prost(string, tag = "19")]
+    pub authenticated_as: ::prost::alloc::string::String,
+    #[prost(string, tag = "20")]
+    pub helo: ::prost::alloc::string::String,
+    /// The body lives in the object store (large message).
+    #[prost(bool, tag = "21")]
+    pub large_body: bool,
+    /// The queued payload did not decode (an undecodable dead letter): only sequence, pool,
+    /// place and the dead-letter fields are meaningful.
+    #[prost(bool, tag = "22")]
+    pub undecodable: bool,
+}
+/// A recipient still to be delivered and what the last attempt said.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecipientState {
+    #[prost(string, tag = "1")]
+    pub address: ::prost::alloc::string::String,
+    /// `queued` (not tried yet) or `deferred` (a temporary failure is recorded).
+    #[prost(string, tag = "2")]
+    pub state: ::prost::alloc::string::String,
+    /// The last reply in its one-line form, and the host that gave it.
+    #[prost(string, tag = "3")]
+    pub last_reply: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub last_remote: ::prost::alloc::string::String,
+    /// The last reply, typed (absent when none is recorded).
+    #[prost(message, optional, tag = "5")]
+    pub last: ::core::option::Option<SmtpReply>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetMessageRequest {
+    /// A queue id or a stream sequence (decimal).
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// Return the first `body_bytes` bytes of each part's body (0 = none; at most 1 MiB).
+    #[prost(uint32, tag = "2")]
+    pub body_bytes: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetMessageResponse {
+    /// Every queued envelope of the message (a retry per domain, a DSN, a dead letter).
+    #[prost(message, repeated, tag = "1")]
+    pub parts: ::prost::alloc::vec::Vec<MessagePart>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MessagePart {
+    #[prost(message, optional, tag = "1")]
+    pub message: ::core::option::Option<QueuedMessage>,
+    /// The first bytes of the body when asked (large bodies: from the object store).
+    #[prost(bytes = "vec", tag = "2")]
+    pub body: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bool, tag = "3")]
+    pub body_truncated: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RequeueDeadRequest {
+    /// Which dead letters (its place is always PLACE_DEAD). At least one field must be given.
+    #[prost(message, optional, tag = "1")]
+    pub filter: ::core::option::Option<MessageFilter>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteMessagesRequest {
+    /// At least one field must be given.
+    #[prost(message, optional, tag = "1")]
+    pub filter: ::core::option::Option<MessageFilter>,
+    /// Without it nothing is deleted and the answer lists what would be.
+    #[prost(bool, tag = "2")]
+    pub confirm: bool,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ActionResponse {
+    /// Whether the action was carried out (false: a delete without `confirm`).
+    #[prost(bool, tag = "1")]
+    pub executed: bool,
+    /// The messages acted on (or that would be), the first 1000 of `matched`.
+    #[prost(message, repeated, tag = "2")]
+    pub messages: ::prost::alloc::vec::Vec<QueuedMessage>,
+    /// How many messages matched.
+    #[prost(uint64, tag = "3")]
+    pub matched: u64,
+}
+/// Where a queued message waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum Place {
+    /// In a filter: every place.
+    Unspecified = 0,
+    /// The pool's fresh-mail lane, `baton.new.<pool>`.
+    New = 1,
+    /// One of the pool's retry tiers, `baton.retry.<pool>.<tier>`.
+    Retry = 2,
+    /// The pool's dead letters, `baton.dead.<pool>`: consumed by no worker.
+    Dead = 3,
+}
+impl Place {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "PLACE_UNSPECIFIED",
+            Self::New => "PLACE_NEW",
+            Self::Retry => "PLACE_RETRY",
+            Self::Dead => "PLACE_DEAD",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "PLACE_UNSPECIFIED" => Some(Self::Unspecified),
+            "PLACE_NEW" => Some(Self::New),
+            "PLACE_RETRY" => Some(Self::Retry),
+            "PLACE_DEAD" => Some(Self::Dead),
+            _ => None,
+        }
+    }
 }
 /// Generated client implementations.
 pub mod admin_client {
@@ -719,7 +1008,7 @@ pub mod admin_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// What this process is and which config generation it runs.
+        /// What this API process is, which config generation is stored, and NATS/JetStream health.
         pub async fn get_status(
             &mut self,
             request: impl tonic::IntoRequest<super::GetStatusRequest>,
@@ -741,6 +1030,124 @@ pub mod admin_client {
             req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "GetStatus"));
             self.inner.unary(req, path, codec).await
         }
+        /// The `qshape` view: counts, recipients, bytes and age per pool, place and destination domain.
+        pub async fn get_queue_summary(
+            &mut self,
+            request: impl tonic::IntoRequest<super::QueueSummaryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::QueueSummaryResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/baton.v1.Admin/GetQueueSummary",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("baton.v1.Admin", "GetQueueSummary"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Queued messages matching a filter, oldest first, a page at a time.
+        pub async fn list_messages(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListMessagesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMessagesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/baton.v1.Admin/ListMessages",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("baton.v1.Admin", "ListMessages"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Every queued part of one message (by queue id or stream sequence), the body on request.
+        pub async fn get_message(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetMessageRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetMessageResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/baton.v1.Admin/GetMessage",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "GetMessage"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Move dead letters back to their pool's fresh-mail lane (publish, then delete the dead one).
+        pub async fn requeue_dead(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RequeueDeadRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/baton.v1.Admin/RequeueDead",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("baton.v1.Admin", "RequeueDead"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Delete queued messages. Without `confirm` nothing is deleted: the answer lists what would be.
+        pub async fn delete_messages(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeleteMessagesRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/baton.v1.Admin/DeleteMessages",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("baton.v1.Admin", "DeleteMessages"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -756,7 +1163,7 @@ pub mod admin_server {
     /// Generated trait containing gRPC methods that should be implemented for use with AdminServer.
     #[async_trait]
     pub trait Admin: std::marker::Send + std::marker::Sync + 'static {
-        /// What this process is and which config generation it runs.
+        /// What this API process is, which config generation is stored, and NATS/JetStream health.
         async fn get_status(
             &self,
             request: tonic::Request<super::GetStatusRequest>,
@@ -764,6 +1171,40 @@ pub mod admin_server {
             tonic::Response<super::GetStatusResponse>,
             tonic::Status,
         >;
+        /// The `qshape` view: counts, recipients, bytes and age per pool, place and destination domain.
+        async fn get_queue_summary(
+            &self,
+            request: tonic::Request<super::QueueSummaryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::QueueSummaryResponse>,
+            tonic::Status,
+        >;
+        /// Queued messages matching a filter, oldest first, a page at a time.
+        async fn list_messages(
+            &self,
+            request: tonic::Request<super::ListMessagesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMessagesResponse>,
+            tonic::Status,
+        >;
+        /// Every queued part of one message (by queue id or stream sequence), the body on request.
+        async fn get_message(
+            &self,
+            request: tonic::Request<super::GetMessageRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetMessageResponse>,
+            tonic::Status,
+        >;
+        /// Move dead letters back to their pool's fresh-mail lane (publish, then delete the dead one).
+        async fn requeue_dead(
+            &self,
+            request: tonic::Request<super::RequeueDeadRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status>;
+        /// Delete queued messages. Without `confirm` nothing is deleted: the answer lists what would be.
+        async fn delete_messages(
+            &self,
+            request: tonic::Request<super::DeleteMessagesRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct AdminServer<T> {
@@ -869,6 +1310,227 @@ pub mod admin_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetStatusSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/GetQueueSummary" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetQueueSummarySvc<T: Admin>(pub Arc<T>);
+                    impl<
+                        T: Admin,
+                    > tonic::server::UnaryService<super::QueueSummaryRequest>
+                    for GetQueueSummarySvc<T> {
+                        type Response = super::QueueSummaryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::QueueSummaryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::get_queue_summary(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetQueueSummarySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/ListMessages" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListMessagesSvc<T: Admin>(pub Arc<T>);
+                    impl<
+                        T: Admin,
+                    > tonic::server::UnaryService<super::ListMessagesRequest>
+                    for ListMessagesSvc<T> {
+                        type Response = super::ListMessagesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListMessagesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::list_messages(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListMessagesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/GetMessage" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetMessageSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::GetMessageRequest>
+                    for GetMessageSvc<T> {
+                        type Response = super::GetMessageResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetMessageRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::get_message(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetMessageSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/RequeueDead" => {
+                    #[allow(non_camel_case_types)]
+                    struct RequeueDeadSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::RequeueDeadRequest>
+                    for RequeueDeadSvc<T> {
+                        type Response = super::ActionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RequeueDeadRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::requeue_dead(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RequeueDeadSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/DeleteMessages" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteMessagesSvc<T: Admin>(pub Arc<T>);
+                    impl<
+                        T: Admin,
+                    > tonic::server::UnaryService<super::DeleteMessagesRequest>
+                    for DeleteMessagesSvc<T> {
+                        type Response = super::ActionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeleteMessagesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::delete_messages(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteMessagesSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

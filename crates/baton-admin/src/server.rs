@@ -1,0 +1,144 @@
+//! Serving the operations API: the authenticated `baton.v1.Admin` service, the standard gRPC
+//! health service (`grpc.health.v1.Health`, SERVING while the NATS connection is up) and
+//! server reflection (v1 and v1alpha), on one listener, with TLS when a certificate is given.
+//!
+//! Health and reflection answer without a token: they reveal the schema and liveness, never
+//! mail. Every `Admin` call must carry `authorization: Bearer <token>` from the token file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_proto::v1::admin_server::AdminServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Interceptor;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Status};
+
+use crate::auth::TokenFile;
+use crate::service::AdminService;
+
+/// How often the health service follows the NATS connection.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+
+/// Why the API could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS certificate or key could not be read.
+    #[error("admin TLS {path}: {source}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("admin API: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection descriptors did not load.
+    #[error("admin API reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// TLS files of the listener.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Checks the bearer token of every Admin call and attaches the [`crate::auth::Caller`].
+#[derive(Clone)]
+pub struct Authenticate {
+    tokens: Arc<TokenFile>,
+}
+
+impl Authenticate {
+    /// Authenticate against `tokens`.
+    pub fn new(tokens: Arc<TokenFile>) -> Self {
+        Authenticate { tokens }
+    }
+}
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                tracing::warn!("operations API: call without a bearer token refused");
+                Status::unauthenticated("send `authorization: Bearer <token>`")
+            })?;
+        let caller = self.tokens.authenticate(token).ok_or_else(|| {
+            tracing::warn!("operations API: unknown token refused");
+            Status::unauthenticated("unknown token")
+        })?;
+        req.extensions_mut().insert(caller);
+        Ok(req)
+    }
+}
+
+/// Serve the API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    service: AdminService,
+    tokens: Arc<TokenFile>,
+    tls: Option<TlsFiles>,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let follow = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            if baton_queue::is_connected(&client) {
+                reporter.set_serving::<AdminServer<AdminService>>().await;
+            } else {
+                reporter
+                    .set_not_serving::<AdminServer<AdminService>>()
+                    .await;
+            }
+            tokio::select! {
+                _ = follow.cancelled() => return,
+                _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            }
+        }
+    });
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let mut builder = Server::builder();
+    if let Some(files) = tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ServeError::Tls {
+                path: path.clone(),
+                source,
+            })
+        };
+        let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AdminServer::with_interceptor(
+            service,
+            Authenticate::new(tokens),
+        ))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled())
+        .await?;
+    Ok(())
+}

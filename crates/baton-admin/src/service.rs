@@ -1,0 +1,399 @@
+//! The `baton.v1.Admin` service: each call checks the caller's permission, reads the queue
+//! through [`Inspector`] and applies the pure [`crate::view`] logic. Writes (requeue, delete)
+//! are logged with the caller's name, one line per message.
+//!
+//! A requeue publishes the dead letter's payload unchanged to its pool's fresh-mail lane with
+//! the deterministic `Nats-Msg-Id` `requeue-<sequence>`, awaits the PubAck, and only then
+//! deletes the dead letter: a crash in between leaves the dead letter in place (a second
+//! requeue inside the duplicate window is stored once), never a loss.
+
+use std::time::Instant;
+
+use baton_proto::Message as _;
+use baton_proto::v1::{
+    self, ActionResponse, DeleteMessagesRequest, GetMessageRequest, GetMessageResponse,
+    GetStatusRequest, GetStatusResponse, ListMessagesRequest, ListMessagesResponse, MessageFilter,
+    MessagePart, QueueSummaryRequest, QueueSummaryResponse, QueuedMessage, RequeueDeadRequest,
+    admin_server::Admin, envelope::Body,
+};
+use baton_queue::inspect::StoredMessage;
+use baton_queue::{ConfigStore, Inspector, Publisher, STREAM};
+use bytes::Bytes;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Caller, Permission};
+use crate::view::{self, Query, Shape};
+
+/// Most messages one list page returns.
+pub const MAX_PAGE: usize = 1000;
+/// Most messages an action's answer lists (all matched are acted on).
+pub const MAX_LISTED: usize = 1000;
+/// Most body bytes `GetMessage` returns per part.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The Admin service over one NATS connection (the admin identity).
+#[derive(Clone)]
+pub struct AdminService {
+    inspector: Inspector,
+    publisher: Publisher,
+    js: async_nats::jetstream::Context,
+    role: &'static str,
+}
+
+/// Whether a scan goes on after a message.
+enum Flow {
+    Next,
+    Stop,
+}
+
+impl AdminService {
+    /// A service reading and writing through `js` (made from `client`); `role` is what
+    /// `GetStatus` reports (`admin`, `dev`).
+    pub fn new(
+        client: async_nats::Client,
+        js: async_nats::jetstream::Context,
+        role: &'static str,
+    ) -> Self {
+        AdminService {
+            inspector: Inspector::new(client, js.clone()),
+            publisher: Publisher::new(js.clone(), std::time::Duration::from_secs(10)),
+            js,
+            role,
+        }
+    }
+
+    /// Visit the messages `query` selects that `caller` sees, from sequence `from` in stream
+    /// order, until `visit` says stop. Returns the sequence to resume from when stopped.
+    async fn scan(
+        &self,
+        query: &Query,
+        caller: &Caller,
+        from: u64,
+        mut visit: impl FnMut(StoredMessage, QueuedMessage) -> Flow,
+    ) -> Result<Option<u64>, Status> {
+        let now = now_ms();
+        let select = |stored: &StoredMessage| {
+            view::describe(stored).filter(|q| caller.sees(&q.relay_domain) && query.matches(q, now))
+        };
+        if !query.sequences().is_empty() {
+            let mut sequences = query.sequences().to_vec();
+            sequences.sort_unstable();
+            sequences.dedup();
+            for seq in sequences.into_iter().filter(|&s| s >= from) {
+                if let Some(m) = self.inspector.get(seq).await.map_err(unavailable)?
+                    && let Some(q) = select(&m)
+                    && let Flow::Stop = visit(m, q)
+                {
+                    return Ok(Some(seq));
+                }
+            }
+            return Ok(None);
+        }
+        let subject = query.subject();
+        let mut next = from;
+        loop {
+            let batch = self
+                .inspector
+                .batch(&subject, next, baton_queue::inspect::SCAN_BATCH)
+                .await
+                .map_err(unavailable)?;
+            for m in batch.messages {
+                let seq = m.sequence;
+                if let Some(q) = select(&m)
+                    && let Flow::Stop = visit(m, q)
+                {
+                    return Ok(Some(seq));
+                }
+            }
+            if batch.next == 0 {
+                return Ok(None);
+            }
+            next = batch.next;
+        }
+    }
+
+    /// Every selected message the caller sees (stored and described).
+    async fn collect(
+        &self,
+        query: &Query,
+        caller: &Caller,
+    ) -> Result<Vec<(StoredMessage, QueuedMessage)>, Status> {
+        let mut out = Vec::new();
+        self.scan(query, caller, 1, |s, q| {
+            out.push((s, q));
+            Flow::Next
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn body(&self, stored: &StoredMessage, limit: usize) -> Result<(Bytes, bool), Status> {
+        let Ok(e) = v1::Envelope::decode(stored.payload.as_ref()) else {
+            let n = stored.payload.len().min(limit);
+            return Ok((stored.payload.slice(..n), stored.payload.len() > n));
+        };
+        match e.body {
+            Some(Body::InlineBody(b)) => {
+                let truncated = b.len() > limit;
+                let mut b = b;
+                b.truncate(limit);
+                Ok((Bytes::from(b), truncated))
+            }
+            Some(Body::ObjectRef(name)) => self
+                .inspector
+                .body_prefix(&name, limit)
+                .await
+                .map_err(|e| Status::unavailable(format!("large body {name}: {e}"))),
+            None => Ok((Bytes::new(), false)),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn unavailable(e: baton_queue::QueueError) -> Status {
+    Status::unavailable(format!("queue: {e}"))
+}
+
+fn query(filter: Option<MessageFilter>, action: bool) -> Result<Query, Status> {
+    let filter = filter.unwrap_or_default();
+    let q = if action {
+        Query::for_action(filter)
+    } else {
+        Query::new(filter)
+    };
+    q.map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The authenticated caller of `req` ([`crate::server`] puts it there), if it has `need`.
+fn caller<T>(req: &Request<T>, need: Permission, what: &str) -> Result<Caller, Status> {
+    let c = req
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no caller"))?;
+    if c.permission < need {
+        return Err(Status::permission_denied(format!(
+            "{} has the {} permission; {what} needs {}",
+            c.name,
+            c.permission.label(),
+            need.label()
+        )));
+    }
+    Ok(c)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn get_status(
+        &self,
+        req: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
+        let c = caller(&req, Permission::Viewer, "status")?;
+        let mut out = GetStatusResponse {
+            role: self.role.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            nats_server_version: self.js.client().server_info().version,
+            caller: c.name.clone(),
+            caller_permission: c.permission.label().to_owned(),
+            caller_namespaces: c.namespaces.clone(),
+            ..GetStatusResponse::default()
+        };
+        if let Ok(mut stream) = self.js.get_stream(STREAM).await
+            && let Ok(info) = stream.info().await
+        {
+            out.queue_messages = info.state.messages;
+            out.queue_bytes = info.state.bytes;
+            out.queue_replicas = info.config.num_replicas as u32;
+            out.queue_leader = info
+                .cluster
+                .as_ref()
+                .map(|c| c.leader.is_some())
+                .unwrap_or(true);
+            out.ready = baton_queue::is_connected(&self.js.client());
+        }
+        if let Ok(store) = ConfigStore::open(&self.js).await
+            && let Ok(Some(config)) = store.get().await
+        {
+            out.config_generation = config.generation;
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn get_queue_summary(
+        &self,
+        req: Request<QueueSummaryRequest>,
+    ) -> Result<Response<QueueSummaryResponse>, Status> {
+        let c = caller(&req, Permission::Viewer, "the summary")?;
+        let r = req.into_inner();
+        let q = query(r.filter, false)?;
+        let top = match r.top_domains {
+            0 => 20,
+            n => n.min(1000) as usize,
+        };
+        let started = Instant::now();
+        let mut shape = Shape::new(now_ms());
+        self.scan(&q, &c, 1, |_, m| {
+            shape.add(&m);
+            Flow::Next
+        })
+        .await?;
+        let scanned = shape.scanned();
+        let (places, domains) = shape.finish(top);
+        Ok(Response::new(QueueSummaryResponse {
+            places,
+            domains,
+            age_bucket_minutes: view::AGE_BUCKET_MINUTES.to_vec(),
+            scanned,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }))
+    }
+
+    async fn list_messages(
+        &self,
+        req: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
+        let c = caller(&req, Permission::Viewer, "listing")?;
+        let r = req.into_inner();
+        let q = query(r.filter, false)?;
+        let from = view::parse_page_token(&r.page_token).map_err(Status::invalid_argument)?;
+        let size = match r.page_size {
+            0 => 100,
+            n => (n as usize).min(MAX_PAGE),
+        };
+        let mut messages = Vec::new();
+        let resume = self
+            .scan(&q, &c, from, |_, m| {
+                if messages.len() == size {
+                    return Flow::Stop;
+                }
+                messages.push(m);
+                Flow::Next
+            })
+            .await?;
+        Ok(Response::new(ListMessagesResponse {
+            messages,
+            next_page_token: resume.map(|s| s.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_message(
+        &self,
+        req: Request<GetMessageRequest>,
+    ) -> Result<Response<GetMessageResponse>, Status> {
+        let c = caller(&req, Permission::Viewer, "showing a message")?;
+        let r = req.into_inner();
+        let id = r.id.trim().to_owned();
+        if id.is_empty() {
+            return Err(Status::invalid_argument(
+                "give a queue id or a stream sequence",
+            ));
+        }
+        let filter = match id.parse::<u64>() {
+            Ok(seq) => MessageFilter {
+                sequences: vec![seq],
+                ..MessageFilter::default()
+            },
+            Err(_) => MessageFilter {
+                queue_ids: vec![id.clone()],
+                ..MessageFilter::default()
+            },
+        };
+        let found = self.collect(&query(Some(filter), false)?, &c).await?;
+        if found.is_empty() {
+            return Err(Status::not_found(format!("no queued message {id}")));
+        }
+        let limit = (r.body_bytes as usize).min(MAX_BODY);
+        let mut parts = Vec::new();
+        for (stored, message) in found {
+            let (body, body_truncated) = if limit > 0 {
+                self.body(&stored, limit).await?
+            } else {
+                (Bytes::new(), false)
+            };
+            parts.push(MessagePart {
+                message: Some(message),
+                body: body.to_vec(),
+                body_truncated,
+            });
+        }
+        Ok(Response::new(GetMessageResponse { parts }))
+    }
+
+    async fn requeue_dead(
+        &self,
+        req: Request<RequeueDeadRequest>,
+    ) -> Result<Response<ActionResponse>, Status> {
+        let c = caller(&req, Permission::Admin, "requeue")?;
+        let q = query(req.into_inner().filter, true)?.in_place(v1::Place::Dead);
+        let found = self.collect(&q, &c).await?;
+        let matched = found.len() as u64;
+        let mut done = Vec::new();
+        for (stored, m) in found {
+            let subject = baton_queue::new_subject(&m.pool);
+            self.publisher
+                .publish_raw(&subject, &format!("requeue-{}", m.sequence), stored.payload)
+                .await
+                .map_err(unavailable)?;
+            self.inspector
+                .delete(m.sequence)
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(
+                caller = %c.name, action = "requeue", sequence = m.sequence,
+                queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
+                "operations API: dead letter requeued to {subject}"
+            );
+            if done.len() < MAX_LISTED {
+                done.push(m);
+            }
+        }
+        Ok(Response::new(ActionResponse {
+            executed: true,
+            messages: done,
+            matched,
+        }))
+    }
+
+    async fn delete_messages(
+        &self,
+        req: Request<DeleteMessagesRequest>,
+    ) -> Result<Response<ActionResponse>, Status> {
+        let c = caller(&req, Permission::Admin, "delete")?;
+        let r = req.into_inner();
+        let q = query(r.filter, true)?;
+        let found = self.collect(&q, &c).await?;
+        let matched = found.len() as u64;
+        let mut listed = Vec::new();
+        for (_, m) in found {
+            if r.confirm {
+                let deleted = self
+                    .inspector
+                    .delete(m.sequence)
+                    .await
+                    .map_err(unavailable)?;
+                tracing::info!(
+                    caller = %c.name, action = "delete", sequence = m.sequence, deleted,
+                    queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
+                    "operations API: queued message deleted"
+                );
+            }
+            if listed.len() < MAX_LISTED {
+                listed.push(m);
+            }
+        }
+        if !r.confirm {
+            tracing::info!(caller = %c.name, action = "delete", matched, "operations API: delete without confirmation, nothing deleted");
+        }
+        Ok(Response::new(ActionResponse {
+            executed: r.confirm,
+            messages: listed,
+            matched,
+        }))
+    }
+}
