@@ -438,7 +438,7 @@ pub struct Ingress {
     pub log: PathBuf,
 }
 
-fn loopback() -> anyhow::Result<SocketAddr> {
+pub(crate) fn loopback() -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 

@@ -3,12 +3,14 @@
 //! SMTP receivers, and waits on conditions (never on sleeps). Each scenario lives in its own
 //! file under `tests/`.
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod dkim;
 pub mod harness;
 pub mod hostile;
+pub mod nats_users;
 pub mod postfix;
 pub mod receiver;
 pub mod smarthost;

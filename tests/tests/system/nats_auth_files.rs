@@ -6,47 +6,18 @@
 //! it.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use baton_system_tests::config::smarthost;
 use baton_system_tests::delivery::{Submission, submit};
 use baton_system_tests::harness::{
-    Ingress, Nats, TempDir, Worker, apply_config_with, assert_eventually, baton_bin, write_config,
+    Ingress, Nats, TempDir, Worker, apply_config_with, assert_eventually, write_config,
 };
+use baton_system_tests::nats_users::{login, strs, write_users};
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 
 const OTHER_POOL: &str = "---\napiVersion: baton.dev/v1alpha1\nkind: SendingPool\n\
     metadata: {name: other}\nspec:\n  egress: [{ehloName: out.baton.test, weight: 1}]\n";
-
-fn write_users(config: &Path, dir: &Path) -> anyhow::Result<()> {
-    let out = Command::new(baton_bin()?)
-        .args(["nats-auth", "--config"])
-        .arg(config)
-        .arg("--write")
-        .arg(dir)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// `--nats-user baton-<role> --nats-password-file DIR/<role>`.
-fn login(dir: &Path, role: &str) -> Vec<String> {
-    vec![
-        "--nats-user".into(),
-        format!("baton-{role}"),
-        "--nats-password-file".into(),
-        dir.join(role).display().to_string(),
-    ]
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 #[tokio::test]
 async fn roles_log_in_with_the_written_password_files() -> anyhow::Result<()> {
