@@ -22,6 +22,9 @@ use crate::service::AdminService;
 
 /// How often the health service follows the NATS connection.
 const HEALTH_EVERY: Duration = Duration::from_secs(2);
+/// How often held mail that no hold covers any more is released
+/// ([`AdminService::release_unheld`]).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the API could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,24 @@ pub async fn serve(
             tokio::select! {
                 _ = follow.cancelled() => return,
                 _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            }
+        }
+    });
+    let sweeper = service.clone();
+    let sweeping = shutdown.clone();
+    tokio::spawn(async move {
+        let system = crate::auth::Caller {
+            name: "held-sweeper".into(),
+            permission: crate::auth::Permission::Admin,
+            namespaces: Vec::new(),
+        };
+        loop {
+            tokio::select! {
+                _ = sweeping.cancelled() => return,
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+            if let Err(e) = sweeper.release_unheld(&system).await {
+                tracing::debug!(error = %e, "held-mail sweep failed; trying again");
             }
         }
     });

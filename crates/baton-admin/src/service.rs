@@ -9,13 +9,16 @@
 
 use std::time::Instant;
 
+use baton_core::hold::{Hold, Target};
 use baton_proto::Message as _;
 use baton_proto::v1::{
     self, ActionResponse, DeleteMessagesRequest, GetMessageRequest, GetMessageResponse,
-    GetStatusRequest, GetStatusResponse, ListMessagesRequest, ListMessagesResponse, MessageFilter,
-    MessagePart, QueueSummaryRequest, QueueSummaryResponse, QueuedMessage, RequeueDeadRequest,
-    admin_server::Admin, envelope::Body,
+    GetStatusRequest, GetStatusResponse, HoldEntry, HoldRequest, HoldResponse, HoldTarget,
+    ListHoldsRequest, ListHoldsResponse, ListMessagesRequest, ListMessagesResponse, MessageFilter,
+    MessagePart, QueueSummaryRequest, QueueSummaryResponse, QueuedMessage, ReleaseRequest,
+    RequeueDeadRequest, admin_server::Admin, envelope::Body,
 };
+use baton_queue::holds::HoldStore;
 use baton_queue::inspect::StoredMessage;
 use baton_queue::{ConfigStore, Inspector, Publisher, STREAM};
 use bytes::Bytes;
@@ -30,6 +33,9 @@ pub const MAX_PAGE: usize = 1000;
 pub const MAX_LISTED: usize = 1000;
 /// Most body bytes `GetMessage` returns per part.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// After a hold is removed, how long workers get to see it (their KV watch) before held mail
+/// is moved back; mail a slower worker holds once more is released by the next sweep.
+pub const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The Admin service over one NATS connection (the admin identity).
 #[derive(Clone)]
@@ -146,6 +152,82 @@ impl AdminService {
                 .map_err(|e| Status::unavailable(format!("large body {name}: {e}"))),
             None => Ok((Bytes::new(), false)),
         }
+    }
+}
+
+impl AdminService {
+    async fn holds(&self) -> Result<HoldStore, Status> {
+        HoldStore::open(&self.js).await.map_err(unavailable)
+    }
+
+    /// Move the held mail `caller` sees that no hold covers any more back to its pool's
+    /// fresh-mail lane (publish with `Nats-Msg-Id` `release-<sequence>`, then delete), and
+    /// return it. The API runs this after every release and every [`crate::server`] sweep
+    /// interval, so mail held by a worker that had not yet seen a release is freed too.
+    pub async fn release_unheld(&self, caller: &Caller) -> Result<Vec<QueuedMessage>, Status> {
+        let holds = self.holds().await?.list().await.map_err(unavailable)?;
+        let q = Query::new(MessageFilter::default())
+            .map_err(|e| Status::internal(e.to_string()))?
+            .in_place(v1::Place::Held);
+        let found = self.collect(&q, caller).await?;
+        let mut moved = Vec::new();
+        for (stored, m) in found {
+            let rcpts: Vec<&str> = m.recipients.iter().map(|r| r.address.as_str()).collect();
+            if matches!(
+                holds.verdict(&m.pool, &m.relay_domain, &m.queue_id, &rcpts),
+                baton_core::hold::Verdict::All(_)
+            ) {
+                continue;
+            }
+            let subject = baton_queue::new_subject(&m.pool);
+            self.publisher
+                .publish_raw(&subject, &format!("release-{}", m.sequence), stored.payload)
+                .await
+                .map_err(unavailable)?;
+            self.inspector
+                .delete(m.sequence)
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(
+                caller = %caller.name, action = "release", sequence = m.sequence,
+                queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
+                "operations API: held mail released to {subject}"
+            );
+            moved.push(m);
+        }
+        Ok(moved)
+    }
+}
+
+/// A validated hold target that `caller` may act on: a RelayDomain of its namespaces, or
+/// anything when it is not limited to namespaces.
+fn target(t: Option<HoldTarget>, caller: &Caller) -> Result<Target, Status> {
+    let t = t.unwrap_or_default();
+    let target =
+        Target::parse(&t.kind, &t.value).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let allowed = match &target {
+        Target::RelayDomain(rd) => caller.sees(rd),
+        _ => caller.unscoped(),
+    };
+    if !allowed {
+        return Err(Status::permission_denied(format!(
+            "{} is limited to namespaces {}: it may hold only their RelayDomains",
+            caller.name,
+            caller.namespaces.join(",")
+        )));
+    }
+    Ok(target)
+}
+
+fn hold_entry(h: &Hold) -> HoldEntry {
+    HoldEntry {
+        target: Some(HoldTarget {
+            kind: h.target.kind().to_owned(),
+            value: h.target.value().to_owned(),
+        }),
+        reason: h.reason.clone(),
+        by: h.by.clone(),
+        created_ms: h.created_ms,
     }
 }
 
@@ -394,6 +476,68 @@ impl Admin for AdminService {
             executed: r.confirm,
             messages: listed,
             matched,
+        }))
+    }
+
+    async fn hold(&self, req: Request<HoldRequest>) -> Result<Response<HoldResponse>, Status> {
+        let c = caller(&req, Permission::Admin, "hold")?;
+        let r = req.into_inner();
+        let hold = Hold {
+            target: target(r.target, &c)?,
+            reason: r
+                .reason
+                .chars()
+                .filter(|ch| !ch.is_control())
+                .take(500)
+                .collect(),
+            by: c.name.clone(),
+            created_ms: now_ms(),
+        };
+        self.holds().await?.put(&hold).await.map_err(unavailable)?;
+        tracing::info!(
+            caller = %c.name, action = "hold", hold = %hold.target.describe(), reason = %hold.reason,
+            "operations API: hold placed"
+        );
+        Ok(Response::new(HoldResponse {
+            hold: Some(hold_entry(&hold)),
+        }))
+    }
+
+    async fn release(
+        &self,
+        req: Request<ReleaseRequest>,
+    ) -> Result<Response<ActionResponse>, Status> {
+        let c = caller(&req, Permission::Admin, "release")?;
+        let t = target(req.into_inner().target, &c)?;
+        let was_held = self.holds().await?.remove(&t).await.map_err(unavailable)?;
+        if !was_held {
+            return Err(Status::not_found(format!("no hold on {}", t.describe())));
+        }
+        tracing::info!(caller = %c.name, action = "release", hold = %t.describe(), "operations API: hold removed");
+        tokio::time::sleep(RELEASE_GRACE).await;
+        let moved = self.release_unheld(&c).await?;
+        Ok(Response::new(ActionResponse {
+            executed: true,
+            matched: moved.len() as u64,
+            messages: moved.into_iter().take(MAX_LISTED).collect(),
+        }))
+    }
+
+    async fn list_holds(
+        &self,
+        req: Request<ListHoldsRequest>,
+    ) -> Result<Response<ListHoldsResponse>, Status> {
+        let c = caller(&req, Permission::Viewer, "listing holds")?;
+        let holds = self.holds().await?.list().await.map_err(unavailable)?;
+        Ok(Response::new(ListHoldsResponse {
+            holds: holds
+                .list()
+                .filter(|h| match &h.target {
+                    Target::RelayDomain(rd) => c.sees(rd),
+                    _ => true,
+                })
+                .map(hold_entry)
+                .collect(),
         }))
     }
 }

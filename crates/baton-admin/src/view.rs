@@ -21,6 +21,7 @@ pub fn proto_place(place: &Place) -> (v1::Place, u32) {
         Place::New => (v1::Place::New, 0),
         Place::Retry(t) => (v1::Place::Retry, *t),
         Place::Dead => (v1::Place::Dead, 0),
+        Place::Held => (v1::Place::Held, 0),
     }
 }
 
@@ -227,6 +228,7 @@ impl Query {
             v1::Place::Unspecified => "baton.>".to_owned(),
             v1::Place::New => format!("baton.new.{pool}"),
             v1::Place::Dead => format!("baton.dead.{pool}"),
+            v1::Place::Held => format!("baton.held.{pool}"),
             v1::Place::Retry if self.filter.tier == 0 => format!("baton.retry.{pool}.*"),
             v1::Place::Retry => format!("baton.retry.{pool}.{}", self.filter.tier),
         }
@@ -517,6 +519,7 @@ mod tests {
         assert_eq!(q("bulk", v1::Place::Unspecified, 0), "baton.>");
         assert_eq!(q("bulk", v1::Place::New, 0), "baton.new.bulk");
         assert_eq!(q("", v1::Place::Dead, 0), "baton.dead.*");
+        assert_eq!(q("bulk", v1::Place::Held, 0), "baton.held.bulk");
         assert_eq!(q("bulk", v1::Place::Retry, 0), "baton.retry.bulk.*");
         assert_eq!(q("bulk", v1::Place::Retry, 3), "baton.retry.bulk.3");
     }

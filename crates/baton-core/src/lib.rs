@@ -17,6 +17,8 @@
 //!   congestion (wait for a busy destination or defer);
 //! - [`destination`]: which addresses direct delivery may connect to (no loopback, private,
 //!   link-local... unless a pool allows a network), address-literal recipients;
+//! - [`hold`]: operator holds (pool, RelayDomain, recipient domain, message) and which
+//!   recipients they cover;
 //! - [`ids`]: queue ids and deterministic follow-up message ids;
 //! - [`names`]: what counts as a fully qualified host name (EHLO, `Reporting-MTA`);
 //! - [`ratelimit`]: token buckets for inbound rate limits;
@@ -31,6 +33,7 @@ pub mod destination;
 pub mod dsn;
 pub mod error;
 pub mod headers;
+pub mod hold;
 pub mod ids;
 pub mod names;
 pub mod outcome;

@@ -39,6 +39,8 @@ pub(crate) struct Ctx {
     pub(crate) pool_name: String,
     pub(crate) classifier: Classifier,
     pub(crate) bounces: bounces::Bounces,
+    /// The operators' holds: covered recipients go to the held place ([`crate::held`]).
+    pub(crate) holds: baton_queue::holds::HoldCache,
     /// Cancelled on shutdown once every lane has stopped pulling (so no pull request of ours
     /// is still open on the server): messages still waiting for their due time are given back.
     pub(crate) release: CancellationToken,

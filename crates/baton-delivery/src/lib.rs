@@ -18,6 +18,7 @@ mod ctx;
 mod deliver;
 pub mod error;
 mod group;
+mod held;
 mod notice;
 pub mod plan;
 mod process;

@@ -22,14 +22,23 @@ use crate::{Ctx, WindowPlace, now_ms};
 
 /// Process one message end to end. Returns without acking when a follow-up could not be
 /// published: JetStream redelivers it after `ack_wait`.
-pub(crate) async fn process(ctx: &Ctx, pool: &PoolPlan, qm: QueuedMessage, place: &WindowPlace) {
-    let env = &qm.envelope;
+pub(crate) async fn process(
+    ctx: &Ctx,
+    pool: &PoolPlan,
+    mut qm: QueuedMessage,
+    place: &WindowPlace,
+) {
     if qm.delivered > 1 {
         ctx.metrics
             .delivery_redeliveries
             .with_label_values(&[&pool.name])
             .inc();
     }
+    // Held mail does not wait for its due time: it leaves the lane at once.
+    if crate::held::divert(ctx, pool, &mut qm).await {
+        return;
+    }
+    let env = &qm.envelope;
     // A retry-lane message waits for its due time (the lane's head is always the earliest).
     // On shutdown a message still waiting is given back at once, so SIGTERM does not wait
     // for the retry schedule; its due time travels with it.
@@ -45,7 +54,12 @@ pub(crate) async fn process(ctx: &Ctx, pool: &PoolPlan, qm: QueuedMessage, place
             }
             return;
         }
+        // A hold placed while it waited.
+        if crate::held::divert(ctx, pool, &mut qm).await {
+            return;
+        }
     }
+    let env = &qm.envelope;
     let schedule = &pool.retry;
     let outcomes = if schedule.is_expired(env.received_at_ms, now_ms()) {
         env.recipients

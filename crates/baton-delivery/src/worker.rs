@@ -63,6 +63,8 @@ pub struct Queue {
     pub publisher: Publisher,
     /// The suppression lists (a followed copy; entries are written through the bucket).
     pub suppressions: SuppressionCache,
+    /// The operators' holds (a followed copy).
+    pub holds: baton_queue::holds::HoldCache,
 }
 
 /// Run a worker until `stop` is cancelled. Waits for a config snapshot that contains the pool,
@@ -93,6 +95,7 @@ pub async fn run(
         pool_name: config.pool.clone(),
         classifier: config.classifier.clone(),
         bounces: bounces::Bounces::new(queue.js.clone(), queue.suppressions.clone()),
+        holds: queue.holds.clone(),
         release: CancellationToken::new(),
     });
     // Our own token, so that a closed snapshot watch shuts the lanes down too.

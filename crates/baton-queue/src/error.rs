@@ -55,6 +55,9 @@ pub enum QueueError {
     /// The suppression bucket could not be read or written.
     #[error("suppression list: {0}")]
     Suppressions(String),
+    /// The hold bucket could not be read or written.
+    #[error("holds: {0}")]
+    Holds(String),
     /// Reading or deleting stored queue messages (the operations API) failed.
     #[error("inspect queue: {0}")]
     Inspect(String),
@@ -83,6 +86,7 @@ impl QueueError {
             QueueError::Suppressions(_) => "suppressions",
             QueueError::ClearSecrets(_) => "clear_secrets",
             QueueError::Inspect(_) => "inspect",
+            QueueError::Holds(_) => "holds",
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum Place {
     Retry(u32),
     /// `baton.dead.<pool>`.
     Dead,
+    /// `baton.held.<pool>`.
+    Held,
 }
 
 /// Pool and place of a queue subject; `None` for anything else.
@@ -44,6 +46,7 @@ pub fn parse_subject(subject: &str) -> Option<(String, Place)> {
     let place = match (kind, parts.next()) {
         ("new", None) => Place::New,
         ("dead", None) => Place::Dead,
+        ("held", None) => Place::Held,
         ("retry", Some(tier)) => Place::Retry(tier.parse().ok()?),
         _ => return None,
     };
@@ -281,6 +284,10 @@ mod tests {
             parse_subject("baton.dead.bulk"),
             Some(("bulk".into(), Place::Dead))
         );
+        assert_eq!(
+            parse_subject("baton.held.bulk"),
+            Some(("bulk".into(), Place::Held))
+        );
         for other in [
             "baton.new",
             "baton.new.bulk.x",
@@ -288,7 +295,8 @@ mod tests {
             "baton.retry.bulk.x",
             "baton.dead.bulk.1",
             "other.new.bulk",
-            "baton.held.bulk",
+            "baton.held.bulk.1",
+            "baton.later.bulk",
         ] {
             assert_eq!(parse_subject(other), None, "{other}");
         }

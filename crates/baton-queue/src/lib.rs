@@ -2,7 +2,8 @@
 //! stream and its per-pool lanes (`baton.new.<pool>`, `baton.retry.<pool>.<tier>`), publishing
 //! envelopes with a `Nats-Msg-Id` and awaiting the PubAck, large bodies in the Object Store,
 //! pulling and acknowledging queued messages, the `baton-config` KV snapshot, the
-//! `baton-suppressions` KV bucket ([`suppression`]), and reading
+//! `baton-suppressions` KV bucket ([`suppression`]), the `baton-holds` KV bucket ([`holds`]),
+//! reading the queue without consuming it ([`inspect`]), and reading
 //! consumer state for metrics. One owner provisions ([`Provisioner::provision`] records the
 //! settings next to the snapshot); everyone else verifies ([`Verifier`]) and reports drift.
 //!
@@ -14,6 +15,7 @@ mod connect;
 mod consume;
 pub mod dead;
 mod error;
+pub mod holds;
 pub mod inspect;
 pub mod permissions;
 mod provision;
@@ -40,6 +42,8 @@ pub const BODY_BUCKET: &str = "baton-bodies";
 pub const CONFIG_BUCKET: &str = "baton-config";
 /// KV bucket holding the relay domains' suppression lists (`baton_core::suppression`).
 pub const SUPPRESSION_BUCKET: &str = "baton-suppressions";
+/// KV bucket holding the operators' holds (`baton_core::hold`, [`holds`]).
+pub const HOLD_BUCKET: &str = "baton-holds";
 /// Key of the snapshot inside [`CONFIG_BUCKET`].
 pub const CONFIG_KEY: &str = "relay-config";
 /// Key of the recorded [`StreamSettings`] (`baton.v1.QueueSettings`) inside [`CONFIG_BUCKET`].
@@ -59,6 +63,11 @@ pub fn new_subject(pool: &str) -> String {
 /// Subject of a pool's dead letters ([`dead`]).
 pub fn dead_subject(pool: &str) -> String {
     format!("baton.dead.{pool}")
+}
+
+/// Subject of a pool's held mail ([`holds`]).
+pub fn held_subject(pool: &str) -> String {
+    format!("baton.held.{pool}")
 }
 
 /// Subject of one retry tier of a pool.

@@ -26,7 +26,7 @@
 use std::fmt::Write as _;
 
 use crate::LaneKind;
-use crate::{BODY_BUCKET, CONFIG_BUCKET, STREAM, SUPPRESSION_BUCKET, consumer_name};
+use crate::{BODY_BUCKET, CONFIG_BUCKET, HOLD_BUCKET, STREAM, SUPPRESSION_BUCKET, consumer_name};
 
 /// A Baton role towards NATS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +80,7 @@ impl Role {
             kv(CONFIG_BUCKET),
             obj.clone(),
             kv(SUPPRESSION_BUCKET),
+            kv(HOLD_BUCKET),
         ] {
             publish.push(api(&format!("STREAM.INFO.{stream}")));
         }
@@ -110,8 +111,11 @@ impl Role {
             Role::Worker { pool, tiers } => {
                 publish.push(crate::new_subject(pool));
                 publish.push(format!("baton.retry.{pool}.>"));
-                // Messages it can never process go to its pool's dead letters.
+                // Messages it can never process go to its pool's dead letters; held mail
+                // to its held place; the holds it follows.
                 publish.push(crate::dead_subject(pool));
+                publish.push(crate::held_subject(pool));
+                read_bucket(&mut publish, &kv(HOLD_BUCKET));
                 let lanes =
                     |n: u32| std::iter::once(LaneKind::New).chain((0..n).map(LaneKind::Retry));
                 for lane in lanes(*tiers) {
@@ -145,6 +149,7 @@ impl Role {
                     kv(CONFIG_BUCKET),
                     obj.clone(),
                     kv(SUPPRESSION_BUCKET),
+                    kv(HOLD_BUCKET),
                 ] {
                     publish.extend([
                         api(&format!("STREAM.CREATE.{stream}")),
@@ -162,6 +167,7 @@ impl Role {
                     api(&format!("CONSUMER.LIST.{STREAM}")),
                     format!("$KV.{CONFIG_BUCKET}.>"),
                     format!("$KV.{SUPPRESSION_BUCKET}.>"),
+                    format!("$KV.{HOLD_BUCKET}.>"),
                     api(&format!("STREAM.PURGE.{}", kv(SUPPRESSION_BUCKET))),
                     // The operations API (`crate::inspect`): read queued mail in batches
                     // without consuming it, delete a stored message, requeue a dead letter
@@ -171,6 +177,7 @@ impl Role {
                     "baton.new.*".to_owned(),
                 ]);
                 read_bucket(&mut publish, &obj);
+                read_bucket(&mut publish, &kv(HOLD_BUCKET));
             }
         }
         publish.sort();
@@ -351,6 +358,16 @@ mod tests {
         assert!(may_publish(&w, "baton.new.bulk"), "its DSNs");
         assert!(!may_publish(&w, "baton.new.other"));
         assert!(may_publish(&w, "baton.dead.bulk"), "its dead letters");
+        assert!(may_publish(&w, "baton.held.bulk"), "its held mail");
+        assert!(!may_publish(&w, "baton.held.other"));
+        assert!(
+            !may_publish(&w, "$KV.baton-holds.pool.bulk"),
+            "reads holds only"
+        );
+        assert!(may_publish(
+            &w,
+            "$JS.API.DIRECT.GET.KV_baton-holds.$KV.baton-holds.pool.bulk"
+        ));
         assert!(!may_publish(&w, "baton.dead.other"));
         assert!(!may_publish(&w, "$KV.baton-config.relay-config"));
         assert!(
@@ -379,6 +396,10 @@ mod tests {
         assert!(may_publish(&a, "baton.new.bulk"));
         assert!(!may_publish(&a, "baton.retry.bulk.0"));
         assert!(!may_publish(&a, "baton.dead.bulk"));
+        assert!(
+            may_publish(&a, "$KV.baton-holds.domain.example.com"),
+            "places holds"
+        );
         assert!(!may_publish(&a, "$JS.API.STREAM.CREATE.SOMETHING_ELSE"));
     }
 

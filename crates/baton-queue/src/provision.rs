@@ -110,6 +110,7 @@ impl Provisioner {
                 "baton.new.>".into(),
                 "baton.retry.>".into(),
                 "baton.dead.>".into(),
+                "baton.held.>".into(),
             ],
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
@@ -316,6 +317,26 @@ impl Provisioner {
                 .await
                 .map_err(|e| provision_err(crate::SUPPRESSION_BUCKET, e))?;
         }
+        self.scale_existing(&format!("KV_{}", crate::HOLD_BUCKET))
+            .await?;
+        if self.js.get_key_value(crate::HOLD_BUCKET).await.is_err() {
+            self.js
+                .create_stream(stream::Config {
+                    name: format!("KV_{}", crate::HOLD_BUCKET),
+                    description: Some("Baton holds".into()),
+                    subjects: vec![format!("$KV.{}.>", crate::HOLD_BUCKET)],
+                    max_messages_per_subject: 1,
+                    storage: StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    num_replicas: self.settings.replicas,
+                    discard: DiscardPolicy::New,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| provision_err(crate::HOLD_BUCKET, e))?;
+        }
         Ok(())
     }
 
@@ -428,14 +449,18 @@ impl Provisioner {
 
     /// Messages in a pool's dead letters ([`crate::dead`]).
     pub async fn dead_count(&self, pool: &str) -> Result<u64, QueueError> {
+        self.subject_count(&crate::dead_subject(pool)).await
+    }
+
+    /// Messages stored on exactly `subject`.
+    async fn subject_count(&self, subject: &str) -> Result<u64, QueueError> {
         let stream = self
             .js
             .get_stream(STREAM)
             .await
             .map_err(|e| provision_err("get stream", e))?;
-        let subject = crate::dead_subject(pool);
         let mut subjects = stream
-            .info_with_subjects(subject.clone())
+            .info_with_subjects(subject)
             .await
             .map_err(|e| provision_err("stream info", e))?;
         let mut count = 0;
@@ -446,6 +471,11 @@ impl Provisioner {
             }
         }
         Ok(count)
+    }
+
+    /// Messages in a pool's held place ([`crate::holds`]).
+    pub async fn held_count(&self, pool: &str) -> Result<u64, QueueError> {
+        self.subject_count(&crate::held_subject(pool)).await
     }
 
     /// Age of the oldest queued message of a pool (fresh or retry), if any.

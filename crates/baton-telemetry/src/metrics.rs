@@ -81,6 +81,12 @@ pub struct Metrics {
     pub queue_oldest_age: prometheus::GaugeVec,
     /// Messages in a pool's dead letters, by pool.
     pub queue_dead: IntGaugeVec,
+    /// Messages in a pool's held place, by pool.
+    pub queue_held: IntGaugeVec,
+    /// Envelopes moved to the held place by this worker (a hold covered them), by pool.
+    pub held: IntCounterVec,
+    /// Holds in force (as this worker sees them).
+    pub holds: IntGauge,
     /// Messages moved to the dead letters by this worker, by pool and reason
     /// (`undecodable`, `delivery_limit`).
     pub dead_letters: IntCounterVec,
@@ -363,6 +369,25 @@ impl Metrics {
                 "Messages in the pool's dead letters (baton.dead.<pool>).",
                 &["pool"],
             ),
+            queue_held: gauge(
+                &r,
+                "baton_queue_held_messages",
+                "Messages in the pool's held place (baton.held.<pool>), waiting for a release.",
+                &["pool"],
+            ),
+            held: counter(
+                &r,
+                "baton_held_total",
+                "Envelopes moved to the held place because a hold covered them.",
+                &["pool"],
+            ),
+            holds: {
+                let g = IntGauge::new("baton_holds", "Holds in force, as this process sees them.")
+                    .unwrap_or_else(|e| panic!("{e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                g
+            },
             dead_letters: counter(
                 &r,
                 "baton_dead_letters_total",

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use baton_proto::v1::{
-    ActionResponse, DeleteMessagesRequest, GetMessageRequest, GetStatusRequest,
-    ListMessagesRequest, MessageFilter, Place, QueueSummaryRequest, QueuedMessage,
-    RequeueDeadRequest, ShapeRow,
+    ActionResponse, DeleteMessagesRequest, GetMessageRequest, GetStatusRequest, HoldRequest,
+    HoldTarget, ListHoldsRequest, ListMessagesRequest, MessageFilter, Place, QueueSummaryRequest,
+    QueuedMessage, ReleaseRequest, RequeueDeadRequest, ShapeRow,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -98,6 +98,56 @@ pub(crate) enum QueueCommand {
         #[command(subcommand)]
         command: DeadCommand,
     },
+    /// Hold mail: workers move what the hold covers to the held place instead of trying it.
+    Hold {
+        #[command(flatten)]
+        target: HoldTargetArgs,
+        /// Why (shown by `baton queue holds`).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Remove a hold and deliver the mail it held (once).
+    Release {
+        #[command(flatten)]
+        target: HoldTargetArgs,
+    },
+    /// The holds in force.
+    Holds,
+}
+
+/// What a hold applies to (exactly one).
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub(crate) struct HoldTargetArgs {
+    /// A whole SendingPool.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// A RelayDomain (`namespace/name`).
+    #[arg(long)]
+    pub relay_domain: Option<String>,
+    /// Every recipient at this domain.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// One message, by queue id.
+    #[arg(long)]
+    pub message: Option<String>,
+}
+
+impl HoldTargetArgs {
+    fn target(&self) -> HoldTarget {
+        let (kind, value) = match (&self.pool, &self.relay_domain, &self.domain, &self.message) {
+            (Some(v), ..) => ("pool", v.clone()),
+            (_, Some(v), ..) => ("relay-domain", v.clone()),
+            (_, _, Some(v), _) => ("domain", v.clone()),
+            (.., Some(v)) => ("message", v.clone()),
+            // clap requires one of them.
+            _ => ("", String::new()),
+        };
+        HoldTarget {
+            kind: kind.to_owned(),
+            value,
+        }
+    }
 }
 
 /// `baton queue dead ...`
@@ -139,7 +189,7 @@ pub(crate) struct FilterArgs {
     /// SendingPool.
     #[arg(long)]
     pub pool: Option<String>,
-    /// Place: `new`, `retry` or `dead`.
+    /// Place: `new`, `retry`, `dead` or `held`.
     #[arg(long, value_enum)]
     pub place: Option<PlaceArg>,
     /// Retry tier (with `--place retry`).
@@ -168,6 +218,8 @@ pub(crate) enum PlaceArg {
     Retry,
     /// The dead letters.
     Dead,
+    /// Held mail.
+    Held,
 }
 
 impl FilterArgs {
@@ -181,6 +233,7 @@ impl FilterArgs {
                 Some(PlaceArg::New) => Place::New,
                 Some(PlaceArg::Retry) => Place::Retry,
                 Some(PlaceArg::Dead) => Place::Dead,
+                Some(PlaceArg::Held) => Place::Held,
             } as i32,
             tier: self.tier.unwrap_or(0),
             relay_domain: self.relay_domain.clone().unwrap_or_default(),
@@ -300,6 +353,68 @@ pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
         } => list(&mut api, filter.filter(), limit, page_token, all, out).await?,
         QueueCommand::Show { id, body } => show(&mut api, id, body, out, false).await?,
         QueueCommand::Delete { filter, yes } => delete(&mut api, filter.filter(), yes, out).await?,
+        QueueCommand::Hold { target, reason } => {
+            let h = api
+                .hold(HoldRequest {
+                    target: Some(target.target()),
+                    reason,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let t = h.hold.and_then(|h| h.target).unwrap_or_default();
+            if out == Output::Table {
+                println!("holding {} {}", t.kind, t.value);
+            } else {
+                emit(out, &json!({"held": {"kind": t.kind, "value": t.value}}))?;
+            }
+        }
+        QueueCommand::Release { target } => {
+            let r = api
+                .release(ReleaseRequest {
+                    target: Some(target.target()),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            report(&r, "released", out)?;
+        }
+        QueueCommand::Holds => {
+            let r = api
+                .list_holds(ListHoldsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let now = baton_core::clock::now_ms();
+            if out == Output::Table {
+                let rows: Vec<Vec<String>> = r
+                    .holds
+                    .iter()
+                    .map(|h| {
+                        let t = h.target.clone().unwrap_or_default();
+                        vec![
+                            t.kind,
+                            t.value,
+                            h.by.clone(),
+                            age(now, h.created_ms),
+                            blank(&h.reason).to_owned(),
+                        ]
+                    })
+                    .collect();
+                print_rows(&["KIND", "TARGET", "BY", "AGE", "REASON"], &rows);
+            } else {
+                let v: Vec<Value> = r
+                    .holds
+                    .iter()
+                    .map(|h| {
+                        let t = h.target.clone().unwrap_or_default();
+                        json!({"kind": t.kind, "value": t.value, "by": h.by,
+                               "reason": h.reason, "createdMs": h.created_ms})
+                    })
+                    .collect();
+                emit(out, &json!({ "holds": v }))?;
+            }
+        }
         QueueCommand::Dead { command } => match command {
             DeadCommand::List { filter } => {
                 let mut f = filter.filter();
@@ -528,6 +643,7 @@ fn place_name(place: i32) -> &'static str {
         Ok(Place::New) => "new",
         Ok(Place::Retry) => "retry",
         Ok(Place::Dead) => "dead",
+        Ok(Place::Held) => "held",
         _ => "?",
     }
 }

@@ -433,6 +433,10 @@ pub(crate) async fn run_worker(
         verifier: baton_queue::Verifier::new(nats.js.clone()),
         publisher: nats.publisher(Duration::from_secs(10)),
         suppressions: suppressions(nats, &metrics),
+        holds: {
+            let gauge = metrics.holds.clone();
+            baton_queue::holds::HoldCache::follow(nats.js.clone(), move |n| gauge.set(n as i64))
+        },
     };
     baton_delivery::run(config, queue, snapshots, metrics, health, stop).await?;
     Ok(())
@@ -476,6 +480,12 @@ fn spawn_queue_stats(
                     .queue_dead
                     .with_label_values(&[&pool])
                     .set(i64::try_from(dead).unwrap_or(i64::MAX));
+            }
+            if let Ok(held) = provisioner.held_count(&pool).await {
+                metrics
+                    .queue_held
+                    .with_label_values(&[&pool])
+                    .set(i64::try_from(held).unwrap_or(i64::MAX));
             }
             if let Ok(age) = provisioner.oldest_age(&pool).await {
                 let secs = age.map(|d| d.as_secs_f64()).unwrap_or(0.0);

@@ -5,6 +5,7 @@
 //! Run one scenario: `cargo test -p baton-system-tests --test system <module>::`.
 
 mod admin_api;
+mod admin_hold_release;
 mod cluster_durability;
 mod cluster_ingress_sigterm;
 mod cluster_nats_kill9;

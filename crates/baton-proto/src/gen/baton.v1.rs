@@ -891,6 +891,55 @@ pub struct ActionResponse {
     #[prost(uint64, tag = "3")]
     pub matched: u64,
 }
+/// What a hold applies to.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HoldTarget {
+    /// `pool`, `relay-domain`, `domain` (a recipient domain) or `message` (a queue id).
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    /// The pool name, `namespace/name`, the domain, or the queue id.
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
+}
+/// A hold in force.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HoldEntry {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<HoldTarget>,
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+    /// The caller who placed it.
+    #[prost(string, tag = "3")]
+    pub by: ::prost::alloc::string::String,
+    /// When (Unix milliseconds).
+    #[prost(int64, tag = "4")]
+    pub created_ms: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HoldRequest {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<HoldTarget>,
+    /// Why, for the other operators.
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HoldResponse {
+    #[prost(message, optional, tag = "1")]
+    pub hold: ::core::option::Option<HoldEntry>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReleaseRequest {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<HoldTarget>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListHoldsRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListHoldsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub holds: ::prost::alloc::vec::Vec<HoldEntry>,
+}
 /// Where a queued message waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -903,6 +952,8 @@ pub enum Place {
     Retry = 2,
     /// The pool's dead letters, `baton.dead.<pool>`: consumed by no worker.
     Dead = 3,
+    /// The pool's held mail, `baton.held.<pool>`: consumed by no worker until released.
+    Held = 4,
 }
 impl Place {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -915,6 +966,7 @@ impl Place {
             Self::New => "PLACE_NEW",
             Self::Retry => "PLACE_RETRY",
             Self::Dead => "PLACE_DEAD",
+            Self::Held => "PLACE_HELD",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -924,6 +976,7 @@ impl Place {
             "PLACE_NEW" => Some(Self::New),
             "PLACE_RETRY" => Some(Self::Retry),
             "PLACE_DEAD" => Some(Self::Dead),
+            "PLACE_HELD" => Some(Self::Held),
             _ => None,
         }
     }
@@ -1148,6 +1201,67 @@ pub mod admin_client {
                 .insert(GrpcMethod::new("baton.v1.Admin", "DeleteMessages"));
             self.inner.unary(req, path, codec).await
         }
+        /// Hold a pool, a RelayDomain, a recipient domain or one message: workers move the mail it
+        /// covers to the pool's held place instead of trying it.
+        pub async fn hold(
+            &mut self,
+            request: impl tonic::IntoRequest<super::HoldRequest>,
+        ) -> std::result::Result<tonic::Response<super::HoldResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/baton.v1.Admin/Hold");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "Hold"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Remove a hold and move the held mail no other hold covers back to the fresh-mail lane.
+        pub async fn release(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReleaseRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/baton.v1.Admin/Release");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "Release"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The holds in force.
+        pub async fn list_holds(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListHoldsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListHoldsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/baton.v1.Admin/ListHolds");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "ListHolds"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1205,6 +1319,25 @@ pub mod admin_server {
             &self,
             request: tonic::Request<super::DeleteMessagesRequest>,
         ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status>;
+        /// Hold a pool, a RelayDomain, a recipient domain or one message: workers move the mail it
+        /// covers to the pool's held place instead of trying it.
+        async fn hold(
+            &self,
+            request: tonic::Request<super::HoldRequest>,
+        ) -> std::result::Result<tonic::Response<super::HoldResponse>, tonic::Status>;
+        /// Remove a hold and move the held mail no other hold covers back to the fresh-mail lane.
+        async fn release(
+            &self,
+            request: tonic::Request<super::ReleaseRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status>;
+        /// The holds in force.
+        async fn list_holds(
+            &self,
+            request: tonic::Request<super::ListHoldsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListHoldsResponse>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct AdminServer<T> {
@@ -1531,6 +1664,135 @@ pub mod admin_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DeleteMessagesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/Hold" => {
+                    #[allow(non_camel_case_types)]
+                    struct HoldSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::HoldRequest>
+                    for HoldSvc<T> {
+                        type Response = super::HoldResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::HoldRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::hold(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = HoldSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/Release" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReleaseSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::ReleaseRequest>
+                    for ReleaseSvc<T> {
+                        type Response = super::ActionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReleaseRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::release(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReleaseSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/ListHolds" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListHoldsSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::ListHoldsRequest>
+                    for ListHoldsSvc<T> {
+                        type Response = super::ListHoldsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListHoldsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::list_holds(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListHoldsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
