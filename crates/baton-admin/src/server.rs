@@ -159,7 +159,10 @@ pub async fn serve(
             service,
             Authenticate::new(tokens),
         ))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled(),
+        )
         .await?;
     Ok(())
 }

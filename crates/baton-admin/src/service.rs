@@ -18,6 +18,7 @@ use baton_proto::v1::{
     MessagePart, QueueSummaryRequest, QueueSummaryResponse, QueuedMessage, ReleaseRequest,
     RequeueDeadRequest, admin_server::Admin, envelope::Body,
 };
+use baton_proto::v1::{BounceRequest, RetryNowRequest};
 use baton_queue::holds::HoldStore;
 use baton_queue::inspect::StoredMessage;
 use baton_queue::{ConfigStore, Inspector, Publisher, STREAM};
@@ -196,6 +197,55 @@ impl AdminService {
             moved.push(m);
         }
         Ok(moved)
+    }
+}
+
+impl AdminService {
+    /// Move `found` to their pools' fresh-mail lanes with `change` applied to each envelope:
+    /// publish with `Nats-Msg-Id` `<action>-<sequence>`, await the PubAck, then delete the
+    /// original; log each with the caller. Undecodable payloads are skipped.
+    async fn move_to_new(
+        &self,
+        caller: &Caller,
+        action: &str,
+        found: Vec<(StoredMessage, QueuedMessage)>,
+        change: impl Fn(&mut v1::Envelope),
+    ) -> Result<ActionResponse, Status> {
+        let mut moved = Vec::new();
+        let mut matched = 0;
+        for (stored, m) in found {
+            let Ok(mut env) = v1::Envelope::decode(stored.payload.as_ref()) else {
+                continue;
+            };
+            matched += 1;
+            change(&mut env);
+            let subject = baton_queue::new_subject(&m.pool);
+            self.publisher
+                .publish_raw(
+                    &subject,
+                    &format!("{action}-{}", m.sequence),
+                    Bytes::from(env.encode_to_vec()),
+                )
+                .await
+                .map_err(unavailable)?;
+            self.inspector
+                .delete(m.sequence)
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(
+                caller = %caller.name, action, sequence = m.sequence,
+                queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
+                "operations API: moved to {subject}"
+            );
+            if moved.len() < MAX_LISTED {
+                moved.push(m);
+            }
+        }
+        Ok(ActionResponse {
+            executed: true,
+            messages: moved,
+            matched,
+        })
     }
 }
 
@@ -539,5 +589,47 @@ impl Admin for AdminService {
                 .map(hold_entry)
                 .collect(),
         }))
+    }
+
+    async fn retry_now(
+        &self,
+        req: Request<RetryNowRequest>,
+    ) -> Result<Response<ActionResponse>, Status> {
+        let c = caller(&req, Permission::Admin, "retry now")?;
+        let q = query(req.into_inner().filter, true)?.in_place(v1::Place::Retry);
+        let found = self.collect(&q, &c).await?;
+        let r = self
+            .move_to_new(&c, "retry-now", found, |e| e.not_before_ms = 0)
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn bounce(
+        &self,
+        req: Request<BounceRequest>,
+    ) -> Result<Response<ActionResponse>, Status> {
+        let c = caller(&req, Permission::Admin, "bounce")?;
+        let r = req.into_inner();
+        let reason: String = r
+            .reason
+            .trim()
+            .chars()
+            .filter(|ch| !ch.is_control())
+            .take(200)
+            .collect();
+        if reason.is_empty() {
+            return Err(Status::invalid_argument(
+                "a bounce needs a reason (it goes into the DSN)",
+            ));
+        }
+        let q = query(r.filter, true)?;
+        let found = self.collect(&q, &c).await?;
+        let r = self
+            .move_to_new(&c, "bounce", found, |e| {
+                e.operator_bounce = reason.clone();
+                e.not_before_ms = 0;
+            })
+            .await?;
+        Ok(Response::new(r))
     }
 }

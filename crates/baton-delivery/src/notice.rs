@@ -117,6 +117,7 @@ pub(crate) fn dsn_for(
         retry_tier: 0,
         origin_id: env.id.clone(),
         last_delay_notice_ms: 0,
+        operator_bounce: String::new(),
     })
 }
 

@@ -34,6 +34,18 @@ pub(crate) async fn process(
             .with_label_values(&[&pool.name])
             .inc();
     }
+    // Bounced by an operator: every recipient fails now, with a DSN to the sender.
+    if !qm.envelope.operator_bounce.is_empty() {
+        let reply = catalogue::bounced_by_operator(&qm.envelope.operator_bounce);
+        let outcomes = qm
+            .envelope
+            .recipients
+            .iter()
+            .map(|_| RecipientOutcome::failed(reply.clone(), ""))
+            .collect();
+        finish(ctx, pool, &qm, &pool.retry, outcomes).await;
+        return;
+    }
     // Held mail does not wait for its due time: it leaves the lane at once.
     if crate::held::divert(ctx, pool, &mut qm).await {
         return;
@@ -51,6 +63,15 @@ pub(crate) async fn process(
         if !waited {
             if let Err(e) = qm.release().await {
                 tracing::warn!(error = %e, "could not give back a waiting message on shutdown; it is redelivered after ack_wait");
+            }
+            return;
+        }
+        // Moved (retry now, bounce) or deleted by an operator while it waited: the copy
+        // elsewhere is the one to deliver.
+        if !qm.still_stored().await {
+            tracing::info!(queue_id = %qm.envelope.id, sequence = qm.stream_sequence, "no longer queued here (moved or deleted by an operator); not attempted");
+            if let Err(e) = qm.ack().await {
+                tracing::debug!(error = %e, "ack of a message no longer stored");
             }
             return;
         }

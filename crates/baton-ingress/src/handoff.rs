@@ -255,6 +255,7 @@ fn assemble(
         retry_tier: 0,
         origin_id: id.to_string(),
         last_delay_notice_ms: 0,
+        operator_bounce: String::new(),
     }
 }
 

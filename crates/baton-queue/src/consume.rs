@@ -254,6 +254,26 @@ impl QueuedMessage {
         bounded(self.msg.ack_with(AckKind::Progress)).await
     }
 
+    /// Whether the message is still stored in the queue: an operator may have moved it
+    /// (retry now, bounce) or deleted it while a worker waited for its due time. Only a
+    /// definite "no such message" says no; any other error says yes (a duplicate attempt is
+    /// better than a lost message).
+    pub async fn still_stored(&self) -> bool {
+        use async_nats::jetstream::ErrorCode;
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let Ok(stream) = self.msg.context.get_stream(STREAM).await else {
+            return true;
+        };
+        match stream.get_raw_message(self.stream_sequence).await {
+            Ok(_) => true,
+            Err(e) => match e.kind() {
+                RawMessageErrorKind::NoMessageFound => false,
+                RawMessageErrorKind::JetStream(j) => j.error_code() != ErrorCode::NO_MESSAGE_FOUND,
+                _ => true,
+            },
+        }
+    }
+
     /// Give it back for immediate redelivery (only used on shutdown, never to park deferred
     /// mail). Confirmed by the server, so a process exiting right after has really released it.
     pub async fn release(&self) -> Result<(), QueueError> {

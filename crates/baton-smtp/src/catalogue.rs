@@ -469,6 +469,16 @@ pub fn no_reply(command: &str) -> Reply {
     reply(451, 4, 4, 2, format!("no reply to {command}"))
 }
 
+/// `550 5.0.0`: an operator bounced the message through the operations API, with a reason.
+pub fn bounced_by_operator(reason: &str) -> Reply {
+    let reason: String = reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    reply(550, 5, 0, 0, format!("bounced by the operator: {reason}"))
+}
+
 /// `451 4.3.0`: a recipient that was not attempted in this pass.
 pub fn not_attempted() -> Reply {
     reply(451, 4, 3, 0, "not attempted")

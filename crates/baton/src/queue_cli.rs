@@ -10,6 +10,7 @@ use baton_proto::v1::{
     HoldTarget, ListHoldsRequest, ListMessagesRequest, MessageFilter, Place, QueueSummaryRequest,
     QueuedMessage, ReleaseRequest, RequeueDeadRequest, ShapeRow,
 };
+use baton_proto::v1::{BounceRequest, RetryNowRequest};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -113,6 +114,20 @@ pub(crate) enum QueueCommand {
     },
     /// The holds in force.
     Holds,
+    /// Deliver now what waits in a retry tier (moved to the fresh-mail lane, due at once).
+    Retry {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Fail the selected messages with a reason: a DSN to each sender, then they leave the
+    /// queue.
+    Bounce {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Why (in the DSN: `550 5.0.0 bounced by the operator: <reason>`).
+        #[arg(long, required = true)]
+        reason: String,
+    },
 }
 
 /// What a hold applies to (exactly one).
@@ -378,6 +393,27 @@ pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             report(&r, "released", out)?;
+        }
+        QueueCommand::Retry { filter } => {
+            let r = api
+                .retry_now(RetryNowRequest {
+                    filter: Some(filter.filter()),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            report(&r, "moved to the fresh-mail lane", out)?;
+        }
+        QueueCommand::Bounce { filter, reason } => {
+            let r = api
+                .bounce(BounceRequest {
+                    filter: Some(filter.filter()),
+                    reason,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            report(&r, "bounced", out)?;
         }
         QueueCommand::Holds => {
             let r = api

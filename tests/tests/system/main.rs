@@ -6,6 +6,7 @@
 
 mod admin_api;
 mod admin_hold_release;
+mod admin_retry_bounce;
 mod cluster_durability;
 mod cluster_ingress_sigterm;
 mod cluster_nats_kill9;

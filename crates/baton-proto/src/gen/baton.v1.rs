@@ -61,6 +61,11 @@ pub struct Envelope {
     /// When the last delay notice about this message was generated (Unix ms; 0 = never).
     #[prost(int64, tag = "21")]
     pub last_delay_notice_ms: i64,
+    /// Set by the operations API's Bounce: the next worker fails every recipient with this
+    /// reason (`550 5.0.0 bounced by the operator: <reason>`, a DSN to the sender) instead of
+    /// trying them.
+    #[prost(string, tag = "22")]
+    pub operator_bounce: ::prost::alloc::string::String,
     /// The message content (headers and body, CRLF line endings, not dot-stuffed).
     #[prost(oneof = "envelope::Body", tags = "11, 12")]
     pub body: ::core::option::Option<envelope::Body>,
@@ -940,6 +945,21 @@ pub struct ListHoldsResponse {
     #[prost(message, repeated, tag = "1")]
     pub holds: ::prost::alloc::vec::Vec<HoldEntry>,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RetryNowRequest {
+    /// Which messages (only those in retry tiers are moved). At least one field must be given.
+    #[prost(message, optional, tag = "1")]
+    pub filter: ::core::option::Option<MessageFilter>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BounceRequest {
+    /// Which messages (new, retry, held or dead). At least one field must be given.
+    #[prost(message, optional, tag = "1")]
+    pub filter: ::core::option::Option<MessageFilter>,
+    /// Why: in the DSN's diagnostic (`550 5.0.0 bounced by the operator: <reason>`). Required.
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
 /// Where a queued message waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -1262,6 +1282,46 @@ pub mod admin_client {
             req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "ListHolds"));
             self.inner.unary(req, path, codec).await
         }
+        /// Deliver now what waits in a retry tier: each message is moved to its pool's fresh-mail
+        /// lane with its due time cleared (publish, then delete).
+        pub async fn retry_now(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RetryNowRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/baton.v1.Admin/RetryNow");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "RetryNow"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Fail every recipient of the selected messages with a reason: a DSN goes to the sender
+        /// (unless NOTIFY says otherwise) and the message leaves the queue.
+        pub async fn bounce(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BounceRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/baton.v1.Admin/Bounce");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "Bounce"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1338,6 +1398,18 @@ pub mod admin_server {
             tonic::Response<super::ListHoldsResponse>,
             tonic::Status,
         >;
+        /// Deliver now what waits in a retry tier: each message is moved to its pool's fresh-mail
+        /// lane with its due time cleared (publish, then delete).
+        async fn retry_now(
+            &self,
+            request: tonic::Request<super::RetryNowRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status>;
+        /// Fail every recipient of the selected messages with a reason: a DSN goes to the sender
+        /// (unless NOTIFY says otherwise) and the message leaves the queue.
+        async fn bounce(
+            &self,
+            request: tonic::Request<super::BounceRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct AdminServer<T> {
@@ -1793,6 +1865,92 @@ pub mod admin_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListHoldsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/RetryNow" => {
+                    #[allow(non_camel_case_types)]
+                    struct RetryNowSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::RetryNowRequest>
+                    for RetryNowSvc<T> {
+                        type Response = super::ActionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RetryNowRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::retry_now(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RetryNowSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/Bounce" => {
+                    #[allow(non_camel_case_types)]
+                    struct BounceSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::BounceRequest>
+                    for BounceSvc<T> {
+                        type Response = super::ActionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BounceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::bounce(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = BounceSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
