@@ -8,6 +8,7 @@
 //!   snapshot in the `baton-config` KV bucket (published only when its content changed; an
 //!   invalid object never blocks the others), and every RelayDomain's status
 //!   (conditions `Ready`, `PoolFound`, `DkimKeyReady`, `Conflict`, DNS records);
+//! - [`admin_auth`]: who may use the operations API (TokenReview, SubjectAccessReview);
 //! - [`leader`]: Lease-based leader election; [`runtime`]: watches, controllers, readiness;
 //! - pure logic in [`workload`], [`conditions`], [`dkim`] and [`leader::decide`], unit-tested;
 //!   JetStream behind [`queue::QueueBackend`] so the reconcilers are tested against a scripted
@@ -20,6 +21,7 @@
 //!
 //! The CRD types, the compiler and CRD generation live in `baton-config` and are re-exported.
 
+pub mod admin_auth;
 pub mod conditions;
 pub mod context;
 pub mod dkim;

@@ -213,6 +213,22 @@ pub async fn admin_password(client: &kube::Client, ns: &str, name: &str) -> Resu
         })
 }
 
+/// The admin password from the Secret `name` once it exists (the leader creates it); never
+/// creates it.
+pub async fn existing_admin_password(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<String>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    Ok(api.get_opt(name).await?.and_then(|s| {
+        data_of(Some(&s))
+            .get(&password_key(&Role::Admin))
+            .and_then(|v| String::from_utf8(v.clone()).ok())
+            .filter(|p| !p.is_empty())
+    }))
+}
+
 /// Sync the Secret with the roles of the compiled pools, when the operator manages it.
 pub async fn sync(ctx: &Context, pools: &[(String, u32)]) -> Result<()> {
     let Some(name) = &ctx.settings.nats_auth_secret else {

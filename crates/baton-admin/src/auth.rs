@@ -80,6 +80,27 @@ impl Caller {
     }
 }
 
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Nobody presents this token (or it expired).
+    #[error("unknown token")]
+    Unknown,
+    /// The token is valid but grants nothing here.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The check itself failed (the Kubernetes API did not answer).
+    #[error("authentication unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Turns a bearer token into a caller.
+#[tonic::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// The caller presenting `token`.
+    async fn authenticate(&self, token: &str) -> Result<Caller, AuthError>;
+}
+
 /// Why a token file does not load.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
@@ -247,6 +268,13 @@ impl TokenFile {
             }
         }
         state.tokens.lookup(token).cloned()
+    }
+}
+
+#[tonic::async_trait]
+impl Authenticator for TokenFile {
+    async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        TokenFile::authenticate(self, token).ok_or(AuthError::Unknown)
     }
 }
 

@@ -15,6 +15,6 @@ pub mod server;
 pub mod service;
 pub mod view;
 
-pub use auth::{Caller, Permission, TokenFile};
+pub use auth::{AuthError, Authenticator, Caller, Permission, TokenFile};
 pub use server::{ServeError, TlsFiles, serve};
 pub use service::AdminService;

@@ -3,10 +3,10 @@
 //! server reflection (v1 and v1alpha), on one listener, with TLS when a certificate is given.
 //!
 //! Health and reflection answer without a token: they reveal the schema and liveness, never
-//! mail. Every `Admin` call must carry `authorization: Bearer <token>` from the token file.
+//! mail. Every `Admin` call must carry `authorization: Bearer <token>`; the service checks it
+//! with its [`crate::auth::Authenticator`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use baton_proto::v1::admin_server::AdminServer;
@@ -17,7 +17,6 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
-use crate::auth::TokenFile;
 use crate::service::AdminService;
 
 /// How often the health service follows the NATS connection.
@@ -55,35 +54,29 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Checks the bearer token of every Admin call and attaches the [`crate::auth::Caller`].
+/// The bearer token of a call, taken from its metadata by [`RequireBearer`].
 #[derive(Clone)]
-pub struct Authenticate {
-    tokens: Arc<TokenFile>,
-}
+pub struct Bearer(pub String);
 
-impl Authenticate {
-    /// Authenticate against `tokens`.
-    pub fn new(tokens: Arc<TokenFile>) -> Self {
-        Authenticate { tokens }
-    }
-}
+/// Refuses every Admin call without `authorization: Bearer <token>` and hands the token to
+/// the service, which authenticates it ([`crate::auth::Authenticator`]).
+#[derive(Clone, Copy, Default)]
+pub struct RequireBearer;
 
-impl Interceptor for Authenticate {
+impl Interceptor for RequireBearer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let token = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 tracing::warn!("operations API: call without a bearer token refused");
                 Status::unauthenticated("send `authorization: Bearer <token>`")
             })?;
-        let caller = self.tokens.authenticate(token).ok_or_else(|| {
-            tracing::warn!("operations API: unknown token refused");
-            Status::unauthenticated("unknown token")
-        })?;
-        req.extensions_mut().insert(caller);
+        req.extensions_mut().insert(Bearer(token));
         Ok(req)
     }
 }
@@ -92,7 +85,6 @@ impl Interceptor for Authenticate {
 pub async fn serve(
     listener: TcpListener,
     service: AdminService,
-    tokens: Arc<TokenFile>,
     tls: Option<TlsFiles>,
     client: async_nats::Client,
     shutdown: CancellationToken,
@@ -155,10 +147,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AdminServer::with_interceptor(
-            service,
-            Authenticate::new(tokens),
-        ))
+        .add_service(AdminServer::with_interceptor(service, RequireBearer))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.cancelled(),

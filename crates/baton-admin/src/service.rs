@@ -25,7 +25,8 @@ use baton_queue::{ConfigStore, Inspector, Publisher, STREAM};
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Caller, Permission};
+use crate::auth::{AuthError, Authenticator, Caller, Permission};
+use crate::server::Bearer;
 use crate::view::{self, Query, Shape};
 
 /// Most messages one list page returns.
@@ -41,6 +42,7 @@ pub const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(1)
 /// The Admin service over one NATS connection (the admin identity).
 #[derive(Clone)]
 pub struct AdminService {
+    auth: std::sync::Arc<dyn Authenticator>,
     inspector: Inspector,
     publisher: Publisher,
     js: async_nats::jetstream::Context,
@@ -54,14 +56,16 @@ enum Flow {
 }
 
 impl AdminService {
-    /// A service reading and writing through `js` (made from `client`); `role` is what
-    /// `GetStatus` reports (`admin`, `dev`).
+    /// A service reading and writing through `js` (made from `client`), checking callers with
+    /// `auth`; `role` is what `GetStatus` reports (`admin`, `dev`, `operator`).
     pub fn new(
         client: async_nats::Client,
         js: async_nats::jetstream::Context,
+        auth: std::sync::Arc<dyn Authenticator>,
         role: &'static str,
     ) -> Self {
         AdminService {
+            auth,
             inspector: Inspector::new(client, js.clone()),
             publisher: Publisher::new(js.clone(), std::time::Duration::from_secs(10)),
             js,
@@ -302,22 +306,42 @@ fn query(filter: Option<MessageFilter>, action: bool) -> Result<Query, Status> {
     q.map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-/// The authenticated caller of `req` ([`crate::server`] puts it there), if it has `need`.
-fn caller<T>(req: &Request<T>, need: Permission, what: &str) -> Result<Caller, Status> {
-    let c = req
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no caller"))?;
-    if c.permission < need {
-        return Err(Status::permission_denied(format!(
-            "{} has the {} permission; {what} needs {}",
-            c.name,
-            c.permission.label(),
-            need.label()
-        )));
+impl AdminService {
+    /// The caller of `req` (its bearer token, put there by [`crate::server`], authenticated),
+    /// if it has `need`.
+    async fn caller<T>(
+        &self,
+        req: &Request<T>,
+        need: Permission,
+        what: &str,
+    ) -> Result<Caller, Status> {
+        let Bearer(token) = req
+            .extensions()
+            .get::<Bearer>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no bearer token"))?;
+        let c = match self.auth.authenticate(&token).await {
+            Ok(c) => c,
+            Err(AuthError::Unknown) => {
+                tracing::warn!("operations API: unknown token refused");
+                return Err(Status::unauthenticated("unknown token"));
+            }
+            Err(AuthError::Forbidden(why)) => {
+                tracing::warn!(%why, "operations API: caller without any permission refused");
+                return Err(Status::permission_denied(why));
+            }
+            Err(e @ AuthError::Unavailable(_)) => return Err(Status::unavailable(e.to_string())),
+        };
+        if c.permission < need {
+            return Err(Status::permission_denied(format!(
+                "{} has the {} permission; {what} needs {}",
+                c.name,
+                c.permission.label(),
+                need.label()
+            )));
+        }
+        Ok(c)
     }
-    Ok(c)
 }
 
 #[tonic::async_trait]
@@ -326,7 +350,7 @@ impl Admin for AdminService {
         &self,
         req: Request<GetStatusRequest>,
     ) -> Result<Response<GetStatusResponse>, Status> {
-        let c = caller(&req, Permission::Viewer, "status")?;
+        let c = self.caller(&req, Permission::Viewer, "status").await?;
         let mut out = GetStatusResponse {
             role: self.role.to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -361,7 +385,7 @@ impl Admin for AdminService {
         &self,
         req: Request<QueueSummaryRequest>,
     ) -> Result<Response<QueueSummaryResponse>, Status> {
-        let c = caller(&req, Permission::Viewer, "the summary")?;
+        let c = self.caller(&req, Permission::Viewer, "the summary").await?;
         let r = req.into_inner();
         let q = query(r.filter, false)?;
         let top = match r.top_domains {
@@ -390,7 +414,7 @@ impl Admin for AdminService {
         &self,
         req: Request<ListMessagesRequest>,
     ) -> Result<Response<ListMessagesResponse>, Status> {
-        let c = caller(&req, Permission::Viewer, "listing")?;
+        let c = self.caller(&req, Permission::Viewer, "listing").await?;
         let r = req.into_inner();
         let q = query(r.filter, false)?;
         let from = view::parse_page_token(&r.page_token).map_err(Status::invalid_argument)?;
@@ -418,7 +442,9 @@ impl Admin for AdminService {
         &self,
         req: Request<GetMessageRequest>,
     ) -> Result<Response<GetMessageResponse>, Status> {
-        let c = caller(&req, Permission::Viewer, "showing a message")?;
+        let c = self
+            .caller(&req, Permission::Viewer, "showing a message")
+            .await?;
         let r = req.into_inner();
         let id = r.id.trim().to_owned();
         if id.is_empty() {
@@ -461,7 +487,7 @@ impl Admin for AdminService {
         &self,
         req: Request<RequeueDeadRequest>,
     ) -> Result<Response<ActionResponse>, Status> {
-        let c = caller(&req, Permission::Admin, "requeue")?;
+        let c = self.caller(&req, Permission::Admin, "requeue").await?;
         let q = query(req.into_inner().filter, true)?.in_place(v1::Place::Dead);
         let found = self.collect(&q, &c).await?;
         let matched = found.len() as u64;
@@ -496,7 +522,7 @@ impl Admin for AdminService {
         &self,
         req: Request<DeleteMessagesRequest>,
     ) -> Result<Response<ActionResponse>, Status> {
-        let c = caller(&req, Permission::Admin, "delete")?;
+        let c = self.caller(&req, Permission::Admin, "delete").await?;
         let r = req.into_inner();
         let q = query(r.filter, true)?;
         let found = self.collect(&q, &c).await?;
@@ -530,7 +556,7 @@ impl Admin for AdminService {
     }
 
     async fn hold(&self, req: Request<HoldRequest>) -> Result<Response<HoldResponse>, Status> {
-        let c = caller(&req, Permission::Admin, "hold")?;
+        let c = self.caller(&req, Permission::Admin, "hold").await?;
         let r = req.into_inner();
         let hold = Hold {
             target: target(r.target, &c)?,
@@ -557,7 +583,7 @@ impl Admin for AdminService {
         &self,
         req: Request<ReleaseRequest>,
     ) -> Result<Response<ActionResponse>, Status> {
-        let c = caller(&req, Permission::Admin, "release")?;
+        let c = self.caller(&req, Permission::Admin, "release").await?;
         let t = target(req.into_inner().target, &c)?;
         let was_held = self.holds().await?.remove(&t).await.map_err(unavailable)?;
         if !was_held {
@@ -577,7 +603,9 @@ impl Admin for AdminService {
         &self,
         req: Request<ListHoldsRequest>,
     ) -> Result<Response<ListHoldsResponse>, Status> {
-        let c = caller(&req, Permission::Viewer, "listing holds")?;
+        let c = self
+            .caller(&req, Permission::Viewer, "listing holds")
+            .await?;
         let holds = self.holds().await?.list().await.map_err(unavailable)?;
         Ok(Response::new(ListHoldsResponse {
             holds: holds
@@ -595,7 +623,7 @@ impl Admin for AdminService {
         &self,
         req: Request<RetryNowRequest>,
     ) -> Result<Response<ActionResponse>, Status> {
-        let c = caller(&req, Permission::Admin, "retry now")?;
+        let c = self.caller(&req, Permission::Admin, "retry now").await?;
         let q = query(req.into_inner().filter, true)?.in_place(v1::Place::Retry);
         let found = self.collect(&q, &c).await?;
         let r = self
@@ -608,7 +636,7 @@ impl Admin for AdminService {
         &self,
         req: Request<BounceRequest>,
     ) -> Result<Response<ActionResponse>, Status> {
-        let c = caller(&req, Permission::Admin, "bounce")?;
+        let c = self.caller(&req, Permission::Admin, "bounce").await?;
         let r = req.into_inner();
         let reason: String = r
             .reason

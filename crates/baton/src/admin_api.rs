@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use baton_admin::{AdminService, Permission, TlsFiles, TokenFile};
+use baton_admin::{AdminService, Authenticator, Permission, TlsFiles, TokenFile};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AdminListenArgs, AdminTokenCommand, TokenPermission};
@@ -16,13 +16,39 @@ use crate::wiring::Nats;
 /// Where `baton dev` serves the API when `--listen-admin` is not given.
 pub(crate) const DEV_LISTEN: &str = "127.0.0.1:50051";
 
-/// Bind the API's listener and serve it until `stop` (in the background). `tokens` is the
-/// token file (`--admin-tokens`, or `baton dev`'s own).
+/// Bind the API's listener and serve it until `stop` (in the background), checking callers
+/// against the token file `tokens` (`--admin-tokens`, or `baton dev`'s own).
 pub(crate) async fn start(
     args: &AdminListenArgs,
     listen: std::net::SocketAddr,
     tokens: &Path,
     nats: &Nats,
+    role: &'static str,
+    stop: CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let tokens: Arc<dyn Authenticator> = Arc::new(
+        TokenFile::open(tokens).context("the operations API's token file (--admin-tokens)")?,
+    );
+    serve(
+        args,
+        listen,
+        tokens,
+        nats.client.clone(),
+        nats.js.clone(),
+        role,
+        stop,
+    )
+    .await
+}
+
+/// Serve the API on `listen` with callers checked by `auth`, over the admin NATS identity's
+/// `client` and `js` (the operator passes Kubernetes authentication).
+pub(crate) async fn serve(
+    args: &AdminListenArgs,
+    listen: std::net::SocketAddr,
+    auth: Arc<dyn Authenticator>,
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
     role: &'static str,
     stop: CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
@@ -38,18 +64,14 @@ pub(crate) async fn start(
             "the operations API on {listen} would send tokens in clear: give --admin-tls-cert and --admin-tls-key, or listen on a loopback address"
         );
     }
-    let tokens = Arc::new(
-        TokenFile::open(tokens).context("the operations API's token file (--admin-tokens)")?,
-    );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the operations API on {listen}"))?;
     let addr = listener.local_addr()?;
-    let service = AdminService::new(nats.client.clone(), nats.js.clone(), role);
-    let client = nats.client.clone();
+    let service = AdminService::new(client.clone(), js, auth, role);
     tracing::info!(%addr, tls = tls.is_some(), "operations API listening");
     tokio::spawn(async move {
-        if let Err(e) = baton_admin::serve(listener, service, tokens, tls, client, stop).await {
+        if let Err(e) = baton_admin::serve(listener, service, tls, client, stop).await {
             tracing::error!(error = %e, "operations API stopped");
         }
     });

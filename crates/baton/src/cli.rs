@@ -476,6 +476,8 @@ pub(crate) struct OperatorArgs {
     #[arg(long, env = "BATON_NATS")]
     pub nats: String,
     #[command(flatten)]
+    pub admin: AdminListenArgs,
+    #[command(flatten)]
     pub security: NatsSecurityArgs,
     /// A keyring directory to seal the snapshot's secrets with, when there is no
     /// --keyring-secret (re-read at every sync).

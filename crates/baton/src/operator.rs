@@ -77,7 +77,51 @@ pub(crate) async fn run(args: OperatorArgs, log: Option<LogHandle>) -> anyhow::R
                 None
             }
         };
+    if let Some(listen) = args.admin.listen_admin {
+        spawn_api(&args, listen, &settings, stop.clone());
+    }
     baton_operator::runtime::start(settings, args.leader_election, metrics, health, stop, dns)
         .await?;
     Ok(())
+}
+
+/// Serve the operations API from this replica (every replica, leader or not): callers are
+/// checked with TokenReview/SubjectAccessReview (or `--admin-tokens` when given), the queue is
+/// read as the admin NATS role. Started in the background: the NATS login may wait for the
+/// authorization Secret the leader creates on a fresh install.
+fn spawn_api(
+    args: &OperatorArgs,
+    listen: std::net::SocketAddr,
+    settings: &Settings,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let (admin, tokens, settings) = (
+        args.admin.clone(),
+        args.admin.admin_tokens.clone(),
+        settings.clone(),
+    );
+    tokio::spawn(async move {
+        let started = async {
+            let (nats, kube_auth) = baton_operator::admin_auth::api_backend(&settings).await?;
+            let auth: std::sync::Arc<dyn baton_admin::Authenticator> = match &tokens {
+                Some(t) => std::sync::Arc::new(baton_admin::TokenFile::open(t)?),
+                None => std::sync::Arc::new(kube_auth),
+            };
+            let nats = crate::wiring::Nats::connect(&nats, "baton-operator-api").await?;
+            crate::admin_api::serve(
+                &admin,
+                listen,
+                auth,
+                nats.client.clone(),
+                nats.js.clone(),
+                "operator",
+                stop,
+            )
+            .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = started.await {
+            tracing::error!(error = %format!("{e:#}"), "operations API not served");
+        }
+    });
 }

@@ -100,6 +100,12 @@ pub(crate) fn context_with(
     (ctx, ApiServer { handle }, queue, metrics)
 }
 
+/// A client whose every request goes to the returned scripted server (no operator context).
+pub(crate) fn fake_api() -> (kube::Client, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "default"), ApiServer { handle })
+}
+
 /// The scripted server side.
 pub(crate) struct ApiServer {
     handle: Handle<Request<Body>, Response<Body>>,
