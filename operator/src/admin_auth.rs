@@ -198,3 +198,23 @@ pub async fn api_backend(
     }
     Ok((nats, KubeAuth::new(client)))
 }
+
+/// The bearer token of the current kubeconfig user (`kubectl baton`): its `token`, or the
+/// contents of its `tokenFile`. Users authenticated by client certificates or exec/OIDC
+/// plugins have none to give; they pass `--token-file`.
+pub async fn kubeconfig_token() -> std::result::Result<String, String> {
+    use secrecy::ExposeSecret as _;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| format!("reading the kubeconfig: {e}"))?;
+    let auth = &config.auth_info;
+    if let Some(token) = &auth.token {
+        return Ok(token.expose_secret().trim().to_owned());
+    }
+    if let Some(file) = &auth.token_file {
+        return std::fs::read_to_string(file)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("the kubeconfig's tokenFile {file}: {e}"));
+    }
+    Err("the kubeconfig user has no bearer token (client certificate or exec plugin): pass --token-file with a ServiceAccount token (`kubectl create token ...`)".into())
+}

@@ -54,22 +54,30 @@ fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
-/// Connect to `addr` (`host:port`, or a `http://`/`https://` URI) with the token in
-/// `token_file`; with `ca_file` the connection is TLS, verified against that CA.
-pub async fn connect(
-    addr: &str,
-    token_file: &Path,
-    ca_file: Option<&Path>,
-) -> Result<Client, ClientError> {
+/// The token in `token_file` (trimmed; one word).
+pub fn read_token(token_file: &Path) -> Result<String, ClientError> {
     let token = String::from_utf8_lossy(&read(token_file)?)
         .trim()
         .to_owned();
     if token.is_empty() || token.contains(char::is_whitespace) {
         return Err(ClientError::NoToken(token_file.to_owned()));
     }
+    Ok(token)
+}
+
+/// Connect to `addr` (`host:port`, or a `http://`/`https://` URI) presenting `token`; with
+/// `ca_file` the connection is TLS, verified against that CA, for the name `server_name`
+/// when given (e.g. the Service's name through `kubectl port-forward`), else the address's
+/// host.
+pub async fn connect(
+    addr: &str,
+    token: &str,
+    ca_file: Option<&Path>,
+    server_name: Option<&str>,
+) -> Result<Client, ClientError> {
     let bearer: MetadataValue<_> = format!("Bearer {token}")
         .parse()
-        .map_err(|_| ClientError::NoToken(token_file.to_owned()))?;
+        .map_err(|_| ClientError::NoToken(PathBuf::from("(token)")))?;
     let scheme = if ca_file.is_some() { "https" } else { "http" };
     let uri = if addr.contains("://") {
         addr.to_owned()
@@ -79,7 +87,10 @@ pub async fn connect(
     let bad = |e: &dyn std::fmt::Display| ClientError::Address(addr.to_owned(), e.to_string());
     let mut endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| bad(&e))?;
     if let Some(ca) = ca_file {
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let Some(name) = server_name {
+            tls = tls.domain_name(name);
+        }
         endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
     }
     let channel = endpoint

@@ -25,12 +25,20 @@ pub(crate) struct QueueArgs {
         global = true
     )]
     pub admin: String,
-    /// File holding the bearer token (default: `.dev/admin-token`, `baton dev`'s, if present).
+    /// File holding the bearer token. Default: as `kubectl baton` (or with `--kubeconfig-token`)
+    /// the current kubeconfig user's token, else `.dev/admin-token` (`baton dev`'s) if present.
     #[arg(long, env = "BATON_ADMIN_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// Present the current kubeconfig user's bearer token (the default as `kubectl baton`).
+    #[arg(long, global = true)]
+    pub kubeconfig_token: bool,
     /// PEM CA bundle the API's certificate must chain to (connects with TLS).
     #[arg(long, env = "BATON_ADMIN_CA", global = true)]
     pub ca_file: Option<PathBuf>,
+    /// Name the API's certificate must carry, when it differs from the address (e.g.
+    /// `baton-admin.baton-system.svc` through `kubectl port-forward`).
+    #[arg(long, env = "BATON_ADMIN_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
@@ -278,23 +286,45 @@ fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{what}: {}", e.message())
 }
 
+/// Whether this binary runs as the kubectl plugin `kubectl-baton` (`kubectl baton queue ...`).
+fn as_kubectl_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .is_some_and(|n| n == "kubectl-baton")
+}
+
 /// Run `baton queue ...`.
 pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
-    let token_file = match &args.token_file {
-        Some(p) => p.clone(),
+    let token = match &args.token_file {
+        Some(p) => baton_admin::client::read_token(p)?,
+        None if args.kubeconfig_token || as_kubectl_plugin() => {
+            baton_operator::admin_auth::kubeconfig_token()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        }
         None => {
             let dev = PathBuf::from(".dev/admin-token");
             if !dev.exists() {
                 bail!(
-                    "give --token-file (or BATON_ADMIN_TOKEN_FILE): the file holding your API token"
+                    "give --token-file (or BATON_ADMIN_TOKEN_FILE), or --kubeconfig-token: the API needs a bearer token"
                 );
             }
-            dev
+            baton_admin::client::read_token(&dev)?
         }
     };
-    let mut api = baton_admin::client::connect(&args.admin, &token_file, args.ca_file.as_deref())
-        .await
-        .context("operations API")?;
+    let mut api = baton_admin::client::connect(
+        &args.admin,
+        &token,
+        args.ca_file.as_deref(),
+        args.tls_server_name.as_deref(),
+    )
+    .await
+    .context("operations API")?;
     let out = args.output;
     match args.command {
         QueueCommand::Status => {

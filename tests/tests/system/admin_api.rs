@@ -19,7 +19,8 @@ use baton_system_tests::admin::Admin;
 use baton_system_tests::config::direct;
 use baton_system_tests::delivery::{Submission, submit};
 use baton_system_tests::harness::{
-    Dns, Ingress, Nats, TempDir, Worker, apply_config_with, assert_eventually, write_config,
+    Dns, Ingress, Nats, TempDir, Worker, apply_config_with, assert_eventually, baton_bin,
+    write_config,
 };
 use baton_system_tests::nats_users::{connect_as, login, strs, write_users};
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
@@ -156,6 +157,36 @@ async fn operators_see_and_act_on_dead_letters_through_the_api() -> anyhow::Resu
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("poison-1"));
     assert_eq!(dead_letters(&api, &ops)?.len(), 1);
+
+    // As the kubectl plugin, the kubeconfig user's token is presented.
+    let kubeconfig = dir.0.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: k, cluster: {{server: \"https://127.0.0.1:1\"}}}}]\n\
+             users: [{{name: u, user: {{token: {}}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: k, user: u}}}}]\n",
+            std::fs::read_to_string(&viewer)?.trim()
+        ),
+    )?;
+    let plugin = dir.0.join("kubectl-baton");
+    std::os::unix::fs::symlink(baton_bin()?, &plugin)?;
+    let o = std::process::Command::new(&plugin)
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "queue",
+            "--admin",
+            &api.addr.to_string(),
+            "-o",
+            "json",
+            "status",
+        ])
+        .output()?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let status: Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(status["caller"]["name"], "viewer", "{status}");
+    assert_eq!(status["caller"]["permission"], "viewer");
 
     // The independent client: reflection, health, one call.
     let summary = api.python_call(
