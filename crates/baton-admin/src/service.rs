@@ -373,6 +373,22 @@ impl Admin for AdminService {
                 .unwrap_or(true);
             out.ready = baton_queue::is_connected(&self.js.client());
         }
+        if let Ok(registry) = baton_queue::processes::Processes::open(&self.js).await
+            && let Ok(beats) = registry.list().await
+        {
+            out.processes = beats
+                .into_iter()
+                .map(|b| v1::ProcessStatus {
+                    role: b.role,
+                    pool: b.pool,
+                    instance: b.instance,
+                    version: b.version,
+                    config_generation: b.generation,
+                    ready: b.ready,
+                    reported_at_ms: b.at_ms,
+                })
+                .collect();
+        }
         if let Ok(store) = ConfigStore::open(&self.js).await
             && let Ok(Some(config)) = store.get().await
         {

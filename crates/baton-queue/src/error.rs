@@ -55,6 +55,9 @@ pub enum QueueError {
     /// The suppression bucket could not be read or written.
     #[error("suppression list: {0}")]
     Suppressions(String),
+    /// The process registry could not be read or written.
+    #[error("process registry: {0}")]
+    Processes(String),
     /// The hold bucket could not be read or written.
     #[error("holds: {0}")]
     Holds(String),
@@ -87,6 +90,7 @@ impl QueueError {
             QueueError::ClearSecrets(_) => "clear_secrets",
             QueueError::Inspect(_) => "inspect",
             QueueError::Holds(_) => "holds",
+            QueueError::Processes(_) => "processes",
         }
     }
 }

@@ -18,6 +18,7 @@ mod error;
 pub mod holds;
 pub mod inspect;
 pub mod permissions;
+pub mod processes;
 mod provision;
 mod publish;
 mod settings;
@@ -42,6 +43,8 @@ pub const BODY_BUCKET: &str = "baton-bodies";
 pub const CONFIG_BUCKET: &str = "baton-config";
 /// KV bucket holding the relay domains' suppression lists (`baton_core::suppression`).
 pub const SUPPRESSION_BUCKET: &str = "baton-suppressions";
+/// KV bucket where ingress and worker processes say what they run ([`processes`]).
+pub const PROCESS_BUCKET: &str = "baton-processes";
 /// KV bucket holding the operators' holds (`baton_core::hold`, [`holds`]).
 pub const HOLD_BUCKET: &str = "baton-holds";
 /// Key of the snapshot inside [`CONFIG_BUCKET`].

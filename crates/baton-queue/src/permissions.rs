@@ -26,7 +26,10 @@
 use std::fmt::Write as _;
 
 use crate::LaneKind;
-use crate::{BODY_BUCKET, CONFIG_BUCKET, HOLD_BUCKET, STREAM, SUPPRESSION_BUCKET, consumer_name};
+use crate::{
+    BODY_BUCKET, CONFIG_BUCKET, HOLD_BUCKET, PROCESS_BUCKET, STREAM, SUPPRESSION_BUCKET,
+    consumer_name,
+};
 
 /// A Baton role towards NATS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +84,7 @@ impl Role {
             obj.clone(),
             kv(SUPPRESSION_BUCKET),
             kv(HOLD_BUCKET),
+            kv(PROCESS_BUCKET),
         ] {
             publish.push(api(&format!("STREAM.INFO.{stream}")));
         }
@@ -100,6 +104,8 @@ impl Role {
         match self {
             Role::Ingress => {
                 publish.push("baton.new.*".to_owned());
+                // Its beats in the process registry.
+                publish.push(format!("$KV.{PROCESS_BUCKET}.ingress.*"));
                 publish.extend([
                     format!("$O.{BODY_BUCKET}.C.>"),
                     format!("$O.{BODY_BUCKET}.M.>"),
@@ -116,6 +122,7 @@ impl Role {
                 publish.push(crate::dead_subject(pool));
                 publish.push(crate::held_subject(pool));
                 read_bucket(&mut publish, &kv(HOLD_BUCKET));
+                publish.push(format!("$KV.{PROCESS_BUCKET}.worker-{pool}.*"));
                 let lanes =
                     |n: u32| std::iter::once(LaneKind::New).chain((0..n).map(LaneKind::Retry));
                 for lane in lanes(*tiers) {
@@ -150,6 +157,7 @@ impl Role {
                     obj.clone(),
                     kv(SUPPRESSION_BUCKET),
                     kv(HOLD_BUCKET),
+                    kv(PROCESS_BUCKET),
                 ] {
                     publish.extend([
                         api(&format!("STREAM.CREATE.{stream}")),
@@ -178,6 +186,7 @@ impl Role {
                 ]);
                 read_bucket(&mut publish, &obj);
                 read_bucket(&mut publish, &kv(HOLD_BUCKET));
+                read_bucket(&mut publish, &kv(PROCESS_BUCKET));
             }
         }
         publish.sort();
@@ -359,6 +368,12 @@ mod tests {
         assert!(!may_publish(&w, "baton.new.other"));
         assert!(may_publish(&w, "baton.dead.bulk"), "its dead letters");
         assert!(may_publish(&w, "baton.held.bulk"), "its held mail");
+        assert!(
+            may_publish(&w, "$KV.baton-processes.worker-bulk.pod-1"),
+            "its beats"
+        );
+        assert!(!may_publish(&w, "$KV.baton-processes.worker-other.pod-1"));
+        assert!(!may_publish(&w, "$KV.baton-processes.ingress.pod-1"));
         assert!(!may_publish(&w, "baton.held.other"));
         assert!(
             !may_publish(&w, "$KV.baton-holds.pool.bulk"),

@@ -337,6 +337,28 @@ impl Provisioner {
                 .await
                 .map_err(|e| provision_err(crate::HOLD_BUCKET, e))?;
         }
+        self.scale_existing(&format!("KV_{}", crate::PROCESS_BUCKET))
+            .await?;
+        if self.js.get_key_value(crate::PROCESS_BUCKET).await.is_err() {
+            // Beats expire: a stopped process is forgotten after `FORGET_AFTER`.
+            self.js
+                .create_stream(stream::Config {
+                    name: format!("KV_{}", crate::PROCESS_BUCKET),
+                    description: Some("Baton processes and the config they run".into()),
+                    subjects: vec![format!("$KV.{}.>", crate::PROCESS_BUCKET)],
+                    max_messages_per_subject: 1,
+                    max_age: crate::processes::FORGET_AFTER,
+                    storage: StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    num_replicas: self.settings.replicas,
+                    discard: DiscardPolicy::New,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| provision_err(crate::PROCESS_BUCKET, e))?;
+        }
         Ok(())
     }
 

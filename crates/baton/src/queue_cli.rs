@@ -341,6 +341,11 @@ pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
                           "replicas": s.queue_replicas, "leader": s.queue_leader},
                 "caller": {"name": s.caller, "permission": s.caller_permission,
                            "namespaces": s.caller_namespaces},
+                "processes": s.processes.iter().map(|p| json!({
+                    "role": p.role, "pool": p.pool, "instance": p.instance,
+                    "version": p.version, "configGeneration": p.config_generation,
+                    "ready": p.ready, "reportedAtMs": p.reported_at_ms,
+                })).collect::<Vec<_>>(),
             });
             if out == Output::Table {
                 println!(
@@ -361,6 +366,35 @@ pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
                     } else {
                         format!(", namespaces {}", s.caller_namespaces.join(","))
                     }
+                );
+                let now = baton_core::clock::now_ms();
+                let rows: Vec<Vec<String>> = s
+                    .processes
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.role.clone(),
+                            blank(&p.pool).to_owned(),
+                            p.instance.clone(),
+                            p.version.clone(),
+                            p.config_generation.to_string(),
+                            p.ready.to_string(),
+                            age(now, p.reported_at_ms),
+                        ]
+                    })
+                    .collect();
+                println!();
+                print_rows(
+                    &[
+                        "ROLE",
+                        "POOL",
+                        "INSTANCE",
+                        "VERSION",
+                        "GENERATION",
+                        "READY",
+                        "REPORTED",
+                    ],
+                    &rows,
                 );
             } else {
                 emit(out, &v)?;

@@ -317,6 +317,7 @@ pub(crate) async fn run_ingress(
         return Ok(());
     };
     let snapshots = baton_ingress::index_snapshots(raw, metrics.clone());
+    spawn_beats(nats, "ingress", "", &metrics, &health, &stop);
     {
         let mut s = snapshots.clone();
         let h = health.clone();
@@ -421,6 +422,7 @@ pub(crate) async fn run_worker(
     let Some(snapshots) = watch_config(nats, &metrics, &health, &stop).await else {
         return Ok(());
     };
+    spawn_beats(nats, "worker", &config.pool, &metrics, &health, &stop);
     spawn_queue_stats(
         nats.provisioner.clone(),
         config.pool.clone(),
@@ -496,6 +498,56 @@ fn spawn_queue_stats(
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Every `BEAT_EVERY`, record in the process registry what this process is and which config
+/// generation it runs (`baton_queue::processes`; the operations API's status lists them).
+fn spawn_beats(
+    nats: &Nats,
+    role: &'static str,
+    pool: &str,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+    stop: &CancellationToken,
+) {
+    use baton_queue::processes::{BEAT_EVERY, Beat, Processes};
+    let instance = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| hostname(&None));
+    let (js, pool, metrics, health, stop) = (
+        nats.js.clone(),
+        pool.to_owned(),
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    );
+    tokio::spawn(async move {
+        let mut registry = None;
+        while !stop.is_cancelled() {
+            if registry.is_none() {
+                registry = Processes::open(&js).await.ok();
+            }
+            if let Some(r) = &registry {
+                let beat = Beat {
+                    role: role.to_owned(),
+                    pool: pool.clone(),
+                    instance: instance.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    generation: u64::try_from(metrics.config_generation.get()).unwrap_or(0),
+                    ready: health.is_ready(),
+                    at_ms: baton_core::clock::now_ms(),
+                };
+                if let Err(e) = r.beat(&beat).await {
+                    tracing::debug!(error = %e, "process registry beat failed; trying again");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(BEAT_EVERY) => {}
                 _ = stop.cancelled() => return,
             }
         }

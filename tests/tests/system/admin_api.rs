@@ -158,6 +158,22 @@ async fn operators_see_and_act_on_dead_letters_through_the_api() -> anyhow::Resu
     assert!(String::from_utf8_lossy(&o.stdout).contains("poison-1"));
     assert_eq!(dead_letters(&api, &ops)?.len(), 1);
 
+    // Every process says which config generation it runs.
+    assert_eventually(WAIT, "ingress and worker in the status", || async move {
+        a.queue_json(t, &["status"]).is_ok_and(|s| {
+            let procs = s["processes"].as_array().cloned().unwrap_or_default();
+            let runs = |role: &str, pool: &str| {
+                procs.iter().any(|p| {
+                    p["role"] == role
+                        && p["pool"] == pool
+                        && p["configGeneration"].as_u64().is_some_and(|g| g >= 1)
+                })
+            };
+            runs("ingress", "") && runs("worker", "test")
+        })
+    })
+    .await?;
+
     // As the kubectl plugin, the kubeconfig user's token is presented.
     let kubeconfig = dir.0.join("kubeconfig");
     std::fs::write(

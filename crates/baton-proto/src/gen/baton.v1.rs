@@ -631,7 +631,7 @@ impl QueueStorage {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetStatusRequest {}
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetStatusResponse {
     /// `admin` (a `baton admin` process) or `dev`.
     #[prost(string, tag = "1")]
@@ -666,6 +666,32 @@ pub struct GetStatusResponse {
     /// Namespaces the caller is limited to (empty: all).
     #[prost(string, repeated, tag = "12")]
     pub caller_namespaces: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Every ingress and worker process that reported within the last minute.
+    #[prost(message, repeated, tag = "13")]
+    pub processes: ::prost::alloc::vec::Vec<ProcessStatus>,
+}
+/// One ingress or worker process, as it last reported (every 15 s).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProcessStatus {
+    /// `ingress` or `worker`.
+    #[prost(string, tag = "1")]
+    pub role: ::prost::alloc::string::String,
+    /// The worker's SendingPool (empty for the ingress).
+    #[prost(string, tag = "2")]
+    pub pool: ::prost::alloc::string::String,
+    /// Pod or host name.
+    #[prost(string, tag = "3")]
+    pub instance: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub version: ::prost::alloc::string::String,
+    /// Config generation in force (0: none loaded).
+    #[prost(uint64, tag = "5")]
+    pub config_generation: u64,
+    #[prost(bool, tag = "6")]
+    pub ready: bool,
+    /// When it reported (Unix milliseconds).
+    #[prost(int64, tag = "7")]
+    pub reported_at_ms: i64,
 }
 /// Which messages a call is about. Empty fields match everything; all given fields must match.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1081,7 +1107,8 @@ pub mod admin_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// What this API process is, which config generation is stored, and NATS/JetStream health.
+        /// What this API process is, which config generation is stored and which each ingress and
+        /// worker process runs, and NATS/JetStream health.
         pub async fn get_status(
             &mut self,
             request: impl tonic::IntoRequest<super::GetStatusRequest>,
@@ -1337,7 +1364,8 @@ pub mod admin_server {
     /// Generated trait containing gRPC methods that should be implemented for use with AdminServer.
     #[async_trait]
     pub trait Admin: std::marker::Send + std::marker::Sync + 'static {
-        /// What this API process is, which config generation is stored, and NATS/JetStream health.
+        /// What this API process is, which config generation is stored and which each ingress and
+        /// worker process runs, and NATS/JetStream health.
         async fn get_status(
             &self,
             request: tonic::Request<super::GetStatusRequest>,
