@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use baton_proto::Message as _;
 use baton_proto::v1::{
-    self, Envelope, EnvelopeKind, MessageFilter, QueuedMessage, RecipientState, ShapeRow,
-    SmtpReply, envelope::Body,
+    self, EnvelopeHead, EnvelopeKind, MessageFilter, QueuedMessage, RecipientState, ShapeRow,
+    SmtpReply,
 };
 use baton_queue::dead;
 use baton_queue::inspect::{Place, StoredMessage, parse_subject};
@@ -40,7 +40,8 @@ pub fn describe(m: &StoredMessage) -> Option<QueuedMessage> {
         dead_deliveries: m.header(dead::DELIVERIES_HEADER).parse().unwrap_or(0),
         ..QueuedMessage::default()
     };
-    let Ok(e) = Envelope::decode(m.payload.as_ref()) else {
+    // The head only: an inline body is skipped, not copied.
+    let Ok(e) = EnvelopeHead::decode(m.payload.as_ref()) else {
         q.undecodable = true;
         return Some(q);
     };
@@ -63,7 +64,7 @@ pub fn describe(m: &StoredMessage) -> Option<QueuedMessage> {
     q.client_address = e.client_address;
     q.authenticated_as = e.authenticated_as;
     q.helo = e.helo;
-    q.large_body = matches!(e.body, Some(Body::ObjectRef(_)));
+    q.large_body = !e.object_ref.is_empty();
     q.recipients = e
         .recipients
         .into_iter()
@@ -422,6 +423,7 @@ pub fn parse_page_token(token: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
     use baton_proto::v1::Recipient as Rcpt;
+    use baton_proto::v1::{Envelope, envelope::Body};
     use bytes::Bytes;
 
     const NOW: i64 = 1_000_000_000_000;
@@ -486,6 +488,12 @@ mod tests {
         assert_eq!(q.recipients[0].last_remote, "mx.x.test");
         assert_eq!(q.recipients[1].last_reply, "421 try later");
         assert!(!q.undecodable && !q.large_body);
+        e.body = Some(Body::ObjectRef("obj-1".into()));
+        assert!(
+            describe(&stored("baton.new.bulk", 8, &e))
+                .unwrap()
+                .large_body
+        );
     }
 
     #[test]

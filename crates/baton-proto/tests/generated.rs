@@ -57,3 +57,45 @@ fn generated_code_is_fresh() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `EnvelopeHead` is `Envelope` without its body: every one of its fields must be Envelope's
+/// field of the same number, name and type, and only the body fields may be missing.
+#[test]
+fn the_envelope_head_mirrors_the_envelope() {
+    use prost::Message as _;
+    let fds = prost_types::FileDescriptorSet::decode(baton_proto::FILE_DESCRIPTOR_SET)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let message = |name: &str| {
+        fds.file
+            .iter()
+            .flat_map(|f| f.message_type.iter())
+            .find(|m| m.name() == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no message {name}"))
+    };
+    let (full, head) = (message("Envelope"), message("EnvelopeHead"));
+    let key = |f: &prost_types::FieldDescriptorProto| {
+        (
+            f.number(),
+            f.name().to_owned(),
+            f.r#type(),
+            f.type_name().to_owned(),
+            f.label(),
+        )
+    };
+    let full_fields: Vec<_> = full.field.iter().map(key).collect();
+    for f in &head.field {
+        assert!(
+            full_fields.contains(&key(f)),
+            "EnvelopeHead.{} differs from Envelope",
+            f.name()
+        );
+    }
+    let missing: Vec<&str> = full
+        .field
+        .iter()
+        .filter(|f| !head.field.iter().any(|h| h.number() == f.number()))
+        .map(|f| f.name())
+        .collect();
+    assert_eq!(missing, ["inline_body"], "only the inline body is left out");
+}

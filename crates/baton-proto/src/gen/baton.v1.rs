@@ -139,6 +139,55 @@ pub struct SmtpReply {
     #[prost(string, repeated, tag = "5")]
     pub lines: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
+/// An Envelope without its inline body (field 11 is left out, so decoding skips the body
+/// instead of copying it): what the operations API decodes to show and count queued messages.
+/// Every field keeps Envelope's number, name and type (a test in baton-proto compares them).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EnvelopeHead {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub reverse_path: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "3")]
+    pub recipients: ::prost::alloc::vec::Vec<Recipient>,
+    #[prost(string, tag = "4")]
+    pub relay_domain: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub pool: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub client_address: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub authenticated_as: ::prost::alloc::string::String,
+    #[prost(int64, tag = "8")]
+    pub received_at_ms: i64,
+    #[prost(uint32, tag = "9")]
+    pub attempt: u32,
+    #[prost(int64, tag = "10")]
+    pub not_before_ms: i64,
+    /// Envelope's `object_ref` (in its `body` oneof): set when the body is in the object store.
+    #[prost(string, tag = "12")]
+    pub object_ref: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "13")]
+    pub dsn: ::core::option::Option<DsnEnvelope>,
+    #[prost(bool, tag = "14")]
+    pub smtputf8: bool,
+    #[prost(enumeration = "BodyType", tag = "15")]
+    pub body_type: i32,
+    #[prost(uint64, tag = "16")]
+    pub size: u64,
+    #[prost(string, tag = "17")]
+    pub helo: ::prost::alloc::string::String,
+    #[prost(enumeration = "EnvelopeKind", tag = "18")]
+    pub kind: i32,
+    #[prost(uint32, tag = "19")]
+    pub retry_tier: u32,
+    #[prost(string, tag = "20")]
+    pub origin_id: ::prost::alloc::string::String,
+    #[prost(int64, tag = "21")]
+    pub last_delay_notice_ms: i64,
+    #[prost(string, tag = "22")]
+    pub operator_bounce: ::prost::alloc::string::String,
+}
 /// Kind of a queued envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
