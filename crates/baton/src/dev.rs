@@ -155,19 +155,31 @@ async fn run_with(
             (tokens, Some(token))
         }
     };
-    let listen = args
-        .admin
-        .listen_admin
-        .or_else(|| crate::admin_api::DEV_LISTEN.parse().ok())
-        .context("--listen-admin")?;
-    let api =
-        crate::admin_api::start(&args.admin, listen, &tokens, &admin, "dev", stop.clone()).await?;
-    if let Some(token) = token {
-        tracing::info!(
-            admin = %api, token_file = %token.display(),
-            "operations API: try `baton queue --admin {api} --token-file {} summary`",
-            token.display()
-        );
+    // Served on the default port unless told otherwise; a second `baton dev` on the machine
+    // (or anything else on that port) only loses the API, with a warning.
+    let (listen, explicit) = match args.admin.listen_admin {
+        Some(a) => (a, true),
+        None => (
+            crate::admin_api::DEV_LISTEN
+                .parse()
+                .context("--listen-admin")?,
+            false,
+        ),
+    };
+    match crate::admin_api::start(&args.admin, listen, &tokens, &admin, "dev", stop.clone()).await {
+        Ok(api) => {
+            if let Some(token) = token {
+                tracing::info!(
+                    admin = %api, token_file = %token.display(),
+                    "operations API: try `baton queue --admin {api} --token-file {} summary`",
+                    token.display()
+                );
+            }
+        }
+        Err(e) if !explicit => {
+            tracing::warn!(error = %format!("{e:#}"), "operations API not served (give --listen-admin for another address)");
+        }
+        Err(e) => return Err(e),
     }
     let mut tasks = tokio::task::JoinSet::new();
     for pool in pools {

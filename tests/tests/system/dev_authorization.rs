@@ -28,7 +28,7 @@ async fn dev_runs_nats_with_one_user_per_role() -> anyhow::Result<()> {
         &smarthost(&[("127.0.0.1", receiver.addr().port(), 1)], "[1s]", "1h"),
     )?;
     let port = || free_port().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
-    let (smtp, sub, smtps, metrics) = (port()?, port()?, port()?, port()?);
+    let (smtp, sub, smtps, metrics, admin) = (port()?, port()?, port()?, port()?, port()?);
     let log = dir.0.join("dev.log");
     let data = dir.0.join("data");
     let child = Command::new(baton_bin()?)
@@ -40,6 +40,7 @@ async fn dev_runs_nats_with_one_user_per_role() -> anyhow::Result<()> {
         .args(["--listen-submission", &sub.to_string()])
         .args(["--listen-smtps", &smtps.to_string()])
         .args(["--listen-metrics", &metrics.to_string()])
+        .args(["--listen-admin", &admin.to_string()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;

@@ -31,7 +31,7 @@ async fn start_dev(nats: &Nats, dir: &Path, round: u32) -> anyhow::Result<Dev> {
         &baton_system_tests::config::direct(2500, "[1s]", "1h"),
     )?;
     let port = || free_port().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
-    let (smtp, sub, smtps, metrics) = (port()?, port()?, port()?, port()?);
+    let (smtp, sub, smtps, metrics, admin) = (port()?, port()?, port()?, port()?, port()?);
     let log = dir.join(format!("dev-{round}.log"));
     let child = Command::new(baton_bin()?)
         .args(["dev", "--nats", &nats.url, "--config"])
@@ -42,6 +42,7 @@ async fn start_dev(nats: &Nats, dir: &Path, round: u32) -> anyhow::Result<Dev> {
         .args(["--listen-submission", &sub.to_string()])
         .args(["--listen-smtps", &smtps.to_string()])
         .args(["--listen-metrics", &metrics.to_string()])
+        .args(["--listen-admin", &admin.to_string()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
