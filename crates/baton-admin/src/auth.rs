@@ -12,7 +12,7 @@
 //! sha256:2c26b46…  viewer  shop     shop-team
 //! ```
 //!
-//! `baton admin token` adds a line and prints the token once. The file is re-read when it
+//! `baton admin-token add` adds a line and prints the token once. The file is re-read when it
 //! changes, so adding or revoking a token needs no restart. Pure parsing and lookup here; the
 //! gRPC interceptor is in [`crate::server`].
 
