@@ -18,7 +18,9 @@ use baton_proto::v1::{
     MessagePart, QueueSummaryRequest, QueueSummaryResponse, QueuedMessage, ReleaseRequest,
     RequeueDeadRequest, admin_server::Admin, envelope::Body,
 };
-use baton_proto::v1::{BounceRequest, RetryNowRequest};
+use baton_proto::v1::{
+    BounceRequest, GetTraceRequest, GetTraceResponse, RetryNowRequest, TraceEvent,
+};
 use baton_queue::holds::HoldStore;
 use baton_queue::inspect::StoredMessage;
 use baton_queue::{ConfigStore, Inspector, Publisher, STREAM};
@@ -67,7 +69,17 @@ impl AdminService {
         AdminService {
             auth,
             inspector: Inspector::new(client, js.clone()),
-            publisher: Publisher::new(js.clone(), std::time::Duration::from_secs(10)),
+            publisher: Publisher::new(js.clone(), std::time::Duration::from_secs(10)).with_events(
+                baton_queue::events::Events::new(
+                    js.clone(),
+                    &format!("baton/api/{role}"),
+                    std::sync::Arc::new(|kind, stored| {
+                        if !stored {
+                            tracing::warn!(event = kind, "operations API: event not stored");
+                        }
+                    }),
+                ),
+            ),
             js,
             role,
         }
@@ -198,6 +210,11 @@ impl AdminService {
                 queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
                 "operations API: held mail released to {subject}"
             );
+            self.publisher.emit(action_event(
+                baton_core::event::EventType::Released,
+                caller,
+                &m,
+            ));
             moved.push(m);
         }
         Ok(moved)
@@ -241,6 +258,16 @@ impl AdminService {
                 queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
                 "operations API: moved to {subject}"
             );
+            let kind = match action {
+                "bounce" => baton_core::event::EventType::OperatorBounced,
+                "retry-now" => baton_core::event::EventType::Retried,
+                _ => baton_core::event::EventType::Requeued,
+            };
+            let mut event = action_event(kind, caller, &m);
+            if !env.operator_bounce.is_empty() {
+                event = event.with("reason", env.operator_bounce.as_str());
+            }
+            self.publisher.emit(event);
             if moved.len() < MAX_LISTED {
                 moved.push(m);
             }
@@ -251,6 +278,25 @@ impl AdminService {
             matched,
         })
     }
+}
+
+/// The delivery event of an operator's action on a stored message.
+fn action_event(
+    kind: baton_core::event::EventType,
+    caller: &Caller,
+    m: &QueuedMessage,
+) -> baton_core::event::Event {
+    baton_core::event::Event::new(
+        kind,
+        &m.queue_id,
+        &m.relay_domain,
+        now_ms(),
+        m.sequence.to_string(),
+    )
+    .with("by", caller.name.as_str())
+    .with("pool", m.pool.as_str())
+    .with("sequence", m.sequence)
+    .with("place", crate::view::place_name(m.place, m.tier))
 }
 
 /// A validated hold target that `caller` may act on: a RelayDomain of its namespaces, or
@@ -523,6 +569,8 @@ impl Admin for AdminService {
                 queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
                 "operations API: dead letter requeued to {subject}"
             );
+            self.publisher
+                .emit(action_event(baton_core::event::EventType::Requeued, &c, &m));
             if done.len() < MAX_LISTED {
                 done.push(m);
             }
@@ -556,6 +604,13 @@ impl Admin for AdminService {
                     queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
                     "operations API: queued message deleted"
                 );
+                if deleted {
+                    self.publisher.emit(action_event(
+                        baton_core::event::EventType::Deleted,
+                        &c,
+                        &m,
+                    ));
+                }
             }
             if listed.len() < MAX_LISTED {
                 listed.push(m);
@@ -675,5 +730,53 @@ impl Admin for AdminService {
             })
             .await?;
         Ok(Response::new(r))
+    }
+
+    async fn get_trace(
+        &self,
+        req: Request<GetTraceRequest>,
+    ) -> Result<Response<GetTraceResponse>, Status> {
+        let c = self.caller(&req, Permission::Viewer, "a trace").await?;
+        let id = req.into_inner().queue_id.trim().to_owned();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("give a queue id"));
+        }
+        let filter = baton_core::event::trace_filter(&id);
+        let mut events = Vec::new();
+        let mut next = 1;
+        loop {
+            let batch = self
+                .inspector
+                .batch_in(
+                    baton_queue::events::EVENT_STREAM,
+                    &filter,
+                    next,
+                    baton_queue::inspect::SCAN_BATCH,
+                )
+                .await
+                .map_err(unavailable)?;
+            for m in batch.messages {
+                let json: serde_json::Value =
+                    serde_json::from_slice(&m.payload).unwrap_or_default();
+                let relay_domain = json["data"]["relayDomain"].as_str().unwrap_or_default();
+                if !c.sees(relay_domain) {
+                    continue;
+                }
+                events.push(TraceEvent {
+                    sequence: m.sequence,
+                    r#type: m.subject.rsplit('.').next().unwrap_or_default().to_owned(),
+                    time_ms: m.stored_at_ms,
+                    cloud_event: String::from_utf8_lossy(&m.payload).into_owned(),
+                });
+            }
+            if batch.next == 0 {
+                break;
+            }
+            next = batch.next;
+        }
+        if events.is_empty() {
+            return Err(Status::not_found(format!("no events of {id}")));
+        }
+        Ok(Response::new(GetTraceResponse { events }))
     }
 }

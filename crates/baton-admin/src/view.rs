@@ -90,6 +90,17 @@ pub fn describe(m: &StoredMessage) -> Option<QueuedMessage> {
     Some(q)
 }
 
+/// A place as people name it: `new`, `retry-<tier>`, `held`, `dead`.
+pub fn place_name(place: i32, tier: u32) -> String {
+    match v1::Place::try_from(place) {
+        Ok(v1::Place::New) => "new".into(),
+        Ok(v1::Place::Retry) => format!("retry-{tier}"),
+        Ok(v1::Place::Held) => "held".into(),
+        Ok(v1::Place::Dead) => "dead".into(),
+        _ => "unknown".into(),
+    }
+}
+
 /// `451 4.7.1 text; more text`.
 pub fn one_line(r: &SmtpReply) -> String {
     let mut s = r.code.to_string();

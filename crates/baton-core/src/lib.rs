@@ -17,6 +17,7 @@
 //!   congestion (wait for a busy destination or defer);
 //! - [`destination`]: which addresses direct delivery may connect to (no loopback, private,
 //!   link-local... unless a pool allows a network), address-literal recipients;
+//! - [`event`]: delivery events (CloudEvents JSON, subjects per tenant and message);
 //! - [`hold`]: operator holds (pool, RelayDomain, recipient domain, message) and which
 //!   recipients they cover;
 //! - [`ids`]: queue ids and deterministic follow-up message ids;
@@ -32,6 +33,7 @@ pub mod clock;
 pub mod destination;
 pub mod dsn;
 pub mod error;
+pub mod event;
 pub mod headers;
 pub mod hold;
 pub mod ids;

@@ -52,6 +52,19 @@ pub(crate) async fn divert(ctx: &Ctx, pool: &PoolPlan, qm: &mut QueuedMessage) -
         return true;
     }
     ctx.metrics.held.with_label_values(&[&pool.name]).inc();
+    let to: Vec<&str> = held.recipients.iter().map(|r| r.address.as_str()).collect();
+    ctx.publisher.emit(
+        baton_core::event::Event::new(
+            baton_core::event::EventType::Held,
+            queue_id,
+            &env.relay_domain,
+            baton_core::clock::now_ms(),
+            msg_id.clone(),
+        )
+        .with("pool", pool.name.as_str())
+        .with("hold", target.describe())
+        .with("recipients", to),
+    );
     for r in &held.recipients {
         tracing::info!(
             queue_id = %env.id, pool = %pool.name, relay_domain = %env.relay_domain,

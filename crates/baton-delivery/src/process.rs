@@ -310,6 +310,30 @@ async fn finish(
             return;
         }
     }
+    for (_, msg_id, e) in follow_ups
+        .iter()
+        .filter(|(_, _, e)| e.kind == EnvelopeKind::Dsn as i32)
+    {
+        let queue_id = if env.origin_id.is_empty() {
+            &env.id
+        } else {
+            &env.origin_id
+        };
+        let to: Vec<&str> = e.recipients.iter().map(|r| r.address.as_str()).collect();
+        ctx.publisher.emit(
+            baton_core::event::Event::new(
+                baton_core::event::EventType::DsnQueued,
+                queue_id,
+                &env.relay_domain,
+                now,
+                msg_id.clone(),
+            )
+            .with("pool", pool.name.as_str())
+            .with("dsnId", e.id.as_str())
+            .with("to", to)
+            .with("attempt", attempt),
+        );
+    }
     if let Err(err) = qm.ack().await {
         tracing::warn!(queue_id = %env.id, error = %err, "ack failed; message will be redelivered");
         return;
@@ -374,6 +398,30 @@ fn log_outcome(
         "status={status}"
     );
     let outcome = o.metric_label();
+    if let Some(kind) = baton_core::event::EventType::of_outcome(outcome) {
+        let queue_id = if env.origin_id.is_empty() {
+            &env.id
+        } else {
+            &env.origin_id
+        };
+        ctx.publisher.emit(
+            baton_core::event::Event::new(
+                kind,
+                queue_id,
+                &env.relay_domain,
+                now,
+                format!("{}.{attempt}.{}", env.id, r.address),
+            )
+            .with("pool", pool.name.as_str())
+            .with("recipient", r.address.as_str())
+            .with("remote", o.remote.as_str())
+            .with("reply", o.reply.to_string())
+            .with("status", o.status().to_string())
+            .with("class", class.map(|c| c.as_str()).unwrap_or(""))
+            .with("attempt", attempt)
+            .with("dsn", env.kind == EnvelopeKind::Dsn as i32),
+        );
+    }
     ctx.metrics
         .delivery_recipients
         .with_label_values(&[&pool.name, &env.relay_domain, outcome])

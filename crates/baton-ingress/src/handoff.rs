@@ -259,6 +259,31 @@ fn assemble(
     }
 }
 
+/// The `accepted` delivery event of a queued envelope.
+fn accepted_event(envelope: &Envelope, sequence: u64) -> baton_core::event::Event {
+    use baton_core::event::{Event, EventType};
+    let recipients: Vec<&str> = envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    Event::new(
+        EventType::Accepted,
+        &envelope.id,
+        &envelope.relay_domain,
+        envelope.received_at_ms,
+        "0",
+    )
+    .with("pool", envelope.pool.as_str())
+    .with("sender", envelope.reverse_path.as_str())
+    .with("recipients", recipients)
+    .with("size", envelope.size)
+    .with("clientAddress", envelope.client_address.as_str())
+    .with("authenticatedAs", envelope.authenticated_as.as_str())
+    .with("helo", envelope.helo.as_str())
+    .with("streamSequence", sequence)
+}
+
 /// Publish and turn the outcome into the session's answer.
 pub async fn publish(
     publisher: &Publisher,
@@ -288,6 +313,7 @@ pub async fn publish(
                 duplicate = receipt.duplicate,
                 "queued"
             );
+            publisher.emit(accepted_event(envelope, receipt.sequence));
             Ok(envelope.id.clone())
         }
         Err(e) => {

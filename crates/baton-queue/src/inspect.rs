@@ -106,6 +106,17 @@ impl Inspector {
     /// Up to `limit` (at most [`SCAN_BATCH`]) messages at or after sequence `from` whose subject
     /// matches `filter` (wildcards allowed).
     pub async fn batch(&self, filter: &str, from: u64, limit: usize) -> Result<Batch, QueueError> {
+        self.batch_in(STREAM, filter, from, limit).await
+    }
+
+    /// Like [`Inspector::batch`] in stream `stream` (e.g. the event stream).
+    pub async fn batch_in(
+        &self,
+        stream: &str,
+        filter: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Batch, QueueError> {
         let request = serde_json::json!({
             "seq": from.max(1),
             "next_by_subj": filter,
@@ -120,7 +131,7 @@ impl Inspector {
             .map_err(|e| inspect_err("subscribe", e))?;
         self.client
             .publish_with_reply(
-                format!("$JS.API.DIRECT.GET.{STREAM}"),
+                format!("$JS.API.DIRECT.GET.{stream}"),
                 inbox,
                 Bytes::from(request.to_string()),
             )

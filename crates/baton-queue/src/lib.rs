@@ -3,6 +3,7 @@
 //! envelopes with a `Nats-Msg-Id` and awaiting the PubAck, large bodies in the Object Store,
 //! pulling and acknowledging queued messages, the `baton-config` KV snapshot, the
 //! `baton-suppressions` KV bucket ([`suppression`]), the `baton-holds` KV bucket ([`holds`]),
+//! the `BATON_EVENTS` stream ([`events`]),
 //! reading the queue without consuming it ([`inspect`]), and reading
 //! consumer state for metrics. One owner provisions ([`Provisioner::provision`] records the
 //! settings next to the snapshot); everyone else verifies ([`Verifier`]) and reports drift.
@@ -15,6 +16,7 @@ mod connect;
 mod consume;
 pub mod dead;
 mod error;
+pub mod events;
 pub mod holds;
 pub mod inspect;
 pub mod permissions;

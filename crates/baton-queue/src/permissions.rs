@@ -75,7 +75,8 @@ impl Role {
         let api = |s: &str| format!("$JS.API.{s}");
         let kv = |bucket: &str| format!("KV_{bucket}");
         let obj = format!("OBJ_{BODY_BUCKET}");
-        let mut publish = vec![api("INFO")];
+        // Every role publishes delivery events (`crate::events`).
+        let mut publish = vec![api("INFO"), "baton.events.>".to_owned()];
         // Stream settings every process verifies, and the snapshot every process reads
         // (direct gets, and the ordered consumer of a watch with its flow control).
         for stream in [
@@ -158,6 +159,7 @@ impl Role {
                     kv(SUPPRESSION_BUCKET),
                     kv(HOLD_BUCKET),
                     kv(PROCESS_BUCKET),
+                    crate::events::EVENT_STREAM.to_owned(),
                 ] {
                     publish.extend([
                         api(&format!("STREAM.CREATE.{stream}")),
@@ -181,6 +183,7 @@ impl Role {
                     // without consuming it, delete a stored message, requeue a dead letter
                     // to its pool's fresh-mail lane, and show the start of a large body.
                     api(&format!("DIRECT.GET.{STREAM}")),
+                    api(&format!("DIRECT.GET.{}", crate::events::EVENT_STREAM)),
                     api(&format!("STREAM.MSG.DELETE.{STREAM}")),
                     "baton.new.*".to_owned(),
                 ]);

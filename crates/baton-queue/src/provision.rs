@@ -91,6 +91,7 @@ impl Provisioner {
     ) -> Result<Vec<Drift>, QueueError> {
         patiently(|| self.ensure_stream()).await?;
         patiently(|| self.ensure_buckets()).await?;
+        patiently(|| self.ensure_event_stream()).await?;
         let store = ConfigStore::open(&self.js).await?;
         let record = self.settings.to_record(owner);
         if store.queue_settings().await?.as_ref() != Some(&record) {
@@ -359,6 +360,33 @@ impl Provisioner {
                 .await
                 .map_err(|e| provision_err(crate::PROCESS_BUCKET, e))?;
         }
+        Ok(())
+    }
+
+    /// Create the event stream when missing (limits retention: [`crate::events`] defaults),
+    /// or bring its replicas to the settings.
+    pub async fn ensure_event_stream(&self) -> Result<(), QueueError> {
+        use crate::events::{DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EVENT_STREAM};
+        if self.js.get_stream(EVENT_STREAM).await.is_ok() {
+            return self.scale_existing(EVENT_STREAM).await;
+        }
+        self.js
+            .create_stream(stream::Config {
+                name: EVENT_STREAM.into(),
+                description: Some("Baton delivery events (CloudEvents JSON)".into()),
+                subjects: vec!["baton.events.>".into()],
+                retention: RetentionPolicy::Limits,
+                max_age: DEFAULT_MAX_AGE,
+                max_bytes: DEFAULT_MAX_BYTES,
+                discard: DiscardPolicy::Old,
+                storage: StorageType::File,
+                num_replicas: self.settings.replicas,
+                duplicate_window: self.settings.duplicate_window,
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| provision_err(EVENT_STREAM, e))?;
         Ok(())
     }
 

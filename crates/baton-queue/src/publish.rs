@@ -18,17 +18,36 @@ pub struct PublishReceipt {
     pub duplicate: bool,
 }
 
-/// Publishes envelopes to the queue stream.
+/// Publishes envelopes to the queue stream (and, when given [`crate::events::Events`], the
+/// delivery events of what it did, in the background).
 #[derive(Clone)]
 pub struct Publisher {
     js: jetstream::Context,
     timeout: Duration,
+    events: Option<crate::events::Events>,
 }
 
 impl Publisher {
     /// A publisher that gives up (and reports an error) after `timeout` without a PubAck.
     pub fn new(js: jetstream::Context, timeout: Duration) -> Self {
-        Publisher { js, timeout }
+        Publisher {
+            js,
+            timeout,
+            events: None,
+        }
+    }
+
+    /// This publisher, also emitting delivery events through `events`.
+    pub fn with_events(mut self, events: crate::events::Events) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Emit a delivery event without waiting (nothing when this publisher has no events).
+    pub fn emit(&self, event: baton_core::event::Event) {
+        if let Some(e) = &self.events {
+            e.emit(event);
+        }
     }
 
     /// Publish `envelope` on `subject` with `msg_id` as `Nats-Msg-Id`. An inline body above

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub queue_oldest_age: prometheus::GaugeVec,
     /// Messages in a pool's dead letters, by pool.
     pub queue_dead: IntGaugeVec,
+    /// Delivery events by type and result (`stored`, `failed`: not stored, lost).
+    pub events: IntCounterVec,
     /// Messages in a pool's held place, by pool.
     pub queue_held: IntGaugeVec,
     /// Envelopes moved to the held place by this worker (a hold covered them), by pool.
@@ -368,6 +370,12 @@ impl Metrics {
                 "baton_queue_dead_messages",
                 "Messages in the pool's dead letters (baton.dead.<pool>).",
                 &["pool"],
+            ),
+            events: counter(
+                &r,
+                "baton_events_total",
+                "Delivery events published to BATON_EVENTS, by type and result (stored, failed: lost).",
+                &["type", "result"],
             ),
             queue_held: gauge(
                 &r,

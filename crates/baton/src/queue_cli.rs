@@ -10,7 +10,7 @@ use baton_proto::v1::{
     HoldTarget, ListHoldsRequest, ListMessagesRequest, MessageFilter, Place, QueueSummaryRequest,
     QueuedMessage, ReleaseRequest, RequeueDeadRequest, ShapeRow,
 };
-use baton_proto::v1::{BounceRequest, RetryNowRequest};
+use baton_proto::v1::{BounceRequest, GetTraceRequest, RetryNowRequest};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -122,6 +122,11 @@ pub(crate) enum QueueCommand {
     },
     /// The holds in force.
     Holds,
+    /// The timeline of one message: every delivery event, oldest first.
+    Trace {
+        /// Queue id (`250 ... queued as <id>`).
+        id: String,
+    },
     /// Deliver now what waits in a retry tier (moved to the fresh-mail lane, due at once).
     Retry {
         #[command(flatten)]
@@ -478,6 +483,47 @@ pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             report(&r, "bounced", out)?;
+        }
+        QueueCommand::Trace { id } => {
+            let t = api
+                .get_trace(GetTraceRequest { queue_id: id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let events: Vec<Value> = t
+                .events
+                .iter()
+                .map(|e| serde_json::from_str(&e.cloud_event).unwrap_or(Value::Null))
+                .collect();
+            if out == Output::Table {
+                let rows: Vec<Vec<String>> = t
+                    .events
+                    .iter()
+                    .zip(&events)
+                    .map(|(e, v)| {
+                        let d = &v["data"];
+                        let field = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+                        let who = [field("recipient"), field("by"), field("hold")]
+                            .into_iter()
+                            .find(|s| !s.is_empty())
+                            .unwrap_or_default();
+                        let what = [field("reply"), field("reason"), field("dsnId")]
+                            .into_iter()
+                            .find(|s| !s.is_empty())
+                            .unwrap_or_default();
+                        vec![
+                            time_ms(e.time_ms),
+                            e.r#type.clone(),
+                            blank(&who).to_owned(),
+                            blank(&field("remote")).to_owned(),
+                            blank(&what).chars().take(80).collect(),
+                        ]
+                    })
+                    .collect();
+                print_rows(&["TIME", "EVENT", "WHO", "REMOTE", "DETAIL"], &rows);
+            } else {
+                emit(out, &json!({ "events": events }))?;
+            }
         }
         QueueCommand::Holds => {
             let r = api

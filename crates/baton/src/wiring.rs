@@ -111,6 +111,17 @@ impl Nats {
     fn publisher(&self, timeout: Duration) -> Publisher {
         Publisher::new(self.js.clone(), timeout)
     }
+
+    /// A publisher that also emits delivery events as `component`, counted in `metrics`.
+    pub(crate) fn publisher_with_events(
+        &self,
+        timeout: Duration,
+        component: &str,
+        metrics: &Metrics,
+    ) -> Publisher {
+        self.publisher(timeout)
+            .with_events(events(&self.js, component, metrics))
+    }
 }
 
 /// As the owner (`owner`: `config-apply`, `dev`): compile YAML, provision the queue with
@@ -353,7 +364,7 @@ pub(crate) async fn run_ingress(
     let ingress = baton_ingress::Ingress::bind(
         config,
         tls,
-        nats.publisher(l.publish_timeout),
+        nats.publisher_with_events(l.publish_timeout, "ingress", &metrics),
         snapshots,
         metrics.clone(),
     )
@@ -433,7 +444,7 @@ pub(crate) async fn run_worker(
     let queue = baton_delivery::Queue {
         js: nats.js.clone(),
         verifier: baton_queue::Verifier::new(nats.js.clone()),
-        publisher: nats.publisher(Duration::from_secs(10)),
+        publisher: nats.publisher_with_events(Duration::from_secs(10), "worker", &metrics),
         suppressions: suppressions(nats, &metrics),
         holds: {
             let gauge = metrics.holds.clone();
@@ -552,4 +563,27 @@ fn spawn_beats(
             }
         }
     });
+}
+
+/// The delivery events of `component` on this host (`baton/<component>/<instance>`), each
+/// result counted in `baton_events_total{type,result}`.
+pub(crate) fn events(
+    js: &async_nats::jetstream::Context,
+    component: &str,
+    metrics: &Metrics,
+) -> baton_queue::events::Events {
+    let instance = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| hostname(&None));
+    let counter = metrics.events.clone();
+    baton_queue::events::Events::new(
+        js.clone(),
+        &format!("baton/{component}/{instance}"),
+        Arc::new(move |kind, stored| {
+            counter
+                .with_label_values(&[kind, if stored { "stored" } else { "failed" }])
+                .inc();
+        }),
+    )
 }

@@ -35,6 +35,7 @@ mod dev_certificate;
 mod dkim_verify;
 mod domain_verification;
 mod e2e_kubernetes;
+mod events_trace;
 mod ingress_auth_relay;
 mod ingress_limits;
 mod ingress_queue;

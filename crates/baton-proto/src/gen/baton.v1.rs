@@ -1035,6 +1035,33 @@ pub struct BounceRequest {
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetTraceRequest {
+    /// The queue id (`250 2.0.0 Ok: queued as <id>`).
+    #[prost(string, tag = "1")]
+    pub queue_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetTraceResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub events: ::prost::alloc::vec::Vec<TraceEvent>,
+}
+/// One delivery event of a message.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TraceEvent {
+    /// Sequence in the event stream.
+    #[prost(uint64, tag = "1")]
+    pub sequence: u64,
+    /// The short type (`accepted`, `deferred`, `delivered`, ...).
+    #[prost(string, tag = "2")]
+    pub r#type: ::prost::alloc::string::String,
+    /// When it was stored (Unix milliseconds).
+    #[prost(int64, tag = "3")]
+    pub time_ms: i64,
+    /// The event as stored: CloudEvents 1.0 structured JSON.
+    #[prost(string, tag = "4")]
+    pub cloud_event: ::prost::alloc::string::String,
+}
 /// Where a queued message waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -1398,6 +1425,29 @@ pub mod admin_client {
             req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "Bounce"));
             self.inner.unary(req, path, codec).await
         }
+        /// The timeline of one message: its delivery events (CloudEvents JSON from the BATON_EVENTS
+        /// stream), oldest first.
+        pub async fn get_trace(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetTraceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTraceResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/baton.v1.Admin/GetTrace");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "GetTrace"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1487,6 +1537,15 @@ pub mod admin_server {
             &self,
             request: tonic::Request<super::BounceRequest>,
         ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status>;
+        /// The timeline of one message: its delivery events (CloudEvents JSON from the BATON_EVENTS
+        /// stream), oldest first.
+        async fn get_trace(
+            &self,
+            request: tonic::Request<super::GetTraceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTraceResponse>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct AdminServer<T> {
@@ -2028,6 +2087,49 @@ pub mod admin_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = BounceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/GetTrace" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetTraceSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::GetTraceRequest>
+                    for GetTraceSvc<T> {
+                        type Response = super::GetTraceResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetTraceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::get_trace(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetTraceSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

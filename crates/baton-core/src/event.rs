@@ -1,0 +1,262 @@
+//! Delivery events: what happened to a message, as CloudEvents 1.0 (structured JSON mode)
+//! published to the `BATON_EVENTS` stream (`baton_queue::events`). This module owns the event
+//! types and their names, the subject an event is stored under and the JSON it is stored as.
+//!
+//! Subjects are `baton.events.<namespace>.<relaydomain>.<queue id>.<type>`, so consumers and
+//! permissions can be scoped per tenant, and one message's timeline is one subject filter
+//! (`baton.events.*.*.<queue id>.*`). Event ids are deterministic per fact (a worker that
+//! redelivers after a crash publishes the same id, stored once); the CloudEvents `type` is
+//! `dev.baton.message.<type>.v1` and `subject` is the queue id. `data` is a flat JSON object
+//! documented per type in the README.
+
+use serde_json::{Map, Value, json};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// The ingress queued the message (after the PubAck) and answered `250`.
+    Accepted,
+    /// A recipient was delivered (the remote `250`).
+    Delivered,
+    /// A recipient got a temporary failure and waits for a retry.
+    Deferred,
+    /// A recipient failed for good.
+    Bounced,
+    /// A recipient was still undelivered at the pool's maximum age.
+    Expired,
+    /// A delivery status notification about the message was queued for its sender.
+    DsnQueued,
+    /// Recipients were moved to the held place by a hold.
+    Held,
+    /// An operator released held mail.
+    Released,
+    /// An operator requeued a dead letter.
+    Requeued,
+    /// An operator asked to retry now.
+    Retried,
+    /// An operator bounced the message.
+    OperatorBounced,
+    /// An operator deleted the message.
+    Deleted,
+}
+
+impl EventType {
+    /// Every type.
+    pub const ALL: [EventType; 12] = [
+        EventType::Accepted,
+        EventType::Delivered,
+        EventType::Deferred,
+        EventType::Bounced,
+        EventType::Expired,
+        EventType::DsnQueued,
+        EventType::Held,
+        EventType::Released,
+        EventType::Requeued,
+        EventType::Retried,
+        EventType::OperatorBounced,
+        EventType::Deleted,
+    ];
+
+    /// The short name (the subject's last token; a bounded metric label).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::Accepted => "accepted",
+            EventType::Delivered => "delivered",
+            EventType::Deferred => "deferred",
+            EventType::Bounced => "bounced",
+            EventType::Expired => "expired",
+            EventType::DsnQueued => "dsn_queued",
+            EventType::Held => "held",
+            EventType::Released => "released",
+            EventType::Requeued => "requeued",
+            EventType::Retried => "retried",
+            EventType::OperatorBounced => "operator_bounced",
+            EventType::Deleted => "deleted",
+        }
+    }
+
+    /// The CloudEvents `type`: `dev.baton.message.<name>.v1`.
+    pub fn cloud_type(self) -> String {
+        format!("dev.baton.message.{}.v1", self.name())
+    }
+
+    /// The type of a delivery outcome's `metric_label` (`delivered`, `deferred`, `bounced`,
+    /// `expired`).
+    pub fn of_outcome(label: &str) -> Option<EventType> {
+        match label {
+            "delivered" => Some(EventType::Delivered),
+            "deferred" => Some(EventType::Deferred),
+            "bounced" => Some(EventType::Bounced),
+            "expired" => Some(EventType::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventType,
+    /// The queue id of the message (`250 ... queued as <id>`).
+    pub queue_id: String,
+    /// Its RelayDomain, `namespace/name` (empty when unknown).
+    pub relay_domain: String,
+    /// When (Unix ms).
+    pub time_ms: i64,
+    /// What makes this fact unique for this message (e.g. the attempt and recipient): with
+    /// the queue id and type it forms the event id.
+    pub discriminator: String,
+    /// The type's fields.
+    pub data: Map<String, Value>,
+}
+
+/// A subject token from free text: characters other than ASCII letters, digits, `-` and `_`
+/// become `_`; empty becomes `_`.
+pub fn token(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if t.is_empty() { "_".to_owned() } else { t }
+}
+
+impl Event {
+    /// A new event with empty data.
+    pub fn new(
+        kind: EventType,
+        queue_id: &str,
+        relay_domain: &str,
+        time_ms: i64,
+        discriminator: impl Into<String>,
+    ) -> Self {
+        Event {
+            kind,
+            queue_id: queue_id.to_owned(),
+            relay_domain: relay_domain.to_owned(),
+            time_ms,
+            discriminator: discriminator.into(),
+            data: Map::new(),
+        }
+    }
+
+    /// Add a data field.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.data.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The namespace and name of its RelayDomain as subject tokens.
+    pub fn tenant(&self) -> (String, String) {
+        match self.relay_domain.split_once('/') {
+            Some((ns, name)) => (token(ns), token(name)),
+            None => ("_".into(), token(&self.relay_domain)),
+        }
+    }
+
+    /// `baton.events.<namespace>.<relaydomain>.<queue id>.<type>`.
+    pub fn subject(&self) -> String {
+        let (ns, name) = self.tenant();
+        format!(
+            "baton.events.{ns}.{name}.{}.{}",
+            token(&self.queue_id),
+            self.kind.name()
+        )
+    }
+
+    /// The CloudEvents `id`, deterministic: `<queue id>.<type>.<discriminator>`.
+    pub fn id(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.queue_id,
+            self.kind.name(),
+            self.discriminator
+        )
+    }
+
+    /// The CloudEvents 1.0 JSON (structured mode); `source` names the emitting process
+    /// (`baton/<component>/<instance>`).
+    pub fn to_json(&self, source: &str) -> Vec<u8> {
+        let time =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.time_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+        let mut data = self.data.clone();
+        data.insert("queueId".into(), json!(self.queue_id));
+        data.insert("relayDomain".into(), json!(self.relay_domain));
+        let v = json!({
+            "specversion": "1.0",
+            "id": self.id(),
+            "source": source,
+            "type": self.kind.cloud_type(),
+            "subject": self.queue_id,
+            "time": time,
+            "datacontenttype": "application/json",
+            "data": data,
+        });
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
+/// The subject filter of one message's events.
+pub fn trace_filter(queue_id: &str) -> String {
+    format!("baton.events.*.*.{}.*", token(queue_id))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_a_cloudevent_under_its_tenant_subject() {
+        let e = Event::new(
+            EventType::Deferred,
+            "1M90AJ69WSKAJAKRV3",
+            "shop/example.com",
+            1_796_381_153_596,
+            "a1.r0",
+        )
+        .with("recipient", "a@x.test")
+        .with("attempt", 1);
+        assert_eq!(
+            e.subject(),
+            "baton.events.shop.example_com.1M90AJ69WSKAJAKRV3.deferred"
+        );
+        assert_eq!(e.id(), "1M90AJ69WSKAJAKRV3.deferred.a1.r0");
+        let v: Value = serde_json::from_slice(&e.to_json("baton/worker/pod-1")).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["type"], "dev.baton.message.deferred.v1");
+        assert_eq!(v["source"], "baton/worker/pod-1");
+        assert_eq!(v["subject"], "1M90AJ69WSKAJAKRV3");
+        assert_eq!(v["time"], "2026-12-04T10:45:53.596Z");
+        assert_eq!(v["datacontenttype"], "application/json");
+        assert_eq!(v["data"]["recipient"], "a@x.test");
+        assert_eq!(v["data"]["relayDomain"], "shop/example.com");
+        assert_eq!(v["data"]["attempt"], 1);
+    }
+
+    #[test]
+    fn subjects_stay_valid_for_any_input_and_trace_filters_match_them() {
+        let e = Event::new(EventType::Accepted, "a.b c>*", "", 0, "x");
+        assert_eq!(e.subject(), "baton.events._._.a_b_c__.accepted");
+        assert_eq!(trace_filter("a.b c>*"), "baton.events.*.*.a_b_c__.*");
+        let names: std::collections::HashSet<_> = EventType::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names.len(), EventType::ALL.len(), "names are distinct");
+        for t in EventType::ALL {
+            assert_eq!(token(t.name()), t.name(), "a name is one subject token");
+        }
+        assert_eq!(EventType::of_outcome("bounced"), Some(EventType::Bounced));
+        assert_eq!(EventType::of_outcome("sent"), None);
+    }
+}
