@@ -244,6 +244,8 @@ pub(crate) enum ConfigCommand {
 /// Listener and limit flags shared by `dev` and `ingress`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ListenArgs {
+    #[command(flatten)]
+    pub events: EventArgs,
     /// Relay listener with STARTTLS (port 25 in the cluster).
     #[arg(long, env = "BATON_LISTEN_SMTP")]
     pub listen_smtp: Option<SocketAddr>,
@@ -354,6 +356,8 @@ pub(crate) struct WorkerArgs {
     #[command(flatten)]
     pub security: NatsSecurityArgs,
     #[command(flatten)]
+    pub events: EventArgs,
+    #[command(flatten)]
     pub keyring: KeyringArgs,
     /// SendingPool to serve.
     #[arg(long, env = "BATON_POOL")]
@@ -422,6 +426,15 @@ pub(crate) struct AdminListenArgs {
     /// PEM private key of `--admin-tls-cert`.
     #[arg(long, env = "BATON_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
     pub admin_tls_key: Option<PathBuf>,
+}
+
+/// Delivery events (`BATON_EVENTS`): on by default.
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct EventArgs {
+    /// Publish delivery events (accepted, delivered, deferred, ...) to the `BATON_EVENTS`
+    /// stream (`--events=false` to turn them off).
+    #[arg(long = "events", env = "BATON_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub events: bool,
 }
 
 /// `baton admin`

@@ -65,7 +65,7 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
                 return Ok(());
             }
             let config = wiring::worker_config(&args.pool, &args.hostname, &args.tuning, true)?;
-            wiring::run_worker(&nats, config, metrics, health, stop).await
+            wiring::run_worker(&nats, config, args.events, metrics, health, stop).await
         }
         Command::Operator(args) => crate::operator::run(args, log).await,
         Command::Config {

@@ -192,7 +192,8 @@ async fn run_with(
             health.clone(),
             stop.clone(),
         );
-        tasks.spawn(async move { wiring::run_worker(&n, config, m, h, s).await });
+        let events = args.listen.events;
+        tasks.spawn(async move { wiring::run_worker(&n, config, events, m, h, s).await });
     }
     let listeners = wiring::default_listeners(&args.listen, true);
     let ingress = wiring::run_ingress(

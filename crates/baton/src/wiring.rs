@@ -112,15 +112,21 @@ impl Nats {
         Publisher::new(self.js.clone(), timeout)
     }
 
-    /// A publisher that also emits delivery events as `component`, counted in `metrics`.
+    /// A publisher that also emits delivery events as `component` (when `on`), counted in
+    /// `metrics`.
     pub(crate) fn publisher_with_events(
         &self,
         timeout: Duration,
         component: &str,
         metrics: &Metrics,
+        on: bool,
     ) -> Publisher {
-        self.publisher(timeout)
-            .with_events(events(&self.js, component, metrics))
+        let p = self.publisher(timeout);
+        if on {
+            p.with_events(events(&self.js, component, metrics))
+        } else {
+            p
+        }
     }
 }
 
@@ -364,7 +370,7 @@ pub(crate) async fn run_ingress(
     let ingress = baton_ingress::Ingress::bind(
         config,
         tls,
-        nats.publisher_with_events(l.publish_timeout, "ingress", &metrics),
+        nats.publisher_with_events(l.publish_timeout, "ingress", &metrics, l.events.events),
         snapshots,
         metrics.clone(),
     )
@@ -426,6 +432,7 @@ pub(crate) fn worker_config(
 pub(crate) async fn run_worker(
     nats: &Nats,
     config: baton_delivery::WorkerConfig,
+    events: crate::cli::EventArgs,
     metrics: Metrics,
     health: Arc<Health>,
     stop: CancellationToken,
@@ -444,7 +451,12 @@ pub(crate) async fn run_worker(
     let queue = baton_delivery::Queue {
         js: nats.js.clone(),
         verifier: baton_queue::Verifier::new(nats.js.clone()),
-        publisher: nats.publisher_with_events(Duration::from_secs(10), "worker", &metrics),
+        publisher: nats.publisher_with_events(
+            Duration::from_secs(10),
+            "worker",
+            &metrics,
+            events.events,
+        ),
         suppressions: suppressions(nats, &metrics),
         holds: {
             let gauge = metrics.holds.clone();

@@ -4,7 +4,8 @@
 //!   CloudEvents 1.0 JSON under its tenant's subjects, from the ingress and the worker; `baton
 //!   queue trace <id>` shows that timeline.
 //! - With the event stream gone (JetStream refuses every event), mail is still accepted and
-//!   delivered, and the lost events are counted (`baton_events_total{result="failed"}`).
+//!   delivered, and the lost events are counted (`baton_events_total{result="failed"}`); an
+//!   ingress started with `--events=false` publishes none.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,5 +195,21 @@ async fn mail_flows_when_events_cannot_be_stored() -> anyhow::Result<()> {
             == 1.0
     })
     .await?;
+    // `--events=false`: nothing is published, so nothing is lost either.
+    let quiet = Ingress::start(&nats, &dir.0, &["--events=false"]).await?;
+    let m = Submission {
+        subject: "events-off",
+        ..m
+    };
+    assert_eq!(submit(quiet.smtp, &m).await?, 250);
+    receiver.wait_for_messages(2, WAIT).await?;
+    assert_eq!(
+        metric(
+            quiet.metrics,
+            "baton_events_total{result=\"failed\",type=\"accepted\"}"
+        )
+        .await,
+        0.0
+    );
     Ok(())
 }
