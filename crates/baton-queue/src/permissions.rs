@@ -184,6 +184,8 @@ impl Role {
                     // to its pool's fresh-mail lane, and show the start of a large body.
                     api(&format!("DIRECT.GET.{STREAM}")),
                     api(&format!("DIRECT.GET.{}", crate::events::EVENT_STREAM)),
+                    // The owner checks the event stream before creating it.
+                    api(&format!("STREAM.INFO.{}", crate::events::EVENT_STREAM)),
                     api(&format!("STREAM.MSG.DELETE.{STREAM}")),
                     "baton.new.*".to_owned(),
                 ]);
