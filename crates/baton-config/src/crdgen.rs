@@ -7,7 +7,7 @@ use std::path::Path;
 
 use kube::CustomResourceExt as _;
 
-use crate::crd::{RelayDomain, SendingPool};
+use crate::crd::{EventSink, RelayDomain, SendingPool};
 
 const HEADER: &str = "# Generated from crates/baton-config/src/crd by baton_config::crdgen; do not edit.\n\
 # Regenerate: BATON_REGENERATE=1 cargo test -p baton-config crds_are_fresh\n";
@@ -15,12 +15,13 @@ const HEADER: &str = "# Generated from crates/baton-config/src/crd by baton_conf
 /// Every CRD manifest as `(file name, YAML)`, in a stable order (sorted by file name).
 pub fn crd_files() -> Vec<(&'static str, String)> {
     vec![
+        ("eventsinks.baton.dev.yaml", to_yaml(&EventSink::crd())),
         ("relaydomains.baton.dev.yaml", to_yaml(&RelayDomain::crd())),
         ("sendingpools.baton.dev.yaml", to_yaml(&SendingPool::crd())),
     ]
 }
 
-/// Both CRDs as one multi-document YAML stream, in the order of [`crd_files`].
+/// Every CRD as one multi-document YAML stream, in the order of [`crd_files`].
 pub fn crd_yaml() -> String {
     let mut out = String::from(HEADER);
     for (_, yaml) in crd_files() {

@@ -11,7 +11,7 @@ use serde::Deserialize as _;
 
 use crate::ConfigError;
 use crate::compile::{DEFAULT_NAMESPACE, Resources};
-use crate::crd::{API_VERSION, RelayDomain, SendingPool};
+use crate::crd::{API_VERSION, EventSink, RelayDomain, SendingPool};
 
 /// Loads every path: a file is read whatever its name; a directory contributes its `*.yaml` and
 /// `*.yml` files (not recursive), in name order.
@@ -85,6 +85,14 @@ pub fn load_str(yaml: &str, origin: &str) -> Result<Resources, ConfigError> {
                     .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
                 out.domains.push(rd);
             }
+            DocKind::EventSink => {
+                let mut sink = EventSink::deserialize(doc)
+                    .map_err(|e| parse_err(index, Some("EventSink"), e))?;
+                sink.metadata
+                    .namespace
+                    .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
+                out.sinks.push(sink);
+            }
             DocKind::Secret => {
                 let mut secret =
                     Secret::deserialize(doc).map_err(|e| parse_err(index, Some("Secret"), e))?;
@@ -103,6 +111,7 @@ enum DocKind {
     Empty,
     SendingPool,
     RelayDomain,
+    EventSink,
     Secret,
 }
 
@@ -125,6 +134,7 @@ fn document_kind(
     match (api_version.as_str(), kind.as_str()) {
         (API_VERSION, "SendingPool") => Ok(DocKind::SendingPool),
         (API_VERSION, "RelayDomain") => Ok(DocKind::RelayDomain),
+        (API_VERSION, "EventSink") => Ok(DocKind::EventSink),
         ("v1", "Secret") => Ok(DocKind::Secret),
         _ => Err(ConfigError::UnsupportedKind {
             origin: origin.to_owned(),

@@ -1,7 +1,8 @@
 //! Secrets at rest: the keyring and the sealing of the secrets the config snapshot carries.
 //!
-//! The snapshot (`baton-config` bucket, `proto/baton/v1/config.proto`) holds three kinds of
-//! secret: DKIM private keys, smarthost passwords and VERP signing keys. None is ever stored in
+//! The snapshot (`baton-config` bucket, `proto/baton/v1/config.proto`) holds four kinds of
+//! secret: DKIM private keys, smarthost passwords, VERP signing keys and EventSink signing
+//! keys. None is ever stored in
 //! clear: the writers (the operator, `baton config apply`, `baton dev`) seal each one with
 //! [`seal_config`] before the snapshot leaves the process, and the readers (ingress, workers)
 //! open them in memory with [`unseal_config`]. `baton_queue::ConfigStore::put` refuses a

@@ -19,6 +19,11 @@ fn verp_context(domain: &str, id: u32) -> String {
     format!("verp/{domain}/{id}")
 }
 
+/// The place of an EventSink's signing key: `webhook/<namespace>/<name>`.
+fn webhook_context(sink: &str) -> String {
+    format!("webhook/{sink}")
+}
+
 /// One secret of a snapshot, clear and sealed side, with its context.
 enum Slot<'a> {
     Text(&'a mut String, &'a mut Option<baton_proto::v1::Sealed>),
@@ -51,6 +56,12 @@ fn slots(config: &mut RelayConfig) -> Vec<(String, Slot<'_>)> {
                 Slot::Text(&mut s.password, &mut s.sealed_password),
             ));
         }
+    }
+    for k in &mut config.sinks {
+        out.push((
+            webhook_context(&k.name),
+            Slot::Bytes(&mut k.secret, &mut k.sealed_secret),
+        ));
     }
     out
 }
@@ -149,7 +160,9 @@ mod tests {
     use super::*;
     use crate::KEY_LEN;
     use baton_proto::Message as _;
-    use baton_proto::v1::{DkimKey, RelayDomain, ReturnPath, SendingPool, Smarthost, VerpKey};
+    use baton_proto::v1::{
+        DkimKey, EventSink, RelayDomain, ReturnPath, SendingPool, Smarthost, VerpKey,
+    };
 
     fn keyring(id: u32, b: u8) -> Keyring {
         Keyring::from_keys([(id, [b; KEY_LEN].as_slice())]).unwrap()
@@ -196,6 +209,11 @@ mod tests {
                 ],
                 ..SendingPool::default()
             }],
+            sinks: vec![EventSink {
+                name: "team-a/hooks".into(),
+                secret: b"webhook-signing-key".to_vec(),
+                ..EventSink::default()
+            }],
             ..RelayConfig::default()
         }
     }
@@ -203,18 +221,19 @@ mod tests {
     #[test]
     fn sealing_leaves_nothing_in_clear_and_opens_back() {
         let original = snapshot();
-        assert_eq!(clear_secrets(&original).len(), 3);
+        assert_eq!(clear_secrets(&original).len(), 4);
         let k = keyring(1, 5);
         let mut sealed = original.clone();
-        assert_eq!(seal_config(&mut sealed, Some(&k)).unwrap(), 3);
+        assert_eq!(seal_config(&mut sealed, Some(&k)).unwrap(), 4);
         assert!(clear_secrets(&sealed).is_empty());
-        assert_eq!(sealed_key_ids(&sealed), vec![1, 1, 1]);
+        assert_eq!(sealed_key_ids(&sealed), vec![1, 1, 1, 1]);
         let wire = sealed.encode_to_vec();
         for needle in [
             &b"BEGIN PRIVATE KEY"[..],
             b"MIIE",
             b"verp-secret",
             b"hunter2",
+            b"webhook-signing-key",
         ] {
             assert!(!wire.windows(needle.len()).any(|w| w == needle));
         }
@@ -223,7 +242,7 @@ mod tests {
         seal_config(&mut again, Some(&k)).unwrap();
         assert_eq!(again, sealed);
         let mut opened = RelayConfig::decode(wire.as_slice()).unwrap();
-        assert_eq!(unseal_config(&mut opened, Some(&k)).unwrap(), 3);
+        assert_eq!(unseal_config(&mut opened, Some(&k)).unwrap(), 4);
         assert_eq!(opened, original);
     }
 
@@ -235,12 +254,12 @@ mod tests {
         let mut s = snapshot();
         assert!(matches!(
             seal_config(&mut s, None),
-            Err(SealError::NoKeyring(3))
+            Err(SealError::NoKeyring(4))
         ));
         seal_config(&mut s, Some(&keyring(1, 5))).unwrap();
         assert!(matches!(
             unseal_config(&mut s, None),
-            Err(SealError::NoKeyring(3))
+            Err(SealError::NoKeyring(4))
         ));
     }
 

@@ -35,6 +35,7 @@ mod domain;
 mod pool;
 mod return_path;
 mod secrets;
+mod sink;
 
 use std::collections::BTreeMap;
 
@@ -45,8 +46,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time
 pub use secrets::{
     ARGON2_M_KIB, ARGON2_P, ARGON2_T, BASIC_AUTH_TYPE, CA_BUNDLE_SECRET_KEY, verify_password,
 };
+pub use sink::{MAX_SINK_KEY, MIN_SINK_KEY, SINK_SECRET_KEY, SinkReport, signing_key};
 
-use crate::crd::{RelayDomain, SendingPool, SendingPoolSpec};
+use crate::crd::{EventSink, RelayDomain, SendingPool, SendingPoolSpec};
 use crate::dns::DnsRecord;
 use crate::{ConfigError, InvalidObject};
 
@@ -63,7 +65,9 @@ pub struct Resources {
     pub pools: Vec<SendingPool>,
     /// RelayDomains (`namespace/name` must be unique).
     pub domains: Vec<RelayDomain>,
-    /// Secrets referenced by the pools and domains (others are ignored).
+    /// EventSinks (`namespace/name` must be unique).
+    pub sinks: Vec<EventSink>,
+    /// Secrets referenced by the pools, domains and sinks (others are ignored).
     pub secrets: Vec<Secret>,
     /// RelayDomains (`namespace/name`) whose domain published its verification record
     /// ([`crate::verification`]); only consulted for pools that require it.
@@ -75,6 +79,7 @@ impl Resources {
     pub fn extend(&mut self, other: Resources) {
         self.pools.extend(other.pools);
         self.domains.extend(other.domains);
+        self.sinks.extend(other.sinks);
         self.secrets.extend(other.secrets);
         self.verified_domains.extend(other.verified_domains);
     }
@@ -106,6 +111,8 @@ pub struct Compiled {
     pub domains: Vec<DomainReport>,
     /// One report per input SendingPool, sorted by name.
     pub pools: Vec<PoolReport>,
+    /// One report per input EventSink, sorted by `namespace/name`.
+    pub sinks: Vec<SinkReport>,
 }
 
 impl Compiled {
@@ -113,7 +120,9 @@ impl Compiled {
     /// RelayDomains by `namespace/name`.
     pub fn invalid(&self) -> impl Iterator<Item = &InvalidObject> {
         let pools = self.pools.iter().filter_map(|p| p.invalid.as_ref());
-        pools.chain(self.domains.iter().filter_map(|d| d.invalid.as_ref()))
+        pools
+            .chain(self.domains.iter().filter_map(|d| d.invalid.as_ref()))
+            .chain(self.sinks.iter().filter_map(|s| s.invalid.as_ref()))
     }
 
     /// All or nothing: [`ConfigError::InvalidObjects`] naming every invalid object, if any. What
@@ -294,7 +303,31 @@ pub fn compile(res: &Resources, generation: u64, now_ms: i64) -> Result<Compiled
             invalid: compiled.err(),
         })
         .collect();
+    let mut sinks = Vec::new();
+    let mut sink_reports: Vec<SinkReport> = Vec::with_capacity(res.sinks.len());
+    for sink in &res.sinks {
+        let name = required_name("EventSink", &sink.metadata)?;
+        let namespace = namespace_of(&sink.metadata);
+        let key = format!("{namespace}/{name}");
+        if sink_reports.iter().any(|r| r.name == key) {
+            return Err(ConfigError::Duplicate {
+                kind: "EventSink",
+                name: key,
+            });
+        }
+        let compiled = sink::compile_sink(sink, &key, namespace, &secrets);
+        sink_reports.push(SinkReport {
+            name: key,
+            namespace: namespace.to_owned(),
+            resource_name: name.to_owned(),
+            invalid: compiled.as_ref().err().cloned(),
+        });
+        sinks.extend(compiled.ok());
+    }
+    sinks.sort_by(|a, b| a.name.cmp(&b.name));
+    sink_reports.sort_by(|a, b| a.name.cmp(&b.name));
     tracing::debug!(
+        sinks = sinks.len(),
         pools = pools.len(),
         domains = entries.len(),
         not_ready = reports.iter().filter(|r| !r.ready).count(),
@@ -308,9 +341,11 @@ pub fn compile(res: &Resources, generation: u64, now_ms: i64) -> Result<Compiled
             compiled_at_ms: now_ms,
             domains: entries,
             pools,
+            sinks,
         },
         domains: reports,
         pools: pool_reports,
+        sinks: sink_reports,
     })
 }
 

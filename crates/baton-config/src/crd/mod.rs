@@ -1,5 +1,6 @@
 //! The `baton.dev/v1alpha1` custom resources: [`SendingPool`] (cluster-scoped, owned by the
-//! platform team) and [`RelayDomain`] (namespaced, owned by an application team).
+//! platform team), [`RelayDomain`] and [`EventSink`] (namespaced, owned by an application
+//! team).
 //!
 //! Doc comments on these types become the CRD schema descriptions shown by `kubectl explain`.
 //! Defaults declared with `#[serde(default = ...)]` are published in the schema, so the API server
@@ -12,6 +13,8 @@ mod domain;
 #[allow(unreachable_pub)]
 mod pool;
 mod schema;
+#[allow(unreachable_pub)]
+mod sink;
 
 pub use domain::{
     BOUNCE_CLASSES, DelayNoticeSpec, DkimAlgorithm, DkimKeySpec, DkimSpec, DomainLimits,
@@ -23,6 +26,7 @@ pub use pool::{
     PoolLimits, RetrySpec, SendingPool, SendingPoolSpec, SendingPoolStatus, SmarthostSpec,
     TlsPolicy, TlsSpec, WorkersSpec,
 };
+pub use sink::{EVENT_TYPES, EventSink, EventSinkSpec, EventSinkStatus};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

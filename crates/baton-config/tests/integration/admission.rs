@@ -51,10 +51,27 @@ spec:
   postmaster: postmaster@example.com
 "#;
 
+/// A valid EventSink touching every field the rows change.
+const SINK: &str = r#"
+apiVersion: baton.dev/v1alpha1
+kind: EventSink
+metadata: {name: hooks, namespace: team-a}
+spec:
+  url: https://hooks.example.com/baton
+  secretRef: {name: hooks-secret}
+  types: [delivered, bounced]
+  relayDomains: [example-com]
+  caBundleSecretRef: {name: hooks-ca}
+  timeout: 5s
+  maxBacklog: 1000
+  maxEventAge: 1h
+"#;
+
 #[derive(Clone, Copy, Debug)]
 enum Base {
     Pool,
     Domain,
+    Sink,
 }
 
 /// Expected verdict: admitted, or refused at a path (exact) with a message containing a text.
@@ -72,7 +89,7 @@ const LONG_NAME: &str = "a123456789b123456789c123456789d123456789e123456789f1234
 
 #[rustfmt::skip]
 fn rows() -> Vec<Row> {
-    use Base::{Domain as D, Pool as P};
+    use Base::{Domain as D, Pool as P, Sink as S};
     let over_63 = Box::leak(format!("{LONG_NAME}x").into_boxed_str());
     vec![
         // --- valid objects the old CRD refused or that sit on a boundary ---
@@ -178,6 +195,18 @@ fn rows() -> Vec<Row> {
         (P, "/spec/workers/nodeSelector/pool", "'not a label value'", Refuse("spec.workers.nodeSelector.pool", "should match")),
         (P, "/spec/workers/autoscaling", "{minReplicas: 3, maxReplicas: 2}", Refuse("spec.workers.autoscaling", "minReplicas must not exceed maxReplicas")),
         (P, "/metadata/name", "Not_A_Name", Refuse("metadata.name", "RFC 1123")),
+        // --- EventSink ---
+        (S, "/spec/types", "[]", Admit),
+        (S, "/spec/types", "[accepted, operator_bounced, dsn_queued]", Admit),
+        (S, "/spec/url", "'https://hooks.example.com:8443/a/b?x=1'", Admit),
+        (S, "/spec/maxEventAge", "0s", Admit),
+        (S, "/spec/types", "[opened]", Refuse("spec.types", "unknown event type")),
+        (S, "/spec/url", "'http://hooks.example.com/'", Refuse("spec.url", "should match")),
+        (S, "/spec/url", "'https://user@hooks.example.com/'", Refuse("spec.url", "should match")),
+        (S, "/spec/timeout", "soon", Refuse("spec.timeout", "should match")),
+        (S, "/spec/maxBacklog", "0", Refuse("spec.maxBacklog", "greater than or equal to 1")),
+        (S, "/spec/relayDomains", "[Bad_Name]", Refuse("spec.relayDomains[0]", "should match")),
+        (S, "/spec/secretRef", "{}", Refuse("spec.secretRef.name", "Required value")),
     ]
 }
 
@@ -185,6 +214,7 @@ fn crd(base: Base) -> Crd {
     match base {
         Base::Pool => Crd::load("sendingpools.baton.dev.yaml"),
         Base::Domain => Crd::load("relaydomains.baton.dev.yaml"),
+        Base::Sink => Crd::load("eventsinks.baton.dev.yaml"),
     }
 }
 
@@ -218,7 +248,11 @@ fn show(refusals: &[Refusal]) -> String {
 
 #[test]
 fn base_objects_are_admitted() {
-    for (base, text) in [(Base::Pool, POOL), (Base::Domain, DOMAIN)] {
+    for (base, text) in [
+        (Base::Pool, POOL),
+        (Base::Domain, DOMAIN),
+        (Base::Sink, SINK),
+    ] {
         let refusals = crd(base).admit(&yaml(text));
         assert!(refusals.is_empty(), "{base:?}:\n  {}", show(&refusals));
     }
@@ -226,12 +260,13 @@ fn base_objects_are_admitted() {
 
 #[test]
 fn table_of_valid_and_invalid_objects() {
-    let (pool_crd, domain_crd) = (crd(Base::Pool), crd(Base::Domain));
+    let (pool_crd, domain_crd, sink_crd) = (crd(Base::Pool), crd(Base::Domain), crd(Base::Sink));
     let mut failures = Vec::new();
     for (base, pointer, value, verdict) in rows() {
         let (crd, text) = match base {
             Base::Pool => (&pool_crd, POOL),
             Base::Domain => (&domain_crd, DOMAIN),
+            Base::Sink => (&sink_crd, SINK),
         };
         let object = with(yaml(text), pointer, yaml(value));
         let refusals = crd.admit(&object);
@@ -299,7 +334,7 @@ fn examples_and_readme_are_admitted() {
         kinds("SendingPool") >= 4 && kinds("RelayDomain") >= 3,
         "{docs:?}"
     );
-    let (pool_crd, domain_crd) = (crd(Base::Pool), crd(Base::Domain));
+    let (pool_crd, domain_crd, sink_crd) = (crd(Base::Pool), crd(Base::Domain), crd(Base::Sink));
     for (origin, doc) in docs {
         let crd = if doc["kind"] == "SendingPool" {
             &pool_crd

@@ -840,3 +840,91 @@ fn domain_verification_gates_readiness() {
         ("True", "TxtRecordFound")
     );
 }
+
+fn sink(name: &str, ns: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: baton.dev/v1alpha1\nkind: EventSink\n\
+         metadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+    )
+}
+
+fn sink_secret(name: &str, ns: &str, value: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         stringData: {{secret: \"{value}\"}}\n"
+    )
+}
+
+/// An EventSink compiles with its Standard Webhooks key decoded and its filter sorted; one whose
+/// Secret is missing, malformed or in another namespace is reported and left out, and never
+/// fails the rest of the snapshot.
+#[test]
+fn event_sinks_compile_with_their_own_namespace_secret_only() {
+    // base64 of 32 bytes 0x01.
+    let key = "whsec_AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let yaml = [
+        POOL.to_owned(),
+        DOMAIN.to_owned(),
+        sink(
+            "hooks",
+            "team-a",
+            "{url: 'https://hooks.example.com/in', secretRef: {name: s}, types: [delivered, bounced, delivered], timeout: 2s}",
+        ),
+        sink_secret("s", "team-a", key),
+        // Its Secret lives in another namespace: not visible to it.
+        sink(
+            "thief",
+            "team-b",
+            "{url: 'https://evil.example.net/', secretRef: {name: s}}",
+        ),
+        sink("short", "team-a", "{url: 'https://h.example/', secretRef: {name: short}}"),
+        sink_secret("short", "team-a", "whsec_AQID"),
+    ]
+    .concat();
+    let compiled = compile_yaml(&yaml);
+    assert_eq!(compiled.config.domains.len(), 1, "sinks never fail domains");
+    let names: Vec<_> = compiled
+        .config
+        .sinks
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["team-a/hooks"]);
+    let s = &compiled.config.sinks[0];
+    assert_eq!(s.namespace, "team-a");
+    assert_eq!(s.secret, vec![1u8; 32]);
+    assert_eq!(s.types, ["bounced", "delivered"]);
+    assert_eq!(s.timeout_ms, 2_000);
+    assert_eq!(s.max_backlog, 100_000);
+    assert_eq!(s.max_event_age_ms, 86_400_000);
+    let reports: Vec<_> = compiled
+        .sinks
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.invalid.as_ref().map(|i| i.message.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(reports[0].0, "team-a/hooks");
+    assert_eq!(reports[0].1, None);
+    assert!(
+        reports[1]
+            .1
+            .as_deref()
+            .unwrap_or_default()
+            .contains("3 bytes"),
+        "{reports:?}"
+    );
+    assert_eq!(reports[2].0, "team-b/thief");
+    assert!(
+        reports[2]
+            .1
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Secret team-b/s not found"),
+        "{reports:?}"
+    );
+    assert!(compiled.ensure_valid().is_err());
+}

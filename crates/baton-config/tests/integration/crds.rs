@@ -65,7 +65,19 @@ fn crds_carry_names_columns_and_cel() {
     ] {
         assert!(yaml.contains(rule), "CRDs lack {rule:?}");
     }
-    assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 2);
+    assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 3);
+
+    let sink = baton_config::crd::EventSink::crd();
+    assert_eq!(sink.spec.scope, "Namespaced");
+    assert_eq!(sink.spec.names.short_names, Some(vec!["sink".to_owned()]));
+    let columns: Vec<_> = sink.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["URL", "Ready", "Backlog", "Last delivered"]);
+    assert!(yaml.contains("message: unknown event type"));
     // The API server does not know (nor enforce) unsigned formats; bounds replace them.
     assert!(
         !yaml.contains("format: uint"),

@@ -291,6 +291,47 @@ pub struct RelayConfig {
     pub domains: ::prost::alloc::vec::Vec<RelayDomain>,
     #[prost(message, repeated, tag = "4")]
     pub pools: ::prost::alloc::vec::Vec<SendingPool>,
+    /// EventSinks: where delivery events are sent as signed webhooks (`baton webhooks`).
+    #[prost(message, repeated, tag = "5")]
+    pub sinks: ::prost::alloc::vec::Vec<EventSink>,
+}
+/// An EventSink: the delivery events of its namespace's RelayDomains, sent to an HTTPS endpoint
+/// and signed per the Standard Webhooks specification.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EventSink {
+    /// `namespace/name` of the EventSink resource.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Its namespace: only events of this namespace's RelayDomains reach it.
+    #[prost(string, tag = "2")]
+    pub namespace: ::prost::alloc::string::String,
+    /// The endpoint (`<https://`>).
+    #[prost(string, tag = "3")]
+    pub url: ::prost::alloc::string::String,
+    /// The signing key (the decoded bytes of a `whsec_` secret). Stored empty: see `sealed_secret`.
+    #[prost(bytes = "vec", tag = "4")]
+    pub secret: ::prost::alloc::vec::Vec<u8>,
+    /// `secret`, sealed with the snapshot keyring.
+    #[prost(message, optional, tag = "5")]
+    pub sealed_secret: ::core::option::Option<Sealed>,
+    /// Event type names (`delivered`, `bounced`, ...); empty: every type.
+    #[prost(string, repeated, tag = "6")]
+    pub types: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// RelayDomain names of the namespace; empty: every RelayDomain of the namespace.
+    #[prost(string, repeated, tag = "7")]
+    pub relay_domains: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// PEM CA certificates the endpoint's certificate must chain to; empty: the system roots.
+    #[prost(string, tag = "8")]
+    pub ca_bundle_pem: ::prost::alloc::string::String,
+    /// How long one POST may take.
+    #[prost(uint64, tag = "9")]
+    pub timeout_ms: u64,
+    /// Most events waiting for this sink; older ones beyond it are dropped (counted).
+    #[prost(uint64, tag = "10")]
+    pub max_backlog: u64,
+    /// Events older than this are dropped instead of sent (counted); 0: no limit.
+    #[prost(uint64, tag = "11")]
+    pub max_event_age_ms: u64,
 }
 /// A sending domain: who may send through Baton as it, and how its mail is treated.
 #[derive(Clone, PartialEq, ::prost::Message)]
