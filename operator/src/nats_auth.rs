@@ -1,8 +1,9 @@
 //! NATS authorization that follows the SendingPools: with `--nats-auth-secret NAME` the
 //! operator keeps the Secret `NAME` of the install namespace holding
-//! - one random password per role (`admin`, `ingress`, `worker-<pool>`): the operator logs in
-//!   with `admin`, the ingress pods read `ingress` (chart) and each pool's worker pods their
-//!   own `worker-<pool>` ([`crate::workload`]), all through `secretKeyRef`;
+//! - one random password per role (`admin`, `ingress`, `webhooks`, `worker-<pool>`): the
+//!   operator logs in with `admin`, the ingress and webhook dispatcher pods read `ingress` and
+//!   `webhooks` (chart) and each pool's worker pods their own `worker-<pool>`
+//!   ([`crate::workload`]), all through `secretKeyRef`;
 //! - `auth.conf`: the nats-server `authorization` block of `baton nats-auth`
 //!   (`baton_queue::permissions`) with each role's password as a bcrypt hash, which the NATS
 //!   servers include (the chart mounts only this key into them; their config reloader sends
@@ -37,12 +38,14 @@ pub const HASHES_KEY: &str = "bcrypt.json";
 /// verification; Baton's processes log in once and stay connected).
 pub const BCRYPT_COST: u32 = 11;
 
-/// The Secret key holding a role's password: `admin`, `ingress` or `worker-<pool>`.
+/// The Secret key holding a role's password: `admin`, `ingress`, `webhooks` or
+/// `worker-<pool>`.
 pub fn password_key(role: &Role) -> String {
     match role {
         Role::Admin => "admin".to_owned(),
         Role::Ingress => "ingress".to_owned(),
         Role::Worker { pool, .. } => format!("worker-{pool}"),
+        Role::Webhooks => "webhooks".to_owned(),
     }
 }
 
@@ -202,7 +205,15 @@ pub async fn admin_password(client: &kube::Client, ns: &str, name: &str) -> Resu
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let data = match api.get_opt(name).await? {
         Some(s) => data_of(Some(&s)),
-        None => sync_roles(client, ns, name, vec![Role::Admin, Role::Ingress]).await?,
+        None => {
+            sync_roles(
+                client,
+                ns,
+                name,
+                vec![Role::Admin, Role::Ingress, Role::Webhooks],
+            )
+            .await?
+        }
     };
     data.get(&password_key(&Role::Admin))
         .and_then(|v| String::from_utf8(v.clone()).ok())

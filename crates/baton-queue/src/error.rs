@@ -61,6 +61,9 @@ pub enum QueueError {
     /// The hold bucket could not be read or written.
     #[error("holds: {0}")]
     Holds(String),
+    /// An EventSink's consumer or delivery record could not be read or written.
+    #[error("event sink: {0}")]
+    Sinks(String),
     /// Reading or deleting stored queue messages (the operations API) failed.
     #[error("inspect queue: {0}")]
     Inspect(String),
@@ -91,6 +94,7 @@ impl QueueError {
             QueueError::Inspect(_) => "inspect",
             QueueError::Holds(_) => "holds",
             QueueError::Processes(_) => "processes",
+            QueueError::Sinks(_) => "sinks",
         }
     }
 }

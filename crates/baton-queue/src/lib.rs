@@ -24,6 +24,7 @@ pub mod processes;
 mod provision;
 mod publish;
 mod settings;
+pub mod sinks;
 pub mod suppression;
 mod verify;
 
@@ -49,6 +50,8 @@ pub const SUPPRESSION_BUCKET: &str = "baton-suppressions";
 pub const PROCESS_BUCKET: &str = "baton-processes";
 /// KV bucket holding the operators' holds (`baton_core::hold`, [`holds`]).
 pub const HOLD_BUCKET: &str = "baton-holds";
+/// KV bucket of the EventSinks' delivery records ([`sinks`]).
+pub const SINK_STATUS_BUCKET: &str = "baton-sink-status";
 /// Key of the snapshot inside [`CONFIG_BUCKET`].
 pub const CONFIG_KEY: &str = "relay-config";
 /// Key of the recorded [`StreamSettings`] (`baton.v1.QueueSettings`) inside [`CONFIG_BUCKET`].

@@ -17,6 +17,10 @@
 //!   a stored message, requeue a dead letter to a pool's fresh-mail lane, read large bodies.
 //!   It does not consume or acknowledge mail.
 //!
+//! - **webhooks** (`baton-webhooks`): the EventSink dispatchers: read the snapshot, create,
+//!   pull and acknowledge the sinks' consumers on the event stream, write the sinks' delivery
+//!   records. No mail, no events, no other bucket.
+//!
 //! Every role receives its JetStream replies on its own inbox prefix (`_INBOX.<user>`), so no
 //! role can read another's replies (a KV read of the snapshot, a fetched message).
 //!
@@ -27,8 +31,8 @@ use std::fmt::Write as _;
 
 use crate::LaneKind;
 use crate::{
-    BODY_BUCKET, CONFIG_BUCKET, HOLD_BUCKET, PROCESS_BUCKET, STREAM, SUPPRESSION_BUCKET,
-    consumer_name,
+    BODY_BUCKET, CONFIG_BUCKET, HOLD_BUCKET, PROCESS_BUCKET, SINK_STATUS_BUCKET, STREAM,
+    SUPPRESSION_BUCKET, consumer_name,
 };
 
 /// A Baton role towards NATS.
@@ -45,6 +49,8 @@ pub enum Role {
     },
     /// The operator, `config apply` and the admin CLIs.
     Admin,
+    /// The webhook dispatchers (`baton webhooks`).
+    Webhooks,
 }
 
 impl Role {
@@ -54,6 +60,7 @@ impl Role {
             Role::Ingress => "baton-ingress".to_owned(),
             Role::Worker { pool, .. } => format!("baton-worker-{pool}"),
             Role::Admin => "baton-admin".to_owned(),
+            Role::Webhooks => "baton-webhooks".to_owned(),
         }
     }
 
@@ -63,6 +70,7 @@ impl Role {
             Role::Ingress => "INGRESS".to_owned(),
             Role::Worker { pool, .. } => format!("WORKER_{pool}"),
             Role::Admin => "ADMIN".to_owned(),
+            Role::Webhooks => "WEBHOOKS".to_owned(),
         };
         format!(
             "BATON_NATS_PASSWORD_{}",
@@ -72,6 +80,9 @@ impl Role {
 
     /// The subjects the role may publish to and subscribe to.
     pub fn permissions(&self) -> Permissions {
+        if *self == Role::Webhooks {
+            return webhooks_permissions(self);
+        }
         let api = |s: &str| format!("$JS.API.{s}");
         let kv = |bucket: &str| format!("KV_{bucket}");
         let obj = format!("OBJ_{BODY_BUCKET}");
@@ -159,6 +170,7 @@ impl Role {
                     kv(SUPPRESSION_BUCKET),
                     kv(HOLD_BUCKET),
                     kv(PROCESS_BUCKET),
+                    kv(SINK_STATUS_BUCKET),
                     crate::events::EVENT_STREAM.to_owned(),
                 ] {
                     publish.extend([
@@ -192,7 +204,21 @@ impl Role {
                 read_bucket(&mut publish, &obj);
                 read_bucket(&mut publish, &kv(HOLD_BUCKET));
                 read_bucket(&mut publish, &kv(PROCESS_BUCKET));
+                // EventSinks: their backlog and delivery records (status), and the consumer
+                // of a removed sink.
+                read_bucket(&mut publish, &kv(SINK_STATUS_BUCKET));
+                publish.extend([
+                    api(&format!("STREAM.INFO.{}", kv(SINK_STATUS_BUCKET))),
+                    api(&format!("CONSUMER.INFO.{}.*", crate::events::EVENT_STREAM)),
+                    api(&format!(
+                        "CONSUMER.DELETE.{}.*",
+                        crate::events::EVENT_STREAM
+                    )),
+                    api(&format!("CONSUMER.NAMES.{}", crate::events::EVENT_STREAM)),
+                    api(&format!("CONSUMER.LIST.{}", crate::events::EVENT_STREAM)),
+                ]);
             }
+            Role::Webhooks => {}
         }
         publish.sort();
         publish.dedup();
@@ -205,6 +231,44 @@ impl Role {
     /// The inbox prefix the role's replies arrive on.
     pub fn inbox_prefix(&self) -> String {
         inbox_prefix(&self.user())
+    }
+}
+
+/// The webhook dispatchers: read the snapshot (the sinks), create and pull the sinks'
+/// consumers on the event stream and acknowledge their events, write the sinks' delivery
+/// records and their own beats. They publish no mail and no events, and read no queued mail.
+fn webhooks_permissions(role: &Role) -> Permissions {
+    let api = |s: &str| format!("$JS.API.{s}");
+    let events = crate::events::EVENT_STREAM;
+    let config = format!("KV_{CONFIG_BUCKET}");
+    let mut publish = vec![
+        api("INFO"),
+        api(&format!("STREAM.INFO.{config}")),
+        api(&format!("DIRECT.GET.{config}")),
+        api(&format!("DIRECT.GET.{config}.>")),
+        api(&format!("STREAM.MSG.GET.{config}")),
+        api(&format!("CONSUMER.CREATE.{config}")),
+        api(&format!("CONSUMER.CREATE.{config}.>")),
+        api(&format!("CONSUMER.DELETE.{config}.>")),
+        format!("$JS.FC.{config}.>"),
+        api(&format!("STREAM.INFO.{events}")),
+        // NATS wildcards match whole tokens only, so these cannot be narrowed to `sink-*`
+        // names: a dispatcher may create any consumer of the event stream (it serves every
+        // tenant's sinks anyway), never one of the mail stream.
+        api(&format!("CONSUMER.CREATE.{events}.*")),
+        api(&format!("CONSUMER.CREATE.{events}.*.>")),
+        api(&format!("CONSUMER.INFO.{events}.*")),
+        api(&format!("CONSUMER.MSG.NEXT.{events}.*")),
+        format!("$JS.ACK.{events}.>"),
+        api(&format!("STREAM.INFO.KV_{SINK_STATUS_BUCKET}")),
+        format!("$KV.{SINK_STATUS_BUCKET}.>"),
+        api(&format!("STREAM.INFO.KV_{PROCESS_BUCKET}")),
+        format!("$KV.{PROCESS_BUCKET}.webhooks.*"),
+    ];
+    publish.sort();
+    Permissions {
+        publish,
+        subscribe: vec![format!("{}.>", role.inbox_prefix())],
     }
 }
 
@@ -223,10 +287,10 @@ pub struct Permissions {
     pub subscribe: Vec<String>,
 }
 
-/// The roles of a deployment with these pools (name, retry tiers): ingress, admin and one
-/// worker role per pool.
+/// The roles of a deployment with these pools (name, retry tiers): admin, ingress, the webhook
+/// dispatchers and one worker role per pool.
 pub fn roles<'a>(pools: impl IntoIterator<Item = (&'a str, u32)>) -> Vec<Role> {
-    let mut roles = vec![Role::Admin, Role::Ingress];
+    let mut roles = vec![Role::Admin, Role::Ingress, Role::Webhooks];
     roles.extend(pools.into_iter().map(|(pool, tiers)| Role::Worker {
         pool: pool.to_owned(),
         tiers,
@@ -421,6 +485,38 @@ mod tests {
             "places holds"
         );
         assert!(!may_publish(&a, "$JS.API.STREAM.CREATE.SOMETHING_ELSE"));
+    }
+
+    #[test]
+    fn webhook_dispatchers_only_pull_sinks_and_write_their_records() {
+        let w = Role::Webhooks;
+        for allowed in [
+            "$JS.API.CONSUMER.CREATE.BATON_EVENTS.sink-0123456789abcdef0123",
+            "$JS.API.CONSUMER.CREATE.BATON_EVENTS.sink-0123.baton.events.team-a.>",
+            "$JS.API.CONSUMER.MSG.NEXT.BATON_EVENTS.sink-0123",
+            "$JS.ACK.BATON_EVENTS.sink-0123.1.2.3.4.5.6",
+            "$KV.baton-sink-status.sink-0123",
+            "$KV.baton-processes.webhooks.pod-1",
+            "$JS.API.DIRECT.GET.KV_baton-config.$KV.baton-config.relay-config",
+        ] {
+            assert!(may_publish(&w, allowed), "{allowed}");
+        }
+        for denied in [
+            "baton.new.bulk",
+            "baton.events.team-a.shop.X.delivered",
+            "$JS.API.CONSUMER.MSG.NEXT.BATON_QUEUE.bulk-new",
+            "$JS.API.CONSUMER.CREATE.BATON_QUEUE.sink-0123",
+            "$JS.API.DIRECT.GET.BATON_QUEUE",
+            "$JS.API.DIRECT.GET.BATON_EVENTS",
+            "$KV.baton-config.relay-config",
+            "$KV.baton-processes.worker-bulk.pod-1",
+            "$JS.API.DIRECT.GET.KV_baton-suppressions",
+            "$JS.API.STREAM.CREATE.BATON_EVENTS",
+        ] {
+            assert!(!may_publish(&w, denied), "{denied}");
+        }
+        assert!(roles([]).contains(&Role::Webhooks));
+        assert!(authorization_block(&roles([])).contains("\"baton-webhooks\""));
     }
 
     #[test]

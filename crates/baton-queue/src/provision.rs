@@ -292,74 +292,59 @@ impl Provisioner {
                 .await
                 .map_err(|e| provision_err(crate::CONFIG_BUCKET, e))?;
         }
-        self.scale_existing(&format!("KV_{}", crate::SUPPRESSION_BUCKET))
+        // One value per key; deletes are markers, so watchers see them.
+        self.ensure_kv(crate::SUPPRESSION_BUCKET, "Baton suppression lists", None)
             .await?;
-        if self
-            .js
-            .get_key_value(crate::SUPPRESSION_BUCKET)
+        self.ensure_kv(crate::HOLD_BUCKET, "Baton holds", None)
+            .await?;
+        // Beats expire: a stopped process is forgotten after `FORGET_AFTER`.
+        self.ensure_kv(
+            crate::PROCESS_BUCKET,
+            "Baton processes and the config they run",
+            Some(crate::processes::FORGET_AFTER),
+        )
+        .await?;
+        // A sink's record outlives a dispatcher restart; a removed sink's is forgotten.
+        self.ensure_kv(
+            crate::SINK_STATUS_BUCKET,
+            "Baton EventSink delivery state",
+            Some(crate::sinks::STATUS_MAX_AGE),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Create the KV bucket `bucket` (one value per key, entries older than `max_age`
+    /// forgotten) when missing, or bring its replicas to the settings. async-nats'
+    /// `create_key_value` first queries account info, whose reply from nats-server 2.9 does
+    /// not parse; this creates the backing stream with the KV conventions (ADR-8) instead.
+    async fn ensure_kv(
+        &self,
+        bucket: &str,
+        description: &str,
+        max_age: Option<Duration>,
+    ) -> Result<(), QueueError> {
+        self.scale_existing(&format!("KV_{bucket}")).await?;
+        if self.js.get_key_value(bucket).await.is_ok() {
+            return Ok(());
+        }
+        self.js
+            .create_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                description: Some(description.into()),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age: max_age.unwrap_or_default(),
+                storage: StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                num_replicas: self.settings.replicas,
+                discard: DiscardPolicy::New,
+                ..Default::default()
+            })
             .await
-            .is_err()
-        {
-            // One value per key (the entry); deletes are markers, so watchers see them.
-            self.js
-                .create_stream(stream::Config {
-                    name: format!("KV_{}", crate::SUPPRESSION_BUCKET),
-                    description: Some("Baton suppression lists".into()),
-                    subjects: vec![format!("$KV.{}.>", crate::SUPPRESSION_BUCKET)],
-                    max_messages_per_subject: 1,
-                    storage: StorageType::File,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    num_replicas: self.settings.replicas,
-                    discard: DiscardPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| provision_err(crate::SUPPRESSION_BUCKET, e))?;
-        }
-        self.scale_existing(&format!("KV_{}", crate::HOLD_BUCKET))
-            .await?;
-        if self.js.get_key_value(crate::HOLD_BUCKET).await.is_err() {
-            self.js
-                .create_stream(stream::Config {
-                    name: format!("KV_{}", crate::HOLD_BUCKET),
-                    description: Some("Baton holds".into()),
-                    subjects: vec![format!("$KV.{}.>", crate::HOLD_BUCKET)],
-                    max_messages_per_subject: 1,
-                    storage: StorageType::File,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    num_replicas: self.settings.replicas,
-                    discard: DiscardPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| provision_err(crate::HOLD_BUCKET, e))?;
-        }
-        self.scale_existing(&format!("KV_{}", crate::PROCESS_BUCKET))
-            .await?;
-        if self.js.get_key_value(crate::PROCESS_BUCKET).await.is_err() {
-            // Beats expire: a stopped process is forgotten after `FORGET_AFTER`.
-            self.js
-                .create_stream(stream::Config {
-                    name: format!("KV_{}", crate::PROCESS_BUCKET),
-                    description: Some("Baton processes and the config they run".into()),
-                    subjects: vec![format!("$KV.{}.>", crate::PROCESS_BUCKET)],
-                    max_messages_per_subject: 1,
-                    max_age: crate::processes::FORGET_AFTER,
-                    storage: StorageType::File,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    num_replicas: self.settings.replicas,
-                    discard: DiscardPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| provision_err(crate::PROCESS_BUCKET, e))?;
-        }
+            .map_err(|e| provision_err(bucket, e))?;
         Ok(())
     }
 

@@ -61,6 +61,7 @@ fn dev_keyring(args: &DevArgs) -> anyhow::Result<baton_seal::KeySource> {
 struct Identities {
     admin: NatsOptions,
     ingress: NatsOptions,
+    webhooks: NatsOptions,
     workers: HashMap<String, NatsOptions>,
 }
 
@@ -69,6 +70,7 @@ impl Identities {
     fn shared(options: NatsOptions) -> Identities {
         Identities {
             admin: options.clone(),
+            webhooks: options.clone(),
             ingress: options,
             workers: HashMap::new(),
         }
@@ -254,6 +256,7 @@ async fn start_nats(
         match role {
             Role::Admin => identities.admin = options,
             Role::Ingress => identities.ingress = options,
+            Role::Webhooks => identities.webhooks = options,
             Role::Worker { pool, .. } => {
                 identities.workers.insert(pool.clone(), options);
             }

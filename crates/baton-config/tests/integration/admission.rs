@@ -292,7 +292,7 @@ fn table_of_valid_and_invalid_objects() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Every SendingPool and RelayDomain document in `manifests/examples/` (recursively) and in the
+/// Every SendingPool, RelayDomain and EventSink document in `manifests/examples/` (recursively) and in the
 /// README's YAML blocks.
 fn example_documents() -> Vec<(String, Value)> {
     let mut sources = Vec::new();
@@ -318,7 +318,10 @@ fn example_documents() -> Vec<(String, Value)> {
     for (origin, text) in sources {
         for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let value: Value = serde::Deserialize::deserialize(doc).expect("YAML document");
-            if matches!(value["kind"].as_str(), Some("SendingPool" | "RelayDomain")) {
+            if matches!(
+                value["kind"].as_str(),
+                Some("SendingPool" | "RelayDomain" | "EventSink")
+            ) {
                 docs.push((format!("{origin} document {i}"), value));
             }
         }
@@ -336,10 +339,10 @@ fn examples_and_readme_are_admitted() {
     );
     let (pool_crd, domain_crd, sink_crd) = (crd(Base::Pool), crd(Base::Domain), crd(Base::Sink));
     for (origin, doc) in docs {
-        let crd = if doc["kind"] == "SendingPool" {
-            &pool_crd
-        } else {
-            &domain_crd
+        let crd = match doc["kind"].as_str() {
+            Some("SendingPool") => &pool_crd,
+            Some("EventSink") => &sink_crd,
+            _ => &domain_crd,
         };
         let refusals = crd.admit(&doc);
         assert!(refusals.is_empty(), "{origin}:\n  {}", show(&refusals));
