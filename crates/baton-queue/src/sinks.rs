@@ -109,6 +109,35 @@ pub async fn ensure_consumer(
         .map_err(sink_err)
 }
 
+/// Delete the consumers of sinks that are no longer configured (`sink-*` consumers whose name
+/// is not one of `keep`'s). The owner calls this after it stored the snapshot without them.
+/// Returns the deleted consumers' names. Untouched: consumers not named `sink-*`.
+pub async fn remove_stale(
+    js: &jetstream::Context,
+    keep: &[String],
+) -> Result<Vec<String>, QueueError> {
+    use futures::TryStreamExt as _;
+    let Ok(stream) = js.get_stream(EVENT_STREAM).await else {
+        return Ok(Vec::new());
+    };
+    let wanted: std::collections::HashSet<String> =
+        keep.iter().map(|k| consumer_name(k)).collect();
+    let names: Vec<String> = stream
+        .consumer_names()
+        .try_collect()
+        .await
+        .map_err(sink_err)?;
+    let mut removed = Vec::new();
+    for name in names {
+        if name.starts_with("sink-") && !wanted.contains(&name) {
+            stream.delete_consumer(&name).await.map_err(sink_err)?;
+            tracing::info!(consumer = %name, "removed the consumer of a deleted event sink");
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
 /// Events waiting for the sink: not yet handed out, plus handed out and not acknowledged.
 pub async fn backlog(js: &jetstream::Context, sink: &str) -> Result<Option<u64>, QueueError> {
     let stream = js.get_stream(EVENT_STREAM).await.map_err(sink_err)?;

@@ -83,6 +83,15 @@ pub struct Metrics {
     pub queue_dead: IntGaugeVec,
     /// Delivery events by type and result (`stored`, `failed`: not stored, lost).
     pub events: IntCounterVec,
+    /// EventSink events by sink (`namespace/name`) and result (`delivered`, `failed`: one
+    /// failed POST, `dropped_backlog`, `dropped_age`).
+    pub webhook_events: IntCounterVec,
+    /// Duration of one EventSink POST, by sink.
+    pub webhook_post_duration: HistogramVec,
+    /// Events waiting for an EventSink, by sink.
+    pub webhook_backlog: IntGaugeVec,
+    /// EventSinks this dispatcher serves.
+    pub webhook_sinks: IntGauge,
     /// Messages in a pool's held place, by pool.
     pub queue_held: IntGaugeVec,
     /// Envelopes moved to the held place by this worker (a hold covered them), by pool.
@@ -377,6 +386,35 @@ impl Metrics {
                 "Delivery events published to BATON_EVENTS, by type and result (stored, failed: lost).",
                 &["type", "result"],
             ),
+            webhook_events: counter(
+                &r,
+                "baton_webhook_events_total",
+                "EventSink events by sink and result (delivered; failed: one failed POST, retried; dropped_backlog, dropped_age).",
+                &["sink", "result"],
+            ),
+            webhook_post_duration: histogram(
+                &r,
+                "baton_webhook_post_duration_seconds",
+                "Duration of one EventSink POST (answered or failed), by sink.",
+                &["sink"],
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ),
+            webhook_backlog: gauge(
+                &r,
+                "baton_webhook_backlog",
+                "Events waiting for an EventSink (not yet sent, or sent and not yet accepted), by sink.",
+                &["sink"],
+            ),
+            webhook_sinks: {
+                let g = IntGauge::new(
+                    "baton_webhook_sinks",
+                    "EventSinks this dispatcher serves.",
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                g
+            },
             queue_held: gauge(
                 &r,
                 "baton_queue_held_messages",

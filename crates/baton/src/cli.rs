@@ -59,6 +59,9 @@ pub(crate) enum Command {
     Worker(WorkerArgs),
     /// The Kubernetes operator: reconciles SendingPools and RelayDomains, publishes the snapshot.
     Operator(OperatorArgs),
+    /// The EventSink dispatcher: sends delivery events to the sinks' HTTPS endpoints as signed
+    /// webhooks (production; scale it like workers).
+    Webhooks(WebhooksArgs),
     /// Config snapshot commands.
     Config {
         #[command(subcommand)]
@@ -375,6 +378,22 @@ pub(crate) struct WorkerArgs {
     pub stream_replicas: Option<usize>,
     #[command(flatten)]
     pub tuning: WorkerTuning,
+}
+
+/// `baton webhooks`
+#[derive(Args, Debug)]
+pub(crate) struct WebhooksArgs {
+    /// NATS URL.
+    #[arg(long, env = "BATON_NATS")]
+    pub nats: String,
+    #[command(flatten)]
+    pub security: NatsSecurityArgs,
+    /// The snapshot keyring (the sinks' signing keys are sealed in the snapshot).
+    #[command(flatten)]
+    pub keyring: KeyringArgs,
+    /// /metrics, /healthz, /readyz, /loglevel.
+    #[arg(long, env = "BATON_LISTEN_METRICS")]
+    pub listen_metrics: Option<SocketAddr>,
 }
 
 /// `baton dev`

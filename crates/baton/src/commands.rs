@@ -68,6 +68,14 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             wiring::run_worker(&nats, config, args.events, metrics, health, stop).await
         }
         Command::Operator(args) => crate::operator::run(args, log).await,
+        Command::Webhooks(args) => {
+            let stop = wiring::shutdown_signal();
+            let nats = wiring::Nats::connect(&args.security.options(&args.nats)?, "baton-webhooks")
+                .await?
+                .with_keys(args.keyring.source());
+            let (metrics, health) = wiring::ops(args.listen_metrics, log, &nats, &stop).await?;
+            wiring::run_webhooks(&nats, metrics, health, stop).await
+        }
         Command::Config {
             command:
                 ConfigCommand::Apply {

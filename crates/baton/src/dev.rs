@@ -2,8 +2,8 @@
 //! is given) with its store under `--data-dir` and the same least-privilege authorization as
 //! production (`baton nats-auth`: one NATS user per role, random passwords held in memory and
 //! handed to the server through its environment), compiles and applies the config as the
-//! admin role, and runs an ingress plus one worker per SendingPool in this process, each
-//! logged in as its own role. The snapshot's secrets are sealed with `--keyring`, else a
+//! admin role, and runs an ingress, one worker per SendingPool and the EventSink dispatcher in
+//! this process, each logged in as its own role. The snapshot's secrets are sealed with `--keyring`, else a
 //! keyring kept under `--data-dir` (`keyring/key-1`, created on first start). Without TLS files it uses a
 //! self-signed certificate kept under `--data-dir` (`tls/dev.crt`), generated on first start.
 
@@ -196,6 +196,14 @@ async fn run_with(
         );
         let events = args.listen.events;
         tasks.spawn(async move { wiring::run_worker(&n, config, events, m, h, s).await });
+    }
+    // The EventSink dispatcher, as its own identity.
+    {
+        let n = Nats::connect(&identities.webhooks, "baton-dev-webhooks")
+            .await?
+            .with_keys(keys.clone());
+        let (m, h, s) = (metrics.clone(), health.clone(), stop.clone());
+        tasks.spawn(async move { wiring::run_webhooks(&n, m, h, s).await });
     }
     let listeners = wiring::default_listeners(&args.listen, true);
     let ingress = wiring::run_ingress(

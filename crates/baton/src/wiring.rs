@@ -178,6 +178,9 @@ pub(crate) async fn apply_config(
         tracing::warn!(relay_domain = %d.name, reason = %d.not_ready_reason, "RelayDomain not ready");
     }
     store.put(&compiled.config).await?;
+    // The consumers of EventSinks that are gone (their position and backlog with them).
+    let sinks: Vec<String> = compiled.config.sinks.iter().map(|s| s.name.clone()).collect();
+    baton_queue::sinks::remove_stale(&nats.js, &sinks).await?;
     Ok(generation)
 }
 
@@ -598,4 +601,73 @@ pub(crate) fn events(
                 .inc();
         }),
     )
+}
+
+/// The EventSink dispatcher (`baton webhooks`, and inside `baton dev`): once the sinks'
+/// record bucket opens (`queue` ready) and a snapshot is loaded (`config` ready), serve the
+/// snapshot's sinks until `stop`.
+pub(crate) async fn run_webhooks(
+    nats: &Nats,
+    metrics: Metrics,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let status = loop {
+        match baton_queue::sinks::SinkStatusStore::open(&nats.js).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "EventSink records not reachable; retrying");
+                health.set("queue", Some(format!("{e}")));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+    };
+    health.set("queue", None);
+    let Some(snapshots) = watch_config(nats, &metrics, &health, &stop).await else {
+        return Ok(());
+    };
+    spawn_beats(nats, "webhooks", "", &metrics, &health, &stop);
+    let dispatcher = baton_webhook::Dispatcher::new(
+        nats.js.clone(),
+        status,
+        Arc::new(WebhookMetrics(metrics)),
+        &format!("Baton/{}", env!("CARGO_PKG_VERSION")),
+    );
+    dispatcher.run(snapshots, stop).await;
+    Ok(())
+}
+
+/// The dispatcher's reports as `baton_webhook_*` metrics.
+struct WebhookMetrics(Metrics);
+
+impl baton_webhook::Hooks for WebhookMetrics {
+    fn outcome(&self, sink: &str, result: &'static str) {
+        self.0
+            .webhook_events
+            .with_label_values(&[sink, result])
+            .inc();
+    }
+
+    fn post_seconds(&self, sink: &str, seconds: f64) {
+        self.0
+            .webhook_post_duration
+            .with_label_values(&[sink])
+            .observe(seconds);
+    }
+
+    fn backlog(&self, sink: &str, events: u64) {
+        self.0
+            .webhook_backlog
+            .with_label_values(&[sink])
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
+    }
+
+    fn sinks(&self, count: usize) {
+        self.0
+            .webhook_sinks
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
 }
