@@ -16,4 +16,5 @@ pub mod receiver;
 pub mod smarthost;
 pub mod smtp;
 pub mod tls;
+pub mod webhooks;
 pub mod wire;

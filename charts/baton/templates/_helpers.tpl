@@ -94,6 +94,23 @@ Service's cluster name. Never a pod name.
 {{- end }}
 {{- end }}
 
+{{/*
+The TCP ports of externalNats.url (comma-separated URLs; 4222 where one names none), as a JSON
+array, for the webhooks pods' egress NetworkPolicy.
+*/}}
+{{- define "baton.natsPorts" -}}
+{{- $ports := list }}
+{{- range (splitList "," .Values.externalNats.url) }}
+{{- $u := trim . }}
+{{- if $u }}
+{{- $hostport := regexReplaceAll "^[A-Za-z][A-Za-z0-9+.-]*://([^/@]*@)?([^/?#]*).*$" $u "${2}" }}
+{{- $port := regexFind ":[0-9]+$" $hostport | trimPrefix ":" | default "4222" }}
+{{- $ports = append $ports (int $port) }}
+{{- end }}
+{{- end }}
+{{- $ports | uniq | toJson }}
+{{- end }}
+
 {{- define "baton.operator.serviceAccountName" -}}
 {{- default (printf "%s-operator" (include "baton.fullname" .)) .Values.operator.serviceAccount.name }}
 {{- end }}

@@ -260,7 +260,10 @@ fn webhooks_permissions(role: &Role) -> Permissions {
         api(&format!("CONSUMER.INFO.{events}.*")),
         api(&format!("CONSUMER.MSG.NEXT.{events}.*")),
         format!("$JS.ACK.{events}.>"),
+        // Its records: written, and read back when a sink (re)starts.
         api(&format!("STREAM.INFO.KV_{SINK_STATUS_BUCKET}")),
+        api(&format!("DIRECT.GET.KV_{SINK_STATUS_BUCKET}")),
+        api(&format!("DIRECT.GET.KV_{SINK_STATUS_BUCKET}.>")),
         format!("$KV.{SINK_STATUS_BUCKET}.>"),
         api(&format!("STREAM.INFO.KV_{PROCESS_BUCKET}")),
         format!("$KV.{PROCESS_BUCKET}.webhooks.*"),
@@ -496,6 +499,7 @@ mod tests {
             "$JS.API.CONSUMER.MSG.NEXT.BATON_EVENTS.sink-0123",
             "$JS.ACK.BATON_EVENTS.sink-0123.1.2.3.4.5.6",
             "$KV.baton-sink-status.sink-0123",
+            "$JS.API.DIRECT.GET.KV_baton-sink-status.$KV.baton-sink-status.sink-0123",
             "$KV.baton-processes.webhooks.pod-1",
             "$JS.API.DIRECT.GET.KV_baton-config.$KV.baton-config.relay-config",
         ] {

@@ -120,8 +120,7 @@ pub async fn remove_stale(
     let Ok(stream) = js.get_stream(EVENT_STREAM).await else {
         return Ok(Vec::new());
     };
-    let wanted: std::collections::HashSet<String> =
-        keep.iter().map(|k| consumer_name(k)).collect();
+    let wanted: std::collections::HashSet<String> = keep.iter().map(|k| consumer_name(k)).collect();
     let names: Vec<String> = stream
         .consumer_names()
         .try_collect()

@@ -179,7 +179,12 @@ pub(crate) async fn apply_config(
     }
     store.put(&compiled.config).await?;
     // The consumers of EventSinks that are gone (their position and backlog with them).
-    let sinks: Vec<String> = compiled.config.sinks.iter().map(|s| s.name.clone()).collect();
+    let sinks: Vec<String> = compiled
+        .config
+        .sinks
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     baton_queue::sinks::remove_stale(&nats.js, &sinks).await?;
     Ok(generation)
 }
@@ -629,6 +634,20 @@ pub(crate) async fn run_webhooks(
     let Some(snapshots) = watch_config(nats, &metrics, &health, &stop).await else {
         return Ok(());
     };
+    // Ready once a snapshot is in force; the generation is what the registry reports.
+    let (mut watch, h, m) = (snapshots.clone(), health.clone(), metrics.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Some(c) = watch.borrow_and_update().clone() {
+                h.set("config", None);
+                m.config_generation
+                    .set(i64::try_from(c.generation).unwrap_or(i64::MAX));
+            }
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     spawn_beats(nats, "webhooks", "", &metrics, &health, &stop);
     let dispatcher = baton_webhook::Dispatcher::new(
         nats.js.clone(),

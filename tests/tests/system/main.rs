@@ -54,3 +54,4 @@ mod secrets_at_rest;
 mod smtp_client;
 mod suppression_lists;
 mod traffic;
+mod webhooks;
