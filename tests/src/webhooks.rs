@@ -167,6 +167,8 @@ impl Webhooks {
             .env("BATON_KEYRING", keyring_dir())
             .args(["webhooks", "--nats", url])
             .args(["--listen-metrics", &metrics.to_string()])
+            // The receivers listen on loopback, which sinks may not reach by default.
+            .args(["--sink-allow-network", "127.0.0.0/8"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::Poster;
-use crate::policy::{self, Answer};
+use crate::policy::{self, Answer, SinkNetworks};
 use crate::sign;
 
 /// Most POSTs one sink has in flight.
@@ -61,6 +61,7 @@ pub struct Dispatcher {
     status: SinkStatusStore,
     hooks: Arc<dyn Hooks>,
     user_agent: String,
+    networks: Arc<SinkNetworks>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -76,18 +77,21 @@ struct Running {
 }
 
 impl Dispatcher {
-    /// A dispatcher pulling with `js`, recording into `status`, reporting to `hooks`.
+    /// A dispatcher pulling with `js`, recording into `status`, reporting to `hooks`, and
+    /// connecting only to addresses `networks` allows.
     pub fn new(
         js: jetstream::Context,
         status: SinkStatusStore,
         hooks: Arc<dyn Hooks>,
         user_agent: &str,
+        networks: SinkNetworks,
     ) -> Self {
         Dispatcher {
             js,
             status,
             hooks,
             user_agent: user_agent.to_owned(),
+            networks: Arc::new(networks),
         }
     }
 
@@ -121,7 +125,12 @@ impl Dispatcher {
                         self.status.clone(),
                         self.hooks.clone(),
                     ));
-                    let task = tokio::spawn(run_sink(ctx, self.user_agent.clone(), cancel.clone()));
+                    let task = tokio::spawn(run_sink(
+                        ctx,
+                        self.user_agent.clone(),
+                        self.networks.clone(),
+                        cancel.clone(),
+                    ));
                     running.insert(
                         name.to_owned(),
                         Running {
@@ -210,7 +219,12 @@ impl SinkCtx {
     }
 }
 
-async fn run_sink(ctx: Arc<SinkCtx>, user_agent: String, cancel: CancellationToken) {
+async fn run_sink(
+    ctx: Arc<SinkCtx>,
+    user_agent: String,
+    networks: Arc<SinkNetworks>,
+    cancel: CancellationToken,
+) {
     let name = ctx.sink.name.clone();
     // The previous record, so counters continue across restarts.
     if let Ok(Some(previous)) = ctx.status.get(&name).await {
@@ -221,7 +235,13 @@ async fn run_sink(ctx: Arc<SinkCtx>, user_agent: String, cancel: CancellationTok
     }
     tokio::spawn(keep_records(ctx.clone(), cancel.clone()));
     let timeout = Duration::from_millis(ctx.sink.timeout_ms.max(1));
-    let poster = match Poster::new(&ctx.sink.url, &ctx.sink.ca_bundle_pem, timeout, &user_agent) {
+    let poster = match Poster::new(
+        &ctx.sink.url,
+        &ctx.sink.ca_bundle_pem,
+        timeout,
+        &user_agent,
+        networks,
+    ) {
         Ok(p) => Arc::new(p),
         Err(e) => {
             tracing::error!(sink = %name, error = %e, "event sink unusable");

@@ -126,3 +126,94 @@ mod tests {
         assert_eq!(backoff(u32::MAX, 0.5), Duration::from_secs(54));
     }
 }
+
+/// Where sinks may send: every address except the built-in denied ranges (loopback,
+/// link-local — cloud metadata services —, unspecified, multicast, broadcast) and the
+/// operator's extra denied networks; the operator's allowed networks override both. Sink URLs
+/// are chosen by namespace owners, so this keeps them from making the dispatcher reach what
+/// only the cluster should (requests are HTTPS with verified certificates in any case).
+#[derive(Clone, Debug, Default)]
+pub struct SinkNetworks {
+    allowed: Vec<ipnet::IpNet>,
+    denied: Vec<ipnet::IpNet>,
+}
+
+/// Networks no sink may reach unless explicitly allowed.
+pub const BUILTIN_DENIED: [&str; 12] = [
+    "127.0.0.0/8",
+    "::1/128",
+    "0.0.0.0/8",
+    "::/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "224.0.0.0/4",
+    "ff00::/8",
+    "255.255.255.255/32",
+    "192.0.0.0/24",
+    "240.0.0.0/4",
+];
+
+impl SinkNetworks {
+    /// The built-in policy with `allowed` (overriding any deny) and extra `denied` networks.
+    pub fn new(allowed: Vec<ipnet::IpNet>, mut denied: Vec<ipnet::IpNet>) -> Self {
+        denied.extend(
+            BUILTIN_DENIED
+                .iter()
+                .filter_map(|n| n.parse::<ipnet::IpNet>().ok()),
+        );
+        SinkNetworks { allowed, denied }
+    }
+
+    /// Whether a sink may connect to `ip` (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if self.allowed.iter().any(|n| n.contains(&ip)) {
+            return true;
+        }
+        !self.denied.iter().any(|n| n.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    fn net(s: &str) -> ipnet::IpNet {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn loopback_link_local_and_metadata_are_denied_unless_allowed() {
+        let p = SinkNetworks::new(vec![], vec![net("10.96.0.0/12")]);
+        for denied in [
+            "127.0.0.1",
+            "::1",
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "0.0.0.0",
+            "::ffff:127.0.0.1",
+            "10.96.0.1",
+            "239.1.2.3",
+        ] {
+            assert!(
+                !p.allows(denied.parse().unwrap_or_else(|_| unreachable!())),
+                "{denied}"
+            );
+        }
+        for allowed in ["203.0.113.7", "10.0.0.5", "2001:db8::1", "192.168.1.1"] {
+            assert!(
+                p.allows(allowed.parse().unwrap_or_else(|_| unreachable!())),
+                "{allowed}"
+            );
+        }
+        let dev = SinkNetworks::new(vec![net("127.0.0.0/8")], vec![]);
+        assert!(dev.allows("127.0.0.1".parse().unwrap_or_else(|_| unreachable!())));
+        assert!(!dev.allows("::1".parse().unwrap_or_else(|_| unreachable!())));
+    }
+}

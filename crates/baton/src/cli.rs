@@ -394,6 +394,23 @@ pub(crate) struct WebhooksArgs {
     /// /metrics, /healthz, /readyz, /loglevel.
     #[arg(long, env = "BATON_LISTEN_METRICS")]
     pub listen_metrics: Option<SocketAddr>,
+    /// Networks sinks may reach even though they are denied (repeatable, or comma-separated):
+    /// by default loopback, link-local (cloud metadata), unspecified, multicast and broadcast
+    /// addresses are refused.
+    #[arg(
+        long = "sink-allow-network",
+        env = "BATON_SINK_ALLOW_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub sink_allow: Vec<ipnet::IpNet>,
+    /// Further networks sinks may not reach, e.g. the cluster's pod and Service ranges
+    /// (repeatable, or comma-separated).
+    #[arg(
+        long = "sink-deny-network",
+        env = "BATON_SINK_DENY_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub sink_deny: Vec<ipnet::IpNet>,
 }
 
 /// `baton dev`

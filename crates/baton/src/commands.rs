@@ -74,7 +74,9 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
                 .await?
                 .with_keys(args.keyring.source());
             let (metrics, health) = wiring::ops(args.listen_metrics, log, &nats, &stop).await?;
-            wiring::run_webhooks(&nats, metrics, health, stop).await
+            let networks =
+                baton_webhook::policy::SinkNetworks::new(args.sink_allow, args.sink_deny);
+            wiring::run_webhooks(&nats, networks, metrics, health, stop).await
         }
         Command::Config {
             command:

@@ -203,7 +203,13 @@ async fn run_with(
             .await?
             .with_keys(keys.clone());
         let (m, h, s) = (metrics.clone(), health.clone(), stop.clone());
-        tasks.spawn(async move { wiring::run_webhooks(&n, m, h, s).await });
+        // A developer's receiver runs on this machine: loopback sinks are allowed.
+        let loopback = ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let networks = baton_webhook::policy::SinkNetworks::new(loopback, Vec::new());
+        tasks.spawn(async move { wiring::run_webhooks(&n, networks, m, h, s).await });
     }
     let listeners = wiring::default_listeners(&args.listen, true);
     let ingress = wiring::run_ingress(

@@ -613,6 +613,7 @@ pub(crate) fn events(
 /// snapshot's sinks until `stop`.
 pub(crate) async fn run_webhooks(
     nats: &Nats,
+    networks: baton_webhook::policy::SinkNetworks,
     metrics: Metrics,
     health: Arc<Health>,
     stop: CancellationToken,
@@ -654,6 +655,7 @@ pub(crate) async fn run_webhooks(
         status,
         Arc::new(WebhookMetrics(metrics)),
         &format!("Baton/{}", env!("CARGO_PKG_VERSION")),
+        networks,
     );
     dispatcher.run(snapshots, stop).await;
     Ok(())

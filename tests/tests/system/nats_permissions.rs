@@ -4,7 +4,8 @@
 //! large one through the Object Store), and each identity used outside its role is refused by
 //! the server: no anonymous client; the ingress may not consume a lane, write the snapshot or
 //! publish to a retry lane; the worker of `test` may not consume or publish to `other`'s
-//! lanes. A worker started for `other` with `test`'s identity counts the refusal
+//! lanes; the webhook dispatcher may not publish mail or events, bind a lane or write the
+//! snapshot. A worker started for `other` with `test`'s identity counts the refusal
 //! (`baton_nats_permission_denials_total`) and reports not ready, without exiting.
 
 use std::path::Path;
@@ -20,9 +21,10 @@ use baton_system_tests::harness::{
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 
 const WAIT: Duration = Duration::from_secs(30);
-const ROLES: [(&str, &str); 4] = [
+const ROLES: [(&str, &str); 5] = [
     ("baton-admin", "BATON_NATS_PASSWORD_ADMIN"),
     ("baton-ingress", "BATON_NATS_PASSWORD_INGRESS"),
+    ("baton-webhooks", "BATON_NATS_PASSWORD_WEBHOOKS"),
     ("baton-worker-test", "BATON_NATS_PASSWORD_WORKER_TEST"),
     ("baton-worker-other", "BATON_NATS_PASSWORD_WORKER_OTHER"),
 ];
@@ -198,6 +200,35 @@ async fn every_role_gets_only_what_it_needs() -> anyhow::Result<()> {
     assert!(
         publish_acked(&js, "baton.retry.other.0").await.is_err(),
         "the worker of test published to other's retry lane"
+    );
+
+    // The webhook dispatchers: no mail in, no mail out, no events forged, no snapshot written.
+    let js = client(&nats, "baton-webhooks").await?;
+    assert!(
+        publish_acked(&js, "baton.new.test").await.is_err(),
+        "the dispatcher published mail"
+    );
+    assert!(
+        publish_acked(&js, "baton.events.team-a.example-com.X.delivered")
+            .await
+            .is_err(),
+        "the dispatcher forged an event"
+    );
+    let stream = js.get_stream("BATON_QUEUE").await;
+    assert!(
+        match stream {
+            Ok(s) => s
+                .get_consumer::<jetstream::consumer::pull::Config>("test-new")
+                .await
+                .is_err(),
+            Err(_) => true,
+        },
+        "the dispatcher bound a mail lane"
+    );
+    let kv = js.get_key_value("baton-config").await?;
+    assert!(
+        kv.put("relay-config", "forged".into()).await.is_err(),
+        "the dispatcher wrote the snapshot"
     );
 
     // A worker for `other` with `test`'s identity: refused, counted, not ready, still running.
