@@ -1,10 +1,12 @@
 //! Status building, as pure functions: conditions that keep their `lastTransitionTime` while
 //! their status does not change, the SendingPool status (workers, queue, and whether the pool
-//! compiles), the RelayDomain status from the compiler's [`DomainReport`], and which condition
+//! compiles), the RelayDomain status from the compiler's [`DomainReport`], the EventSink status
+//! from the compiler's [`SinkReport`] and the dispatcher's delivery record, and which condition
 //! changes deserve an Event.
 
-use baton_config::compile::{ConditionType, DomainReport};
-use baton_config::crd::{RelayDomainStatus, SendingPoolStatus};
+use baton_config::compile::{ConditionType, DomainReport, SinkReport};
+use baton_config::crd::{EventSinkStatus, RelayDomainStatus, SendingPoolStatus};
+use baton_queue::sinks::SinkState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// A condition to set: type, status, reason, message.
@@ -64,10 +66,10 @@ pub fn merge(
         .collect()
 }
 
-/// Whether a condition in this state is bad news (a Warning Event): `Conflict=True`, or any
-/// other condition `False`.
+/// Whether a condition in this state is bad news (a Warning Event): `Conflict=True`,
+/// `Failing=True`, or any other condition `False`.
 pub fn is_warning(c: &Condition) -> bool {
-    if c.type_ == ConditionType::Conflict.as_str() {
+    if c.type_ == ConditionType::Conflict.as_str() || c.type_ == SINK_FAILING {
         c.status == "True"
     } else {
         c.status == "False"
@@ -103,6 +105,88 @@ pub fn domain_status(
         observed_generation: generation,
         conditions: merge(old, &desired, generation, now),
         dns_records: report.dns_records.clone(),
+    }
+}
+
+/// The EventSink condition that is bad news when `True`: the last POST failed.
+pub const SINK_FAILING: &str = "Failing";
+
+/// The status of an EventSink from its compiler report and what the webhook dispatcher recorded
+/// (`state`, `None` before its first POST) and the events waiting for it (`backlog`, `None`
+/// without a consumer):
+///
+/// - `Ready`: `True`, reason `Delivering`, when the sink is in the snapshot and its last POST did
+///   not fail; `False`, reason `Invalid` (the compiler's error, `<field>: <message>`: the sink
+///   is left out of the snapshot), else `EndpointFailing` (the last error);
+/// - `Failing`: `True`, reason `EndpointFailing`, when the last POST failed (the error and the
+///   failures in a row); else `False`, reason `Delivering`, or `NoEvents` while nothing was
+///   ever delivered.
+///
+/// Counters come from the record (none without one); `lastDeliveredTime` to the second (what
+/// the API server keeps, so an unchanged status compares equal once stored).
+pub fn sink_status(
+    report: &SinkReport,
+    state: Option<&SinkState>,
+    backlog: Option<u64>,
+    generation: Option<i64>,
+    previous: Option<&EventSinkStatus>,
+    now: &Time,
+) -> EventSinkStatus {
+    let failing = state.filter(|s| s.failing);
+    let error = failing.map(|s| {
+        if s.last_error.is_empty() {
+            "the last POST failed".to_owned()
+        } else {
+            s.last_error.clone()
+        }
+    });
+    let ready = match (&report.invalid, &error) {
+        (Some(invalid), _) => Desired::new("Ready", false, "Invalid", invalid.detail()),
+        (None, Some(error)) => Desired::new("Ready", false, "EndpointFailing", error.clone()),
+        (None, None) => Desired::new(
+            "Ready",
+            true,
+            "Delivering",
+            "events are sent to the endpoint",
+        ),
+    };
+    let never_delivered = state.is_none_or(|s| s.delivered == 0 && s.last_delivered_ms == 0);
+    let failing_condition = match (failing, error) {
+        (Some(s), Some(error)) => Desired::new(
+            SINK_FAILING,
+            true,
+            "EndpointFailing",
+            format!(
+                "{error} ({} failed attempts in a row)",
+                s.consecutive_failures
+            ),
+        ),
+        _ if never_delivered => Desired::new(
+            SINK_FAILING,
+            false,
+            "NoEvents",
+            "no event was delivered yet",
+        ),
+        _ => Desired::new(
+            SINK_FAILING,
+            false,
+            "Delivering",
+            "the endpoint accepted the last event",
+        ),
+    };
+    let last_delivered_time = state
+        .map(|s| s.last_delivered_ms)
+        .filter(|ms| *ms > 0)
+        .and_then(|ms| k8s_openapi::jiff::Timestamp::from_second(ms.div_euclid(1000)).ok())
+        .map(Time);
+    let old = previous.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    EventSinkStatus {
+        observed_generation: generation,
+        conditions: merge(old, &[ready, failing_condition], generation, now),
+        last_delivered_time,
+        backlog,
+        delivered: state.map(|s| s.delivered),
+        dropped: state.map(|s| s.dropped),
     }
 }
 
@@ -426,5 +510,318 @@ mod tests {
         );
         assert!(c.message.contains("relay.example:587"), "{}", c.message);
         assert!(is_warning(c));
+    }
+
+    fn sink_report(invalid: Option<&str>) -> SinkReport {
+        SinkReport {
+            name: "team-a/hooks".into(),
+            namespace: "team-a".into(),
+            resource_name: "hooks".into(),
+            invalid: invalid.map(|m| baton_config::InvalidObject {
+                kind: "EventSink",
+                name: "team-a/hooks".into(),
+                field: "spec.secretRef".into(),
+                message: m.into(),
+            }),
+        }
+    }
+
+    fn record(delivered: u64, failing: bool) -> SinkState {
+        SinkState {
+            sink: "team-a/hooks".into(),
+            delivered,
+            dropped: 2,
+            failing,
+            last_error: if failing {
+                "503 Service Unavailable".into()
+            } else {
+                String::new()
+            },
+            last_error_ms: if failing { 1_700_000_100_000 } else { 0 },
+            last_delivered_ms: if delivered > 0 { 1_700_000_050_999 } else { 0 },
+            consecutive_failures: if failing { 4 } else { 0 },
+        }
+    }
+
+    /// `(type, status, reason, message)` of every condition.
+    fn summary(s: &EventSinkStatus) -> Vec<(&str, &str, &str, &str)> {
+        s.conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_str(),
+                    c.message.as_str(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_sink_without_a_record_is_ready_with_no_events() {
+        let s = sink_status(&sink_report(None), None, None, Some(3), None, &t(10));
+        assert_eq!(
+            summary(&s),
+            [
+                (
+                    "Ready",
+                    "True",
+                    "Delivering",
+                    "events are sent to the endpoint"
+                ),
+                ("Failing", "False", "NoEvents", "no event was delivered yet"),
+            ]
+        );
+        assert_eq!(s.observed_generation, Some(3));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        assert!(s.conditions.iter().all(|c| c.last_transition_time == t(10)));
+        assert_eq!(
+            (s.last_delivered_time, s.backlog, s.delivered, s.dropped),
+            (None, None, None, None)
+        );
+        // A record with nothing delivered yet, and a consumer with nothing waiting: still idle.
+        let idle = sink_status(
+            &sink_report(None),
+            Some(&record(0, false)),
+            Some(0),
+            Some(3),
+            None,
+            &t(10),
+        );
+        assert_eq!(idle.conditions[1].reason, "NoEvents");
+        assert_eq!(
+            (
+                idle.last_delivered_time,
+                idle.backlog,
+                idle.delivered,
+                idle.dropped
+            ),
+            (None, Some(0), Some(0), Some(2))
+        );
+        assert!(!s.conditions.iter().any(is_warning));
+    }
+
+    #[test]
+    fn a_delivering_sink_reports_its_counters_and_last_delivery() {
+        let s = sink_status(
+            &sink_report(None),
+            Some(&record(41, false)),
+            Some(5),
+            Some(1),
+            None,
+            &t(10),
+        );
+        assert_eq!(
+            summary(&s),
+            [
+                (
+                    "Ready",
+                    "True",
+                    "Delivering",
+                    "events are sent to the endpoint"
+                ),
+                (
+                    "Failing",
+                    "False",
+                    "Delivering",
+                    "the endpoint accepted the last event"
+                ),
+            ]
+        );
+        // To the second, as the API server stores it.
+        assert_eq!(s.last_delivered_time, Some(t(1_700_000_050)));
+        assert_eq!(
+            (s.backlog, s.delivered, s.dropped),
+            (Some(5), Some(41), Some(2))
+        );
+        // Round trip through JSON (the API server): the same status, so no patch next time.
+        let stored: EventSinkStatus =
+            serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(stored, s);
+    }
+
+    #[test]
+    fn a_failing_endpoint_makes_the_sink_not_ready_with_the_error() {
+        let s = sink_status(
+            &sink_report(None),
+            Some(&record(41, true)),
+            Some(900),
+            Some(1),
+            None,
+            &t(10),
+        );
+        assert_eq!(
+            summary(&s),
+            [
+                (
+                    "Ready",
+                    "False",
+                    "EndpointFailing",
+                    "503 Service Unavailable"
+                ),
+                (
+                    "Failing",
+                    "True",
+                    "EndpointFailing",
+                    "503 Service Unavailable (4 failed attempts in a row)"
+                ),
+            ]
+        );
+        assert_eq!((s.backlog, s.delivered), (Some(900), Some(41)));
+        assert!(s.conditions.iter().all(is_warning));
+        // A failure without a message still says so.
+        let mut quiet = record(0, true);
+        quiet.last_error.clear();
+        let s = sink_status(
+            &sink_report(None),
+            Some(&quiet),
+            None,
+            Some(1),
+            None,
+            &t(10),
+        );
+        assert_eq!(s.conditions[0].message, "the last POST failed");
+        assert_eq!(
+            s.conditions[1].message,
+            "the last POST failed (4 failed attempts in a row)"
+        );
+    }
+
+    #[test]
+    fn an_invalid_sink_is_not_ready_whatever_its_record() {
+        let missing = "Secret team-a/hooks not found";
+        let s = sink_status(
+            &sink_report(Some(missing)),
+            None,
+            None,
+            Some(2),
+            None,
+            &t(10),
+        );
+        assert_eq!(
+            summary(&s),
+            [
+                (
+                    "Ready",
+                    "False",
+                    "Invalid",
+                    "spec.secretRef: Secret team-a/hooks not found"
+                ),
+                ("Failing", "False", "NoEvents", "no event was delivered yet"),
+            ]
+        );
+        // Invalid wins over a failing endpoint for Ready; Failing still tells the last POST.
+        let s = sink_status(
+            &sink_report(Some(missing)),
+            Some(&record(3, true)),
+            None,
+            Some(2),
+            None,
+            &t(10),
+        );
+        assert_eq!(
+            (
+                s.conditions[0].reason.as_str(),
+                s.conditions[1].status.as_str()
+            ),
+            ("Invalid", "True")
+        );
+    }
+
+    #[test]
+    fn sink_transition_times_are_kept_until_the_status_flips() {
+        let report = sink_report(None);
+        let up = sink_status(
+            &report,
+            Some(&record(1, false)),
+            Some(0),
+            Some(1),
+            None,
+            &t(10),
+        );
+        // Still delivering, more delivered, new generation: times kept, nothing to announce.
+        let still = sink_status(
+            &report,
+            Some(&record(9, false)),
+            Some(3),
+            Some(2),
+            Some(&up),
+            &t(20),
+        );
+        assert!(
+            still
+                .conditions
+                .iter()
+                .all(|c| c.last_transition_time == t(10))
+        );
+        assert!(changed(&up.conditions, &still.conditions).is_empty());
+        // Failing: both flip at `now`.
+        let down = sink_status(
+            &report,
+            Some(&record(9, true)),
+            Some(50),
+            Some(2),
+            Some(&still),
+            &t(30),
+        );
+        assert!(
+            down.conditions
+                .iter()
+                .all(|c| c.last_transition_time == t(30))
+        );
+        let announced: Vec<_> = changed(&still.conditions, &down.conditions)
+            .into_iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(announced, ["Ready", "Failing"]);
+        // Failing again with one more attempt: the message changes, the times do not.
+        let mut again = record(9, true);
+        again.consecutive_failures = 5;
+        let later = sink_status(
+            &report,
+            Some(&again),
+            Some(60),
+            Some(2),
+            Some(&down),
+            &t(40),
+        );
+        assert!(
+            later
+                .conditions
+                .iter()
+                .all(|c| c.last_transition_time == t(30))
+        );
+        assert_ne!(later, down);
+        // Recovered: both flip back at `now`.
+        let back = sink_status(
+            &report,
+            Some(&record(10, false)),
+            Some(0),
+            Some(2),
+            Some(&later),
+            &t(50),
+        );
+        assert!(
+            back.conditions
+                .iter()
+                .all(|c| c.last_transition_time == t(50))
+        );
+        assert_eq!(back.conditions[0].status, "True");
+        // Becoming invalid flips Ready only.
+        let invalid = sink_status(
+            &sink_report(Some("x")),
+            Some(&record(10, false)),
+            None,
+            Some(3),
+            Some(&back),
+            &t(60),
+        );
+        assert_eq!(invalid.conditions[0].last_transition_time, t(60));
+        assert_eq!(invalid.conditions[1].last_transition_time, t(50));
     }
 }

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
+use baton_config::compile::SinkReport;
 use baton_telemetry::Metrics;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -122,6 +124,12 @@ pub struct Context {
     pub clock: Clock,
     /// Secrets (`namespace`, `name`) the last snapshot referenced: changes to them trigger a sync.
     pub(crate) referenced: Mutex<BTreeSet<(String, String)>>,
+    /// The compiler's report on every EventSink at the last sync, with the `metadata.generation`
+    /// it compiled: what the periodic sink status refresh writes `Ready` from.
+    pub(crate) sink_reports: Mutex<Vec<(SinkReport, Option<i64>)>>,
+    /// Whether the consumers of deleted EventSinks may remain: set when a snapshot is published
+    /// (and at start), cleared once `remove_stale_sinks` succeeded.
+    pub(crate) prune_sinks: AtomicBool,
     /// Looks up domain verification records (`None`: no domain that needs one is verified).
     pub dns: Option<Arc<dyn baton_config::verification::TxtResolver>>,
 }
@@ -162,6 +170,8 @@ impl Context {
             recorder,
             clock,
             referenced: Mutex::new(BTreeSet::new()),
+            sink_reports: Mutex::new(Vec::new()),
+            prune_sinks: AtomicBool::new(true),
             dns,
         })
     }

@@ -4,10 +4,13 @@
 //!   manager `baton-operator`), the pool's JetStream lanes, and its status (conditions `Ready`,
 //!   `QueueReady`, `WorkersReady`, `Valid`);
 //! - [`domain`]: RelayDomain → DKIM key Secrets generated when absent (owned by the domain);
-//! - [`snapshot`]: every RelayDomain, SendingPool and referenced Secret → one `RelayConfig`
-//!   snapshot in the `baton-config` KV bucket (published only when its content changed; an
-//!   invalid object never blocks the others), and every RelayDomain's status
-//!   (conditions `Ready`, `PoolFound`, `DkimKeyReady`, `Conflict`, DNS records);
+//! - [`snapshot`]: every RelayDomain, SendingPool, EventSink and referenced Secret → one
+//!   `RelayConfig` snapshot in the `baton-config` KV bucket (published only when its content
+//!   changed; an invalid object never blocks the others), the event consumers of deleted
+//!   EventSinks removed, every RelayDomain's status (conditions `Ready`, `PoolFound`,
+//!   `DkimKeyReady`, `Conflict`, DNS records) and every EventSink's status (conditions `Ready`,
+//!   `Failing`, backlog and delivery counters from the webhook dispatcher's record, refreshed
+//!   every 15 s);
 //! - [`admin_auth`]: who may use the operations API (TokenReview, SubjectAccessReview);
 //! - [`leader`]: Lease-based leader election; [`runtime`]: watches, controllers, readiness;
 //! - pure logic in [`workload`], [`conditions`], [`dkim`] and [`leader::decide`], unit-tested;
@@ -16,8 +19,10 @@
 //!
 //! No finalizers: everything the operator creates in Kubernetes carries an owner reference
 //! (worker objects → SendingPool, key Secrets → RelayDomain) and is garbage-collected; deleting
-//! a RelayDomain or SendingPool triggers a sync that drops it from the snapshot. A deleted pool's
-//! JetStream lanes are kept on purpose: queued mail survives until the pool is re-created.
+//! a RelayDomain, SendingPool or EventSink triggers a sync that drops it from the snapshot. A
+//! deleted pool's JetStream lanes are kept on purpose: queued mail survives until the pool is
+//! re-created. A deleted EventSink's consumer is removed with its backlog (events are
+//! notifications, not mail).
 //!
 //! The CRD types, the compiler and CRD generation live in `baton-config` and are re-exported.
 

@@ -1,14 +1,22 @@
 //! The operator's view of JetStream, behind [`QueueBackend`] so the Kubernetes-facing reconcilers
 //! can be tested without a NATS server: [`NatsQueue`] is the real one (baton-queue's
-//! `Provisioner` and `ConfigStore`), [`MemoryQueue`] an in-memory stand-in that records calls.
+//! `Provisioner`, `ConfigStore` and the EventSinks' records and consumers), [`MemoryQueue`] an
+//! in-memory stand-in that records calls.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use baton_proto::v1::RelayConfig;
+use baton_queue::sinks::{SinkState, SinkStatusStore};
 use baton_queue::{ConfigStore, Provisioner, QueueError, StreamSettings};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
+
+/// What the webhook dispatcher recorded about an EventSink (`None`: no record yet) and the
+/// events waiting for it (`None`: no consumer).
+pub type SinkObservation = (Option<SinkState>, Option<u64>);
 
 /// What the operator needs from JetStream.
 pub trait QueueBackend: Send + Sync {
@@ -40,6 +48,19 @@ pub trait QueueBackend: Send + Sync {
         &'a self,
         config: &'a RelayConfig,
     ) -> BoxFuture<'a, Result<u64, QueueError>>;
+    /// What the webhook dispatcher recorded about the EventSink `sink` (`namespace/name`) and
+    /// the events waiting for it: `None` for a sink without a record yet, or without a consumer
+    /// (no dispatcher ran it yet, or it was removed).
+    fn sink_state<'a>(
+        &'a self,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<SinkObservation, QueueError>>;
+    /// Remove the event consumers of sinks not named in `keep` (`namespace/name`), once the
+    /// snapshot without them is stored. Returns what was removed (JetStream: consumer names).
+    fn remove_stale_sinks(
+        &self,
+        keep: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<String>, QueueError>>;
     /// Whether the connection is up (readiness).
     fn is_connected(&self) -> bool;
 }
@@ -51,8 +72,11 @@ pub const OWNER: &str = "operator";
 #[derive(Clone)]
 pub struct NatsQueue {
     client: async_nats::Client,
+    js: jetstream::Context,
     provisioner: Provisioner,
     store: ConfigStore,
+    /// The sinks' delivery records, opened at first use (kept once it exists).
+    sink_status: Arc<Mutex<Option<SinkStatusStore>>>,
 }
 
 impl NatsQueue {
@@ -77,9 +101,41 @@ impl NatsQueue {
         let store = ConfigStore::open(&js).await?;
         Ok(NatsQueue {
             client,
+            js,
             provisioner,
             store,
+            sink_status: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The sinks' record bucket, or `None` while it does not exist.
+    async fn sink_status_store(&self) -> Result<Option<SinkStatusStore>, QueueError> {
+        if let Some(store) = self.sink_status.lock().clone() {
+            return Ok(Some(store));
+        }
+        let bucket_stream = format!("KV_{}", baton_queue::SINK_STATUS_BUCKET);
+        if !stream_exists(&self.js, &bucket_stream).await? {
+            return Ok(None);
+        }
+        let store = SinkStatusStore::open(&self.js).await?;
+        *self.sink_status.lock() = Some(store.clone());
+        Ok(Some(store))
+    }
+}
+
+/// Whether the stream `name` exists (any other failure is an error).
+async fn stream_exists(js: &jetstream::Context, name: &str) -> Result<bool, QueueError> {
+    use jetstream::context::GetStreamErrorKind;
+    match js.get_stream(name).await {
+        Ok(_) => Ok(true),
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(js_err)
+                if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(false)
+            }
+            _ => Err(QueueError::Sinks(format!("stream {name}: {e}"))),
+        },
     }
 }
 
@@ -126,6 +182,34 @@ impl QueueBackend for NatsQueue {
         Box::pin(self.store.put(config))
     }
 
+    fn sink_state<'a>(
+        &'a self,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<SinkObservation, QueueError>> {
+        Box::pin(async move {
+            let state = match self.sink_status_store().await? {
+                Some(store) => store.get(sink).await?,
+                None => None,
+            };
+            let backlog = match baton_queue::sinks::backlog(&self.js, sink).await {
+                Ok(backlog) => backlog,
+                // No event stream (yet): no consumer either.
+                Err(_) if !stream_exists(&self.js, baton_queue::events::EVENT_STREAM).await? => {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            Ok((state, backlog))
+        })
+    }
+
+    fn remove_stale_sinks(
+        &self,
+        keep: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<String>, QueueError>> {
+        Box::pin(async move { baton_queue::sinks::remove_stale(&self.js, &keep).await })
+    }
+
     fn is_connected(&self) -> bool {
         baton_queue::is_connected(&self.client)
     }
@@ -150,6 +234,15 @@ pub struct MemoryState {
     pub snapshots: Vec<RelayConfig>,
     /// The large-body bucket's expiry (raised by `ensure_body_retention`).
     pub body_retention: Duration,
+    /// The dispatcher's record of each EventSink (`namespace/name`), as `sink_state` reads it.
+    pub sink_states: BTreeMap<String, SinkState>,
+    /// The backlog of each EventSink that has a consumer (`namespace/name`); `remove_stale_sinks`
+    /// removes the entries of sinks it does not keep.
+    pub sink_backlogs: BTreeMap<String, u64>,
+    /// The `keep` list of every `remove_stale_sinks` call, in order.
+    pub sink_keeps: Vec<Vec<String>>,
+    /// Every sink whose consumer `remove_stale_sinks` removed, in order.
+    pub removed_sinks: Vec<String>,
     /// When set, every call fails with this message.
     pub fail: Option<String>,
 }
@@ -227,6 +320,40 @@ impl QueueBackend for MemoryQueue {
         let r = self.with(|s| {
             s.snapshots.push(config.clone());
             s.snapshots.len() as u64
+        });
+        Box::pin(async move { r })
+    }
+
+    fn sink_state<'a>(
+        &'a self,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<SinkObservation, QueueError>> {
+        let r = self.with(|s| {
+            (
+                s.sink_states.get(sink).cloned(),
+                s.sink_backlogs.get(sink).copied(),
+            )
+        });
+        Box::pin(async move { r })
+    }
+
+    fn remove_stale_sinks(
+        &self,
+        keep: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<String>, QueueError>> {
+        let r = self.with(|s| {
+            let stale: Vec<String> = s
+                .sink_backlogs
+                .keys()
+                .filter(|name| !keep.contains(name))
+                .cloned()
+                .collect();
+            for name in &stale {
+                s.sink_backlogs.remove(name);
+            }
+            s.removed_sinks.extend(stale.iter().cloned());
+            s.sink_keeps.push(keep);
+            stale
         });
         Box::pin(async move { r })
     }

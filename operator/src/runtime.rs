@@ -1,5 +1,6 @@
 //! Running the operator: leader election, then (while leading) the SendingPool and RelayDomain
-//! controllers and the snapshot sync loop; readiness follows NATS and the Lease round-trips.
+//! controllers, the snapshot sync loop and the EventSink status refresh; readiness follows NATS
+//! and the Lease round-trips.
 //!
 //! Watches:
 //! - SendingPool (cluster-scoped) and the worker Deployments, mapped back to their pool by the
@@ -7,15 +8,18 @@
 //!   up in the child's namespace and miss it);
 //! - RelayDomain and the DKIM key Secrets the operator generated (metadata only), so a deleted
 //!   key Secret is generated again;
-//! - for the sync loop: metadata of RelayDomains and SendingPools (a new `generation` or a
-//!   deletion) and of the Secrets the last snapshot referenced (any change: rotation), plus a
-//!   periodic resync. Triggers coalesce in a one-slot channel.
+//! - for the sync loop: metadata of RelayDomains, SendingPools and EventSinks (a new
+//!   `generation` or a deletion) and of the Secrets the last snapshot referenced (any change:
+//!   rotation), plus a periodic resync. Triggers coalesce in a one-slot channel.
+//!
+//! The EventSinks' statuses follow their endpoints (failures, backlog, counters the webhook
+//! dispatcher records in NATS) through a refresh every [`SINK_STATUS_EVERY`], without a watch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_config::crd::{RelayDomain, SendingPool};
+use baton_config::crd::{EventSink, RelayDomain, SendingPool};
 use baton_telemetry::Health;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -42,6 +46,8 @@ pub const PERIODIC_SYNC: Duration = Duration::from_secs(300);
 pub const SYNC_RETRY: Duration = Duration::from_secs(10);
 /// Time between syncs while a RelayDomain waits for its domain verification record.
 pub const VERIFICATION_SYNC: Duration = Duration::from_secs(60);
+/// How often the EventSinks' statuses are refreshed from the dispatcher's records.
+pub const SINK_STATUS_EVERY: Duration = Duration::from_secs(15);
 
 /// Whether a RelayDomain of the plan is not ready only for lack of its verification record.
 fn awaits_verification(plan: &baton_config::plan::SnapshotPlan) -> bool {
@@ -57,7 +63,7 @@ fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(15))
 }
 
-/// Run the controllers and the sync loop until `stop`.
+/// Run the controllers, the sync loop and the EventSink status refresh until `stop`.
 pub async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     let client = ctx.client.clone();
     let ns = ctx.settings.namespace.clone();
@@ -90,8 +96,26 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     .run(domain::reconcile, error_policy, ctx.clone())
     .for_each(|_| futures::future::ready(()));
 
-    let sync = sync_loop(ctx, stop);
-    tokio::join!(pools, domains, sync);
+    let sync = sync_loop(ctx.clone(), stop.clone());
+    let sink_status = sink_status_loop(ctx, stop);
+    tokio::join!(pools, domains, sync, sink_status);
+}
+
+/// Refresh the EventSinks' statuses every [`SINK_STATUS_EVERY`] until `stop` (counted in
+/// `baton_operator_reconciles_total{kind="EventSinkStatus"}`).
+async fn sink_status_loop(ctx: Arc<Context>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SINK_STATUS_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let started = Instant::now();
+        let r = snapshot::refresh_sink_statuses(&ctx).await;
+        ctx.observe("EventSinkStatus", started, &r);
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "EventSink status refresh failed");
+        }
+    }
 }
 
 /// Which metadata events trigger a sync: a new or deleted object, a changed `generation`, the end
@@ -153,6 +177,11 @@ async fn sync_loop(ctx: Arc<Context>, stop: CancellationToken) {
         wc(),
     )
     .default_backoff();
+    let sinks = watch_objects(
+        Api::<PartialObjectMeta<EventSink>>::all(client.clone()),
+        wc(),
+    )
+    .default_backoff();
     let secrets =
         watch_objects(Api::<PartialObjectMeta<Secret>>::all(client), wc()).default_backoff();
     let refs = ctx.clone();
@@ -160,6 +189,7 @@ async fn sync_loop(ctx: Arc<Context>, stop: CancellationToken) {
         tokio::join!(
             triggers(domains, tx.clone(), false, |_| true),
             triggers(pools, tx.clone(), false, |_| true),
+            triggers(sinks, tx.clone(), false, |_| true),
             triggers(secrets, tx.clone(), true, move |s| {
                 refs.references_secret(
                     s.metadata.namespace.as_deref().unwrap_or_default(),

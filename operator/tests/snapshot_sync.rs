@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 const POOLS: &str = "/apis/baton.dev/v1alpha1/sendingpools";
 const DOMAINS: &str = "/apis/baton.dev/v1alpha1/relaydomains";
+const SINKS: &str = "/apis/baton.dev/v1alpha1/eventsinks";
 
 fn pool(name: &str) -> Value {
     json!({"apiVersion": "baton.dev/v1alpha1", "kind": "SendingPool",
@@ -48,7 +49,7 @@ fn cond(type_: &str, status: &str, reason: &str, message: &str) -> Value {
            "observedGeneration": 2, "lastTransitionTime": now_str()})
 }
 
-/// Answer the two lists.
+/// Answer the three lists (no EventSink: see `event_sinks.rs`).
 async fn lists(api: &mut ApiServer, pools: Vec<Value>, domains: Vec<Value>) {
     api.expect(Method::GET, POOLS)
         .await
@@ -56,6 +57,9 @@ async fn lists(api: &mut ApiServer, pools: Vec<Value>, domains: Vec<Value>) {
     api.expect(Method::GET, DOMAINS)
         .await
         .respond(200, list("RelayDomain", "baton.dev/v1alpha1", domains));
+    api.expect(Method::GET, SINKS)
+        .await
+        .respond(200, list("EventSink", "baton.dev/v1alpha1", vec![]));
 }
 
 /// Expect a forced SSA status patch of `object`; answer with the object carrying that status.
@@ -403,12 +407,18 @@ async fn nats_users_follow_the_pools_and_are_written_only_on_change() {
             "auth.conf",
             "bcrypt.json",
             "ingress",
+            "webhooks",
             "worker-default"
         ]
     );
     let field = |v: &Value, k: &str| String::from_utf8(secret_data(v, k)).unwrap();
     let conf = field(&created, "auth.conf");
-    for user in ["baton-admin", "baton-ingress", "baton-worker-default"] {
+    for user in [
+        "baton-admin",
+        "baton-ingress",
+        "baton-webhooks",
+        "baton-worker-default",
+    ] {
         assert!(conf.contains(&format!("user: \"{user}\"")), "{conf}");
     }
     assert!(
