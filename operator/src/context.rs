@@ -49,6 +49,8 @@ pub struct Settings {
     pub nats_auth_secret: Option<String>,
     /// JetStream stream replicas.
     pub stream_replicas: usize,
+    /// How long the event stream keeps events (the operator provisions it).
+    pub event_retention: baton_queue::events::EventRetention,
     /// This replica's identity in the Lease (pod name or host name).
     pub identity: String,
     /// Name of the leader-election Lease.
@@ -89,6 +91,7 @@ impl Settings {
             keyring_secret: None,
             nats_auth_secret: None,
             stream_replicas: 1,
+            event_retention: baton_queue::events::EventRetention::default(),
             identity: "baton-operator".to_owned(),
             lease_name: "baton-operator".to_owned(),
         }

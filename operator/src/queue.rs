@@ -86,6 +86,15 @@ impl NatsQueue {
         nats: &baton_queue::NatsOptions,
         stream_replicas: usize,
     ) -> Result<Self, QueueError> {
+        Self::connect_with(nats, stream_replicas, Default::default()).await
+    }
+
+    /// Like [`NatsQueue::connect`], keeping events as `retention` says.
+    pub async fn connect_with(
+        nats: &baton_queue::NatsOptions,
+        stream_replicas: usize,
+        retention: baton_queue::events::EventRetention,
+    ) -> Result<Self, QueueError> {
         let client = baton_queue::connect(nats, "baton-operator").await?;
         let js = async_nats::jetstream::new(client.clone());
         let provisioner = Provisioner::new(
@@ -94,7 +103,8 @@ impl NatsQueue {
                 replicas: stream_replicas,
                 ..StreamSettings::default()
             },
-        );
+        )
+        .with_event_retention(retention);
         for d in provisioner.provision(OWNER, &[]).await? {
             tracing::warn!(object = %d.object, setting = d.setting, "queue settings drift: {d}");
         }

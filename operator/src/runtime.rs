@@ -346,7 +346,12 @@ pub async fn start(
             password,
         };
     }
-    let queue = crate::queue::NatsQueue::connect(&settings.nats, settings.stream_replicas).await?;
+    let queue = crate::queue::NatsQueue::connect_with(
+        &settings.nats,
+        settings.stream_replicas,
+        settings.event_retention,
+    )
+    .await?;
     let ctx = Context::with_dns(
         client,
         settings,

@@ -58,6 +58,73 @@ enum Flow {
 }
 
 impl AdminService {
+    /// The queue ids a Message-ID was sent with (its index records in the event stream), as
+    /// far as the caller may see them.
+    async fn queue_ids_of_message_id(
+        &self,
+        message_id: &str,
+        c: &Caller,
+    ) -> Result<Vec<String>, Status> {
+        let subject = baton_core::event::message_id_subject(message_id);
+        let batch = self
+            .inspector
+            .batch_in(baton_queue::events::EVENT_STREAM, &subject, 1, 64)
+            .await
+            .map_err(unavailable)?;
+        let mut ids = Vec::new();
+        for m in batch.messages {
+            let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+            let (Some(qid), rd) = (
+                json["queueId"].as_str(),
+                json["relayDomain"].as_str().unwrap_or_default(),
+            ) else {
+                continue;
+            };
+            if c.sees(rd) && !ids.iter().any(|i| i == qid) {
+                ids.push(qid.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The events of one queue id the caller may see, oldest first.
+    async fn events_of(&self, id: &str, c: &Caller) -> Result<Vec<TraceEvent>, Status> {
+        let filter = baton_core::event::trace_filter(id);
+        let mut events = Vec::new();
+        let mut next = 1;
+        loop {
+            let batch = self
+                .inspector
+                .batch_in(
+                    baton_queue::events::EVENT_STREAM,
+                    &filter,
+                    next,
+                    baton_queue::inspect::SCAN_BATCH,
+                )
+                .await
+                .map_err(unavailable)?;
+            for m in batch.messages {
+                let json: serde_json::Value =
+                    serde_json::from_slice(&m.payload).unwrap_or_default();
+                let relay_domain = json["data"]["relayDomain"].as_str().unwrap_or_default();
+                if !c.sees(relay_domain) {
+                    continue;
+                }
+                events.push(TraceEvent {
+                    sequence: m.sequence,
+                    r#type: m.subject.rsplit('.').next().unwrap_or_default().to_owned(),
+                    time_ms: m.stored_at_ms,
+                    cloud_event: String::from_utf8_lossy(&m.payload).into_owned(),
+                });
+            }
+            if batch.next == 0 {
+                break;
+            }
+            next = batch.next;
+        }
+        Ok(events)
+    }
+
     /// A service reading and writing through `js` (made from `client`), checking callers with
     /// `auth`; `role` is what `GetStatus` reports (`admin`, `dev`, `operator`).
     pub fn new(
@@ -739,41 +806,20 @@ impl Admin for AdminService {
         let c = self.caller(&req, Permission::Viewer, "a trace").await?;
         let id = req.into_inner().queue_id.trim().to_owned();
         if id.is_empty() {
-            return Err(Status::invalid_argument("give a queue id"));
+            return Err(Status::invalid_argument("give a queue id or a Message-ID"));
         }
-        let filter = baton_core::event::trace_filter(&id);
+        // A Message-ID (it has an `@`; queue ids never do): its index records name the queue
+        // ids of every message sent with it.
+        let queue_ids = if id.contains('@') {
+            self.queue_ids_of_message_id(&id, &c).await?
+        } else {
+            vec![id.clone()]
+        };
         let mut events = Vec::new();
-        let mut next = 1;
-        loop {
-            let batch = self
-                .inspector
-                .batch_in(
-                    baton_queue::events::EVENT_STREAM,
-                    &filter,
-                    next,
-                    baton_queue::inspect::SCAN_BATCH,
-                )
-                .await
-                .map_err(unavailable)?;
-            for m in batch.messages {
-                let json: serde_json::Value =
-                    serde_json::from_slice(&m.payload).unwrap_or_default();
-                let relay_domain = json["data"]["relayDomain"].as_str().unwrap_or_default();
-                if !c.sees(relay_domain) {
-                    continue;
-                }
-                events.push(TraceEvent {
-                    sequence: m.sequence,
-                    r#type: m.subject.rsplit('.').next().unwrap_or_default().to_owned(),
-                    time_ms: m.stored_at_ms,
-                    cloud_event: String::from_utf8_lossy(&m.payload).into_owned(),
-                });
-            }
-            if batch.next == 0 {
-                break;
-            }
-            next = batch.next;
+        for qid in &queue_ids {
+            events.extend(self.events_of(qid, &c).await?);
         }
+        events.sort_by_key(|e| e.sequence);
         if events.is_empty() {
             return Err(Status::not_found(format!("no events of {id}")));
         }

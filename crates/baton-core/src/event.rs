@@ -208,6 +208,32 @@ impl Event {
     }
 }
 
+/// The subject of a Message-ID's index record in the event stream:
+/// `baton.index.msgid.<32 hex digits of the SHA-256 of the Message-ID>` (angle brackets and
+/// surrounding space removed; case kept, as the local part is case-sensitive). The record's
+/// payload is [`message_id_record`]; `trace <Message-ID>` reads the records under this subject
+/// and traces each queue id.
+pub fn message_id_subject(message_id: &str) -> String {
+    use sha2::Digest as _;
+    let id = message_id
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    format!("baton.index.msgid.{}", &hex::encode(digest)[..32])
+}
+
+/// The payload of a Message-ID index record: `{"queueId", "relayDomain", "messageId"}`.
+pub fn message_id_record(message_id: &str, queue_id: &str, relay_domain: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "queueId": queue_id,
+        "relayDomain": relay_domain,
+        "messageId": message_id,
+    }))
+    .unwrap_or_default()
+}
+
 /// The subject filter of one message's events.
 pub fn trace_filter(queue_id: &str) -> String {
     format!("baton.events.*.*.{}.*", token(queue_id))
@@ -258,5 +284,18 @@ mod tests {
         }
         assert_eq!(EventType::of_outcome("bounced"), Some(EventType::Bounced));
         assert_eq!(EventType::of_outcome("sent"), None);
+    }
+
+    #[test]
+    fn a_message_id_indexes_under_one_subject_however_it_is_written() {
+        let a = message_id_subject("<abc.123@example.com>");
+        assert_eq!(a, message_id_subject(" abc.123@example.com "));
+        assert_ne!(a, message_id_subject("<ABC.123@example.com>"));
+        let tail = a.strip_prefix("baton.index.msgid.").unwrap();
+        assert_eq!(tail.len(), 32);
+        assert!(tail.chars().all(|c| c.is_ascii_hexdigit()));
+        let v: Value = serde_json::from_slice(&message_id_record("<m@x>", "Q1", "ns/rd")).unwrap();
+        assert_eq!(v["queueId"], "Q1");
+        assert_eq!(v["messageId"], "<m@x>");
     }
 }

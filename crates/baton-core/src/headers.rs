@@ -147,6 +147,48 @@ pub(crate) fn field_names(headers: &[u8]) -> impl Iterator<Item = &[u8]> {
         })
 }
 
+/// The values of every field `name` in a header block, unfolded and trimmed, each cut at
+/// 998 bytes (a line's limit); lossy UTF-8.
+pub fn field_values(headers: &[u8], name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    for line in headers.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            if let Some(v) = current.as_mut() {
+                v.push(b' ');
+                v.extend_from_slice(line.trim_ascii());
+            }
+            continue;
+        }
+        if let Some(v) = current.take() {
+            out.push(v);
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':')
+            && line[..colon]
+                .trim_ascii_end()
+                .eq_ignore_ascii_case(name.as_bytes())
+        {
+            current = Some(line[colon + 1..].trim_ascii().to_vec());
+        }
+    }
+    out.extend(current);
+    out.into_iter()
+        .map(|mut v| {
+            v.truncate(998);
+            String::from_utf8_lossy(&v).trim().to_owned()
+        })
+        .collect()
+}
+
+/// The value of tag `tag` in a tag list (`v=1; a=rsa-sha256; d=example.com; s=s1; ...`).
+pub fn tag_value<'a>(list: &'a str, tag: &str) -> Option<&'a str> {
+    list.split(';').find_map(|t| {
+        let (k, v) = t.split_once('=')?;
+        (k.trim() == tag).then(|| v.trim())
+    })
+}
+
 /// `(missing Message-ID, missing Date)`, looking only at the header block.
 pub fn needs_message_id_and_date(body: &[u8]) -> (bool, bool) {
     let (headers, _) = split_headers(body);
@@ -168,6 +210,21 @@ mod tests {
     /// 2026-03-03 14:05:09 UTC.
     pub(crate) fn at() -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_772_546_709).unwrap()
+    }
+
+    #[test]
+    fn field_values_unfold_and_find_every_occurrence() {
+        let h = b"DKIM-Signature: v=1; d=a.example;\r\n\ts=s1; b=xyz\r\nSubject: x\r\n\
+                  Message-ID:\r\n <id@host>\r\ndkim-signature: d=b.example; s=s2\r\n";
+        let sigs = field_values(h, "DKIM-Signature");
+        assert_eq!(sigs, ["v=1; d=a.example; s=s1; b=xyz", "d=b.example; s=s2"]);
+        assert_eq!(tag_value(&sigs[0], "s"), Some("s1"));
+        assert_eq!(tag_value(&sigs[1], "d"), Some("b.example"));
+        assert_eq!(tag_value(&sigs[1], "x"), None);
+        assert_eq!(field_values(h, "message-id"), ["<id@host>"]);
+        assert!(field_values(h, "From").is_empty());
+        let long = format!("X: {}\r\n", "a".repeat(5000));
+        assert_eq!(field_values(long.as_bytes(), "x")[0].len(), 998);
     }
 
     #[test]

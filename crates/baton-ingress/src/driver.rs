@@ -134,7 +134,10 @@ async fn drive(
                     };
                     let now = baton_core::clock::now();
                     let result = match handoff::prepare(tx, &id, &arrival, now, snapshot).await {
-                        Ok(env) => handoff::publish(&shared.publisher, &shared.metrics, &env).await,
+                        Ok(env) => {
+                            handoff::publish(&shared.publisher, &shared.metrics, &env, &arrival)
+                                .await
+                        }
                         Err(reply) => Err(reply),
                     };
                     session.enqueue_result(result);

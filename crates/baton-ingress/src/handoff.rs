@@ -259,8 +259,37 @@ fn assemble(
     }
 }
 
+/// What the accepted event tells about the message itself, read from its header block (which
+/// starts with Baton's own `DKIM-Signature:` fields): the `Message-ID` and the DKIM signatures
+/// (`domain`, `selector`).
+fn header_facts(envelope: &Envelope) -> (Option<String>, Vec<serde_json::Value>) {
+    use baton_core::headers::{field_values, split_headers, tag_value};
+    let Some(Body::InlineBody(body)) = &envelope.body else {
+        return (None, Vec::new());
+    };
+    // The header block only, and not more of it than a header block can sensibly be.
+    let (headers, _) = split_headers(&body[..body.len().min(256 * 1024)]);
+    let message_id = field_values(headers, "Message-ID").into_iter().next();
+    let dkim = field_values(headers, "DKIM-Signature")
+        .iter()
+        .map(|sig| {
+            serde_json::json!({
+                "domain": tag_value(sig, "d").unwrap_or_default(),
+                "selector": tag_value(sig, "s").unwrap_or_default(),
+            })
+        })
+        .collect();
+    (message_id, dkim)
+}
+
 /// The `accepted` delivery event of a queued envelope.
-fn accepted_event(envelope: &Envelope, sequence: u64) -> baton_core::event::Event {
+fn accepted_event(
+    envelope: &Envelope,
+    sequence: u64,
+    arrival: &Arrival<'_>,
+    message_id: Option<&str>,
+    dkim: Vec<serde_json::Value>,
+) -> baton_core::event::Event {
     use baton_core::event::{Event, EventType};
     let recipients: Vec<&str> = envelope
         .recipients
@@ -281,6 +310,13 @@ fn accepted_event(envelope: &Envelope, sequence: u64) -> baton_core::event::Even
     .with("clientAddress", envelope.client_address.as_str())
     .with("authenticatedAs", envelope.authenticated_as.as_str())
     .with("helo", envelope.helo.as_str())
+    .with("listener", crate::shared::listener_label(arrival.listener))
+    .with(
+        "tlsCipher",
+        arrival.tls_cipher.as_deref().unwrap_or_default(),
+    )
+    .with("messageId", message_id.unwrap_or_default())
+    .with("dkim", dkim)
     .with("streamSequence", sequence)
 }
 
@@ -289,6 +325,7 @@ pub async fn publish(
     publisher: &Publisher,
     metrics: &Metrics,
     envelope: &Envelope,
+    arrival: &Arrival<'_>,
 ) -> Result<String, Reply> {
     let started = Instant::now();
     let subject = new_subject(&envelope.pool);
@@ -313,7 +350,19 @@ pub async fn publish(
                 duplicate = receipt.duplicate,
                 "queued"
             );
-            publisher.emit(accepted_event(envelope, receipt.sequence));
+            if publisher.emits_events() {
+                let (message_id, dkim) = header_facts(envelope);
+                if let Some(m) = &message_id {
+                    publisher.index_message_id(m, &envelope.id, &envelope.relay_domain);
+                }
+                publisher.emit(accepted_event(
+                    envelope,
+                    receipt.sequence,
+                    arrival,
+                    message_id.as_deref(),
+                    dkim,
+                ));
+            }
             Ok(envelope.id.clone())
         }
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The `BATON_EVENTS` stream: delivery events (`baton_core::event`) as CloudEvents JSON under
-//! `baton.events.<namespace>.<relaydomain>.<queue id>.<type>`, kept by limits (age and
-//! bytes), not consumed away.
+//! `baton.events.<namespace>.<relaydomain>.<queue id>.<type>`, and the Message-ID index
+//! (`baton.index.msgid.<hash>` → queue id), kept by limits (age and bytes), not consumed
+//! away.
 //!
 //! Publishing an event never delays or endangers mail: [`Events::emit`] hands the event to a
 //! background task and returns at once; the task waits for the PubAck (bounded by
@@ -27,6 +28,27 @@ pub const MAX_IN_FLIGHT: usize = 10_000;
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default retention of the stream: bytes.
 pub const DEFAULT_MAX_BYTES: i64 = 1 << 30;
+
+/// How long the event stream keeps events: by age and by size, the oldest discarded first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRetention {
+    /// Events older than this are discarded.
+    pub max_age: Duration,
+    /// Beyond this many bytes the oldest events are discarded.
+    pub max_bytes: i64,
+}
+
+impl Default for EventRetention {
+    fn default() -> Self {
+        EventRetention {
+            max_age: DEFAULT_MAX_AGE,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// The subjects of the event stream: the events and the Message-ID index.
+pub const EVENT_SUBJECTS: [&str; 2] = ["baton.events.>", "baton.index.>"];
 
 /// What became of one event: its type name and whether it was stored.
 pub type Hook = Arc<dyn Fn(&'static str, bool) + Send + Sync>;
@@ -61,16 +83,22 @@ impl Events {
 
     /// Publish `event` without waiting for it.
     pub fn emit(&self, event: Event) {
-        let name = event.kind.name();
+        let subject = event.subject();
+        let payload = event.to_json(&self.source);
+        self.emit_raw(event.kind.name(), subject, payload, event.id());
+    }
+
+    /// Publish `payload` on `subject` (in the event stream) with `id` as its `Nats-Msg-Id`,
+    /// without waiting; the result is reported to the hook under `name`.
+    pub fn emit_raw(&self, name: &'static str, subject: String, payload: Vec<u8>, id: String) {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             (self.hook)(name, false);
             return;
         };
         let (js, hook) = (self.js.clone(), self.hook.clone());
-        let subject = event.subject();
         let publish = PublishMessage::build()
-            .payload(event.to_json(&self.source).into())
-            .message_id(event.id());
+            .payload(payload.into())
+            .message_id(id);
         tokio::spawn(async move {
             let stored = async {
                 let ack = js.send_publish(subject, publish).await.ok()?;

@@ -116,6 +116,8 @@ impl Role {
         match self {
             Role::Ingress => {
                 publish.push("baton.new.*".to_owned());
+                // The Message-ID index of the event stream (`trace <Message-ID>`).
+                publish.push("baton.index.msgid.*".to_owned());
                 // Its beats in the process registry.
                 publish.push(format!("$KV.{PROCESS_BUCKET}.ingress.*"));
                 publish.extend([

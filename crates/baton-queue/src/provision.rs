@@ -36,6 +36,7 @@ pub struct LaneStats {
 pub struct Provisioner {
     js: jetstream::Context,
     settings: StreamSettings,
+    event_retention: crate::events::EventRetention,
 }
 
 /// How long the owner keeps retrying a provisioning step that failed transiently.
@@ -71,7 +72,11 @@ fn provision_err(what: impl Into<String>, e: impl std::fmt::Display) -> QueueErr
 impl Provisioner {
     /// A provisioner over a JetStream context.
     pub fn new(js: jetstream::Context, settings: StreamSettings) -> Self {
-        Provisioner { js, settings }
+        Provisioner {
+            js,
+            settings,
+            event_retention: crate::events::EventRetention::default(),
+        }
     }
 
     /// The settings this provisioner applies.
@@ -348,21 +353,53 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Create the event stream when missing (limits retention: [`crate::events`] defaults),
-    /// or bring its replicas to the settings.
+    /// This provisioner keeping events as `retention` says (default:
+    /// [`crate::events::EventRetention::default`]).
+    pub fn with_event_retention(mut self, retention: crate::events::EventRetention) -> Self {
+        self.event_retention = retention;
+        self
+    }
+
+    /// Create the event stream when missing, or bring an existing one's subjects, retention
+    /// (age and bytes, [`Provisioner::with_event_retention`]) and replicas to the settings.
     pub async fn ensure_event_stream(&self) -> Result<(), QueueError> {
-        use crate::events::{DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EVENT_STREAM};
-        if self.js.get_stream(EVENT_STREAM).await.is_ok() {
-            return self.scale_existing(EVENT_STREAM).await;
+        use crate::events::{EVENT_STREAM, EVENT_SUBJECTS};
+        let retention = self.event_retention;
+        let subjects: Vec<String> = EVENT_SUBJECTS.iter().map(|s| (*s).to_owned()).collect();
+        if let Ok(mut existing) = self.js.get_stream(EVENT_STREAM).await {
+            self.scale_existing(EVENT_STREAM).await?;
+            let mut config = existing
+                .info()
+                .await
+                .map_err(|e| provision_err(EVENT_STREAM, e))?
+                .config
+                .clone();
+            if config.subjects != subjects
+                || config.max_age != retention.max_age
+                || config.max_bytes != retention.max_bytes
+            {
+                tracing::info!(
+                    max_age = ?retention.max_age, max_bytes = retention.max_bytes,
+                    "updating the event stream's subjects and retention"
+                );
+                config.subjects = subjects;
+                config.max_age = retention.max_age;
+                config.max_bytes = retention.max_bytes;
+                self.js
+                    .update_stream(&config)
+                    .await
+                    .map_err(|e| provision_err(EVENT_STREAM, e))?;
+            }
+            return Ok(());
         }
         self.js
             .create_stream(stream::Config {
                 name: EVENT_STREAM.into(),
                 description: Some("Baton delivery events (CloudEvents JSON)".into()),
-                subjects: vec!["baton.events.>".into()],
+                subjects,
                 retention: RetentionPolicy::Limits,
-                max_age: DEFAULT_MAX_AGE,
-                max_bytes: DEFAULT_MAX_BYTES,
+                max_age: retention.max_age,
+                max_bytes: retention.max_bytes,
                 discard: DiscardPolicy::Old,
                 storage: StorageType::File,
                 num_replicas: self.settings.replicas,

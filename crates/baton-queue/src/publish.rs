@@ -43,10 +43,28 @@ impl Publisher {
         self
     }
 
+    /// Whether this publisher emits delivery events (so callers skip building them).
+    pub fn emits_events(&self) -> bool {
+        self.events.is_some()
+    }
+
     /// Emit a delivery event without waiting (nothing when this publisher has no events).
     pub fn emit(&self, event: baton_core::event::Event) {
         if let Some(e) = &self.events {
             e.emit(event);
+        }
+    }
+
+    /// Index `message_id` → `queue_id` in the event stream (`trace <Message-ID>`), without
+    /// waiting (nothing when this publisher has no events).
+    pub fn index_message_id(&self, message_id: &str, queue_id: &str, relay_domain: &str) {
+        if let Some(e) = &self.events {
+            e.emit_raw(
+                "message_id",
+                baton_core::event::message_id_subject(message_id),
+                baton_core::event::message_id_record(message_id, queue_id, relay_domain),
+                format!("{queue_id}.msgid"),
+            );
         }
     }
 

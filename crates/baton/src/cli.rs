@@ -231,6 +231,8 @@ pub(crate) enum ConfigCommand {
         /// DNS server (ip:port) for domain verification lookups instead of /etc/resolv.conf.
         #[arg(long, env = "BATON_DNS_SERVER")]
         dns_server: Option<SocketAddr>,
+        #[command(flatten)]
+        retention: EventRetentionArgs,
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -380,6 +382,35 @@ pub(crate) struct WorkerArgs {
     pub tuning: WorkerTuning,
 }
 
+/// How long the event stream keeps delivery events (set by the owner: `config apply`, `dev`,
+/// the operator).
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct EventRetentionArgs {
+    /// Events older than this are discarded (trace and late sinks see no further back).
+    #[arg(long, env = "BATON_EVENTS_MAX_AGE", value_parser = humantime::parse_duration, default_value = "7d")]
+    pub events_max_age: std::time::Duration,
+    /// Beyond this size (bytes, or with a unit: 512Mi, 10Gi) the oldest events are discarded.
+    #[arg(long, env = "BATON_EVENTS_MAX_BYTES", value_parser = parse_bytes, default_value = "1Gi")]
+    pub events_max_bytes: i64,
+}
+
+impl EventRetentionArgs {
+    pub(crate) fn retention(self) -> baton_queue::events::EventRetention {
+        baton_queue::events::EventRetention {
+            max_age: self.events_max_age,
+            max_bytes: self.events_max_bytes,
+        }
+    }
+}
+
+fn parse_bytes(text: &str) -> Result<i64, String> {
+    let n = baton_config::units::parse_size(text)?;
+    if n == 0 {
+        return Err("must be more than 0".into());
+    }
+    i64::try_from(n).map_err(|_| "too large".to_owned())
+}
+
 /// `baton webhooks`
 #[derive(Args, Debug)]
 pub(crate) struct WebhooksArgs {
@@ -442,6 +473,8 @@ pub(crate) struct DevArgs {
     pub tuning: WorkerTuning,
     #[command(flatten)]
     pub admin: AdminListenArgs,
+    #[command(flatten)]
+    pub retention: EventRetentionArgs,
 }
 
 /// The operations API's listener (`baton admin`, `baton dev`).
@@ -524,6 +557,8 @@ pub(crate) struct OperatorArgs {
     /// NATS URL (also given to the worker Deployments).
     #[arg(long, env = "BATON_NATS")]
     pub nats: String,
+    #[command(flatten)]
+    pub retention: EventRetentionArgs,
     #[command(flatten)]
     pub admin: AdminListenArgs,
     #[command(flatten)]

@@ -86,6 +86,7 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
                     keyring,
                     stream_replicas,
                     dns_server,
+                    retention,
                     paths,
                 },
         } => {
@@ -93,7 +94,7 @@ pub(crate) async fn dispatch(cli: Cli, log: Option<LogHandle>) -> anyhow::Result
             // with the resolved settings and records them for every other process.
             let nats = wiring::Nats::connect(&security.options(&nats)?, "baton-config").await?;
             let settings = crate::queue::owner_settings(&nats.js, stream_replicas).await?;
-            let nats = nats.owning(settings);
+            let nats = nats.owning(settings, retention.retention());
             let generation =
                 wiring::apply_config(&nats, &paths, "config-apply", dns_server, &keyring.source())
                     .await?;

@@ -90,7 +90,7 @@ async fn run_with(
     let admin = Nats::connect(&identities.admin, "baton-dev-admin").await?;
     // `baton dev` owns the queue settings, like `config apply`.
     let settings = crate::queue::owner_settings(&admin.js, args.listen.stream_replicas).await?;
-    let admin = admin.owning(settings);
+    let admin = admin.owning(settings, args.retention.retention());
     let keys = dev_keyring(args)?;
     let generation =
         wiring::apply_config(&admin, &args.config, "dev", args.tuning.dns_server, &keys).await?;

@@ -51,6 +51,7 @@ fn settings(args: &OperatorArgs) -> anyhow::Result<Settings> {
     s.keyring_secret = args.keyring_secret.clone().filter(|n| !n.is_empty());
     s.nats_auth_secret = args.nats_auth_secret.clone().filter(|n| !n.is_empty());
     s.stream_replicas = args.stream_replicas;
+    s.event_retention = args.retention.retention();
     s.identity = identity();
     s.lease_name = args.lease_name.clone();
     Ok(s)

@@ -124,7 +124,8 @@ pub(crate) enum QueueCommand {
     Holds,
     /// The timeline of one message: every delivery event, oldest first.
     Trace {
-        /// Queue id (`250 ... queued as <id>`).
+        /// Queue id (`250 ... queued as <id>`), or the message's Message-ID (every message sent
+        /// with it).
         id: String,
     },
     /// Deliver now what waits in a retry tier (moved to the fresh-mail lane, due at once).

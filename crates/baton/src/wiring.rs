@@ -101,9 +101,14 @@ impl Nats {
     }
 
     /// This connection as the owner of the queue settings (`config apply`, `dev`).
-    pub(crate) fn owning(self, settings: StreamSettings) -> Nats {
+    pub(crate) fn owning(
+        self,
+        settings: StreamSettings,
+        retention: baton_queue::events::EventRetention,
+    ) -> Nats {
         Nats {
-            provisioner: Provisioner::new(self.js.clone(), settings),
+            provisioner: Provisioner::new(self.js.clone(), settings)
+                .with_event_retention(retention),
             ..self
         }
     }

@@ -2,7 +2,7 @@
 //! - Over the production NATS authorization, a message deferred once (`451` at RCPT) and then
 //!   delivered leaves exactly `accepted`, `deferred`, `delivered` on `BATON_EVENTS`, as
 //!   CloudEvents 1.0 JSON under its tenant's subjects, from the ingress and the worker; `baton
-//!   queue trace <id>` shows that timeline.
+//!   queue trace <id>` shows that timeline, and so does `trace <Message-ID>`.
 //! - With the event stream gone (JetStream refuses every event), mail is still accepted and
 //!   delivered, and the lost events are counted (`baton_events_total{result="failed"}`); an
 //!   ingress started with `--events=false` publishes none.
@@ -18,7 +18,7 @@ use baton_system_tests::harness::{
     Dns, Ingress, Nats, TempDir, Worker, apply_config, apply_config_with, assert_eventually,
     free_port, metric, write_config,
 };
-use baton_system_tests::nats_users::{login, strs, write_users};
+use baton_system_tests::nats_users::{connect_as, login, strs, write_users};
 use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
 use serde_json::Value;
 
@@ -62,7 +62,21 @@ async fn a_deferred_then_delivered_message_leaves_its_timeline() -> anyhow::Resu
     write_users(&cfg, &users)?;
     let nats = Nats::start_with(Some(std::fs::read_to_string(users.join("auth.conf"))?)).await?;
     let admin_login = login(&users, "admin");
-    apply_config_with(&nats.url, &cfg, &strs(&admin_login))?;
+    // The owner sets the event stream's retention.
+    let mut apply = strs(&admin_login);
+    apply.extend(["--events-max-age", "2d", "--events-max-bytes", "64Mi"]);
+    apply_config_with(&nats.url, &cfg, &apply)?;
+    let admin_js = async_nats::jetstream::new(connect_as(&nats.url, &users, "admin").await?);
+    let info = admin_js
+        .get_stream("BATON_EVENTS")
+        .await?
+        .info()
+        .await?
+        .config
+        .clone();
+    assert_eq!(info.max_age, Duration::from_secs(2 * 86_400));
+    assert_eq!(info.max_bytes, 64 << 20);
+    assert_eq!(info.subjects, ["baton.events.>", "baton.index.>"]);
     let ing = Ingress::start(&nats, &dir.0, &strs(&login(&users, "ingress"))).await?;
     let w = Worker::start(
         &nats,
@@ -140,6 +154,23 @@ async fn a_deferred_then_delivered_message_leaves_its_timeline() -> anyhow::Resu
     assert_eq!(events[1]["data"]["attempt"], 1);
     assert_eq!(events[2]["data"]["recipient"], "a@dest.test");
     assert_eq!(events[2]["data"]["attempt"], 2);
+    // What the ingress knew: the listener, the Message-ID, no TLS, no DKIM for this domain.
+    assert_eq!(events[0]["data"]["listener"], "smtp", "{}", events[0]);
+    assert_eq!(events[0]["data"]["messageId"], "<timeline@client.test>");
+    assert_eq!(events[0]["data"]["tlsCipher"], "");
+    assert_eq!(events[0]["data"]["dkim"], serde_json::json!([]));
+    // The same timeline by Message-ID, with or without its angle brackets.
+    for by in ["<timeline@client.test>", "timeline@client.test"] {
+        let t = api.queue_json(&ops, &["trace", by])?;
+        let seqs: Vec<&Value> = t["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["subject"])
+            .collect();
+        assert_eq!(seqs.len(), 3, "{t}");
+        assert!(seqs.iter().all(|s| *s == id.as_str()), "{t}");
+    }
     let table = api.queue(&ops, &["trace", &id])?;
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(

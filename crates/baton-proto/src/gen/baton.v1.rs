@@ -1078,7 +1078,8 @@ pub struct BounceRequest {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetTraceRequest {
-    /// The queue id (`250 2.0.0 Ok: queued as <id>`).
+    /// The queue id (`250 2.0.0 Ok: queued as <id>`), or a Message-ID (with or without its angle
+    /// brackets; anything with an `@`).
     #[prost(string, tag = "1")]
     pub queue_id: ::prost::alloc::string::String,
 }
@@ -1467,7 +1468,7 @@ pub mod admin_client {
             self.inner.unary(req, path, codec).await
         }
         /// The timeline of one message: its delivery events (CloudEvents JSON from the BATON_EVENTS
-        /// stream), oldest first.
+        /// stream), oldest first. Given a Message-ID, the timelines of every message sent with it.
         pub async fn get_trace(
             &mut self,
             request: impl tonic::IntoRequest<super::GetTraceRequest>,
@@ -1579,7 +1580,7 @@ pub mod admin_server {
             request: tonic::Request<super::BounceRequest>,
         ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status>;
         /// The timeline of one message: its delivery events (CloudEvents JSON from the BATON_EVENTS
-        /// stream), oldest first.
+        /// stream), oldest first. Given a Message-ID, the timelines of every message sent with it.
         async fn get_trace(
             &self,
             request: tonic::Request<super::GetTraceRequest>,
