@@ -815,11 +815,19 @@ impl Admin for AdminService {
         } else {
             vec![id.clone()]
         };
-        let mut events = Vec::new();
+        // Per message: its `accepted` first (the ingress publishes it in the background, so
+        // a fast worker's first events can be stored before it), then in stream order;
+        // messages in the order they were first seen.
+        let mut timelines = Vec::new();
         for qid in &queue_ids {
-            events.extend(self.events_of(qid, &c).await?);
+            let mut t = self.events_of(qid, &c).await?;
+            t.sort_by_key(|e| (e.r#type != "accepted", e.sequence));
+            if !t.is_empty() {
+                timelines.push(t);
+            }
         }
-        events.sort_by_key(|e| e.sequence);
+        timelines.sort_by_key(|t| t.iter().map(|e| e.sequence).min());
+        let events: Vec<TraceEvent> = timelines.into_iter().flatten().collect();
         if events.is_empty() {
             return Err(Status::not_found(format!("no events of {id}")));
         }

@@ -38,11 +38,14 @@ pub enum EventType {
     OperatorBounced,
     /// An operator deleted the message.
     Deleted,
+    /// The ingress refused a transaction of a known RelayDomain (a recipient, or the message
+    /// at the end of DATA); the event's queue id is an id of the refusal, nothing was queued.
+    Refused,
 }
 
 impl EventType {
     /// Every type.
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::Accepted,
         EventType::Delivered,
         EventType::Deferred,
@@ -55,6 +58,7 @@ impl EventType {
         EventType::Retried,
         EventType::OperatorBounced,
         EventType::Deleted,
+        EventType::Refused,
     ];
 
     /// The short name (the subject's last token; a bounded metric label).
@@ -72,6 +76,7 @@ impl EventType {
             EventType::Retried => "retried",
             EventType::OperatorBounced => "operator_bounced",
             EventType::Deleted => "deleted",
+            EventType::Refused => "refused",
         }
     }
 

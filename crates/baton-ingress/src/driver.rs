@@ -95,6 +95,18 @@ async fn drive(
             match action {
                 Action::Send(reply) => {
                     count_reply(shared, &reply);
+                    // A refusal inside a known RelayDomain's transaction is that tenant's event.
+                    if let Some((relay_domain, sender)) = session.open_transaction() {
+                        let refusal = crate::refused::Refusal {
+                            relay_domain,
+                            sender: handoff::sender_text(sender),
+                            client: peer.addr,
+                            listener: kind,
+                            authenticated: session.authenticated(),
+                            phase: "command",
+                        };
+                        crate::refused::emit(shared, &refusal, &reply);
+                    }
                     out.extend_from_slice(&reply.to_bytes());
                 }
                 Action::Delay(d) => {
@@ -133,6 +145,13 @@ async fn drive(
                         tls_cipher: conn.cipher(),
                     };
                     let now = baton_core::clock::now();
+                    // Who the message was from, for a `refused` event should it not get in.
+                    let refusal_of = shared.publisher.emits_events().then(|| {
+                        (
+                            tx.grant.relay_domain.clone(),
+                            handoff::sender_text(&tx.reverse_path),
+                        )
+                    });
                     let result = match handoff::prepare(tx, &id, &arrival, now, snapshot).await {
                         Ok(env) => {
                             handoff::publish(&shared.publisher, &shared.metrics, &env, &arrival)
@@ -140,6 +159,17 @@ async fn drive(
                         }
                         Err(reply) => Err(reply),
                     };
+                    if let (Err(reply), Some((relay_domain, sender))) = (&result, &refusal_of) {
+                        let refusal = crate::refused::Refusal {
+                            relay_domain,
+                            sender: sender.clone(),
+                            client: peer.addr,
+                            listener: kind,
+                            authenticated: session.authenticated(),
+                            phase: "data",
+                        };
+                        crate::refused::emit(shared, &refusal, reply);
+                    }
                     session.enqueue_result(result);
                 }
                 Action::Close => {

@@ -216,10 +216,7 @@ fn assemble(
             }
         })
         .collect();
-    let reverse_path = match &tx.reverse_path {
-        ReversePath::Null => String::new(),
-        ReversePath::Mailbox(a) => a.to_string(),
-    };
+    let reverse_path = sender_text(&tx.reverse_path);
     let body_type = match tx.params.body {
         Some(BodyType::SevenBit) => PBodyType::BodyType7bit,
         Some(BodyType::EightBitMime) => PBodyType::BodyType8bitmime,
@@ -280,6 +277,14 @@ fn header_facts(envelope: &Envelope) -> (Option<String>, Vec<serde_json::Value>)
         })
         .collect();
     (message_id, dkim)
+}
+
+/// A reverse path as the envelope, events and logs write it: the address, or empty for `<>`.
+pub(crate) fn sender_text(reverse_path: &ReversePath) -> String {
+    match reverse_path {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(a) => a.to_string(),
+    }
 }
 
 /// The `accepted` delivery event of a queued envelope.

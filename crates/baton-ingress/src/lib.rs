@@ -22,6 +22,7 @@ pub mod handoff;
 pub mod intake;
 pub mod listener;
 pub mod policy;
+pub mod refused;
 pub mod shared;
 pub mod tls;
 

@@ -70,6 +70,7 @@ impl Ingress {
             js: None,
             suppression_store: tokio::sync::OnceCell::new(),
             classifier: baton_core::bounce::Classifier::shipped(),
+            refused_budget: crate::refused::Budget::default(),
         });
         Ok(Ingress { shared, listeners })
     }

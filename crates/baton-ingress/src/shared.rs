@@ -32,6 +32,8 @@ pub struct Shared {
     pub(crate) js: Option<async_nats::jetstream::Context>,
     pub(crate) suppression_store: tokio::sync::OnceCell<SuppressionStore>,
     pub(crate) classifier: baton_core::bounce::Classifier,
+    /// The per-second budget of `refused` events.
+    pub(crate) refused_budget: crate::refused::Budget,
 }
 
 impl Shared {

@@ -7,6 +7,9 @@
 //!   the pin moved). The `webhook-id` is the event's id, so a receiver can drop a repeat.
 //! - **In order per message.** Events are queued per queue id ("lanes"); a lane sends its
 //!   next event only after the previous one was accepted, while lanes of other messages go on.
+//!   The ingress publishes a message's `accepted` in the background, so a fast worker's first
+//!   events can be stored before it: events other than `accepted` wait [`REORDER_WINDOW`]
+//!   after they were stored, and an `accepted` joins its lane ahead of them.
 //!   The pinned-client consumer gives one replica a sink at a time, which is what makes the
 //!   lanes the only order that matters.
 //! - **A down endpoint slows only its own sink.** Each sink has its own task, HTTP client and
@@ -40,6 +43,9 @@ pub const MAX_POSTS: usize = 32;
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(20);
 /// How often a sink's delivery record is written when it changed.
 pub const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// How long after it was stored an event other than a message's `accepted` waits before it is
+/// sent (see [`lane`]).
+pub const REORDER_WINDOW: Duration = Duration::from_secs(1);
 /// How often a sink's backlog is read from its consumer (the gauge).
 pub const BACKLOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -174,6 +180,14 @@ struct Gate {
     failures: u32,
 }
 
+/// One message's events waiting their turn.
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Arc<Message>>,
+    /// The head is being sent (it stays first whatever arrives).
+    sending: bool,
+}
+
 /// One sink's shared state.
 struct SinkCtx {
     sink: EventSink,
@@ -182,8 +196,8 @@ struct SinkCtx {
     hooks: Arc<dyn Hooks>,
     state: Mutex<SinkState>,
     gate: Mutex<Gate>,
-    /// Events per queue id, waiting their turn (the head is being sent).
-    lanes: Mutex<HashMap<String, VecDeque<Arc<Message>>>>,
+    /// Events per queue id, waiting their turn.
+    lanes: Mutex<HashMap<String, Lane>>,
     posts: Semaphore,
 }
 
@@ -349,12 +363,23 @@ async fn route(ctx: &Arc<SinkCtx>, poster: &Arc<Poster>, msg: Message, cancel: &
     let start = {
         let mut lanes = ctx.lanes.lock();
         match lanes.get_mut(&key) {
-            Some(queue) => {
-                queue.push_back(msg);
+            Some(lane) => {
+                // A message's `accepted` goes before its other events not yet sent (the
+                // ingress publishes it in the background: a fast worker's first events can be
+                // stored before it). A head already on its way stays first.
+                let kinds: Vec<bool> = lane.queue.iter().map(|m| is_accepted(m)).collect();
+                let at = policy::lane_position(&kinds, lane.sending, is_accepted(&msg));
+                lane.queue.insert(at, msg);
                 false
             }
             None => {
-                lanes.insert(key.clone(), VecDeque::from([msg]));
+                lanes.insert(
+                    key.clone(),
+                    Lane {
+                        queue: VecDeque::from([msg]),
+                        sending: false,
+                    },
+                );
                 true
             }
         }
@@ -372,12 +397,26 @@ async fn drop_event(ctx: &SinkCtx, msg: &Message, reason: policy::Drop) {
     ctx.hooks.outcome(&ctx.sink.name, reason.label());
 }
 
-/// Send one message's events in order, one at a time; ends when its queue is empty.
+/// Whether an event is a message's `accepted` (the last subject token).
+fn is_accepted(msg: &Message) -> bool {
+    msg.subject.rsplit('.').next() == Some("accepted")
+}
+
+/// When the event was stored (Unix ms; 0 when unknown).
+fn stored_ms(msg: &Message) -> i64 {
+    msg.info().map_or(0, |i| {
+        i64::try_from(i.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    })
+}
+
+/// Send one message's events in order, one at a time; ends when its queue is empty. An event
+/// that is not a message's `accepted` waits until [`REORDER_WINDOW`] after it was stored, so
+/// an `accepted` stored just after it still goes first.
 async fn lane(ctx: Arc<SinkCtx>, poster: Arc<Poster>, key: String, cancel: CancellationToken) {
     loop {
         let msg = {
             let mut lanes = ctx.lanes.lock();
-            match lanes.get(&key).and_then(|q| q.front().cloned()) {
+            match lanes.get(&key).and_then(|l| l.queue.front().cloned()) {
                 Some(m) => m,
                 None => {
                     lanes.remove(&key);
@@ -385,12 +424,37 @@ async fn lane(ctx: Arc<SinkCtx>, poster: Arc<Poster>, key: String, cancel: Cance
                 }
             }
         };
+        if !is_accepted(&msg) {
+            let stored = stored_ms(&msg);
+            let wait = stored
+                .saturating_add(i64::try_from(REORDER_WINDOW.as_millis()).unwrap_or(0))
+                .saturating_sub(now_ms());
+            if stored > 0 && wait > 0 {
+                let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+                if sleep_or_cancel(wait.min(REORDER_WINDOW), &cancel).await {
+                    return;
+                }
+                // An `accepted` may have been put first meanwhile.
+                continue;
+            }
+        }
+        {
+            let mut lanes = ctx.lanes.lock();
+            let Some(lane) = lanes.get_mut(&key) else {
+                return;
+            };
+            if !lane.queue.front().is_some_and(|m| Arc::ptr_eq(m, &msg)) {
+                continue;
+            }
+            lane.sending = true;
+        }
         if !deliver(&ctx, &poster, &msg, &cancel).await {
             // Cancelled: unacknowledged, the server offers it again.
             return;
         }
-        if let Some(queue) = ctx.lanes.lock().get_mut(&key) {
-            queue.pop_front();
+        if let Some(lane) = ctx.lanes.lock().get_mut(&key) {
+            lane.queue.pop_front();
+            lane.sending = false;
         }
     }
 }
@@ -517,7 +581,12 @@ async fn keep_records(ctx: Arc<SinkCtx>, cancel: CancellationToken) {
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
-            let held: Vec<Arc<Message>> = ctx.lanes.lock().values().flatten().cloned().collect();
+            let held: Vec<Arc<Message>> = ctx
+                .lanes
+                .lock()
+                .values()
+                .flat_map(|l| l.queue.iter().cloned())
+                .collect();
             for msg in held {
                 let _ = msg.ack_with(AckKind::Progress).await;
             }

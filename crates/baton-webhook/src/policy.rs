@@ -44,6 +44,22 @@ pub fn drop_reason(
     None
 }
 
+/// Where an arriving event joins its message's lane: `queued` says, per waiting event,
+/// whether it is an `accepted`; `sending`: the head is on its way (it stays first). An
+/// `accepted` goes before every other event not yet sent (the ingress publishes it in the
+/// background, so it can be stored after a fast worker's first events); anything else goes
+/// last.
+pub fn lane_position(queued: &[bool], sending: bool, accepted: bool) -> usize {
+    if !accepted {
+        return queued.len();
+    }
+    let from = usize::from(sending).min(queued.len());
+    queued[from..]
+        .iter()
+        .position(|a| !a)
+        .map_or(queued.len(), |i| i + from)
+}
+
 /// What became of one POST.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -91,6 +107,22 @@ mod tests {
         assert_eq!(drop_reason(0, 10, 4_000, 4_000), None);
         assert_eq!(drop_reason(0, 10, 5_000_000, 0), None, "no age limit");
         assert_eq!(drop_reason(0, 10, -5, 1), None, "a clock behind the server");
+    }
+
+    #[test]
+    fn an_accepted_overtakes_what_is_not_yet_sent() {
+        // [delivered] waiting: accepted goes first.
+        assert_eq!(lane_position(&[false], false, true), 0);
+        // [delivered] on its way: it stays first.
+        assert_eq!(lane_position(&[false], true, true), 1);
+        // [deferred (sending), delivered]: before delivered.
+        assert_eq!(lane_position(&[false, false], true, true), 1);
+        // Nothing waiting, or only accepteds: at the end.
+        assert_eq!(lane_position(&[], false, true), 0);
+        assert_eq!(lane_position(&[true], false, true), 1);
+        assert_eq!(lane_position(&[], true, true), 0);
+        // Anything else: last.
+        assert_eq!(lane_position(&[false, true], false, false), 2);
     }
 
     #[test]

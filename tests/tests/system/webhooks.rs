@@ -4,7 +4,8 @@
 //! `cloudevents` SDK, over HTTPS with a test CA the sinks name).
 //! - A message deferred once and then delivered reaches its namespace's sink as exactly
 //!   `accepted`, `deferred`, `delivered`, in that order, each POST signed and a CloudEvent;
-//!   the other namespace's sink receives only its own message's events, filtered by type.
+//!   the other namespace's sink receives only its own message's events, filtered by type; a
+//!   message refused at the end of DATA is a `refused` event of its tenant only.
 //! - While the endpoint answers `503`, mail is delivered as usual and the dispatcher counts
 //!   failed POSTs; once it is back, every event arrives, in order per message.
 
@@ -21,6 +22,7 @@ use baton_system_tests::harness::{
 };
 use baton_system_tests::nats_users::{login, strs, write_users};
 use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
+use baton_system_tests::smtp::Talk;
 use baton_system_tests::webhooks::{self, Webhooks, secret, sink_yaml};
 use serde_json::Value;
 
@@ -101,7 +103,11 @@ async fn signed_events_reach_their_own_namespace_sink_in_order() -> anyhow::Resu
     // `a@dest.test` is greylisted once; everything else is accepted.
     let greylisted = Arc::new(AtomicBool::new(false));
     let g = greylisted.clone();
+    // Every transaction waits 1.5 s at MAIL, so the worker's events are stored well after the
+    // ingress's `accepted` (published in the background) whatever the machine's load; the
+    // dispatcher's own reordering is covered by its unit tests.
     let script = Arc::new(move |s: &Stage<'_>| match s {
+        Stage::Mail { .. } => Response::Stall(Duration::from_millis(1500)),
         Stage::Rcpt { to } if *to == "a@dest.test" && !g.swap(true, Ordering::SeqCst) => {
             Response::Reply(451, "4.7.1 greylisted, come back later".into())
         }
@@ -152,6 +158,21 @@ async fn signed_events_reach_their_own_namespace_sink_in_order() -> anyhow::Resu
         };
         assert_eq!(submit(s.ingress.smtp, &m).await?, 250);
     }
+    // A message whose From: does not align is refused at the end of DATA: the tenant's
+    // `refused` event.
+    let (mut t, _) = Talk::connect(s.ingress.smtp).await?;
+    for (cmd, want) in [
+        ("EHLO client.test", 250),
+        ("MAIL FROM:<app@example.com>", 250),
+        ("RCPT TO:<c@dest.test>", 250),
+        ("DATA", 354),
+    ] {
+        assert_eq!(t.cmd(cmd).await?.code, want, "{cmd}");
+    }
+    t.send(b"From: <someone@elsewhere.test>\r\nSubject: misaligned\r\n\r\nx\r\n")
+        .await?;
+    assert_eq!(t.cmd(".").await?.code, 550);
+    let _ = t.cmd("QUIT").await;
     let got = smtp.wait_for_messages(2, WAIT).await?;
     let mut ids: HashMap<String, String> = HashMap::new();
     for m in &got {
@@ -165,8 +186,27 @@ async fn signed_events_reach_their_own_namespace_sink_in_order() -> anyhow::Resu
         types_of(&h.events("/a"), a).len() >= 3 && types_of(&h.events("/b"), b).len() >= 2
     })
     .await?;
+    assert_eventually(WAIT, "the refusal at /a", || async move {
+        h.events("/a")
+            .iter()
+            .any(|e| e["type"] == "dev.baton.message.refused.v1")
+    })
+    .await?;
     let at_a = hooks.events("/a");
     let at_b = hooks.events("/b");
+    let refused = at_a
+        .iter()
+        .find(|e| e["type"] == "dev.baton.message.refused.v1")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(refused["data"]["phase"], "data", "{refused}");
+    assert_eq!(refused["data"]["code"], 550, "{refused}");
+    assert_eq!(refused["data"]["sender"], "app@example.com", "{refused}");
+    assert!(
+        at_b.iter()
+            .all(|e| e["type"] != "dev.baton.message.refused.v1"),
+        "team-a's refusal reached team-b"
+    );
     assert_eq!(types_of(&at_a, &qa), ["accepted", "deferred", "delivered"]);
     assert_eq!(
         types_of(&at_b, &qb),
@@ -225,7 +265,12 @@ async fn signed_events_reach_their_own_namespace_sink_in_order() -> anyhow::Resu
 async fn a_down_endpoint_delays_no_mail_and_then_gets_every_event_in_order() -> anyhow::Result<()> {
     let dir = TempDir::new("baton-webhooks-down")?;
     let port = free_port()?;
-    let smtp = Receiver::start(&format!("127.0.0.1:{port}"), ReceiverConfig::default()).await?;
+    // Deliveries take 1.5 s (as above: `delivered` is stored well after `accepted`).
+    let smtp = Receiver::start(
+        &format!("127.0.0.1:{port}"),
+        ReceiverConfig::slow_data(Duration::from_millis(1500)),
+    )
+    .await?;
     let sa = secret(3);
     let hooks = webhooks::Receiver::start(&dir.0, &[("/a", &sa)]).await?;
     hooks.set_down(true)?;

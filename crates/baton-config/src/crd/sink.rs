@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::schema::{self, DURATION_PATTERN};
 
 /// Event type names an EventSink may select (`baton_core::event::EventType::name`).
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 13] = [
     "accepted",
     "delivered",
     "deferred",
@@ -21,6 +21,7 @@ pub const EVENT_TYPES: [&str; 12] = [
     "retried",
     "operator_bounced",
     "deleted",
+    "refused",
 ];
 
 /// Desired state of an EventSink: an HTTPS endpoint that receives the delivery events of this
@@ -80,11 +81,12 @@ pub struct EventSinkSpec {
     /// Standard Webhooks secret `whsec_<base64 of 24 to 64 random bytes>`.
     pub secret_ref: super::SecretRef,
     /// Event types to send (`accepted`, `delivered`, `deferred`, `bounced`, `expired`,
-    /// `dsn_queued`, `held`, `released`, `requeued`, `retried`, `operator_bounced`, `deleted`).
+    /// `dsn_queued`, `held`, `released`, `requeued`, `retried`, `operator_bounced`, `deleted`,
+    /// `refused`).
     /// Empty: every type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 12), inner(length(min = 1, max = 32)))]
-    #[x_kube(validation = Rule::new("self.all(t, t in ['accepted', 'delivered', 'deferred', 'bounced', 'expired', 'dsn_queued', 'held', 'released', 'requeued', 'retried', 'operator_bounced', 'deleted'])").message("unknown event type"))]
+    #[schemars(length(max = 13), inner(length(min = 1, max = 32)))]
+    #[x_kube(validation = Rule::new("self.all(t, t in ['accepted', 'delivered', 'deferred', 'bounced', 'expired', 'dsn_queued', 'held', 'released', 'requeued', 'retried', 'operator_bounced', 'deleted', 'refused'])").message("unknown event type"))]
     pub types: Vec<String>,
     /// RelayDomains (names in this namespace) whose events are sent. Empty: every RelayDomain of
     /// the namespace.

@@ -236,6 +236,15 @@ impl Session {
         self.input.len() - self.pos
     }
 
+    /// The RelayDomain and reverse path of the open transaction (MAIL accepted, the message
+    /// not yet handed over), unless it is mail *to* the relay (a report).
+    pub fn open_transaction(&self) -> Option<(&str, &ReversePath)> {
+        self.txn
+            .as_ref()
+            .filter(|t| !t.grant.inbound)
+            .map(|t| (t.grant.relay_domain.as_str(), &t.reverse_path))
+    }
+
     /// MAIL was accepted and the transaction is not finished.
     pub fn in_transaction(&self) -> bool {
         self.txn.is_some() || matches!(self.mode, Mode::Data(_))
