@@ -108,12 +108,12 @@ impl Receiver {
             .collect()
     }
 
-    /// Answer `503` to everything (`true`) or serve again (`false`).
-    pub fn set_down(&self, down: bool) -> anyhow::Result<()> {
-        if down {
-            std::fs::write(&self.down, b"down")?;
-        } else if self.down.exists() {
-            std::fs::remove_file(&self.down)?;
+    /// Answer `503` to every request to `path` (`Some`), or serve again (`None`).
+    pub fn set_down(&self, path: Option<&str>) -> anyhow::Result<()> {
+        match path {
+            Some(p) => std::fs::write(&self.down, p)?,
+            None if self.down.exists() => std::fs::remove_file(&self.down)?,
+            None => {}
         }
         Ok(())
     }

@@ -5,8 +5,9 @@ Serves HTTPS on 127.0.0.1:<port>. Each `--sink PATH=SECRET` is an endpoint: a PO
 verified with the Standard Webhooks reference library (`standardwebhooks`) against SECRET and
 parsed as a CloudEvent with the CloudEvents SDK (`cloudevents`). Every request is appended to
 `--out` as one JSON line: path, whether the signature verified, the webhook-id and the event's
-id, type, subject and data. While the file `--down` exists every request is answered 503
-(recorded as `"down": true`), so a test can take the endpoint down and up again.
+id, type, subject and data. While the file `--down` exists, every request to the path it names
+(to every path when it is empty) is answered 503 (recorded as `"down": true`), so a test can
+take an endpoint down and up again.
 
 Answers: 204 when verified and parsed, 401 when the signature does not verify, 400 when the
 body is not a CloudEvent, 404 for an unknown path.
@@ -62,9 +63,12 @@ def main():
             headers = {k.lower(): v for k, v in self.headers.items()}
             entry = {"path": self.path, "webhookId": headers.get("webhook-id")}
             if os.path.exists(args.down):
-                entry["down"] = True
-                record(entry)
-                return self.answer(503)
+                with open(args.down, encoding="utf-8") as f:
+                    which = f.read().strip()
+                if not which or which == self.path:
+                    entry["down"] = True
+                    record(entry)
+                    return self.answer(503)
             hook = sinks.get(self.path)
             if hook is None:
                 entry["unknownPath"] = True

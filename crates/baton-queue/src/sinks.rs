@@ -28,7 +28,7 @@ pub const DISPATCH_GROUP: &str = "dispatch";
 pub const PIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an event handed to a dispatcher stays its own without an acknowledgement or a
 /// progress report before the server offers it again.
-pub const ACK_WAIT: Duration = Duration::from_secs(60);
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Most events one sink has in flight (handed out, not yet acknowledged).
 pub const WINDOW: i64 = 1_000;
 

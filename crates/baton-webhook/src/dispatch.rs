@@ -40,7 +40,7 @@ use crate::sign;
 /// Most POSTs one sink has in flight.
 pub const MAX_POSTS: usize = 32;
 /// How often held events are reported in progress to the server.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(20);
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// How often a sink's delivery record is written when it changed.
 pub const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How long after it was stored an event other than a message's `accepted` waits before it is

@@ -33,7 +33,10 @@ const EMPTY_HERE: &[(&str, &str)] = &[
         "the pool delivers direct to MX",
     ),
     ("baton_operator_", "no operator runs in this test"),
-    ("baton_webhook_", "no EventSink dispatcher runs in this test"),
+    (
+        "baton_webhook_",
+        "no EventSink dispatcher runs in this test",
+    ),
     (
         "baton_ingress_suppressed_recipients_total",
         "no client writes to a suppressed recipient",

@@ -6,8 +6,9 @@
 //!   `accepted`, `deferred`, `delivered`, in that order, each POST signed and a CloudEvent;
 //!   the other namespace's sink receives only its own message's events, filtered by type; a
 //!   message refused at the end of DATA is a `refused` event of its tenant only.
-//! - While the endpoint answers `503`, mail is delivered as usual and the dispatcher counts
-//!   failed POSTs; once it is back, every event arrives, in order per message.
+//! - While one endpoint answers `503`, mail is delivered as usual, another sink of the same
+//!   namespace gets its events, and the dispatcher counts failed POSTs; once the endpoint is
+//!   back, every event arrives, in order per message.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -271,9 +272,9 @@ async fn a_down_endpoint_delays_no_mail_and_then_gets_every_event_in_order() -> 
         ReceiverConfig::slow_data(Duration::from_millis(1500)),
     )
     .await?;
-    let sa = secret(3);
-    let hooks = webhooks::Receiver::start(&dir.0, &[("/a", &sa)]).await?;
-    hooks.set_down(true)?;
+    let (sa, sb) = (secret(3), secret(4));
+    let hooks = webhooks::Receiver::start(&dir.0, &[("/a", &sa), ("/b", &sb)]).await?;
+    hooks.set_down(Some("/a"))?;
     let yaml = [
         direct(port, "[1s]", "1h"),
         sink_yaml(
@@ -281,6 +282,15 @@ async fn a_down_endpoint_delays_no_mail_and_then_gets_every_event_in_order() -> 
             "hooks-a",
             &format!("{}/a", hooks.base),
             &sa,
+            &hooks.ca_pem,
+            "",
+        ),
+        // A second sink of the same namespace, whose endpoint stays up.
+        sink_yaml(
+            "team-a",
+            "hooks-b",
+            &format!("{}/b", hooks.base),
+            &sb,
             &hooks.ca_pem,
             "",
         ),
@@ -311,14 +321,27 @@ async fn a_down_endpoint_delays_no_mail_and_then_gets_every_event_in_order() -> 
             >= 1.0
     })
     .await?;
+    // The other sink is not held up by the down one.
+    let (h, ids_ref) = (&hooks, &ids);
+    assert_eventually(WAIT, "every event at the sink that is up", || async move {
+        let events = h.events("/b");
+        ids_ref.iter().all(|id| {
+            let t = types_of(&events, id);
+            t.contains(&"accepted".to_owned()) && t.contains(&"delivered".to_owned())
+        })
+    })
+    .await?;
     assert!(hooks.events("/a").is_empty(), "nothing accepted while down");
     assert!(
-        hooks.requests().iter().all(|r| r["down"] == true),
-        "every request was answered 503"
+        hooks
+            .requests()
+            .iter()
+            .filter(|r| r["path"] == "/a")
+            .all(|r| r["down"] == true),
+        "every request to /a was answered 503"
     );
 
-    hooks.set_down(false)?;
-    let (h, ids_ref) = (&hooks, &ids);
+    hooks.set_down(None)?;
     assert_eventually(WAIT, "every event after the outage", || async move {
         let events = h.events("/a");
         ids_ref.iter().all(|id| {
@@ -347,5 +370,80 @@ async fn a_down_endpoint_delays_no_mail_and_then_gets_every_event_in_order() -> 
             >= 6.0
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_standby_dispatcher_takes_over_when_the_pinned_one_dies() -> anyhow::Result<()> {
+    let dir = TempDir::new("baton-webhooks-failover")?;
+    let port = free_port()?;
+    let smtp = Receiver::start(&format!("127.0.0.1:{port}"), ReceiverConfig::default()).await?;
+    let sa = secret(5);
+    let hooks = webhooks::Receiver::start(&dir.0, &[("/a", &sa)]).await?;
+    let yaml = [
+        direct(port, "[1s]", "1h"),
+        sink_yaml(
+            "team-a",
+            "hooks-a",
+            &format!("{}/a", hooks.base),
+            &sa,
+            &hooks.ca_pem,
+            "",
+        ),
+    ]
+    .concat();
+    let mut s = stack(&dir, &yaml).await?;
+    let send = |to: &'static str| Submission {
+        from: "app@example.com",
+        rcpts: vec![(to, "")],
+        subject: "failover",
+        ..Default::default()
+    };
+    let both = |id: String| {
+        let h = &hooks;
+        move || {
+            let id = id.clone();
+            async move {
+                let t = types_of(&h.events("/a"), &id);
+                t.contains(&"accepted".to_owned()) && t.contains(&"delivered".to_owned())
+            }
+        }
+    };
+    // The first dispatcher holds the sink's pin.
+    assert_eq!(submit(s.ingress.smtp, &send("f1@dest.test")).await?, 250);
+    let got = smtp.wait_for_messages(1, WAIT).await?;
+    let first = queue_id(&got[0].body).ok_or_else(|| anyhow::anyhow!("no queue id"))?;
+    assert_eventually(WAIT, "the first message's events", both(first.clone())).await?;
+    // A second one waits on standby; the first dies without a word.
+    let standby = Webhooks::start(
+        &s._nats.url,
+        &dir.0,
+        &strs(&login(&dir.0.join("users"), "webhooks")),
+    )
+    .await?;
+    s.webhooks.proc.kill();
+    assert_eq!(submit(s.ingress.smtp, &send("f2@dest.test")).await?, 250);
+    let got = smtp.wait_for_messages(2, WAIT).await?;
+    let second = got
+        .iter()
+        .filter_map(|m| queue_id(&m.body))
+        .find(|id| *id != first)
+        .ok_or_else(|| anyhow::anyhow!("no second queue id"))?;
+    assert_eventually(
+        WAIT,
+        "the second message's events, via the standby",
+        both(second),
+    )
+    .await?;
+    let m = standby.metrics;
+    assert!(
+        metric(
+            m,
+            "baton_webhook_events_total{result=\"delivered\",sink=\"team-a/hooks-a\"}"
+        )
+        .await
+            >= 2.0,
+        "the standby sent them"
+    );
     Ok(())
 }
