@@ -324,3 +324,16 @@ pub async fn smtp_source(
     }
     Ok(())
 }
+
+/// The queue id Baton gave a delivered message, from the `Received:` line it added (`with
+/// ESMTP id <id>`).
+pub fn queue_id(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let at = text.find("ESMTP id ")? + "ESMTP id ".len();
+    Some(
+        text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect(),
+    )
+}

@@ -555,15 +555,7 @@ impl Worker {
         extra: &[&str],
     ) -> anyhow::Result<Worker> {
         let w = Worker::spawn_url(url, dir, pool, dns, extra)?;
-        let m = w.metrics;
-        assert_eventually(Duration::from_secs(20), "worker /readyz", || async move {
-            http_get(m, "/readyz")
-                .await
-                .map(|(c, _)| c == 200)
-                .unwrap_or(false)
-        })
-        .await
-        .with_context(|| std::fs::read_to_string(&w.log).unwrap_or_default())?;
+        wait_ready(w.metrics, "worker", &w.log).await?;
         Ok(w)
     }
 
@@ -602,6 +594,23 @@ impl Worker {
             log,
         })
     }
+}
+
+/// Wait (20 s at most) until the process `what` serving `/readyz` on `metrics` is ready; the
+/// error carries its log.
+pub async fn wait_ready(metrics: SocketAddr, what: &str, log: &Path) -> anyhow::Result<()> {
+    assert_eventually(
+        Duration::from_secs(20),
+        &format!("{what} /readyz"),
+        || async move {
+            http_get(metrics, "/readyz")
+                .await
+                .map(|(c, _)| c == 200)
+                .unwrap_or(false)
+        },
+    )
+    .await
+    .with_context(|| std::fs::read_to_string(log).unwrap_or_default())
 }
 
 /// Minimal HTTP/1.0 GET returning (status, body).

@@ -49,3 +49,42 @@ pub async fn connect_as(url: &str, dir: &Path, role: &str) -> anyhow::Result<asy
             .await?,
     )
 }
+
+/// A nats-server with the production authorization of the roles `cfg` needs (passwords
+/// written under `users`), and `cfg` applied as the admin role with `apply_extra` flags.
+pub async fn secured_nats(
+    cfg: &Path,
+    users: &Path,
+    apply_extra: &[&str],
+) -> anyhow::Result<crate::harness::Nats> {
+    write_users(cfg, users)?;
+    let nats =
+        crate::harness::Nats::start_with(Some(std::fs::read_to_string(users.join("auth.conf"))?))
+            .await?;
+    let mut flags = login(users, "admin");
+    flags.extend(apply_extra.iter().map(|s| (*s).to_owned()));
+    crate::harness::apply_config_with(&nats.url, cfg, &strs(&flags))?;
+    Ok(nats)
+}
+
+/// An ingress and a worker of pool `pool` (resolving through `dns`), each logged in as its
+/// role from `users`.
+pub async fn ingress_and_worker(
+    nats: &crate::harness::Nats,
+    dir: &Path,
+    users: &Path,
+    pool: &str,
+    dns: Option<std::net::SocketAddr>,
+) -> anyhow::Result<(crate::harness::Ingress, crate::harness::Worker)> {
+    let ingress =
+        crate::harness::Ingress::start(nats, dir, &strs(&login(users, "ingress"))).await?;
+    let worker = crate::harness::Worker::start(
+        nats,
+        dir,
+        pool,
+        dns,
+        &strs(&login(users, &format!("worker-{pool}"))),
+    )
+    .await?;
+    Ok((ingress, worker))
+}

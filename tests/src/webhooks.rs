@@ -11,9 +11,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::harness::{
-    Proc, assert_eventually, baton_bin, free_port, http_get, keyring_dir, wait_port,
-};
+use crate::harness::{Proc, baton_bin, free_port, keyring_dir, wait_port, wait_ready};
 
 /// Where `scripts/setup` installs the Python packages the independent clients use.
 pub const PYTHON_DIR: &str = "/usr/local/lib/baton-python";
@@ -181,14 +179,7 @@ impl Webhooks {
             },
             log,
         };
-        assert_eventually(Duration::from_secs(20), "webhooks /readyz", || async move {
-            http_get(metrics, "/readyz")
-                .await
-                .map(|(c, _)| c == 200)
-                .unwrap_or(false)
-        })
-        .await
-        .with_context(|| std::fs::read_to_string(&w.log).unwrap_or_default())?;
+        wait_ready(w.metrics, "webhooks", &w.log).await?;
         Ok(w)
     }
 }

@@ -19,10 +19,9 @@ use baton_system_tests::admin::Admin;
 use baton_system_tests::config::direct;
 use baton_system_tests::delivery::{Submission, submit};
 use baton_system_tests::harness::{
-    Dns, Ingress, Nats, TempDir, Worker, apply_config_with, assert_eventually, baton_bin,
-    write_config,
+    Dns, TempDir, apply_config_with, assert_eventually, baton_bin, write_config,
 };
-use baton_system_tests::nats_users::{connect_as, login, strs, write_users};
+use baton_system_tests::nats_users::{connect_as, ingress_and_worker, login, secured_nats, strs};
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 use serde_json::Value;
 
@@ -52,10 +51,8 @@ async fn operators_see_and_act_on_dead_letters_through_the_api() -> anyhow::Resu
         "c.yaml",
         &direct(receiver.addr().port(), "[1s]", "1h"),
     )?;
-    write_users(&cfg, &users)?;
-    let nats = Nats::start_with(Some(std::fs::read_to_string(users.join("auth.conf"))?)).await?;
+    let nats = secured_nats(&cfg, &users, &[]).await?;
     let admin_login = login(&users, "admin");
-    apply_config_with(&nats.url, &cfg, &strs(&admin_login))?;
     // A small delivery limit, recorded the way an owner records its settings.
     let admin_js = async_nats::jetstream::new(connect_as(&nats.url, &users, "admin").await?);
     let kv = admin_js.get_key_value("baton-config").await?;
@@ -69,15 +66,7 @@ async fn operators_see_and_act_on_dead_letters_through_the_api() -> anyhow::Resu
         .await?;
     apply_config_with(&nats.url, &cfg, &strs(&admin_login))?;
 
-    let ing = Ingress::start(&nats, &dir.0, &strs(&login(&users, "ingress"))).await?;
-    let _w = Worker::start(
-        &nats,
-        &dir.0,
-        "test",
-        Some(dns.addr),
-        &strs(&login(&users, "worker-test")),
-    )
-    .await?;
+    let (ing, _w) = ingress_and_worker(&nats, &dir.0, &users, "test", Some(dns.addr)).await?;
     let api = Admin::start(&nats.url, &dir.0, &strs(&admin_login)).await?;
     let ops = api.token(&dir.0, "ops", "admin", &[])?;
     let viewer = api.token(&dir.0, "viewer", "viewer", &[])?;

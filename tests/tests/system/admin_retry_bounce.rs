@@ -13,11 +13,8 @@ use std::time::Duration;
 use baton_system_tests::admin::Admin;
 use baton_system_tests::config::direct;
 use baton_system_tests::delivery::{Submission, submit};
-use baton_system_tests::harness::{
-    Dns, Ingress, Nats, TempDir, Worker, apply_config_with, assert_eventually, free_port,
-    write_config,
-};
-use baton_system_tests::nats_users::{login, strs, write_users};
+use baton_system_tests::harness::{Dns, TempDir, assert_eventually, free_port, write_config};
+use baton_system_tests::nats_users::{ingress_and_worker, login, secured_nats, strs};
 use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -53,19 +50,9 @@ async fn retry_now_delivers_and_bounce_returns_mail_waiting_in_a_late_tier() -> 
     let bounces = Receiver::start(&format!("127.0.0.3:{port}"), ReceiverConfig::default()).await?;
     let dns = Dns::dest_and_bounces().await?;
     let cfg = write_config(&dir.0, "c.yaml", &direct(port, "[1h]", "2h"))?;
-    write_users(&cfg, &users)?;
-    let nats = Nats::start_with(Some(std::fs::read_to_string(users.join("auth.conf"))?)).await?;
+    let nats = secured_nats(&cfg, &users, &[]).await?;
     let admin_login = login(&users, "admin");
-    apply_config_with(&nats.url, &cfg, &strs(&admin_login))?;
-    let ing = Ingress::start(&nats, &dir.0, &strs(&login(&users, "ingress"))).await?;
-    let _w = Worker::start(
-        &nats,
-        &dir.0,
-        "test",
-        Some(dns.addr),
-        &strs(&login(&users, "worker-test")),
-    )
-    .await?;
+    let (ing, _w) = ingress_and_worker(&nats, &dir.0, &users, "test", Some(dns.addr)).await?;
     let api = Admin::start(&nats.url, &dir.0, &strs(&admin_login)).await?;
     let ops = api.token(&dir.0, "ops", "admin", &[])?;
 

@@ -13,28 +13,16 @@ use std::time::Duration;
 
 use baton_system_tests::admin::Admin;
 use baton_system_tests::config::direct;
-use baton_system_tests::delivery::{Submission, submit};
+use baton_system_tests::delivery::{Submission, queue_id, submit};
 use baton_system_tests::harness::{
-    Dns, Ingress, Nats, TempDir, Worker, apply_config, apply_config_with, assert_eventually,
-    free_port, metric, write_config,
+    Dns, Ingress, Nats, TempDir, Worker, apply_config, assert_eventually, free_port, metric,
+    write_config,
 };
-use baton_system_tests::nats_users::{connect_as, login, strs, write_users};
+use baton_system_tests::nats_users::{connect_as, ingress_and_worker, login, secured_nats, strs};
 use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The queue id from the `Received:` line Baton added (`with ESMTP id <id>`).
-fn queue_id(body: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let at = text.find("ESMTP id ")? + "ESMTP id ".len();
-    Some(
-        text[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect(),
-    )
-}
 
 #[tokio::test]
 async fn a_deferred_then_delivered_message_leaves_its_timeline() -> anyhow::Result<()> {
@@ -59,13 +47,10 @@ async fn a_deferred_then_delivered_message_leaves_its_timeline() -> anyhow::Resu
     .await?;
     let dns = Dns::dest_test().await?;
     let cfg = write_config(&dir.0, "c.yaml", &direct(port, "[1s]", "1h"))?;
-    write_users(&cfg, &users)?;
-    let nats = Nats::start_with(Some(std::fs::read_to_string(users.join("auth.conf"))?)).await?;
-    let admin_login = login(&users, "admin");
     // The owner sets the event stream's retention.
-    let mut apply = strs(&admin_login);
-    apply.extend(["--events-max-age", "2d", "--events-max-bytes", "64Mi"]);
-    apply_config_with(&nats.url, &cfg, &apply)?;
+    let retention = ["--events-max-age", "2d", "--events-max-bytes", "64Mi"];
+    let nats = secured_nats(&cfg, &users, &retention).await?;
+    let admin_login = login(&users, "admin");
     let admin_js = async_nats::jetstream::new(connect_as(&nats.url, &users, "admin").await?);
     let info = admin_js
         .get_stream("BATON_EVENTS")
@@ -77,15 +62,7 @@ async fn a_deferred_then_delivered_message_leaves_its_timeline() -> anyhow::Resu
     assert_eq!(info.max_age, Duration::from_secs(2 * 86_400));
     assert_eq!(info.max_bytes, 64 << 20);
     assert_eq!(info.subjects, ["baton.events.>", "baton.index.>"]);
-    let ing = Ingress::start(&nats, &dir.0, &strs(&login(&users, "ingress"))).await?;
-    let w = Worker::start(
-        &nats,
-        &dir.0,
-        "test",
-        Some(dns.addr),
-        &strs(&login(&users, "worker-test")),
-    )
-    .await?;
+    let (ing, w) = ingress_and_worker(&nats, &dir.0, &users, "test", Some(dns.addr)).await?;
     let api = Admin::start(&nats.url, &dir.0, &strs(&admin_login)).await?;
     let ops = api.token(&dir.0, "ops", "viewer", &[])?;
 

@@ -16,30 +16,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use baton_system_tests::config::direct;
-use baton_system_tests::delivery::{Submission, submit};
+use baton_system_tests::delivery::{Submission, queue_id, submit};
 use baton_system_tests::harness::{
-    Dns, Ingress, Nats, TempDir, Worker, apply_config_with, assert_eventually, free_port, metric,
-    write_config,
+    Dns, Ingress, Nats, TempDir, Worker, assert_eventually, free_port, metric, write_config,
 };
-use baton_system_tests::nats_users::{login, strs, write_users};
+use baton_system_tests::nats_users::{ingress_and_worker, login, secured_nats, strs};
 use baton_system_tests::receiver::{Receiver, ReceiverConfig, Response, Stage};
 use baton_system_tests::smtp::Talk;
 use baton_system_tests::webhooks::{self, Webhooks, secret, sink_yaml};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The queue id from the `Received:` line Baton added (`with ESMTP id <id>`).
-fn queue_id(body: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let at = text.find("ESMTP id ")? + "ESMTP id ".len();
-    Some(
-        text[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect(),
-    )
-}
 
 /// A second tenant: `example.org` in namespace `team-b`, same pool, loopback clients.
 const TEAM_B: &str = "---\napiVersion: baton.dev/v1alpha1\nkind: RelayDomain\n\
@@ -75,18 +62,9 @@ async fn stack(dir: &TempDir, yaml: &str) -> anyhow::Result<Stack> {
     let users = dir.0.join("users");
     let dns = Dns::dest_test().await?;
     let cfg = write_config(&dir.0, "c.yaml", yaml)?;
-    write_users(&cfg, &users)?;
-    let nats = Nats::start_with(Some(std::fs::read_to_string(users.join("auth.conf"))?)).await?;
-    apply_config_with(&nats.url, &cfg, &strs(&login(&users, "admin")))?;
-    let ingress = Ingress::start(&nats, &dir.0, &strs(&login(&users, "ingress"))).await?;
-    let worker = Worker::start(
-        &nats,
-        &dir.0,
-        "test",
-        Some(dns.addr),
-        &strs(&login(&users, "worker-test")),
-    )
-    .await?;
+    let nats = secured_nats(&cfg, &users, &[]).await?;
+    let (ingress, worker) =
+        ingress_and_worker(&nats, &dir.0, &users, "test", Some(dns.addr)).await?;
     let webhooks = Webhooks::start(&nats.url, &dir.0, &strs(&login(&users, "webhooks"))).await?;
     Ok(Stack {
         ingress,
