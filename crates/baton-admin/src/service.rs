@@ -263,25 +263,8 @@ impl AdminService {
             ) {
                 continue;
             }
-            let subject = baton_queue::new_subject(&m.pool);
-            self.publisher
-                .publish_raw(&subject, &format!("release-{}", m.sequence), stored.payload)
-                .await
-                .map_err(unavailable)?;
-            self.inspector
-                .delete(m.sequence)
-                .await
-                .map_err(unavailable)?;
-            tracing::info!(
-                caller = %caller.name, action = "release", sequence = m.sequence,
-                queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
-                "operations API: held mail released to {subject}"
-            );
-            self.publisher.emit(action_event(
-                baton_core::event::EventType::Released,
-                caller,
-                &m,
-            ));
+            self.move_one(caller, "release", &m, stored.payload, None)
+                .await?;
             moved.push(m);
         }
         Ok(moved)
@@ -289,6 +272,52 @@ impl AdminService {
 }
 
 impl AdminService {
+    /// Move one stored message to its pool's fresh-mail lane as `payload`: publish with
+    /// `Nats-Msg-Id` `<action>-<sequence>` (a repeat is stored once), await the PubAck, then
+    /// delete the original; log it with the caller and emit the action's event (`reason`: an
+    /// operator bounce's). `action` is `release`, `requeue`, `retry-now` or `bounce`.
+    async fn move_one(
+        &self,
+        caller: &Caller,
+        action: &str,
+        m: &QueuedMessage,
+        payload: Bytes,
+        reason: Option<&str>,
+    ) -> Result<(), Status> {
+        use baton_core::event::EventType;
+        let subject = baton_queue::new_subject(&m.pool);
+        self.publisher
+            .publish_raw(&subject, &format!("{action}-{}", m.sequence), payload)
+            .await
+            .map_err(unavailable)?;
+        self.inspector
+            .delete(m.sequence)
+            .await
+            .map_err(unavailable)?;
+        let what = match action {
+            "release" => "held mail released",
+            "requeue" => "dead letter requeued",
+            _ => "moved",
+        };
+        tracing::info!(
+            caller = %caller.name, action, sequence = m.sequence,
+            queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
+            "operations API: {what} to {subject}"
+        );
+        let kind = match action {
+            "release" => EventType::Released,
+            "bounce" => EventType::OperatorBounced,
+            "retry-now" => EventType::Retried,
+            _ => EventType::Requeued,
+        };
+        let mut event = action_event(kind, caller, m);
+        if let Some(r) = reason {
+            event = event.with("reason", r);
+        }
+        self.publisher.emit(event);
+        Ok(())
+    }
+
     /// Move `found` to their pools' fresh-mail lanes with `change` applied to each envelope:
     /// publish with `Nats-Msg-Id` `<action>-<sequence>`, await the PubAck, then delete the
     /// original; log each with the caller. Undecodable payloads are skipped.
@@ -307,34 +336,9 @@ impl AdminService {
             };
             matched += 1;
             change(&mut env);
-            let subject = baton_queue::new_subject(&m.pool);
-            self.publisher
-                .publish_raw(
-                    &subject,
-                    &format!("{action}-{}", m.sequence),
-                    Bytes::from(env.encode_to_vec()),
-                )
-                .await
-                .map_err(unavailable)?;
-            self.inspector
-                .delete(m.sequence)
-                .await
-                .map_err(unavailable)?;
-            tracing::info!(
-                caller = %caller.name, action, sequence = m.sequence,
-                queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
-                "operations API: moved to {subject}"
-            );
-            let kind = match action {
-                "bounce" => baton_core::event::EventType::OperatorBounced,
-                "retry-now" => baton_core::event::EventType::Retried,
-                _ => baton_core::event::EventType::Requeued,
-            };
-            let mut event = action_event(kind, caller, &m);
-            if !env.operator_bounce.is_empty() {
-                event = event.with("reason", env.operator_bounce.as_str());
-            }
-            self.publisher.emit(event);
+            let reason = (!env.operator_bounce.is_empty()).then_some(env.operator_bounce.as_str());
+            self.move_one(caller, action, &m, Bytes::from(env.encode_to_vec()), reason)
+                .await?;
             if moved.len() < MAX_LISTED {
                 moved.push(m);
             }
@@ -622,22 +626,8 @@ impl Admin for AdminService {
         let matched = found.len() as u64;
         let mut done = Vec::new();
         for (stored, m) in found {
-            let subject = baton_queue::new_subject(&m.pool);
-            self.publisher
-                .publish_raw(&subject, &format!("requeue-{}", m.sequence), stored.payload)
-                .await
-                .map_err(unavailable)?;
-            self.inspector
-                .delete(m.sequence)
-                .await
-                .map_err(unavailable)?;
-            tracing::info!(
-                caller = %c.name, action = "requeue", sequence = m.sequence,
-                queue_id = %m.queue_id, pool = %m.pool, relay_domain = %m.relay_domain,
-                "operations API: dead letter requeued to {subject}"
-            );
-            self.publisher
-                .emit(action_event(baton_core::event::EventType::Requeued, &c, &m));
+            self.move_one(&c, "requeue", &m, stored.payload, None)
+                .await?;
             if done.len() < MAX_LISTED {
                 done.push(m);
             }

@@ -101,20 +101,9 @@ pub fn place_name(place: i32, tier: u32) -> String {
     }
 }
 
-/// `451 4.7.1 text; more text`.
+/// `451 4.7.1 text more text`: the typed reply's one-line form (as logs and DSNs write it).
 pub fn one_line(r: &SmtpReply) -> String {
-    let mut s = r.code.to_string();
-    if r.status_class != 0 {
-        s.push_str(&format!(
-            " {}.{}.{}",
-            r.status_class, r.status_subject, r.status_detail
-        ));
-    }
-    if !r.lines.is_empty() {
-        s.push(' ');
-        s.push_str(&r.lines.join("; "));
-    }
-    s
+    baton_core::outcome::reply_from_proto(r).to_string()
 }
 
 /// The domain of an address, lower-cased (empty without `@`).
