@@ -18,6 +18,18 @@ pub(crate) enum Conn {
 
 impl Conn {
     /// Negotiated cipher suite, by its IANA name, if TLS.
+    /// The negotiated TLS version (`TLSv1.3`), when TLS is up.
+    pub(crate) fn tls_version(&self) -> Option<&'static str> {
+        match self {
+            Conn::Tls(s) => s.get_ref().1.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                _ => "other",
+            }),
+            _ => None,
+        }
+    }
+
     pub(crate) fn cipher(&self) -> Option<String> {
         match self {
             Conn::Tls(s) => s

@@ -143,6 +143,7 @@ async fn drive(
                         client: peer.addr,
                         listener: kind,
                         tls_cipher: conn.cipher(),
+                        tls_version: conn.tls_version(),
                     };
                     let now = baton_core::clock::now();
                     // Who the message was from, for a `refused` event should it not get in.

@@ -29,6 +29,8 @@ pub struct Arrival<'a> {
     pub listener: ListenerKind,
     /// Negotiated TLS cipher suite, when TLS is up.
     pub tls_cipher: Option<String>,
+    /// Negotiated TLS version (`TLSv1.3`), when TLS is up.
+    pub tls_version: Option<&'static str>,
 }
 
 /// Baton's own header additions, in order: `Received:`, then on the submission listener a
@@ -316,6 +318,7 @@ fn accepted_event(
     .with("authenticatedAs", envelope.authenticated_as.as_str())
     .with("helo", envelope.helo.as_str())
     .with("listener", crate::shared::listener_label(arrival.listener))
+    .with("tlsVersion", arrival.tls_version.unwrap_or_default())
     .with(
         "tlsCipher",
         arrival.tls_cipher.as_deref().unwrap_or_default(),
@@ -431,6 +434,7 @@ mod tests {
             client: "127.0.0.1".parse().unwrap(),
             listener: ListenerKind::Submission,
             tls_cipher: None,
+            tls_version: None,
         }
     }
 
@@ -441,6 +445,48 @@ mod tests {
             Some(Body::InlineBody(b)) => Ok(b),
             other => panic!("inline body expected: {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_accepted_event_names_tls_listener_message_id_and_dkim() {
+        let s = snapshot(domain(vec![key("s1", "ed25519-sha256", ED25519_PEM, 0)]));
+        let body = b"From: <app@example.com>\r\nMessage-ID: <m1@client.test>\r\n\r\nhi\r\n";
+        let now = baton_core::clock::now();
+        let a = Arrival {
+            tls_cipher: Some("TLS_AES_128_GCM_SHA256".into()),
+            tls_version: Some("TLSv1.3"),
+            ..arrival()
+        };
+        let env = prepare(tx("app@example.com", body), "Q1", &a, now, Some(s))
+            .await
+            .unwrap();
+        let (message_id, dkim) = header_facts(&env);
+        assert_eq!(message_id.as_deref(), Some("<m1@client.test>"));
+        let e = accepted_event(&env, 42, &a, message_id.as_deref(), dkim);
+        assert_eq!(e.data["listener"], "submission");
+        assert_eq!(e.data["tlsVersion"], "TLSv1.3");
+        assert_eq!(e.data["tlsCipher"], "TLS_AES_128_GCM_SHA256");
+        assert_eq!(e.data["messageId"], "<m1@client.test>");
+        assert_eq!(e.data["authenticatedAs"], "app");
+        assert_eq!(e.data["streamSequence"], 42);
+        assert_eq!(
+            e.data["dkim"],
+            serde_json::json!([{"domain": "example.com", "selector": "s1"}])
+        );
+        // Without a Message-ID (the relay listener adds none) the field is empty.
+        let env = prepare(
+            tx("app@example.com", b"From: <app@example.com>\r\n\r\nhi\r\n"),
+            "Q2",
+            &Arrival {
+                listener: ListenerKind::Relay,
+                ..arrival()
+            },
+            now,
+            Some(snapshot(domain(Vec::new()))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(header_facts(&env).0, None);
     }
 
     #[tokio::test]

@@ -135,6 +135,7 @@ async fn a_deferred_then_delivered_message_leaves_its_timeline() -> anyhow::Resu
     assert_eq!(events[0]["data"]["listener"], "smtp", "{}", events[0]);
     assert_eq!(events[0]["data"]["messageId"], "<timeline@client.test>");
     assert_eq!(events[0]["data"]["tlsCipher"], "");
+    assert_eq!(events[0]["data"]["tlsVersion"], "");
     assert_eq!(events[0]["data"]["dkim"], serde_json::json!([]));
     // The same timeline by Message-ID, with or without its angle brackets.
     for by in ["<timeline@client.test>", "timeline@client.test"] {
