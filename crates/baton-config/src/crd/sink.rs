@@ -105,8 +105,9 @@ pub struct EventSinkSpec {
     #[schemars(pattern(DURATION_PATTERN))]
     pub timeout: String,
     /// Most events waiting for this sink. While the endpoint is down events wait; beyond this
-    /// many, the oldest are dropped (counted in `baton_webhook_events_total{result="dropped"}`)
-    /// so a long outage does not replay days of history.
+    /// many, the oldest are dropped (counted in
+    /// `baton_webhook_events_total{result="dropped_backlog"}`) so a long outage does not
+    /// replay days of history.
     #[serde(default = "default_max_backlog")]
     #[schemars(range(min = 1, max = 10_000_000))]
     pub max_backlog: u64,
