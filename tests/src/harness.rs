@@ -145,6 +145,20 @@ impl Drop for Proc {
     }
 }
 
+/// A child started as the leader of its own process group (`Command::process_group(0)`),
+/// killed with its whole group on drop: what `baton dev` starts (its nats-server) goes with it
+/// even when the test ends early.
+pub struct ProcGroup(pub Proc);
+
+impl Drop for ProcGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.child.id())])
+            .status();
+        self.0.kill();
+    }
+}
+
 /// A JetStream-enabled `nats-server` on loopback with its store in a temp dir.
 pub struct Nats {
     /// Client URL.

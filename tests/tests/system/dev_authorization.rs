@@ -4,6 +4,7 @@
 //! client; the configuration file it wrote names no password.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use anyhow::Context as _;
 use baton_system_tests::config::smarthost;
 use baton_system_tests::delivery::{Submission, submit};
 use baton_system_tests::harness::{
-    Proc, TempDir, assert_eventually, baton_bin, free_port, http_get, require, write_config,
+    Proc, ProcGroup, TempDir, assert_eventually, baton_bin, free_port, http_get, require,
+    write_config,
 };
 use baton_system_tests::receiver::{Receiver, ReceiverConfig};
 
@@ -43,11 +45,13 @@ async fn dev_runs_nats_with_one_user_per_role() -> anyhow::Result<()> {
         .args(["--listen-admin", &admin.to_string()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
+        // Its own process group, so the nats-server it starts goes with it.
+        .process_group(0)
         .spawn()?;
-    let _dev = Proc {
+    let _dev = ProcGroup(Proc {
         child,
         name: "baton dev".into(),
-    };
+    });
     assert_eventually(WAIT, "baton dev /readyz", || async move {
         http_get(metrics, "/readyz")
             .await
