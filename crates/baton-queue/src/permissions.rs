@@ -261,6 +261,8 @@ fn webhooks_permissions(role: &Role) -> Permissions {
         api(&format!("CONSUMER.CREATE.{events}.*.>")),
         api(&format!("CONSUMER.INFO.{events}.*")),
         api(&format!("CONSUMER.MSG.NEXT.{events}.*")),
+        // A stopping dispatcher hands its sinks over at once.
+        api(&format!("CONSUMER.UNPIN.{events}.*")),
         format!("$JS.ACK.{events}.>"),
         // Its records: written, and read back when a sink (re)starts.
         api(&format!("STREAM.INFO.KV_{SINK_STATUS_BUCKET}")),
@@ -499,6 +501,7 @@ mod tests {
             "$JS.API.CONSUMER.CREATE.BATON_EVENTS.sink-0123456789abcdef0123",
             "$JS.API.CONSUMER.CREATE.BATON_EVENTS.sink-0123.baton.events.team-a.>",
             "$JS.API.CONSUMER.MSG.NEXT.BATON_EVENTS.sink-0123",
+            "$JS.API.CONSUMER.UNPIN.BATON_EVENTS.sink-0123",
             "$JS.ACK.BATON_EVENTS.sink-0123.1.2.3.4.5.6",
             "$KV.baton-sink-status.sink-0123",
             "$JS.API.DIRECT.GET.KV_baton-sink-status.$KV.baton-sink-status.sink-0123",

@@ -239,6 +239,40 @@ async fn run_sink(
     networks: Arc<SinkNetworks>,
     cancel: CancellationToken,
 ) {
+    serve_sink(&ctx, user_agent, networks, &cancel).await;
+    release(&ctx).await;
+}
+
+/// The sink stops here (a shutdown, a changed or removed sink): its held events are handed
+/// back at once (a negative acknowledgement, so the server offers them again without waiting
+/// for [`sinks::ACK_WAIT`]) and its pin is released, so another replica (or this process's
+/// next task for the sink) takes over without waiting for [`sinks::PIN_TIMEOUT`]. Best effort:
+/// what fails here only takes those timeouts.
+async fn release(ctx: &SinkCtx) {
+    let held: Vec<Arc<Message>> = ctx
+        .lanes
+        .lock()
+        .drain()
+        .flat_map(|(_, l)| l.queue.into_iter())
+        .collect();
+    for msg in held {
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
+    }
+    let consumer = sinks::consumer_name(&ctx.sink.name);
+    if let Ok(stream) = ctx.js.get_stream(baton_queue::events::EVENT_STREAM).await
+        && let Err(e) = stream.unpin_consumer(&consumer, DISPATCH_GROUP).await
+    {
+        tracing::debug!(sink = %ctx.sink.name, error = %e, "pin not released");
+    }
+}
+
+async fn serve_sink(
+    ctx: &Arc<SinkCtx>,
+    user_agent: String,
+    networks: Arc<SinkNetworks>,
+    cancel: &CancellationToken,
+) {
+    let cancel = cancel.clone();
     let name = ctx.sink.name.clone();
     // The previous record, so counters continue across restarts.
     if let Ok(Some(previous)) = ctx.status.get(&name).await {
@@ -303,7 +337,7 @@ async fn run_sink(
                 _ = cancel.cancelled() => return,
             };
             match next {
-                Some(Ok(msg)) => route(&ctx, &poster, msg, &cancel).await,
+                Some(Ok(msg)) => route(ctx, &poster, msg, &cancel).await,
                 Some(Err(e)) => {
                     use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
                     match e.kind() {

@@ -423,5 +423,12 @@ async fn a_standby_dispatcher_takes_over_when_the_pinned_one_dies() -> anyhow::R
             >= 2.0,
         "the standby sent them"
     );
+    // A dispatcher told to stop hands its sinks back and exits.
+    let mut standby = standby;
+    assert!(
+        standby.proc.terminate(Duration::from_secs(15)),
+        "the dispatcher did not exit on SIGTERM: {}",
+        std::fs::read_to_string(&standby.log).unwrap_or_default()
+    );
     Ok(())
 }
