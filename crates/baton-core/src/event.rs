@@ -186,7 +186,8 @@ impl Event {
     }
 
     /// The CloudEvents 1.0 JSON (structured mode); `source` names the emitting process
-    /// (`baton/<component>/<instance>`).
+    /// (`baton/<component>/<instance>`). Serialized straight from the event (no intermediate
+    /// JSON tree: this runs for every recipient outcome).
     pub fn to_json(&self, source: &str) -> Vec<u8> {
         let time =
             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.time_ms) * 1_000_000)
@@ -196,20 +197,50 @@ impl Event {
                         .ok()
                 })
                 .unwrap_or_default();
-        let mut data = self.data.clone();
-        data.insert("queueId".into(), json!(self.queue_id));
-        data.insert("relayDomain".into(), json!(self.relay_domain));
-        let v = json!({
-            "specversion": "1.0",
-            "id": self.id(),
-            "source": source,
-            "type": self.kind.cloud_type(),
-            "subject": self.queue_id,
-            "time": time,
-            "datacontenttype": "application/json",
-            "data": data,
-        });
-        serde_json::to_vec(&v).unwrap_or_default()
+        let cloud = CloudEvent {
+            specversion: "1.0",
+            id: self.id(),
+            source,
+            kind: self.kind.cloud_type(),
+            subject: &self.queue_id,
+            time,
+            datacontenttype: "application/json",
+            data: Data(self),
+        };
+        serde_json::to_vec(&cloud).unwrap_or_default()
+    }
+}
+
+/// The CloudEvents envelope, as serialized.
+#[derive(serde::Serialize)]
+struct CloudEvent<'a> {
+    specversion: &'static str,
+    id: String,
+    source: &'a str,
+    #[serde(rename = "type")]
+    kind: String,
+    subject: &'a str,
+    time: String,
+    datacontenttype: &'static str,
+    data: Data<'a>,
+}
+
+/// An event's `data`: its fields, then `queueId` and `relayDomain`.
+struct Data<'a>(&'a Event);
+
+impl serde::Serialize for Data<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let e = self.0;
+        let extra = ["queueId", "relayDomain"];
+        let own = e.data.iter().filter(|(k, _)| !extra.contains(&k.as_str()));
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in own {
+            map.serialize_entry(k, v)?;
+        }
+        map.serialize_entry("queueId", &e.queue_id)?;
+        map.serialize_entry("relayDomain", &e.relay_domain)?;
+        map.end()
     }
 }
 

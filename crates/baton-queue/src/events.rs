@@ -3,12 +3,12 @@
 //! (`baton.index.msgid.<hash>` → queue id), kept by limits (age and bytes), not consumed
 //! away.
 //!
-//! Publishing an event never delays or endangers mail: [`Events::emit`] hands the event to a
-//! background task and returns at once; the task waits for the PubAck (bounded by
-//! [`ACK_TIMEOUT`]) and reports the result to the process's hook (a metric). At most
-//! [`MAX_IN_FLIGHT`] events wait for their PubAck; beyond that an event is dropped and counted
-//! as failed. A failed or dropped event is lost — the only thing Baton may lose; the message's
-//! outcome stands. The event id is its `Nats-Msg-Id`, so a fact published twice (a worker
+//! Publishing an event never delays or endangers mail: [`Events::emit`] queues the event for
+//! the process's one publisher task and returns at once; the task sends it, collects the PubAck
+//! (bounded by [`ACK_TIMEOUT`]) and reports the result to the process's hook (a metric). At
+//! most [`MAX_IN_FLIGHT`] events wait to be sent and as many for their PubAck; beyond that an
+//! event is dropped and counted as failed. A failed or dropped event is lost — the only thing
+//! Baton may lose; the message's outcome stands. The event id is its `Nats-Msg-Id`, so a fact published twice (a worker
 //! redelivered after a crash) is stored once within the duplicate window.
 
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use baton_core::event::Event;
-use tokio::sync::Semaphore;
 
 /// Name of the event stream.
 pub const EVENT_STREAM: &str = "BATON_EVENTS";
@@ -53,13 +52,23 @@ pub const EVENT_SUBJECTS: [&str; 2] = ["baton.events.>", "baton.index.>"];
 /// What became of one event: its type name and whether it was stored.
 pub type Hook = Arc<dyn Fn(&'static str, bool) + Send + Sync>;
 
-/// Publishes events in the background.
+/// One event (or index record) waiting to be published.
+struct Pending {
+    name: &'static str,
+    subject: String,
+    payload: bytes::Bytes,
+    id: String,
+    /// Wait for the PubAck and report the result (events); index records are sent without.
+    acknowledged: bool,
+}
+
+/// Publishes events in the background: [`Events::emit`] queues the event for one publisher
+/// task per process and returns at once.
 #[derive(Clone)]
 pub struct Events {
-    js: jetstream::Context,
+    tx: tokio::sync::mpsc::Sender<Pending>,
     source: Arc<str>,
     hook: Hook,
-    in_flight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Events {
@@ -72,45 +81,104 @@ impl std::fmt::Debug for Events {
 
 impl Events {
     /// Events from `source` (`baton/<component>/<instance>`), each result reported to `hook`.
+    /// Starts the publisher task on the current Tokio runtime (without one, every event is
+    /// reported as failed).
     pub fn new(js: jetstream::Context, source: &str, hook: Hook) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(MAX_IN_FLIGHT);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(publish_all(js, rx, hook.clone()));
+        }
         Events {
-            js,
+            tx,
             source: source.into(),
             hook,
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
     /// Publish `event` without waiting for it.
     pub fn emit(&self, event: Event) {
-        let subject = event.subject();
-        let payload = event.to_json(&self.source);
-        self.emit_raw(event.kind.name(), subject, payload, event.id());
+        self.queue(Pending {
+            name: event.kind.name(),
+            subject: event.subject(),
+            payload: event.to_json(&self.source).into(),
+            id: event.id(),
+            acknowledged: true,
+        });
     }
 
     /// Publish `payload` on `subject` (in the event stream) with `id` as its `Nats-Msg-Id`,
-    /// without waiting; the result is reported to the hook under `name`.
-    pub fn emit_raw(&self, name: &'static str, subject: String, payload: Vec<u8>, id: String) {
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            (self.hook)(name, false);
-            return;
-        };
-        let (js, hook) = (self.js.clone(), self.hook.clone());
-        let publish = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(id);
-        tokio::spawn(async move {
-            let stored = async {
-                let ack = js.send_publish(subject, publish).await.ok()?;
-                tokio::time::timeout(ACK_TIMEOUT, ack).await.ok()?.ok()
-            }
-            .await
-            .is_some();
-            if !stored {
-                tracing::debug!(event = name, "event not stored");
-            }
-            hook(name, stored);
-            drop(permit);
+    /// without waiting and without asking for an acknowledgement: for index records, whose
+    /// loss costs only a lookup (the events themselves are there). Not counted.
+    pub fn emit_unacknowledged(&self, subject: String, payload: Vec<u8>, id: String) {
+        self.queue(Pending {
+            name: "index",
+            subject,
+            payload: payload.into(),
+            id,
+            acknowledged: false,
         });
+    }
+
+    fn queue(&self, p: Pending) {
+        let (name, acknowledged) = (p.name, p.acknowledged);
+        if self.tx.try_send(p).is_err() && acknowledged {
+            (self.hook)(name, false);
+        }
+    }
+}
+
+/// The publisher task: sends each queued event in order on the process's connection and
+/// collects the PubAcks as they come (at most [`MAX_IN_FLIGHT`] outstanding, each waited for
+/// at most [`ACK_TIMEOUT`]), reporting each result to `hook`. Ends when every [`Events`] is
+/// dropped and the acknowledgements are in.
+async fn publish_all(
+    js: jetstream::Context,
+    mut rx: tokio::sync::mpsc::Receiver<Pending>,
+    hook: Hook,
+) {
+    use futures::StreamExt as _;
+    let client = js.client();
+    let mut acks = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    while open || !acks.is_empty() {
+        tokio::select! {
+            p = rx.recv(), if open && acks.len() < MAX_IN_FLIGHT => {
+                let Some(p) = p else {
+                    open = false;
+                    continue;
+                };
+                if !p.acknowledged {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(async_nats::header::NATS_MESSAGE_ID, p.id.as_str());
+                    let _ = client
+                        .publish_with_headers(p.subject, headers, p.payload)
+                        .await;
+                    continue;
+                }
+                let publish = PublishMessage::build().payload(p.payload).message_id(p.id);
+                match js.send_publish(p.subject, publish).await {
+                    Ok(ack) => {
+                        let name = p.name;
+                        acks.push(async move {
+                            let stored = matches!(
+                                tokio::time::timeout(ACK_TIMEOUT, ack).await,
+                                Ok(Ok(_))
+                            );
+                            (name, stored)
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(event = p.name, error = %e, "event not sent");
+                        hook(p.name, false);
+                    }
+                }
+            }
+            Some((name, stored)) = acks.next(), if !acks.is_empty() => {
+                if !stored {
+                    tracing::debug!(event = name, "event not stored");
+                }
+                hook(name, stored);
+            }
+        }
     }
 }

@@ -56,11 +56,10 @@ impl Publisher {
     }
 
     /// Index `message_id` → `queue_id` in the event stream (`trace <Message-ID>`), without
-    /// waiting (nothing when this publisher has no events).
+    /// waiting or an acknowledgement (nothing when this publisher has no events).
     pub fn index_message_id(&self, message_id: &str, queue_id: &str, relay_domain: &str) {
         if let Some(e) = &self.events {
-            e.emit_raw(
-                "message_id",
+            e.emit_unacknowledged(
                 baton_core::event::message_id_subject(message_id),
                 baton_core::event::message_id_record(message_id, queue_id, relay_domain),
                 format!("{queue_id}.msgid"),
