@@ -29,7 +29,8 @@ pub const PIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an event handed to a dispatcher stays its own without an acknowledgement or a
 /// progress report before the server offers it again.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
-/// Most events one sink has in flight (handed out, not yet acknowledged).
+/// Most events one sink has in flight (handed out, not yet acknowledged); a sink's
+/// `maxBacklog` lowers it.
 pub const WINDOW: i64 = 1_000;
 
 /// The durable consumer of sink `name` (`namespace/name`): `sink-` and 20 hex digits of its
@@ -81,7 +82,12 @@ pub fn consumer_config(sink: &EventSink) -> consumer::pull::Config {
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
         max_deliver: -1,
-        max_ack_pending: WINDOW,
+        // The sink's backlog bound also bounds what a dispatcher holds: while the endpoint is
+        // down, at most `maxBacklog` events wait in memory and the rest in the stream, where
+        // the oldest beyond the bound are dropped as they come up.
+        max_ack_pending: i64::try_from(sink.max_backlog)
+            .unwrap_or(WINDOW)
+            .clamp(1, WINDOW),
         filter_subject,
         filter_subjects,
         priority_policy: consumer::PriorityPolicy::PinnedClient,
@@ -254,6 +260,12 @@ mod tests {
         }
         let c = consumer_config(&sink("team-a", &[], &[]));
         assert_eq!(c.filter_subject, "baton.events.team-a.>");
+        assert_eq!(c.max_ack_pending, 1, "max_backlog 0 still holds one");
+        let mut big = sink("team-a", &[], &[]);
+        big.max_backlog = 100_000;
+        assert_eq!(consumer_config(&big).max_ack_pending, WINDOW);
+        big.max_backlog = 5;
+        assert_eq!(consumer_config(&big).max_ack_pending, 5);
         assert!(c.filter_subjects.is_empty());
         let c = consumer_config(&sink("team-a", &[], &["delivered", "bounced"]));
         assert_eq!(c.filter_subject, "");

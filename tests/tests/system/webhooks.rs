@@ -432,3 +432,63 @@ async fn a_standby_dispatcher_takes_over_when_the_pinned_one_dies() -> anyhow::R
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_sink_that_was_down_drops_what_is_beyond_its_backlog() -> anyhow::Result<()> {
+    let dir = TempDir::new("baton-webhooks-backlog")?;
+    let port = free_port()?;
+    let smtp = Receiver::start(&format!("127.0.0.1:{port}"), ReceiverConfig::default()).await?;
+    let sa = secret(6);
+    let hooks = webhooks::Receiver::start(&dir.0, &[("/a", &sa)]).await?;
+    hooks.set_down(Some("/a"))?;
+    let yaml = [
+        direct(port, "[1s]", "1h"),
+        sink_yaml(
+            "team-a",
+            "hooks-a",
+            &format!("{}/a", hooks.base),
+            &sa,
+            &hooks.ca_pem,
+            "maxBacklog: 2",
+        ),
+    ]
+    .concat();
+    let s = stack(&dir, &yaml).await?;
+    for to in ["k1@dest.test", "k2@dest.test", "k3@dest.test"] {
+        let m = Submission {
+            from: "app@example.com",
+            rcpts: vec![(to, "")],
+            subject: "backlog",
+            ..Default::default()
+        };
+        assert_eq!(submit(s.ingress.smtp, &m).await?, 250);
+    }
+    smtp.wait_for_messages(3, WAIT).await?;
+    // Six events (an `accepted` and a `delivered` per message) wait for the sink.
+    let m = s.webhooks.metrics;
+    let sink = "sink=\"team-a/hooks-a\"";
+    assert_eventually(WAIT, "six events waiting", || async move {
+        metric(m, &format!("baton_webhook_backlog{{{sink}}}")).await >= 6.0
+    })
+    .await?;
+    hooks.set_down(None)?;
+    let count = |result: &'static str| async move {
+        metric(
+            m,
+            &format!("baton_webhook_events_total{{result=\"{result}\",{sink}}}"),
+        )
+        .await
+    };
+    assert_eventually(WAIT, "every event sent or dropped", || async move {
+        count("delivered").await + count("dropped_backlog").await >= 6.0
+    })
+    .await?;
+    assert!(count("dropped_backlog").await >= 1.0, "nothing was dropped");
+    assert!(count("delivered").await >= 1.0, "nothing was delivered");
+    assert_eq!(
+        hooks.events("/a").len() as f64,
+        count("delivered").await,
+        "what the receiver verified is what was counted delivered"
+    );
+    Ok(())
+}

@@ -104,9 +104,10 @@ pub struct EventSinkSpec {
     #[serde(default = "default_timeout")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub timeout: String,
-    /// Most events waiting for this sink. While the endpoint is down events wait; beyond this
-    /// many, the oldest are dropped (counted in
-    /// `baton_webhook_events_total{result="dropped_backlog"}`) so a long outage does not
+    /// Most events waiting for this sink. While the endpoint is down the dispatcher holds at
+    /// most this many (and retries them) and the rest wait in the event stream; when they come
+    /// up, those with more than this many behind them are dropped (counted in
+    /// `baton_webhook_events_total{result="dropped_backlog"}`), so a long outage does not
     /// replay days of history.
     #[serde(default = "default_max_backlog")]
     #[schemars(range(min = 1, max = 10_000_000))]
