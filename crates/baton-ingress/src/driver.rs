@@ -96,7 +96,9 @@ async fn drive(
                 Action::Send(reply) => {
                     count_reply(shared, &reply);
                     // A refusal inside a known RelayDomain's transaction is that tenant's event.
-                    if let Some((relay_domain, sender)) = session.open_transaction() {
+                    if crate::refused::wanted(shared, &reply)
+                        && let Some((relay_domain, sender)) = session.open_transaction()
+                    {
                         let refusal = crate::refused::Refusal {
                             relay_domain,
                             sender: handoff::sender_text(sender),

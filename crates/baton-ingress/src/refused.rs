@@ -48,9 +48,15 @@ pub(crate) struct Refusal<'a> {
     pub phase: &'static str,
 }
 
+/// Whether `reply` makes a `refused` event: a 4xx or 5xx, with events on. Checked before a
+/// [`Refusal`] is built, so the replies that accept (most of them) cost nothing here.
+pub(crate) fn wanted(shared: &Shared, reply: &Reply) -> bool {
+    shared.publisher.emits_events() && (reply.is_transient() || reply.is_permanent())
+}
+
 /// Publish the `refused` event of `reply` (a 4xx or 5xx) if the budget allows.
 pub(crate) fn emit(shared: &Shared, refusal: &Refusal<'_>, reply: &Reply) {
-    if !shared.publisher.emits_events() || !(reply.is_transient() || reply.is_permanent()) {
+    if !wanted(shared, reply) {
         return;
     }
     let now_ms = baton_core::clock::now_ms();
