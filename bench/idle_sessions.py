@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Open N SMTP sessions to HOST:PORT, each reads the greeting, sends EHLO, reads the reply, and
-then idles. Prints "ready N" once all are established, then holds them until stdin is closed
+then idles (with --mid-data BYTES: also MAIL, RCPT, DATA and that many bytes of message body,
+without the final dot, so each session holds a message part-way through DATA). Prints "ready N"
+once all are established, then holds them until stdin is closed
 (or --hold seconds pass). Connections are spread over several loopback source addresses
 (127.0.0.1 .. 127.0.0.K) so a per-client-address cap does not refuse them.
 
-usage: idle_sessions.py HOST PORT N [--per-source 100] [--hold SECONDS]
+usage: idle_sessions.py HOST PORT N [--per-source 100] [--hold SECONDS] [--mid-data BYTES]
 """
 
 import argparse
@@ -35,6 +37,7 @@ def main() -> int:
     ap.add_argument("n", type=int)
     ap.add_argument("--per-source", type=int, default=100)
     ap.add_argument("--hold", type=float, default=0.0)
+    ap.add_argument("--mid-data", type=int, default=0)
     a = ap.parse_args()
 
     socks = []
@@ -55,6 +58,18 @@ def main() -> int:
         if not ehlo.startswith(b"250"):
             print(f"session {i}: EHLO reply {ehlo!r}", file=sys.stderr)
             return 1
+        if a.mid_data > 0:
+            for cmd, want in ((b"MAIL FROM:<app@example.com>", b"250"),
+                              (b"RCPT TO:<x@dest.test>", b"250"), (b"DATA", b"354")):
+                s.sendall(cmd + b"\r\n")
+                r = read_reply(s, buf)
+                if not r.startswith(want):
+                    print(f"session {i}: {cmd!r} -> {r!r}", file=sys.stderr)
+                    return 1
+            line = b"From: app@example.com\r\nTo: x@dest.test\r\nSubject: mid-data\r\n\r\n"
+            body = line + b"x" * 76 + b"\r\n"
+            body = (body * (a.mid_data // len(body) + 1))[: a.mid_data]
+            s.sendall(body)
         socks.append(s)
     print(f"ready {len(socks)} {time.monotonic() - t0:.2f}s", flush=True)
 

@@ -195,11 +195,23 @@ start_nats() {
 
 # baton_config NAME SINK_PORT [DELIVERY] [SCHEDULE] -> writes the YAML (pool `bench`) and
 # applies it. DELIVERY defaults to Smarthost mode to the sink; SCHEDULE to "[10s, 1m, 5m]".
+# DKIM_PEM=FILE: the RelayDomain signs with that RSA key (selector `bench`; its Secret is in the
+# YAML, sealed in the snapshot with the keyring BATON_KEYRING, which must then be set).
 baton_config() {
-  local name=$1 sinkport=$2
+  local name=$1 sinkport=$2 dkim="" secret=""
   local delivery=${3:-"{mode: Smarthost, smarthosts: [{host: 127.0.0.1, port: $sinkport, weight: 1, tls: Disabled}]}"}
   local schedule=${4:-"[10s, 1m, 5m]"}
   BATON_YAML="$bench_work/$name.yaml"
+  if [ -n "${DKIM_PEM:-}" ]; then
+    dkim="  dkim: {selector: bench, algorithm: rsa-sha256, keySecretRef: {name: bench-dkim}}"
+    secret="---
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-dkim, namespace: default}
+stringData:
+  private.pem: |
+$(sed 's/^/    /' "$DKIM_PEM")"
+  fi
   cat >"$BATON_YAML" <<EOF
 apiVersion: baton.dev/v1alpha1
 kind: SendingPool
@@ -221,8 +233,13 @@ spec:
   allowedSenders: ["*@example.com"]
   submission:
     networks: [127.0.0.0/8]
+$dkim
+$secret
 EOF
-  "$BATON" --log-level warn config apply --nats "$NATS_URL" "$BATON_YAML" >&2
+  # BATON_CONFIG_APPLY=0: only write the YAML (for `baton dev --config`).
+  if [ "${BATON_CONFIG_APPLY:-1}" = 1 ]; then
+    "$BATON" --log-level warn config apply --nats "$NATS_URL" "$BATON_YAML" >&2
+  fi
 }
 
 # start_ingress NAME -> sets INGRESS_PORT, INGRESS_PID, INGRESS_METRICS. Production `baton

@@ -66,9 +66,9 @@ pub fn generate_pem(algorithm: DkimAlgorithm) -> Result<String> {
             Ok(pem.as_str().to_owned())
         }
         DkimAlgorithm::Ed25519Sha256 => {
-            let rng = ring::rand::SystemRandom::new();
-            let der =
-                ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| keygen(&e))?;
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            let der = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|e| keygen(&e))?;
             Ok(pem_encode("PRIVATE KEY", der.as_ref()))
         }
     }
@@ -130,7 +130,7 @@ pub fn key_secret(rd: &RelayDomain, key: &KeyRef, pem: String) -> Result<Secret>
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use ring::signature::{Ed25519KeyPair, RsaKeyPair};
+    use aws_lc_rs::signature::{Ed25519KeyPair, RsaKeyPair};
 
     fn der(pem: &str) -> Vec<u8> {
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -138,13 +138,13 @@ mod tests {
     }
 
     #[test]
-    fn generated_keys_are_pkcs8_pem_that_ring_accepts() {
+    fn generated_keys_are_pkcs8_pem_that_aws_lc_accepts() {
         let ed = generate_pem(DkimAlgorithm::Ed25519Sha256).unwrap();
         assert!(ed.starts_with("-----BEGIN PRIVATE KEY-----\n"));
         assert!(Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der(&ed)).is_ok());
         let rsa = generate_pem(DkimAlgorithm::RsaSha256).unwrap();
         assert!(rsa.starts_with("-----BEGIN PRIVATE KEY-----\n"));
         let key = RsaKeyPair::from_pkcs8(&der(&rsa)).unwrap();
-        assert_eq!(key.public().modulus_len() * 8, RSA_BITS);
+        assert_eq!(key.public_modulus_len() * 8, RSA_BITS);
     }
 }

@@ -16,13 +16,13 @@
 
 use std::collections::BTreeMap;
 
+use aws_lc_rs::rand::SecureRandom as _;
 use base64::Engine as _;
 use baton_queue::permissions::Role;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
-use ring::rand::SecureRandom as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -62,7 +62,7 @@ fn sha256_hex(password: &str) -> String {
 /// A new password: 24 random bytes, base64url (no character a shell or a config quotes).
 pub fn new_password() -> Result<String> {
     let mut bytes = [0u8; 24];
-    ring::rand::SystemRandom::new()
+    aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| Error::KeyGeneration("system random source".into()))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use rustls::RootCertStore;
-use rustls::crypto::ring;
+use rustls::crypto::aws_lc_rs as provider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Installs ring as the process-wide rustls provider; a no-op when one is already installed.
 pub fn install_crypto_provider() {
-    let _ = ring::default_provider().install_default();
+    let _ = provider::default_provider().install_default();
 }
 
 /// A fresh self-signed certificate for `names` (DNS names or IP addresses) and its key.
@@ -36,12 +36,13 @@ pub fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .context("rustls protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("rustls server certificate")?;
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+            .with_safe_default_protocol_versions()
+            .context("rustls protocol versions")?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .context("rustls server certificate")?;
     Ok(Arc::new(config))
 }
 

@@ -22,7 +22,7 @@ use crate::IngressError;
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A certificate chain and key from PEM files, served to every new TLS session and re-read when
@@ -328,7 +328,7 @@ mod tests {
         );
         assert_eq!(name(0x5a5a), "0x5A5A");
         // Every suite the server can negotiate has a name without rustls's TLS13_ prefix.
-        for s in rustls::crypto::ring::default_provider().cipher_suites {
+        for s in rustls::crypto::aws_lc_rs::default_provider().cipher_suites {
             let n = iana_cipher_name(s.suite());
             assert!(n.starts_with("TLS_") && !n.starts_with("TLS13_"), "{n}");
         }

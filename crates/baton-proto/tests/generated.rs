@@ -17,6 +17,7 @@ fn generate(out: &Path) {
         "baton/v1/envelope.proto",
         "baton/v1/config.proto",
         "baton/v1/admin.proto",
+        "baton/v1/filter.proto",
     ];
     let fds = protox::compile(files, [&root]).unwrap_or_else(|e| panic!("proto compile: {e}"));
     // The descriptor set server reflection serves (`baton_proto::FILE_DESCRIPTOR_SET`).
@@ -29,6 +30,8 @@ fn generate(out: &Path) {
         .build_client(true)
         .build_server(true)
         .build_transport(false)
+        // The content filter request carries the whole message: shared, not copied, per call.
+        .bytes(".baton.v1.FilterRequest.message")
         .out_dir(out)
         .compile_fds(fds)
         .unwrap_or_else(|e| panic!("codegen: {e}"));

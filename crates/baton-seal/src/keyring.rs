@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use aws_lc_rs::{aead, hkdf, hmac};
 use base64::Engine as _;
 use baton_proto::v1::Sealed;
-use ring::rand::{SecureRandom as _, SystemRandom};
-use ring::{aead, hkdf, hmac};
 
 use crate::SealError;
 

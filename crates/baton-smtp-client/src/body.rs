@@ -12,21 +12,16 @@ use std::borrow::Cow;
 pub const MAX_CHUNK: usize = 1024 * 1024;
 
 /// True when `body` needs no normalisation: every CR is followed by LF, every LF is preceded
-/// by CR, and it is empty or ends with CRLF.
+/// by CR, and it is empty or ends with CRLF. Looks only at the line breaks (`memchr`), so a clean
+/// body — what the ingress queues — costs a few instructions per line, not per byte.
 fn is_clean(body: &[u8]) -> bool {
     if !(body.is_empty() || body.ends_with(b"\r\n")) {
         return false;
     }
-    let mut prev = 0u8;
-    for (i, &b) in body.iter().enumerate() {
-        match b {
-            b'\r' if body.get(i + 1) != Some(&b'\n') => return false,
-            b'\n' if prev != b'\r' => return false,
-            _ => {}
-        }
-        prev = b;
-    }
-    true
+    memchr::memchr2_iter(b'\r', b'\n', body).all(|i| match body.get(i) {
+        Some(b'\r') => body.get(i + 1) == Some(&b'\n'),
+        _ => i > 0 && body.get(i - 1) == Some(&b'\r'),
+    })
 }
 
 /// The body as it goes into a BDAT chunk: normalised, not dot-stuffed.
@@ -40,8 +35,31 @@ pub(crate) fn normalise(body: &[u8]) -> Cow<'_, [u8]> {
 
 /// The body as it goes after a 354: normalised, dot-stuffed and terminated by `.` CRLF.
 pub(crate) fn data_payload(body: &[u8]) -> Vec<u8> {
-    let mut out = encode(body, true);
+    let mut out = if is_clean(body) {
+        stuff_clean(body)
+    } else {
+        encode(body, true)
+    };
     out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Dot-stuffing of a clean body (see [`is_clean`]): whole lines are copied with `memcpy`, and a
+/// `.` is inserted where a line starts with one (`\n.` in a clean body, or a leading `.`).
+/// Same bytes as `encode(body, true)` (property-tested), an order of magnitude fewer instructions
+/// for large messages.
+fn stuff_clean(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 8);
+    if body.first() == Some(&b'.') {
+        out.push(b'.');
+    }
+    let mut start = 0;
+    for i in memchr::memmem::find_iter(body, b"\n.") {
+        out.extend_from_slice(body.get(start..=i).unwrap_or_default());
+        out.push(b'.');
+        start = i + 1;
+    }
+    out.extend_from_slice(body.get(start..).unwrap_or_default());
     out
 }
 
@@ -92,6 +110,50 @@ pub(crate) fn message_size(body: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The byte-wise reference: what `is_clean` means, one byte at a time.
+    fn is_clean_bytewise(body: &[u8]) -> bool {
+        (body.is_empty() || body.ends_with(b"\r\n"))
+            && body.iter().enumerate().all(|(i, &b)| match b {
+                b'\r' => body.get(i + 1) == Some(&b'\n'),
+                b'\n' => i > 0 && body.get(i - 1) == Some(&b'\r'),
+                _ => true,
+            })
+    }
+
+    proptest! {
+        /// The fast paths agree with the one-pass encoder on any input, including bodies made
+        /// mostly of dots, CRs and LFs.
+        #[test]
+        fn fast_paths_match_the_reference(body in proptest::collection::vec(
+            prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), Just(b'a'), any::<u8>()], 0..300)
+        ) {
+            prop_assert_eq!(is_clean(&body), is_clean_bytewise(&body));
+            let mut want = encode(&body, true);
+            want.extend_from_slice(b".\r\n");
+            prop_assert_eq!(data_payload(&body), want);
+            prop_assert_eq!(normalise(&body).into_owned(), encode(&body, false));
+            prop_assert_eq!(message_size(&body), encode(&body, false).len() as u64);
+        }
+
+        /// Clean bodies (what the ingress queues) built from CRLF lines, dots at line starts
+        /// included, take the fast path and stuff exactly the lines that start with a dot.
+        #[test]
+        fn clean_bodies_stuff_dot_lines(lines in proptest::collection::vec("[.a-z ]{0,6}", 0..40)) {
+            let body: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+            prop_assert!(is_clean(&body));
+            let want: Vec<u8> = lines
+                .iter()
+                .flat_map(|l| {
+                    let dot = if l.starts_with('.') { "." } else { "" };
+                    format!("{dot}{l}\r\n").into_bytes()
+                })
+                .chain(b".\r\n".iter().copied())
+                .collect();
+            prop_assert_eq!(data_payload(&body), want);
+        }
+    }
 
     #[test]
     fn clean_body_is_borrowed() {

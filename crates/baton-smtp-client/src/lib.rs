@@ -11,7 +11,7 @@
 //! [`ClientError::is_permanent`].
 //!
 //! Every stage runs under its own timeout ([`Timeouts`], RFC 5321 section 4.5.3.2 defaults).
-//! TLS uses rustls with the ring provider. Replies are `baton_smtp`'s [`Reply`], the same type
+//! TLS uses rustls with the aws-lc-rs provider. Replies are `baton_smtp`'s [`Reply`], the same type
 //! the server session sends, so an outcome keeps the next hop's code and status as they came.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::DigitallySignedStruct;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, ring};
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::{ClientConfig, ClientError, TlsMode};
@@ -17,11 +17,11 @@ pub(crate) fn verifies(config: &ClientConfig) -> bool {
     (config.tls == TlsMode::Required || config.implicit_tls) && config.verify_certificates
 }
 
-/// Builds the rustls config for one connection, always on the ring provider.
+/// Builds the rustls config for one connection, always on the aws-lc-rs provider (the one crypto provider in the binary).
 pub(crate) fn rustls_config(
     config: &ClientConfig,
 ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    let provider = Arc::new(ring::default_provider());
+    let provider = Arc::new(aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Tls(e.to_string()))?;

@@ -126,7 +126,7 @@ impl Poster {
         if uri.scheme_str() != Some("https") || uri.host().is_none() {
             return Err(WebhookError::Url("not an https:// URL".into()));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| WebhookError::Tls(e.to_string()))?

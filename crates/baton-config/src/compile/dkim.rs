@@ -1,9 +1,9 @@
-//! DKIM private keys: PEM decoding, validation with the signer's crypto library (ring), and
+//! DKIM private keys: PEM decoding, validation with the signer's crypto library (aws-lc-rs), and
 //! derivation of the public key published in DNS.
 
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ring::signature::{Ed25519KeyPair, KeyPair as _, RsaKeyPair};
 
 use crate::crd::DkimAlgorithm;
 
@@ -33,7 +33,7 @@ pub(crate) fn public_key_from_pem(
     let rsa = RsaKeyPair::from_pkcs8(&der);
     let ed25519 = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der);
     match (algorithm, rsa, ed25519) {
-        (DkimAlgorithm::RsaSha256, Ok(key), _) => Ok(rsa_spki(key.public().as_ref())),
+        (DkimAlgorithm::RsaSha256, Ok(key), _) => Ok(rsa_spki(key.public_key().as_ref())),
         (DkimAlgorithm::Ed25519Sha256, _, Ok(key)) => Ok(key.public_key().as_ref().to_vec()),
         (DkimAlgorithm::RsaSha256, Err(_), Ok(_)) => Err(problem(
             "AlgorithmMismatch",

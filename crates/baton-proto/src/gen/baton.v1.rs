@@ -2227,3 +2227,378 @@ pub mod admin_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FilterRequest {
+    /// Envelope sender (MAIL FROM), "" for the null sender.
+    #[prost(string, tag = "1")]
+    pub sender: ::prost::alloc::string::String,
+    /// Envelope recipients (RCPT TO), in order.
+    #[prost(string, repeated, tag = "2")]
+    pub recipients: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The SMTP client's IP address (text form), "" when unknown.
+    #[prost(string, tag = "3")]
+    pub client_address: ::prost::alloc::string::String,
+    /// The client's HELO/EHLO name, "" when none.
+    #[prost(string, tag = "4")]
+    pub helo: ::prost::alloc::string::String,
+    /// The SMTP AUTH user, "" when the client did not authenticate.
+    #[prost(string, tag = "5")]
+    pub authenticated_user: ::prost::alloc::string::String,
+    /// The sender's RelayDomain, `namespace/name`.
+    #[prost(string, tag = "6")]
+    pub relay_domain: ::prost::alloc::string::String,
+    /// The queue id the message gets if accepted.
+    #[prost(string, tag = "7")]
+    pub queue_id: ::prost::alloc::string::String,
+    /// The message as received: headers and body, CRLF line endings, not dot-stuffed, before
+    /// Baton's own trace headers and DKIM signature.
+    #[prost(bytes = "bytes", tag = "8")]
+    pub message: ::prost::bytes::Bytes,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FilterHeader {
+    /// Header field name (printable ASCII without `:`).
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Unfolded value (one line).
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FilterResponse {
+    #[prost(enumeration = "FilterAction", tag = "1")]
+    pub action: i32,
+    /// Headers to add (ACCEPT only), in order, after `remove_headers` are removed.
+    #[prost(message, repeated, tag = "2")]
+    pub add_headers: ::prost::alloc::vec::Vec<FilterHeader>,
+    /// Names of header fields to remove, every instance (ACCEPT only).
+    #[prost(string, repeated, tag = "3")]
+    pub remove_headers: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Text for the SMTP client (REJECT, TEMPFAIL). Baton keeps one line of printable ASCII, at
+    /// most 200 characters, and uses its own text when empty; never put internal details here.
+    #[prost(string, tag = "4")]
+    pub text: ::prost::alloc::string::String,
+    /// Why, for Baton's logs and the quarantine record (never shown to the client).
+    #[prost(string, tag = "5")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// What the filter decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum FilterAction {
+    /// Not an answer: treated as a failure of the filter (its failure mode applies).
+    Unspecified = 0,
+    /// Accept, with `add_headers` / `remove_headers` applied.
+    Accept = 1,
+    /// Refuse permanently: `550 5.7.1 <text>`.
+    Reject = 2,
+    /// Refuse for now: `451 4.7.1 <text>`.
+    Tempfail = 3,
+    /// Accept into quarantine: held, not delivered until released.
+    Quarantine = 4,
+}
+impl FilterAction {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "FILTER_ACTION_UNSPECIFIED",
+            Self::Accept => "FILTER_ACTION_ACCEPT",
+            Self::Reject => "FILTER_ACTION_REJECT",
+            Self::Tempfail => "FILTER_ACTION_TEMPFAIL",
+            Self::Quarantine => "FILTER_ACTION_QUARANTINE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "FILTER_ACTION_UNSPECIFIED" => Some(Self::Unspecified),
+            "FILTER_ACTION_ACCEPT" => Some(Self::Accept),
+            "FILTER_ACTION_REJECT" => Some(Self::Reject),
+            "FILTER_ACTION_TEMPFAIL" => Some(Self::Tempfail),
+            "FILTER_ACTION_QUARANTINE" => Some(Self::Quarantine),
+            _ => None,
+        }
+    }
+}
+/// Generated client implementations.
+pub mod filter_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    #[derive(Debug, Clone)]
+    pub struct FilterClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> FilterClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> FilterClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            FilterClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Judge one message.
+        pub async fn check(
+            &mut self,
+            request: impl tonic::IntoRequest<super::FilterRequest>,
+        ) -> std::result::Result<tonic::Response<super::FilterResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/baton.v1.Filter/Check");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("baton.v1.Filter", "Check"));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod filter_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with FilterServer.
+    #[async_trait]
+    pub trait Filter: std::marker::Send + std::marker::Sync + 'static {
+        /// Judge one message.
+        async fn check(
+            &self,
+            request: tonic::Request<super::FilterRequest>,
+        ) -> std::result::Result<tonic::Response<super::FilterResponse>, tonic::Status>;
+    }
+    #[derive(Debug)]
+    pub struct FilterServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> FilterServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for FilterServer<T>
+    where
+        T: Filter,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/baton.v1.Filter/Check" => {
+                    #[allow(non_camel_case_types)]
+                    struct CheckSvc<T: Filter>(pub Arc<T>);
+                    impl<T: Filter> tonic::server::UnaryService<super::FilterRequest>
+                    for CheckSvc<T> {
+                        type Response = super::FilterResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::FilterRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Filter>::check(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CheckSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for FilterServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "baton.v1.Filter";
+    impl<T> tonic::server::NamedService for FilterServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
