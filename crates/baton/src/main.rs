@@ -15,12 +15,6 @@ mod wiring;
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: every message allocates and frees buffers, replies
-/// and protobuf fields on two runtime threads, and glibc malloc was 6 – 7 % of the ingress's and
-/// the worker's CPU in the issue-17 profile (docs/benchmarks.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     // One crypto provider for every TLS stack in the process (rustls, kube, async-nats, tonic):
     // aws-lc-rs, chosen because it signs RSA (DKIM) at OpenSSL's pace, about twice ring's.
