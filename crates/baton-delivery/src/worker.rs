@@ -79,6 +79,7 @@ pub async fn run(
     ready: Arc<Readiness>,
     stop: CancellationToken,
 ) -> Result<(), DeliveryError> {
+    let client = queue.js.client();
     let ctx = Arc::new(Ctx {
         dns: Box::new(resolve::Dns::new(config.dns_server)?),
         health: route::Health::default(),
@@ -221,6 +222,14 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     reaper.abort();
+    // Acks are sent without waiting for a confirmation: push the last ones out before exiting
+    // (bounded; what does not make it is redelivered after ack_wait).
+    if tokio::time::timeout(std::time::Duration::from_secs(5), client.flush())
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        tracing::warn!("could not flush the last acknowledgements; those messages are redelivered after ack_wait");
+    }
     Ok(())
 }
 

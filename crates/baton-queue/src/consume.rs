@@ -244,9 +244,13 @@ impl QueuedMessage {
         }
     }
 
-    /// Final acknowledgement, confirmed by the server (double ack): the message leaves the queue.
+    /// Final acknowledgement: the message leaves the queue. Called only once the outcome is
+    /// durable (sent, or the follow-up published and PubAck'd). Not confirmed by the server
+    /// (no double ack): a lost ack means a redelivery after `ack_wait`, exactly as a lost
+    /// confirmation would, so waiting for one bought nothing but a round trip per message
+    /// (issue 17); the worker flushes its connection before it exits.
     pub async fn ack(&self) -> Result<(), QueueError> {
-        bounded(self.msg.double_ack()).await
+        bounded(self.msg.ack()).await
     }
 
     /// Tell JetStream we are still working on it (resets the ack-wait timer).
