@@ -31,10 +31,14 @@ struct Sink {
     discarded: bool,
 }
 
+/// Capacity a body buffer starts with: a typical transactional message fits without a single
+/// reallocation (growing from empty took six for 2 KiB: issue 17's profile).
+const INITIAL_BODY: usize = 4096;
+
 impl Sink {
     fn new(cap: usize) -> Sink {
         Sink {
-            body: Vec::new(),
+            body: Vec::with_capacity(cap.min(INITIAL_BODY)),
             cap,
             size: 0,
             overflow: false,
@@ -113,10 +117,7 @@ impl DataReceiver {
             let b = input[i];
             match self.state {
                 Scan::Mid => {
-                    let run = input[i..]
-                        .iter()
-                        .position(|&c| c == b'\r' || c == b'\n')
-                        .unwrap_or(input.len() - i);
+                    let run = memchr::memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
                     if run > 0 {
                         self.sink.emit(&input[i..i + run]);
                         i += run;
