@@ -39,6 +39,12 @@ def main() -> int:
     if SERVICE not in services:
         print(f"reflection lists {services}, not {SERVICE}", file=sys.stderr)
         return 1
+    # Only what the listener serves: not baton.v1.Filter, which is in the same descriptors.
+    foreign = [s for s in services if s not in (SERVICE, "grpc.health.v1.Health")
+               and not s.startswith("grpc.reflection.")]
+    if foreign:
+        print(f"reflection lists services the admin API does not serve: {foreign}", file=sys.stderr)
+        return 1
     pool = descriptor_pool.DescriptorPool(reflection)
     method = pool.FindServiceByName(SERVICE).FindMethodByName(method_name)
     request_class = message_factory.GetMessageClass(method.input_type)

@@ -124,13 +124,20 @@ pub async fn serve(
             }
         }
     });
+    // Reflection lists what this listener serves, not every service in baton-proto's
+    // descriptors (`baton.v1.Filter` is served by filter services, not here).
+    const SERVED: [&str; 2] = ["baton.v1.Admin", "grpc.health.v1.Health"];
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(SERVED[0])
+        .with_service_name(SERVED[1])
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(SERVED[0])
+        .with_service_name(SERVED[1])
         .build_v1alpha()?;
     let mut builder = Server::builder();
     if let Some(files) = tls {
