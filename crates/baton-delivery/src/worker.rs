@@ -228,7 +228,9 @@ pub async fn run(
         .await
         .map_or(true, |r| r.is_err())
     {
-        tracing::warn!("could not flush the last acknowledgements; those messages are redelivered after ack_wait");
+        tracing::warn!(
+            "could not flush the last acknowledgements; those messages are redelivered after ack_wait"
+        );
     }
     Ok(())
 }
