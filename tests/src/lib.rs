@@ -13,6 +13,7 @@ pub mod hostile;
 pub mod nats_users;
 pub mod postfix;
 pub mod receiver;
+pub mod scanners;
 pub mod smarthost;
 pub mod smtp;
 pub mod tls;

@@ -15,8 +15,9 @@ use baton_proto::v1::{
     self, ActionResponse, DeleteMessagesRequest, GetMessageRequest, GetMessageResponse,
     GetStatusRequest, GetStatusResponse, HoldEntry, HoldRequest, HoldResponse, HoldTarget,
     ListHoldsRequest, ListHoldsResponse, ListMessagesRequest, ListMessagesResponse, MessageFilter,
-    MessagePart, QueueSummaryRequest, QueueSummaryResponse, QueuedMessage, ReleaseRequest,
-    RequeueDeadRequest, admin_server::Admin, envelope::Body,
+    MessagePart, QueueSummaryRequest, QueueSummaryResponse, QueuedMessage,
+    ReleaseQuarantinedRequest, ReleaseRequest, RequeueDeadRequest, admin_server::Admin,
+    envelope::Body,
 };
 use baton_proto::v1::{
     BounceRequest, GetTraceRequest, GetTraceResponse, RetryNowRequest, TraceEvent,
@@ -275,7 +276,8 @@ impl AdminService {
     /// Move one stored message to its pool's fresh-mail lane as `payload`: publish with
     /// `Nats-Msg-Id` `<action>-<sequence>` (a repeat is stored once), await the PubAck, then
     /// delete the original; log it with the caller and emit the action's event (`reason`: an
-    /// operator bounce's). `action` is `release`, `requeue`, `retry-now` or `bounce`.
+    /// operator bounce's). `action` is `release`, `release-quarantine`, `requeue`, `retry-now`
+    /// or `bounce`.
     async fn move_one(
         &self,
         caller: &Caller,
@@ -297,6 +299,7 @@ impl AdminService {
         let what = match action {
             "release" => "held mail released",
             "requeue" => "dead letter requeued",
+            "release-quarantine" => "quarantined mail released",
             _ => "moved",
         };
         tracing::info!(
@@ -305,7 +308,7 @@ impl AdminService {
             "operations API: {what} to {subject}"
         );
         let kind = match action {
-            "release" => EventType::Released,
+            "release" | "release-quarantine" => EventType::Released,
             "bounce" => EventType::OperatorBounced,
             "retry-now" => EventType::Retried,
             _ => EventType::Requeued,
@@ -627,6 +630,29 @@ impl Admin for AdminService {
         let mut done = Vec::new();
         for (stored, m) in found {
             self.move_one(&c, "requeue", &m, stored.payload, None)
+                .await?;
+            if done.len() < MAX_LISTED {
+                done.push(m);
+            }
+        }
+        Ok(Response::new(ActionResponse {
+            executed: true,
+            messages: done,
+            matched,
+        }))
+    }
+
+    async fn release_quarantined(
+        &self,
+        req: Request<ReleaseQuarantinedRequest>,
+    ) -> Result<Response<ActionResponse>, Status> {
+        let c = self.caller(&req, Permission::Admin, "release").await?;
+        let q = query(req.into_inner().filter, true)?.in_place(v1::Place::Quarantine);
+        let found = self.collect(&q, &c).await?;
+        let matched = found.len() as u64;
+        let mut done = Vec::new();
+        for (stored, m) in found {
+            self.move_one(&c, "release-quarantine", &m, stored.payload, None)
                 .await?;
             if done.len() < MAX_LISTED {
                 done.push(m);

@@ -22,6 +22,7 @@ pub fn proto_place(place: &Place) -> (v1::Place, u32) {
         Place::Retry(t) => (v1::Place::Retry, *t),
         Place::Dead => (v1::Place::Dead, 0),
         Place::Held => (v1::Place::Held, 0),
+        Place::Quarantine => (v1::Place::Quarantine, 0),
     }
 }
 
@@ -90,13 +91,14 @@ pub fn describe(m: &StoredMessage) -> Option<QueuedMessage> {
     Some(q)
 }
 
-/// A place as people name it: `new`, `retry-<tier>`, `held`, `dead`.
+/// A place as people name it: `new`, `retry-<tier>`, `held`, `dead`, `quarantine`.
 pub fn place_name(place: i32, tier: u32) -> String {
     match v1::Place::try_from(place) {
         Ok(v1::Place::New) => "new".into(),
         Ok(v1::Place::Retry) => format!("retry-{tier}"),
         Ok(v1::Place::Held) => "held".into(),
         Ok(v1::Place::Dead) => "dead".into(),
+        Ok(v1::Place::Quarantine) => "quarantine".into(),
         _ => "unknown".into(),
     }
 }
@@ -230,6 +232,7 @@ impl Query {
             v1::Place::New => format!("baton.new.{pool}"),
             v1::Place::Dead => format!("baton.dead.{pool}"),
             v1::Place::Held => format!("baton.held.{pool}"),
+            v1::Place::Quarantine => format!("baton.quarantine.{pool}"),
             v1::Place::Retry if self.filter.tier == 0 => format!("baton.retry.{pool}.*"),
             v1::Place::Retry => format!("baton.retry.{pool}.{}", self.filter.tier),
         }
@@ -528,6 +531,7 @@ mod tests {
         assert_eq!(q("bulk", v1::Place::New, 0), "baton.new.bulk");
         assert_eq!(q("", v1::Place::Dead, 0), "baton.dead.*");
         assert_eq!(q("bulk", v1::Place::Held, 0), "baton.held.bulk");
+        assert_eq!(q("bulk", v1::Place::Quarantine, 0), "baton.quarantine.bulk");
         assert_eq!(q("bulk", v1::Place::Retry, 0), "baton.retry.bulk.*");
         assert_eq!(q("bulk", v1::Place::Retry, 3), "baton.retry.bulk.3");
     }

@@ -41,11 +41,14 @@ pub enum EventType {
     /// The ingress refused a transaction of a known RelayDomain (a recipient, or the message
     /// at the end of DATA); the event's queue id is an id of the refusal, nothing was queued.
     Refused,
+    /// A content filter quarantined the message at the ingress: it is stored in its pool's
+    /// quarantine, not delivered until an operator releases it.
+    Quarantined,
 }
 
 impl EventType {
     /// Every type.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::Accepted,
         EventType::Delivered,
         EventType::Deferred,
@@ -59,6 +62,7 @@ impl EventType {
         EventType::OperatorBounced,
         EventType::Deleted,
         EventType::Refused,
+        EventType::Quarantined,
     ];
 
     /// The short name (the subject's last token; a bounded metric label).
@@ -77,6 +81,7 @@ impl EventType {
             EventType::OperatorBounced => "operator_bounced",
             EventType::Deleted => "deleted",
             EventType::Refused => "refused",
+            EventType::Quarantined => "quarantined",
         }
     }
 

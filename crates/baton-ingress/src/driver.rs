@@ -155,13 +155,22 @@ async fn drive(
                             handoff::sender_text(&tx.reverse_path),
                         )
                     });
-                    let result = match handoff::prepare(tx, &id, &arrival, now, snapshot).await {
-                        Ok(env) => {
-                            handoff::publish(&shared.publisher, &shared.metrics, &env, &arrival)
+                    let result =
+                        match handoff::prepare(tx, &id, &arrival, now, snapshot, &shared.metrics)
+                            .await
+                        {
+                            Ok(p) => {
+                                handoff::publish(
+                                    &shared.publisher,
+                                    &shared.metrics,
+                                    &p.envelope,
+                                    &arrival,
+                                    p.quarantine.as_ref(),
+                                )
                                 .await
-                        }
-                        Err(reply) => Err(reply),
-                    };
+                            }
+                            Err(reply) => Err(reply),
+                        };
                     if let (Err(reply), Some((relay_domain, sender))) = (&result, &refusal_of) {
                         let refusal = crate::refused::Refusal {
                             relay_domain,

@@ -1,7 +1,9 @@
 //! The hand-off: turn a finished SMTP transaction into a queued [`Envelope`] — check `From:`
-//! alignment, add the trace header and submission fix-ups, DKIM-sign on top of them
-//! ([`prepare`]) — publish it with its queue id as `Nats-Msg-Id`, and answer only from the
-//! PubAck: `250 2.0.0 Ok: queued as <id>` or `451 4.3.0`.
+//! alignment, apply the header policy and the content filters ([`crate::filtering`]), add the
+//! trace header and submission fix-ups, DKIM-sign on top of them ([`prepare`]) — publish it
+//! with its queue id as `Nats-Msg-Id` (to the pool's fresh-mail lane, or its quarantine when a
+//! filter said so), and answer only from the PubAck: `250 2.0.0 Ok: queued as <id>` or `451
+//! 4.3.0`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +14,7 @@ use baton_proto::v1::{
     BodyType as PBodyType, DsnEnvelope, DsnRet as PDsnRet, Envelope, EnvelopeKind, Recipient,
     envelope::Body,
 };
-use baton_queue::{Publisher, new_subject};
+use baton_queue::{Publisher, new_subject, quarantine_subject};
 use baton_smtp::session::Transaction;
 use baton_smtp::{BodyType, DsnRet, ForwardPath, ListenerKind, Reply, ReversePath, catalogue};
 use baton_telemetry::Metrics;
@@ -110,6 +112,12 @@ pub fn authenticate(
     tx: &Transaction,
     trace: &[u8],
 ) -> Result<Vec<u8>, Reply> {
+    check_alignment(snapshot, tx)?;
+    sign(snapshot, tx, trace)
+}
+
+/// The `From:` alignment part of [`authenticate`].
+pub fn check_alignment(snapshot: Option<&Snapshot>, tx: &Transaction) -> Result<(), Reply> {
     let Some(s) = snapshot else {
         return Err(catalogue::config_not_loaded());
     };
@@ -129,7 +137,15 @@ pub fn authenticate(
                 r.text
             );
             alignment_reply(&r, s.index.domain(relay).map(|d| d.domain.as_str()))
-        })?;
+        })
+}
+
+/// The DKIM part of [`authenticate`]: the `DKIM-Signature:` fields over `trace` and the body.
+pub fn sign(snapshot: Option<&Snapshot>, tx: &Transaction, trace: &[u8]) -> Result<Vec<u8>, Reply> {
+    let Some(s) = snapshot else {
+        return Err(catalogue::config_not_loaded());
+    };
+    let relay = tx.grant.relay_domain.as_str();
     match s.dkim.get(relay) {
         None => Err(refusal_reply(&Refusal::unknown_relay_domain())),
         Some(Err(e)) => Err(dkim_unavailable(&s.index, relay, e)),
@@ -160,28 +176,58 @@ fn alignment_reply(r: &Refusal, domain: Option<&str>) -> Reply {
     }
 }
 
-/// The hand-off up to the publish: check From alignment, add Baton's headers, DKIM-sign, and
-/// build the envelope. `Err(reply)` is the session's answer; nothing is queued then.
+/// A message ready to publish.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The envelope (signed).
+    pub envelope: Envelope,
+    /// `Some((filter, reason))` when a content filter quarantined it: it goes to the pool's
+    /// quarantine instead of its fresh-mail lane.
+    pub quarantine: Option<(String, String)>,
+}
+
+/// The hand-off up to the publish: check From alignment, apply the header policy and the
+/// content filters ([`crate::filtering::screen`]), add Baton's headers, DKIM-sign, and build
+/// the envelope. `Err(reply)` is the session's answer; nothing is queued then.
 pub async fn prepare(
-    tx: Transaction,
+    mut tx: Transaction,
     id: &str,
     arrival: &Arrival<'_>,
     now: time::OffsetDateTime,
     snapshot: Option<Arc<Snapshot>>,
-) -> Result<Envelope, Reply> {
+    metrics: &Metrics,
+) -> Result<Prepared, Reply> {
+    check_alignment(snapshot.as_deref(), &tx)?;
+    let quarantine = match &snapshot {
+        Some(s) => {
+            match crate::filtering::screen(&s.filtering, &mut tx, id, arrival.client, metrics)
+                .await?
+            {
+                crate::filtering::Screened::Deliver => None,
+                crate::filtering::Screened::Quarantine { filter, reason } => Some((filter, reason)),
+            }
+        }
+        None => None,
+    };
+    // The edits cannot touch the authors (`filtering::PROTECTED`); checked again anyway, on
+    // the form that is signed.
+    check_alignment(snapshot.as_deref(), &tx)?;
     let trace = trace_headers(&tx, id, arrival, now);
     let (tx, trace, dkim) = if tx.body.len() < SIGN_INLINE_MAX {
-        let dkim = authenticate(snapshot.as_deref(), &tx, &trace);
+        let dkim = sign(snapshot.as_deref(), &tx, &trace);
         (tx, trace, dkim)
     } else {
         tokio::task::spawn_blocking(move || {
-            let dkim = authenticate(snapshot.as_deref(), &tx, &trace);
+            let dkim = sign(snapshot.as_deref(), &tx, &trace);
             (tx, trace, dkim)
         })
         .await
         .map_err(|_| catalogue::local_error())?
     };
-    Ok(assemble(tx, id, arrival, now, &dkim?, &trace))
+    Ok(Prepared {
+        envelope: assemble(tx, id, arrival, now, &dkim?, &trace),
+        quarantine,
+    })
 }
 
 /// The envelope with body `dkim ++ trace ++ tx.body`.
@@ -328,15 +374,43 @@ fn accepted_event(
     .with("streamSequence", sequence)
 }
 
-/// Publish and turn the outcome into the session's answer.
+/// The `quarantined` delivery event of a message stored in its pool's quarantine.
+fn quarantined_event(
+    envelope: &Envelope,
+    sequence: u64,
+    filter: &str,
+    reason: &str,
+) -> baton_core::event::Event {
+    use baton_core::event::{Event, EventType};
+    Event::new(
+        EventType::Quarantined,
+        &envelope.id,
+        &envelope.relay_domain,
+        baton_core::clock::now_ms(),
+        "0",
+    )
+    .with("pool", envelope.pool.as_str())
+    .with("sender", envelope.reverse_path.as_str())
+    .with("filter", filter)
+    .with("reason", reason)
+    .with("streamSequence", sequence)
+}
+
+/// Publish (to the pool's quarantine when `quarantine` says which filter and why) and turn
+/// the outcome into the session's answer. A quarantined message gets the same `250` as any
+/// other once stored: the sender is deliberately not told.
 pub async fn publish(
     publisher: &Publisher,
     metrics: &Metrics,
     envelope: &Envelope,
     arrival: &Arrival<'_>,
+    quarantine: Option<&(String, String)>,
 ) -> Result<String, Reply> {
     let started = Instant::now();
-    let subject = new_subject(&envelope.pool);
+    let subject = match quarantine {
+        None => new_subject(&envelope.pool),
+        Some(_) => quarantine_subject(&envelope.pool),
+    };
     match publisher.publish(&subject, &envelope.id, envelope).await {
         Ok(receipt) => {
             metrics
@@ -358,6 +432,20 @@ pub async fn publish(
                 duplicate = receipt.duplicate,
                 "queued"
             );
+            if let Some((filter, reason)) = quarantine {
+                metrics
+                    .quarantined
+                    .with_label_values(&[&envelope.pool])
+                    .inc();
+                tracing::warn!(
+                    queue_id = %envelope.id,
+                    relay_domain = %envelope.relay_domain,
+                    pool = %envelope.pool,
+                    filter = %filter,
+                    reason = %reason,
+                    "quarantined: not delivered until released (baton queue quarantine release)"
+                );
+            }
             if publisher.emits_events() {
                 let (message_id, dkim) = header_facts(envelope);
                 if let Some(m) = &message_id {
@@ -370,6 +458,14 @@ pub async fn publish(
                     message_id.as_deref(),
                     dkim,
                 ));
+                if let Some((filter, reason)) = quarantine {
+                    publisher.emit(quarantined_event(
+                        envelope,
+                        receipt.sequence,
+                        filter,
+                        reason,
+                    ));
+                }
             }
             Ok(envelope.id.clone())
         }
@@ -440,7 +536,16 @@ mod tests {
 
     async fn run(s: &Arc<Snapshot>, sender: &str, body: &[u8]) -> Result<Vec<u8>, Reply> {
         let now = baton_core::clock::now();
-        let env = prepare(tx(sender, body), "Q1", &arrival(), now, Some(s.clone())).await?;
+        let env = prepare(
+            tx(sender, body),
+            "Q1",
+            &arrival(),
+            now,
+            Some(s.clone()),
+            &Metrics::new(),
+        )
+        .await?
+        .envelope;
         match env.body {
             Some(Body::InlineBody(b)) => Ok(b),
             other => panic!("inline body expected: {other:?}"),
@@ -457,9 +562,17 @@ mod tests {
             tls_version: Some("TLSv1.3"),
             ..arrival()
         };
-        let env = prepare(tx("app@example.com", body), "Q1", &a, now, Some(s))
-            .await
-            .unwrap();
+        let env = prepare(
+            tx("app@example.com", body),
+            "Q1",
+            &a,
+            now,
+            Some(s),
+            &Metrics::new(),
+        )
+        .await
+        .unwrap()
+        .envelope;
         let (message_id, dkim) = header_facts(&env);
         assert_eq!(message_id.as_deref(), Some("<m1@client.test>"));
         let e = accepted_event(&env, 42, &a, message_id.as_deref(), dkim);
@@ -483,9 +596,11 @@ mod tests {
             },
             now,
             Some(snapshot(domain(Vec::new()))),
+            &Metrics::new(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .envelope;
         assert_eq!(header_facts(&env).0, None);
     }
 
@@ -516,6 +631,37 @@ mod tests {
             verify(changed_received.as_bytes(), &[k]).await,
             vec![DkimResult::Pass]
         );
+    }
+
+    #[tokio::test]
+    async fn the_header_policy_applies_before_signing_and_the_signature_covers_it() {
+        let k = key("ed1", "ed25519-sha256", ED25519_PEM, 0);
+        let mut d = domain(vec![k.clone()]);
+        d.headers = Some(baton_proto::v1::HeaderPolicy {
+            remove: vec!["X-Internal-*".into()],
+            remove_received: true,
+            add: vec![baton_proto::v1::HeaderField {
+                name: "List-Unsubscribe".into(),
+                value: "<mailto:u@example.com>".into(),
+            }],
+        });
+        let s = snapshot(d);
+        let body = b"Received: from inner.corp by relay.corp\r\nFrom: app@example.com\r\nX-Internal-Ticket: 42\r\nSubject: s\r\n\r\nhi\r\n";
+        let out = run(&s, "app@example.com", body).await.unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            !text.contains("X-Internal-Ticket") && !text.contains("inner.corp"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nList-Unsubscribe: <mailto:u@example.com>\r\n\r\nhi"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Received: from client.test"),
+            "Baton's own Received stays"
+        );
+        assert_eq!(verify(&out, &[k]).await, vec![DkimResult::Pass]);
     }
 
     #[tokio::test]
@@ -622,9 +768,16 @@ mod tests {
         );
         assert_eq!(s.check_signing("team-a/example-com").unwrap_err(), r);
         let now = baton_core::clock::now();
-        let r = prepare(tx("app@example.com", body), "Q1", &arrival(), now, None)
-            .await
-            .unwrap_err();
+        let r = prepare(
+            tx("app@example.com", body),
+            "Q1",
+            &arrival(),
+            now,
+            None,
+            &Metrics::new(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(r.code, 451);
         // A RelayDomain without DKIM: relayed unsigned.
         let out = run(&snapshot(domain(vec![])), "app@example.com", body)

@@ -6,7 +6,8 @@
 //! killed at any time.
 //!
 //! The map: [`listener`] binds and accepts; `driver` runs one session; [`policy`] answers the
-//! session's questions from the indexed snapshot; [`handoff`] prepares and publishes a message;
+//! session's questions from the indexed snapshot; [`filtering`] applies the header policy and
+//! the content filters at the end of DATA; [`handoff`] prepares and publishes a message;
 //! [`intake`] consumes reports at a return path; [`shared`] is the state sessions share,
 //! [`config`] the settings and [`error`] the errors.
 
@@ -18,6 +19,7 @@ mod conn;
 pub use baton_dkim as dkim;
 mod driver;
 pub mod error;
+pub mod filtering;
 pub mod handoff;
 pub mod intake;
 pub mod listener;

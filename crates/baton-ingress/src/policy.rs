@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub return_paths: ReturnPaths,
     /// Recent successful AUTH verifications under this snapshot.
     pub auth_cache: crate::authcache::AuthCache,
+    /// Content filters per pool and header policies per RelayDomain, built once per snapshot.
+    pub filtering: crate::filtering::Filtering,
 }
 
 impl Snapshot {
@@ -49,6 +51,7 @@ impl Snapshot {
             .map(|d| (d.name.clone(), suppression::Policy::of(d)))
             .collect();
         let return_paths = ReturnPaths::new(&config);
+        let filtering = crate::filtering::Filtering::new(&config);
         Snapshot {
             config,
             index,
@@ -56,6 +59,7 @@ impl Snapshot {
             suppression,
             return_paths,
             auth_cache: crate::authcache::AuthCache::default(),
+            filtering,
         }
     }
 

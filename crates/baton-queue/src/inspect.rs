@@ -33,6 +33,8 @@ pub enum Place {
     Dead,
     /// `baton.held.<pool>`.
     Held,
+    /// `baton.quarantine.<pool>`.
+    Quarantine,
 }
 
 /// Pool and place of a queue subject; `None` for anything else.
@@ -47,6 +49,7 @@ pub fn parse_subject(subject: &str) -> Option<(String, Place)> {
         ("new", None) => Place::New,
         ("dead", None) => Place::Dead,
         ("held", None) => Place::Held,
+        ("quarantine", None) => Place::Quarantine,
         ("retry", Some(tier)) => Place::Retry(tier.parse().ok()?),
         _ => return None,
     };
@@ -298,6 +301,10 @@ mod tests {
         assert_eq!(
             parse_subject("baton.held.bulk"),
             Some(("bulk".into(), Place::Held))
+        );
+        assert_eq!(
+            parse_subject("baton.quarantine.bulk"),
+            Some(("bulk".into(), Place::Quarantine))
         );
         for other in [
             "baton.new",

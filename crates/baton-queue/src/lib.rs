@@ -78,6 +78,13 @@ pub fn held_subject(pool: &str) -> String {
     format!("baton.held.{pool}")
 }
 
+/// Subject of a pool's quarantine: mail a content filter quarantined at the ingress. No
+/// consumer reads it (workers never deliver from it, the held-mail sweep never looks at it);
+/// the operations API lists, releases (to `baton.new.<pool>`) and deletes it.
+pub fn quarantine_subject(pool: &str) -> String {
+    format!("baton.quarantine.{pool}")
+}
+
 /// Subject of one retry tier of a pool.
 pub fn retry_subject(pool: &str, tier: u32) -> String {
     format!("baton.retry.{pool}.{tier}")

@@ -3,6 +3,7 @@
 //!
 //! Roles (one NATS user each):
 //! - **ingress** (`baton-ingress`): publish fresh mail to every pool's `baton.new.<pool>`
+//!   (quarantined mail to `baton.quarantine.<pool>`)
 //!   and large bodies to the Object Store; read the config snapshot and the suppression lists,
 //!   and add suppressions from reports received at a return path;
 //!   read the stream settings it verifies. It cannot consume, acknowledge, delete, publish to a
@@ -116,6 +117,8 @@ impl Role {
         match self {
             Role::Ingress => {
                 publish.push("baton.new.*".to_owned());
+                // Mail a content filter quarantined (`crate::quarantine_subject`).
+                publish.push("baton.quarantine.*".to_owned());
                 // The Message-ID index of the event stream (`trace <Message-ID>`).
                 publish.push("baton.index.msgid.*".to_owned());
                 // Its beats in the process registry.
@@ -382,6 +385,7 @@ mod tests {
     fn the_ingress_only_publishes_fresh_mail() {
         let ingress = Role::Ingress;
         assert!(may_publish(&ingress, "baton.new.bulk"));
+        assert!(may_publish(&ingress, "baton.quarantine.bulk"), "quarantine");
         assert!(may_publish(&ingress, "$O.baton-bodies.C.abc"));
         assert!(
             may_publish(&ingress, "$KV.baton-suppressions.abc.def"),
@@ -451,6 +455,10 @@ mod tests {
         assert!(!may_publish(&w, "$KV.baton-processes.worker-other.pod-1"));
         assert!(!may_publish(&w, "$KV.baton-processes.ingress.pod-1"));
         assert!(!may_publish(&w, "baton.held.other"));
+        assert!(
+            !may_publish(&w, "baton.quarantine.bulk"),
+            "never touches the quarantine"
+        );
         assert!(
             !may_publish(&w, "$KV.baton-holds.pool.bulk"),
             "reads holds only"

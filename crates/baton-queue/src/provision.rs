@@ -117,6 +117,7 @@ impl Provisioner {
                 "baton.retry.>".into(),
                 "baton.dead.>".into(),
                 "baton.held.>".into(),
+                "baton.quarantine.>".into(),
             ],
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,

@@ -65,6 +65,13 @@ pub struct Metrics {
     /// Messages received at a return path, by kind (`dsn`, `complaint`, `other`) and result
     /// (`suppressed`, `matched`, `unmatched`, `refused`).
     pub ingress_reports: IntCounterVec,
+    /// Content filter results at the ingress, by filter (its name in the SendingPool) and
+    /// verdict (`accept`, `reject`, `tempfail`, `quarantine`, `busy`, `failed`).
+    pub filter_verdicts: IntCounterVec,
+    /// How long one content filter call took, by filter.
+    pub filter_duration: HistogramVec,
+    /// Messages the ingress put in quarantine, by pool.
+    pub quarantined: IntCounterVec,
     /// Live suppression entries this process knows (from the watched bucket).
     pub suppression_entries: IntGauge,
     /// 1 when an upstream smarthost is considered healthy, by pool and upstream (from config).
@@ -323,6 +330,25 @@ impl Metrics {
                 "baton_ingress_reports_total",
                 "Messages received at a return path, by kind and result.",
                 &["kind", "result"],
+            ),
+            filter_verdicts: counter(
+                &r,
+                "baton_filter_verdicts_total",
+                "Content filter results at the ingress, by filter and verdict.",
+                &["filter", "verdict"],
+            ),
+            filter_duration: histogram(
+                &r,
+                "baton_filter_duration_seconds",
+                "Duration of one content filter call.",
+                &["filter"],
+                LATENCY.to_vec(),
+            ),
+            quarantined: counter(
+                &r,
+                "baton_quarantined_total",
+                "Messages put in quarantine by a content filter, by pool.",
+                &["pool"],
             ),
             suppression_entries: gauge(
                 &r,

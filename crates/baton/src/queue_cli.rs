@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use baton_proto::v1::{
     ActionResponse, DeleteMessagesRequest, GetMessageRequest, GetStatusRequest, HoldRequest,
     HoldTarget, ListHoldsRequest, ListMessagesRequest, MessageFilter, Place, QueueSummaryRequest,
-    QueuedMessage, ReleaseRequest, RequeueDeadRequest, ShapeRow,
+    QueuedMessage, ReleaseQuarantinedRequest, ReleaseRequest, RequeueDeadRequest, ShapeRow,
 };
 use baton_proto::v1::{BounceRequest, GetTraceRequest, RetryNowRequest};
 use clap::{Args, Subcommand, ValueEnum};
@@ -107,6 +107,12 @@ pub(crate) enum QueueCommand {
         #[command(subcommand)]
         command: DeadCommand,
     },
+    /// Quarantined mail: messages a content filter quarantined at the ingress. Never
+    /// delivered unless released.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Hold mail: workers move what the hold covers to the held place instead of trying it.
     Hold {
         #[command(flatten)]
@@ -179,6 +185,38 @@ impl HoldTargetArgs {
     }
 }
 
+/// `baton queue quarantine ...`
+#[derive(Subcommand, Debug)]
+pub(crate) enum QuarantineCommand {
+    /// Quarantined messages, oldest first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// One quarantined message.
+    Show {
+        /// Queue id or stream sequence.
+        id: String,
+        /// Also print the first BYTES bytes of the body.
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        body: u32,
+    },
+    /// Release quarantined messages: they move to their pool's fresh-mail lane and are
+    /// delivered (once).
+    Release {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Delete quarantined messages (no DSN). Lists what it would delete unless `--yes`.
+    Delete {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 /// `baton queue dead ...`
 #[derive(Subcommand, Debug)]
 pub(crate) enum DeadCommand {
@@ -218,7 +256,7 @@ pub(crate) struct FilterArgs {
     /// SendingPool.
     #[arg(long)]
     pub pool: Option<String>,
-    /// Place: `new`, `retry`, `dead` or `held`.
+    /// Place: `new`, `retry`, `dead`, `held` or `quarantine`.
     #[arg(long, value_enum)]
     pub place: Option<PlaceArg>,
     /// Retry tier (with `--place retry`).
@@ -249,6 +287,8 @@ pub(crate) enum PlaceArg {
     Dead,
     /// Held mail.
     Held,
+    /// Quarantined mail.
+    Quarantine,
 }
 
 impl FilterArgs {
@@ -263,6 +303,7 @@ impl FilterArgs {
                 Some(PlaceArg::Retry) => Place::Retry,
                 Some(PlaceArg::Dead) => Place::Dead,
                 Some(PlaceArg::Held) => Place::Held,
+                Some(PlaceArg::Quarantine) => Place::Quarantine,
             } as i32,
             tier: self.tier.unwrap_or(0),
             relay_domain: self.relay_domain.clone().unwrap_or_default(),
@@ -585,6 +626,29 @@ pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
                 delete(&mut api, f, yes, out).await?
             }
         },
+        QueueCommand::Quarantine { command } => match command {
+            QuarantineCommand::List { filter } => {
+                let mut f = filter.filter();
+                f.place = Place::Quarantine as i32;
+                list(&mut api, f, 1000, None, true, out).await?
+            }
+            QuarantineCommand::Show { id, body } => show(&mut api, id, body, out, false).await?,
+            QuarantineCommand::Release { filter } => {
+                let r = api
+                    .release_quarantined(ReleaseQuarantinedRequest {
+                        filter: Some(filter.filter()),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                report(&r, "released", out)?;
+            }
+            QuarantineCommand::Delete { filter, yes } => {
+                let mut f = filter.filter();
+                f.place = Place::Quarantine as i32;
+                delete(&mut api, f, yes, out).await?
+            }
+        },
     }
     Ok(())
 }
@@ -791,6 +855,7 @@ fn place_name(place: i32) -> &'static str {
         Ok(Place::Retry) => "retry",
         Ok(Place::Dead) => "dead",
         Ok(Place::Held) => "held",
+        Ok(Place::Quarantine) => "quarantine",
         _ => "?",
     }
 }

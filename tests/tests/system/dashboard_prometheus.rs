@@ -33,6 +33,11 @@ const EMPTY_HERE: &[(&str, &str)] = &[
         "the pool delivers direct to MX",
     ),
     ("baton_operator_", "no operator runs in this test"),
+    ("baton_filter_", "the test pool has no content filters"),
+    (
+        "baton_quarantined_total",
+        "the test pool has no content filters",
+    ),
     (
         "baton_webhook_",
         "no EventSink dispatcher runs in this test",

@@ -14,6 +14,7 @@ mod cluster_receiver_flaps;
 mod cluster_scale_out;
 mod cluster_worker_kill9;
 mod config_rejected;
+mod content_filter;
 mod dashboard_prometheus;
 mod dead_letters;
 mod delivery_address_policy;

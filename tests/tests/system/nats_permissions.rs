@@ -173,6 +173,10 @@ async fn every_role_gets_only_what_it_needs() -> anyhow::Result<()> {
         publish_acked(&js, "baton.new.test").await.is_ok(),
         "its own job"
     );
+    assert!(
+        publish_acked(&js, "baton.quarantine.test").await.is_ok(),
+        "what a content filter quarantined"
+    );
     // Reports received at a return path add suppressions.
     let suppressions = js.get_key_value("baton-suppressions").await?;
     assert!(
@@ -200,6 +204,21 @@ async fn every_role_gets_only_what_it_needs() -> anyhow::Result<()> {
     assert!(
         publish_acked(&js, "baton.retry.other.0").await.is_err(),
         "the worker of test published to other's retry lane"
+    );
+    assert!(
+        publish_acked(&js, "baton.quarantine.test").await.is_err(),
+        "the worker touched the quarantine"
+    );
+    assert!(
+        stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some("test-quarantine".into()),
+                filter_subject: "baton.quarantine.test".into(),
+                ..Default::default()
+            })
+            .await
+            .is_err(),
+        "the worker made itself a consumer of the quarantine"
     );
 
     // The webhook dispatchers: no mail in, no mail out, no events forged, no snapshot written.

@@ -325,7 +325,15 @@ fn validated_entry(
             }
         }
     };
+    // An invalid header policy makes the RelayDomain invalid (never ready): its mail waits
+    // rather than leaving with the headers it was meant to lose.
+    let headers = spec.headers.as_ref().and_then(|h| {
+        super::filter::compile_headers(h)
+            .map_err(|(field, m)| note(invalid(&field, m)))
+            .ok()
+    });
     let entry = pb::RelayDomain {
+        headers,
         name: key.to_owned(),
         domain: spec.domain.clone(),
         pool: spec.pool.clone(),

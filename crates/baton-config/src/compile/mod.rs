@@ -32,6 +32,7 @@
 
 mod dkim;
 mod domain;
+mod filter;
 mod pool;
 mod return_path;
 mod secrets;
@@ -43,6 +44,7 @@ use baton_proto::v1 as pb;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
+pub use filter::{MAX_FILTER_TIMEOUT, MIN_FILTER_TIMEOUT, PROTECTED as PROTECTED_HEADERS};
 pub use secrets::{
     ARGON2_M_KIB, ARGON2_P, ARGON2_T, BASIC_AUTH_TYPE, CA_BUNDLE_SECRET_KEY, verify_password,
 };

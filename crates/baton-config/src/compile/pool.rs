@@ -83,7 +83,10 @@ pub(crate) fn compile_pool(
             ));
         }
     };
+    let content_filters = super::filter::compile_filters(spec)
+        .map_err(|(field, message)| invalid(&field, message))?;
     Ok(pb::SendingPool {
+        content_filters,
         name: name.to_owned(),
         ehlo_name,
         mode: delivery_mode(delivery.mode),

@@ -119,6 +119,10 @@ pub struct RelayDomainSpec {
     /// Postfix's `delay_warning_time`. On by default (after 4h, then at most every 24h).
     #[serde(default)]
     pub delay_notice: DelayNoticeSpec,
+    /// Header policy: header fields removed and added at the end of DATA, before the pool's
+    /// content filters, Baton's trace header and DKIM signing. Omitted: headers kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<super::filter::HeaderPolicySpec>,
 }
 
 /// Bounce classes (see README "Bounces"), as written in `spec.suppression.classes`.

@@ -11,6 +11,8 @@
 #[allow(unreachable_pub)]
 mod domain;
 #[allow(unreachable_pub)]
+mod filter;
+#[allow(unreachable_pub)]
 mod pool;
 mod schema;
 #[allow(unreachable_pub)]
@@ -20,6 +22,10 @@ pub use domain::{
     BOUNCE_CLASSES, DelayNoticeSpec, DkimAlgorithm, DkimKeySpec, DkimSpec, DomainLimits,
     RelayDomain, RelayDomainSpec, RelayDomainStatus, ReturnPathSpec, SmtpCredentialRef,
     SubmissionSpec, SuppressionMode, SuppressionSpec,
+};
+pub use filter::{
+    ClamdFilterSpec, ContentFilterSpec, FailureMode, GrpcFilterSpec, HeaderFieldSpec,
+    HeaderPolicySpec, RspamdFilterSpec, Treatment,
 };
 pub use pool::{
     AddressLiterals, AutoscalingSpec, DeliveryMode, DeliverySpec, EgressSpec, MAX_RETRY_TIERS,

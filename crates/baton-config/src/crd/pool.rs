@@ -108,6 +108,13 @@ pub struct SendingPoolSpec {
     /// Retry schedule and maximum queue lifetime.
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Content filters every message of this pool's RelayDomains passes at the end of DATA,
+    /// in order, before DKIM signing and the hand-off (README "Content filtering"): the first
+    /// that does not accept decides (`550 5.7.1`, `451 4.7.1`, or quarantine). Names must be
+    /// unique. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub content_filters: Vec<super::filter::ContentFilterSpec>,
 }
 
 /// Delivery worker Deployment settings.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::schema::{self, DURATION_PATTERN};
 
 /// Event type names an EventSink may select (`baton_core::event::EventType::name`).
-pub const EVENT_TYPES: [&str; 13] = [
+pub const EVENT_TYPES: [&str; 14] = [
     "accepted",
     "delivered",
     "deferred",
@@ -22,6 +22,7 @@ pub const EVENT_TYPES: [&str; 13] = [
     "operator_bounced",
     "deleted",
     "refused",
+    "quarantined",
 ];
 
 /// Desired state of an EventSink: an HTTPS endpoint that receives the delivery events of this

@@ -554,6 +554,16 @@ fn invalid_input_is_one_clear_error() {
             "SendingPool default: spec.delivery.allowedNetworks[1]: \"lab\" is not a CIDR or an IP address",
         ),
         (
+            pool_err("{contentFilters: [{name: av, clamd: {address: clamav}}]}"),
+            "SendingPool default: spec.contentFilters[0].clamd.address: \"clamav\" is not host:port",
+        ),
+        (
+            domain_err(
+                "{domain: example.com, headers: {add: [{name: From, value: 'ceo@bank.example'}]}}",
+            ),
+            "RelayDomain ns/d: spec.headers.add[0].name: From fields are checked or written by Baton itself",
+        ),
+        (
             pool_err("{delivery: {mode: Smarthost}}"),
             "SendingPool default: spec.delivery.smarthosts: at least one smarthost is required when mode is Smarthost",
         ),

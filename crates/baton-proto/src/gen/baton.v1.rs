@@ -387,6 +387,33 @@ pub struct RelayDomain {
     /// the reports that come back there feed the suppression list. Unset: senders are kept.
     #[prost(message, optional, tag = "16")]
     pub return_path: ::core::option::Option<ReturnPath>,
+    /// Header policy (`spec.headers`), applied at the end of DATA before the pool's content
+    /// filters, Baton's trace header and DKIM signing. Unset: headers are kept as sent.
+    #[prost(message, optional, tag = "17")]
+    pub headers: ::core::option::Option<HeaderPolicy>,
+}
+/// Which header fields leave the cluster: removals first, then additions.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HeaderPolicy {
+    /// Field names removed (every instance, case-insensitive); a name ending in `*` is a prefix
+    /// (`X-Internal-*`).
+    #[prost(string, repeated, tag = "1")]
+    pub remove: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Remove every `Received:` field the message arrived with (the internal hops before Baton);
+    /// Baton's own `Received:` is added afterwards.
+    #[prost(bool, tag = "2")]
+    pub remove_received: bool,
+    /// Fields appended to the header block, in order.
+    #[prost(message, repeated, tag = "3")]
+    pub add: ::prost::alloc::vec::Vec<HeaderField>,
+}
+/// One header field: a valid field name and a one-line value.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeaderField {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
 }
 /// A RelayDomain's return-path domain and its VERP signing keys.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -531,6 +558,87 @@ pub struct SendingPool {
     /// Empty: the system roots.
     #[prost(string, tag = "15")]
     pub ca_bundle_pem: ::prost::alloc::string::String,
+    /// Content filters (`spec.contentFilters`): every message of the pool's RelayDomains is
+    /// scanned by them, in order, at the end of DATA (before DKIM signing and the hand-off).
+    #[prost(message, repeated, tag = "16")]
+    pub content_filters: ::prost::alloc::vec::Vec<ContentFilter>,
+}
+/// One content filter of a pool (see `crates/baton-filter`).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ContentFilter {
+    /// Unique within the pool (logs, metrics labels).
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Bound of one call, milliseconds.
+    #[prost(uint64, tag = "2")]
+    pub timeout_ms: u64,
+    /// Calls in flight per ingress process at most; one more is answered `451 4.7.1`.
+    #[prost(uint32, tag = "3")]
+    pub max_concurrent: u32,
+    /// What a failed or timed-out call means.
+    #[prost(enumeration = "FilterFailureMode", tag = "4")]
+    pub failure_mode: i32,
+    #[prost(oneof = "content_filter::Kind", tags = "5, 6, 7")]
+    pub kind: ::core::option::Option<content_filter::Kind>,
+}
+/// Nested message and enum types in `ContentFilter`.
+pub mod content_filter {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "5")]
+        Rspamd(super::RspamdFilter),
+        #[prost(message, tag = "6")]
+        Clamd(super::ClamdFilter),
+        #[prost(message, tag = "7")]
+        Grpc(super::GrpcFilter),
+    }
+}
+/// rspamd over HTTP (`/checkv2`).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RspamdFilter {
+    /// `<http://host:port`> of rspamd's normal or proxy worker.
+    #[prost(string, tag = "1")]
+    pub url: ::prost::alloc::string::String,
+    /// rspamd `Settings-ID` (empty: none).
+    #[prost(string, tag = "2")]
+    pub settings_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "FilterTreatment", tag = "3")]
+    pub on_reject: i32,
+    #[prost(enumeration = "FilterTreatment", tag = "4")]
+    pub on_soft_reject: i32,
+    #[prost(enumeration = "FilterTreatment", tag = "5")]
+    pub on_spam: i32,
+    #[prost(enumeration = "FilterTreatment", tag = "6")]
+    pub on_greylist: i32,
+    /// Quarantine an accepted message scoring at least this (unset: never).
+    #[prost(double, optional, tag = "7")]
+    pub quarantine_score: ::core::option::Option<f64>,
+    /// Do not add `X-Spam-Score` / `X-Spam-Status`.
+    #[prost(bool, tag = "8")]
+    pub no_score_headers: bool,
+    /// Do not apply rspamd's `milter` header edits.
+    #[prost(bool, tag = "9")]
+    pub no_milter_headers: bool,
+    /// Text of a reject without rspamd's own message (empty: `Spam message rejected`).
+    #[prost(string, tag = "10")]
+    pub reject_text: ::prost::alloc::string::String,
+}
+/// ClamAV `clamd` (`zINSTREAM` over TCP).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ClamdFilter {
+    /// `host:port`.
+    #[prost(string, tag = "1")]
+    pub address: ::prost::alloc::string::String,
+    /// Quarantine infected mail instead of rejecting it.
+    #[prost(bool, tag = "2")]
+    pub quarantine: bool,
+}
+/// A `baton.v1.Filter` gRPC service.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GrpcFilter {
+    /// `<http://host:port`.>
+    #[prost(string, tag = "1")]
+    pub endpoint: ::prost::alloc::string::String,
 }
 /// An upstream relay.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -628,6 +736,76 @@ impl SuppressionMode {
         match value {
             "SUPPRESSION_MODE_REFUSE" => Some(Self::Refuse),
             "SUPPRESSION_MODE_ACCEPT_AND_BOUNCE" => Some(Self::AcceptAndBounce),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum FilterFailureMode {
+    /// `451 4.7.1`: the message waits for the filter (the client retries).
+    Closed = 0,
+    /// Accepted unscanned (counted).
+    Open = 1,
+}
+impl FilterFailureMode {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Closed => "FILTER_FAILURE_MODE_CLOSED",
+            Self::Open => "FILTER_FAILURE_MODE_OPEN",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "FILTER_FAILURE_MODE_CLOSED" => Some(Self::Closed),
+            "FILTER_FAILURE_MODE_OPEN" => Some(Self::Open),
+            _ => None,
+        }
+    }
+}
+/// What Baton does for an rspamd action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum FilterTreatment {
+    /// rspamd's own meaning of the action (reject: reject; soft reject: tempfail; add header and
+    /// rewrite subject: mark; greylist: accept).
+    Default = 0,
+    Accept = 1,
+    /// Accept with `X-Spam: Yes`.
+    Mark = 2,
+    Quarantine = 3,
+    Tempfail = 4,
+    Reject = 5,
+}
+impl FilterTreatment {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Default => "FILTER_TREATMENT_DEFAULT",
+            Self::Accept => "FILTER_TREATMENT_ACCEPT",
+            Self::Mark => "FILTER_TREATMENT_MARK",
+            Self::Quarantine => "FILTER_TREATMENT_QUARANTINE",
+            Self::Tempfail => "FILTER_TREATMENT_TEMPFAIL",
+            Self::Reject => "FILTER_TREATMENT_REJECT",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "FILTER_TREATMENT_DEFAULT" => Some(Self::Default),
+            "FILTER_TREATMENT_ACCEPT" => Some(Self::Accept),
+            "FILTER_TREATMENT_MARK" => Some(Self::Mark),
+            "FILTER_TREATMENT_QUARANTINE" => Some(Self::Quarantine),
+            "FILTER_TREATMENT_TEMPFAIL" => Some(Self::Tempfail),
+            "FILTER_TREATMENT_REJECT" => Some(Self::Reject),
             _ => None,
         }
     }
@@ -992,6 +1170,13 @@ pub struct RequeueDeadRequest {
     pub filter: ::core::option::Option<MessageFilter>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReleaseQuarantinedRequest {
+    /// Which quarantined messages (its place is always PLACE_QUARANTINE). At least one field must
+    /// be given.
+    #[prost(message, optional, tag = "1")]
+    pub filter: ::core::option::Option<MessageFilter>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DeleteMessagesRequest {
     /// At least one field must be given.
     #[prost(message, optional, tag = "1")]
@@ -1118,6 +1303,9 @@ pub enum Place {
     Dead = 3,
     /// The pool's held mail, `baton.held.<pool>`: consumed by no worker until released.
     Held = 4,
+    /// The pool's quarantine, `baton.quarantine.<pool>`: mail a content filter quarantined at the
+    /// ingress; consumed by no worker until released (`ReleaseQuarantined`) or deleted.
+    Quarantine = 5,
 }
 impl Place {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1131,6 +1319,7 @@ impl Place {
             Self::Retry => "PLACE_RETRY",
             Self::Dead => "PLACE_DEAD",
             Self::Held => "PLACE_HELD",
+            Self::Quarantine => "PLACE_QUARANTINE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1141,6 +1330,7 @@ impl Place {
             "PLACE_RETRY" => Some(Self::Retry),
             "PLACE_DEAD" => Some(Self::Dead),
             "PLACE_HELD" => Some(Self::Held),
+            "PLACE_QUARANTINE" => Some(Self::Quarantine),
             _ => None,
         }
     }
@@ -1490,6 +1680,29 @@ pub mod admin_client {
             req.extensions_mut().insert(GrpcMethod::new("baton.v1.Admin", "GetTrace"));
             self.inner.unary(req, path, codec).await
         }
+        /// Move quarantined mail (a content filter's verdict) to its pool's fresh-mail lane, where it
+        /// is delivered once (publish with `Nats-Msg-Id` `release-quarantine-<sequence>`, then delete).
+        pub async fn release_quarantined(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReleaseQuarantinedRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/baton.v1.Admin/ReleaseQuarantined",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("baton.v1.Admin", "ReleaseQuarantined"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1588,6 +1801,12 @@ pub mod admin_server {
             tonic::Response<super::GetTraceResponse>,
             tonic::Status,
         >;
+        /// Move quarantined mail (a content filter's verdict) to its pool's fresh-mail lane, where it
+        /// is delivered once (publish with `Nats-Msg-Id` `release-quarantine-<sequence>`, then delete).
+        async fn release_quarantined(
+            &self,
+            request: tonic::Request<super::ReleaseQuarantinedRequest>,
+        ) -> std::result::Result<tonic::Response<super::ActionResponse>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct AdminServer<T> {
@@ -2172,6 +2391,51 @@ pub mod admin_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetTraceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/baton.v1.Admin/ReleaseQuarantined" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReleaseQuarantinedSvc<T: Admin>(pub Arc<T>);
+                    impl<
+                        T: Admin,
+                    > tonic::server::UnaryService<super::ReleaseQuarantinedRequest>
+                    for ReleaseQuarantinedSvc<T> {
+                        type Response = super::ActionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReleaseQuarantinedRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::release_quarantined(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReleaseQuarantinedSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
