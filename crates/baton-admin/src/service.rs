@@ -273,6 +273,33 @@ impl AdminService {
 }
 
 impl AdminService {
+    /// Moves every message of `place` that `filter` selects back to its pool's fresh-mail
+    /// lane (`action` names it in ids, logs and events): dead-letter requeue and quarantine
+    /// release.
+    async fn back_to_fresh(
+        &self,
+        c: &Caller,
+        filter: Option<v1::MessageFilter>,
+        place: v1::Place,
+        action: &str,
+    ) -> Result<Response<ActionResponse>, Status> {
+        let q = query(filter, true)?.in_place(place);
+        let found = self.collect(&q, c).await?;
+        let matched = found.len() as u64;
+        let mut done = Vec::new();
+        for (stored, m) in found {
+            self.move_one(c, action, &m, stored.payload, None).await?;
+            if done.len() < MAX_LISTED {
+                done.push(m);
+            }
+        }
+        Ok(Response::new(ActionResponse {
+            executed: true,
+            messages: done,
+            matched,
+        }))
+    }
+
     /// Move one stored message to its pool's fresh-mail lane as `payload`: publish with
     /// `Nats-Msg-Id` `<action>-<sequence>` (a repeat is stored once), await the PubAck, then
     /// delete the original; log it with the caller and emit the action's event (`reason`: an
@@ -624,22 +651,8 @@ impl Admin for AdminService {
         req: Request<RequeueDeadRequest>,
     ) -> Result<Response<ActionResponse>, Status> {
         let c = self.caller(&req, Permission::Admin, "requeue").await?;
-        let q = query(req.into_inner().filter, true)?.in_place(v1::Place::Dead);
-        let found = self.collect(&q, &c).await?;
-        let matched = found.len() as u64;
-        let mut done = Vec::new();
-        for (stored, m) in found {
-            self.move_one(&c, "requeue", &m, stored.payload, None)
-                .await?;
-            if done.len() < MAX_LISTED {
-                done.push(m);
-            }
-        }
-        Ok(Response::new(ActionResponse {
-            executed: true,
-            messages: done,
-            matched,
-        }))
+        self.back_to_fresh(&c, req.into_inner().filter, v1::Place::Dead, "requeue")
+            .await
     }
 
     async fn release_quarantined(
@@ -647,22 +660,13 @@ impl Admin for AdminService {
         req: Request<ReleaseQuarantinedRequest>,
     ) -> Result<Response<ActionResponse>, Status> {
         let c = self.caller(&req, Permission::Admin, "release").await?;
-        let q = query(req.into_inner().filter, true)?.in_place(v1::Place::Quarantine);
-        let found = self.collect(&q, &c).await?;
-        let matched = found.len() as u64;
-        let mut done = Vec::new();
-        for (stored, m) in found {
-            self.move_one(&c, "release-quarantine", &m, stored.payload, None)
-                .await?;
-            if done.len() < MAX_LISTED {
-                done.push(m);
-            }
-        }
-        Ok(Response::new(ActionResponse {
-            executed: true,
-            messages: done,
-            matched,
-        }))
+        self.back_to_fresh(
+            &c,
+            req.into_inner().filter,
+            v1::Place::Quarantine,
+            "release-quarantine",
+        )
+        .await
     }
 
     async fn delete_messages(

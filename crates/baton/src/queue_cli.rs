@@ -292,6 +292,14 @@ pub(crate) enum PlaceArg {
 }
 
 impl FilterArgs {
+    /// [`FilterArgs::filter`] narrowed to one place (the `dead` and `quarantine` commands).
+    fn in_place(&self, place: Place) -> MessageFilter {
+        MessageFilter {
+            place: place as i32,
+            ..self.filter()
+        }
+    }
+
     fn filter(&self) -> MessageFilter {
         let (sequences, queue_ids): (Vec<&String>, Vec<&String>) =
             self.ids.iter().partition(|i| i.parse::<u64>().is_ok());
@@ -605,9 +613,15 @@ pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
         }
         QueueCommand::Dead { command } => match command {
             DeadCommand::List { filter } => {
-                let mut f = filter.filter();
-                f.place = Place::Dead as i32;
-                list(&mut api, f, 1000, None, true, out).await?
+                list(
+                    &mut api,
+                    filter.in_place(Place::Dead),
+                    1000,
+                    None,
+                    true,
+                    out,
+                )
+                .await?
             }
             DeadCommand::Show { id, body } => show(&mut api, id, body, out, true).await?,
             DeadCommand::Requeue { filter } => {
@@ -621,16 +635,20 @@ pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
                 report(&r, "requeued", out)?;
             }
             DeadCommand::Delete { filter, yes } => {
-                let mut f = filter.filter();
-                f.place = Place::Dead as i32;
-                delete(&mut api, f, yes, out).await?
+                delete(&mut api, filter.in_place(Place::Dead), yes, out).await?
             }
         },
         QueueCommand::Quarantine { command } => match command {
             QuarantineCommand::List { filter } => {
-                let mut f = filter.filter();
-                f.place = Place::Quarantine as i32;
-                list(&mut api, f, 1000, None, true, out).await?
+                list(
+                    &mut api,
+                    filter.in_place(Place::Quarantine),
+                    1000,
+                    None,
+                    true,
+                    out,
+                )
+                .await?
             }
             QuarantineCommand::Show { id, body } => show(&mut api, id, body, out, false).await?,
             QuarantineCommand::Release { filter } => {
@@ -644,9 +662,7 @@ pub(crate) async fn run(args: QueueArgs) -> anyhow::Result<()> {
                 report(&r, "released", out)?;
             }
             QuarantineCommand::Delete { filter, yes } => {
-                let mut f = filter.filter();
-                f.place = Place::Quarantine as i32;
-                delete(&mut api, f, yes, out).await?
+                delete(&mut api, filter.in_place(Place::Quarantine), yes, out).await?
             }
         },
     }
