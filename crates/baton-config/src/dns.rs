@@ -146,6 +146,7 @@ mod tests {
             ehlo_name: "mta.example.net".into(),
             source_address: addr.map(Into::into),
             weight: 1,
+            warmup: None,
         }
     }
 

@@ -490,6 +490,7 @@ mod tests {
                 ehlo_name: "out.example".into(),
                 source_address: "192.0.2.7".into(),
                 weight: 3,
+                warmup: None,
             }],
             ..Default::default()
         }

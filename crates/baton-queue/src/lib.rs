@@ -52,6 +52,18 @@ pub const PROCESS_BUCKET: &str = "baton-processes";
 pub const HOLD_BUCKET: &str = "baton-holds";
 /// KV bucket of the EventSinks' delivery records ([`sinks`]).
 pub const SINK_STATUS_BUCKET: &str = "baton-sink-status";
+/// KV bucket of the cluster-wide limits (`baton_limits`): inbound budgets and AUTH lockouts
+/// (keys under [`LIMITS_INBOUND_PREFIX`]), and each pool's outbound shaping (keys under
+/// [`limits_outbound_prefix`]). Entries expire after [`LIMITS_MAX_AGE`].
+pub const LIMITS_BUCKET: &str = "baton-limits";
+/// How long a limits entry lives: past the longest window (a day) with margin.
+pub const LIMITS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(26 * 3600);
+/// Key prefix of the ingress's entries in [`LIMITS_BUCKET`].
+pub const LIMITS_INBOUND_PREFIX: &str = "in";
+/// Key prefix of pool `pool`'s outbound entries in [`LIMITS_BUCKET`] (`out.<pool>`).
+pub fn limits_outbound_prefix(pool: &str) -> String {
+    format!("out.{pool}")
+}
 /// Key of the snapshot inside [`CONFIG_BUCKET`].
 pub const CONFIG_KEY: &str = "relay-config";
 /// Key of the recorded [`StreamSettings`] (`baton.v1.QueueSettings`) inside [`CONFIG_BUCKET`].

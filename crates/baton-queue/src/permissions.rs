@@ -6,11 +6,13 @@
 //!   (quarantined mail to `baton.quarantine.<pool>`)
 //!   and large bodies to the Object Store; read the config snapshot and the suppression lists,
 //!   and add suppressions from reports received at a return path;
-//!   read the stream settings it verifies. It cannot consume, acknowledge, delete, publish to a
-//!   retry lane or write the configuration.
+//!   read the stream settings it verifies; read the limits bucket and write its inbound
+//!   entries (`baton-limits`, keys `in.>`: shared budgets and AUTH lockouts). It cannot
+//!   consume, acknowledge, delete, publish to a retry lane or write the configuration.
 //! - **worker of pool P** (`baton-worker-<P>`): consume and acknowledge P's lanes only
 //!   (`P-new`, `P-retry-<i>`), publish P's retry tiers and P's fresh lane (DSNs, delay
-//!   notices), read and delete large bodies, add suppressions, read the snapshot.
+//!   notices), read and delete large bodies, add suppressions, read the snapshot; read the
+//!   limits bucket and write P's outbound entries (keys `out.<P>.>`).
 //! - **admin** (`baton-admin`): the operator, `baton config apply` and the `baton
 //!   suppression` CLI: provision Baton's streams, buckets and lane consumers, write the
 //!   snapshot and the suppression lists, read consumer state; and the operations API (`baton
@@ -32,8 +34,8 @@ use std::fmt::Write as _;
 
 use crate::LaneKind;
 use crate::{
-    BODY_BUCKET, CONFIG_BUCKET, HOLD_BUCKET, PROCESS_BUCKET, SINK_STATUS_BUCKET, STREAM,
-    SUPPRESSION_BUCKET, consumer_name,
+    BODY_BUCKET, CONFIG_BUCKET, HOLD_BUCKET, LIMITS_BUCKET, PROCESS_BUCKET, SINK_STATUS_BUCKET,
+    STREAM, SUPPRESSION_BUCKET, consumer_name,
 };
 
 /// A Baton role towards NATS.
@@ -98,6 +100,7 @@ impl Role {
             kv(SUPPRESSION_BUCKET),
             kv(HOLD_BUCKET),
             kv(PROCESS_BUCKET),
+            kv(LIMITS_BUCKET),
         ] {
             publish.push(api(&format!("STREAM.INFO.{stream}")));
         }
@@ -123,6 +126,12 @@ impl Role {
                 publish.push("baton.index.msgid.*".to_owned());
                 // Its beats in the process registry.
                 publish.push(format!("$KV.{PROCESS_BUCKET}.ingress.*"));
+                // Inbound budgets and AUTH lockouts shared by every ingress pod.
+                read_bucket(&mut publish, &kv(LIMITS_BUCKET));
+                publish.push(format!(
+                    "$KV.{LIMITS_BUCKET}.{}.>",
+                    crate::LIMITS_INBOUND_PREFIX
+                ));
                 publish.extend([
                     format!("$O.{BODY_BUCKET}.C.>"),
                     format!("$O.{BODY_BUCKET}.M.>"),
@@ -140,6 +149,12 @@ impl Role {
                 publish.push(crate::held_subject(pool));
                 read_bucket(&mut publish, &kv(HOLD_BUCKET));
                 publish.push(format!("$KV.{PROCESS_BUCKET}.worker-{pool}.*"));
+                // The pool's outbound shaping, shared by its workers.
+                read_bucket(&mut publish, &kv(LIMITS_BUCKET));
+                publish.push(format!(
+                    "$KV.{LIMITS_BUCKET}.{}.>",
+                    crate::limits_outbound_prefix(pool)
+                ));
                 let lanes =
                     |n: u32| std::iter::once(LaneKind::New).chain((0..n).map(LaneKind::Retry));
                 for lane in lanes(*tiers) {
@@ -176,6 +191,7 @@ impl Role {
                     kv(HOLD_BUCKET),
                     kv(PROCESS_BUCKET),
                     kv(SINK_STATUS_BUCKET),
+                    kv(LIMITS_BUCKET),
                     crate::events::EVENT_STREAM.to_owned(),
                 ] {
                     publish.extend([

@@ -310,6 +310,13 @@ impl Provisioner {
             Some(crate::processes::FORGET_AFTER),
         )
         .await?;
+        // Cluster-wide limits: the longest window is a day.
+        self.ensure_kv(
+            crate::LIMITS_BUCKET,
+            "Baton cluster-wide limits",
+            Some(crate::LIMITS_MAX_AGE),
+        )
+        .await?;
         // A sink's record outlives a dispatcher restart; a removed sink's is forgotten.
         self.ensure_kv(
             crate::SINK_STATUS_BUCKET,

@@ -332,7 +332,20 @@ fn validated_entry(
             .map_err(|(field, m)| note(invalid(&field, m)))
             .ok()
     });
+    let client_rates =
+        super::limits::client_rates(spec.limits.per_client.as_ref(), "spec.limits.perClient")
+            .map_err(|(field, m)| note(invalid(&field, m)))
+            .ok()
+            .flatten();
+    let spike = super::limits::spike(spec.limits.spike.as_ref())
+        .map_err(|(field, m)| note(invalid(&field, m)))
+        .ok()
+        .flatten();
     let entry = pb::RelayDomain {
+        rates: super::limits::domain_rates(&spec.limits),
+        credential_rates: super::limits::rates(spec.limits.per_credential.as_ref()),
+        client_rates,
+        spike,
         headers,
         name: key.to_owned(),
         domain: spec.domain.clone(),

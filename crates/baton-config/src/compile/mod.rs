@@ -33,6 +33,7 @@
 mod dkim;
 mod domain;
 mod filter;
+mod limits;
 mod pool;
 mod return_path;
 mod secrets;

@@ -85,7 +85,17 @@ pub(crate) fn compile_pool(
     };
     let content_filters = super::filter::compile_filters(spec)
         .map_err(|(field, message)| invalid(&field, message))?;
+    let problem = |(field, message): super::limits::Problem| invalid(&field, message);
+    let inbound_limits = super::limits::inbound(spec.inbound_limits.as_ref()).map_err(problem)?;
+    let deny = super::limits::deny(spec.deny.as_ref()).map_err(problem)?;
+    let destinations =
+        super::limits::destinations(limits.destinations.as_ref()).map_err(problem)?;
+    let throttle = super::limits::throttle(&limits.throttle).map_err(problem)?;
     Ok(pb::SendingPool {
+        inbound_limits,
+        deny,
+        destinations,
+        throttle: Some(throttle),
         content_filters,
         name: name.to_owned(),
         ehlo_name,
@@ -215,10 +225,13 @@ fn compile_egress(e: &EgressSpec, pool: &str, i: usize) -> Result<pb::Egress, In
             })?
             .to_string(),
     };
+    let warmup = super::limits::warmup(e.warmup.as_ref(), &format!("spec.egress[{i}]"))
+        .map_err(|(f, m)| invalid(&f, m))?;
     Ok(pb::Egress {
         ehlo_name: e.ehlo_name.clone(),
         source_address,
         weight: e.weight,
+        warmup,
     })
 }
 

@@ -362,9 +362,38 @@ pub struct DomainLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::size_quantity_schema")]
     pub max_message_size: Option<Quantity>,
-    /// Messages accepted per minute, per ingress pod. 0: unlimited.
+    /// Messages accepted per minute for the whole RelayDomain, counted across every ingress
+    /// pod (before issue 18: per pod). 0: unlimited (or the pool's `inboundLimits`).
     #[serde(default)]
     pub messages_per_minute: u32,
+    /// Messages per hour for the whole RelayDomain, across every ingress pod. 0: unlimited.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub messages_per_hour: u32,
+    /// Messages per day (UTC) for the whole RelayDomain, across every ingress pod.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub messages_per_day: u32,
+    /// Recipients per minute for the whole RelayDomain (`452 4.5.3` at RCPT TO).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recipients_per_minute: u32,
+    /// Recipients per hour for the whole RelayDomain.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recipients_per_hour: u32,
+    /// Recipients per day (UTC) for the whole RelayDomain.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recipients_per_day: u32,
+    /// Budgets of each SMTP credential of this RelayDomain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_credential: Option<super::limits::RateSpec>,
+    /// Budgets of each client network sending as this RelayDomain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_client: Option<super::limits::ClientRateSpec>,
+    /// Spike detection per SMTP credential. Omitted: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spike: Option<super::limits::SpikeSpec>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Observed state of a RelayDomain, written by the operator.

@@ -13,6 +13,8 @@ mod domain;
 #[allow(unreachable_pub)]
 mod filter;
 #[allow(unreachable_pub)]
+mod limits;
+#[allow(unreachable_pub)]
 mod pool;
 mod schema;
 #[allow(unreachable_pub)]
@@ -27,10 +29,14 @@ pub use filter::{
     ClamdFilterSpec, ContentFilterSpec, FailureMode, GrpcFilterSpec, HeaderFieldSpec,
     HeaderPolicySpec, RspamdFilterSpec, Treatment,
 };
+pub use limits::{
+    ClientRateSpec, DenySpec, DestinationLimitsSpec, DestinationOverrideSpec, RateSpec,
+    SpikeAction, SpikeSpec, ThrottleSpec, WarmupSpec,
+};
 pub use pool::{
-    AddressLiterals, AutoscalingSpec, DeliveryMode, DeliverySpec, EgressSpec, MAX_RETRY_TIERS,
-    PoolLimits, RetrySpec, SendingPool, SendingPoolSpec, SendingPoolStatus, SmarthostSpec,
-    TlsPolicy, TlsSpec, WorkersSpec,
+    AddressLiterals, AutoscalingSpec, DeliveryMode, DeliverySpec, EgressSpec, InboundLimitsSpec,
+    MAX_RETRY_TIERS, PoolLimits, RetrySpec, SendingPool, SendingPoolSpec, SendingPoolStatus,
+    SmarthostSpec, TlsPolicy, TlsSpec, WorkersSpec,
 };
 pub use sink::{EVENT_TYPES, EventSink, EventSinkSpec, EventSinkStatus};
 

@@ -115,6 +115,30 @@ pub struct SendingPoolSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub content_filters: Vec<super::filter::ContentFilterSpec>,
+    /// Inbound budgets for every RelayDomain of this pool, counted across all ingress pods: the
+    /// default where a RelayDomain sets none, and the ceiling where it sets a higher one (the
+    /// lower non-zero value wins). Same fields as RelayDomain `spec.limits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_limits: Option<InboundLimitsSpec>,
+    /// Client networks, senders and recipient domains refused for every RelayDomain of this
+    /// pool (`550 5.7.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<super::limits::DenySpec>,
+}
+
+/// A pool's inbound budgets for its RelayDomains (README "Limits").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboundLimitsSpec {
+    /// Per RelayDomain (all its senders together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_domain: Option<super::limits::RateSpec>,
+    /// Per SMTP credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_credential: Option<super::limits::RateSpec>,
+    /// Per client network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_client: Option<super::limits::ClientRateSpec>,
 }
 
 /// Delivery worker Deployment settings.
@@ -325,6 +349,9 @@ pub struct EgressSpec {
     #[serde(default = "one_u32")]
     #[schemars(range(min = 1))]
     pub weight: u32,
+    /// IP warm-up: a daily volume schedule for a new address. Omitted: no daily limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<super::limits::WarmupSpec>,
 }
 
 /// Outbound TLS settings.
@@ -342,7 +369,7 @@ pub struct TlsSpec {
     pub ca_bundle_secret_ref: Option<NamespacedSecretRef>,
 }
 
-/// Per-destination concurrency limits of a pool.
+/// Per-destination limits of a pool: per worker, and shared by all its workers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolLimits {
@@ -354,6 +381,13 @@ pub struct PoolLimits {
     #[serde(default = "default_max_messages")]
     #[schemars(range(min = 1))]
     pub max_messages_per_connection: u32,
+    /// Connections and messages per minute per destination site across all the pool's workers
+    /// (counted in NATS). Omitted: none beyond the per-worker cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<super::limits::DestinationLimitsSpec>,
+    /// Back-off of a destination that answers `421` or a rate-limit reply.
+    #[serde(default)]
+    pub throttle: super::limits::ThrottleSpec,
 }
 
 impl Default for PoolLimits {
@@ -361,6 +395,8 @@ impl Default for PoolLimits {
         Self {
             max_connections_per_destination: default_max_connections(),
             max_messages_per_connection: default_max_messages(),
+            destinations: None,
+            throttle: super::limits::ThrottleSpec::default(),
         }
     }
 }

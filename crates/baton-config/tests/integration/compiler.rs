@@ -184,6 +184,110 @@ fn fields_are_compiled() {
 }
 
 #[test]
+fn limits_are_compiled() {
+    let pool = "apiVersion: baton.dev/v1alpha1\nkind: SendingPool\nmetadata: {name: out}\nspec:\n\
+                \x20 egress: [{ehloName: mta1.example.net, warmup: {start: '2026-12-01', \
+                dailyLimits: [50, 100]}}]\n\
+                \x20 inboundLimits: {perDomain: {messagesPerHour: 1000}, \
+                perClient: {messagesPerMinute: 30, ipv6PrefixLength: 56}}\n\
+                \x20 deny: {clientNetworks: [192.0.2.7, '10.9.0.0/16'], senders: ['*@Spam.example'], \
+                recipientDomains: ['*.blocked.example']}\n\
+                \x20 limits: {destinations: {maxConnections: 10, messagesPerMinute: 600, \
+                overrides: [{destination: google.com, maxConnections: 4}]}, \
+                throttle: {backoff: 30s, maxBackoff: 10m}}\n";
+    let rd = domain(
+        "d",
+        "ns",
+        "{domain: example.org, pool: out, limits: {messagesPerMinute: 60, recipientsPerDay: 9000, \
+          perCredential: {messagesPerMinute: 10}, perClient: {messagesPerDay: 500}, \
+          spike: {action: Hold}}}",
+    );
+    let compiled = compile_yaml(&format!("{pool}{rd}"));
+    let p = &compiled.config.pools[0];
+    let warmup = p.egress[0]
+        .warmup
+        .as_ref()
+        .map(|w| (w.start_day, w.daily_limits.clone()));
+    assert_eq!(warmup, Some((20_788, vec![50, 100])));
+    let inbound = p.inbound_limits.unwrap_or_default();
+    assert_eq!(inbound.per_domain.map(|r| r.messages_per_hour), Some(1_000));
+    assert_eq!(
+        inbound.per_client.map(|c| (
+            c.messages_per_minute,
+            c.ipv4_prefix_length,
+            c.ipv6_prefix_length
+        )),
+        Some((30, 32, 56))
+    );
+    let deny = p.deny.clone().unwrap_or_default();
+    assert_eq!(deny.client_networks, ["192.0.2.7/32", "10.9.0.0/16"]);
+    assert_eq!(deny.senders, ["*@spam.example"]);
+    assert_eq!(deny.recipient_domains, ["*.blocked.example"]);
+    let dest = p.destinations.clone().unwrap_or_default();
+    assert_eq!((dest.max_connections, dest.messages_per_minute), (10, 600));
+    assert_eq!(dest.overrides[0].destination, "google.com");
+    assert_eq!(
+        p.throttle.as_ref().map(|t| (t.initial_secs, t.max_secs)),
+        Some((30, 600))
+    );
+    let d = &compiled.config.domains[0];
+    assert!(d.ready);
+    let rates = d.rates.unwrap_or_default();
+    assert_eq!(
+        (rates.messages_per_minute, rates.recipients_per_day),
+        (60, 9_000)
+    );
+    assert_eq!(
+        d.credential_rates.as_ref().map(|r| r.messages_per_minute),
+        Some(10)
+    );
+    assert_eq!(
+        d.client_rates
+            .as_ref()
+            .map(|r| (r.messages_per_day, r.ipv4_prefix_length)),
+        Some((500, 32))
+    );
+    assert_eq!(
+        d.spike
+            .as_ref()
+            .map(|s| (s.action, s.factor, s.minimum_per_hour)),
+        Some((baton_proto::v1::SpikeAction::Hold as i32, 10, 100))
+    );
+}
+
+#[test]
+fn invalid_limits_are_refused_with_their_field() {
+    for (spec, field) in [
+        (
+            "deny: {clientNetworks: [not-a-net]}",
+            "spec.deny.clientNetworks[0]",
+        ),
+        (
+            "deny: {senders: ['a*b@example.com']}",
+            "spec.deny.senders[0]",
+        ),
+        (
+            "limits: {throttle: {backoff: 10m, maxBackoff: 1m}}",
+            "spec.limits.throttle.maxBackoff",
+        ),
+        (
+            "egress: [{ehloName: a.example, warmup: {start: '2026-02-30', dailyLimits: [1]}}]",
+            "spec.egress[0].warmup.start",
+        ),
+    ] {
+        let pool = format!(
+            "apiVersion: baton.dev/v1alpha1\nkind: SendingPool\nmetadata: {{name: out}}\nspec: {{{spec}}}\n"
+        );
+        let err = compile_yaml(&pool)
+            .ensure_valid()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains(field), "{spec}: {err}");
+    }
+}
+
+#[test]
 fn missing_pool_makes_the_domain_not_ready() {
     let yaml = format!(
         "{POOL}{}",

@@ -360,7 +360,8 @@ pub struct RelayDomain {
     /// Largest message accepted, bytes (0 = the listener default).
     #[prost(uint64, tag = "8")]
     pub max_message_size: u64,
-    /// Inbound rate limit per ingress pod (0 = unlimited).
+    /// `spec.limits.messagesPerMinute` as written (0 = unlimited). Since issue 18 the ingress
+    /// counts it across every pod, as `rates.messages_per_minute`.
     #[prost(uint32, tag = "9")]
     pub messages_per_minute: u32,
     /// Whether the RelayDomain is usable; when false mail for it is refused with 451 4.7.5.
@@ -391,6 +392,126 @@ pub struct RelayDomain {
     /// filters, Baton's trace header and DKIM signing. Unset: headers are kept as sent.
     #[prost(message, optional, tag = "17")]
     pub headers: ::core::option::Option<HeaderPolicy>,
+    /// Budgets of the whole RelayDomain across every ingress pod (`spec.limits`), as written;
+    /// the ingress combines them with the pool's `inbound_limits` (the lower non-zero wins).
+    #[prost(message, optional, tag = "18")]
+    pub rates: ::core::option::Option<RateLimits>,
+    /// Budgets of each SMTP credential of the RelayDomain.
+    #[prost(message, optional, tag = "19")]
+    pub credential_rates: ::core::option::Option<RateLimits>,
+    /// Budgets of each client network sending as the RelayDomain.
+    #[prost(message, optional, tag = "20")]
+    pub client_rates: ::core::option::Option<ClientRateLimits>,
+    /// Spike detection per SMTP credential. Unset: none.
+    #[prost(message, optional, tag = "21")]
+    pub spike: ::core::option::Option<SpikePolicy>,
+}
+/// Budgets per fixed UTC window, counted across every ingress pod in the `baton-limits` KV
+/// bucket. 0: no limit. Messages count at MAIL FROM, recipients at RCPT TO.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RateLimits {
+    #[prost(uint32, tag = "1")]
+    pub messages_per_minute: u32,
+    #[prost(uint32, tag = "2")]
+    pub messages_per_hour: u32,
+    #[prost(uint32, tag = "3")]
+    pub messages_per_day: u32,
+    #[prost(uint32, tag = "4")]
+    pub recipients_per_minute: u32,
+    #[prost(uint32, tag = "5")]
+    pub recipients_per_hour: u32,
+    #[prost(uint32, tag = "6")]
+    pub recipients_per_day: u32,
+}
+/// Message budgets per client network.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ClientRateLimits {
+    #[prost(uint32, tag = "1")]
+    pub messages_per_minute: u32,
+    #[prost(uint32, tag = "2")]
+    pub messages_per_hour: u32,
+    #[prost(uint32, tag = "3")]
+    pub messages_per_day: u32,
+    /// Prefix lengths that group client addresses into one client (defaults 32 and 64).
+    #[prost(uint32, tag = "4")]
+    pub ipv4_prefix_length: u32,
+    #[prost(uint32, tag = "5")]
+    pub ipv6_prefix_length: u32,
+}
+/// A pool's inbound budgets for its RelayDomains: defaults and ceilings.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InboundLimits {
+    #[prost(message, optional, tag = "1")]
+    pub per_domain: ::core::option::Option<RateLimits>,
+    #[prost(message, optional, tag = "2")]
+    pub per_credential: ::core::option::Option<RateLimits>,
+    #[prost(message, optional, tag = "3")]
+    pub per_client: ::core::option::Option<ClientRateLimits>,
+}
+/// Spike detection: this hour's messages of a credential against the mean hourly count of the
+/// previous 24 hours.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SpikePolicy {
+    #[prost(enumeration = "SpikeAction", tag = "1")]
+    pub action: i32,
+    #[prost(uint32, tag = "2")]
+    pub factor: u32,
+    #[prost(uint32, tag = "3")]
+    pub minimum_per_hour: u32,
+}
+/// A pool's deny lists (`spec.deny`), refused with 550 5.7.1.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DenyList {
+    /// CIDR networks, refused at MAIL FROM.
+    #[prost(string, repeated, tag = "1")]
+    pub client_networks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Sender patterns (`user@example.com`, `*@example.com`, `*@*.example.com`), refused at MAIL.
+    #[prost(string, repeated, tag = "2")]
+    pub senders: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Recipient domains (`example.net`, `*.example.net`), refused at RCPT TO.
+    #[prost(string, repeated, tag = "3")]
+    pub recipient_domains: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Outbound shaping shared by every worker of a pool, per destination site.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DestinationLimits {
+    /// Concurrent connections per site across the pool (0: only the per-worker cap).
+    #[prost(uint32, tag = "1")]
+    pub max_connections: u32,
+    /// Messages per minute per site across the pool (0: none).
+    #[prost(uint32, tag = "2")]
+    pub messages_per_minute: u32,
+    /// Per-site or per-recipient-domain limits; first match wins.
+    #[prost(message, repeated, tag = "3")]
+    pub overrides: ::prost::alloc::vec::Vec<DestinationOverride>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DestinationOverride {
+    /// A site or recipient domain, lower-case; `*.example.org` matches its subdomains.
+    #[prost(string, tag = "1")]
+    pub destination: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub max_connections: u32,
+    #[prost(uint32, tag = "3")]
+    pub messages_per_minute: u32,
+}
+/// Back-off of a destination that answered 421 or a rate-limit reply.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ThrottleBackoff {
+    #[prost(uint64, tag = "1")]
+    pub initial_secs: u64,
+    #[prost(uint64, tag = "2")]
+    pub max_secs: u64,
+}
+/// An egress identity's IP warm-up schedule.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Warmup {
+    /// First day of the schedule, days since 1970-01-01 (UTC).
+    #[prost(int64, tag = "1")]
+    pub start_day: i64,
+    /// Messages per day, one entry per day from start_day; unlimited after the last.
+    #[prost(uint32, repeated, tag = "2")]
+    pub daily_limits: ::prost::alloc::vec::Vec<u32>,
 }
 /// Which header fields leave the cluster: removals first, then additions.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -562,6 +683,18 @@ pub struct SendingPool {
     /// scanned by them, in order, at the end of DATA (before DKIM signing and the hand-off).
     #[prost(message, repeated, tag = "16")]
     pub content_filters: ::prost::alloc::vec::Vec<ContentFilter>,
+    /// Inbound budgets for the pool's RelayDomains (`spec.inboundLimits`). Unset: none.
+    #[prost(message, optional, tag = "17")]
+    pub inbound_limits: ::core::option::Option<InboundLimits>,
+    /// Deny lists (`spec.deny`). Unset: none.
+    #[prost(message, optional, tag = "18")]
+    pub deny: ::core::option::Option<DenyList>,
+    /// Outbound shaping across the pool's workers (`spec.limits.destinations`). Unset: none.
+    #[prost(message, optional, tag = "19")]
+    pub destinations: ::core::option::Option<DestinationLimits>,
+    /// Back-off after throttling replies (`spec.limits.throttle`).
+    #[prost(message, optional, tag = "20")]
+    pub throttle: ::core::option::Option<ThrottleBackoff>,
 }
 /// One content filter of a pool (see `crates/baton-filter`).
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -682,6 +815,9 @@ pub struct Egress {
     pub source_address: ::prost::alloc::string::String,
     #[prost(uint32, tag = "3")]
     pub weight: u32,
+    /// Daily volume schedule of a new address. Unset: no daily limit.
+    #[prost(message, optional, tag = "4")]
+    pub warmup: ::core::option::Option<Warmup>,
 }
 /// How the JetStream objects (the BATON_QUEUE stream, its lane consumers, the baton-config and
 /// baton-bodies buckets) are provisioned. Decided by one owner — the operator in Kubernetes,
@@ -710,6 +846,35 @@ pub struct QueueSettings {
     /// Who recorded these settings: "operator", "config-apply" or "dev".
     #[prost(string, tag = "7")]
     pub owner: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum SpikeAction {
+    Alert = 0,
+    Throttle = 1,
+    Hold = 2,
+}
+impl SpikeAction {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Alert => "SPIKE_ACTION_ALERT",
+            Self::Throttle => "SPIKE_ACTION_THROTTLE",
+            Self::Hold => "SPIKE_ACTION_HOLD",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SPIKE_ACTION_ALERT" => Some(Self::Alert),
+            "SPIKE_ACTION_THROTTLE" => Some(Self::Throttle),
+            "SPIKE_ACTION_HOLD" => Some(Self::Hold),
+            _ => None,
+        }
+    }
 }
 /// What happens to mail for a suppressed recipient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
