@@ -5,6 +5,8 @@
 //! has no signature download here, so this is how its own tests load one). Each runs in its
 //! own process group in a scratch directory and is stopped with its group when dropped.
 //! Readiness is a bounded poll on a ping (rspamd `GET /ping`, clamd `zPING`), never a sleep.
+//! [`grpc_filter`] runs the Python grpcio `baton.v1.Filter` service of `crates/baton-filter`'s
+//! tests the same way (ready when it prints its port).
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
@@ -239,4 +241,78 @@ pub async fn clamd() -> anyhow::Result<Scanner> {
     }
     .logs();
     bail!("clamd did not become ready:\n{logs}")
+}
+
+/// Where `scripts/setup` installs grpcio and grpcio-tools for the Debian interpreter.
+pub const PYTHON_DIR: &str = "/usr/local/lib/baton-python";
+
+/// Starts the Python `baton.v1.Filter` service that `crates/baton-filter`'s own tests run
+/// (`crates/baton-filter/tests/tools/filter_server.py`, grpcio): it compiles
+/// `proto/baton/v1/filter.proto` with grpcio-tools into its scratch directory at start, binds a
+/// loopback port itself (port 0: no window between choosing the port and binding it) and prints
+/// `PORT <n>` once it serves; readiness is that line (bounded by [`READY`]). Its verdicts are
+/// chosen by markers in the message (`BATON-TEST-REJECT`, `BATON-TEST-TEMPFAIL`,
+/// `BATON-TEST-QUARANTINE`, …); anything else is accepted with `X-Filter-Checked` (an echo of
+/// the request's context) added and `X-Internal-Route` removed. The address is
+/// `http://127.0.0.1:<port>`; [`Scanner::stop`] stops it (its port is closed afterwards).
+pub async fn grpc_filter() -> anyhow::Result<Scanner> {
+    use std::io::BufRead as _;
+    if !Path::new("/usr/bin/python3").exists() {
+        bail!("/usr/bin/python3 not found: install python3 (scripts/setup does)");
+    }
+    let dir = TempDir::new("baton-grpc-filter")?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = Command::new("/usr/bin/python3");
+    command
+        .env("PYTHONPATH", PYTHON_DIR)
+        .env("PYTHONUNBUFFERED", "1")
+        .arg(root.join("crates/baton-filter/tests/tools/filter_server.py"))
+        .arg("--proto-root")
+        .arg(root.join("proto"))
+        .arg("--out")
+        .arg(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.0.join("filter.log"))?)
+        .process_group(0);
+    let child = command
+        .spawn()
+        .with_context(|| format!("spawn {command:?}"))?;
+    let mut proc = ProcGroup(Proc {
+        child,
+        name: "filter_server.py".into(),
+    });
+    let stdout = proc.0.child.stdout.take().context("no stdout")?;
+    // The first line is `PORT <n>` once it serves (EOF if it fails to start).
+    let line = tokio::time::timeout(
+        READY,
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            line
+        }),
+    )
+    .await;
+    let port = match line {
+        Ok(Ok(line)) => line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse::<u16>().ok()),
+        _ => None,
+    };
+    let mut scanner = Scanner {
+        address: String::new(),
+        proc: Some(proc),
+        dir,
+    };
+    let Some(port) = port else {
+        scanner.stop();
+        bail!(
+            "filter_server.py did not start (scripts/setup installs grpcio and grpcio-tools into \
+             {PYTHON_DIR}):\n{}",
+            scanner.logs()
+        );
+    };
+    scanner.address = format!("http://127.0.0.1:{port}");
+    Ok(scanner)
 }

@@ -15,6 +15,7 @@ mod cluster_scale_out;
 mod cluster_worker_kill9;
 mod config_rejected;
 mod content_filter;
+mod content_filter_grpc;
 mod dashboard_prometheus;
 mod dead_letters;
 mod delivery_address_policy;
