@@ -38,6 +38,10 @@ pub const SIGNED_HEADERS: &[&str] = &[
     "Reply-To",
     "In-Reply-To",
     "References",
+    // RFC 8058: a one-click unsubscribe must be covered by the signature (receivers such as
+    // Gmail and Yahoo ignore it otherwise); over-signed when absent, so it cannot be added later.
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
 ];
 
 /// Why a RelayDomain's mail cannot be signed.
@@ -182,10 +186,27 @@ impl DomainSigner {
                 selector: key.selector.clone(),
                 reason: e.to_string(),
             })?;
-            out.extend_from_slice(signature.to_header().as_bytes());
+            out.extend_from_slice(unfold_final_semicolon(signature.to_header()).as_bytes());
         }
         Ok(out)
     }
+}
+
+/// `mail-auth` (0.13) folds its header at 76 columns and, when the `b=` value ends exactly
+/// there, puts the closing `;` on a continuation line of its own (`b=…==\r\n\t;`). RFC 6376
+/// §3.7 has the verifier delete the `b=` value "including all surrounding whitespace", but
+/// dkimpy (and other verifiers) keep that folding whitespace, hash `b= ;` instead of the `b=;`
+/// that was signed, and fail the signature. Joining the `;` to the previous line removes the
+/// ambiguity; the signed form (`b=;`) does not change.
+fn unfold_final_semicolon(mut header: String) -> String {
+    for fold in ["\r\n\t;\r\n", "\r\n ;\r\n"] {
+        if header.ends_with(fold) {
+            header.truncate(header.len() - fold.len());
+            header.push_str(";\r\n");
+            break;
+        }
+    }
+    header
 }
 
 /// The DKIM signers of one config snapshot, by RelayDomain name (`namespace/name`).
@@ -375,6 +396,58 @@ Subject: hello\r\n  folded subject line\r\nDate: Tue, 03 Mar 2026 14:05:09 +0000
 Message-ID: <1@example.com>\r\nMIME-Version: 1.0\r\n\
 Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
 Gr\xc3\xbc\xc3\x9fe  aus   K\xc3\xb6ln \r\n\r\n\r\n";
+
+    #[test]
+    fn a_lone_final_semicolon_is_joined_to_the_signature() {
+        assert_eq!(
+            unfold_final_semicolon("DKIM-Signature: a=1; b=AAAA==\r\n\t;\r\n".into()),
+            "DKIM-Signature: a=1; b=AAAA==;\r\n"
+        );
+        assert_eq!(
+            unfold_final_semicolon("DKIM-Signature: a=1; b=AA\r\n\tAA==;\r\n".into()),
+            "DKIM-Signature: a=1; b=AA\r\n\tAA==;\r\n"
+        );
+    }
+
+    /// Every subset of the signed headers present changes `h=` and so where the header folds;
+    /// no signature ends with a lone `;` line, and every one verifies.
+    #[tokio::test]
+    async fn signatures_verify_whatever_headers_are_present() {
+        let optional = [
+            "Cc: c@dest.test\r\n",
+            "Reply-To: r@example.com\r\n",
+            "In-Reply-To: <0@example.com>\r\n",
+            "References: <0@example.com>\r\n",
+            "List-Unsubscribe: <mailto:u@example.com>\r\n",
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            "MIME-Version: 1.0\r\n",
+            "Content-Type: text/plain\r\n",
+            "Date: Tue, 03 Mar 2026 14:05:09 +0000\r\n",
+            "Message-ID: <1@example.com>\r\n",
+        ];
+        let k = key("rsa1", "rsa-sha256", RSA_PEM, 0);
+        let signer = DomainSigner::new(&domain(vec![k.clone()])).unwrap();
+        for mask in 0u32..(1 << optional.len()) {
+            let mut msg = b"From: app@example.com\r\nTo: x@dest.test\r\nSubject: s\r\n".to_vec();
+            for (i, h) in optional.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    msg.extend_from_slice(h.as_bytes());
+                }
+            }
+            msg.extend_from_slice(b"\r\nbody\r\n");
+            let out = signed(&signer, &msg);
+            let head = String::from_utf8_lossy(&out[..out.len() - msg.len()]).into_owned();
+            assert!(
+                !head.contains("\r\n\t;") && !head.contains("\r\n ;"),
+                "{head}"
+            );
+            assert_eq!(
+                verify(&out, std::slice::from_ref(&k)).await,
+                vec![DkimResult::Pass],
+                "{head}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn rsa_and_ed25519_signatures_verify() {

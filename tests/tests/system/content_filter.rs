@@ -164,6 +164,20 @@ async fn scanners_refuse_spam_and_viruses_and_clean_mail_leaves_edited_and_signe
         verdicts.len() == 1 && verdicts[0].ok,
         "{verdicts:?}\n{text}"
     );
+    // RFC 8058: the List-Unsubscribe the header policy added is covered by the signature.
+    let signed_names = header(&m.body, "DKIM-Signature")
+        .and_then(|v| {
+            let v: String = v.split_whitespace().collect();
+            v.split("h=")
+                .nth(1)
+                .and_then(|h| h.split(';').next())
+                .map(str::to_ascii_lowercase)
+        })
+        .unwrap_or_default();
+    assert!(
+        signed_names.split(':').any(|n| n == "list-unsubscribe"),
+        "h= {signed_names}"
+    );
 
     let im = ing.metrics;
     for (series, want) in [
