@@ -44,6 +44,8 @@ pub(crate) struct Ctx {
     /// Cancelled on shutdown once every lane has stopped pulling (so no pull request of ours
     /// is still open on the server): messages still waiting for their due time are given back.
     pub(crate) release: CancellationToken,
+    /// Outbound shaping shared by the pool's workers ([`crate::shaping`]).
+    pub(crate) shaper: crate::shaping::Shaper,
 }
 
 /// A message's place in its lane's fetch window. Given back while the message waits for a busy
@@ -85,6 +87,14 @@ impl Ctx {
             .delivery_waiting_messages
             .with_label_values(&[&self.pool_name])
             .set(self.waiting.load(Ordering::Relaxed) as i64);
+    }
+
+    /// A shared limit was decided by its local fallback (NATS slow or unreachable).
+    pub(crate) fn count_limit_fallback(&self, limit: &str) {
+        self.metrics
+            .limit_fallback
+            .with_label_values(&["worker", limit])
+            .inc();
     }
 
     pub(crate) fn suspended_until(&self, dest: &str) -> Option<i64> {

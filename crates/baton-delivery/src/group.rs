@@ -1,26 +1,30 @@
 //! One destination group of a message — the recipients that share a destination (a domain,
-//! or the pool's smarthosts) and a sender — taken through the four steps of an attempt:
-//! **admit** (not suspended; a connection slot for the destination, or a deferral when it
-//! stays busy), **resolve** (the route: MX hosts, an address literal or smarthosts),
-//! **attempt** (the SMTP transaction over a reused or new connection) and **record** (upstream
-//! health, destination suspension, metrics). Each step is a function; the outcome per
-//! recipient comes back to `process`.
+//! or the pool's smarthosts) and a sender — taken through the steps of an attempt: **admit**
+//! (not suspended; a connection slot for the destination, or a deferral when it stays busy),
+//! **resolve** (the route: MX hosts, an address literal or smarthosts), **shape** (the
+//! pool-wide limits of the destination's site, `shaping`: held back without counting an
+//! attempt), **attempt** (the SMTP transaction over a reused or new connection) and
+//! **record** (upstream health, destination suspension, throttling back-off, metrics). Each
+//! step is a function; the outcome per recipient comes back to `process`.
 
 use std::time::Instant;
 
 use baton_core::destination::RefusedAddress;
 use baton_core::outcome::RecipientOutcome;
 use baton_core::routing::CongestionPolicy;
+use baton_core::routing::shaping::{ShapingReason, is_throttle};
 use baton_proto::v1::{BodyType, DsnRet, Envelope, Recipient};
 use baton_queue::QueuedMessage;
 use baton_smtp::catalogue;
 use baton_smtp_client::{Notify, OutgoingMessage, OutgoingRecipient};
 
 use crate::deliver::{GroupResult, SmtpConnector, deliver_group};
+use crate::plan::EgressIdentity;
 use crate::plan::PoolPlan;
-use crate::route::{Route, Target, pick_egress, route};
+use crate::route::{Route, Target, route};
+use crate::shaping::{self, Held};
 use crate::slots::{Grant, Slot};
-use crate::{Ctx, WindowPlace};
+use crate::{Ctx, WindowPlace, now_ms};
 
 /// One destination group of a message.
 pub(crate) struct Group<'m> {
@@ -38,20 +42,29 @@ pub(crate) struct Group<'m> {
 
 /// What one destination group came to.
 pub(crate) enum GroupPass {
-    /// Outcomes for the group's recipients, in the group's order.
-    Done(Vec<RecipientOutcome>),
+    /// Outcomes for the group's recipients, in the group's order, each with — for a deferral
+    /// by shaping that does not count as an attempt — when it wants to come back (ms).
+    Done(Vec<(RecipientOutcome, Option<i64>)>),
     /// The worker shut down while the group waited for a connection slot.
     ShutDown,
 }
 
 impl Group<'_> {
-    /// The same outcome for every recipient of the group.
+    /// The same outcome for every recipient of the group (counted as an attempt).
     fn all(&self, outcome: RecipientOutcome) -> GroupPass {
-        GroupPass::Done(vec![outcome; self.idx.len()])
+        GroupPass::Done(vec![(outcome, None); self.idx.len()])
+    }
+
+    /// Every recipient held back by shaping: deferred without counting an attempt.
+    fn held(&self, site: &str, held: Held) -> GroupPass {
+        let reply = shaping::reply(held.reason, site, held.want_ms);
+        let outcome = RecipientOutcome::deferred(reply, "");
+        GroupPass::Done(vec![(outcome, Some(held.want_ms)); self.idx.len()])
     }
 }
 
-/// Deliver one group: admit, resolve, attempt, record.
+/// Deliver one group: admit, resolve, shape (the pool's shared limits of the destination's
+/// site: back-off, connections, rate, warm-up — `shaping`), attempt, record.
 pub(crate) async fn deliver(
     ctx: &Ctx,
     pool: &PoolPlan,
@@ -66,14 +79,104 @@ pub(crate) async fn deliver(
         Ok(targets) => targets,
         Err(outcome) => return group.all(outcome),
     };
+    let site = shaping::site(pool, &targets);
+    if let Some(held) = backing_off(ctx, &site).await {
+        ctx.metrics
+            .destination_waits
+            .with_label_values(&[&pool.name, held.reason.as_str()])
+            .inc();
+        return group.held(&site, held);
+    }
     let _slot = match admit(ctx, pool, group, place, congestion).await {
         Admission::Slot(slot) => slot,
         Admission::Refused(outcome) => return group.all(outcome),
         Admission::ShutDown => return GroupPass::ShutDown,
     };
-    let result = attempt(ctx, pool, group, &targets).await;
-    record(ctx, pool, &group.dest, &result);
-    GroupPass::Done(result.attempts)
+    let first_retry_ms = i64::try_from(
+        pool.retry
+            .tiers()
+            .first()
+            .copied()
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    let limits = pool
+        .destination_limits
+        .for_destination(&site, &group.domain);
+    let shaped = shaping::admit(ctx, pool, &limits, place, congestion, first_retry_ms).await;
+    let (lease, egress) = match shaped {
+        shaping::Admitted::Go { lease, egress } => (lease, egress),
+        shaping::Admitted::Held(held) => return group.held(&site, held),
+        shaping::Admitted::ShutDown => return GroupPass::ShutDown,
+    };
+    // Throttled while this message waited: do not connect then.
+    if let Some(held) = backing_off(ctx, &site).await {
+        return group.held(&site, held);
+    }
+    // A connection holding a pool-wide lease is closed after its transaction (not kept idle).
+    let reuse = lease.is_none();
+    let result = attempt(ctx, pool, group, &targets, egress.as_ref(), reuse).await;
+    drop(lease);
+    recorded(ctx, pool, group, &site, result).await
+}
+
+/// Whether every worker of the pool backs off `site` after a throttling reply: until when.
+async fn backing_off(ctx: &Ctx, site: &str) -> Option<Held> {
+    let until = ctx.shaper.held_off(site, now_ms()).await?;
+    Some(Held {
+        reason: ShapingReason::Backoff,
+        want_ms: until.saturating_sub(now_ms()),
+    })
+}
+
+/// Record an attempt's result and turn it into the group's outcomes. A throttling reply
+/// holds the site off across the pool and its recipients are deferred without counting an
+/// attempt (and without counting towards the destination's suspension).
+async fn recorded(
+    ctx: &Ctx,
+    pool: &PoolPlan,
+    group: &Group<'_>,
+    site: &str,
+    result: GroupResult,
+) -> GroupPass {
+    let throttled = result
+        .attempts
+        .iter()
+        .any(|o| o.is_deferred() && is_throttle(&o.reply));
+    if !throttled {
+        if result.attempts.iter().any(RecipientOutcome::is_delivered) {
+            ctx.shaper.succeeded(site);
+        }
+        record(ctx, pool, &group.dest, &result, false);
+        return GroupPass::Done(result.attempts.into_iter().map(|o| (o, None)).collect());
+    }
+    let (delay, shared) = ctx.shaper.throttled(site, pool.backoff, now_ms()).await;
+    ctx.metrics
+        .destination_throttled
+        .with_label_values(&[&pool.name])
+        .inc();
+    if !shared {
+        ctx.count_limit_fallback("backoff");
+    }
+    tracing::info!(
+        queue_id = %group.qm.envelope.id,
+        pool = %pool.name,
+        destination = %group.dest,
+        site = %site,
+        backoff_ms = delay,
+        "destination throttled us; every worker of the pool backs off"
+    );
+    record(ctx, pool, &group.dest, &result, true);
+    let outcomes = result
+        .attempts
+        .into_iter()
+        .map(|o| {
+            let uncounted = (o.is_deferred() && is_throttle(&o.reply)).then_some(delay);
+            (o, uncounted)
+        })
+        .collect();
+    GroupPass::Done(outcomes)
 }
 
 /// A deferral while the destination is suspended after repeated failures.
@@ -160,13 +263,21 @@ async fn admit<'c>(
 }
 
 /// Attempt: one SMTP transaction for the group's recipients over the targets in order, under
-/// the worker-wide concurrency limit, with the pool's egress identity.
-async fn attempt(ctx: &Ctx, pool: &PoolPlan, group: &Group<'_>, targets: &[Target]) -> GroupResult {
+/// the worker-wide concurrency limit, with the chosen egress identity; `reuse`: the
+/// connection may be kept for another message.
+async fn attempt(
+    ctx: &Ctx,
+    pool: &PoolPlan,
+    group: &Group<'_>,
+    targets: &[Target],
+    egress: Option<&EgressIdentity>,
+    reuse: bool,
+) -> GroupResult {
     let env = &group.qm.envelope;
     let _global = ctx.delivery_slots.acquire().await;
     let mut cfg = ctx.client.clone();
     cfg.ehlo_name = pool.default_name(&ctx.client.ehlo_name).to_owned();
-    if let Some(e) = pick_egress(pool) {
+    if let Some(e) = egress {
         if let Some(name) = &e.ehlo_name {
             cfg.ehlo_name = name.clone();
         }
@@ -206,7 +317,11 @@ async fn attempt(ctx: &Ctx, pool: &PoolPlan, group: &Group<'_>, targets: &[Targe
         .delivery_connections_active
         .with_label_values(&[&pool.name]);
     active.inc();
-    let max_per_conn = pool.max_messages_per_connection;
+    let max_per_conn = if reuse {
+        pool.max_messages_per_connection
+    } else {
+        1
+    };
     let result = deliver_group(
         &SmtpConnector,
         &ctx.conns,
@@ -224,9 +339,9 @@ async fn attempt(ctx: &Ctx, pool: &PoolPlan, group: &Group<'_>, targets: &[Targe
     result
 }
 
-/// Record: smarthost health, the destination's failure count (suspension) and the attempt
-/// metric.
-fn record(ctx: &Ctx, pool: &PoolPlan, dest: &str, result: &GroupResult) {
+/// Record: smarthost health, the destination's failure count (suspension; not for a
+/// throttling reply, which backs off instead) and the attempt metric.
+fn record(ctx: &Ctx, pool: &PoolPlan, dest: &str, result: &GroupResult, throttled: bool) {
     for t in &result.failed_targets {
         if let Some(i) = t.upstream {
             ctx.record_upstream(pool, i, false);
@@ -235,7 +350,9 @@ fn record(ctx: &Ctx, pool: &PoolPlan, dest: &str, result: &GroupResult) {
     if let Some(i) = result.used.as_ref().and_then(|t| t.upstream) {
         ctx.record_upstream(pool, i, true);
     }
-    ctx.record_destination(dest, result.used.is_some());
+    if !throttled || result.used.is_some() {
+        ctx.record_destination(dest, result.used.is_some());
+    }
     let label = if result.used.is_some() {
         "connected"
     } else {

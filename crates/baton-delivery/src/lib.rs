@@ -9,7 +9,9 @@
 //! groups (`group`: admit, resolve, attempt, record) to its follow-ups; [`plan`] decides the
 //! pool's settings once per snapshot; [`route`] and [`resolve`] find targets (DNS behind the
 //! [`resolve::Resolve`] seam); `deliver` runs the SMTP transaction (connecting behind the
-//! [`Connector`] seam) and keeps connections; `slots` limits connections per destination;
+//! [`Connector`] seam) and keeps connections; `slots` limits connections per destination
+//! per worker; `shaping` (with `leases`) applies the limits shared by every worker of the pool
+//! per destination site (connections, messages per minute, throttling back-off, warm-up);
 //! `bounces` and `notice` own suppression, VERP and DSNs; `ctx` is the shared context and
 //! [`error`] the errors. `docs/architecture.md` shows where the worker sits.
 
@@ -19,11 +21,13 @@ mod deliver;
 pub mod error;
 mod group;
 mod held;
+mod leases;
 mod notice;
 pub mod plan;
 mod process;
 pub mod resolve;
 pub mod route;
+mod shaping;
 mod slots;
 pub mod worker;
 

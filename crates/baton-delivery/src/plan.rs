@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use baton_core::destination::DestinationPolicy;
 use baton_core::retry::RetrySchedule;
+use baton_core::routing::{BackoffPolicy, DestinationLimits, DestinationOverride, Warmup};
 use baton_proto::v1::{DeliveryMode, SendingPool, TlsPolicy};
 use baton_smtp_client::{ClientConfig, Credentials, TlsMode, TrustError};
 use rustls::RootCertStore;
@@ -202,6 +203,21 @@ pub struct EgressIdentity {
     pub ehlo_name: Option<String>,
     /// Local address outgoing connections bind to (`None`: any).
     pub source_address: Option<IpAddr>,
+    /// IP warm-up schedule (`None`: no daily limit).
+    pub warmup: Option<Warmup>,
+}
+
+impl EgressIdentity {
+    /// What the identity's warm-up budget is counted under (its address and name).
+    pub fn budget_scope(&self) -> String {
+        format!(
+            "{}|{}",
+            self.source_address
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            self.ehlo_name.as_deref().unwrap_or("")
+        )
+    }
 }
 
 /// Everything a worker needs to know about its pool, decided once per snapshot.
@@ -222,6 +238,31 @@ pub struct PoolPlan {
     pub max_messages_per_connection: u32,
     /// Retry tiers and maximum age.
     pub retry: RetrySchedule,
+    /// Connections and messages per minute per destination site across the pool's workers
+    /// (`spec.limits.destinations`; empty: none).
+    pub destination_limits: DestinationLimits,
+    /// Back-off after throttling replies (`spec.limits.throttle`).
+    pub backoff: BackoffPolicy,
+}
+
+/// The snapshot's destination limits, override destinations lower-cased.
+fn destination_limits(d: Option<&baton_proto::v1::DestinationLimits>) -> DestinationLimits {
+    let Some(d) = d else {
+        return DestinationLimits::default();
+    };
+    DestinationLimits {
+        max_connections: d.max_connections,
+        messages_per_minute: d.messages_per_minute,
+        overrides: d
+            .overrides
+            .iter()
+            .map(|o| DestinationOverride {
+                destination: o.destination.trim_end_matches('.').to_ascii_lowercase(),
+                max_connections: o.max_connections,
+                messages_per_minute: o.messages_per_minute,
+            })
+            .collect(),
+    }
 }
 
 /// A TLS policy of the snapshot: the STARTTLS mode and whether the certificate is verified.
@@ -374,6 +415,10 @@ impl PoolPlan {
                     weight: e.weight,
                     ehlo_name: (!e.ehlo_name.is_empty()).then(|| e.ehlo_name.clone()),
                     source_address,
+                    warmup: e.warmup.as_ref().map(|w| Warmup {
+                        start_day: w.start_day,
+                        daily_limits: w.daily_limits.clone(),
+                    }),
                 })
             })
             .collect::<Result<Vec<_>, PlanError>>()?;
@@ -404,6 +449,12 @@ impl PoolPlan {
             max_connections_per_destination: pool.max_connections_per_destination as usize,
             max_messages_per_connection: pool.max_messages_per_connection,
             retry,
+            destination_limits: destination_limits(pool.destinations.as_ref()),
+            backoff: pool
+                .throttle
+                .as_ref()
+                .map(|t| BackoffPolicy::from_secs(t.initial_secs, t.max_secs))
+                .unwrap_or_default(),
         })
     }
 
@@ -516,10 +567,54 @@ mod tests {
                 weight: 3,
                 ehlo_name: Some("out.example".into()),
                 source_address: Some("192.0.2.7".parse().unwrap()),
+                warmup: None,
             }]
         );
         assert!(!plan.is_smarthost() && plan.upstreams().is_empty());
         assert_eq!(plan.default_name("w.example"), "w.example");
+    }
+
+    #[test]
+    fn shared_destination_limits_throttle_and_warmup_are_planned() {
+        let plan = PoolPlan::compile(&direct()).unwrap();
+        assert!(plan.destination_limits.is_empty());
+        assert_eq!(plan.backoff, BackoffPolicy::default());
+        let mut pool = direct();
+        pool.destinations = Some(baton_proto::v1::DestinationLimits {
+            max_connections: 20,
+            messages_per_minute: 600,
+            overrides: vec![baton_proto::v1::DestinationOverride {
+                destination: "*.Example.ORG.".into(),
+                max_connections: 2,
+                messages_per_minute: 0,
+            }],
+        });
+        pool.throttle = Some(baton_proto::v1::ThrottleBackoff {
+            initial_secs: 30,
+            max_secs: 600,
+        });
+        pool.egress[0].warmup = Some(baton_proto::v1::Warmup {
+            start_day: 20_000,
+            daily_limits: vec![50, 100],
+        });
+        let plan = PoolPlan::compile(&pool).unwrap();
+        let l = plan
+            .destination_limits
+            .for_destination("google.com", "a.example.org");
+        assert_eq!(
+            (l.scope.as_str(), l.max_connections, l.messages_per_minute),
+            ("domain:*.example.org", 2, 600)
+        );
+        assert_eq!(
+            plan.backoff,
+            BackoffPolicy {
+                initial_ms: 30_000,
+                max_ms: 600_000
+            }
+        );
+        let w = plan.egress[0].warmup.as_ref().unwrap();
+        assert_eq!((w.budget(20_000), w.budget(20_002)), (Some(50), None));
+        assert_eq!(plan.egress[0].budget_scope(), "192.0.2.7|out.example");
     }
 
     /// Workers never announce a pod name: a pool is named by its egress identities, its

@@ -11,6 +11,7 @@ use baton_core::ids::{FollowUp, follow_up_msg_id};
 use baton_core::outcome::RecipientOutcome;
 use baton_core::retry::{RetryDecision, RetrySchedule};
 use baton_core::routing::CongestionPolicy;
+use baton_core::routing::shaping::uncounted_retry;
 use baton_proto::v1::{Envelope, EnvelopeKind, Recipient, envelope::Body};
 use baton_queue::{QueuedMessage, new_subject, retry_subject};
 use baton_smtp::catalogue;
@@ -43,7 +44,7 @@ pub(crate) async fn process(
             .iter()
             .map(|_| RecipientOutcome::failed(reply.clone(), ""))
             .collect();
-        finish(ctx, pool, &qm, &pool.retry, outcomes).await;
+        finish(ctx, pool, &qm, &pool.retry, outcomes, &[]).await;
         return;
     }
     // Held mail does not wait for its due time: it leaves the lane at once.
@@ -82,11 +83,13 @@ pub(crate) async fn process(
     }
     let env = &qm.envelope;
     let schedule = &pool.retry;
-    let outcomes = if schedule.is_expired(env.received_at_ms, now_ms()) {
-        env.recipients
+    let (outcomes, uncounted) = if schedule.is_expired(env.received_at_ms, now_ms()) {
+        let expired = env
+            .recipients
             .iter()
             .map(RecipientOutcome::expired)
-            .collect()
+            .collect();
+        (expired, Vec::new())
     } else {
         let congestion = CongestionPolicy::from_first_tier(schedule.tiers().first().copied());
         let work = deliver_all(ctx, pool, &qm, place, congestion);
@@ -100,7 +103,7 @@ pub(crate) async fn process(
             }
         };
         match pass {
-            Pass::Attempted(outcomes) => outcomes,
+            Pass::Attempted(outcomes, uncounted) => (outcomes, uncounted),
             // Shutdown ended every wait for a busy destination before anything was attempted:
             // give the message back for another worker, keeping its attempt count.
             Pass::ShutDown => {
@@ -111,13 +114,14 @@ pub(crate) async fn process(
             }
         }
     };
-    finish(ctx, pool, &qm, schedule, outcomes).await;
+    finish(ctx, pool, &qm, schedule, outcomes, &uncounted).await;
 }
 
 /// What one pass over a message's destination groups came to.
 enum Pass {
-    /// Outcomes per recipient, in envelope order.
-    Attempted(Vec<RecipientOutcome>),
+    /// Outcomes per recipient, in envelope order, and per recipient when a deferral by
+    /// shaping (not counted as an attempt) wants to come back (ms).
+    Attempted(Vec<RecipientOutcome>, Vec<Option<i64>>),
     /// The worker shut down while every group waited for a connection slot: nothing was
     /// attempted.
     ShutDown,
@@ -202,41 +206,83 @@ async fn deliver_all(
     }
     let mut outcomes =
         vec![RecipientOutcome::deferred(catalogue::not_attempted(), ""); env.recipients.len()];
+    let mut uncounted = vec![None; env.recipients.len()];
     let groups = results.into_iter().map(|(idx, g)| {
         let outcomes = match g {
             GroupPass::Done(o) => o,
             GroupPass::ShutDown => {
-                vec![RecipientOutcome::deferred(catalogue::worker_shutting_down(), ""); idx.len()]
+                let o = RecipientOutcome::deferred(catalogue::worker_shutting_down(), "");
+                vec![(o, None); idx.len()]
             }
         };
         (idx, outcomes)
     });
-    let suppressed = suppressed.into_iter().map(|(i, o)| (vec![i], vec![o]));
+    let suppressed = suppressed
+        .into_iter()
+        .map(|(i, o)| (vec![i], vec![(o, None)]));
     for (idx, group) in groups.chain(suppressed) {
-        for (i, o) in idx.into_iter().zip(group) {
-            if let Some(slot) = outcomes.get_mut(i) {
+        for (i, (o, u)) in idx.into_iter().zip(group) {
+            if let (Some(slot), Some(w)) = (outcomes.get_mut(i), uncounted.get_mut(i)) {
                 *slot = o;
+                *w = u;
             }
         }
     }
-    Pass::Attempted(outcomes)
+    Pass::Attempted(outcomes, uncounted)
 }
 
-/// Log, count, publish follow-ups, then ack.
+/// When a pass does not count as an attempt: every deferred recipient was held back by
+/// shaping (`uncounted`, per recipient), and no recipient gets a final report this pass (so
+/// the DSN ids, which carry the attempt number, stay unique). The latest wanted return (ms).
+fn uncounted_want(
+    env: &Envelope,
+    outcomes: &[RecipientOutcome],
+    uncounted: &[Option<i64>],
+) -> Option<i64> {
+    let mut want: Option<i64> = None;
+    for (i, o) in outcomes.iter().enumerate() {
+        if o.is_deferred() {
+            let w = uncounted.get(i).copied().flatten()?;
+            want = Some(want.map_or(w, |m| m.max(w)));
+        } else if env
+            .recipients
+            .get(i)
+            .is_some_and(|r| baton_core::outcome::report_wanted(r, o))
+        {
+            return None;
+        }
+    }
+    want
+}
+
+/// Log, count, publish follow-ups, then ack. `uncounted`: per recipient, when a deferral by
+/// shaping wants to come back (empty: none).
 async fn finish(
     ctx: &Ctx,
     pool: &PoolPlan,
     qm: &QueuedMessage,
     schedule: &RetrySchedule,
     mut outcomes: Vec<RecipientOutcome>,
+    uncounted: &[Option<i64>],
 ) {
     let env = &qm.envelope;
     let attempt = env.attempt.saturating_add(1);
     let now = now_ms();
+    let held_back = uncounted_want(env, &outcomes, uncounted);
     // Deferred recipients either go to the next tier (due time jittered by up to 10 % of the
     // tier delay, so mail deferred together does not come back together) or, past maxAge,
-    // expire now.
-    let decision = schedule.next_jittered(attempt, env.received_at_ms, now, &env.id);
+    // expire now. Held back by shaping only: the attempt is not counted, and the message
+    // comes back when the limit allows (on the tier that covers that wait).
+    let decision = match held_back {
+        Some(want_ms) => uncounted_retry(
+            schedule,
+            want_ms,
+            env.received_at_ms,
+            now,
+            &format!("{}/{attempt}/s{}", env.id, qm.stream_sequence),
+        ),
+        None => schedule.next_jittered(attempt, env.received_at_ms, now, &env.id),
+    };
     if matches!(decision, RetryDecision::Expire) {
         for o in outcomes.iter_mut() {
             if o.is_deferred() {
@@ -245,7 +291,8 @@ async fn finish(
         }
     }
     for (r, o) in env.recipients.iter().zip(&outcomes) {
-        log_outcome(ctx, pool, env, r, o, attempt, now);
+        let uncounted_pass = held_back.map(|_| qm.stream_sequence);
+        log_outcome(ctx, pool, env, r, o, attempt, uncounted_pass, now);
     }
     crate::bounces::record_suppressions(ctx, env, &outcomes).await;
     let mut follow_ups: Vec<(String, String, Envelope)> = Vec::new();
@@ -288,14 +335,18 @@ async fn finish(
         }
         next.last_delay_notice_ms = last_delay_notice_ms;
         next.recipients = deferred;
-        next.attempt = attempt;
         next.retry_tier = tier;
         next.not_before_ms = not_before_ms;
-        follow_ups.push((
-            retry_subject(&pool.name, tier),
-            follow_up_msg_id(&env.id, attempt, FollowUp::Retry),
-            next,
-        ));
+        let mut msg_id = follow_up_msg_id(&env.id, attempt, FollowUp::Retry);
+        if held_back.is_some() {
+            // Not an attempt: the number stays, and the id names this stored copy (a
+            // redelivery of it publishes the same id; the next copy has another sequence).
+            next.attempt = env.attempt;
+            msg_id = format!("{msg_id}.s{}", qm.stream_sequence);
+        } else {
+            next.attempt = attempt;
+        }
+        follow_ups.push((retry_subject(&pool.name, tier), msg_id, next));
     }
     if let Some(dsn) = dsn_for(ctx, pool, env, &outcomes, attempt, Notice::Final) {
         ctx.metrics
@@ -368,6 +419,10 @@ fn delay_notice_due(ctx: &Ctx, env: &Envelope, now: i64) -> bool {
     )
 }
 
+/// One line per recipient outcome. `uncounted_pass`: the stream sequence of the stored copy
+/// when this pass does not count as an attempt (every deferral was shaping's); it keeps the
+/// event ids of such passes apart, since their attempt number repeats.
+#[allow(clippy::too_many_arguments)]
 fn log_outcome(
     ctx: &Ctx,
     pool: &PoolPlan,
@@ -375,8 +430,10 @@ fn log_outcome(
     r: &Recipient,
     o: &RecipientOutcome,
     attempt: u32,
+    uncounted_pass: Option<u64>,
     now: i64,
 ) {
+    let counted = uncounted_pass.is_none();
     let delay = now.saturating_sub(env.received_at_ms).max(0) as f64 / 1000.0;
     let class = (!o.is_delivered()).then(|| ctx.classifier.classify_reply(&o.reply));
     let status = o.log_status();
@@ -389,6 +446,7 @@ fn log_outcome(
         relay = %o.remote,
         destination = %dest,
         attempt,
+        counted,
         delay,
         status,
         dsn_status = %o.status(),
@@ -410,7 +468,10 @@ fn log_outcome(
                 queue_id,
                 &env.relay_domain,
                 now,
-                format!("{}.{attempt}.{}", env.id, r.address),
+                match uncounted_pass {
+                    None => format!("{}.{attempt}.{}", env.id, r.address),
+                    Some(seq) => format!("{}.{attempt}.s{seq}.{}", env.id, r.address),
+                },
             )
             .with("pool", pool.name.as_str())
             .with("recipient", r.address.as_str())
@@ -437,5 +498,54 @@ fn log_outcome(
             .delivery_accept_to_delivery
             .with_label_values(&[&pool.name])
             .observe(delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_smtp::reply::Reply;
+
+    #[test]
+    fn only_passes_held_back_entirely_by_shaping_are_uncounted() {
+        let env = Envelope {
+            recipients: vec![Recipient::default(), Recipient::default()],
+            ..Default::default()
+        };
+        let deferred = RecipientOutcome::deferred(Reply::from_line("451 4.4.5 held"), "");
+        let sent = RecipientOutcome::from_reply(Reply::from_line("250 ok"), "mx", false);
+        let failed = RecipientOutcome::failed(Reply::from_line("550 5.1.1 no"), "mx");
+        let want = |o: Vec<RecipientOutcome>, u: Vec<Option<i64>>| uncounted_want(&env, &o, &u);
+        assert_eq!(
+            want(
+                vec![deferred.clone(), deferred.clone()],
+                vec![Some(5), Some(9)]
+            ),
+            Some(9),
+            "the latest wanted return"
+        );
+        assert_eq!(
+            want(
+                vec![deferred.clone(), deferred.clone()],
+                vec![Some(5), None]
+            ),
+            None,
+            "a real deferral counts"
+        );
+        assert_eq!(
+            want(vec![sent.clone(), deferred.clone()], vec![None, Some(5)]),
+            Some(5)
+        );
+        assert_eq!(
+            want(vec![failed, deferred.clone()], vec![None, Some(5)]),
+            None,
+            "a final report this pass counts (its DSN id carries the attempt)"
+        );
+        assert_eq!(
+            want(vec![sent.clone(), sent], vec![]),
+            None,
+            "nothing deferred"
+        );
+        assert_eq!(want(vec![deferred.clone(), deferred], vec![]), None);
     }
 }

@@ -65,6 +65,9 @@ pub struct Queue {
     pub suppressions: SuppressionCache,
     /// The operators' holds (a followed copy).
     pub holds: baton_queue::holds::HoldCache,
+    /// The `baton-limits` KV bucket for the pool's shared outbound limits (`None`: it could
+    /// not be opened; each worker then enforces the limits alone, in memory).
+    pub limits: Option<jetstream::kv::Store>,
 }
 
 /// Run a worker until `stop` is cancelled. Waits for a config snapshot that contains the pool,
@@ -98,6 +101,14 @@ pub async fn run(
         bounces: bounces::Bounces::new(queue.js.clone(), queue.suppressions.clone()),
         holds: queue.holds.clone(),
         release: CancellationToken::new(),
+        shaper: crate::shaping::Shaper::new(
+            match queue.limits {
+                Some(store) => Arc::new(store),
+                None => Arc::new(baton_limits::MemoryKv::new()),
+            },
+            &config.pool,
+            &format!("{}-{:016x}", config.hostname, rand::random::<u64>()),
+        ),
     });
     // Our own token, so that a closed snapshot watch shuts the lanes down too.
     let stop = stop.child_token();

@@ -1,16 +1,23 @@
 //! Routing decisions: weighted picking (egress identities, smarthosts), MX ordering,
 //! upstream health with cool-down, suspension of failing destinations, and whether a message
-//! waits for a busy destination or is deferred ([`congestion`]).
+//! waits for a busy destination or is deferred ([`congestion`]); outbound shaping shared by a
+//! pool's workers — sites, destination limits, throttling replies, back-off, warm-up
+//! ([`shaping`]).
 //!
 //! Times are milliseconds on a clock of the caller's choice (monotonic preferred), the same
 //! clock for every call on one tracker.
 
 pub mod congestion;
 mod health;
+pub mod shaping;
 mod suspension;
 
 pub use congestion::{CongestionPolicy, ServiceTime, SlotWait};
 pub use health::{HealthPolicy, UpstreamHealth};
+pub use shaping::{
+    BackoffPolicy, DestinationLimits, DestinationOverride, ShapingReason, SiteLimits,
+    ThrottleStreaks, Warmup,
+};
 pub use suspension::{SuspensionPolicy, SuspensionTracker};
 
 use rand::Rng;
