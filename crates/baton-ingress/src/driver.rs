@@ -1,12 +1,13 @@
 //! The session driver: performs the I/O the sans-IO [`baton_smtp::Session`] asks for — read
-//! with timeouts, write batched replies, upgrade to TLS, hand off to JetStream — and accounts
+//! with timeouts, write batched replies, upgrade to TLS, admit commands against the shared
+//! limits, count failed AUTH towards lockouts, hand off to JetStream — and accounts
 //! the session's message bytes against the ingress budget. No SMTP logic lives here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use baton_smtp::catalogue;
-use baton_smtp::session::{Action, Session};
+use baton_smtp::session::{Action, Admission, Session};
 use baton_smtp::{ListenerKind, PeerInfo, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -16,6 +17,7 @@ use tracing::Instrument;
 use crate::budget::Reservation;
 use crate::conn::Conn;
 use crate::handoff::{self, Arrival};
+use crate::limits::Admitted;
 use crate::policy::SessionPolicy;
 use crate::{Shared, listener_label};
 
@@ -73,6 +75,23 @@ async fn drive(
     let mut reservation = Reservation::new(&shared.budget);
     let deadline = Instant::now() + limits.session_timeout;
     let mut buf = vec![0u8; 16 * 1024];
+    // The open transaction's MAIL was admitted to be held (a credential's sending spike).
+    let mut held = false;
+    // A client locked out after too many failed AUTH attempts is turned away at once.
+    if shared.limits.client_locked(peer.addr).await {
+        let reply = catalogue::client_locked_out(&shared.config.hostname);
+        count_reply(shared, &reply);
+        tracing::info!(
+            reason = "auth_lockout",
+            "connection refused: client locked out"
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = conn.write_all(&reply.to_bytes()).await;
+            let _ = conn.shutdown().await;
+        })
+        .await;
+        return End::Closed;
+    }
     if let Action::Send(reply) = session.greeting() {
         out.extend_from_slice(&reply.to_bytes());
     }
@@ -83,7 +102,6 @@ async fn drive(
             let action = {
                 let policy = SessionPolicy {
                     snapshot: snapshot.as_deref(),
-                    rates: &shared.rates,
                     metrics: &shared.metrics,
                     auth_log: &shared.auth_log,
                     listener: kind,
@@ -160,12 +178,20 @@ async fn drive(
                             .await
                         {
                             Ok(p) => {
+                                let quarantine = p.quarantine.clone().or_else(|| {
+                                    held.then(|| {
+                                        (
+                                            "spike".to_string(),
+                                            "sending spike of the SMTP credential".to_string(),
+                                        )
+                                    })
+                                });
                                 handoff::publish(
                                     &shared.publisher,
                                     &shared.metrics,
                                     &p.envelope,
                                     &arrival,
-                                    p.quarantine.as_ref(),
+                                    quarantine.as_ref(),
                                 )
                                 .await
                             }
@@ -183,6 +209,22 @@ async fn drive(
                         crate::refused::emit(shared, &refusal, reply);
                     }
                     session.enqueue_result(result);
+                }
+                Action::Admit(admission) => {
+                    let result = shared
+                        .limits
+                        .admit(&admission, snapshot.as_deref(), &shared.metrics)
+                        .await;
+                    if matches!(admission, Admission::Mail { .. }) {
+                        held = matches!(result, Ok(Admitted::Hold));
+                    }
+                    session.admission_result(result.map(|_| ()));
+                }
+                Action::AuthFailed { user, client } => {
+                    shared
+                        .limits
+                        .auth_failed(&user, client, &shared.metrics)
+                        .await;
                 }
                 Action::Close => {
                     let _ = flush(&mut conn, &mut out).await;

@@ -6,7 +6,8 @@
 //! killed at any time.
 //!
 //! The map: [`listener`] binds and accepts; `driver` runs one session; [`policy`] answers the
-//! session's questions from the indexed snapshot; [`filtering`] applies the header policy and
+//! session's questions from the indexed snapshot; [`limits`] admits MAIL, RCPT and AUTH against
+//! the cluster-wide budgets and lockouts, [`deny`] holds the pools' deny lists; [`filtering`] applies the header policy and
 //! the content filters at the end of DATA; [`handoff`] prepares and publishes a message;
 //! [`intake`] consumes reports at a return path; [`shared`] is the state sessions share,
 //! [`config`] the settings and [`error`] the errors.
@@ -16,16 +17,19 @@ pub mod authlog;
 mod budget;
 pub mod config;
 mod conn;
+pub mod deny;
 pub use baton_dkim as dkim;
 mod driver;
 pub mod error;
 pub mod filtering;
 pub mod handoff;
 pub mod intake;
+pub mod limits;
 pub mod listener;
 pub mod policy;
 pub mod refused;
 pub mod shared;
+pub mod spike;
 pub mod tls;
 
 pub use budget::ByteBudget;

@@ -1,5 +1,5 @@
 //! Listening: binding every listener, the accept loops with their connection caps (per pod and
-//! per client address, refused with a `421` from the catalogue), implicit TLS and the hand-over
+//! per client address, refused with a `421` from the catalogue) and `--deny-network` (`554`), implicit TLS and the hand-over
 //! of each connection to the session driver.
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::shared::{Shared, listener_label};
-use crate::{ByteBudget, IngressConfig, IngressError, Snapshot, authlog, conn, driver, policy};
+use crate::{ByteBudget, IngressConfig, IngressError, Snapshot, authlog, conn, driver};
 
 /// A bound, not yet serving ingress.
 pub struct Ingress {
@@ -62,7 +62,9 @@ impl Ingress {
             tls,
             publisher,
             metrics,
-            rates: policy::RateLimits::default(),
+            limits: Arc::new(crate::limits::InboundLimits::local(
+                crate::limits::Settings::default(),
+            )),
             auth_log: authlog::AuthLog::default(),
             snapshot,
             per_ip: Mutex::new(HashMap::new()),
@@ -85,6 +87,15 @@ impl Ingress {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.suppressions = Some(cache);
             shared.js = Some(js);
+        }
+        self
+    }
+
+    /// Share budgets and AUTH lockouts through `limits` (before serving). Without it they are
+    /// counted in this process alone, with the default settings.
+    pub fn with_limits(mut self, limits: crate::limits::InboundLimits) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.limits = Arc::new(limits);
         }
         self
     }
@@ -154,6 +165,18 @@ async fn accept_loop(
             continue;
         }
         let ip = addr.ip();
+        if shared.limits.denies_connection(ip) {
+            count(&shared, label, "denied");
+            shared
+                .metrics
+                .deny_refusals
+                .with_label_values(&["connect"])
+                .inc();
+            tracing::info!(client = %ip, reason = "network_denied", "connection refused: --deny-network");
+            let reply = catalogue::connection_denied(&shared.config.hostname);
+            tokio::spawn(refuse(tcp, reply));
+            continue;
+        }
         match admit(&shared, ip) {
             Err(reason) => {
                 count(&shared, label, reason);

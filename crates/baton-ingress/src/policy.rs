@@ -1,12 +1,12 @@
 //! The ingress side of [`baton_smtp::Policy`]: answers the session's questions from the
-//! config snapshot in force (via `baton_core::PolicyIndex`) and the per-domain rate limits.
+//! config snapshot in force (via `baton_core::PolicyIndex`) and the pools' deny lists; the
+//! cluster-wide budgets are taken afterwards, by admission (`crate::limits`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use baton_core::clock::now_ms;
 use baton_core::policy::PolicyIndex;
-use baton_core::ratelimit::RateLimiter;
 use baton_core::refusal::Refusal;
 use baton_core::suppression;
 use baton_proto::v1::RelayConfig;
@@ -15,7 +15,6 @@ use baton_smtp::session::{Grant, Policy, SenderContext};
 use baton_smtp::{ForwardPath, ListenerKind, PeerInfo, Reply, ReversePath, catalogue};
 
 use baton_telemetry::Metrics;
-use parking_lot::Mutex;
 
 use crate::authlog::AuthLog;
 use crate::dkim::{DkimError, Signers};
@@ -38,6 +37,11 @@ pub struct Snapshot {
     pub auth_cache: crate::authcache::AuthCache,
     /// Content filters per pool and header policies per RelayDomain, built once per snapshot.
     pub filtering: crate::filtering::Filtering,
+    /// Inbound budgets in force per RelayDomain (`namespace/name`), decided once per snapshot;
+    /// absent: nothing limited.
+    pub budgets: HashMap<String, crate::limits::Budgets>,
+    /// Deny lists per pool, compiled once per snapshot; absent: nothing denied.
+    pub deny: HashMap<String, crate::deny::Deny>,
 }
 
 impl Snapshot {
@@ -52,6 +56,22 @@ impl Snapshot {
             .collect();
         let return_paths = ReturnPaths::new(&config);
         let filtering = crate::filtering::Filtering::new(&config);
+        let budgets = config
+            .domains
+            .iter()
+            .filter_map(|d| {
+                let pool = config.pools.iter().find(|p| p.name == d.pool);
+                crate::limits::Budgets::of(d, pool).map(|b| (d.name.clone(), b))
+            })
+            .collect();
+        let deny = config
+            .pools
+            .iter()
+            .filter_map(|p| {
+                let d = crate::deny::Deny::new(&p.name, p.deny.as_ref()?);
+                (!d.is_empty()).then(|| (p.name.clone(), d))
+            })
+            .collect();
         Snapshot {
             config,
             index,
@@ -60,6 +80,8 @@ impl Snapshot {
             return_paths,
             auth_cache: crate::authcache::AuthCache::default(),
             filtering,
+            budgets,
+            deny,
         }
     }
 
@@ -87,28 +109,6 @@ pub fn dkim_unavailable(index: &PolicyIndex, relay_domain: &str, e: &DkimError) 
     catalogue::dkim_unusable(domain, e.selector(), e.metric_label())
 }
 
-/// Per-relay-domain token buckets (`limits.messagesPerMinute`), per ingress pod.
-pub struct RateLimits {
-    limiter: Mutex<RateLimiter>,
-}
-
-impl Default for RateLimits {
-    fn default() -> Self {
-        RateLimits {
-            limiter: Mutex::new(RateLimiter::new(10_000)),
-        }
-    }
-}
-
-impl RateLimits {
-    fn allow(&self, domain: &str, per_minute: u32, now_ms: i64) -> bool {
-        if per_minute == 0 {
-            return true;
-        }
-        self.limiter.lock().check(domain, per_minute, now_ms)
-    }
-}
-
 /// Converts a core refusal into the SMTP reply the client sees.
 pub fn refusal_reply(r: &Refusal) -> Reply {
     Reply::new(r.code, r.status, r.text.clone())
@@ -118,8 +118,6 @@ pub fn refusal_reply(r: &Refusal) -> Reply {
 pub struct SessionPolicy<'a> {
     /// Snapshot in force, `None` before the first one arrived.
     pub snapshot: Option<&'a Snapshot>,
-    /// Shared rate limiter.
-    pub rates: &'a RateLimits,
     /// Metrics.
     pub metrics: &'a Metrics,
     /// The failed-AUTH log.
@@ -131,6 +129,32 @@ pub struct SessionPolicy<'a> {
 }
 
 impl SessionPolicy<'_> {
+    fn denied(&self, list: &'static str) {
+        self.metrics.deny_refusals.with_label_values(&[list]).inc();
+    }
+
+    /// `550 5.7.1` for a client network or a sender on the pool's deny list.
+    fn check_deny_sender(
+        &self,
+        ctx: &SenderContext<'_>,
+        relay_domain: &str,
+        deny: &crate::deny::Deny,
+    ) -> Result<(), Reply> {
+        if deny.client(ctx.peer.addr) {
+            self.denied("network");
+            tracing::info!(client = %ctx.peer.addr, relay_domain, reason = "network_denied", "sender refused: the client network is on the pool's deny list");
+            return Err(catalogue::client_denied());
+        }
+        if let ReversePath::Mailbox(a) = ctx.reverse_path
+            && deny.sender(&a.local_part, &a.domain)
+        {
+            self.denied("sender");
+            tracing::info!(client = %ctx.peer.addr, relay_domain, reason = "sender_denied", "sender refused: on the pool's deny list");
+            return Err(catalogue::sender_denied());
+        }
+        Ok(())
+    }
+
     /// `550 5.1.1` for a recipient on the relay domain's suppression list (mode `Refuse`).
     /// In `AcceptAndBounce` mode the worker fails it without an attempt instead.
     fn check_suppressed(
@@ -310,13 +334,9 @@ impl Policy for SessionPolicy<'_> {
             }
         };
         s.check_signing(&grant.relay_domain)?;
-        let per_minute = s
-            .index
-            .domain(&grant.relay_domain)
-            .map(|d| d.messages_per_minute)
-            .unwrap_or(0);
-        if !self.rates.allow(&grant.relay_domain, per_minute, now_ms()) {
-            return Err(catalogue::domain_rate_exceeded());
+        // Budgets are taken by admission (`crate::limits`), after this check.
+        if let Some(deny) = s.deny.get(&grant.pool) {
+            self.check_deny_sender(ctx, &grant.relay_domain, deny)?;
         }
         Ok(Grant {
             relay_domain: grant.relay_domain,
@@ -381,6 +401,19 @@ impl Policy for SessionPolicy<'_> {
                 );
                 return Err(catalogue::address_literal_refused());
             }
+        }
+        if let Some(deny) = self.snapshot.and_then(|s| s.deny.get(&grant.pool))
+            && deny.recipient_domain(&mailbox.domain)
+        {
+            self.denied("recipient_domain");
+            tracing::info!(
+                client = %ctx.peer.addr,
+                relay_domain = %grant.relay_domain,
+                pool = %grant.pool,
+                reason = "recipient_domain_denied",
+                "recipient refused: its domain is on the pool's deny list"
+            );
+            return Err(catalogue::recipient_domain_denied());
         }
         self.check_suppressed(
             ctx,

@@ -1,5 +1,5 @@
 //! The state every session of an ingress shares (settings, TLS, publisher, metrics, memory
-//! budget, rate limits, the failed-AUTH log, the indexed config snapshot, per-address
+//! budget, the cluster-wide limits, the failed-AUTH log, the indexed config snapshot, per-address
 //! connection counts, suppression lists) and the snapshot indexer that feeds it.
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use baton_telemetry::Metrics;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::{ByteBudget, IngressConfig, Snapshot, authlog, policy};
+use crate::{ByteBudget, IngressConfig, Snapshot, authlog};
 
 /// State shared by all sessions of an ingress.
 pub struct Shared {
@@ -23,7 +23,8 @@ pub struct Shared {
     pub(crate) publisher: Publisher,
     pub(crate) metrics: Metrics,
     pub(crate) budget: ByteBudget,
-    pub(crate) rates: policy::RateLimits,
+    /// Cluster-wide budgets, the AUTH lockout and the connect deny list.
+    pub(crate) limits: Arc<crate::limits::InboundLimits>,
     pub(crate) auth_log: authlog::AuthLog,
     pub(crate) snapshot: watch::Receiver<Option<Arc<Snapshot>>>,
     pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -60,6 +61,7 @@ impl Shared {
             max_auth_failures: l.max_auth_failures,
             auth_failure_delay: l.auth_failure_delay,
             auth_failure_delay_max: l.auth_failure_delay_max,
+            admission: true,
         }
     }
 }

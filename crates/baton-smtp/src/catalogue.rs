@@ -367,6 +367,95 @@ pub fn domain_rate_exceeded() -> Reply {
     )
 }
 
+/// `450 4.7.1`: a cluster-wide message budget is spent, e.g. `Message rate limit of
+/// example.com exceeded (600 per minute); try again later`. `of` names the budget (the domain,
+/// `user alice at example.com`, `client network 192.0.2.0/24`), `period` is `minute`, `hour`
+/// or `day`.
+pub fn message_rate_exceeded(of: &str, limit: u64, period: &str) -> Reply {
+    reply(
+        450,
+        4,
+        7,
+        1,
+        format!("Message rate limit of {of} exceeded ({limit} per {period}); try again later"),
+    )
+}
+
+/// `452 4.5.3`: a cluster-wide recipient budget is spent, e.g. `Recipient rate limit of
+/// example.com exceeded (1000 per hour); try again later`.
+pub fn recipient_rate_exceeded(of: &str, limit: u64, period: &str) -> Reply {
+    reply(
+        452,
+        4,
+        5,
+        3,
+        format!("Recipient rate limit of {of} exceeded ({limit} per {period}); try again later"),
+    )
+}
+
+/// `450 4.7.1`: a credential's sending spiked far above its usual hourly rate and its
+/// RelayDomain throttles spikes: no more messages of it this hour.
+pub fn spike_throttled(of: &str) -> Reply {
+    reply(
+        450,
+        4,
+        7,
+        1,
+        format!("Sending rate of {of} is far above its usual rate; try again later"),
+    )
+}
+
+/// `550 5.7.1`: the client network is on the pool's deny list (at MAIL FROM).
+pub fn client_denied() -> Reply {
+    reply(550, 5, 7, 1, "Mail from your network is not accepted")
+}
+
+/// `550 5.7.1`: the sender is on the pool's deny list.
+pub fn sender_denied() -> Reply {
+    reply(550, 5, 7, 1, "Sender address denied by policy")
+}
+
+/// `550 5.7.1`: the recipient's domain is on the pool's deny list.
+pub fn recipient_domain_denied() -> Reply {
+    reply(550, 5, 7, 1, "Recipient domain denied by policy")
+}
+
+/// `554 5.7.1`: the client's network is refused at connect (`--deny-network`); the
+/// connection is closed.
+pub fn connection_denied(host: &str) -> Reply {
+    reply(
+        554,
+        5,
+        7,
+        1,
+        format!("{host} Connections from your network are not accepted"),
+    )
+}
+
+/// `454 4.7.0`: AUTH while the user name or the client is locked out after too many failed
+/// attempts. The same text either way, and whether or not the user exists.
+pub fn auth_locked_out() -> Reply {
+    reply(
+        454,
+        4,
+        7,
+        0,
+        "Too many failed authentication attempts; try again later",
+    )
+}
+
+/// `421 4.7.0`: a client locked out after too many failed AUTH attempts, at connect; the
+/// connection is closed.
+pub fn client_locked_out(host: &str) -> Reply {
+    reply(
+        421,
+        4,
+        7,
+        0,
+        format!("{host} Too many failed authentication attempts; try again later"),
+    )
+}
+
 /// `550 5.1.1`: `<postmaster>` without a domain, which an outbound relay cannot route.
 pub fn postmaster_needs_domain() -> Reply {
     reply(
@@ -544,6 +633,15 @@ mod tests {
             queue_unavailable(),
             dkim_unusable("d", "s", "r"),
             domain_rate_exceeded(),
+            message_rate_exceeded("example.com", 600, "minute"),
+            recipient_rate_exceeded("example.com", 600, "minute"),
+            spike_throttled("x"),
+            client_denied(),
+            sender_denied(),
+            recipient_domain_denied(),
+            connection_denied("mx"),
+            auth_locked_out(),
+            client_locked_out("mx"),
             postmaster_needs_domain(),
             unknown_return_path_recipient(),
             address_literal_refused(),
@@ -576,6 +674,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn limit_replies_name_the_limit() {
+        assert_eq!(
+            message_rate_exceeded("example.com", 600, "minute").to_string(),
+            "450 4.7.1 Message rate limit of example.com exceeded (600 per minute); try again later"
+        );
+        assert_eq!(
+            recipient_rate_exceeded("example.com", 1000, "hour").to_string(),
+            "452 4.5.3 Recipient rate limit of example.com exceeded (1000 per hour); try again later"
+        );
+        assert_eq!(auth_locked_out().code, 454);
+        assert_eq!(client_locked_out("mx").code, 421);
+        assert_eq!(connection_denied("mx").code, 554);
     }
 
     #[test]

@@ -21,6 +21,6 @@ pub use data::{BdatReceiver, BodyOutcome, DataReceiver};
 pub use params::{BodyType, DsnRet, MailParams, Notify, ParamError, RcptParams};
 pub use reply::{EnhancedStatus, Reply, ReplyError, ReplyParser};
 pub use session::{
-    Action, Grant, ListenerKind, PeerInfo, Policy, Recipient, SenderContext, Session,
+    Action, Admission, Grant, ListenerKind, PeerInfo, Policy, Recipient, SenderContext, Session,
     SessionConfig, SessionStats, Transaction,
 };

@@ -112,6 +112,8 @@ fn run_session(stream: &[u8], points: &[usize]) -> (Vec<u8>, Vec<Transaction>) {
                 Action::StartTls => s.tls_established(),
                 Action::Delay(_) => replies.extend_from_slice(b"<delay>"),
                 Action::Close => replies.extend_from_slice(b"<close>"),
+                Action::Admit(_) => s.admission_result(Ok(())),
+                Action::AuthFailed { .. } => {}
             }
         }
     }

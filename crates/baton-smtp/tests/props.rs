@@ -50,12 +50,16 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Feeds `input` in chunks of the given sizes and checks the invariants after every poll.
-fn drive(listener: ListenerKind, input: &[u8], chunks: &[usize]) {
+/// `refuse_every` > 0 turns admission on and refuses every n-th admission (450 4.7.1 or, for
+/// odd n, 550 5.7.1).
+fn drive(listener: ListenerKind, input: &[u8], chunks: &[usize], refuse_every: usize) {
     let cap = 10_000u64;
     let cfg = SessionConfig {
         max_message_size: cap,
+        admission: refuse_every > 0,
         ..config(listener)
     };
+    let mut admissions = 0usize;
     let peer = PeerInfo {
         addr: "192.0.2.7".parse().unwrap(),
         tls: listener == ListenerKind::Smtps,
@@ -88,7 +92,21 @@ fn drive(listener: ListenerKind, input: &[u8], chunks: &[usize]) {
                     let crlfs = bytes.windows(2).filter(|w| w == b"\r\n").count();
                     assert!(crs == crlfs && lfs == crlfs, "bare CR/LF in reply");
                 }
-                Action::Delay(_) | Action::Close => {}
+                Action::Admit(_) => {
+                    assert!(refuse_every > 0, "admission asked for while off");
+                    admissions += 1;
+                    if admissions.is_multiple_of(refuse_every) {
+                        let r = if refuse_every.is_multiple_of(2) {
+                            baton_smtp::Reply::new(450, "4.7.1", "rate")
+                        } else {
+                            baton_smtp::Reply::new(550, "5.7.1", "denied")
+                        };
+                        s.admission_result(Err(r));
+                    } else {
+                        s.admission_result(Ok(()));
+                    }
+                }
+                Action::Delay(_) | Action::Close | Action::AuthFailed { .. } => {}
             }
         }
         assert!(
@@ -122,12 +140,22 @@ proptest! {
         chunks in proptest::collection::vec(1usize..700, 1..8),
         listener in proptest::sample::select(&[ListenerKind::Relay, ListenerKind::Submission, ListenerKind::Smtps][..]),
     ) {
-        drive(listener, &input, &chunks);
+        drive(listener, &input, &chunks, 0);
+    }
+
+    #[test]
+    fn session_with_admission_never_panics_and_stays_bounded(
+        input in stream(),
+        chunks in proptest::collection::vec(1usize..700, 1..8),
+        listener in proptest::sample::select(&[ListenerKind::Relay, ListenerKind::Submission, ListenerKind::Smtps][..]),
+        refuse_every in 1usize..5,
+    ) {
+        drive(listener, &input, &chunks, refuse_every);
     }
 
     #[test]
     fn session_random_bytes(input in proptest::collection::vec(any::<u8>(), 0..4096), chunk in 1usize..600) {
-        drive(ListenerKind::Relay, &input, &[chunk]);
+        drive(ListenerKind::Relay, &input, &[chunk], 0);
     }
 
     #[test]

@@ -51,6 +51,27 @@ pub struct Metrics {
     pub delivery_suspended_destinations: IntGaugeVec,
     /// Messages waiting for a connection slot of a busy destination, by pool.
     pub delivery_waiting_messages: IntGaugeVec,
+    /// Throttling replies (`421`, `45x 4.7.x` rate limits) that made the pool back off a
+    /// destination site, by pool.
+    pub destination_throttled: IntCounterVec,
+    /// Deliveries that waited for, or were deferred by, a pool-wide destination limit, by pool
+    /// and reason (`connections`, `rate`, `warmup`, `backoff`).
+    pub destination_waits: IntCounterVec,
+    /// Limit decisions taken by the local fallback because NATS was slow or unreachable, by
+    /// component (`worker`, `ingress`) and limit.
+    pub limit_fallback: IntCounterVec,
+    /// Commands refused because a cluster-wide inbound budget was spent, by scope (`domain`,
+    /// `credential`, `client`), period (`minute`, `hour`, `day`) and unit (`messages`,
+    /// `recipients`).
+    pub limit_refusals: IntCounterVec,
+    /// Refusals by a deny list (`network`, `sender`, `recipient_domain`: a pool's `spec.deny`;
+    /// `connect`: the ingress's `--deny-network`).
+    pub deny_refusals: IntCounterVec,
+    /// AUTH lockouts started (or extended) by a failed attempt, by subject (`user`, `client`).
+    pub auth_lockouts: IntCounterVec,
+    /// Sending spikes of SMTP credentials detected, by the RelayDomain's action (`alert`,
+    /// `throttle`, `hold`).
+    pub limit_spikes: IntCounterVec,
     /// DSNs generated, by pool.
     pub delivery_dsn_generated: IntCounterVec,
     /// Failed, deferred and expired recipients by pool, bounce class (`baton_core::bounce`) and
@@ -294,6 +315,48 @@ impl Metrics {
                 "baton_delivery_waiting_messages",
                 "Messages waiting for a connection slot of a busy destination.",
                 &["pool"],
+            ),
+            destination_throttled: counter(
+                &r,
+                "baton_destination_throttled_total",
+                "Throttling replies that made the pool back off a destination site.",
+                &["pool"],
+            ),
+            destination_waits: counter(
+                &r,
+                "baton_destination_waits_total",
+                "Deliveries that waited for or were deferred by a pool-wide destination limit.",
+                &["pool", "reason"],
+            ),
+            limit_fallback: counter(
+                &r,
+                "baton_limit_fallback_total",
+                "Limit decisions taken locally because NATS was slow or unreachable.",
+                &["component", "limit"],
+            ),
+            limit_refusals: counter(
+                &r,
+                "baton_limit_refusals_total",
+                "Commands refused because a cluster-wide inbound budget was spent.",
+                &["scope", "period", "unit"],
+            ),
+            deny_refusals: counter(
+                &r,
+                "baton_deny_refusals_total",
+                "Connections, senders and recipients refused by a deny list.",
+                &["list"],
+            ),
+            auth_lockouts: counter(
+                &r,
+                "baton_auth_lockouts_total",
+                "AUTH lockouts started by a failed attempt, by subject.",
+                &["subject"],
+            ),
+            limit_spikes: counter(
+                &r,
+                "baton_limit_spikes_total",
+                "Sending spikes of SMTP credentials detected, by action.",
+                &["action"],
             ),
             delivery_dsn_generated: counter(
                 &r,

@@ -251,6 +251,8 @@ pub(crate) enum ConfigCommand {
 pub(crate) struct ListenArgs {
     #[command(flatten)]
     pub events: EventArgs,
+    #[command(flatten)]
+    pub limits: InboundLimitArgs,
     /// Relay listener with STARTTLS (port 25 in the cluster).
     #[arg(long, env = "BATON_LISTEN_SMTP")]
     pub listen_smtp: Option<SocketAddr>,
@@ -313,6 +315,37 @@ pub(crate) struct ListenArgs {
     /// reported as drift (`baton_queue_settings_drift{object="expectation"}`, `/readyz`).
     #[arg(long, env = "BATON_STREAM_REPLICAS")]
     pub stream_replicas: Option<usize>,
+}
+
+/// The ingress's cluster-wide limits (budgets and lockouts shared through the `baton-limits`
+/// KV bucket) and its connect deny list.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct InboundLimitArgs {
+    /// Number of ingress pods assumed when NATS is unreachable: each pod then allows
+    /// `ceil(limit / divisor)` per window of every shared budget on its own (never unlimited,
+    /// never a wait) until NATS answers again.
+    #[arg(long, env = "BATON_LIMIT_FALLBACK_DIVISOR", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit_fallback_divisor: u32,
+    /// Client network (CIDR or address) refused at connect with `554 5.7.1`; repeatable
+    /// (comma-separated in the environment variable).
+    #[arg(long = "deny-network", value_name = "CIDR", env = "BATON_DENY_NETWORKS", value_delimiter = ',', value_parser = parse_network)]
+    pub deny_networks: Vec<ipnet::IpNet>,
+    /// Failed AUTH attempts of one user name, or from one client address, within
+    /// `--auth-lockout-window` that lock it out across every ingress pod (AUTH `454 4.7.0`; a
+    /// locked client also `421 4.7.0` at connect). 0 turns the lockout off.
+    #[arg(long, env = "BATON_AUTH_LOCKOUT_FAILURES", default_value_t = 10)]
+    pub auth_lockout_failures: u32,
+    /// The fixed window failed AUTH attempts are counted in.
+    #[arg(long, env = "BATON_AUTH_LOCKOUT_WINDOW", value_parser = humantime::parse_duration, default_value = "15m")]
+    pub auth_lockout_window: Duration,
+    /// How long a lockout lasts from the failure that caused it.
+    #[arg(long, env = "BATON_AUTH_LOCKOUT_DURATION", value_parser = humantime::parse_duration, default_value = "15m")]
+    pub auth_lockout_duration: Duration,
+}
+
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    baton_ingress::deny::parse_network(text)
+        .ok_or_else(|| format!("{text:?} is not a CIDR network or an IP address"))
 }
 
 /// `baton ingress`

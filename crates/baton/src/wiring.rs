@@ -388,12 +388,46 @@ pub(crate) async fn run_ingress(
         metrics.clone(),
     )
     .await?
-    .with_suppressions(suppressions(nats, &metrics), nats.js.clone());
+    .with_suppressions(suppressions(nats, &metrics), nats.js.clone())
+    .with_limits(inbound_limits(nats, &l.limits).await);
     for (kind, addr) in ingress.local_addrs() {
         tracing::info!(listener = baton_ingress::listener_label(kind), %addr, "SMTP listening");
     }
     ingress.serve(stop).await;
     Ok(())
+}
+
+/// The ingress's cluster-wide limits over the `baton-limits` bucket (provisioned by the owner).
+/// The bucket is opened now to report a problem early; if it cannot be, every KV call tries
+/// again, and until then each limit decides locally (`--limit-fallback-divisor`).
+async fn inbound_limits(
+    nats: &Nats,
+    a: &crate::cli::InboundLimitArgs,
+) -> baton_ingress::limits::InboundLimits {
+    let bucket = baton_ingress::limits::LazyBucket::new(nats.js.clone());
+    match tokio::time::timeout(Duration::from_secs(5), bucket.open()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(
+            bucket = baton_queue::LIMITS_BUCKET,
+            error = %e,
+            "cannot open the limits bucket yet; shared budgets and lockouts are enforced per pod until it opens"
+        ),
+        Err(_) => tracing::warn!(
+            bucket = baton_queue::LIMITS_BUCKET,
+            "opening the limits bucket timed out; shared budgets and lockouts are enforced per pod until it opens"
+        ),
+    }
+    let settings = baton_ingress::limits::Settings {
+        fallback_divisor: a.limit_fallback_divisor,
+        lockout: baton_ingress::limits::LockoutPolicy {
+            failures: a.auth_lockout_failures,
+            window: a.auth_lockout_window,
+            duration: a.auth_lockout_duration,
+        },
+        deny_networks: a.deny_networks.clone(),
+        ..baton_ingress::limits::Settings::default()
+    };
+    baton_ingress::limits::InboundLimits::new(std::sync::Arc::new(bucket), settings)
 }
 
 /// The suppression lists, followed in the background; the entry count goes to
@@ -475,9 +509,27 @@ pub(crate) async fn run_worker(
             let gauge = metrics.holds.clone();
             baton_queue::holds::HoldCache::follow(nats.js.clone(), move |n| gauge.set(n as i64))
         },
+        limits: limits_bucket(nats, &config.pool).await,
     };
     baton_delivery::run(config, queue, snapshots, metrics, health, stop).await?;
     Ok(())
+}
+
+/// The `baton-limits` KV bucket for the pool's shared outbound limits (provisioned by the
+/// owner). `None` when it cannot be opened: the worker then enforces them alone, in memory.
+async fn limits_bucket(nats: &Nats, pool: &str) -> Option<async_nats::jetstream::kv::Store> {
+    match nats.js.get_key_value(baton_queue::LIMITS_BUCKET).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::warn!(
+                pool,
+                bucket = baton_queue::LIMITS_BUCKET,
+                error = %e,
+                "cannot open the limits bucket; destination limits are enforced per worker only"
+            );
+            None
+        }
+    }
 }
 
 // The lane statistics (and the workers' NATS permissions) cover every tier a pool may have.

@@ -46,6 +46,7 @@ mod ingress_smuggling;
 mod ingress_tenant_isolation;
 mod ingress_tls_reload;
 mod large_body;
+mod limits_inbound;
 mod limits_outbound;
 mod monitoring;
 mod nats_auth_files;

@@ -70,7 +70,8 @@ fuzz_target!(|data: &[u8]| {
                     assert!(t.body.len() as u64 <= CAP);
                     session.enqueue_result(Ok("id".into()));
                 }
-                Action::Send(_) | Action::Delay(_) | Action::Close => {}
+                Action::Admit(_) => session.admission_result(Ok(())),
+                Action::Send(_) | Action::Delay(_) | Action::Close | Action::AuthFailed { .. } => {}
             }
         }
         assert!(session.buffered_len() <= MAX_AUTH_LINE);

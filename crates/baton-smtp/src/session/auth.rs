@@ -5,7 +5,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{Action, AuthStep, LineRead, MAX_AUTH_LINE, Mode, Policy, Session, auth_failure_delay};
+use super::{
+    Action, Admission, AuthStep, LineRead, MAX_AUTH_LINE, Mode, Password, Pending, Policy, Session,
+    auth_failure_delay,
+};
 use crate::catalogue;
 use crate::command::clean_line;
 use crate::reply::Reply;
@@ -139,7 +142,23 @@ impl Session {
         self.prompt(AuthStep::LoginPass { user }, PASSWORD_PROMPT);
     }
 
+    /// With admission, ask the driver first (a locked-out user or client is refused before
+    /// any verification); else verify now.
     fn verify(&mut self, user: String, password: Vec<u8>, policy: &dyn Policy) {
+        if self.config.admission {
+            let admission = Admission::Auth {
+                user: user.clone(),
+                client: self.peer.addr,
+            };
+            self.pending.push_back(Action::Admit(admission));
+            let password = Password(password);
+            self.mode = Mode::WaitAdmit(Pending::Auth { user, password });
+            return;
+        }
+        self.verify_now(user, password, policy);
+    }
+
+    pub(super) fn verify_now(&mut self, user: String, password: Vec<u8>, policy: &dyn Policy) {
         let result = match std::str::from_utf8(&password) {
             Ok(pw) if !user.is_empty() => policy.authenticate(&self.peer, &user, pw),
             _ => Err(catalogue::credentials_invalid()),
@@ -162,6 +181,12 @@ impl Session {
         self.stats.auth_failures += 1;
         self.auth_failures = self.auth_failures.saturating_add(1);
         policy.auth_failed(&self.peer, self.config.listener, username);
+        if self.config.admission {
+            self.pending.push_back(Action::AuthFailed {
+                user: username.to_string(),
+                client: self.peer.addr,
+            });
+        }
         let delay = auth_failure_delay(
             self.auth_failures,
             self.config.auth_failure_delay,

@@ -1,6 +1,8 @@
 //! MAIL FROM (RFC 5321 4.1.1.2) with SIZE, BODY, SMTPUTF8, DSN and AUTH parameters.
 
-use super::{Envelope, ListenerKind, Policy, SenderContext, Session};
+use super::{
+    Action, Admission, Envelope, ListenerKind, Mode, Pending, Policy, SenderContext, Session,
+};
 use crate::address::ReversePath;
 use crate::catalogue;
 use crate::params::MailParams;
@@ -53,6 +55,23 @@ impl Session {
             Ok(grant) => {
                 if grant.max_message_size > 0 && declared > grant.max_message_size {
                     return self.reject("message_too_big", catalogue::message_too_big());
+                }
+                if self.config.admission {
+                    let admission = Admission::Mail {
+                        grant: grant.clone(),
+                        reverse_path: reverse_path.clone(),
+                        authenticated: self.authenticated.clone(),
+                        client: self.peer.addr,
+                    };
+                    self.pending.push_back(Action::Admit(admission));
+                    self.mode = Mode::WaitAdmit(Pending::Mail(Box::new(Envelope {
+                        reverse_path,
+                        params,
+                        recipients: Vec::new(),
+                        grant,
+                        bdat: None,
+                    })));
+                    return;
                 }
                 self.txn = Some(Envelope {
                     reverse_path,

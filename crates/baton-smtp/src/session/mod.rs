@@ -4,9 +4,14 @@
 //! Driver contract: after every `feed`, call `poll` until it returns `None`. `feed` only
 //! appends; `poll` consumes, so the buffered input stays bounded by one command line (512
 //! octets, 12288 for AUTH continuations) while DATA/BDAT content goes into the size-capped
-//! body buffer. After [`Action::StartTls`] or [`Action::Enqueue`] the session processes
-//! nothing until [`Session::tls_established`] / [`Session::enqueue_result`] is called; after
-//! [`Action::Close`] it does nothing at all.
+//! body buffer. After [`Action::StartTls`], [`Action::Enqueue`] or [`Action::Admit`] the
+//! session processes nothing until [`Session::tls_established`] / [`Session::enqueue_result`] /
+//! [`Session::admission_result`] is called; after [`Action::Close`] it does nothing at all.
+//!
+//! Admission ([`SessionConfig::admission`]): after the synchronous [`Policy`] allowed a MAIL
+//! FROM or RCPT TO, and before AUTH credentials are verified, the session asks the driver
+//! ([`Action::Admit`]) and holds that command's reply — and every later command — until the
+//! answer. Replies therefore stay in command order however deep the client pipelines.
 
 mod auth;
 mod bdat;
@@ -21,8 +26,8 @@ mod types;
 use std::collections::VecDeque;
 
 pub use types::{
-    Action, Grant, ListenerKind, PeerInfo, Policy, Recipient, SenderContext, SessionConfig,
-    SessionStats, Transaction, auth_failure_delay,
+    Action, Admission, Grant, ListenerKind, PeerInfo, Policy, Recipient, SenderContext,
+    SessionConfig, SessionStats, Transaction, auth_failure_delay,
 };
 
 use crate::address::ReversePath;
@@ -63,6 +68,39 @@ enum AuthStep {
     LoginPass { user: String },
 }
 
+/// A password held while its AUTH waits for admission; overwritten when dropped.
+struct Password(Vec<u8>);
+
+impl Password {
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Password {
+    fn drop(&mut self) {
+        self.0.fill(0);
+        std::hint::black_box(&self.0);
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// The command waiting for [`Session::admission_result`].
+#[derive(Debug)]
+enum Pending {
+    /// The transaction MAIL FROM would open.
+    Mail(Box<Envelope>),
+    /// The recipient RCPT TO would add.
+    Rcpt(Recipient),
+    /// AUTH credentials to verify once admitted.
+    Auth { user: String, password: Password },
+}
+
 #[derive(Debug)]
 enum Mode {
     Command,
@@ -71,6 +109,12 @@ enum Mode {
     Bdat(BdatChunk),
     WaitTls,
     WaitEnqueue,
+    WaitAdmit(Pending),
+    /// AUTH was admitted: verify the credentials on the next poll (it needs the policy).
+    Verify {
+        user: String,
+        password: Password,
+    },
     Closed,
 }
 
@@ -142,7 +186,8 @@ impl Session {
     }
 
     /// The next action, or `None` when more input is needed (or the session is waiting for
-    /// [`Session::tls_established`] / [`Session::enqueue_result`], or is closed).
+    /// [`Session::tls_established`] / [`Session::enqueue_result`] /
+    /// [`Session::admission_result`], or is closed).
     pub fn poll(&mut self, policy: &dyn Policy) -> Option<Action> {
         loop {
             if let Some(action) = self.pending.pop_front() {
@@ -187,6 +232,49 @@ impl Session {
             Err(reply) => {
                 self.stats.reject("enqueue_failed");
                 self.send(reply);
+            }
+        }
+    }
+
+    /// The driver's answer to [`Action::Admit`]: `Ok(())` lets the command proceed (MAIL opens
+    /// the transaction and gets 250, RCPT adds the recipient and gets 250, AUTH goes on to
+    /// verify the credentials); `Err(reply)` refuses it with `reply` and leaves the session as
+    /// it was before the command (no transaction opened, no recipient added, not
+    /// authenticated). A transient refusal (4xx, e.g. a rate limit) is not counted as a client
+    /// error; a permanent one is, like any policy refusal.
+    pub fn admission_result(&mut self, result: Result<(), Reply>) {
+        if !matches!(self.mode, Mode::WaitAdmit(_)) {
+            return;
+        }
+        let Mode::WaitAdmit(pending) = std::mem::replace(&mut self.mode, Mode::Command) else {
+            return;
+        };
+        match (pending, result) {
+            (Pending::Mail(envelope), Ok(())) => {
+                self.txn = Some(*envelope);
+                self.failed = None;
+                self.send(catalogue::sender_ok());
+            }
+            (Pending::Rcpt(recipient), Ok(())) => {
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.recipients.push(recipient);
+                    self.send(catalogue::recipient_ok());
+                } else {
+                    // The transaction ended meanwhile (it cannot: nothing runs while waiting).
+                    self.reject("bad_sequence", catalogue::need_mail());
+                }
+            }
+            (Pending::Auth { user, password }, Ok(())) => {
+                self.mode = Mode::Verify { user, password };
+            }
+            (Pending::Auth { .. }, Err(reply)) => self.reject("auth_refused", reply),
+            (Pending::Mail(_) | Pending::Rcpt(_), Err(reply)) => {
+                if reply.is_transient() {
+                    self.stats.reject("rate_limited");
+                    self.send(reply);
+                } else {
+                    self.reject("admission_refused", reply);
+                }
             }
         }
     }
@@ -353,7 +441,15 @@ impl Session {
     /// Does one unit of work; false when nothing can be done now.
     fn step(&mut self, policy: &dyn Policy) -> bool {
         match self.mode {
-            Mode::Closed | Mode::WaitTls | Mode::WaitEnqueue => false,
+            Mode::Closed | Mode::WaitTls | Mode::WaitEnqueue | Mode::WaitAdmit(_) => false,
+            Mode::Verify { .. } => {
+                if let Mode::Verify { user, mut password } =
+                    std::mem::replace(&mut self.mode, Mode::Command)
+                {
+                    self.verify_now(user, password.take(), policy);
+                }
+                true
+            }
             Mode::Data(_) => self.step_data(),
             Mode::Bdat(_) => self.step_bdat(),
             Mode::Auth(_) => self.step_auth(policy),

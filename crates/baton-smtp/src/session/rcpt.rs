@@ -1,6 +1,6 @@
 //! RCPT TO (RFC 5321 4.1.1.3) with DSN NOTIFY / ORCPT.
 
-use super::{Policy, Recipient, SenderContext, Session};
+use super::{Action, Admission, Mode, Pending, Policy, Recipient, SenderContext, Session};
 use crate::address::ForwardPath;
 use crate::catalogue;
 use crate::params::RcptParams;
@@ -38,6 +38,20 @@ impl Session {
             policy.check_recipient(&ctx, &txn.grant, &forward_path)
         };
         match verdict {
+            Ok(()) if self.config.admission => {
+                let Some(txn) = &self.txn else { return };
+                let admission = Admission::Rcpt {
+                    grant: txn.grant.clone(),
+                    recipient: forward_path.clone(),
+                    authenticated: self.authenticated.clone(),
+                    client: self.peer.addr,
+                };
+                self.pending.push_back(Action::Admit(admission));
+                self.mode = Mode::WaitAdmit(Pending::Rcpt(Recipient {
+                    path: forward_path,
+                    params,
+                }));
+            }
             Ok(()) => {
                 if let Some(txn) = self.txn.as_mut() {
                     txn.recipients.push(Recipient {

@@ -45,6 +45,10 @@ pub struct SessionConfig {
     pub auth_failure_delay: Duration,
     /// Cap of that delay.
     pub auth_failure_delay_max: Duration,
+    /// Ask the driver to admit every MAIL FROM, RCPT TO and AUTH the policy allowed
+    /// ([`Action::Admit`], answered with [`super::Session::admission_result`]) and report every
+    /// failed AUTH ([`Action::AuthFailed`]). Off: neither action is ever emitted.
+    pub admission: bool,
 }
 
 /// How long to hold the reply to the `failures`-th failed AUTH of a session (1-based):
@@ -72,6 +76,7 @@ impl Default for SessionConfig {
             max_auth_failures: 3,
             auth_failure_delay: Duration::from_secs(1),
             auth_failure_delay_max: Duration::from_secs(8),
+            admission: false,
         }
     }
 }
@@ -180,6 +185,43 @@ pub struct Transaction {
     pub body: Vec<u8>,
 }
 
+/// What [`Action::Admit`] asks the driver to admit: a command the synchronous [`Policy`]
+/// already allowed, before its reply is sent. The driver answers with
+/// [`super::Session::admission_result`] (shared budgets, lockouts: anything needing a round
+/// trip).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// MAIL FROM, allowed under `grant`.
+    Mail {
+        /// The grant the transaction would run under.
+        grant: Grant,
+        /// The MAIL FROM path.
+        reverse_path: ReversePath,
+        /// The authenticated user, if any.
+        authenticated: Option<String>,
+        /// The client.
+        client: IpAddr,
+    },
+    /// RCPT TO in the transaction of `grant`.
+    Rcpt {
+        /// The transaction's grant.
+        grant: Grant,
+        /// The recipient.
+        recipient: ForwardPath,
+        /// The authenticated user, if any.
+        authenticated: Option<String>,
+        /// The client.
+        client: IpAddr,
+    },
+    /// AUTH by `user`, before the credentials are verified.
+    Auth {
+        /// The user name as the client gave it.
+        user: String,
+        /// The client.
+        client: IpAddr,
+    },
+}
+
 /// What the session asks the driver to do.
 // Enqueue carries the whole transaction by value (the API the driver is written against);
 // actions are short-lived, so the size difference does not matter.
@@ -195,6 +237,19 @@ pub enum Action {
     StartTls,
     /// Publish this message, then call [`super::Session::enqueue_result`].
     Enqueue(Transaction),
+    /// Decide whether this command may proceed, then call
+    /// [`super::Session::admission_result`]; the command's reply waits for it (only with
+    /// [`SessionConfig::admission`]).
+    Admit(Admission),
+    /// An AUTH attempt failed (credentials refused, or an authorisation identity other than
+    /// the user): count it wherever failures are counted before going on. Nothing waits for
+    /// an answer; the failure reply follows (only with [`SessionConfig::admission`]).
+    AuthFailed {
+        /// The user name as the client gave it.
+        user: String,
+        /// The client.
+        client: IpAddr,
+    },
     /// Flush and close the connection.
     Close,
 }

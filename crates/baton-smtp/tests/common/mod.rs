@@ -81,6 +81,11 @@ pub(crate) struct Harness {
     pub auto_enqueue: bool,
     /// Answer StartTls automatically with tls_established().
     pub auto_tls: bool,
+    /// Every Admit asked for, in order.
+    pub admissions: Vec<baton_smtp::Admission>,
+    /// Answers to Admit, in order; once empty, Admit is answered Ok. `None` in the queue
+    /// leaves the session waiting (the test answers itself).
+    pub admit_answers: std::collections::VecDeque<Option<Result<(), Reply>>>,
 }
 
 /// Test config: host mx.test, TLS available, 10 000 octet cap, lenient error limits.
@@ -119,6 +124,8 @@ impl Harness {
             enqueued: Vec::new(),
             auto_enqueue: true,
             auto_tls: true,
+            admissions: Vec::new(),
+            admit_answers: std::collections::VecDeque::new(),
         }
     }
 
@@ -145,7 +152,7 @@ impl Harness {
     }
 
     /// Feeds bytes, polls until None, and renders each action as a string: a reply without
-    /// its final CRLF, or "DELAY", "STARTTLS", "ENQUEUE", "CLOSE".
+    /// its final CRLF, or "DELAY", "STARTTLS", "ENQUEUE", "CLOSE", "ADMIT", "AUTHFAILED <user>".
     pub(crate) fn run_bytes(&mut self, input: &[u8]) -> Vec<String> {
         self.session.feed(input);
         self.drain()
@@ -176,6 +183,16 @@ impl Harness {
                     }
                 }
                 Action::Close => out.push("CLOSE".into()),
+                Action::Admit(a) => {
+                    out.push("ADMIT".into());
+                    self.admissions.push(a);
+                    match self.admit_answers.pop_front() {
+                        Some(None) => {}
+                        Some(Some(answer)) => self.session.admission_result(answer),
+                        None => self.session.admission_result(Ok(())),
+                    }
+                }
+                Action::AuthFailed { user, .. } => out.push(format!("AUTHFAILED {user}")),
             }
         }
         out

@@ -1,0 +1,252 @@
+//! Spike detection per SMTP credential (a RelayDomain's `spec.limits.spike`): each message of
+//! an authenticated user counts in the credential's hourly count, shared by every ingress pod
+//! in the `baton-limits` bucket (`in.spike.h<hour>.<hash>`, a compare-and-set increment); the
+//! baseline is the mean hourly count of the previous 24 hours, read once per credential and
+//! hour. A spike is at least `minimum_per_hour` messages this hour and more than `factor` times
+//! the baseline.
+//!
+//! The message that crosses the threshold is counted (`baton_limit_spikes_total{action}`) and
+//! logged once (exact across pods: one increment returns the crossing value). Then by action:
+//! `Alert` lets mail flow; `Throttle` refuses the credential's further messages this hour with
+//! `450 4.7.1`; `Hold` accepts them into the pool's quarantine (released with `baton queue
+//! release`).
+//!
+//! Detection is not a limit: when NATS is slow or unreachable (a bounded wait) the message is
+//! not counted and nothing is refused (counted in `baton_limit_fallback_total{limit="spike"}`).
+//! The compare-and-set increment is a thin adapter over [`baton_limits::Kv`] (the crate's own
+//! helper is private).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_limits::window::{Period, scope_hash, window_index, window_key};
+use baton_limits::{Kv, KvError};
+use baton_proto::v1 as pb;
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+/// Namespace of the credentials' hourly counts.
+pub const NS_SPIKE: &str = "in.spike";
+
+/// Hours in the baseline.
+pub const BASELINE_HOURS: i64 = 24;
+
+/// Most baselines cached (one per credential and hour).
+const MAX_CACHED: usize = 100_000;
+
+/// Compare-and-set attempts of one increment.
+const CAS_ATTEMPTS: u32 = 16;
+
+/// What a counted message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Below the threshold (or not counted).
+    Normal,
+    /// This message crossed the threshold (reported once).
+    Crossed(pb::SpikeAction),
+    /// Beyond the threshold after it was crossed.
+    Beyond(pb::SpikeAction),
+}
+
+/// The policy's threshold for a baseline: the smallest spiking count.
+pub fn threshold(policy: &pb::SpikePolicy, baseline_sum: u64) -> u64 {
+    // count > factor × (sum / 24)  ⇔  24 × count > factor × sum.
+    let factor = u64::from(policy.factor.max(1));
+    let above = (factor.saturating_mul(baseline_sum)) / BASELINE_HOURS as u64 + 1;
+    above.max(u64::from(policy.minimum_per_hour.max(1)))
+}
+
+/// Classify this hour's `count` (after the increment) against `threshold`.
+pub fn classify(action: pb::SpikeAction, count: u64, threshold: u64) -> Verdict {
+    match count.cmp(&threshold) {
+        std::cmp::Ordering::Less => Verdict::Normal,
+        std::cmp::Ordering::Equal => Verdict::Crossed(action),
+        std::cmp::Ordering::Greater => Verdict::Beyond(action),
+    }
+}
+
+/// The shared hourly counts.
+pub struct Spikes {
+    kv: Arc<dyn Kv>,
+    timeout: Duration,
+    /// Baseline sums per (credential hash, hour index).
+    baselines: Mutex<HashMap<(String, i64), u64>>,
+}
+
+impl std::fmt::Debug for Spikes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spikes")
+            .field("cached", &self.baselines.lock().len())
+            .finish()
+    }
+}
+
+async fn timed<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, KvError>>,
+) -> Result<T, KvError> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or(Err(KvError::Timeout))
+}
+
+fn parse(v: &[u8]) -> u64 {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Spikes {
+    /// Counts over `kv`, each round trip bounded by `timeout`.
+    pub fn new(kv: Arc<dyn Kv>, timeout: Duration) -> Spikes {
+        Spikes {
+            kv,
+            timeout,
+            baselines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Count one message of credential `scope` at `now_ms`; `Err` when the KV did not answer
+    /// (nothing decided).
+    pub async fn count(
+        &self,
+        policy: &pb::SpikePolicy,
+        scope: &str,
+        now_ms: i64,
+    ) -> Result<Verdict, KvError> {
+        let hash = scope_hash(scope);
+        let hour = window_index(Period::Hour, now_ms);
+        let count = self
+            .increment(&window_key(NS_SPIKE, Period::Hour, hour, &hash))
+            .await?;
+        let sum = self.baseline(&hash, hour).await?;
+        let action = pb::SpikeAction::try_from(policy.action).unwrap_or(pb::SpikeAction::Alert);
+        Ok(classify(action, count, threshold(policy, sum)))
+    }
+
+    async fn increment(&self, key: &str) -> Result<u64, KvError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let written = match timed(self.timeout, self.kv.entry(key)).await? {
+                None => timed(self.timeout, self.kv.create(key, Bytes::from_static(b"1")))
+                    .await
+                    .map(|_| 1),
+                Some((v, revision)) => {
+                    let n = parse(&v).saturating_add(1);
+                    let value = Bytes::from(n.to_string());
+                    timed(self.timeout, self.kv.update(key, value, revision))
+                        .await
+                        .map(|_| n)
+                }
+            };
+            match written {
+                Err(KvError::Conflict) => continue,
+                other => return other,
+            }
+        }
+        Err(KvError::Contended)
+    }
+
+    /// Sum of the previous 24 hourly counts of `hash` (cached for the hour).
+    async fn baseline(&self, hash: &str, hour: i64) -> Result<u64, KvError> {
+        let cache_key = (hash.to_string(), hour);
+        if let Some(sum) = self.baselines.lock().get(&cache_key) {
+            return Ok(*sum);
+        }
+        let keys: Vec<String> = (1..=BASELINE_HOURS)
+            .map(|h| window_key(NS_SPIKE, Period::Hour, hour - h, hash))
+            .collect();
+        let reads = keys.iter().map(|k| timed(self.timeout, self.kv.entry(k)));
+        let mut sum = 0u64;
+        for r in futures::future::join_all(reads).await {
+            if let Some((v, _)) = r? {
+                sum = sum.saturating_add(parse(&v));
+            }
+        }
+        let mut cache = self.baselines.lock();
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|(_, h), _| *h == hour);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(cache_key, sum);
+        Ok(sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use baton_limits::MemoryKv;
+
+    fn policy(action: pb::SpikeAction, factor: u32, minimum: u32) -> pb::SpikePolicy {
+        pb::SpikePolicy {
+            action: action as i32,
+            factor,
+            minimum_per_hour: minimum,
+        }
+    }
+
+    #[test]
+    fn thresholds() {
+        let p = policy(pb::SpikeAction::Alert, 10, 100);
+        // A quiet credential may send a burst of up to the minimum.
+        assert_eq!(threshold(&p, 0), 100);
+        // Baseline 24/h (sum 576): more than 240 in the hour.
+        assert_eq!(threshold(&p, 576), 241);
+        assert_eq!(classify(pb::SpikeAction::Alert, 240, 241), Verdict::Normal);
+        assert_eq!(
+            classify(pb::SpikeAction::Throttle, 241, 241),
+            Verdict::Crossed(pb::SpikeAction::Throttle)
+        );
+        assert_eq!(
+            classify(pb::SpikeAction::Hold, 300, 241),
+            Verdict::Beyond(pb::SpikeAction::Hold)
+        );
+    }
+
+    #[tokio::test]
+    async fn counts_against_the_previous_day() {
+        let kv = Arc::new(MemoryKv::new());
+        let hash = scope_hash("ns/d\u{0}alice");
+        let now = 1_796_415_302_123;
+        let hour = window_index(Period::Hour, now);
+        // 2 messages in each of the previous 24 hours: baseline 2/h.
+        for h in 1..=BASELINE_HOURS {
+            kv.put(
+                &window_key(NS_SPIKE, Period::Hour, hour - h, &hash),
+                Bytes::from_static(b"2"),
+            );
+        }
+        // Older hours do not count.
+        kv.put(
+            &window_key(NS_SPIKE, Period::Hour, hour - 25, &hash),
+            Bytes::from_static(b"1000"),
+        );
+        let spikes = Spikes::new(kv.clone(), Duration::from_secs(1));
+        let p = policy(pb::SpikeAction::Throttle, 3, 5);
+        // More than 3 × 2 = 6: the 7th crosses.
+        let mut verdicts = Vec::new();
+        for _ in 0..8 {
+            verdicts.push(spikes.count(&p, "ns/d\u{0}alice", now).await.unwrap());
+        }
+        assert!(verdicts[..6].iter().all(|v| *v == Verdict::Normal));
+        assert_eq!(verdicts[6], Verdict::Crossed(pb::SpikeAction::Throttle));
+        assert_eq!(verdicts[7], Verdict::Beyond(pb::SpikeAction::Throttle));
+        let key = window_key(NS_SPIKE, Period::Hour, hour, &hash);
+        assert!(key.starts_with("in.spike.h"));
+        assert_eq!(kv.value(&key).unwrap(), Bytes::from_static(b"8"));
+    }
+
+    #[tokio::test]
+    async fn a_dead_kv_decides_nothing() {
+        let kv = Arc::new(MemoryKv::new());
+        kv.set_mode(baton_limits::MemoryMode::Fail);
+        let spikes = Spikes::new(kv, Duration::from_millis(50));
+        let p = policy(pb::SpikeAction::Throttle, 3, 1);
+        assert!(spikes.count(&p, "x", 0).await.is_err());
+    }
+}
