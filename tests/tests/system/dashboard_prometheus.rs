@@ -39,6 +39,24 @@ const EMPTY_HERE: &[(&str, &str)] = &[
         "the test pool has no content filters",
     ),
     (
+        "baton_limit_refusals_total",
+        "the traffic stays within every limit",
+    ),
+    ("baton_auth_lockouts_total", "no AUTH lockout happens"),
+    (
+        "baton_limit_fallback_total",
+        "NATS answers every limit in time",
+    ),
+    (
+        "baton_destination_throttled_total",
+        "the test pool has no destination limits",
+    ),
+    ("baton_deny_refusals_total", "no client or sender is denied"),
+    (
+        "baton_destination_waits_total",
+        "the test pool has no destination limits",
+    ),
+    (
         "baton_webhook_",
         "no EventSink dispatcher runs in this test",
     ),

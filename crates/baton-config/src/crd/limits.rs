@@ -72,8 +72,8 @@ pub enum SpikeAction {
     Alert,
     /// As Alert, and further messages of the credential this hour get `450 4.7.1`.
     Throttle,
-    /// As Alert, and further messages of the credential this hour are accepted but held
-    /// (released with `baton queue release`).
+    /// As Alert, and further messages of the credential this hour are accepted into the
+    /// pool's quarantine (released with `baton queue quarantine release`).
     Hold,
 }
 
