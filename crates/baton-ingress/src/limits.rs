@@ -296,6 +296,32 @@ struct Counted {
     quota: Quota,
 }
 
+/// One unit of `unit` from every window of `pp` (none when unlimited) for `scope_value` under
+/// the key namespace `ns`, with the labels its refusal is counted under.
+fn add_budget(
+    wants: &mut Vec<Want>,
+    counted: &mut Vec<Counted>,
+    ns: &str,
+    scope_value: &str,
+    pp: &PerPeriod,
+    scope: &'static str,
+    unit: &'static str,
+) {
+    if pp.is_unlimited() {
+        return;
+    }
+    let Ok(key) = BudgetKey::new(ns, scope_value) else {
+        return;
+    };
+    for quota in pp.quotas() {
+        wants.push(Want {
+            key: key.clone(),
+            quota,
+        });
+        counted.push(Counted { scope, unit, quota });
+    }
+}
+
 impl InboundLimits {
     /// Limits over `kv` (the `baton-limits` bucket).
     pub fn new(kv: Arc<dyn Kv>, settings: Settings) -> InboundLimits {
@@ -368,23 +394,15 @@ impl InboundLimits {
                 let mut wants = Vec::new();
                 let mut counted = Vec::new();
                 let mut add = |ns: &str, scope_value: &str, pp: &PerPeriod, scope| {
-                    if pp.is_unlimited() {
-                        return;
-                    }
-                    let Ok(key) = BudgetKey::new(ns, scope_value) else {
-                        return;
-                    };
-                    for quota in pp.quotas() {
-                        wants.push(Want {
-                            key: key.clone(),
-                            quota,
-                        });
-                        counted.push(Counted {
-                            scope,
-                            unit: "messages",
-                            quota,
-                        });
-                    }
+                    add_budget(
+                        &mut wants,
+                        &mut counted,
+                        ns,
+                        scope_value,
+                        pp,
+                        scope,
+                        "messages",
+                    );
                 };
                 add(
                     NS_DOMAIN_MESSAGES,
@@ -431,23 +449,15 @@ impl InboundLimits {
                 let mut wants = Vec::new();
                 let mut counted = Vec::new();
                 let mut add = |ns: &str, scope_value: &str, pp: &PerPeriod, scope| {
-                    if pp.is_unlimited() {
-                        return;
-                    }
-                    let Ok(key) = BudgetKey::new(ns, scope_value) else {
-                        return;
-                    };
-                    for quota in pp.quotas() {
-                        wants.push(Want {
-                            key: key.clone(),
-                            quota,
-                        });
-                        counted.push(Counted {
-                            scope,
-                            unit: "recipients",
-                            quota,
-                        });
-                    }
+                    add_budget(
+                        &mut wants,
+                        &mut counted,
+                        ns,
+                        scope_value,
+                        pp,
+                        scope,
+                        "recipients",
+                    );
                 };
                 add(
                     NS_DOMAIN_RECIPIENTS,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_limits::window::{Period, scope_hash, window_index, window_key};
-use baton_limits::{Kv, KvError};
+use baton_limits::{Kv, KvError, Options, read_modify_write, timed};
 use baton_proto::v1 as pb;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -82,15 +82,6 @@ impl std::fmt::Debug for Spikes {
     }
 }
 
-async fn timed<T>(
-    timeout: Duration,
-    fut: impl std::future::Future<Output = Result<T, KvError>>,
-) -> Result<T, KvError> {
-    tokio::time::timeout(timeout, fut)
-        .await
-        .unwrap_or(Err(KvError::Timeout))
-}
-
 fn parse(v: &[u8]) -> u64 {
     std::str::from_utf8(v)
         .ok()
@@ -127,25 +118,16 @@ impl Spikes {
     }
 
     async fn increment(&self, key: &str) -> Result<u64, KvError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let written = match timed(self.timeout, self.kv.entry(key)).await? {
-                None => timed(self.timeout, self.kv.create(key, Bytes::from_static(b"1")))
-                    .await
-                    .map(|_| 1),
-                Some((v, revision)) => {
-                    let n = parse(&v).saturating_add(1);
-                    let value = Bytes::from(n.to_string());
-                    timed(self.timeout, self.kv.update(key, value, revision))
-                        .await
-                        .map(|_| n)
-                }
-            };
-            match written {
-                Err(KvError::Conflict) => continue,
-                other => return other,
-            }
-        }
-        Err(KvError::Contended)
+        let opts = Options {
+            timeout: self.timeout,
+            cas_attempts: CAS_ATTEMPTS,
+            ..Options::default()
+        };
+        read_modify_write(self.kv.as_ref(), &opts, key, |current| {
+            let n = current.map_or(0, parse).saturating_add(1);
+            Ok((Some(Bytes::from(n.to_string())), n))
+        })
+        .await
     }
 
     /// Sum of the previous 24 hourly counts of `hash` (cached for the hour).

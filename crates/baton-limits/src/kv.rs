@@ -239,7 +239,7 @@ impl Kv for MemoryKv {
 }
 
 /// `fut` within `timeout`, a timeout being [`KvError::Timeout`].
-pub(crate) async fn timed<T>(
+pub async fn timed<T>(
     timeout: std::time::Duration,
     fut: impl std::future::Future<Output = Result<T, KvError>>,
 ) -> Result<T, KvError> {
@@ -252,7 +252,7 @@ pub(crate) async fn timed<T>(
 /// Read `key`, let `f` decide from its value (`None`: absent) what to write (`None`: nothing)
 /// and what to return, and write it with a compare-and-set; on a conflict read again, at most
 /// `opts.cas_attempts` times ([`KvError::Contended`] after that). Every round trip is timed out.
-pub(crate) async fn read_modify_write<T>(
+pub async fn read_modify_write<T>(
     kv: &dyn Kv,
     opts: &crate::Options,
     key: &str,

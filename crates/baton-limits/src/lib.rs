@@ -47,7 +47,7 @@ pub mod window;
 use std::time::Duration;
 
 pub use counter::{SharedCounter, Take, Want};
-pub use kv::{Kv, KvError, MemoryKv, MemoryMode};
+pub use kv::{Kv, KvError, MemoryKv, MemoryMode, read_modify_write, timed};
 pub use lease::{Acquire, LeaseOptions, Permit, SharedSemaphore};
 pub use lockout::{Lockout, LockoutPolicy, Subject};
 pub use marks::Marks;
