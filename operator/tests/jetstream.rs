@@ -62,10 +62,13 @@ async fn the_operator_records_its_settings_and_reports_drift_it_cannot_correct()
     let server = nats_server().await;
     let client = async_nats::connect(&server.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    // A body bucket someone created in memory: storage cannot be changed in place.
+    // A pool's body bucket someone created in memory: storage cannot be changed in place.
     js.create_stream(stream::Config {
-        name: "OBJ_baton-bodies".into(),
-        subjects: vec!["$O.baton-bodies.C.>".into(), "$O.baton-bodies.M.>".into()],
+        name: "OBJ_baton-bodies-bulk".into(),
+        subjects: vec![
+            "$O.baton-bodies-bulk.C.>".into(),
+            "$O.baton-bodies-bulk.M.>".into(),
+        ],
         storage: stream::StorageType::Memory,
         allow_rollup: true,
         allow_direct: true,
@@ -80,7 +83,7 @@ async fn the_operator_records_its_settings_and_reports_drift_it_cannot_correct()
     let drift = queue.ensure_pool("bulk", 1).await.unwrap();
     assert_eq!(
         drift,
-        ["OBJ_baton-bodies storage is memory but the recorded settings say file"]
+        ["OBJ_baton-bodies-bulk storage is memory but the recorded settings say file"]
     );
     let verified = baton_queue::Verifier::new(js).verify().await.unwrap();
     assert_eq!(verified.owner, "operator");

@@ -322,7 +322,7 @@ impl Bed {
             &write_config(&dir.0, "c.yaml", &spec.yaml)?,
             &["--stream-replicas", "3"],
         )?;
-        for name in [STREAM, "KV_baton-config", "OBJ_baton-bodies"] {
+        for name in [STREAM, "KV_baton-config", "OBJ_baton-bodies-test"] {
             cluster
                 .wait_stream_current(name, 3, Duration::from_secs(30))
                 .await?;

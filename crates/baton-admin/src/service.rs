@@ -223,6 +223,7 @@ impl AdminService {
             let n = stored.payload.len().min(limit);
             return Ok((stored.payload.slice(..n), stored.payload.len() > n));
         };
+        let at_store = baton_queue::BodyRef::of(&e);
         match e.body {
             Some(Body::InlineBody(b)) => {
                 let truncated = b.len() > limit;
@@ -230,11 +231,14 @@ impl AdminService {
                 b.truncate(limit);
                 Ok((Bytes::from(b), truncated))
             }
-            Some(Body::ObjectRef(name)) => self
-                .inspector
-                .body_prefix(&name, limit)
-                .await
-                .map_err(|e| Status::unavailable(format!("large body {name}: {e}"))),
+            Some(Body::ObjectRef(name)) => match at_store {
+                Some(at) => self
+                    .inspector
+                    .body_prefix(&at, limit)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("large body {name}: {e}"))),
+                None => Ok((Bytes::new(), false)),
+            },
             None => Ok((Bytes::new(), false)),
         }
     }
@@ -320,7 +324,7 @@ impl AdminService {
             .await
             .map_err(unavailable)?;
         self.inspector
-            .delete(m.sequence)
+            .delete(&m.pool, m.sequence, action)
             .await
             .map_err(unavailable)?;
         let what = match action {
@@ -683,7 +687,7 @@ impl Admin for AdminService {
             if r.confirm {
                 let deleted = self
                     .inspector
-                    .delete(m.sequence)
+                    .delete(&m.pool, m.sequence, "delete")
                     .await
                     .map_err(unavailable)?;
                 tracing::info!(

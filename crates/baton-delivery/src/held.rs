@@ -9,7 +9,6 @@
 //! sequence, so it is never mistaken for a duplicate.
 
 use baton_core::hold::Verdict;
-use baton_proto::v1::envelope::Body;
 use baton_queue::{QueuedMessage, held_subject};
 
 use crate::Ctx;
@@ -42,8 +41,8 @@ pub(crate) async fn divert(ctx: &Ctx, pool: &PoolPlan, qm: &mut QueuedMessage) -
         .collect();
     held.not_before_ms = 0;
     // A large body stays in the object store, referenced by the held envelope.
-    if let Some(name) = &qm.object_ref {
-        held.body = Some(Body::ObjectRef(name.clone()));
+    if let Some(body) = &qm.object_ref {
+        body.attach(&mut held);
     }
     let msg_id = format!("{}.held-{}", env.id, qm.stream_sequence);
     let subject = held_subject(&pool.name);

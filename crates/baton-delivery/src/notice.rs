@@ -118,6 +118,7 @@ pub(crate) fn dsn_for(
         origin_id: env.id.clone(),
         last_delay_notice_ms: 0,
         operator_bounce: String::new(),
+        object_bucket: String::new(),
     })
 }
 

@@ -330,8 +330,8 @@ async fn finish(
         // A large body stays where it is: the retry references the same object instead of
         // uploading the body again (it is deleted after the final outcome, or expires with
         // the bucket's retention).
-        if let Some(name) = &qm.object_ref {
-            next.body = Some(Body::ObjectRef(name.clone()));
+        if let Some(body) = &qm.object_ref {
+            body.attach(&mut next);
         }
         next.last_delay_notice_ms = last_delay_notice_ms;
         next.recipients = deferred;
@@ -393,8 +393,8 @@ async fn finish(
     let retried = follow_ups
         .iter()
         .any(|(_, _, e)| matches!(&e.body, Some(Body::ObjectRef(_))));
-    if let Some(name) = qm.object_ref.as_ref().filter(|_| !retried)
-        && let Err(e) = ctx.publisher.delete_body(name).await
+    if let Some(body) = qm.object_ref.as_ref().filter(|_| !retried)
+        && let Err(e) = ctx.publisher.delete_body(body).await
     {
         tracing::warn!(queue_id = %env.id, error = %e, "could not delete the body object; it expires with the bucket's retention");
     }

@@ -68,6 +68,8 @@ pub struct Queue {
     /// The `baton-limits` KV bucket for the pool's shared outbound limits (`None`: it could
     /// not be opened; each worker then enforces the limits alone, in memory).
     pub limits: Option<jetstream::kv::Store>,
+    /// The messages this worker holds (the queue-age gauge).
+    pub holding: baton_queue::Holding,
 }
 
 /// Run a worker until `stop` is cancelled. Waits for a config snapshot that contains the pool,
@@ -201,6 +203,7 @@ pub async fn run(
                         let name = pool.name.clone();
                         let lane = Lane::bind(&queue.js, ctx.publisher.clone(), &pool.name, kind)
                             .await?
+                            .holding(queue.holding.clone())
                             .on_dead(Arc::new(move |reason| {
                                 dead.with_label_values(&[&name, reason.label()]).inc()
                             }));

@@ -301,6 +301,7 @@ fn assemble(
         origin_id: id.to_string(),
         last_delay_notice_ms: 0,
         operator_bounce: String::new(),
+        object_bucket: String::new(),
     }
 }
 

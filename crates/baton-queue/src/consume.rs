@@ -63,6 +63,8 @@ pub struct Lane {
     /// The consumer's delivery limit (`<= 0`: none).
     max_deliver: i64,
     on_dead: OnDead,
+    /// What this process holds (the queue-age gauge, [`crate::Holding`]).
+    holding: crate::Holding,
 }
 
 /// One message taken from a lane, with its decoded envelope and body.
@@ -75,9 +77,13 @@ pub struct QueuedMessage {
     pub stream_sequence: u64,
     /// Lane it came from.
     pub lane: LaneKind,
-    /// Object Store name of the body, when it was stored there.
-    pub object_ref: Option<String>,
+    /// Where the body was stored, when it was in the Object Store.
+    pub object_ref: Option<crate::BodyRef>,
     msg: jetstream::Message,
+    /// The pool of the lane it came from.
+    pool: String,
+    /// Its place in the process's [`crate::Holding`] until it is dropped.
+    _held: crate::holding::Held,
 }
 
 impl Lane {
@@ -104,7 +110,15 @@ impl Lane {
             publisher,
             max_deliver,
             on_dead: std::sync::Arc::new(|_| {}),
+            holding: crate::Holding::new(),
         })
+    }
+
+    /// Record the messages this lane hands out in `holding` (shared by a pool's lanes, for
+    /// the queue-age gauge) until they are dropped.
+    pub fn holding(mut self, holding: crate::Holding) -> Lane {
+        self.holding = holding;
+        self
     }
 
     /// Report each message this lane moves to the dead letters to `on_dead`.
@@ -179,9 +193,13 @@ impl Lane {
     }
 
     async fn decode(&self, msg: jetstream::Message) -> Result<Option<QueuedMessage>, QueueError> {
-        let (delivered, seq) = match msg.info() {
-            Ok(i) => (i.delivered, i.stream_sequence),
-            Err(_) => (1, 0),
+        let (delivered, seq, stored_ns) = match msg.info() {
+            Ok(i) => (
+                i.delivered,
+                i.stream_sequence,
+                i.published.unix_timestamp_nanos(),
+            ),
+            Err(_) => (1, 0, time::OffsetDateTime::now_utc().unix_timestamp_nanos()),
         };
         let letter = |reason, detail: String| crate::dead::DeadLetter {
             reason,
@@ -209,11 +227,11 @@ impl Lane {
             return Ok(None);
         }
         let mut object_ref = None;
-        if let Some(Body::ObjectRef(name)) = &envelope.body {
-            let name = name.clone();
+        if let Some(at) = crate::BodyRef::of(&envelope) {
             // A body object is only deleted after the final outcome, so a failed read is a
             // fault of the moment (or, repeated up to the delivery limit, a dead letter).
-            let body = match self.publisher.load_body(&name).await {
+            // Another pool's bucket is not readable with this pool's identity.
+            let body = match self.publisher.load_body(&at).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(stream_seq = seq, delivered, error = %e, "large body not readable; delivering again later");
@@ -222,7 +240,7 @@ impl Lane {
                 }
             };
             envelope.body = Some(Body::InlineBody(body));
-            object_ref = Some(name);
+            object_ref = Some(at);
         }
         Ok(Some(QueuedMessage {
             envelope,
@@ -231,6 +249,8 @@ impl Lane {
             lane: self.kind,
             object_ref,
             msg,
+            pool: self.pool.clone(),
+            _held: self.holding.hold(stored_ns, seq),
         }))
     }
 }
@@ -258,24 +278,13 @@ impl QueuedMessage {
         bounded(self.msg.ack_with(AckKind::Progress)).await
     }
 
-    /// Whether the message is still stored in the queue: an operator may have moved it
-    /// (retry now, bounce) or deleted it while a worker waited for its due time. Only a
-    /// definite "no such message" says no; any other error says yes (a duplicate attempt is
-    /// better than a lost message).
+    /// Whether the message is still the one to deliver: an operator may have moved it (retry
+    /// now, bounce) or deleted it while a worker waited for its due time. The operations API
+    /// records every such move in [`crate::moved`] before deleting the stored message; only a
+    /// record found says no (a duplicate attempt is better than a lost message). The queue
+    /// stream itself is not read: its message API would let a worker read any pool's mail.
     pub async fn still_stored(&self) -> bool {
-        use async_nats::jetstream::ErrorCode;
-        use async_nats::jetstream::stream::RawMessageErrorKind;
-        let Ok(stream) = self.msg.context.get_stream(STREAM).await else {
-            return true;
-        };
-        match stream.get_raw_message(self.stream_sequence).await {
-            Ok(_) => true,
-            Err(e) => match e.kind() {
-                RawMessageErrorKind::NoMessageFound => false,
-                RawMessageErrorKind::JetStream(j) => j.error_code() != ErrorCode::NO_MESSAGE_FOUND,
-                _ => true,
-            },
-        }
+        !crate::moved::was_moved(&self.msg.context, &self.pool, self.stream_sequence).await
     }
 
     /// Give it back for immediate redelivery (only used on shutdown, never to park deferred

@@ -183,8 +183,17 @@ impl Inspector {
         Ok(b.messages.into_iter().find(|m| m.sequence == sequence))
     }
 
-    /// Delete the message at `sequence` (false: it was no longer stored).
-    pub async fn delete(&self, sequence: u64) -> Result<bool, QueueError> {
+    /// Delete pool `pool`'s message at `sequence` (false: it was no longer stored), because
+    /// of `action` (`delete`, `retry-now`, ...). The move is recorded first ([`crate::moved`]),
+    /// so a worker holding the message while it waits for its due time stops; if recording
+    /// fails nothing is deleted.
+    pub async fn delete(
+        &self,
+        pool: &str,
+        sequence: u64,
+        action: &str,
+    ) -> Result<bool, QueueError> {
+        crate::moved::record(&self.js, pool, sequence, action).await?;
         let stream = self
             .js
             .get_stream(STREAM)
@@ -217,15 +226,19 @@ impl Inspector {
     }
 
     /// The first `limit` bytes of a large body in the object store (and whether there is more).
-    pub async fn body_prefix(&self, name: &str, limit: usize) -> Result<(Bytes, bool), QueueError> {
+    pub async fn body_prefix(
+        &self,
+        at: &crate::BodyRef,
+        limit: usize,
+    ) -> Result<(Bytes, bool), QueueError> {
         use tokio::io::AsyncReadExt;
         let store = self
             .js
-            .get_object_store(crate::BODY_BUCKET)
+            .get_object_store(&at.bucket)
             .await
             .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
         let obj = store
-            .get(name)
+            .get(&at.name)
             .await
             .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
         let mut out = Vec::with_capacity(limit.min(64 * 1024));

@@ -3,7 +3,7 @@
 //! envelopes with a `Nats-Msg-Id` and awaiting the PubAck, large bodies in the Object Store,
 //! pulling and acknowledging queued messages, the `baton-config` KV snapshot, the
 //! `baton-suppressions` KV bucket ([`suppression`]), the `baton-holds` KV bucket ([`holds`]),
-//! the `BATON_EVENTS` stream ([`events`]),
+//! the `BATON_EVENTS` stream ([`events`]), the `baton-moved` KV bucket ([`moved`]),
 //! reading the queue without consuming it ([`inspect`]), and reading
 //! consumer state for metrics. One owner provisions ([`Provisioner::provision`] records the
 //! settings next to the snapshot); everyone else verifies ([`Verifier`]) and reports drift.
@@ -17,8 +17,10 @@ mod consume;
 pub mod dead;
 mod error;
 pub mod events;
+mod holding;
 pub mod holds;
 pub mod inspect;
+pub mod moved;
 pub mod permissions;
 pub mod processes;
 mod provision;
@@ -32,6 +34,7 @@ pub use config_store::{ConfigStore, ConfigWatch, KEY_RETRY, SnapshotEvent};
 pub use connect::{NatsAuth, NatsOptions, NatsTls, connect, denials, readiness_problem};
 pub use consume::{BODY_RETRY, Lane, LaneKind, OnDead, QueuedMessage};
 pub use error::QueueError;
+pub use holding::Holding;
 pub use inspect::Inspector;
 pub use provision::{LaneStats, Provisioner};
 pub use publish::{PublishReceipt, Publisher};
@@ -40,8 +43,54 @@ pub use verify::{Verified, Verifier, body_bucket_stream, config_bucket_stream};
 
 /// Name of the work-queue stream holding all queued mail.
 pub const STREAM: &str = "BATON_QUEUE";
-/// Object Store bucket for message bodies too large to travel inline.
+/// The shared Object Store bucket of earlier versions for message bodies too large to travel
+/// inline. New bodies go to their pool's own bucket ([`body_bucket`]); this one is only read
+/// (and emptied) until the mail accepted before is delivered, then deleted by the owner.
 pub const BODY_BUCKET: &str = "baton-bodies";
+
+/// Object Store bucket of pool `pool`'s large bodies (`baton-bodies-<pool>`): the ingress
+/// writes it, only that pool's workers read and delete (`permissions`).
+pub fn body_bucket(pool: &str) -> String {
+    format!("{BODY_BUCKET}-{pool}")
+}
+
+/// Where a large body is stored: bucket and object name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BodyRef {
+    /// Object Store bucket ([`body_bucket`], or the legacy [`BODY_BUCKET`]).
+    pub bucket: String,
+    /// Object name.
+    pub name: String,
+}
+
+impl BodyRef {
+    /// The body reference of `envelope`, when its body is in the Object Store.
+    pub fn of(envelope: &baton_proto::v1::Envelope) -> Option<BodyRef> {
+        match &envelope.body {
+            Some(baton_proto::v1::envelope::Body::ObjectRef(name)) => Some(BodyRef {
+                bucket: if envelope.object_bucket.is_empty() {
+                    BODY_BUCKET.to_owned()
+                } else {
+                    envelope.object_bucket.clone()
+                },
+                name: name.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Make `envelope` reference this body instead of carrying one.
+    pub fn attach(&self, envelope: &mut baton_proto::v1::Envelope) {
+        envelope.body = Some(baton_proto::v1::envelope::Body::ObjectRef(
+            self.name.clone(),
+        ));
+        envelope.object_bucket = if self.bucket == BODY_BUCKET {
+            String::new()
+        } else {
+            self.bucket.clone()
+        };
+    }
+}
 /// KV bucket holding the compiled `RelayConfig` snapshot.
 pub const CONFIG_BUCKET: &str = "baton-config";
 /// KV bucket holding the relay domains' suppression lists (`baton_core::suppression`).
@@ -50,6 +99,11 @@ pub const SUPPRESSION_BUCKET: &str = "baton-suppressions";
 pub const PROCESS_BUCKET: &str = "baton-processes";
 /// KV bucket holding the operators' holds (`baton_core::hold`, [`holds`]).
 pub const HOLD_BUCKET: &str = "baton-holds";
+/// KV bucket of the operations API's moves ([`moved`]): which stored messages it deleted or
+/// moved, so a worker holding one stops without reading the queue stream.
+pub const MOVED_BUCKET: &str = "baton-moved";
+/// How long a move is remembered: longer than any message waits in one retry tier.
+pub const MOVED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 /// KV bucket of the EventSinks' delivery records ([`sinks`]).
 pub const SINK_STATUS_BUCKET: &str = "baton-sink-status";
 /// KV bucket of the cluster-wide limits (`baton_limits`): inbound budgets and AUTH lockouts

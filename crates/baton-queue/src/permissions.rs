@@ -3,22 +3,26 @@
 //!
 //! Roles (one NATS user each):
 //! - **ingress** (`baton-ingress`): publish fresh mail to every pool's `baton.new.<pool>`
-//!   (quarantined mail to `baton.quarantine.<pool>`)
-//!   and large bodies to the Object Store; read the config snapshot and the suppression lists,
-//!   and add suppressions from reports received at a return path;
-//!   read the stream settings it verifies; read the limits bucket and write its inbound
-//!   entries (`baton-limits`, keys `in.>`: shared budgets and AUTH lockouts). It cannot
-//!   consume, acknowledge, delete, publish to a retry lane or write the configuration.
+//!   (quarantined mail to `baton.quarantine.<pool>`) and upload large bodies into each pool's
+//!   own Object Store bucket (`baton-bodies-<pool>`; it reads no body back); read the config
+//!   snapshot and the suppression lists, and add suppressions from reports received at a
+//!   return path; read the stream settings it verifies; read the limits bucket and write its
+//!   inbound entries (`baton-limits`, keys `in.>`: shared budgets and AUTH lockouts). It
+//!   cannot consume, acknowledge, delete, publish to a retry lane or write the configuration.
 //! - **worker of pool P** (`baton-worker-<P>`): consume and acknowledge P's lanes only
 //!   (`P-new`, `P-retry-<i>`), publish P's retry tiers and P's fresh lane (DSNs, delay
-//!   notices), read and delete large bodies, add suppressions, read the snapshot; read the
-//!   limits bucket and write P's outbound entries (keys `out.<P>.>`).
+//!   notices), read and delete the large bodies in P's bucket (and, until its owner deletes
+//!   it once empty, in the shared `baton-bodies` of earlier versions), add suppressions, read
+//!   the snapshot; read the limits bucket and write P's outbound entries (keys `out.<P>.>`);
+//!   read P's records of moved messages (`baton-moved`, keys `<P>.>`). It reads no queued
+//!   message except through its own lanes, and no other pool's large body.
 //! - **admin** (`baton-admin`): the operator, `baton config apply` and the `baton
-//!   suppression` CLI: provision Baton's streams, buckets and lane consumers, write the
-//!   snapshot and the suppression lists, read consumer state; and the operations API (`baton
-//!   admin`, `baton dev`): read queued mail without consuming it (batched direct gets), delete
-//!   a stored message, requeue a dead letter to a pool's fresh-mail lane, read large bodies.
-//!   It does not consume or acknowledge mail.
+//!   suppression` CLI: provision Baton's streams, buckets (each pool's large-body bucket
+//!   included) and lane consumers, write the snapshot and the suppression lists, read
+//!   consumer state; and the operations API (`baton admin`, `baton dev`): read queued mail
+//!   without consuming it (batched direct gets), delete a stored message (recording the move
+//!   in `baton-moved` first), requeue a dead letter to a pool's fresh-mail lane, read large
+//!   bodies. It does not consume or acknowledge mail.
 //!
 //! - **webhooks** (`baton-webhooks`): the EventSink dispatchers: read the snapshot, create,
 //!   pull and acknowledge the sinks' consumers on the event stream, write the sinks' delivery
@@ -34,8 +38,8 @@ use std::fmt::Write as _;
 
 use crate::LaneKind;
 use crate::{
-    BODY_BUCKET, CONFIG_BUCKET, HOLD_BUCKET, LIMITS_BUCKET, PROCESS_BUCKET, SINK_STATUS_BUCKET,
-    STREAM, SUPPRESSION_BUCKET, consumer_name,
+    BODY_BUCKET, CONFIG_BUCKET, HOLD_BUCKET, LIMITS_BUCKET, MOVED_BUCKET, PROCESS_BUCKET,
+    SINK_STATUS_BUCKET, STREAM, SUPPRESSION_BUCKET, consumer_name,
 };
 
 /// A Baton role towards NATS.
@@ -81,11 +85,25 @@ impl Role {
         )
     }
 
-    /// The subjects the role may publish to and subscribe to.
+    /// The subjects the role may publish to and subscribe to, in a deployment without pools.
     pub fn permissions(&self) -> Permissions {
+        self.permissions_among(&[])
+    }
+
+    /// The subjects the role may publish to and subscribe to in a deployment of `roles`: the
+    /// ingress and the admin also get each pool's large-body bucket (`baton-bodies-<pool>`)
+    /// of the worker roles among them — the ingress to upload, the admin to create and show.
+    pub fn permissions_among(&self, roles: &[Role]) -> Permissions {
         if *self == Role::Webhooks {
             return webhooks_permissions(self);
         }
+        let pools: Vec<&str> = roles
+            .iter()
+            .filter_map(|r| match r {
+                Role::Worker { pool, .. } => Some(pool.as_str()),
+                _ => None,
+            })
+            .collect();
         let api = |s: &str| format!("$JS.API.{s}");
         let kv = |bucket: &str| format!("KV_{bucket}");
         let obj = format!("OBJ_{BODY_BUCKET}");
@@ -132,13 +150,20 @@ impl Role {
                     "$KV.{LIMITS_BUCKET}.{}.>",
                     crate::LIMITS_INBOUND_PREFIX
                 ));
-                publish.extend([
-                    format!("$O.{BODY_BUCKET}.C.>"),
-                    format!("$O.{BODY_BUCKET}.M.>"),
-                    // Reports received at a return path add suppressions.
-                    format!("$KV.{SUPPRESSION_BUCKET}.>"),
-                ]);
-                read_bucket(&mut publish, &obj);
+                // Reports received at a return path add suppressions.
+                publish.push(format!("$KV.{SUPPRESSION_BUCKET}.>"));
+                // Large bodies, into their pool's bucket: upload (chunks and the object's
+                // meta) and the meta lookup an upload starts with. It reads no body.
+                for pool in &pools {
+                    let bucket = crate::body_bucket(pool);
+                    let stream = format!("OBJ_{bucket}");
+                    publish.extend([
+                        api(&format!("STREAM.INFO.{stream}")),
+                        api(&format!("DIRECT.GET.{stream}.$O.{bucket}.M.>")),
+                        format!("$O.{bucket}.C.>"),
+                        format!("$O.{bucket}.M.>"),
+                    ]);
+                }
             }
             Role::Worker { pool, tiers } => {
                 publish.push(crate::new_subject(pool));
@@ -169,29 +194,63 @@ impl Role {
                     let consumer = consumer_name(pool, lane);
                     publish.push(api(&format!("CONSUMER.INFO.{STREAM}.{consumer}")));
                 }
-                // The oldest-age gauge reads the first message of the pool's subjects. The
-                // message API cannot be narrowed to subjects: this lets a worker read (never
-                // consume or acknowledge) any queued message. Documented in the README.
-                publish.push(api(&format!("STREAM.MSG.GET.{STREAM}")));
-                // Large bodies: read, and delete once delivered (a delete marker on the meta
-                // subject and a purge of the chunks).
+                // Whether a held message was moved by the operations API: only its own
+                // pool's records (last-by-subject direct gets name the key in the subject).
+                // It never reads the queue stream itself: that message API cannot be
+                // narrowed to one pool's subjects.
+                let moved = kv(MOVED_BUCKET);
+                publish.extend([
+                    api(&format!("STREAM.INFO.{moved}")),
+                    api(&format!("DIRECT.GET.{moved}.$KV.{MOVED_BUCKET}.{pool}.>")),
+                ]);
+                // Large bodies in its pool's own bucket: read, and delete once delivered (a
+                // delete marker on the meta subject and a purge of the chunks). Other pools'
+                // buckets are out of reach.
+                let bucket = crate::body_bucket(pool);
+                let own = format!("OBJ_{bucket}");
+                publish.push(api(&format!("STREAM.INFO.{own}")));
+                read_bucket(&mut publish, &own);
+                publish.extend([
+                    format!("$O.{bucket}.M.>"),
+                    api(&format!("STREAM.PURGE.{own}")),
+                ]);
+                // Transitional: the shared bucket of earlier versions, for mail accepted
+                // before the upgrade. Its owner deletes it once empty
+                // (`Provisioner::retire_legacy_bodies`) and nobody may create it again, so
+                // this grant then refers to nothing.
                 read_bucket(&mut publish, &obj);
                 publish.extend([
                     format!("$O.{BODY_BUCKET}.M.>"),
                     api(&format!("STREAM.PURGE.{obj}")),
-                    format!("$KV.{SUPPRESSION_BUCKET}.>"),
                 ]);
+                publish.push(format!("$KV.{SUPPRESSION_BUCKET}.>"));
             }
             Role::Admin => {
+                // Each pool's large-body bucket: created, kept, shown (the operations API).
+                for pool in &pools {
+                    let stream = format!("OBJ_{}", crate::body_bucket(pool));
+                    publish.extend([
+                        api(&format!("STREAM.CREATE.{stream}")),
+                        api(&format!("STREAM.UPDATE.{stream}")),
+                        api(&format!("STREAM.INFO.{stream}")),
+                    ]);
+                    read_bucket(&mut publish, &stream);
+                }
+                // The shared bucket of earlier versions: kept until empty, then deleted;
+                // never created again.
+                publish.extend([
+                    api(&format!("STREAM.UPDATE.{obj}")),
+                    api(&format!("STREAM.DELETE.{obj}")),
+                ]);
                 for stream in [
                     STREAM.to_owned(),
                     kv(CONFIG_BUCKET),
-                    obj.clone(),
                     kv(SUPPRESSION_BUCKET),
                     kv(HOLD_BUCKET),
                     kv(PROCESS_BUCKET),
                     kv(SINK_STATUS_BUCKET),
                     kv(LIMITS_BUCKET),
+                    kv(MOVED_BUCKET),
                     crate::events::EVENT_STREAM.to_owned(),
                 ] {
                     publish.extend([
@@ -211,6 +270,9 @@ impl Role {
                     format!("$KV.{CONFIG_BUCKET}.>"),
                     format!("$KV.{SUPPRESSION_BUCKET}.>"),
                     format!("$KV.{HOLD_BUCKET}.>"),
+                    // Moves it makes, recorded before the stored message is deleted.
+                    format!("$KV.{MOVED_BUCKET}.>"),
+                    api(&format!("STREAM.INFO.{}", kv(MOVED_BUCKET))),
                     api(&format!("STREAM.PURGE.{}", kv(SUPPRESSION_BUCKET))),
                     // The operations API (`crate::inspect`): read queued mail in batches
                     // without consuming it, delete a stored message, requeue a dead letter
@@ -350,7 +412,7 @@ pub fn authorization_block_with(
          {header}authorization {{\n  users = [\n",
     );
     for role in roles {
-        let p = role.permissions();
+        let p = role.permissions_among(roles);
         let _ = write!(
             out,
             "    {{\n      user: {}\n      password: {}\n      permissions: {{\n        \
@@ -376,8 +438,9 @@ mod tests {
         }
     }
 
+    /// In a deployment with pools `bulk` (2 retry tiers) and `other` (1).
     fn may_publish(role: &Role, subject: &str) -> bool {
-        role.permissions()
+        role.permissions_among(&roles([("bulk", 2), ("other", 1)]))
             .publish
             .iter()
             .any(|pattern| matches(pattern, subject))
@@ -402,7 +465,12 @@ mod tests {
         let ingress = Role::Ingress;
         assert!(may_publish(&ingress, "baton.new.bulk"));
         assert!(may_publish(&ingress, "baton.quarantine.bulk"), "quarantine");
-        assert!(may_publish(&ingress, "$O.baton-bodies.C.abc"));
+        assert!(may_publish(&ingress, "$O.baton-bodies-bulk.C.abc"));
+        assert!(may_publish(&ingress, "$O.baton-bodies-other.M.abc"));
+        assert!(
+            !may_publish(&ingress, "$O.baton-bodies.C.abc"),
+            "not the shared bucket of earlier versions"
+        );
         assert!(
             may_publish(&ingress, "$KV.baton-suppressions.abc.def"),
             "return-path reports"
@@ -489,6 +557,81 @@ mod tests {
             !may_publish(&w, "$JS.API.CONSUMER.CREATE.BATON_QUEUE.x"),
             "no new consumers"
         );
+        // It reads no stored message of the queue stream outside its lanes: neither by
+        // sequence nor by subject, its own pool's included.
+        for read in [
+            "$JS.API.STREAM.MSG.GET.BATON_QUEUE",
+            "$JS.API.DIRECT.GET.BATON_QUEUE",
+            "$JS.API.DIRECT.GET.BATON_QUEUE.baton.new.other",
+            "$JS.API.DIRECT.GET.BATON_QUEUE.baton.new.bulk",
+        ] {
+            assert!(!may_publish(&w, read), "{read}");
+        }
+        // Its own pool's records of moved messages, nobody else's, read only.
+        assert!(may_publish(
+            &w,
+            "$JS.API.DIRECT.GET.KV_baton-moved.$KV.baton-moved.bulk.42"
+        ));
+        assert!(!may_publish(
+            &w,
+            "$JS.API.DIRECT.GET.KV_baton-moved.$KV.baton-moved.other.42"
+        ));
+        assert!(!may_publish(&w, "$JS.API.DIRECT.GET.KV_baton-moved"));
+        assert!(!may_publish(&w, "$KV.baton-moved.bulk.42"));
+    }
+
+    #[test]
+    fn large_bodies_stay_within_their_pool() {
+        // The ingress uploads into any pool's bucket but reads no body back.
+        let ingress = Role::Ingress;
+        for read in [
+            "$JS.API.CONSUMER.CREATE.OBJ_baton-bodies-bulk.x.$O.baton-bodies-bulk.C.y",
+            "$JS.API.STREAM.MSG.GET.OBJ_baton-bodies-bulk",
+            "$JS.API.DIRECT.GET.OBJ_baton-bodies-bulk",
+        ] {
+            assert!(!may_publish(&ingress, read), "{read}");
+        }
+        assert!(may_publish(
+            &ingress,
+            "$JS.API.DIRECT.GET.OBJ_baton-bodies-bulk.$O.baton-bodies-bulk.M.abc"
+        ));
+        // A worker reads and deletes its own pool's bodies, never another pool's.
+        let w = worker("bulk", 2);
+        assert!(may_publish(
+            &w,
+            "$JS.API.CONSUMER.CREATE.OBJ_baton-bodies-bulk.x.$O.baton-bodies-bulk.C.y"
+        ));
+        assert!(may_publish(&w, "$O.baton-bodies-bulk.M.abc"));
+        assert!(may_publish(
+            &w,
+            "$JS.API.STREAM.PURGE.OBJ_baton-bodies-bulk"
+        ));
+        for other in [
+            "$JS.API.CONSUMER.CREATE.OBJ_baton-bodies-other.x.$O.baton-bodies-other.C.y",
+            "$JS.API.DIRECT.GET.OBJ_baton-bodies-other",
+            "$JS.API.DIRECT.GET.OBJ_baton-bodies-other.$O.baton-bodies-other.M.abc",
+            "$JS.API.STREAM.MSG.GET.OBJ_baton-bodies-other",
+            "$JS.API.STREAM.PURGE.OBJ_baton-bodies-other",
+            "$O.baton-bodies-other.M.abc",
+            "$O.baton-bodies-other.C.abc",
+        ] {
+            assert!(!may_publish(&w, other), "{other}");
+        }
+        // The admin creates every pool's bucket; nobody creates the shared one again.
+        assert!(may_publish(
+            &Role::Admin,
+            "$JS.API.STREAM.CREATE.OBJ_baton-bodies-other"
+        ));
+        assert!(may_publish(
+            &Role::Admin,
+            "$JS.API.STREAM.DELETE.OBJ_baton-bodies"
+        ));
+        for role in roles([("bulk", 2), ("other", 1)]) {
+            assert!(
+                !may_publish(&role, "$JS.API.STREAM.CREATE.OBJ_baton-bodies"),
+                "{role:?}"
+            );
+        }
     }
 
     #[test]
@@ -505,6 +648,7 @@ mod tests {
             "$JS.API.CONSUMER.MSG.NEXT.BATON_QUEUE.bulk-new"
         ));
         assert!(!may_publish(&a, "$JS.API.STREAM.MSG.GET.BATON_QUEUE"));
+        assert!(may_publish(&a, "$KV.baton-moved.bulk.42"), "records moves");
         // The operations API reads in batches, deletes and requeues to a fresh-mail lane.
         assert!(may_publish(&a, "$JS.API.DIRECT.GET.BATON_QUEUE"));
         assert!(may_publish(&a, "$JS.API.STREAM.MSG.DELETE.BATON_QUEUE"));

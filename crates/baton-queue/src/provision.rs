@@ -42,6 +42,10 @@ pub struct Provisioner {
 /// How long the owner keeps retrying a provisioning step that failed transiently.
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long the shared large-body bucket of earlier versions must have seen no write before
+/// its owner deletes it (when it also holds no body): longer than any rolling upgrade.
+pub(crate) const LEGACY_BODIES_QUIET: Duration = Duration::from_secs(3600);
+
 /// Run a provisioning step, retrying [`QueueError::Provision`] failures (a request timeout
 /// while a just-created replicated stream elects its leader, a leader election on a cluster)
 /// every 500 ms for up to [`PATIENCE`]; other errors and the last failure are returned.
@@ -104,9 +108,21 @@ impl Provisioner {
         }
         for (pool, tiers) in pools {
             patiently(|| self.ensure_lanes(pool, *tiers)).await?;
+            patiently(|| self.ensure_body_bucket(pool)).await?;
+        }
+        if let Err(e) = self.retire_legacy_bodies().await {
+            tracing::warn!(error = %e, "could not check the shared large-body bucket of earlier versions");
         }
         let verifier = Verifier::new(self.js.clone());
-        Ok(patiently(|| verifier.verify()).await?.drift)
+        let verified = patiently(|| verifier.verify()).await?;
+        let mut drift = verified.drift;
+        for (pool, _) in pools {
+            let bucket = format!("OBJ_{}", crate::body_bucket(pool));
+            let observed = verifier.observe(&bucket, false).await?;
+            drift.extend(crate::settings::drift(&verified.settings, &observed));
+        }
+        drift.sort();
+        Ok(drift)
     }
 
     fn stream_config(&self) -> stream::Config {
@@ -264,19 +280,10 @@ impl Provisioner {
     /// suppression KV bucket if missing, and
     /// bring the replicas of existing ones to the settings.
     pub async fn ensure_buckets(&self) -> Result<(), QueueError> {
+        // The shared large-body bucket of earlier versions is kept (never created) until it
+        // is empty ([`Provisioner::retire_legacy_bodies`]); each pool has its own.
         self.scale_existing(&body_bucket_stream()).await?;
         self.scale_existing(&config_bucket_stream()).await?;
-        if self.js.get_object_store(crate::BODY_BUCKET).await.is_err() {
-            self.js
-                .create_object_store(jetstream::object_store::Config {
-                    bucket: crate::BODY_BUCKET.into(),
-                    num_replicas: self.settings.replicas,
-                    storage: StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| provision_err(crate::BODY_BUCKET, e))?;
-        }
         if self.js.get_key_value(crate::CONFIG_BUCKET).await.is_err() {
             // async-nats' `create_key_value` first queries account info, whose reply from
             // nats-server 2.9 does not parse; create the bucket's backing stream with the KV
@@ -303,6 +310,13 @@ impl Provisioner {
             .await?;
         self.ensure_kv(crate::HOLD_BUCKET, "Baton holds", None)
             .await?;
+        // The operations API's moves, read by the workers holding a moved message.
+        self.ensure_kv(
+            crate::MOVED_BUCKET,
+            "Baton messages moved or deleted by the operations API",
+            Some(crate::MOVED_MAX_AGE),
+        )
+        .await?;
         // Beats expire: a stopped process is forgotten after `FORGET_AFTER`.
         self.ensure_kv(
             crate::PROCESS_BUCKET,
@@ -421,14 +435,97 @@ impl Provisioner {
     }
 
     /// Set the replicas of bucket stream `name` to the settings when it exists with others.
-    /// Give the large-body Object Store bucket an expiry of at least `at_least`, so a body
+    /// Give every large-body Object Store bucket an expiry of at least `at_least`, so a body
     /// whose delete failed (or whose envelope was never published) does not stay forever.
     /// The owner passes the longest time any pool can keep a message (see
     /// `baton_config::plan::SnapshotPlan::body_retention`). Only ever raised, never shortened:
     /// bodies of mail accepted under a longer `maxAge` must outlive it. A bucket without expiry
-    /// (created before Baton set one) gets it now. Returns the expiry in force.
+    /// (created before Baton set one) gets it now. Returns the shortest expiry in force.
     pub async fn ensure_body_retention(&self, at_least: Duration) -> Result<Duration, QueueError> {
+        let mut in_force: Option<Duration> = None;
+        for name in self.body_bucket_streams().await? {
+            let have = self.raise_body_retention(&name, at_least).await?;
+            in_force = Some(in_force.map_or(have, |d| d.min(have)));
+        }
+        Ok(in_force.unwrap_or(at_least))
+    }
+
+    /// The backing streams of every large-body bucket: the pools' and the legacy shared one.
+    async fn body_bucket_streams(&self) -> Result<Vec<String>, QueueError> {
+        use futures::TryStreamExt;
+        let prefix = body_bucket_stream();
+        let names: Vec<String> = self
+            .js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|e| provision_err("stream names", e))?;
+        Ok(names
+            .into_iter()
+            .filter(|n| *n == prefix || n.starts_with(&format!("{prefix}-")))
+            .collect())
+    }
+
+    /// Create pool `pool`'s large-body bucket ([`crate::body_bucket`]) when missing, or bring
+    /// its replicas to the settings.
+    pub async fn ensure_body_bucket(&self, pool: &str) -> Result<(), QueueError> {
+        let bucket = crate::body_bucket(pool);
+        self.scale_existing(&format!("OBJ_{bucket}")).await?;
+        if self.js.get_object_store(&bucket).await.is_err() {
+            self.js
+                .create_object_store(jetstream::object_store::Config {
+                    bucket: bucket.clone(),
+                    description: Some(format!("Baton large bodies of pool {pool}")),
+                    num_replicas: self.settings.replicas,
+                    storage: StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| provision_err(&bucket, e))?;
+        }
+        Ok(())
+    }
+
+    /// Delete the shared large-body bucket of earlier versions ([`crate::BODY_BUCKET`]) once
+    /// it holds no body and nothing was written to it for [`LEGACY_BODIES_QUIET`]: by then
+    /// the mail accepted before the upgrade was delivered and no ingress of an earlier
+    /// version is left to upload into it (one that tried would fail and answer 4xx). Until
+    /// then every worker may still read it. Returns whether it was deleted.
+    pub async fn retire_legacy_bodies(&self) -> Result<bool, QueueError> {
         let name = body_bucket_stream();
+        let Ok(mut stream) = self.js.get_stream(&name).await else {
+            return Ok(false);
+        };
+        let info = stream.info().await.map_err(|e| provision_err(&name, e))?;
+        let quiet_since = time::OffsetDateTime::now_utc() - LEGACY_BODIES_QUIET;
+        if info.state.last_timestamp > quiet_since {
+            return Ok(false);
+        }
+        let chunks = format!("$O.{}.C.>", crate::BODY_BUCKET);
+        let mut subjects = stream
+            .info_with_subjects(chunks)
+            .await
+            .map_err(|e| provision_err(&name, e))?;
+        if subjects.next().await.is_some() {
+            return Ok(false);
+        }
+        self.js
+            .delete_stream(&name)
+            .await
+            .map_err(|e| provision_err(&name, e))?;
+        tracing::info!(
+            bucket = crate::BODY_BUCKET,
+            "deleted the shared large-body bucket of earlier versions: it is empty"
+        );
+        Ok(true)
+    }
+
+    async fn raise_body_retention(
+        &self,
+        name: &str,
+        at_least: Duration,
+    ) -> Result<Duration, QueueError> {
+        let name = name.to_owned();
         let mut s = self
             .js
             .get_stream(&name)
@@ -445,7 +542,7 @@ impl Provisioner {
             return Ok(have);
         }
         tracing::info!(
-            bucket = crate::BODY_BUCKET,
+            bucket = %name,
             from_secs = have.as_secs(),
             to_secs = at_least.as_secs(),
             "setting the large-body bucket's expiry past the longest message lifetime"
@@ -556,27 +653,5 @@ impl Provisioner {
     /// Messages in a pool's held place ([`crate::holds`]).
     pub async fn held_count(&self, pool: &str) -> Result<u64, QueueError> {
         self.subject_count(&crate::held_subject(pool)).await
-    }
-
-    /// Age of the oldest queued message of a pool (fresh or retry), if any.
-    pub async fn oldest_age(&self, pool: &str) -> Result<Option<Duration>, QueueError> {
-        let stream = self
-            .js
-            .get_stream(STREAM)
-            .await
-            .map_err(|e| provision_err("get stream", e))?;
-        let mut oldest: Option<time::OffsetDateTime> = None;
-        for subject in [crate::new_subject(pool), format!("baton.retry.{pool}.>")] {
-            if let Ok(m) = stream.get_first_raw_message_by_subject(subject, 1).await {
-                oldest = Some(match oldest {
-                    Some(o) if o < m.time => o,
-                    _ => m.time,
-                });
-            }
-        }
-        Ok(oldest.map(|t| {
-            let age = time::OffsetDateTime::now_utc() - t;
-            Duration::from_secs_f64(age.as_seconds_f64().max(0.0))
-        }))
     }
 }

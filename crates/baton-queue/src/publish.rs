@@ -170,9 +170,24 @@ impl Publisher {
         self.ensure_connected()?;
         let payload = match &envelope.body {
             Some(Body::InlineBody(b)) if b.len() > crate::INLINE_BODY_LIMIT => {
-                self.store_body(msg_id, b).await?;
+                // The pool's own bucket: the envelope's pool, else the subject's
+                // (`baton.<place>.<pool>[.<tier>]`).
+                let pool = match envelope.pool.as_str() {
+                    "" => subject.split('.').nth(2).unwrap_or_default(),
+                    p => p,
+                };
+                if pool.is_empty() {
+                    return Err(QueueError::ObjectStore(format!(
+                        "no pool for the large body of {msg_id} on {subject}"
+                    )));
+                }
+                let body = crate::BodyRef {
+                    bucket: crate::body_bucket(pool),
+                    name: msg_id.to_owned(),
+                };
+                self.store_body(&body, b).await?;
                 let mut e = envelope.clone();
-                e.body = Some(Body::ObjectRef(msg_id.to_string()));
+                body.attach(&mut e);
                 e.encode_to_vec()
             }
             _ => envelope.encode_to_vec(),
@@ -183,49 +198,48 @@ impl Publisher {
         self.send(subject.to_string(), message).await
     }
 
-    async fn store_body(&self, name: &str, body: &[u8]) -> Result<(), QueueError> {
-        let store = self
-            .js
-            .get_object_store(crate::BODY_BUCKET)
-            .await
-            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+    async fn store_body(&self, at: &crate::BodyRef, body: &[u8]) -> Result<(), QueueError> {
+        let store = self.body_store(at).await?;
         let mut reader = body;
         store
-            .put(name, &mut reader)
+            .put(at.name.as_str(), &mut reader)
             .await
-            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+            .map_err(|e| QueueError::ObjectStore(format!("{}: {e}", at.bucket)))?;
         Ok(())
     }
 
+    async fn body_store(
+        &self,
+        at: &crate::BodyRef,
+    ) -> Result<jetstream::object_store::ObjectStore, QueueError> {
+        self.js
+            .get_object_store(&at.bucket)
+            .await
+            .map_err(|e| QueueError::ObjectStore(format!("{}: {e}", at.bucket)))
+    }
+
     /// Delete a body object once no queued envelope references it any more.
-    pub async fn delete_body(&self, name: &str) -> Result<(), QueueError> {
-        let store = self
-            .js
-            .get_object_store(crate::BODY_BUCKET)
+    pub async fn delete_body(&self, at: &crate::BodyRef) -> Result<(), QueueError> {
+        self.body_store(at)
+            .await?
+            .delete(&at.name)
             .await
-            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
-        store
-            .delete(name)
-            .await
-            .map_err(|e| QueueError::ObjectStore(e.to_string()))
+            .map_err(|e| QueueError::ObjectStore(format!("{}: {e}", at.bucket)))
     }
 
     /// Read a body stored by [`Publisher::publish`].
-    pub async fn load_body(&self, name: &str) -> Result<Vec<u8>, QueueError> {
+    pub async fn load_body(&self, at: &crate::BodyRef) -> Result<Vec<u8>, QueueError> {
         use tokio::io::AsyncReadExt;
-        let store = self
-            .js
-            .get_object_store(crate::BODY_BUCKET)
+        let mut obj = self
+            .body_store(at)
+            .await?
+            .get(&at.name)
             .await
-            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
-        let mut obj = store
-            .get(name)
-            .await
-            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+            .map_err(|e| QueueError::ObjectStore(format!("{}: {e}", at.bucket)))?;
         let mut out = Vec::new();
         obj.read_to_end(&mut out)
             .await
-            .map_err(|e| QueueError::ObjectStore(e.to_string()))?;
+            .map_err(|e| QueueError::ObjectStore(format!("{}: {e}", at.bucket)))?;
         Ok(out)
     }
 }

@@ -17,7 +17,8 @@ pub fn config_bucket_stream() -> String {
     format!("KV_{CONFIG_BUCKET}")
 }
 
-/// Backing stream of the large-body Object Store bucket.
+/// Backing stream of the shared large-body Object Store bucket of earlier versions (a pool's
+/// own is `OBJ_baton-bodies-<pool>`).
 pub fn body_bucket_stream() -> String {
     format!("OBJ_{BODY_BUCKET}")
 }
@@ -90,9 +91,16 @@ impl Verifier {
             })?;
         let settings = StreamSettings::from_record(&record);
         let queue = self.observe(STREAM, true).await?;
-        let bodies = self.observe(&body_bucket_stream(), false).await?;
-        let mut d: Vec<Drift> = [queue, kv, bodies]
+        // The shared large-body bucket of earlier versions, while it is kept (each pool's
+        // own bucket is checked with its lanes).
+        let legacy_bodies = match self.observe(&body_bucket_stream(), false).await {
+            Ok(o) => Some(o),
+            Err(QueueError::NotProvisioned { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let mut d: Vec<Drift> = [Some(queue), Some(kv), legacy_bodies]
             .iter()
+            .flatten()
             .flat_map(|o| drift(&settings, o))
             .collect();
         d.sort();
@@ -103,9 +111,11 @@ impl Verifier {
         })
     }
 
-    /// Check that every lane consumer of `pool` exists (`new` and `retry_tiers` tiers);
-    /// [`QueueError::NotProvisioned`] names the first one missing.
+    /// Check that every lane consumer of `pool` exists (`new` and `retry_tiers` tiers), and
+    /// its large-body bucket; [`QueueError::NotProvisioned`] names the first one missing.
     pub async fn verify_lanes(&self, pool: &str, retry_tiers: u32) -> Result<(), QueueError> {
+        self.stream(&format!("OBJ_{}", crate::body_bucket(pool)))
+            .await?;
         let stream = self.stream(STREAM).await?;
         let kinds = std::iter::once(LaneKind::New).chain((0..retry_tiers).map(LaneKind::Retry));
         for kind in kinds {

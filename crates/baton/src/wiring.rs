@@ -488,8 +488,10 @@ pub(crate) async fn run_worker(
         return Ok(());
     };
     spawn_beats(nats, "worker", &config.pool, &metrics, &health, &stop);
+    let holding = baton_queue::Holding::new();
     spawn_queue_stats(
         nats.provisioner.clone(),
+        holding.clone(),
         config.pool.clone(),
         metrics.clone(),
         health.clone(),
@@ -510,6 +512,7 @@ pub(crate) async fn run_worker(
             baton_queue::holds::HoldCache::follow(nats.js.clone(), move |n| gauge.set(n as i64))
         },
         limits: limits_bucket(nats, &config.pool).await,
+        holding,
     };
     baton_delivery::run(config, queue, snapshots, metrics, health, stop).await?;
     Ok(())
@@ -539,6 +542,7 @@ const _: () = assert!(baton_queue::MAX_LANE_TIERS as usize == baton_config::crd:
 /// (`baton_queue_*`), like Postfix's `qshape` as gauges.
 fn spawn_queue_stats(
     provisioner: Provisioner,
+    holding: baton_queue::Holding,
     pool: String,
     metrics: Metrics,
     health: Arc<Health>,
@@ -577,13 +581,24 @@ fn spawn_queue_stats(
                     .with_label_values(&[&pool])
                     .set(i64::try_from(held).unwrap_or(i64::MAX));
             }
-            if let Ok(age) = provisioner.oldest_age(&pool).await {
-                let secs = age.map(|d| d.as_secs_f64()).unwrap_or(0.0);
-                metrics
-                    .queue_oldest_age
-                    .with_label_values(&[&pool])
-                    .set(secs);
-            }
+            // The oldest message this worker holds: lanes are first in, first out and the
+            // workers hold each lane's head, so the maximum over a pool's workers is the
+            // pool's oldest queued message (`baton_queue::Holding`).
+            let now = i128::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            )
+            .unwrap_or(i128::MAX);
+            let secs = holding
+                .oldest_age(now)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            metrics
+                .queue_oldest_age
+                .with_label_values(&[&pool])
+                .set(secs);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 _ = stop.cancelled() => return,

@@ -85,6 +85,7 @@ async fn operators_see_and_act_on_dead_letters_through_the_api() -> anyhow::Resu
         received_at_ms: now_ms(),
         size: BODY.len() as u64,
         body: Some(Body::ObjectRef("poison-body".into())),
+        object_bucket: "baton-bodies-test".into(),
         ..Envelope::default()
     };
     admin_js
@@ -212,7 +213,7 @@ async fn operators_see_and_act_on_dead_letters_through_the_api() -> anyhow::Resu
 
     // The cause goes away; requeue delivers it once.
     let ingress_js = async_nats::jetstream::new(connect_as(&nats.url, &users, "ingress").await?);
-    let bodies = ingress_js.get_object_store("baton-bodies").await?;
+    let bodies = ingress_js.get_object_store("baton-bodies-test").await?;
     bodies.put("poison-body", &mut BODY.as_bytes()).await?;
     let done = api.queue_json(&ops, &["dead", "requeue", &seq])?;
     assert_eq!(done["matched"], 1, "{done}");

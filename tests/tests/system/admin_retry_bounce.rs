@@ -124,3 +124,80 @@ async fn retry_now_delivers_and_bounce_returns_mail_waiting_in_a_late_tier() -> 
     );
     Ok(())
 }
+
+/// A worker holds a deferred message until its due time. An operator deletes it meanwhile:
+/// when the time comes the worker learns so from the record of the move (`baton-moved`, the
+/// only queue fact its identity may read besides its lanes) and does not attempt it, although
+/// the receiver would now accept it. The worker's oldest-message gauge shows the message held
+/// while it waits and 0 once it let go.
+#[tokio::test]
+async fn a_message_deleted_while_a_worker_waits_for_its_due_time_is_not_attempted()
+-> anyhow::Result<()> {
+    use baton_system_tests::harness::metric;
+    let dir = TempDir::new("baton-deleted-waiting")?;
+    let users = dir.0.join("users");
+    let port = free_port()?;
+    let fixed = Arc::new(AtomicBool::new(false));
+    let f = fixed.clone();
+    let script = Arc::new(move |s: &Stage<'_>| match s {
+        Stage::Rcpt { .. } if !f.load(Ordering::SeqCst) => {
+            Response::Reply(451, "4.3.0 try again later".into())
+        }
+        _ => Response::Default,
+    });
+    let receiver = Receiver::start(
+        &format!("127.0.0.1:{port}"),
+        ReceiverConfig {
+            script,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let dns = Dns::dest_and_bounces().await?;
+    let cfg = write_config(&dir.0, "c.yaml", &direct(port, "[30s]", "2h"))?;
+    let nats = secured_nats(&cfg, &users, &[]).await?;
+    let admin_login = login(&users, "admin");
+    let (ing, w) = ingress_and_worker(&nats, &dir.0, &users, "test", Some(dns.addr)).await?;
+    let api = Admin::start(&nats.url, &dir.0, &strs(&admin_login)).await?;
+    let ops = api.token(&dir.0, "ops", "admin", &[])?;
+
+    let m = Submission {
+        from: "app@example.com",
+        rcpts: vec![("a@dest.test", "")],
+        subject: "delete-me",
+        ..Default::default()
+    };
+    assert_eq!(submit(ing.smtp, &m).await?, 250);
+    let (a, t) = (&api, &ops);
+    assert_eventually(WAIT, "deferred to the 30 s tier", || async move {
+        a.queue_json(t, &["list", "--place", "retry"])
+            .is_ok_and(|v| v["messages"].as_array().is_some_and(|m| m.len() == 1))
+    })
+    .await?;
+    let series = "baton_queue_oldest_message_age_seconds{pool=\"test\"}";
+    let wm = w.metrics;
+    assert_eventually(WAIT, "the worker holds it", || async move {
+        metric(wm, series).await > 0.0
+    })
+    .await?;
+    let deleted = api.queue_json(&ops, &["delete", "--recipient", "a@dest.test", "--yes"])?;
+    assert_eq!(deleted["matched"], 1, "{deleted}");
+    fixed.store(true, Ordering::SeqCst);
+    // The due time passes; the worker lets go of it without an attempt.
+    assert_eventually(
+        Duration::from_secs(90),
+        "the worker let go",
+        || async move { metric(wm, series).await == 0.0 },
+    )
+    .await?;
+    assert_eq!(
+        received(&receiver, "delete-me"),
+        0,
+        "deleted, never delivered"
+    );
+    assert_eq!(
+        metric(w.metrics, "baton_nats_permission_denials_total").await,
+        0.0
+    );
+    Ok(())
+}

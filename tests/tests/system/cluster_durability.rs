@@ -45,7 +45,7 @@ async fn recorded_replicas_hold_and_a_leader_kill_loses_nothing() -> anyhow::Res
     spec.worker_flags = vec!["--fetch-window".into(), FETCH_WINDOW.to_string()];
     let mut bed = Bed::start(spec).await?;
     let js = bed.cluster.jetstream().await?;
-    for name in [STREAM, "KV_baton-config", "OBJ_baton-bodies"] {
+    for name in [STREAM, "KV_baton-config", "OBJ_baton-bodies-test"] {
         assert_eq!(replicas(&js, name).await?, 3, "{name} after start");
     }
 
@@ -70,7 +70,7 @@ async fn recorded_replicas_hold_and_a_leader_kill_loses_nothing() -> anyhow::Res
             })
     })
     .await?;
-    for name in [STREAM, "KV_baton-config", "OBJ_baton-bodies"] {
+    for name in [STREAM, "KV_baton-config", "OBJ_baton-bodies-test"] {
         assert_eq!(replicas(&js, name).await?, 3, "{name} after the rogue");
     }
     assert_eq!(metric(quiet, "baton_queue_settings_drift").await, 0.0);
@@ -139,7 +139,7 @@ async fn recorded_replicas_hold_and_a_leader_kill_loses_nothing() -> anyhow::Res
     );
     assert!(dups <= bound, "{dups} duplicates > bound {bound}");
     // Still three replicas after the kill, the restart and all that traffic.
-    for name in [STREAM, "KV_baton-config", "OBJ_baton-bodies"] {
+    for name in [STREAM, "KV_baton-config", "OBJ_baton-bodies-test"] {
         assert_eq!(replicas(&js, name).await?, 3, "{name} at the end");
     }
     Ok(())

@@ -70,7 +70,7 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
     // + a week of grace (baton_config::plan::BODY_RETENTION_GRACE).
     let js = nats.jetstream().await?;
     let bodies = js
-        .get_stream("OBJ_baton-bodies")
+        .get_stream("OBJ_baton-bodies-big")
         .await?
         .info()
         .await?
@@ -129,7 +129,9 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
         anyhow::bail!("body should be an object reference")
     };
     assert_eq!(name, env.id);
-    let store = js.get_object_store("baton-bodies").await?;
+    // In the pool's own bucket, which only its workers may read.
+    assert_eq!(env.object_bucket, "baton-bodies-big");
+    let store = js.get_object_store("baton-bodies-big").await?;
     let info = store.info(&name).await?;
     assert!(
         info.size > body.len(),
@@ -138,7 +140,7 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
 
     // Every message the upload wrote to the bucket's stream (chunks and metadata).
     let uploaded = js
-        .get_stream("OBJ_baton-bodies")
+        .get_stream("OBJ_baton-bodies-big")
         .await?
         .info()
         .await?
@@ -182,7 +184,7 @@ async fn a_large_body_goes_through_the_object_store_and_arrives_intact() -> anyh
     // The retry did not upload the body again: besides the first upload, the bucket's stream
     // only got the deletion's metadata entry.
     let after = js
-        .get_stream("OBJ_baton-bodies")
+        .get_stream("OBJ_baton-bodies-big")
         .await?
         .info()
         .await?
@@ -205,6 +207,7 @@ async fn an_orphaned_body_expires_with_the_bucket_retention() -> anyhow::Result<
     let provisioner =
         baton_queue::Provisioner::new(js.clone(), baton_queue::StreamSettings::default());
     provisioner.ensure_buckets().await?;
+    provisioner.ensure_body_bucket("test").await?;
     let retention = Duration::from_secs(2);
     assert_eq!(
         provisioner.ensure_body_retention(retention).await?,
@@ -217,7 +220,7 @@ async fn an_orphaned_body_expires_with_the_bucket_retention() -> anyhow::Result<
             .await?,
         retention
     );
-    let store = js.get_object_store("baton-bodies").await?;
+    let store = js.get_object_store("baton-bodies-test").await?;
     let mut body: &[u8] = b"orphaned body";
     store.put("orphan", &mut body).await?;
     assert!(!store.info("orphan").await?.deleted);
@@ -231,5 +234,106 @@ async fn an_orphaned_body_expires_with_the_bucket_retention() -> anyhow::Result<
         }
     })
     .await?;
+    Ok(())
+}
+
+/// An upgrade: mail accepted by an earlier version has its body in the shared bucket
+/// `baton-bodies`. The pool's worker still delivers it and deletes the body; the owner deletes
+/// that bucket only once it holds no body (and nothing was written to it for an hour), and
+/// never creates it again.
+#[tokio::test]
+async fn mail_from_before_per_pool_buckets_is_delivered_then_the_shared_bucket_retired()
+-> anyhow::Result<()> {
+    baton_system_tests::tls::install_crypto_provider();
+    let dir = TempDir::new("baton-large-legacy")?;
+    let nats = Nats::start().await?;
+    let receiver = Receiver::start("127.0.0.1:0", ReceiverConfig::default()).await?;
+    let cfg = smarthost_config(receiver.addr().port());
+    apply_config(&nats, &write_config(&dir.0, "c.yaml", &cfg)?)?;
+    let js = nats.jetstream().await?;
+    assert!(
+        js.get_stream("OBJ_baton-bodies").await.is_err(),
+        "a new installation has no shared bucket"
+    );
+
+    // What an earlier version left: the shared bucket, a body in it, an envelope naming it
+    // without a bucket.
+    let legacy = js
+        .create_object_store(async_nats::jetstream::object_store::Config {
+            bucket: "baton-bodies".into(),
+            ..Default::default()
+        })
+        .await?;
+    let body = format!(
+        "Subject: from before\r\nFrom: app@example.com\r\n\r\n{}",
+        "legacy body line of the earlier version 0123456789\r\n".repeat(20_000)
+    );
+    legacy.put("legacy-1", &mut body.as_bytes()).await?;
+    let envelope = Envelope {
+        id: "legacy-1".into(),
+        pool: "big".into(),
+        relay_domain: "default/example-com".into(),
+        reverse_path: "app@example.com".into(),
+        recipients: vec![baton_proto::v1::Recipient {
+            address: "old@example.net".into(),
+            ..Default::default()
+        }],
+        received_at_ms: i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis(),
+        )?,
+        size: body.len() as u64,
+        body: Some(Body::ObjectRef("legacy-1".into())),
+        ..Envelope::default()
+    };
+    js.publish("baton.new.big", envelope.encode_to_vec().into())
+        .await?
+        .await?;
+    let provisioner =
+        baton_queue::Provisioner::new(js.clone(), baton_queue::StreamSettings::default());
+    assert!(
+        !provisioner.retire_legacy_bodies().await?,
+        "kept while it holds a body"
+    );
+
+    let _w = Worker::start(&nats, &dir.0, "big", None, &[]).await?;
+    let got = receiver
+        .wait_for_messages(1, Duration::from_secs(60))
+        .await?;
+    assert!(
+        got[0].body.ends_with(body.as_bytes()),
+        "delivered intact: {} bytes, starts {:?}",
+        got[0].body.len(),
+        String::from_utf8_lossy(&got[0].body[..got[0].body.len().min(300)])
+    );
+    assert_eventually(Duration::from_secs(20), "legacy body deleted", || {
+        let legacy = legacy.clone();
+        async move {
+            match legacy.info("legacy-1").await {
+                Ok(info) => info.deleted,
+                Err(e) => e.kind() == InfoErrorKind::NotFound,
+            }
+        }
+    })
+    .await?;
+    // Empty, but written a moment ago (an ingress of the earlier version may still run
+    // during a rolling upgrade): kept.
+    assert!(!provisioner.retire_legacy_bodies().await?);
+    assert!(js.get_stream("OBJ_baton-bodies").await.is_ok());
+
+    // An empty shared bucket nothing wrote to: deleted, and provisioning does not bring it
+    // back.
+    js.delete_stream("OBJ_baton-bodies").await?;
+    js.create_object_store(async_nats::jetstream::object_store::Config {
+        bucket: "baton-bodies".into(),
+        ..Default::default()
+    })
+    .await?;
+    assert!(provisioner.retire_legacy_bodies().await?);
+    assert!(js.get_stream("OBJ_baton-bodies").await.is_err());
+    apply_config(&nats, &write_config(&dir.0, "c.yaml", &cfg)?)?;
+    assert!(js.get_stream("OBJ_baton-bodies").await.is_err());
+    assert!(js.get_stream("OBJ_baton-bodies-big").await.is_ok());
     Ok(())
 }

@@ -221,6 +221,60 @@ async fn every_role_gets_only_what_it_needs() -> anyhow::Result<()> {
         "the worker made itself a consumer of the quarantine"
     );
 
+    // Nor read queued mail outside its lanes: no stored message by sequence or subject
+    // (its own pool's included; `other`'s mail waits unconsumed, there is no worker for it).
+    publish_acked(&client(&nats, "baton-ingress").await?, "baton.new.other").await?;
+    let other_seq = stream
+        .get_last_raw_message_by_subject("baton.new.other")
+        .await
+        .map(|m| m.sequence);
+    assert!(other_seq.is_err(), "the worker read other's queued mail");
+    assert!(
+        stream.get_raw_message(1).await.is_err(),
+        "the worker read a queued message by sequence"
+    );
+    assert!(
+        stream.direct_get(1).await.is_err(),
+        "the worker read a queued message with a direct get"
+    );
+    assert!(
+        stream
+            .get_first_raw_message_by_subject("baton.new.test", 1)
+            .await
+            .is_err(),
+        "the worker read its own pool's queue outside its lanes"
+    );
+    // Nor another pool's large bodies: not listed, read, deleted or purged.
+    // (Uploaded as the ingress does.)
+    let ingress_js = client(&nats, "baton-ingress").await?;
+    let other_bodies = ingress_js.get_object_store("baton-bodies-other").await?;
+    other_bodies
+        .put("other-secret", &mut &b"another pool's large body"[..])
+        .await?;
+    assert!(
+        js.get_object_store("baton-bodies-other").await.is_err(),
+        "the worker of test opened other's body bucket"
+    );
+    let other_stream = js.get_stream("OBJ_baton-bodies-other").await;
+    assert!(
+        other_stream.is_err(),
+        "the worker of test saw other's body bucket"
+    );
+    assert!(
+        publish_acked(&js, "$O.baton-bodies-other.M.b3RoZXItc2VjcmV0")
+            .await
+            .is_err(),
+        "the worker of test wrote other's body metadata"
+    );
+    let admin_js = client(&nats, "baton-admin").await?;
+    let kept = admin_js.get_object_store("baton-bodies-other").await?;
+    assert!(
+        !kept.info("other-secret").await?.deleted,
+        "other's body is still there"
+    );
+    // Its own pool's bucket it can read.
+    assert!(js.get_object_store("baton-bodies-test").await.is_ok());
+
     // The webhook dispatchers: no mail in, no mail out, no events forged, no snapshot written.
     let js = client(&nats, "baton-webhooks").await?;
     assert!(

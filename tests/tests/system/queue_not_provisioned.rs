@@ -32,7 +32,7 @@ async fn ingress_and_worker_wait_for_the_owner_and_create_nothing() -> anyhow::R
     }
     // Both processes have looked for the queue at least once: nothing was created.
     let js = nats.jetstream().await?;
-    for stream in ["BATON_QUEUE", "KV_baton-config", "OBJ_baton-bodies"] {
+    for stream in ["BATON_QUEUE", "KV_baton-config", "OBJ_baton-bodies-test"] {
         assert!(
             js.get_stream(stream).await.is_err(),
             "{stream} was created by a data-plane process"

@@ -66,6 +66,10 @@ pub struct Envelope {
     /// trying them.
     #[prost(string, tag = "22")]
     pub operator_bounce: ::prost::alloc::string::String,
+    /// Object Store bucket of `object_ref`: the pool's own `baton-bodies-<pool>`, which only
+    /// that pool's workers may read. Empty: the shared `baton-bodies` of earlier versions.
+    #[prost(string, tag = "23")]
+    pub object_bucket: ::prost::alloc::string::String,
     /// The message content (headers and body, CRLF line endings, not dot-stuffed).
     #[prost(oneof = "envelope::Body", tags = "11, 12")]
     pub body: ::core::option::Option<envelope::Body>,
@@ -187,6 +191,8 @@ pub struct EnvelopeHead {
     pub last_delay_notice_ms: i64,
     #[prost(string, tag = "22")]
     pub operator_bounce: ::prost::alloc::string::String,
+    #[prost(string, tag = "23")]
+    pub object_bucket: ::prost::alloc::string::String,
 }
 /// Kind of a queued envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
