@@ -11,6 +11,8 @@
 //!   `DkimKeyReady`, `Conflict`, DNS records) and every EventSink's status (conditions `Ready`,
 //!   `Failing`, backlog and delivery counters from the webhook dispatcher's record, refreshed
 //!   every 15 s);
+//! - [`spikes`]: the ingress's `credential_spike` events (read from `BATON_EVENTS` with direct
+//!   gets) → a Warning Event `CredentialSpike` on the RelayDomain;
 //! - [`admin_auth`]: who may use the operations API (TokenReview, SubjectAccessReview);
 //! - [`leader`]: Lease-based leader election; [`runtime`]: watches, controllers, readiness;
 //! - pure logic in [`workload`], [`conditions`], [`dkim`] and [`leader::decide`], unit-tested;
@@ -39,6 +41,7 @@ pub mod pool;
 pub mod queue;
 pub mod runtime;
 pub mod snapshot;
+pub mod spikes;
 pub mod workload;
 
 pub use baton_config::{compile, crd, crdgen};

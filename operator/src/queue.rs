@@ -1,7 +1,7 @@
 //! The operator's view of JetStream, behind [`QueueBackend`] so the Kubernetes-facing reconcilers
 //! can be tested without a NATS server: [`NatsQueue`] is the real one (baton-queue's
-//! `Provisioner`, `ConfigStore` and the EventSinks' records and consumers), [`MemoryQueue`] an
-//! in-memory stand-in that records calls.
+//! `Provisioner`, `ConfigStore`, the EventSinks' records and consumers, and direct gets of
+//! stored events), [`MemoryQueue`] an in-memory stand-in that records calls.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,8 +61,30 @@ pub trait QueueBackend: Send + Sync {
         &self,
         keep: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<String>, QueueError>>;
+    /// The last sequence of the event stream `BATON_EVENTS` (0: empty, or no stream yet).
+    fn events_last_sequence(&self) -> BoxFuture<'_, Result<u64, QueueError>>;
+    /// Up to `limit` events stored at or after sequence `from` whose subject matches `filter`
+    /// (wildcards allowed), oldest first, with their sequences: batched direct gets (the
+    /// operator's identity creates no consumer on the event stream).
+    fn read_events<'a>(
+        &'a self,
+        filter: &'a str,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>, QueueError>>;
     /// Whether the connection is up (readiness).
     fn is_connected(&self) -> bool;
+}
+
+/// One stored event as [`QueueBackend::read_events`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its sequence in the event stream.
+    pub sequence: u64,
+    /// Its subject.
+    pub subject: String,
+    /// The CloudEvent (JSON).
+    pub payload: Vec<u8>,
 }
 
 /// How the operator signs the queue settings it records.
@@ -77,6 +99,8 @@ pub struct NatsQueue {
     store: ConfigStore,
     /// The sinks' delivery records, opened at first use (kept once it exists).
     sink_status: Arc<Mutex<Option<SinkStatusStore>>>,
+    /// Direct gets on the event stream.
+    inspector: baton_queue::Inspector,
 }
 
 impl NatsQueue {
@@ -110,6 +134,7 @@ impl NatsQueue {
         }
         let store = ConfigStore::open(&js).await?;
         Ok(NatsQueue {
+            inspector: baton_queue::Inspector::new(client.clone(), js.clone()),
             client,
             js,
             provisioner,
@@ -220,6 +245,48 @@ impl QueueBackend for NatsQueue {
         Box::pin(async move { baton_queue::sinks::remove_stale(&self.js, &keep).await })
     }
 
+    fn events_last_sequence(&self) -> BoxFuture<'_, Result<u64, QueueError>> {
+        Box::pin(async move {
+            let stream = baton_queue::events::EVENT_STREAM;
+            if !stream_exists(&self.js, stream).await? {
+                return Ok(0);
+            }
+            let mut s = self
+                .js
+                .get_stream(stream)
+                .await
+                .map_err(|e| QueueError::Inspect(format!("stream {stream}: {e}")))?;
+            let info = s
+                .info()
+                .await
+                .map_err(|e| QueueError::Inspect(format!("stream {stream}: {e}")))?;
+            Ok(info.state.last_sequence)
+        })
+    }
+
+    fn read_events<'a>(
+        &'a self,
+        filter: &'a str,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>, QueueError>> {
+        Box::pin(async move {
+            let batch = self
+                .inspector
+                .batch_in(baton_queue::events::EVENT_STREAM, filter, from, limit)
+                .await?;
+            Ok(batch
+                .messages
+                .into_iter()
+                .map(|m| StoredEvent {
+                    sequence: m.sequence,
+                    subject: m.subject,
+                    payload: m.payload.to_vec(),
+                })
+                .collect())
+        })
+    }
+
     fn is_connected(&self) -> bool {
         baton_queue::is_connected(&self.client)
     }
@@ -253,6 +320,8 @@ pub struct MemoryState {
     pub sink_keeps: Vec<Vec<String>>,
     /// Every sink whose consumer `remove_stale_sinks` removed, in order.
     pub removed_sinks: Vec<String>,
+    /// The event stream: subject and payload, the sequence being the position + 1.
+    pub events: Vec<(String, Vec<u8>)>,
     /// When set, every call fails with this message.
     pub fail: Option<String>,
 }
@@ -368,7 +437,63 @@ impl QueueBackend for MemoryQueue {
         Box::pin(async move { r })
     }
 
+    fn events_last_sequence(&self) -> BoxFuture<'_, Result<u64, QueueError>> {
+        let r = self.with(|s| s.events.len() as u64);
+        Box::pin(async move { r })
+    }
+
+    fn read_events<'a>(
+        &'a self,
+        filter: &'a str,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>, QueueError>> {
+        let r = self.with(|s| {
+            s.events
+                .iter()
+                .zip(1u64..)
+                .filter(|((subject, _), seq)| *seq >= from && subject_matches(filter, subject))
+                .take(limit)
+                .map(|((subject, payload), sequence)| StoredEvent {
+                    sequence,
+                    subject: subject.clone(),
+                    payload: payload.clone(),
+                })
+                .collect()
+        });
+        Box::pin(async move { r })
+    }
+
     fn is_connected(&self) -> bool {
         self.state().fail.is_none()
+    }
+}
+
+/// Whether NATS subject `subject` matches `filter` (`*`: one token, `>`: the rest).
+fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut subject = subject.split('.');
+    for f in filter.split('.') {
+        match (f, subject.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (f, Some(t)) if f == t => {}
+            _ => return false,
+        }
+    }
+    subject.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn subjects_match_filters_as_nats_does() {
+        let f = "baton.events.*.*.*.credential_spike";
+        assert!(subject_matches(f, "baton.events.a.b.Q.credential_spike"));
+        assert!(!subject_matches(f, "baton.events.a.b.Q.accepted"));
+        assert!(!subject_matches(f, "baton.events.a.b.credential_spike"));
+        assert!(subject_matches("baton.>", "baton.events.a"));
+        assert!(!subject_matches("baton.>", "baton"));
     }
 }

@@ -1,6 +1,7 @@
 //! Running the operator: leader election, then (while leading) the SendingPool and RelayDomain
-//! controllers, the snapshot sync loop and the EventSink status refresh; readiness follows NATS
-//! and the Lease round-trips.
+//! controllers, the snapshot sync loop, the EventSink status refresh and the credential spike
+//! Events ([`crate::spikes`], read from the event stream from where it was when leading
+//! began); readiness follows NATS and the Lease round-trips.
 //!
 //! Watches:
 //! - SendingPool (cluster-scoped) and the worker Deployments, mapped back to their pool by the
@@ -63,7 +64,8 @@ fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(15))
 }
 
-/// Run the controllers, the sync loop and the EventSink status refresh until `stop`.
+/// Run the controllers, the sync loop, the EventSink status refresh and the credential spike
+/// Events until `stop`.
 pub async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     let client = ctx.client.clone();
     let ns = ctx.settings.namespace.clone();
@@ -97,8 +99,9 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     .for_each(|_| futures::future::ready(()));
 
     let sync = sync_loop(ctx.clone(), stop.clone());
+    let spikes = crate::spikes::run(ctx.clone(), stop.clone());
     let sink_status = sink_status_loop(ctx, stop);
-    tokio::join!(pools, domains, sync, sink_status);
+    tokio::join!(pools, domains, sync, sink_status, spikes);
 }
 
 /// Refresh the EventSinks' statuses every [`SINK_STATUS_EVERY`] until `stop` (counted in

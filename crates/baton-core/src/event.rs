@@ -8,6 +8,11 @@
 //! redelivers after a crash publishes the same id, stored once); the CloudEvents `type` is
 //! `dev.baton.message.<type>.v1` and `subject` is the queue id. `data` is a flat JSON object
 //! documented per type in the README.
+//!
+//! Not every event is about a queued message: `refused` names a refusal and `credential_spike`
+//! ([`CredentialSpike`]) a credential's sending spike, each under a queue id of its own. The
+//! spike's `data` is typed here so that the ingress that publishes it and the operator that
+//! turns it into a Kubernetes Event read one schema.
 
 use serde_json::{Map, Value, json};
 
@@ -44,11 +49,15 @@ pub enum EventType {
     /// A content filter quarantined the message at the ingress: it is stored in its pool's
     /// quarantine, not delivered until an operator releases it.
     Quarantined,
+    /// An SMTP credential's hourly count crossed its RelayDomain's spike threshold
+    /// (`spec.limits.spike`); published once per crossing by the ingress whose message crossed
+    /// it. The event's queue id names the crossing (see [`CredentialSpike`]).
+    CredentialSpike,
 }
 
 impl EventType {
     /// Every type.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         EventType::Accepted,
         EventType::Delivered,
         EventType::Deferred,
@@ -63,6 +72,7 @@ impl EventType {
         EventType::Deleted,
         EventType::Refused,
         EventType::Quarantined,
+        EventType::CredentialSpike,
     ];
 
     /// The short name (the subject's last token; a bounded metric label).
@@ -82,6 +92,7 @@ impl EventType {
             EventType::Deleted => "deleted",
             EventType::Refused => "refused",
             EventType::Quarantined => "quarantined",
+            EventType::CredentialSpike => "credential_spike",
         }
     }
 
@@ -280,6 +291,70 @@ pub fn trace_filter(queue_id: &str) -> String {
     format!("baton.events.*.*.{}.*", token(queue_id))
 }
 
+/// The subject filter of every event of type `kind`, of every tenant and queue id.
+pub fn type_filter(kind: EventType) -> String {
+    format!("baton.events.*.*.*.{}", kind.name())
+}
+
+/// The `data` of a `credential_spike` event: which credential of which RelayDomain crossed its
+/// spike threshold, with what count, and what the RelayDomain's policy does about it. The user
+/// name is the AUTH identity as the client gave it (user names are not secrets; no password or
+/// other credential material is ever part of it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialSpike {
+    /// The RelayDomain, `namespace/name`.
+    pub relay_domain: String,
+    /// The SMTP user name (AUTH) whose messages spiked.
+    pub credential: String,
+    /// The credential's messages this UTC hour, counting the one that crossed.
+    pub count: u64,
+    /// The smallest count that is a spike this hour (`minimumPerHour`, or more than `factor`
+    /// times the mean of the previous 24 hours).
+    pub threshold: u64,
+    /// The policy's action: `alert`, `throttle` or `hold` (a reader should accept others).
+    pub action: String,
+    /// The policy's factor over the baseline.
+    #[serde(default)]
+    pub factor: u32,
+    /// The policy's minimum messages per hour.
+    #[serde(default)]
+    pub minimum_per_hour: u32,
+}
+
+impl CredentialSpike {
+    /// The `credential_spike` event under queue id `queue_id` (an id of the crossing: no
+    /// message is queued under it) at `time_ms`.
+    pub fn event(&self, queue_id: &str, time_ms: i64) -> Event {
+        Event::new(
+            EventType::CredentialSpike,
+            queue_id,
+            &self.relay_domain,
+            time_ms,
+            "0",
+        )
+        .with("credential", self.credential.as_str())
+        .with("count", self.count)
+        .with("threshold", self.threshold)
+        .with("action", self.action.as_str())
+        .with("factor", self.factor)
+        .with("minimumPerHour", self.minimum_per_hour)
+    }
+
+    /// The spike a stored CloudEvent (JSON) reports; `None` for another type or a document
+    /// that does not parse.
+    pub fn from_cloud_event(json: &[u8]) -> Option<CredentialSpike> {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            #[serde(rename = "type")]
+            kind: String,
+            data: CredentialSpike,
+        }
+        let e: Envelope = serde_json::from_slice(json).ok()?;
+        (e.kind == EventType::CredentialSpike.cloud_type()).then_some(e.data)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -325,6 +400,45 @@ mod tests {
         }
         assert_eq!(EventType::of_outcome("bounced"), Some(EventType::Bounced));
         assert_eq!(EventType::of_outcome("sent"), None);
+    }
+
+    #[test]
+    fn a_credential_spike_round_trips_through_its_cloudevent() {
+        let spike = CredentialSpike {
+            relay_domain: "team-a/example.com".into(),
+            credential: "App".into(),
+            count: 241,
+            threshold: 241,
+            action: "throttle".into(),
+            factor: 10,
+            minimum_per_hour: 100,
+        };
+        let e = spike.event("1M90AJ69WSKAJAKRV3", 1_796_381_153_596);
+        assert_eq!(
+            e.subject(),
+            "baton.events.team-a.example_com.1M90AJ69WSKAJAKRV3.credential_spike"
+        );
+        assert_eq!(e.id(), "1M90AJ69WSKAJAKRV3.credential_spike.0");
+        let json = e.to_json("baton/ingress/pod-1");
+        let v: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["type"], "dev.baton.message.credential_spike.v1");
+        assert_eq!(v["subject"], "1M90AJ69WSKAJAKRV3");
+        assert_eq!(
+            v["data"],
+            json!({"credential": "App", "count": 241, "threshold": 241, "action": "throttle",
+                "factor": 10, "minimumPerHour": 100, "queueId": "1M90AJ69WSKAJAKRV3",
+                "relayDomain": "team-a/example.com"})
+        );
+        assert_eq!(CredentialSpike::from_cloud_event(&json), Some(spike));
+        // Only a spike is read as one; other documents are not.
+        let other = Event::new(EventType::Accepted, "Q", "a/b", 0, "0").to_json("x");
+        assert_eq!(CredentialSpike::from_cloud_event(&other), None);
+        assert_eq!(CredentialSpike::from_cloud_event(b"not json"), None);
+        // The filter takes spikes of every tenant and nothing else.
+        assert_eq!(
+            type_filter(EventType::CredentialSpike),
+            "baton.events.*.*.*.credential_spike"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The session driver: performs the I/O the sans-IO [`baton_smtp::Session`] asks for — read
 //! with timeouts, write batched replies, upgrade to TLS, admit commands against the shared
-//! limits, count failed AUTH towards lockouts, hand off to JetStream — and accounts
-//! the session's message bytes against the ingress budget. No SMTP logic lives here.
+//! limits (publishing a credential's spike once), count failed AUTH towards lockouts, hand off
+//! to JetStream — and accounts the session's message bytes against the ingress budget. No SMTP
+//! logic lives here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,6 +218,10 @@ async fn drive(
                         .await;
                     if matches!(admission, Admission::Mail { .. }) {
                         held = matches!(result, Ok(Admitted::Hold));
+                    }
+                    // A credential's spike is published once, by the session that crossed it.
+                    if let Ok(Admitted::Spiked(spike)) = &result {
+                        crate::spike::emit(shared, spike);
                     }
                     session.admission_result(result.map(|_| ()));
                 }

@@ -262,13 +262,16 @@ impl Default for Settings {
 }
 
 /// How an admitted command proceeds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admitted {
     /// As usual.
     Proceed,
     /// MAIL of a credential whose spike policy holds its mail: the message goes to the
     /// pool's quarantine.
     Hold,
+    /// As usual, and this MAIL's credential just crossed its spike threshold: the caller
+    /// publishes the report once (`crate::spike::emit`).
+    Spiked(Box<baton_core::event::CredentialSpike>),
 }
 
 /// The shared limits of one ingress process.
@@ -428,8 +431,8 @@ impl InboundLimits {
                 self.take(&wants, &counted, b, network, metrics).await?;
                 match (&b.spike, authenticated) {
                     (Some(policy), Some(user)) => {
-                        let scope = credential_scope(&grant.relay_domain, user);
-                        self.spike(policy, &scope, b, metrics).await
+                        self.spike(policy, &grant.relay_domain, user, b, metrics)
+                            .await
                     }
                     _ => Ok(Admitted::Proceed),
                 }
@@ -481,18 +484,21 @@ impl InboundLimits {
         }
     }
 
-    /// Count a credential's message for spike detection and apply the policy's action.
+    /// Count a message of `user` of RelayDomain `relay_domain` for spike detection and apply
+    /// the policy's action.
     async fn spike(
         &self,
         policy: &pb::SpikePolicy,
-        scope: &str,
+        relay_domain: &str,
+        user: &str,
         b: &Budgets,
         metrics: &Metrics,
     ) -> Result<Admitted, Reply> {
         use crate::spike::Verdict;
+        let scope = credential_scope(relay_domain, user);
         let verdict = match self
             .spikes
-            .count(policy, scope, baton_core::clock::now_ms())
+            .count(policy, &scope, baton_core::clock::now_ms())
             .await
         {
             Ok(v) => v,
@@ -507,26 +513,29 @@ impl InboundLimits {
         };
         let action = match verdict {
             Verdict::Normal => return Ok(Admitted::Proceed),
-            Verdict::Crossed(action) => {
-                let label = spike_label(action);
+            // The message that crossed the threshold goes through (it is what is reported);
+            // Throttle and Hold apply to the credential's further messages this hour.
+            Verdict::Crossed(crossing) => {
+                let label = crate::spike::action_label(crossing.action);
                 metrics.limit_spikes.with_label_values(&[label]).inc();
                 tracing::warn!(
                     relay_domain = %b.label,
                     action = label,
+                    count = crossing.count,
+                    threshold = crossing.threshold,
                     factor = policy.factor,
                     minimum_per_hour = policy.minimum_per_hour,
                     "sending spike of an SMTP credential: this hour's messages are far above its mean of the previous 24 hours"
                 );
-                action
+                let report = crate::spike::report(relay_domain, user, &crossing, policy);
+                return Ok(Admitted::Spiked(Box::new(report)));
             }
             Verdict::Beyond(action) => action,
         };
-        // The message that crossed the threshold goes through (it is what is reported);
-        // Throttle and Hold apply to the credential's further messages this hour.
-        match (action, verdict) {
-            (_, Verdict::Crossed(_)) | (pb::SpikeAction::Alert, _) => Ok(Admitted::Proceed),
-            (pb::SpikeAction::Hold, _) => Ok(Admitted::Hold),
-            (pb::SpikeAction::Throttle, _) => Err(catalogue::spike_throttled(&format!(
+        match action {
+            pb::SpikeAction::Alert => Ok(Admitted::Proceed),
+            pb::SpikeAction::Hold => Ok(Admitted::Hold),
+            pb::SpikeAction::Throttle => Err(catalogue::spike_throttled(&format!(
                 "this credential of {}",
                 b.label
             ))),
@@ -634,14 +643,6 @@ impl InboundLimits {
                 .with_label_values(&["ingress", "lockout"])
                 .inc();
         }
-    }
-}
-
-fn spike_label(action: pb::SpikeAction) -> &'static str {
-    match action {
-        pb::SpikeAction::Alert => "alert",
-        pb::SpikeAction::Throttle => "throttle",
-        pb::SpikeAction::Hold => "hold",
     }
 }
 
@@ -988,11 +989,23 @@ mod tests {
                     client,
                 }
             };
-            // No history: the minimum (3) is the threshold; the 3rd message crosses it.
-            for _ in 0..3 {
+            // No history: the minimum (3) is the threshold; the 3rd message crosses it, goes
+            // through and is reported once.
+            for _ in 0..2 {
                 let a = limits.admit(&mail(Some("dave")), Some(&s), &metrics).await;
                 assert_eq!(a, Ok(Admitted::Proceed), "{label}");
             }
+            let third = limits.admit(&mail(Some("Dave")), Some(&s), &metrics).await;
+            let expected = baton_core::event::CredentialSpike {
+                relay_domain: format!("ns/{label}"),
+                credential: "Dave".into(),
+                count: 3,
+                threshold: 3,
+                action: label.into(),
+                factor: 2,
+                minimum_per_hour: 3,
+            };
+            assert_eq!(third, Ok(Admitted::Spiked(Box::new(expected))), "{label}");
             let fourth = limits.admit(&mail(Some("dave")), Some(&s), &metrics).await;
             match action {
                 pb::SpikeAction::Throttle => {

@@ -5,8 +5,10 @@
 //! hour. A spike is at least `minimum_per_hour` messages this hour and more than `factor` times
 //! the baseline.
 //!
-//! The message that crosses the threshold is counted (`baton_limit_spikes_total{action}`) and
-//! logged once (exact across pods: one increment returns the crossing value). Then by action:
+//! The message that crosses the threshold is counted (`baton_limit_spikes_total{action}`),
+//! logged and published as a `credential_spike` event ([`report`], [`emit`]; the operator turns
+//! it into a Kubernetes Event on the RelayDomain) once — exact across pods: one increment
+//! returns the crossing value. Then by action:
 //! `Alert` lets mail flow; `Throttle` refuses the credential's further messages this hour with
 //! `450 4.7.1`; `Hold` accepts them into the pool's quarantine (released with `baton queue
 //! release`).
@@ -20,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_core::event::CredentialSpike;
 use baton_limits::window::{Period, scope_hash, window_index, window_key};
 use baton_limits::{Kv, KvError, Options, read_modify_write, timed};
 use baton_proto::v1 as pb;
@@ -44,9 +47,20 @@ pub enum Verdict {
     /// Below the threshold (or not counted).
     Normal,
     /// This message crossed the threshold (reported once).
-    Crossed(pb::SpikeAction),
+    Crossed(Crossing),
     /// Beyond the threshold after it was crossed.
     Beyond(pb::SpikeAction),
+}
+
+/// The crossing of a threshold: the policy's action, this hour's count and the threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crossing {
+    /// What the policy does about the spike.
+    pub action: pb::SpikeAction,
+    /// The credential's messages this hour, this one included.
+    pub count: u64,
+    /// The smallest spiking count this hour.
+    pub threshold: u64,
 }
 
 /// The policy's threshold for a baseline: the smallest spiking count.
@@ -61,9 +75,52 @@ pub fn threshold(policy: &pb::SpikePolicy, baseline_sum: u64) -> u64 {
 pub fn classify(action: pb::SpikeAction, count: u64, threshold: u64) -> Verdict {
     match count.cmp(&threshold) {
         std::cmp::Ordering::Less => Verdict::Normal,
-        std::cmp::Ordering::Equal => Verdict::Crossed(action),
+        std::cmp::Ordering::Equal => Verdict::Crossed(Crossing {
+            action,
+            count,
+            threshold,
+        }),
         std::cmp::Ordering::Greater => Verdict::Beyond(action),
     }
+}
+
+/// The name of a spike action (metric label, log field, event `action`).
+pub fn action_label(action: pb::SpikeAction) -> &'static str {
+    match action {
+        pb::SpikeAction::Alert => "alert",
+        pb::SpikeAction::Throttle => "throttle",
+        pb::SpikeAction::Hold => "hold",
+    }
+}
+
+/// What is reported about `crossing`: RelayDomain `relay_domain` (`namespace/name`), the
+/// authenticated `user` (as the client gave it; never a password) and `policy`'s settings.
+pub fn report(
+    relay_domain: &str,
+    user: &str,
+    crossing: &Crossing,
+    policy: &pb::SpikePolicy,
+) -> CredentialSpike {
+    CredentialSpike {
+        relay_domain: relay_domain.to_owned(),
+        credential: user.to_owned(),
+        count: crossing.count,
+        threshold: crossing.threshold,
+        action: action_label(crossing.action).to_owned(),
+        factor: policy.factor,
+        minimum_per_hour: policy.minimum_per_hour,
+    }
+}
+
+/// Publish `spike` as a `credential_spike` event (in the background, when events are on)
+/// under a new queue id naming the crossing.
+pub(crate) fn emit(shared: &crate::Shared, spike: &CredentialSpike) {
+    if !shared.publisher.emits_events() {
+        return;
+    }
+    let now_ms = baton_core::clock::now_ms();
+    let id = baton_core::ids::new_queue_id(now_ms, &mut rand::rng());
+    shared.publisher.emit(spike.event(&id, now_ms));
 }
 
 /// The shared hourly counts.
@@ -182,7 +239,11 @@ mod tests {
         assert_eq!(classify(pb::SpikeAction::Alert, 240, 241), Verdict::Normal);
         assert_eq!(
             classify(pb::SpikeAction::Throttle, 241, 241),
-            Verdict::Crossed(pb::SpikeAction::Throttle)
+            Verdict::Crossed(Crossing {
+                action: pb::SpikeAction::Throttle,
+                count: 241,
+                threshold: 241
+            })
         );
         assert_eq!(
             classify(pb::SpikeAction::Hold, 300, 241),
@@ -216,11 +277,57 @@ mod tests {
             verdicts.push(spikes.count(&p, "ns/d\u{0}alice", now).await.unwrap());
         }
         assert!(verdicts[..6].iter().all(|v| *v == Verdict::Normal));
-        assert_eq!(verdicts[6], Verdict::Crossed(pb::SpikeAction::Throttle));
+        assert_eq!(
+            verdicts[6],
+            Verdict::Crossed(Crossing {
+                action: pb::SpikeAction::Throttle,
+                count: 7,
+                threshold: 7
+            })
+        );
         assert_eq!(verdicts[7], Verdict::Beyond(pb::SpikeAction::Throttle));
         let key = window_key(NS_SPIKE, Period::Hour, hour, &hash);
         assert!(key.starts_with("in.spike.h"));
         assert_eq!(kv.value(&key).unwrap(), Bytes::from_static(b"8"));
+    }
+
+    #[test]
+    fn a_crossing_is_reported_with_the_credential_count_threshold_and_action() {
+        let p = policy(pb::SpikeAction::Hold, 10, 100);
+        let Verdict::Crossed(crossing) = classify(pb::SpikeAction::Hold, 241, 241) else {
+            panic!("not a crossing");
+        };
+        let spike = report("team-a/example-com", "App", &crossing, &p);
+        assert_eq!(
+            spike,
+            CredentialSpike {
+                relay_domain: "team-a/example-com".into(),
+                credential: "App".into(),
+                count: 241,
+                threshold: 241,
+                action: "hold".into(),
+                factor: 10,
+                minimum_per_hour: 100,
+            }
+        );
+        let e = spike.event("Q1", 0);
+        assert_eq!(e.kind, baton_core::event::EventType::CredentialSpike);
+        assert_eq!(e.relay_domain, "team-a/example-com");
+        assert_eq!(e.data["credential"], "App");
+        assert_eq!(e.data["count"], 241);
+        assert_eq!(e.data["threshold"], 241);
+        assert_eq!(e.data["action"], "hold");
+        assert_eq!(
+            e.subject(),
+            "baton.events.team-a.example-com.Q1.credential_spike"
+        );
+        for (a, l) in [
+            (pb::SpikeAction::Alert, "alert"),
+            (pb::SpikeAction::Throttle, "throttle"),
+            (pb::SpikeAction::Hold, "hold"),
+        ] {
+            assert_eq!(action_label(a), l);
+        }
     }
 
     #[tokio::test]

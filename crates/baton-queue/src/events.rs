@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use baton_core::event::Event;
+/// The stream's event types and the typed data readers need (the operator reads
+/// `credential_spike` events without a dependency of its own on `baton-core`).
+pub use baton_core::event::{CredentialSpike, EventType, type_filter};
 
 /// Name of the event stream.
 pub const EVENT_STREAM: &str = "BATON_EVENTS";

@@ -14,7 +14,8 @@
 //! - with NATS stopped, a take falls back within a bounded time and the local fallback still
 //!   refuses beyond `ceil(limit / --limit-fallback-divisor)`;
 //! - a credential whose hourly count crosses its spike threshold is reported once
-//!   (`baton_limit_spikes_total`) and, under `action: Throttle`, refused further (`450 4.7.1`);
+//!   (`baton_limit_spikes_total`, one `credential_spike` event in `BATON_EVENTS`) and, under
+//!   `action: Throttle`, refused further (`450 4.7.1`);
 //!   under `action: Hold`, its further messages are accepted into the pool's quarantine.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -107,6 +108,26 @@ impl Cluster {
         let js = self.nats.jetstream().await?;
         let mut s = js.get_stream("BATON_QUEUE").await?;
         Ok(s.info().await?.state.messages)
+    }
+
+    /// The `credential_spike` events stored in `BATON_EVENTS` (each under its own subject),
+    /// oldest subject first.
+    async fn spike_events(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        use futures::StreamExt as _;
+        let js = self.nats.jetstream().await?;
+        let stream = js.get_stream("BATON_EVENTS").await?;
+        let mut subjects = stream
+            .info_with_subjects("baton.events.*.*.*.credential_spike")
+            .await?;
+        let mut out = Vec::new();
+        while let Some(entry) = subjects.next().await {
+            let (subject, n) = entry?;
+            for _ in 0..n {
+                let m = stream.get_last_raw_message_by_subject(&subject).await?;
+                out.push(serde_json::from_slice(&m.payload)?);
+            }
+        }
+        Ok(out)
     }
 
     fn logs(&self) -> String {
@@ -499,12 +520,19 @@ async fn a_credentials_sending_spike_is_reported_then_throttled() -> anyhow::Res
     for n in 0..3 {
         expect(&one_message(&mut sessions[n % 2]).await?, 250, "2.1.0");
     }
-    // The third crossed the threshold: reported once, on one ingress.
+    // The third crossed the threshold: reported once, on one ingress, and published once as a
+    // `credential_spike` event (in the background: waited for).
     assert_eq!(
         c.total(r#"baton_limit_spikes_total{action="throttle"}"#)
             .await,
         1.0
     );
+    assert_eventually(
+        Duration::from_secs(10),
+        "the spike event is stored",
+        || async { c.spike_events().await.is_ok_and(|e| !e.is_empty()) },
+    )
+    .await?;
     // Further messages of the credential this hour: 450 4.7.1 on both ingresses.
     for w in &mut sessions {
         let r = one_message(w).await?;
@@ -517,6 +545,23 @@ async fn a_credentials_sending_spike_is_reported_then_throttled() -> anyhow::Res
     assert_eq!(w.cmd("EHLO client.test").await?.code, 250);
     expect(&one_message(&mut w).await?, 250, "2.1.0");
     assert_eq!(c.queued().await?, 4);
+    // Exactly one spike event, for the crossing (none for the throttled messages after it).
+    let events = c.spike_events().await?;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["type"], "dev.baton.message.credential_spike.v1", "{e}");
+    assert!(
+        e["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("baton/ingress/")),
+        "{e}"
+    );
+    assert_eq!(e["data"]["relayDomain"], "team-a/example-com", "{e}");
+    assert_eq!(e["data"]["credential"], "app", "{e}");
+    assert_eq!(e["data"]["count"], 3, "{e}");
+    assert_eq!(e["data"]["threshold"], 3, "{e}");
+    assert_eq!(e["data"]["action"], "throttle", "{e}");
+    assert!(!e.to_string().contains("secret"), "no password in {e}");
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::schema::{self, DURATION_PATTERN};
 
 /// Event type names an EventSink may select (`baton_core::event::EventType::name`).
-pub const EVENT_TYPES: [&str; 14] = [
+pub const EVENT_TYPES: [&str; 15] = [
     "accepted",
     "delivered",
     "deferred",
@@ -23,6 +23,7 @@ pub const EVENT_TYPES: [&str; 14] = [
     "deleted",
     "refused",
     "quarantined",
+    "credential_spike",
 ];
 
 /// Desired state of an EventSink: an HTTPS endpoint that receives the delivery events of this
@@ -83,11 +84,11 @@ pub struct EventSinkSpec {
     pub secret_ref: super::SecretRef,
     /// Event types to send (`accepted`, `delivered`, `deferred`, `bounced`, `expired`,
     /// `dsn_queued`, `held`, `released`, `requeued`, `retried`, `operator_bounced`, `deleted`,
-    /// `refused`).
+    /// `refused`, `quarantined`, `credential_spike`).
     /// Empty: every type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 13), inner(length(min = 1, max = 32)))]
-    #[x_kube(validation = Rule::new("self.all(t, t in ['accepted', 'delivered', 'deferred', 'bounced', 'expired', 'dsn_queued', 'held', 'released', 'requeued', 'retried', 'operator_bounced', 'deleted', 'refused'])").message("unknown event type"))]
+    #[schemars(length(max = 15), inner(length(min = 1, max = 32)))]
+    #[x_kube(validation = Rule::new("self.all(t, t in ['accepted', 'delivered', 'deferred', 'bounced', 'expired', 'dsn_queued', 'held', 'released', 'requeued', 'retried', 'operator_bounced', 'deleted', 'refused', 'quarantined', 'credential_spike'])").message("unknown event type"))]
     pub types: Vec<String>,
     /// RelayDomains (names in this namespace) whose events are sent. Empty: every RelayDomain of
     /// the namespace.
@@ -157,4 +158,29 @@ pub struct EventSinkStatus {
     /// Events dropped (backlog or age limit) since the dispatcher's record began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every event type Baton publishes can be selected, and nothing else: the list, the
+    /// CRD's validation rule and its length bound follow `baton_core::event::EventType::ALL`.
+    #[test]
+    fn the_selectable_types_are_the_published_ones() {
+        let published: Vec<&str> = baton_core::event::EventType::ALL
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        assert_eq!(super::EVENT_TYPES.to_vec(), published);
+        let source = include_str!("sink.rs");
+        let rule = format!(
+            "t in [{}]",
+            published
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert!(source.contains(&rule), "the CEL rule lists {rule}");
+        assert!(source.contains(&format!("length(max = {})", published.len())));
+    }
 }
