@@ -106,6 +106,19 @@ pub fn desired_replicas(pool: &SendingPool) -> Option<i32> {
     }
 }
 
+/// How many workers of `pool` may run at once: the autoscaler's maximum, else
+/// `spec.workers.replicas` (default 1). Each worker takes this share of the pool's outbound
+/// limits while NATS is unreachable (`baton worker --limit-fallback-divisor`), so that the
+/// workers together stay within them.
+pub fn fallback_divisor(pool: &SendingPool) -> i32 {
+    let workers = &pool.spec.workers;
+    match &workers.autoscaling {
+        Some(auto) => auto.max_replicas,
+        None => workers.replicas.unwrap_or(1),
+    }
+    .max(1)
+}
+
 /// The worker Deployment of a pool: the `baton` image running `worker --pool <pool>`.
 pub fn desired_deployment(pool: &SendingPool, settings: &Settings) -> Result<Deployment> {
     let name = pool_name(pool)?;
@@ -276,7 +289,14 @@ fn worker_container(name: &str, settings: &Settings, pool: &SendingPool) -> Cont
         name: "worker".to_owned(),
         image: Some(settings.worker_image.clone()),
         args: Some(vec!["worker".into(), "--pool".into(), name.to_owned()]),
-        env: Some(worker_env(name, settings)),
+        env: Some({
+            let mut env = worker_env(name, settings);
+            env.push(self::env(
+                "BATON_LIMIT_FALLBACK_DIVISOR",
+                &fallback_divisor(pool).to_string(),
+            ));
+            env
+        }),
         volume_mounts: worker_mounts(settings),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".to_owned()),
@@ -412,6 +432,8 @@ mod tests {
         assert_eq!(env["BATON_POOL"]["value"], "bulk");
         assert_eq!(env["BATON_LISTEN_METRICS"]["value"], "0.0.0.0:9090");
         assert_eq!(env["BATON_LOG_FORMAT"]["value"], "json");
+        // Three replicas: each worker takes a third of the pool's limits without NATS.
+        assert_eq!(env["BATON_LIMIT_FALLBACK_DIVISOR"]["value"], "3");
         assert_eq!(
             env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
             "metadata.name"
@@ -543,6 +565,7 @@ mod tests {
         let p = pool(spec);
         let d = serde_json::to_value(desired_deployment(&p, &s).unwrap()).unwrap();
         assert!(d["spec"].get("replicas").is_none(), "{d}");
+        assert_eq!(fallback_divisor(&p), 9, "the autoscaler's maximum");
         let hpa = serde_json::to_value(desired_hpa(&p, &s).unwrap().unwrap()).unwrap();
         assert_eq!(hpa["apiVersion"], "autoscaling/v2");
         assert_eq!(hpa["spec"]["minReplicas"], 2);
@@ -555,6 +578,7 @@ mod tests {
         let without = pool(SendingPoolSpec::default());
         assert!(desired_hpa(&without, &s).unwrap().is_none());
         assert_eq!(desired_replicas(&without), Some(1));
+        assert_eq!(fallback_divisor(&without), 1);
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::{bounces, resolve, route, slots};
 pub(crate) struct Ctx {
     pub(crate) dns: Box<dyn resolve::Resolve>,
     pub(crate) health: route::Health,
-    pub(crate) conns: Connections,
+    /// Idle connections; those of capped sites with their pool-wide leases.
+    pub(crate) conns: Connections<baton_smtp_client::Connection, crate::leases::Lease>,
     pub(crate) publisher: Publisher,
     pub(crate) metrics: Metrics,
     pub(crate) client: ClientConfig,

@@ -2,8 +2,12 @@
 //! of its slots, see `slots`): reuse or open a connection (target by target until one
 //! answers), send, and turn every reply into a per-recipient outcome. Connections are kept for
 //! reuse (RSET between messages) up to the pool's messages-per-connection cap and an idle
-//! timeout. Connecting goes through the [`Connector`] seam ([`SmtpConnector`] in a worker), so
-//! the unit tests below drive every branch with scripted connections.
+//! timeout. A connection to a site with a pool-wide connection cap keeps its lease while it is
+//! idle ([`Capped`]): the next delivery to that site takes the connection and its lease
+//! together, and the lease is released when the connection is closed, reaped or dropped, so
+//! open connections — busy or idle — never hold more than their leases. Connecting goes
+//! through the [`Connector`] seam ([`SmtpConnector`] in a worker), so the unit tests below
+//! drive every branch with scripted connections.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +23,7 @@ use crate::route::Target;
 
 /// An idle connection is reused only for the same address, host name (the name its
 /// certificate was checked against), EHLO name and source address.
-type Key = (SocketAddr, String, String, String);
+pub(crate) type Key = (SocketAddr, String, String, String);
 
 /// An open SMTP session as delivery uses it ([`Connection`] in a worker).
 pub trait SmtpSession: Send + Sized + 'static {
@@ -86,20 +90,94 @@ impl SmtpSession for Connection {
     }
 }
 
-/// Idle sessions of one worker, kept for reuse.
-pub struct Connections<S = Connection> {
+/// Idle sessions of one worker, kept for reuse: those of uncapped destinations by [`Key`],
+/// those holding a pool-wide connection lease `L` by the lease's scope (a site, or an
+/// override's pattern), so any delivery counted against that scope can take them.
+pub struct Connections<S = Connection, L = ()> {
     idle: Mutex<HashMap<Key, Vec<(S, Instant)>>>,
+    leased: Mutex<HashMap<String, Vec<LeasedIdle<S, L>>>>,
     /// How long an idle connection is kept.
     pub idle_timeout: Duration,
 }
 
-impl<S> Connections<S> {
+/// An idle connection kept with its pool-wide lease (released when this is dropped).
+pub(crate) struct LeasedIdle<S, L> {
+    /// The lease's scope.
+    pub(crate) scope: String,
+    pub(crate) key: Key,
+    pub(crate) conn: S,
+    pub(crate) lease: L,
+    since: Instant,
+}
+
+/// The pool-wide connection lease a delivery to a capped site holds: a fresh one, or the one
+/// of an idle connection it took from the cache. `deliver_group` keeps it with the connection
+/// when the connection is kept idle; otherwise it is released when dropped.
+pub(crate) enum Capped<S, L> {
+    /// A lease taken for this delivery.
+    Fresh {
+        /// The lease's scope.
+        scope: String,
+        /// The lease.
+        lease: L,
+    },
+    /// An idle connection of the scope with its lease: used if it goes to one of the
+    /// targets with the chosen identity, else closed (the lease serves a new connection).
+    Idle(Box<LeasedIdle<S, L>>),
+}
+
+impl<S, L> Connections<S, L> {
     /// An empty cache.
     pub fn new(idle_timeout: Duration) -> Self {
         Connections {
             idle: Mutex::new(HashMap::new()),
+            leased: Mutex::new(HashMap::new()),
             idle_timeout,
         }
+    }
+
+    /// The most recently used idle connection holding a lease of `scope`, if any (expired ones
+    /// are closed on the way, releasing their leases).
+    pub(crate) fn claim_leased(&self, scope: &str) -> Option<LeasedIdle<S, L>> {
+        let mut m = self.leased.lock();
+        let list = m.get_mut(scope)?;
+        let mut found = None;
+        while let Some(c) = list.pop() {
+            if c.since.elapsed() < self.idle_timeout {
+                found = Some(c);
+                break;
+            }
+        }
+        if list.is_empty() {
+            m.remove(scope);
+        }
+        found
+    }
+
+    /// Put a claimed connection back unused (its idle time keeps running).
+    pub(crate) fn restore(&self, c: LeasedIdle<S, L>) {
+        self.leased
+            .lock()
+            .entry(c.scope.clone())
+            .or_default()
+            .push(c);
+    }
+
+    fn keep_leased(&self, scope: String, key: Key, conn: S, lease: L) {
+        let c = LeasedIdle {
+            scope,
+            key,
+            conn,
+            lease,
+            since: Instant::now(),
+        };
+        self.restore(c);
+    }
+
+    /// Idle connections holding a lease of `scope`.
+    #[cfg(test)]
+    pub(crate) fn idle_leased(&self, scope: &str) -> usize {
+        self.leased.lock().get(scope).map_or(0, Vec::len)
     }
 
     fn take_idle(&self, key: &Key) -> Option<S> {
@@ -129,6 +207,12 @@ impl<S> Connections<S> {
             list.retain(|(_, since)| since.elapsed() < timeout);
         }
         m.retain(|_, l| !l.is_empty());
+        drop(m);
+        let mut m = self.leased.lock();
+        for list in m.values_mut() {
+            list.retain(|c| c.since.elapsed() < timeout);
+        }
+        m.retain(|_, l| !l.is_empty());
     }
 }
 
@@ -142,29 +226,93 @@ pub(crate) struct GroupResult {
     pub used: Option<Target>,
 }
 
-/// Try `targets` in order until one carries the transaction.
-pub(crate) async fn deliver_group<C: Connector>(
+/// Try `targets` in order until one carries the transaction. `capped`: the pool-wide lease
+/// of the site (and an idle connection that came with it): a connection kept for reuse keeps
+/// the lease; a claimed idle connection that none of the targets can use is closed.
+pub(crate) async fn deliver_group<C: Connector, L>(
     connector: &C,
-    conns: &Connections<C::Session>,
+    conns: &Connections<C::Session, L>,
     targets: &[Target],
     base: &ClientConfig,
     max_per_conn: u32,
     msg: &OutgoingMessage<'_>,
+    capped: Option<Capped<C::Session, L>>,
+) -> GroupResult {
+    let mut lease = None;
+    let mut claimed = None;
+    match capped {
+        None => {}
+        Some(Capped::Fresh { scope, lease: l }) => lease = Some((scope, l)),
+        Some(Capped::Idle(c)) => {
+            let c = *c;
+            lease = Some((c.scope, c.lease));
+            claimed = Some((c.key, c.conn));
+        }
+    }
+    let result = try_targets(
+        connector,
+        conns,
+        targets,
+        base,
+        max_per_conn,
+        msg,
+        &mut lease,
+        &mut claimed,
+    )
+    .await;
+    if let Some((_, c)) = claimed {
+        c.quit().await;
+    }
+    // A lease not kept with an idle connection is released here.
+    drop(lease);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn try_targets<C: Connector, L>(
+    connector: &C,
+    conns: &Connections<C::Session, L>,
+    targets: &[Target],
+    base: &ClientConfig,
+    max_per_conn: u32,
+    msg: &OutgoingMessage<'_>,
+    lease: &mut Option<(String, L)>,
+    claimed: &mut Option<(Key, C::Session)>,
 ) -> GroupResult {
     let n = msg.recipients.len();
     let mut failed_targets = Vec::new();
     // The reply recorded when no target answers: the last connection error, stated as a reply
     // with the host that gave it.
     let mut last_error: Option<(ClientError, String)> = None;
-    for t in targets {
-        let key: Key = (
+    let key_of = |t: &Target| -> Key {
+        (
             t.addr,
             t.host.clone(),
             base.ehlo_name.clone(),
             base.source_address
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
-        );
+        )
+    };
+    // A claimed idle connection goes to one of the targets: that target first (the session is
+    // up). It is never kept open beside a new connection: the lease counts one connection.
+    let mut order: Vec<&Target> = targets.iter().collect();
+    if let Some((k, _)) = claimed.as_ref()
+        && let Some(i) = targets.iter().position(|t| key_of(t) == *k)
+    {
+        let t = order.remove(i);
+        order.insert(0, t);
+    }
+    for t in order {
+        let key = key_of(t);
+        let mine = if claimed.as_ref().is_some_and(|(k, _)| *k == key) {
+            claimed.take().map(|(_, c)| c)
+        } else {
+            if let Some((_, c)) = claimed.take() {
+                c.quit().await;
+            }
+            None
+        };
         let mut cfg = base.clone();
         cfg.auth = t.auth.clone();
         if let Err(e) = t.tls.apply(&mut cfg) {
@@ -173,7 +321,7 @@ pub(crate) async fn deliver_group<C: Connector>(
             failed_targets.push(t.clone());
             continue;
         }
-        let reused = conns.take_idle(&key);
+        let reused = mine.or_else(|| conns.take_idle(&key));
         let mut conn = match reused {
             Some(mut c) => match c.reset().await {
                 Ok(()) => c,
@@ -204,7 +352,10 @@ pub(crate) async fn deliver_group<C: Connector>(
             Ok(result) => {
                 let attempts = map_result(&result, n, &remote);
                 if conn.messages_sent() < max_per_conn.max(1) {
-                    conns.put_idle(key, conn);
+                    match lease.take() {
+                        Some((scope, l)) => conns.keep_leased(scope, key, conn, l),
+                        None => conns.put_idle(key, conn),
+                    }
                 } else {
                     conn.quit().await;
                 }
@@ -331,6 +482,8 @@ mod tests {
     struct Scripted {
         hops: HashMap<SocketAddr, Hop>,
         connects: Mutex<Vec<SocketAddr>>,
+        /// Sessions closed before each connect.
+        quits_at_connect: Mutex<Vec<u32>>,
     }
 
     struct FakeSession {
@@ -381,6 +534,7 @@ mod tests {
             _cfg: &'a ClientConfig,
         ) -> BoxFuture<'a, Result<FakeSession, ClientError>> {
             self.script.connects.lock().push(addr);
+            self.script.quits_at_connect.lock().push(*self.quits.lock());
             let r = match self.script.hops.get(&addr) {
                 None => Err(ClientError::Timeout { stage: "connect" }),
                 Some(Hop::Refuse(e)) => Err(e()),
@@ -402,6 +556,7 @@ mod tests {
                     .map(|(i, h)| (SocketAddr::from(([192, 0, 2, *i], 25)), h.clone()))
                     .collect(),
                 connects: Mutex::default(),
+                quits_at_connect: Mutex::default(),
             },
             quits: Arc::default(),
         }
@@ -448,7 +603,16 @@ mod tests {
             ret: None,
             envid: None,
         };
-        deliver_group(f, conns, targets, &ClientConfig::new("w.test"), 2, &msg).await
+        deliver_group(
+            f,
+            conns,
+            targets,
+            &ClientConfig::new("w.test"),
+            2,
+            &msg,
+            None,
+        )
+        .await
     }
 
     fn summary(r: &GroupResult) -> Vec<String> {
@@ -529,6 +693,170 @@ mod tests {
             "deferred 451 4.4.2 connection closed by server during data_term mx1.dest.test[192.0.2.1]"
         );
         assert_eq!(f.script.connects.lock().len(), 1);
+    }
+
+    /// A pool-wide lease in the tests: counts its releases.
+    struct FakeLease(Arc<Mutex<u32>>);
+
+    impl Drop for FakeLease {
+        fn drop(&mut self) {
+            *self.0.lock() += 1;
+        }
+    }
+
+    fn message() -> OutgoingMessage<'static> {
+        OutgoingMessage {
+            reverse_path: "a@src.test",
+            recipients: vec![OutgoingRecipient {
+                address: "ok@dest.test",
+                notify: None,
+                orcpt: None,
+            }],
+            body: b"Subject: x\r\n\r\nx\r\n",
+            smtputf8: false,
+            eight_bit: false,
+            ret: None,
+            envid: None,
+        }
+    }
+
+    /// Deliver one message to a capped site: with the cache's idle connection of the scope
+    /// and its lease if there is one (as `shaping::admit` does), else with a fresh lease.
+    async fn deliver_capped(
+        f: &Fake,
+        conns: &Connections<FakeSession, FakeLease>,
+        targets: &[Target],
+        released: &Arc<Mutex<u32>>,
+    ) -> GroupResult {
+        let capped = match conns.claim_leased("dest.test") {
+            Some(idle) => Capped::Idle(Box::new(idle)),
+            None => Capped::Fresh {
+                scope: "dest.test".into(),
+                lease: FakeLease(released.clone()),
+            },
+        };
+        let msg = message();
+        let cfg = ClientConfig::new("w.test");
+        deliver_group(f, conns, targets, &cfg, 3, &msg, Some(capped)).await
+    }
+
+    /// A connection to a capped site is kept idle with its lease, and the next message to the
+    /// site takes both: one SMTP session for three messages (the messages-per-connection cap),
+    /// one lease, released only when the connection is closed at the cap.
+    #[tokio::test]
+    async fn a_capped_sites_connection_is_reused_with_its_lease() {
+        let f = fake(&[(1, Hop::Accept(vec![accepted, accepted, accepted]))]);
+        let conns = Connections::new(Duration::from_secs(60));
+        let released = Arc::new(Mutex::new(0));
+        let r = deliver_capped(&f, &conns, &[mx(1)], &released).await;
+        assert_eq!(r.attempts[0].metric_label(), "delivered");
+        assert_eq!(
+            conns.idle_leased("dest.test"),
+            1,
+            "kept idle with its lease"
+        );
+        assert_eq!(*released.lock(), 0, "an idle connection keeps its lease");
+        for _ in 0..2 {
+            let r = deliver_capped(&f, &conns, &[mx(1)], &released).await;
+            assert_eq!(r.attempts[0].metric_label(), "delivered");
+        }
+        assert_eq!(
+            f.script.connects.lock().len(),
+            1,
+            "one session for three messages"
+        );
+        assert_eq!(
+            *f.quits.lock(),
+            1,
+            "closed at the messages-per-connection cap"
+        );
+        assert_eq!(*released.lock(), 1, "its lease released with it");
+        assert_eq!(conns.idle_leased("dest.test"), 0);
+        // The fourth message opens a new session with a fresh lease; another scope's
+        // deliveries never take it.
+        let r = deliver_capped(&f, &conns, &[mx(1)], &released).await;
+        assert_eq!(r.attempts[0].metric_label(), "delivered");
+        assert_eq!(f.script.connects.lock().len(), 2);
+        assert!(conns.claim_leased("other.test").is_none());
+        assert_eq!(conns.idle_leased("dest.test"), 1);
+    }
+
+    /// The idle connection that came with the lease goes to a host none of the targets names:
+    /// it is closed, and the lease serves the new connection (which keeps it when idle).
+    #[tokio::test]
+    async fn an_unusable_idle_connection_is_closed_and_its_lease_serves_the_new_one() {
+        let f = fake(&[
+            (1, Hop::Accept(vec![accepted])),
+            (2, Hop::Accept(vec![accepted])),
+        ]);
+        let conns = Connections::new(Duration::from_secs(60));
+        let released = Arc::new(Mutex::new(0));
+        let _ = deliver_capped(&f, &conns, &[mx(1)], &released).await;
+        let r = deliver_capped(&f, &conns, &[mx(2)], &released).await;
+        assert_eq!(r.attempts[0].metric_label(), "delivered");
+        assert_eq!(*f.quits.lock(), 1, "the session to mx1 was closed");
+        assert_eq!(
+            *released.lock(),
+            0,
+            "one lease, handed from mx1's session to mx2's"
+        );
+        assert_eq!(conns.idle_leased("dest.test"), 1);
+        assert_eq!(f.script.connects.lock().len(), 2);
+        assert_eq!(
+            *f.script.quits_at_connect.lock(),
+            [0, 1],
+            "mx1's session was closed before mx2's was opened"
+        );
+    }
+
+    /// The idle connection that came with the lease goes to the second target: that target is
+    /// tried first, over the open session (no new connection beside it).
+    #[tokio::test]
+    async fn a_claimed_connection_to_a_later_target_is_used_first() {
+        let f = fake(&[
+            (1, Hop::Accept(vec![accepted, accepted])),
+            (2, Hop::Accept(vec![accepted])),
+        ]);
+        let conns = Connections::new(Duration::from_secs(60));
+        let released = Arc::new(Mutex::new(0));
+        let _ = deliver_capped(&f, &conns, &[mx(1)], &released).await;
+        let r = deliver_capped(&f, &conns, &[mx(2), mx(1)], &released).await;
+        assert_eq!(r.used.map(|t| t.host), Some("mx1.dest.test".into()));
+        assert_eq!(f.script.connects.lock().len(), 1);
+        assert_eq!(*released.lock(), 0);
+    }
+
+    /// An idle connection past the idle timeout gives its lease back when it is reaped (or
+    /// when a delivery looks for one): no idle connection holds a lease longer than that.
+    #[tokio::test]
+    async fn reaping_an_idle_connection_releases_its_lease() {
+        let f = fake(&[(1, Hop::Accept(vec![accepted]))]);
+        let conns = Connections::new(Duration::ZERO);
+        let released = Arc::new(Mutex::new(0));
+        let _ = deliver_capped(&f, &conns, &[mx(1)], &released).await;
+        assert_eq!(*released.lock(), 0);
+        conns.reap();
+        assert_eq!(*released.lock(), 1);
+        assert_eq!(conns.idle_leased("dest.test"), 0);
+        let conns = Connections::new(Duration::ZERO);
+        let f = fake(&[(1, Hop::Accept(vec![accepted]))]);
+        let _ = deliver_capped(&f, &conns, &[mx(1)], &released).await;
+        assert!(conns.claim_leased("dest.test").is_none());
+        assert_eq!(*released.lock(), 2);
+    }
+
+    /// A lease for a delivery whose connection is not kept (trouble, or nobody answered) is
+    /// released when the delivery ends.
+    #[tokio::test]
+    async fn a_lease_without_a_kept_connection_is_released() {
+        let f = fake(&[(1, Hop::Accept(vec![dropped]))]);
+        let conns = Connections::new(Duration::from_secs(60));
+        let released = Arc::new(Mutex::new(0));
+        let _ = deliver_capped(&f, &conns, &[mx(1)], &released).await;
+        assert_eq!(*released.lock(), 1);
+        let _ = deliver_capped(&f, &conns, &[mx(3)], &released).await;
+        assert_eq!(*released.lock(), 2);
+        assert_eq!(conns.idle_leased("dest.test"), 0);
     }
 
     /// A connection is reused until the pool's messages-per-connection cap (2 here), then

@@ -22,7 +22,7 @@ use crate::deliver::{GroupResult, SmtpConnector, deliver_group};
 use crate::plan::EgressIdentity;
 use crate::plan::PoolPlan;
 use crate::route::{Route, Target, route};
-use crate::shaping::{self, Held};
+use crate::shaping::{self, CappedLease, Held};
 use crate::slots::{Grant, Slot};
 use crate::{Ctx, WindowPlace, now_ms};
 
@@ -112,12 +112,12 @@ pub(crate) async fn deliver(
     };
     // Throttled while this message waited: do not connect then.
     if let Some(held) = backing_off(ctx, &site).await {
+        shaping::give_back(ctx, lease);
         return group.held(&site, held);
     }
-    // A connection holding a pool-wide lease is closed after its transaction (not kept idle).
-    let reuse = lease.is_none();
-    let result = attempt(ctx, pool, group, &targets, egress.as_ref(), reuse).await;
-    drop(lease);
+    // A connection holding a pool-wide lease keeps it while it is idle for reuse; the lease
+    // goes when the connection is closed.
+    let result = attempt(ctx, pool, group, &targets, egress.as_ref(), lease).await;
     recorded(ctx, pool, group, &site, result).await
 }
 
@@ -263,15 +263,15 @@ async fn admit<'c>(
 }
 
 /// Attempt: one SMTP transaction for the group's recipients over the targets in order, under
-/// the worker-wide concurrency limit, with the chosen egress identity; `reuse`: the
-/// connection may be kept for another message.
+/// the worker-wide concurrency limit, with the chosen egress identity; `lease`: the capped
+/// site's pool-wide lease (kept with the connection if it is kept for another message).
 async fn attempt(
     ctx: &Ctx,
     pool: &PoolPlan,
     group: &Group<'_>,
     targets: &[Target],
     egress: Option<&EgressIdentity>,
-    reuse: bool,
+    lease: Option<CappedLease>,
 ) -> GroupResult {
     let env = &group.qm.envelope;
     let _global = ctx.delivery_slots.acquire().await;
@@ -317,18 +317,14 @@ async fn attempt(
         .delivery_connections_active
         .with_label_values(&[&pool.name]);
     active.inc();
-    let max_per_conn = if reuse {
-        pool.max_messages_per_connection
-    } else {
-        1
-    };
     let result = deliver_group(
         &SmtpConnector,
         &ctx.conns,
         targets,
         &cfg,
-        max_per_conn,
+        pool.max_messages_per_connection,
         &msg,
+        lease,
     )
     .await;
     active.dec();

@@ -1,7 +1,11 @@
 //! The pool-wide connection cap per site: a thin adapter over `baton_limits`' leased
 //! semaphore ([`SharedSemaphore`]), keys `out.<pool>.conn.<hash(scope)>`. A lease is held for
-//! the connection's life: a connection to a capped site is closed after its transaction
-//! rather than kept idle (an idle connection would hold a slot nobody accounts for).
+//! the connection's life, idle time included: a connection to a capped site kept for reuse
+//! keeps its lease in the connection cache (`deliver::Connections`, renewed with this
+//! worker's other leases), the next delivery to the site takes both, and the lease is released
+//! when the connection is closed — at the messages-per-connection cap, after the idle timeout,
+//! or on trouble. So open connections never outnumber leases, and an idle connection holds
+//! a slot of the cap for at most the idle timeout.
 
 use std::sync::Arc;
 

@@ -1,10 +1,13 @@
 //! Outbound shaping shared by every worker of a pool (issue 18), the worker's half: a
 //! destination's *site*, the pool-wide connection cap per site (a leased `SharedSemaphore`
-//! permit held for the connection's life), messages per minute per site and warm-up budgets
+//! permit held for the connection's life, kept with it while it is idle for reuse: see
+//! `leases`), messages per minute per site and warm-up budgets
 //! per egress identity (`SharedCounter` windows), and the back-off after a throttling reply
 //! (`Marks`). Everything is counted in the KV bucket `baton-limits` under the pool's prefix
 //! `out.<pool>.` (the only keys a worker of the pool may write); the pure rules live in
-//! [`baton_core::routing::shaping`].
+//! [`baton_core::routing::shaping`]. While NATS is slow or unreachable each limit falls back
+//! to the worker's local share (`--limit-fallback-divisor`, [`Shaper::new`]); the replies of
+//! mail held back are the catalogue's (`baton_smtp::catalogue::pool_connections_full`, …).
 //!
 //! A message held back by shaping is deferred **without counting an attempt** (`process`
 //! re-publishes it with the same attempt number, see
@@ -23,16 +26,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::outcome::{EnhancedStatus, Reply};
+use baton_core::outcome::Reply;
 use baton_core::routing::shaping::{
     ShapingReason, SiteLimits, site_of_host, smarthost_site, until_next_utc_day, utc_day,
 };
 use baton_core::routing::{BackoffPolicy, CongestionPolicy, ThrottleStreaks, pick_weighted};
 use baton_limits::marks::Marks;
 use baton_limits::{BudgetKey, Kv, Options, Quota, SharedCounter, Take, Want};
+use baton_smtp::catalogue;
+use baton_smtp_client::Connection;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use crate::deliver::{Capped, Key};
 use crate::leases::{Acquired, Lease};
 use crate::plan::{EgressIdentity, PoolPlan};
 use crate::route::Target;
@@ -59,9 +65,15 @@ pub(crate) struct Held {
 }
 
 impl Shaper {
-    /// Shaping for `pool` over the `baton-limits` bucket `kv`.
-    pub(crate) fn new(kv: Arc<dyn Kv>, pool: &str, holder: &str) -> Shaper {
-        let opts = Options::default();
+    /// Shaping for `pool` over the `baton-limits` bucket `kv`, held as `holder` (unique per
+    /// process). `fallback_divisor`: the workers assumed to share the pool's limits while NATS
+    /// is slow or unreachable; each then allows `ceil(limit / divisor)` messages per window and
+    /// `max(1, cap / divisor)` connections per site on its own (0 is taken as 1).
+    pub(crate) fn new(kv: Arc<dyn Kv>, pool: &str, holder: &str, fallback_divisor: u32) -> Shaper {
+        let opts = Options {
+            fallback_divisor: fallback_divisor.max(1),
+            ..Options::default()
+        };
         let prefix = baton_queue::limits_outbound_prefix(pool);
         Shaper {
             counter: SharedCounter::new(kv.clone(), opts.clone()),
@@ -161,33 +173,28 @@ pub(crate) fn site(pool: &PoolPlan, targets: &[Target]) -> String {
     }
 }
 
-/// The reply recorded for a recipient held back by shaping (`451 4.4.5`, never a throttling
-/// reply itself).
+/// The reply recorded for a recipient held back by shaping: one of the catalogue's
+/// `451 4.4.5` replies (never a throttling reply itself).
 pub(crate) fn reply(reason: ShapingReason, site: &str, want_ms: i64) -> Reply {
     let secs = want_ms.max(0) / 1000;
-    let text = match reason {
-        ShapingReason::Connections => {
-            format!("pool-wide connection limit for {site} reached; retry in {secs} s")
-        }
-        ShapingReason::Rate => {
-            format!("pool-wide messages-per-minute limit for {site} reached; retry in {secs} s")
-        }
-        ShapingReason::Warmup => {
-            format!("every egress identity spent its warm-up budget for today; retry in {secs} s")
-        }
-        ShapingReason::Backoff => {
-            format!("{site} is throttling this pool; backing off for {secs} s")
-        }
-    };
-    Reply::with_status(451, EnhancedStatus::new(4, 4, 5), text)
+    match reason {
+        ShapingReason::Connections => catalogue::pool_connections_full(site, secs),
+        ShapingReason::Rate => catalogue::pool_rate_spent(site, secs),
+        ShapingReason::Warmup => catalogue::warmup_spent(secs),
+        ShapingReason::Backoff => catalogue::site_backing_off(site, secs),
+    }
 }
+
+/// A capped site's lease for one delivery (with the idle connection it came with, if any).
+pub(crate) type CappedLease = Capped<Connection, Lease>;
 
 /// What the shared limits said about one delivery.
 pub(crate) enum Admitted {
-    /// Connect: with this pool-wide lease (held for the connection's life) and identity.
+    /// Connect: with this pool-wide lease (held for the connection's life, kept with it while
+    /// it is idle) and identity.
     Go {
         /// The site's connection lease (`None`: no pool-wide cap).
-        lease: Option<Lease>,
+        lease: Option<CappedLease>,
         /// The egress identity to speak with (`None`: the worker's defaults).
         egress: Option<EgressIdentity>,
     },
@@ -241,11 +248,13 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// The shared limits of one delivery to `limits.scope`, in order: a pool-wide connection
-/// lease, one unit of the site's messages per minute, an egress identity with warm-up budget
-/// left. A full cap or a spent minute is waited for (the message's window place given back)
-/// as long as `congestion` allows, like a busy per-worker slot; beyond that, and when every
-/// identity spent its day's budget, the delivery is held back. `first_retry_ms`: when a
-/// message held back by a full connection cap wants to come back.
+/// lease (an idle connection of this worker to the scope, which holds one, first), one unit of
+/// the site's messages per minute, an egress identity with warm-up budget left (the idle
+/// connection's first). A full cap or a spent minute is waited for (the message's window
+/// place given back) as long as `congestion` allows, like a busy per-worker slot; beyond
+/// that, and when every identity spent its day's budget, the delivery is held back (a claimed
+/// idle connection goes back to the cache). `first_retry_ms`: when a message held back by a
+/// full connection cap wants to come back.
 pub(crate) async fn admit(
     ctx: &Ctx,
     pool: &PoolPlan,
@@ -269,6 +278,10 @@ pub(crate) async fn admit(
     if limits.max_connections > 0 {
         let mut counted = false;
         loop {
+            if let Some(idle) = ctx.conns.claim_leased(&limits.scope) {
+                lease = Some(Capped::Idle(Box::new(idle)));
+                break;
+            }
             let cap = limits.max_connections;
             match ctx
                 .shaper
@@ -280,7 +293,10 @@ pub(crate) async fn admit(
                     if fallback {
                         ctx.count_limit_fallback("connections");
                     }
-                    lease = l;
+                    lease = l.map(|lease| Capped::Fresh {
+                        scope: limits.scope.clone(),
+                        lease,
+                    });
                     break;
                 }
                 Acquired::Full => {
@@ -324,6 +340,7 @@ pub(crate) async fn admit(
             }
             let left = ms(deadline.saturating_duration_since(Instant::now()));
             if retry_after_ms > left {
+                give_back(ctx, lease);
                 return Admitted::Held(Held {
                     reason: ShapingReason::Rate,
                     want_ms: retry_after_ms,
@@ -333,14 +350,20 @@ pub(crate) async fn admit(
             let nap =
                 u64::try_from(retry_after_ms.max(1)).unwrap_or(0) + rand::random::<u64>() % 250;
             if !pause(ctx, Duration::from_millis(nap)).await {
+                give_back(ctx, lease);
                 return Admitted::ShutDown;
             }
         }
     }
     drop(waiting);
-    match choose_egress(ctx, pool).await {
+    let prefer = match &lease {
+        Some(Capped::Idle(idle)) => Some(&idle.key),
+        _ => None,
+    };
+    match choose_egress(ctx, pool, prefer).await {
         Ok(egress) => Admitted::Go { lease, egress },
         Err(want_ms) => {
+            give_back(ctx, lease);
             count_wait(ctx, pool, ShapingReason::Warmup);
             Admitted::Held(Held {
                 reason: ShapingReason::Warmup,
@@ -350,10 +373,22 @@ pub(crate) async fn admit(
     }
 }
 
-/// The order in which to try the pool's egress identities: one picked by weight, then the
-/// others by descending weight.
-pub(crate) fn egress_order(egress: &[EgressIdentity], r: u64) -> Vec<usize> {
-    let Some(first) = pick_weighted(egress, |e| e.weight, r) else {
+/// A delivery held back after it claimed an idle connection: the connection goes back to
+/// the cache unused, with its lease.
+pub(crate) fn give_back(ctx: &Ctx, lease: Option<CappedLease>) {
+    if let Some(Capped::Idle(idle)) = lease {
+        ctx.conns.restore(*idle);
+    }
+}
+
+/// The order in which to try the pool's egress identities: `prefer` (the identity of an idle
+/// connection to reuse) if given, else one picked by weight; then the others by descending
+/// weight.
+pub(crate) fn egress_order(egress: &[EgressIdentity], r: u64, prefer: Option<usize>) -> Vec<usize> {
+    let Some(first) = prefer
+        .filter(|&i| i < egress.len())
+        .or_else(|| pick_weighted(egress, |e| e.weight, r))
+    else {
         return Vec::new();
     };
     let mut rest: Vec<usize> = (0..egress.len()).filter(|&i| i != first).collect();
@@ -363,16 +398,27 @@ pub(crate) fn egress_order(egress: &[EgressIdentity], r: u64) -> Vec<usize> {
     order
 }
 
-/// An egress identity with budget left today: the weighted pick if it has, else the next one
-/// that has (an identity without warm-up, or past its schedule, always has). `Err`: every
-/// identity spent its day's budget; the ms until the next UTC day.
-async fn choose_egress(ctx: &Ctx, pool: &PoolPlan) -> Result<Option<EgressIdentity>, i64> {
+/// An egress identity with budget left today: the weighted pick (or the identity of the idle
+/// connection `prefer` keys) if it has, else the next one that has (an identity without
+/// warm-up, or past its schedule, always has). `Err`: every identity spent its day's budget;
+/// the ms until the next UTC day.
+async fn choose_egress(
+    ctx: &Ctx,
+    pool: &PoolPlan,
+    prefer: Option<&Key>,
+) -> Result<Option<EgressIdentity>, i64> {
     if pool.egress.is_empty() {
         return Ok(None);
     }
     let now = now_ms();
     let day = utc_day(now);
-    for i in egress_order(&pool.egress, rand::random::<u64>()) {
+    let default_name = pool.default_name(&ctx.client.ehlo_name);
+    let prefer = prefer.and_then(|key| {
+        pool.egress
+            .iter()
+            .position(|e| speaks_as(e, default_name, &key.2, &key.3))
+    });
+    for i in egress_order(&pool.egress, rand::random::<u64>(), prefer) {
         let Some(e) = pool.egress.get(i) else {
             continue;
         };
@@ -393,6 +439,14 @@ async fn choose_egress(ctx: &Ctx, pool: &PoolPlan) -> Result<Option<EgressIdenti
     Err(until_next_utc_day(now))
 }
 
+/// Whether a connection opened with identity `e` announces `ehlo` from `source` (the parts of
+/// a connection's [`Key`]; `default_name` when `e` names no EHLO name, no source address as
+/// an empty string).
+fn speaks_as(e: &EgressIdentity, default_name: &str, ehlo: &str, source: &str) -> bool {
+    e.ehlo_name.as_deref().unwrap_or(default_name) == ehlo
+        && e.source_address.map(|a| a.to_string()).unwrap_or_default() == source
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -402,7 +456,7 @@ mod tests {
     #[tokio::test]
     async fn keys_stay_under_the_pools_prefix() {
         let kv = Arc::new(MemoryKv::new());
-        let s = Shaper::new(kv.clone(), "bulk", "w1");
+        let s = Shaper::new(kv.clone(), "bulk", "w1", 1);
         let now = 1_796_415_300_000;
         assert!(s.take_rate("google.com", 2, now).await.granted());
         assert!(s.take_rate("google.com", 2, now).await.granted());
@@ -435,6 +489,45 @@ mod tests {
         }
     }
 
+    /// NATS unreachable: what one worker allows alone, for a pool cap of 4 connections and 10
+    /// messages per minute to a site, with `divisor` workers assumed.
+    async fn fallback_allowance(divisor: u32) -> (usize, usize) {
+        let kv = Arc::new(MemoryKv::new());
+        kv.set_mode(baton_limits::MemoryMode::Fail);
+        let s = Shaper::new(kv, "bulk", "w1", divisor);
+        let now = crate::now_ms();
+        let mut leases = Vec::new();
+        for _ in 0..10 {
+            match s.conns.try_acquire("google.com", 4, now).await {
+                Acquired::Granted { lease, fallback } => {
+                    assert!(fallback, "decided without NATS");
+                    leases.push(lease);
+                }
+                Acquired::Full => break,
+            }
+        }
+        let mut messages = 0;
+        for _ in 0..20 {
+            let take = s.take_rate("google.com", 10, now).await;
+            assert!(take.fallback(), "decided without NATS");
+            if !take.granted() {
+                break;
+            }
+            messages += 1;
+        }
+        (leases.len(), messages)
+    }
+
+    #[tokio::test]
+    async fn the_fallback_divides_the_pools_limits_among_the_workers() {
+        // --limit-fallback-divisor 2: two workers together stay within the pool's limits.
+        assert_eq!(fallback_allowance(2).await, (2, 5));
+        assert_eq!(fallback_allowance(3).await, (1, 4));
+        // 1 (and 0, taken as 1): one worker may use the whole pool's limits.
+        assert_eq!(fallback_allowance(1).await, (4, 10));
+        assert_eq!(fallback_allowance(0).await, (4, 10));
+    }
+
     #[test]
     fn egress_order_tries_every_identity_once_weighted_first() {
         let id = |weight: u32| EgressIdentity {
@@ -445,7 +538,7 @@ mod tests {
         };
         let ids = [id(1), id(5), id(0), id(3)];
         for r in 0..9u64 {
-            let order = egress_order(&ids, r);
+            let order = egress_order(&ids, r, None);
             let mut sorted = order.clone();
             sorted.sort_unstable();
             assert_eq!(sorted, vec![0, 1, 2, 3], "{order:?}");
@@ -455,9 +548,13 @@ mod tests {
             assert!(rest.windows(2).all(|w| w[0] >= w[1]), "{order:?}");
         }
         // r = 0 lands in the first weight band, r = 1 in the second.
-        assert_eq!(egress_order(&ids, 0), vec![0, 1, 3, 2]);
-        assert_eq!(egress_order(&ids, 1), vec![1, 3, 0, 2]);
-        assert!(egress_order(&[], 3).is_empty());
+        assert_eq!(egress_order(&ids, 0, None), vec![0, 1, 3, 2]);
+        assert_eq!(egress_order(&ids, 1, None), vec![1, 3, 0, 2]);
+        // The identity of an idle connection to reuse comes first, even of weight 0.
+        assert_eq!(egress_order(&ids, 0, Some(2)), vec![2, 1, 3, 0]);
+        assert_eq!(egress_order(&ids, 0, Some(9)), vec![0, 1, 3, 2]);
+        assert!(egress_order(&[], 3, None).is_empty());
+        assert!(egress_order(&[], 3, Some(0)).is_empty());
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub struct WorkerConfig {
     /// qualified domain name (`baton worker`: a pod name must never go on the wire; `baton dev`
     /// runs on a developer's machine and does not ask).
     pub require_fqdn: bool,
+    /// Workers assumed to share the pool's outbound limits while NATS (the `baton-limits`
+    /// bucket) is slow or unreachable: each worker then allows `ceil(limit / divisor)`
+    /// messages per minute and `max(1, cap / divisor)` connections per site on its own
+    /// (`--limit-fallback-divisor`; 0 is taken as 1).
+    pub limit_fallback_divisor: u32,
 }
 
 /// The JetStream handles a worker uses.
@@ -110,6 +115,7 @@ pub async fn run(
             },
             &config.pool,
             &format!("{}-{:016x}", config.hostname, rand::random::<u64>()),
+            config.limit_fallback_divisor,
         ),
     });
     // Our own token, so that a closed snapshot watch shuts the lanes down too.

@@ -536,6 +536,59 @@ pub fn destination_busy(
     )
 }
 
+// ---- Outbound shaping: mail held back by the pool's shared limits ----------------------------
+//
+// `451 4.4.5` (mail system congestion, RFC 3463 §3.5): the limits are the pool's own, the
+// receiver was not asked. Never a `4.7.x` status, so that these replies are never taken for a
+// receiver's throttling reply. `retry_secs`: when the message wants to come back.
+
+/// `451 4.4.5`: the site's pool-wide connection cap (`maxConnections`) is full.
+pub fn pool_connections_full(site: &str, retry_secs: i64) -> Reply {
+    reply(
+        451,
+        4,
+        4,
+        5,
+        format!("pool-wide connection limit for {site} reached; retry in {retry_secs} s"),
+    )
+}
+
+/// `451 4.4.5`: the site's pool-wide messages-per-minute budget is spent.
+pub fn pool_rate_spent(site: &str, retry_secs: i64) -> Reply {
+    reply(
+        451,
+        4,
+        4,
+        5,
+        format!("pool-wide messages-per-minute limit for {site} reached; retry in {retry_secs} s"),
+    )
+}
+
+/// `451 4.4.5`: every egress identity of the pool spent its warm-up budget for the UTC day.
+pub fn warmup_spent(retry_secs: i64) -> Reply {
+    reply(
+        451,
+        4,
+        4,
+        5,
+        format!(
+            "every egress identity spent its warm-up budget for today; retry in {retry_secs} s"
+        ),
+    )
+}
+
+/// `451 4.4.5`: the site answered with a throttling reply and the pool leaves it alone for a
+/// back-off.
+pub fn site_backing_off(site: &str, retry_secs: i64) -> Reply {
+    reply(
+        451,
+        4,
+        4,
+        5,
+        format!("{site} is throttling this pool; backing off for {retry_secs} s"),
+    )
+}
+
 /// A routing verdict (no MX, refused addresses, DNS failure): `550` for a permanent status,
 /// `451` for a transient one.
 pub fn routing(status: EnhancedStatus, text: &str) -> Reply {
@@ -651,6 +704,10 @@ mod tests {
             worker_shutting_down(),
             destination_suspended("d", 1),
             destination_busy("d", 1, 2, 3),
+            pool_connections_full("google.com", 61),
+            pool_rate_spent("google.com", 61),
+            warmup_spent(61),
+            site_backing_off("google.com", 61),
             routing(EnhancedStatus::new(5, 1, 2), "x"),
             routing(EnhancedStatus::new(4, 4, 3), "x"),
             suppressed("x"),
@@ -689,6 +746,35 @@ mod tests {
         assert_eq!(auth_locked_out().code, 454);
         assert_eq!(client_locked_out("mx").code, 421);
         assert_eq!(connection_denied("mx").code, 554);
+    }
+
+    #[test]
+    fn shaping_replies_are_local_congestion_not_throttling() {
+        assert_eq!(
+            pool_connections_full("google.com", 61).to_string(),
+            "451 4.4.5 pool-wide connection limit for google.com reached; retry in 61 s"
+        );
+        assert_eq!(
+            pool_rate_spent("google.com", 61).to_string(),
+            "451 4.4.5 pool-wide messages-per-minute limit for google.com reached; retry in 61 s"
+        );
+        assert_eq!(
+            warmup_spent(3600).to_string(),
+            "451 4.4.5 every egress identity spent its warm-up budget for today; retry in 3600 s"
+        );
+        assert_eq!(
+            site_backing_off("google.com", 60).to_string(),
+            "451 4.4.5 google.com is throttling this pool; backing off for 60 s"
+        );
+        for r in [
+            pool_connections_full("s", 1),
+            pool_rate_spent("s", 1),
+            warmup_spent(1),
+            site_backing_off("s", 1),
+        ] {
+            // Local congestion (RFC 3463 X.4.5), never a security/policy (X.7.x) status.
+            assert_eq!(r.status, Some(EnhancedStatus::new(4, 4, 5)), "{r}");
+        }
     }
 
     #[test]

@@ -362,9 +362,25 @@ pub(crate) struct IngressArgs {
     pub listen: ListenArgs,
 }
 
-/// Worker tuning shared by `dev` and `worker`.
+/// `baton worker`'s tuning: the delivery tuning it shares with `dev`, and the fallback of the
+/// pool's shared outbound limits (`baton dev` takes that from its ingress flag
+/// `--limit-fallback-divisor`: one flag, one process).
 #[derive(Args, Debug, Clone)]
 pub(crate) struct WorkerTuning {
+    #[command(flatten)]
+    pub delivery: DeliveryTuning,
+    /// Number of the pool's workers assumed when NATS (the `baton-limits` bucket) is slow or
+    /// unreachable: each worker then allows `ceil(limit / divisor)` messages per minute and
+    /// `max(1, maxConnections / divisor)` connections per destination site on its own (never
+    /// unlimited, never a wait) until NATS answers again. Set it to the pool's worker replicas
+    /// (with autoscaling, the maximum); 1 lets every worker use the whole pool's limits.
+    #[arg(long, env = "BATON_LIMIT_FALLBACK_DIVISOR", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit_fallback_divisor: u32,
+}
+
+/// Delivery tuning shared by `dev` and `worker`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct DeliveryTuning {
     /// DNS server (ip:port) for MX lookups instead of /etc/resolv.conf.
     #[arg(long, env = "BATON_DNS_SERVER")]
     pub dns_server: Option<SocketAddr>,
@@ -503,7 +519,7 @@ pub(crate) struct DevArgs {
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]
-    pub tuning: WorkerTuning,
+    pub tuning: DeliveryTuning,
     #[command(flatten)]
     pub admin: AdminListenArgs,
     #[command(flatten)]

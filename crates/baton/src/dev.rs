@@ -184,8 +184,14 @@ async fn run_with(
         Err(e) => return Err(e),
     }
     let mut tasks = tokio::task::JoinSet::new();
+    // One process runs the ingress and the workers: `--limit-fallback-divisor` is the one
+    // setting for both.
+    let tuning = crate::cli::WorkerTuning {
+        delivery: args.tuning.clone(),
+        limit_fallback_divisor: args.listen.limits.limit_fallback_divisor,
+    };
     for pool in pools {
-        let config = wiring::worker_config(&pool, &args.listen.hostname, &args.tuning, false)?;
+        let config = wiring::worker_config(&pool, &args.listen.hostname, &tuning, false)?;
         let (n, m, h, s) = (
             Nats::connect(identities.worker(&pool), "baton-dev-worker")
                 .await?

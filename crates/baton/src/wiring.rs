@@ -449,7 +449,7 @@ pub(crate) fn worker_config(
     t: &WorkerTuning,
     require_fqdn: bool,
 ) -> anyhow::Result<baton_delivery::WorkerConfig> {
-    let classifier = match &t.bounce_rules {
+    let classifier = match &t.delivery.bounce_rules {
         None => baton_core::bounce::Classifier::shipped(),
         Some(path) => {
             let yaml = std::fs::read_to_string(path)
@@ -460,18 +460,19 @@ pub(crate) fn worker_config(
     };
     let name = hostname(host);
     let mut client = baton_smtp_client::ClientConfig::new(&name);
-    client.timeouts.connect = t.connect_timeout;
+    client.timeouts.connect = t.delivery.connect_timeout;
     Ok(baton_delivery::WorkerConfig {
         pool: pool.to_string(),
         hostname: name,
-        concurrency: t.concurrency,
-        fetch_window: t.fetch_window,
-        dns_server: t.dns_server,
-        idle_timeout: t.idle_timeout,
+        concurrency: t.delivery.concurrency,
+        fetch_window: t.delivery.fetch_window,
+        dns_server: t.delivery.dns_server,
+        idle_timeout: t.delivery.idle_timeout,
         progress_every: Duration::from_secs(15),
         client,
         classifier,
         require_fqdn,
+        limit_fallback_divisor: t.limit_fallback_divisor,
     })
 }
 

@@ -4,7 +4,8 @@
 //! - **Connections per site across workers.** Three workers deliver 60 messages to one
 //!   receiver that takes 300 ms per message; the pool allows 10 connections per destination
 //!   per worker but `destinations.maxConnections: 2` across the pool. The receiver never has
-//!   more than 2 transactions in flight, everything arrives once, nothing bounces.
+//!   more than 2 transactions in flight, everything arrives once, nothing bounces. Connections
+//!   are reused with their leases: fewer SMTP sessions than messages.
 //! - **Throttling replies back off without counting attempts.** The receiver greets the first
 //!   two connections with `421 4.7.0 Too many connections` and answers the next two RCPTs with
 //!   `450 4.7.28 rate limited`: the message is delivered later, its `sent` line says attempt 1
@@ -72,8 +73,13 @@ async fn the_pool_wide_connection_cap_holds_across_workers() -> anyhow::Result<(
     // In flight: from MAIL to the end of DATA (each DATA waits 300 ms before its 354).
     let current = Arc::new(AtomicUsize::new(0));
     let highest = Arc::new(AtomicUsize::new(0));
-    let (c, h) = (current.clone(), highest.clone());
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let (c, h, n) = (current.clone(), highest.clone(), sessions.clone());
     let script = Arc::new(move |s: &Stage<'_>| match s {
+        Stage::Connect { .. } => {
+            n.fetch_add(1, Ordering::SeqCst);
+            Response::Default
+        }
         Stage::Mail { .. } => {
             let now = c.fetch_add(1, Ordering::SeqCst) + 1;
             h.fetch_max(now, Ordering::SeqCst);
@@ -119,6 +125,14 @@ async fn the_pool_wide_connection_cap_holds_across_workers() -> anyhow::Result<(
     assert!(
         highest <= CAP,
         "{highest} transactions in flight at once; the pool allows {CAP}"
+    );
+    // A connection to the capped site is kept idle with its lease and the next message to the
+    // site (waiting for the cap) takes it: without reuse every message had its own session.
+    let sessions = sessions.load(Ordering::SeqCst);
+    eprintln!("SMTP sessions at the receiver for {N} messages: {sessions}");
+    assert!(
+        sessions < N,
+        "{sessions} sessions for {N} messages: connections to a capped site are not reused"
     );
     let logs: Vec<&std::path::Path> = workers.iter().map(|w| w.log.as_path()).collect();
     let all = all_outcomes(&logs);
