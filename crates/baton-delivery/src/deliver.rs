@@ -1,8 +1,10 @@
 //! One delivery attempt for a group of recipients sharing a destination (the caller holds one
 //! of its slots, see `slots`): reuse or open a connection (target by target until one
 //! answers), send, and turn every reply into a per-recipient outcome. Connections are kept for
-//! reuse (RSET between messages) up to the pool's messages-per-connection cap and an idle
-//! timeout. A connection to a site with a pool-wide connection cap keeps its lease while it is
+//! reuse up to the pool's messages-per-connection cap and an idle timeout; a reused one opens
+//! its next transaction with RSET pipelined with the envelope, and if that RSET fails (the
+//! server closed the idle connection) the message goes over a new connection within the same
+//! attempt. A connection to a site with a pool-wide connection cap keeps its lease while it is
 //! idle ([`Capped`]): the next delivery to that site takes the connection and its lease
 //! together, and the lease is released when the connection is closed, reaped or dropped, so
 //! open connections — busy or idle — never hold more than their leases. Connecting goes
@@ -27,8 +29,9 @@ pub(crate) type Key = (SocketAddr, String, String, String);
 
 /// An open SMTP session as delivery uses it ([`Connection`] in a worker).
 pub trait SmtpSession: Send + Sized + 'static {
-    /// RSET before reusing the session for another message.
-    fn reset(&mut self) -> BoxFuture<'_, Result<(), ClientError>>;
+    /// The session was idle and is used again: its next transaction opens with RSET (pipelined
+    /// when the server allows), failing with [`ClientError::StaleConnection`] if it is gone.
+    fn mark_reused(&mut self);
     /// One transaction.
     fn send<'a>(
         &'a mut self,
@@ -70,8 +73,8 @@ impl Connector for SmtpConnector {
 }
 
 impl SmtpSession for Connection {
-    fn reset(&mut self) -> BoxFuture<'_, Result<(), ClientError>> {
-        Box::pin(Connection::reset(self))
+    fn mark_reused(&mut self) {
+        Connection::mark_reused(self);
     }
 
     fn send<'a>(
@@ -322,18 +325,12 @@ async fn try_targets<C: Connector, L>(
             continue;
         }
         let reused = mine.or_else(|| conns.take_idle(&key));
+        let was_reused = reused.is_some();
         let mut conn = match reused {
-            Some(mut c) => match c.reset().await {
-                Ok(()) => c,
-                Err(_) => match connector.connect(t.addr, &t.host, &cfg).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        last_error = Some((e, remote_of(t)));
-                        failed_targets.push(t.clone());
-                        continue;
-                    }
-                },
-            },
+            Some(mut c) => {
+                c.mark_reused();
+                c
+            }
             None => match connector.connect(t.addr, &t.host, &cfg).await {
                 Ok(c) => c,
                 Err(e) if e.is_permanent() => {
@@ -346,7 +343,22 @@ async fn try_targets<C: Connector, L>(
                 }
             },
         };
-        let sent = conn.send(msg).await;
+        let mut sent = conn.send(msg).await;
+        if was_reused && sent.as_ref().is_err_and(ClientError::is_stale) {
+            // The idle connection had gone away (its RSET failed): nothing of this message
+            // reached the server, so it goes over a new connection at once.
+            match connector.connect(t.addr, &t.host, &cfg).await {
+                Ok(c) => {
+                    conn = c;
+                    sent = conn.send(msg).await;
+                }
+                Err(e) => {
+                    last_error = Some((e, remote_of(t)));
+                    failed_targets.push(t.clone());
+                    continue;
+                }
+            }
+        }
         let remote = remote_of(t);
         match sent {
             Ok(result) => {
@@ -493,9 +505,7 @@ mod tests {
     }
 
     impl SmtpSession for FakeSession {
-        fn reset(&mut self) -> BoxFuture<'_, Result<(), ClientError>> {
-            Box::pin(async { Ok(()) })
-        }
+        fn mark_reused(&mut self) {}
 
         fn send<'a>(
             &'a mut self,
@@ -877,5 +887,28 @@ mod tests {
         assert_eq!(*f.quits.lock(), 1, "closed at the cap");
         let _ = deliver(&f, &conns, &[mx(1)]).await;
         assert_eq!(f.script.connects.lock().len(), 2);
+    }
+
+    fn stale() -> Result<SendResult, ClientError> {
+        Err(ClientError::StaleConnection(Box::new(
+            ClientError::ConnectionClosed { stage: "rset" },
+        )))
+    }
+
+    /// A reused idle connection whose opening RSET fails (the server closed it meanwhile): the
+    /// message goes over a new connection at once, with no attempt lost or counted.
+    #[tokio::test]
+    async fn a_stale_idle_connection_is_replaced_within_the_same_attempt() {
+        let f = fake(&[(1, Hop::Accept(vec![accepted, stale]))]);
+        let conns = Connections::new(Duration::from_secs(60));
+        let first = deliver(&f, &conns, &[mx(1)]).await;
+        assert_eq!(first.attempts[0].metric_label(), "delivered");
+        let second = deliver(&f, &conns, &[mx(1)]).await;
+        assert_eq!(summary(&second), summary(&first), "delivered, not deferred");
+        assert_eq!(
+            f.script.connects.lock().len(),
+            2,
+            "the stale session was replaced by a new one"
+        );
     }
 }

@@ -32,6 +32,9 @@ pub struct Connection {
     pub(crate) messages_sent: u32,
     /// A transaction was started and not finished: RSET before the next MAIL.
     pub(crate) needs_reset: bool,
+    /// Taken from a pool of idle connections ([`Connection::mark_reused`]): the next
+    /// transaction opens with RSET, which also proves the connection still works.
+    pub(crate) reused: bool,
     pub(crate) poisoned: bool,
 }
 
@@ -79,6 +82,7 @@ impl Connection {
             timeouts,
             messages_sent: 0,
             needs_reset: false,
+            reused: false,
             poisoned: false,
         };
         conn.read_greeting().await?;
@@ -266,6 +270,16 @@ impl Connection {
         }
         self.needs_reset = false;
         Ok(())
+    }
+
+    /// This connection was idle in a pool and is used again: the next [`Connection::send`]
+    /// opens with RSET — pipelined with MAIL, RCPT and DATA when the server offers
+    /// PIPELINING (RFC 2920 allows RSET in a group), so reuse costs no extra round trip. If
+    /// the RSET is not answered `250` (the server closed the idle connection, or refuses),
+    /// `send` fails with [`ClientError::StaleConnection`]: nothing of the message was
+    /// delivered, and it can go over a new connection.
+    pub fn mark_reused(&mut self) {
+        self.reused = true;
     }
 
     /// Sends NOOP, e.g. to check an idle pooled connection before reusing it.

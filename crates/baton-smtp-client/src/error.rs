@@ -76,6 +76,12 @@ pub enum ClientError {
     /// An earlier error left the session in an unknown state; open a new connection.
     #[error("connection unusable after an earlier error")]
     Unusable,
+    /// A reused connection failed before its transaction began: the RSET that opens it
+    /// (pipelined with the envelope, [`Connection::mark_reused`](crate::Connection::mark_reused))
+    /// was not answered `250`. Nothing of the message reached the server; open a new
+    /// connection and send it there.
+    #[error("reused connection no longer usable: {0}")]
+    StaleConnection(#[source] Box<ClientError>),
 }
 
 impl ClientError {
@@ -130,6 +136,12 @@ impl ClientError {
         EnhancedStatus::new(class, subject, detail)
     }
 
+    /// Whether this is [`ClientError::StaleConnection`]: the message is unaffected and may be
+    /// sent over a new connection at once.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Self::StaleConnection(_))
+    }
+
     /// Bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -149,6 +161,7 @@ impl ClientError {
             Self::Smtputf8NotSupported => "smtputf8_not_supported",
             Self::InvalidMessage(_) => "invalid_message",
             Self::Unusable => "unusable",
+            Self::StaleConnection(_) => "stale_connection",
         }
     }
 }

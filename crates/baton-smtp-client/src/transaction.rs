@@ -111,9 +111,13 @@ impl Connection {
         if let Some(limit) = self.caps.size_limit().filter(|&limit| size > limit) {
             return Err(ClientError::MessageTooLarge { size, limit });
         }
-        if self.needs_reset {
-            self.reset().await?;
+        // A reused connection, or one whose last transaction did not finish, opens with RSET;
+        // its failure means nothing of this message reached the server.
+        let rset = self.needs_reset || std::mem::take(&mut self.reused);
+        if rset && !self.caps.pipelining {
+            self.reset().await.map_err(|e| self.stale(e))?;
         }
+        let rset_pipelined = rset && self.caps.pipelining;
         let mail = self.mail_command(msg, size, smtputf8);
         let rcpts: Vec<String> = msg
             .recipients
@@ -123,7 +127,7 @@ impl Connection {
         let bdat = self.caps.chunking;
         let mut replies = Replies { closing: None };
         let (mail_reply, rcpt_replies, data_init) = if self.caps.pipelining {
-            self.envelope_pipelined(&mail, &rcpts, bdat, &mut replies)
+            self.envelope_pipelined(&mail, &rcpts, bdat, rset_pipelined, &mut replies)
                 .await?
         } else {
             self.envelope_lockstep(&mail, &rcpts, bdat, &mut replies)
@@ -200,16 +204,28 @@ impl Connection {
         line
     }
 
-    /// RFC 2920: MAIL, every RCPT and (without BDAT) DATA in one write, then the replies in
-    /// order.
+    /// The session failed before its transaction began: poisoned, and reported as
+    /// [`ClientError::StaleConnection`].
+    fn stale(&mut self, e: ClientError) -> ClientError {
+        self.poisoned = true;
+        ClientError::StaleConnection(Box::new(e))
+    }
+
+    /// RFC 2920: (RSET,) MAIL, every RCPT and (without BDAT) DATA in one write, then the
+    /// replies in order. A failed write or an RSET not answered `250` is
+    /// [`ClientError::StaleConnection`] (the server took nothing: MAIL needs a clean state).
     async fn envelope_pipelined(
         &mut self,
         mail: &str,
         rcpts: &[String],
         bdat: bool,
+        rset: bool,
         replies: &mut Replies,
     ) -> Result<(Reply, Vec<Reply>, Option<Reply>), ClientError> {
-        let mut batch = String::with_capacity(mail.len() + rcpts.len() * 48 + 6);
+        let mut batch = String::with_capacity(mail.len() + rcpts.len() * 48 + 12);
+        if rset {
+            batch.push_str("RSET\r\n");
+        }
         batch.push_str(mail);
         rcpts.iter().for_each(|r| batch.push_str(r));
         if !bdat {
@@ -217,7 +233,21 @@ impl Connection {
         }
         let t = self.timeouts;
         self.needs_reset = true;
-        self.write(batch.as_bytes(), "mail", t.mail).await?;
+        if rset {
+            if let Err(e) = self.write(batch.as_bytes(), "rset", t.rset).await {
+                return Err(self.stale(e));
+            }
+            match self.read_reply("rset", t.rset).await {
+                Ok(r) if r.code == 250 => {}
+                Ok(r) => {
+                    let refused = ClientError::Protocol(format!("RSET refused: {r}"));
+                    return Err(self.stale(refused));
+                }
+                Err(e) => return Err(self.stale(e)),
+            }
+        } else {
+            self.write(batch.as_bytes(), "mail", t.mail).await?;
+        }
         let mail_reply = replies.next(self, "mail", t.mail).await?;
         let mut rcpt_replies = Vec::with_capacity(rcpts.len());
         for _ in rcpts {

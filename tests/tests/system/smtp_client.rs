@@ -700,7 +700,9 @@ async fn smtp_sink_pipelined_delivery_and_reuse() -> anyhow::Result<()> {
     for _ in 0..3 {
         let result = conn.send(&msg).await?;
         ensure!(result.delivered(), "{result:?}");
-        conn.reset().await?;
+        // Reused as a pooled connection is: the next transaction opens with RSET, pipelined
+        // with its envelope.
+        conn.mark_reused();
     }
     ensure!(conn.messages_sent() == 3);
     conn.quit().await;
@@ -775,5 +777,66 @@ async fn smtp_sink_without_starttls_fails_required() -> anyhow::Result<()> {
         matches!(result, Err(ClientError::TlsRequired)),
         "{result:?}"
     );
+    Ok(())
+}
+
+/// A server that takes one message and closes the connection, as one whose idle timeout
+/// expired while the connection waited in a pool.
+async fn one_message_server() -> anyhow::Result<SocketAddr> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = socket.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 one.test ESMTP\r\n").await;
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if in_data {
+                        if line == "." {
+                            let _ = w.write_all(b"250 2.0.0 queued\r\n").await;
+                            return;
+                        }
+                        continue;
+                    }
+                    let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-one.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => b"221 2.0.0 bye\r\n",
+                        _ => b"250 2.0.0 ok\r\n",
+                    };
+                    let _ = w.write_all(reply).await;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A pooled connection the server has closed meanwhile: the transaction's opening RSET fails,
+/// reported as `StaleConnection` (nothing of the message reached the server), and the
+/// connection is unusable; a new one delivers.
+#[tokio::test]
+async fn a_reused_connection_the_server_closed_is_stale() -> anyhow::Result<()> {
+    let addr = one_message_server().await?;
+    let config = client_config(TlsMode::Disabled);
+    let msg = message("a@s.test", &["b@d.test"], BODY);
+    let mut conn = Connection::connect(addr, "one.test", &config).await?;
+    ensure!(conn.capabilities().pipelining);
+    ensure!(conn.send(&msg).await?.delivered());
+    conn.mark_reused();
+    match conn.send(&msg).await {
+        Err(e @ ClientError::StaleConnection(_)) => ensure!(e.is_stale()),
+        other => bail!("expected StaleConnection, got {other:?}"),
+    }
+    ensure!(matches!(conn.send(&msg).await, Err(ClientError::Unusable)));
+    let mut fresh = Connection::connect(addr, "one.test", &config).await?;
+    ensure!(fresh.send(&msg).await?.delivered());
     Ok(())
 }
