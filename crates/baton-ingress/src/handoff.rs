@@ -518,6 +518,7 @@ mod tests {
                 pool: "test".into(),
                 max_message_size: 0,
                 inbound: false,
+                admit: true,
             },
             authenticated: Some("app".into()),
             tls: true,

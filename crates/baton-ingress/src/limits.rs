@@ -815,6 +815,7 @@ mod tests {
                 pool: "p".into(),
                 max_message_size: 0,
                 inbound: false,
+                admit: true,
             },
             reverse_path: ReversePath::Null,
             authenticated: user.map(str::to_string),

@@ -326,6 +326,7 @@ impl Policy for SessionPolicy<'_> {
                     pool: String::new(),
                     max_message_size: REPORT_MAX_SIZE,
                     inbound: true,
+                    admit: false,
                 });
             }
             Err(r) => {
@@ -338,11 +339,15 @@ impl Policy for SessionPolicy<'_> {
         if let Some(deny) = s.deny.get(&grant.pool) {
             self.check_deny_sender(ctx, &grant.relay_domain, deny)?;
         }
+        // Shared budgets and spike policies (`crate::limits`) are taken by admission; a relay
+        // domain without any skips it.
+        let admit = s.budgets.contains_key(&grant.relay_domain);
         Ok(Grant {
             relay_domain: grant.relay_domain,
             pool: grant.pool,
             max_message_size: grant.max_message_size,
             inbound: false,
+            admit,
         })
     }
 

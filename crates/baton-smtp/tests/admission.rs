@@ -32,6 +32,23 @@ fn without_admission_nothing_is_asked() {
 }
 
 #[test]
+fn a_grant_without_shared_limits_skips_admission() {
+    let mut h = admitting(ListenerKind::Relay);
+    let out = h.run(
+        "MAIL FROM:<a@example.com> ENVID=unlimited\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n\
+         Subject: x\r\n\r\nhi\r\n.\r\n",
+    );
+    assert_eq!(
+        codes(&out),
+        ["250 2.1.0", "250 2.1.5", "354 End d", "ENQUEUE", "250 2.0.0"]
+    );
+    assert!(h.admissions.is_empty(), "{:?}", h.admissions);
+    // The next transaction's grant asks again.
+    let out = h.run("MAIL FROM:<a@example.com>\r\n");
+    assert_eq!(codes(&out), ["ADMIT", "250 2.1.0"]);
+}
+
+#[test]
 fn mail_and_rcpt_are_admitted_before_their_250() {
     let mut h = admitting(ListenerKind::Relay);
     let out = h.run("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@dest.test>\r\n");

@@ -25,6 +25,7 @@ impl Policy for AllowAll {
             pool: "p".into(),
             max_message_size: 0,
             inbound: false,
+            admit: true,
         })
     }
     fn check_recipient(

@@ -56,7 +56,7 @@ impl Session {
                 if grant.max_message_size > 0 && declared > grant.max_message_size {
                     return self.reject("message_too_big", catalogue::message_too_big());
                 }
-                if self.config.admission {
+                if self.config.admission && grant.admit {
                     let admission = Admission::Mail {
                         grant: grant.clone(),
                         reverse_path: reverse_path.clone(),

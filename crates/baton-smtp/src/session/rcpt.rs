@@ -38,7 +38,7 @@ impl Session {
             policy.check_recipient(&ctx, &txn.grant, &forward_path)
         };
         match verdict {
-            Ok(()) if self.config.admission => {
+            Ok(()) if self.config.admission && self.txn.as_ref().is_some_and(|t| t.grant.admit) => {
                 let Some(txn) = &self.txn else { return };
                 let admission = Admission::Rcpt {
                     grant: txn.grant.clone(),

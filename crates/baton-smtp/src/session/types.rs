@@ -153,6 +153,11 @@ pub struct Grant {
     /// domain): the policy accepts only its own addresses as recipients, and the driver
     /// consumes the message instead of queueing it.
     pub inbound: bool,
+    /// This transaction's MAIL and RCPT are shared-limit checks for the driver
+    /// ([`Action::Admit`], when [`SessionConfig::admission`] is on too): the relay domain has
+    /// cluster-wide budgets or a spike policy. `false` (none configured) skips that turn of
+    /// the driver for every command.
+    pub admit: bool,
 }
 
 /// One accepted recipient.

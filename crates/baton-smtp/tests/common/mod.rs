@@ -55,6 +55,8 @@ impl Policy for TestPolicy {
             pool: "default".into(),
             max_message_size,
             inbound: false,
+            // ENVID=unlimited: a relay domain without shared limits.
+            admit: ctx.params.envid.as_deref() != Some("unlimited"),
         })
     }
 
