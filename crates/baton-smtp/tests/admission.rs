@@ -40,7 +40,13 @@ fn a_grant_without_shared_limits_skips_admission() {
     );
     assert_eq!(
         codes(&out),
-        ["250 2.1.0", "250 2.1.5", "354 End d", "ENQUEUE", "250 2.0.0"]
+        [
+            "250 2.1.0",
+            "250 2.1.5",
+            "354 End d",
+            "ENQUEUE",
+            "250 2.0.0"
+        ]
     );
     assert!(h.admissions.is_empty(), "{:?}", h.admissions);
     // The next transaction's grant asks again.
