@@ -325,6 +325,77 @@ fn add_budget(
     }
 }
 
+/// The budgets a MAIL or RCPT of `grant` takes from: none for mail to the relay itself or a
+/// RelayDomain without budgets.
+fn budgets_of<'a>(
+    snapshot: Option<&'a Snapshot>,
+    grant: &baton_smtp::Grant,
+) -> Option<&'a Budgets> {
+    if grant.inbound {
+        return None;
+    }
+    snapshot.and_then(|s| s.budgets.get(&grant.relay_domain))
+}
+
+/// What a command takes one unit of: MAIL a message, RCPT a recipient, each with its own
+/// per-domain and per-credential budgets.
+struct Unit {
+    name: &'static str,
+    domain_ns: &'static str,
+    credential_ns: &'static str,
+    domain: fn(&Budgets) -> &PerPeriod,
+    credential: fn(&Budgets) -> &PerPeriod,
+}
+
+impl Unit {
+    const MESSAGES: Unit = Unit {
+        name: "messages",
+        domain_ns: NS_DOMAIN_MESSAGES,
+        credential_ns: NS_CREDENTIAL_MESSAGES,
+        domain: |b| &b.domain_messages,
+        credential: |b| &b.credential_messages,
+    };
+    const RECIPIENTS: Unit = Unit {
+        name: "recipients",
+        domain_ns: NS_DOMAIN_RECIPIENTS,
+        credential_ns: NS_CREDENTIAL_RECIPIENTS,
+        domain: |b| &b.domain_recipients,
+        credential: |b| &b.credential_recipients,
+    };
+
+    /// One unit from the RelayDomain's budget and, when authenticated, the credential's.
+    fn add_domain_and_credential(
+        &self,
+        wants: &mut Vec<Want>,
+        counted: &mut Vec<Counted>,
+        b: &Budgets,
+        relay_domain: &str,
+        authenticated: Option<&str>,
+    ) {
+        let (domain, credential) = (self.domain, self.credential);
+        add_budget(
+            wants,
+            counted,
+            self.domain_ns,
+            relay_domain,
+            domain(b),
+            "domain",
+            self.name,
+        );
+        if let Some(user) = authenticated {
+            add_budget(
+                wants,
+                counted,
+                self.credential_ns,
+                &credential_scope(relay_domain, user),
+                credential(b),
+                "credential",
+                self.name,
+            );
+        }
+    }
+}
+
 impl InboundLimits {
     /// Limits over `kv` (the `baton-limits` bucket).
     pub fn new(kv: Arc<dyn Kv>, settings: Settings) -> InboundLimits {
@@ -388,45 +459,27 @@ impl InboundLimits {
                 client,
                 ..
             } => {
-                if grant.inbound {
-                    return Ok(Admitted::Proceed);
-                }
-                let Some(b) = snapshot.and_then(|s| s.budgets.get(&grant.relay_domain)) else {
+                let Some(b) = budgets_of(snapshot, grant) else {
                     return Ok(Admitted::Proceed);
                 };
-                let mut wants = Vec::new();
-                let mut counted = Vec::new();
-                let mut add = |ns: &str, scope_value: &str, pp: &PerPeriod, scope| {
-                    add_budget(
-                        &mut wants,
-                        &mut counted,
-                        ns,
-                        scope_value,
-                        pp,
-                        scope,
-                        "messages",
-                    );
-                };
-                add(
-                    NS_DOMAIN_MESSAGES,
+                let (mut wants, mut counted) = (Vec::new(), Vec::new());
+                let unit = Unit::MESSAGES;
+                unit.add_domain_and_credential(
+                    &mut wants,
+                    &mut counted,
+                    b,
                     &grant.relay_domain,
-                    &b.domain_messages,
-                    "domain",
+                    authenticated.as_deref(),
                 );
-                if let Some(user) = authenticated {
-                    add(
-                        NS_CREDENTIAL_MESSAGES,
-                        &credential_scope(&grant.relay_domain, user),
-                        &b.credential_messages,
-                        "credential",
-                    );
-                }
                 let network = b.client_network(*client);
-                add(
+                add_budget(
+                    &mut wants,
+                    &mut counted,
                     NS_CLIENT_MESSAGES,
                     &format!("{}\u{0}{network}", grant.relay_domain),
                     &b.client_messages,
                     "client",
+                    unit.name,
                 );
                 self.take(&wants, &counted, b, network, metrics).await?;
                 match (&b.spike, authenticated) {
@@ -443,39 +496,17 @@ impl InboundLimits {
                 client,
                 ..
             } => {
-                if grant.inbound {
-                    return Ok(Admitted::Proceed);
-                }
-                let Some(b) = snapshot.and_then(|s| s.budgets.get(&grant.relay_domain)) else {
+                let Some(b) = budgets_of(snapshot, grant) else {
                     return Ok(Admitted::Proceed);
                 };
-                let mut wants = Vec::new();
-                let mut counted = Vec::new();
-                let mut add = |ns: &str, scope_value: &str, pp: &PerPeriod, scope| {
-                    add_budget(
-                        &mut wants,
-                        &mut counted,
-                        ns,
-                        scope_value,
-                        pp,
-                        scope,
-                        "recipients",
-                    );
-                };
-                add(
-                    NS_DOMAIN_RECIPIENTS,
+                let (mut wants, mut counted) = (Vec::new(), Vec::new());
+                Unit::RECIPIENTS.add_domain_and_credential(
+                    &mut wants,
+                    &mut counted,
+                    b,
                     &grant.relay_domain,
-                    &b.domain_recipients,
-                    "domain",
+                    authenticated.as_deref(),
                 );
-                if let Some(user) = authenticated {
-                    add(
-                        NS_CREDENTIAL_RECIPIENTS,
-                        &credential_scope(&grant.relay_domain, user),
-                        &b.credential_recipients,
-                        "credential",
-                    );
-                }
                 let network = b.client_network(*client);
                 self.take(&wants, &counted, b, network, metrics)
                     .await

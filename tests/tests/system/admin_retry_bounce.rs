@@ -26,11 +26,8 @@ fn received(r: &Receiver, subject: &str) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn retry_now_delivers_and_bounce_returns_mail_waiting_in_a_late_tier() -> anyhow::Result<()> {
-    let dir = TempDir::new("baton-retry-bounce")?;
-    let users = dir.0.join("users");
-    let port = free_port()?;
+/// A receiver on 127.0.0.1:`port` answering `451` to every RCPT until the flag is set.
+async fn deferring_receiver(port: u16) -> anyhow::Result<(Receiver, Arc<AtomicBool>)> {
     let fixed = Arc::new(AtomicBool::new(false));
     let f = fixed.clone();
     let script = Arc::new(move |s: &Stage<'_>| match s {
@@ -47,6 +44,15 @@ async fn retry_now_delivers_and_bounce_returns_mail_waiting_in_a_late_tier() -> 
         },
     )
     .await?;
+    Ok((receiver, fixed))
+}
+
+#[tokio::test]
+async fn retry_now_delivers_and_bounce_returns_mail_waiting_in_a_late_tier() -> anyhow::Result<()> {
+    let dir = TempDir::new("baton-retry-bounce")?;
+    let users = dir.0.join("users");
+    let port = free_port()?;
+    let (receiver, fixed) = deferring_receiver(port).await?;
     let bounces = Receiver::start(&format!("127.0.0.3:{port}"), ReceiverConfig::default()).await?;
     let dns = Dns::dest_and_bounces().await?;
     let cfg = write_config(&dir.0, "c.yaml", &direct(port, "[1h]", "2h"))?;
@@ -137,22 +143,7 @@ async fn a_message_deleted_while_a_worker_waits_for_its_due_time_is_not_attempte
     let dir = TempDir::new("baton-deleted-waiting")?;
     let users = dir.0.join("users");
     let port = free_port()?;
-    let fixed = Arc::new(AtomicBool::new(false));
-    let f = fixed.clone();
-    let script = Arc::new(move |s: &Stage<'_>| match s {
-        Stage::Rcpt { .. } if !f.load(Ordering::SeqCst) => {
-            Response::Reply(451, "4.3.0 try again later".into())
-        }
-        _ => Response::Default,
-    });
-    let receiver = Receiver::start(
-        &format!("127.0.0.1:{port}"),
-        ReceiverConfig {
-            script,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let (receiver, fixed) = deferring_receiver(port).await?;
     let dns = Dns::dest_and_bounces().await?;
     let cfg = write_config(&dir.0, "c.yaml", &direct(port, "[30s]", "2h"))?;
     let nats = secured_nats(&cfg, &users, &[]).await?;
