@@ -12,10 +12,12 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceFieldSelector, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource as _;
@@ -197,6 +199,20 @@ fn worker_env(name: &str, settings: &Settings) -> Vec<EnvVar> {
                 field_ref: Some(ObjectFieldSelector {
                     field_path: "metadata.name".to_owned(),
                     api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        // One runtime thread per CPU requested (rounded up): a worker on a large node does not
+        // start a thread per node CPU for the fraction it was given.
+        EnvVar {
+            name: "BATON_RUNTIME_THREADS".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                resource_field_ref: Some(ResourceFieldSelector {
+                    container_name: None,
+                    divisor: Some(Quantity("1".to_owned())),
+                    resource: "requests.cpu".to_owned(),
                 }),
                 ..EnvVarSource::default()
             }),
@@ -438,6 +454,9 @@ mod tests {
             env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
             "metadata.name"
         );
+        let threads = &env["BATON_RUNTIME_THREADS"]["valueFrom"]["resourceFieldRef"];
+        assert_eq!(threads["resource"], "requests.cpu");
+        assert_eq!(threads["divisor"], "1");
         assert!(
             !env.contains_key("BATON_HOSTNAME"),
             "no name unless configured"

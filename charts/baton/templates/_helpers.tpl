@@ -150,6 +150,13 @@ one random key when it does not exist, so no key material is ever rendered.
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+# Runtime threads = the container's CPU request in whole CPUs, rounded up (0 when none is set:
+# one per CPU of the node).
+- name: BATON_RUNTIME_THREADS
+  valueFrom:
+    resourceFieldRef:
+      resource: requests.cpu
+      divisor: "1"
 {{- end }}
 
 {{/* Probes on the metrics port. */}}

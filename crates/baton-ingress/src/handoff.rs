@@ -452,7 +452,8 @@ pub async fn publish(
                 if let Some(m) = &message_id {
                     publisher.index_message_id(m, &envelope.id, &envelope.relay_domain);
                 }
-                publisher.emit(accepted_event(
+                // Published once, after the message's one PubAck: no Nats-Msg-Id needed.
+                publisher.emit_once(accepted_event(
                     envelope,
                     receipt.sequence,
                     arrival,

@@ -18,6 +18,11 @@
 //! * The crate never knows whether a user exists; callers must count failures for unknown
 //!   users the same way, so a lockout reveals nothing.
 //! * Locks seen by this process are remembered locally until they end (bounded table).
+//! * A subject found *not* locked is remembered as such for [`CLEAR_FOR`] (its own bounded
+//!   table, so a flood of clients cannot evict known locks): a client opening many
+//!   connections costs one KV read per [`CLEAR_FOR`], not one per connection. A lock written
+//!   by another process is therefore honoured here at most [`CLEAR_FOR`] late; a lock this
+//!   process writes or reads takes effect at once.
 //!
 //! # Fallback
 //!
@@ -37,6 +42,9 @@ use crate::kv::{Kv, KvError, max_merge, parse_i64, read_modify_write, timed};
 use crate::table::Table;
 use crate::window::{InvalidNamespace, check_namespace, end_of, index_of, scope_hash};
 use crate::{Health, Options, fallback_limit};
+
+/// How long a subject found not locked is taken as not locked without asking the KV again.
+pub const CLEAR_FOR: Duration = Duration::from_secs(1);
 
 /// When failures lock a subject out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +103,8 @@ struct Local {
     locks: Table<i64>,
     /// Fallback failure counts per failure-window key.
     failures: Table<u32>,
+    /// Lock keys the KV said were not locked, until [`CLEAR_FOR`] after that answer.
+    clear: Table<()>,
 }
 
 /// See the module docs.
@@ -134,6 +144,7 @@ impl Lockout {
             local: Mutex::new(Local {
                 locks: Table::new(opts.max_keys),
                 failures: Table::new(opts.max_keys),
+                clear: Table::new(opts.max_keys),
             }),
             opts,
         })
@@ -174,7 +185,7 @@ impl Lockout {
         if let Some(until) = self.local_lock(&lock_key, now_ms) {
             return Some(until);
         }
-        if self.health.degraded() {
+        if self.health.degraded() || self.recently_clear(&lock_key, now_ms) {
             return None;
         }
         match timed(self.opts.timeout, self.kv.entry(&lock_key)).await {
@@ -183,9 +194,15 @@ impl Lockout {
                     self.remember_lock(&lock_key, until, now_ms);
                     Some(until)
                 }
-                _ => None,
+                _ => {
+                    self.remember_clear(&lock_key, now_ms);
+                    None
+                }
             },
-            Ok(None) => None,
+            Ok(None) => {
+                self.remember_clear(&lock_key, now_ms);
+                None
+            }
             Err(e) => {
                 self.health.trip(&e);
                 None
@@ -265,6 +282,18 @@ impl Lockout {
             .get_mut(lock_key, now_ms)
             .map(|u| *u)
             .filter(|u| *u > now_ms)
+    }
+
+    fn recently_clear(&self, lock_key: &str, now_ms: i64) -> bool {
+        self.local.lock().clear.get_mut(lock_key, now_ms).is_some()
+    }
+
+    fn remember_clear(&self, lock_key: &str, now_ms: i64) {
+        let until = now_ms.saturating_add(CLEAR_FOR.as_millis() as i64);
+        self.local
+            .lock()
+            .clear
+            .entry(lock_key, until, now_ms, || ());
     }
 
     fn remember_lock(&self, lock_key: &str, until: i64, now_ms: i64) {
@@ -365,8 +394,11 @@ mod tests {
         assert_eq!(a.locked(&s, T0 + 2).await, None);
         let until = b.failed(&s, T0 + 2).await;
         assert_eq!(until, Some(T0 + 2 + 900_000));
-        assert_eq!(a.locked(&s, T0 + 3).await, until);
+        // `a` found the subject clear at T0 + 2 and trusts that for CLEAR_FOR; the process
+        // that wrote the lock knows it at once.
+        assert_eq!(a.locked(&s, T0 + 3).await, None);
         assert_eq!(b.locked(&s, T0 + 3).await, until);
+        assert_eq!(a.locked(&s, T0 + 2 + 1_000).await, until);
         // Another subject is not affected.
         assert_eq!(a.locked(&Subject::User("dave".into()), T0 + 3).await, None);
         // Locks end.
@@ -442,6 +474,30 @@ mod tests {
         kv.set_mode(MemoryMode::Healthy);
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(l.locked(&s, T0 + 6_000).await, Some(T0 + 900_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clear_answer_is_trusted_for_clear_for_only() {
+        let kv = Arc::new(MemoryKv::new());
+        let l = lockout(&kv, policy(), Options::default());
+        let s = Subject::Client("192.0.2.9".parse().unwrap());
+        assert_eq!(l.locked(&s, T0).await, None);
+        // Within CLEAR_FOR the KV is not asked: a hanging KV costs no time and no fallback.
+        kv.set_mode(MemoryMode::Hang);
+        let start = tokio::time::Instant::now();
+        assert_eq!(l.locked(&s, T0 + 999).await, None);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(!l.in_fallback());
+        // Another subject is asked for.
+        assert_eq!(l.locked(&Subject::User("x".into()), T0 + 999).await, None);
+        assert!(l.in_fallback());
+        // After CLEAR_FOR the KV is asked again and a lock written meanwhile is honoured.
+        kv.set_mode(MemoryMode::Healthy);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(!l.in_fallback());
+        kv.put(&l.lock_key(&s), Bytes::from((T0 + 60_000).to_string()));
+        assert_eq!(l.locked(&s, T0 + 500).await, None);
+        assert_eq!(l.locked(&s, T0 + 1_000).await, Some(T0 + 60_000));
     }
 
     #[tokio::test]

@@ -9,7 +9,11 @@
 //! most [`MAX_IN_FLIGHT`] events wait to be sent and as many for their PubAck; beyond that an
 //! event is dropped and counted as failed. A failed or dropped event is lost — the only thing
 //! Baton may lose; the message's outcome stands. The event id is its `Nats-Msg-Id`, so a fact published twice (a worker
-//! redelivered after a crash) is stored once within the duplicate window.
+//! redelivered after a crash) is stored once within the duplicate window. Facts that can only
+//! be published once ([`Events::emit_once`]: the ingress's `accepted`, which follows the one
+//! PubAck of its message) and the Message-ID index records carry no `Nats-Msg-Id`: the server
+//! then keeps no duplicate-window entry for them (each entry is memory and garbage-collector
+//! work on nats-server for the whole window).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +64,8 @@ struct Pending {
     name: &'static str,
     subject: String,
     payload: bytes::Bytes,
-    id: String,
+    /// The `Nats-Msg-Id` (none: a fact published once, nothing to deduplicate).
+    id: Option<String>,
     /// Wait for the PubAck and report the result (events); index records are sent without.
     acknowledged: bool,
 }
@@ -104,20 +109,34 @@ impl Events {
             name: event.kind.name(),
             subject: event.subject(),
             payload: event.to_json(&self.source).into(),
-            id: event.id(),
+            id: Some(event.id()),
             acknowledged: true,
         });
     }
 
-    /// Publish `payload` on `subject` (in the event stream) with `id` as its `Nats-Msg-Id`,
-    /// without waiting and without asking for an acknowledgement: for index records, whose
-    /// loss costs only a lookup (the events themselves are there). Not counted.
-    pub fn emit_unacknowledged(&self, subject: String, payload: Vec<u8>, id: String) {
+    /// Publish `event` without waiting and without a `Nats-Msg-Id`: for a fact its publisher
+    /// emits exactly once (no retry, no redelivery can repeat it), so there is nothing for the
+    /// server's duplicate window to catch.
+    pub fn emit_once(&self, event: Event) {
+        self.queue(Pending {
+            name: event.kind.name(),
+            subject: event.subject(),
+            payload: event.to_json(&self.source).into(),
+            id: None,
+            acknowledged: true,
+        });
+    }
+
+    /// Publish `payload` on `subject` (in the event stream) without waiting, without asking
+    /// for an acknowledgement and without a `Nats-Msg-Id`: for index records, whose loss costs
+    /// only a lookup (the events themselves are there) and whose repetition changes nothing
+    /// (readers take the last record of a subject). Not counted.
+    pub fn emit_unacknowledged(&self, subject: String, payload: Vec<u8>) {
         self.queue(Pending {
             name: "index",
             subject,
             payload: payload.into(),
-            id,
+            id: None,
             acknowledged: false,
         });
     }
@@ -151,14 +170,13 @@ async fn publish_all(
                     continue;
                 };
                 if !p.acknowledged {
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(async_nats::header::NATS_MESSAGE_ID, p.id.as_str());
-                    let _ = client
-                        .publish_with_headers(p.subject, headers, p.payload)
-                        .await;
+                    let _ = client.publish(p.subject, p.payload).await;
                     continue;
                 }
-                let publish = PublishMessage::build().payload(p.payload).message_id(p.id);
+                let mut publish = PublishMessage::build().payload(p.payload);
+                if let Some(id) = p.id {
+                    publish = publish.message_id(id);
+                }
                 match js.send_publish(p.subject, publish).await {
                     Ok(ack) => {
                         let name = p.name;

@@ -55,6 +55,13 @@ impl Publisher {
         }
     }
 
+    /// Emit an event published exactly once without a `Nats-Msg-Id` ([`crate::events::Events::emit_once`]).
+    pub fn emit_once(&self, event: baton_core::event::Event) {
+        if let Some(e) = &self.events {
+            e.emit_once(event);
+        }
+    }
+
     /// Index `message_id` → `queue_id` in the event stream (`trace <Message-ID>`), without
     /// waiting or an acknowledgement (nothing when this publisher has no events).
     pub fn index_message_id(&self, message_id: &str, queue_id: &str, relay_domain: &str) {
@@ -62,7 +69,6 @@ impl Publisher {
             e.emit_unacknowledged(
                 baton_core::event::message_id_subject(message_id),
                 baton_core::event::message_id_record(message_id, queue_id, relay_domain),
-                format!("{queue_id}.msgid"),
             );
         }
     }

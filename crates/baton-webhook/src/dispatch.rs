@@ -493,6 +493,20 @@ async fn lane(ctx: Arc<SinkCtx>, poster: Arc<Poster>, key: String, cancel: Cance
     }
 }
 
+/// The `webhook-id` of an event: its CloudEvent `id`, which is also its `Nats-Msg-Id` when it
+/// has one (events published exactly once, like `accepted`, have none: the id is then read from
+/// the payload). `None` when neither is there.
+fn webhook_id(msg_id: Option<&str>, payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    match msg_id {
+        Some(id) => Some(id.to_owned()),
+        None => serde_json::from_slice::<Id>(payload).ok().map(|e| e.id),
+    }
+}
+
 /// POST one event until the endpoint accepts it (true), it ages out (true, dropped) or the
 /// sink stops (false).
 async fn deliver(
@@ -501,15 +515,17 @@ async fn deliver(
     msg: &Message,
     cancel: &CancellationToken,
 ) -> bool {
-    let id = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_else(|| match msg.info() {
-            Ok(i) => format!("{}.{}", i.stream, i.stream_sequence),
-            Err(_) => msg.subject.to_string(),
-        });
+    let id = webhook_id(
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str()),
+        &msg.payload,
+    )
+    .unwrap_or_else(|| match msg.info() {
+        Ok(i) => format!("{}.{}", i.stream, i.stream_sequence),
+        Err(_) => msg.subject.to_string(),
+    });
     loop {
         // Wait at the gate while the sink backs off.
         loop {
@@ -654,5 +670,17 @@ mod tests {
         );
         assert_eq!(host_of("https://h.example?token=x"), "h.example");
         assert_eq!(host_of("h.example/p"), "h.example");
+    }
+
+    #[test]
+    fn the_webhook_id_is_the_cloudevent_id() {
+        let event = br#"{"specversion":"1.0","id":"Q1.accepted.0","type":"t","data":{}}"#;
+        assert_eq!(webhook_id(None, event).as_deref(), Some("Q1.accepted.0"));
+        assert_eq!(
+            webhook_id(Some("Q1.1.a@b.delivered"), event).as_deref(),
+            Some("Q1.1.a@b.delivered")
+        );
+        assert_eq!(webhook_id(None, b"not json"), None);
+        assert_eq!(webhook_id(None, br#"{"type":"t"}"#), None);
     }
 }

@@ -22,6 +22,16 @@ pub(crate) struct Cli {
         global = true
     )]
     pub log_format: LogFormatArg,
+    /// Threads that run the process's tasks; 0 means one per CPU the process may use. Set it
+    /// to the CPUs the process is meant to use: more threads than that only wake and park each
+    /// other. The chart and the operator set it to the pod's CPU request, rounded up.
+    #[arg(
+        long,
+        env = "BATON_RUNTIME_THREADS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub runtime_threads: usize,
     #[command(subcommand)]
     pub command: Command,
 }

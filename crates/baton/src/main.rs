@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = cli::Cli::parse();
     let _log = baton_telemetry::init_logging(&cli.log_level, cli.log_format.into());
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime(cli.runtime_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("baton: cannot start runtime: {e}");
@@ -34,5 +34,27 @@ fn main() -> std::process::ExitCode {
             eprintln!("baton: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The process's Tokio runtime: `threads` worker threads, or one per CPU the process may use
+/// (or `TOKIO_WORKER_THREADS`) when 0.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if threads > 0 {
+        b.worker_threads(threads);
+    }
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runtime_threads_are_the_setting() -> std::io::Result<()> {
+        assert_eq!(super::runtime(1)?.metrics().num_workers(), 1);
+        assert_eq!(super::runtime(3)?.metrics().num_workers(), 3);
+        assert!(super::runtime(0)?.metrics().num_workers() >= 1);
+        Ok(())
     }
 }
