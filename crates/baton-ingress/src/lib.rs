@@ -17,6 +17,7 @@ pub mod authlog;
 mod budget;
 pub mod config;
 mod conn;
+pub mod connections;
 pub mod deny;
 pub use baton_dkim as dkim;
 mod driver;

@@ -2,7 +2,6 @@
 //! per client address, refused with a `421` from the catalogue) and `--deny-network` (`554`), implicit TLS and the hand-over
 //! of each connection to the session driver.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +66,7 @@ impl Ingress {
             )),
             auth_log: authlog::AuthLog::default(),
             snapshot,
-            per_ip: Mutex::new(HashMap::new()),
+            connections: Mutex::new(crate::connections::Connections::default()),
             suppressions: None,
             js: None,
             suppression_store: tokio::sync::OnceCell::new(),
@@ -214,27 +213,15 @@ fn count(shared: &Shared, label: &str, result: &str) {
 }
 
 fn admit(shared: &Shared, ip: IpAddr) -> Result<(), &'static str> {
-    let mut map = shared.per_ip.lock();
-    let total: usize = map.values().sum();
-    if total >= shared.config.limits.max_connections {
-        return Err("over_capacity");
-    }
-    let n = map.entry(ip).or_insert(0);
-    if *n >= shared.config.limits.max_connections_per_ip {
-        return Err("over_per_ip");
-    }
-    *n += 1;
-    Ok(())
+    let limits = &shared.config.limits;
+    shared
+        .connections
+        .lock()
+        .admit(ip, limits.max_connections, limits.max_connections_per_ip)
 }
 
 fn release(shared: &Shared, ip: IpAddr) {
-    let mut map = shared.per_ip.lock();
-    if let Some(n) = map.get_mut(&ip) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            map.remove(&ip);
-        }
-    }
+    shared.connections.lock().release(ip);
 }
 
 async fn refuse(mut tcp: TcpStream, reply: Reply) {

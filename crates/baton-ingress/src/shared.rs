@@ -2,8 +2,6 @@
 //! budget, the cluster-wide limits, the failed-AUTH log, the indexed config snapshot, per-address
 //! connection counts, suppression lists) and the snapshot indexer that feeds it.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use baton_queue::suppression::{SuppressionCache, SuppressionStore};
@@ -27,7 +25,7 @@ pub struct Shared {
     pub(crate) limits: Arc<crate::limits::InboundLimits>,
     pub(crate) auth_log: authlog::AuthLog,
     pub(crate) snapshot: watch::Receiver<Option<Arc<Snapshot>>>,
-    pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub(crate) connections: Mutex<crate::connections::Connections>,
     pub(crate) suppressions: Option<SuppressionCache>,
     /// Where reports to a return path are recorded (opened on first use).
     pub(crate) js: Option<async_nats::jetstream::Context>,

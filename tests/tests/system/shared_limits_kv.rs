@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::kv;
 use baton_limits::counter::chunk_size;
 use baton_limits::lease::{decode, in_use};
+use baton_limits::lockout::CLEAR_FOR;
 use baton_limits::{
     Acquire, BudgetKey, Kv, LeaseOptions, Lockout, LockoutPolicy, Options, Quota, SharedCounter,
     SharedSemaphore, Subject, Take, Want,
@@ -163,8 +164,12 @@ async fn failures_split_across_processes_lock_on_both() -> anyhow::Result<()> {
     assert_eq!(b.locked(&user, now).await, None);
     let until = b.failed(&same_user, now).await;
     assert_eq!(until, Some(now + 600_000));
-    assert_eq!(a.locked(&user, now + 1).await, until);
+    // `b` wrote the lock and knows it at once; `a` found the user clear a moment ago and trusts
+    // that answer for CLEAR_FOR, then reads the lock.
     assert_eq!(b.locked(&same_user, now + 1).await, until);
+    assert_eq!(a.locked(&user, now + 1).await, None);
+    let later = now + CLEAR_FOR.as_millis() as i64;
+    assert_eq!(a.locked(&user, later).await, until);
     // Another user is not locked.
     assert_eq!(a.locked(&Subject::User("trent".into()), now).await, None);
 
