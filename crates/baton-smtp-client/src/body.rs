@@ -33,15 +33,21 @@ pub(crate) fn normalise(body: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
-/// The body as it goes after a 354: normalised, dot-stuffed and terminated by `.` CRLF.
-pub(crate) fn data_payload(body: &[u8]) -> Vec<u8> {
-    let mut out = if is_clean(body) {
-        stuff_clean(body)
+/// What ends the content after a 354 (RFC 5321 4.1.1.4).
+pub(crate) const DATA_END: &[u8] = b".\r\n";
+
+/// The body as it goes after a 354: normalised and dot-stuffed, without the terminating
+/// [`DATA_END`]. A clean body in which no line starts with `.` (most messages) is borrowed, so
+/// the worker sends it without copying it.
+pub(crate) fn data_content(body: &[u8]) -> Cow<'_, [u8]> {
+    if !is_clean(body) {
+        return Cow::Owned(encode(body, true));
+    }
+    if body.first() == Some(&b'.') || memchr::memmem::find(body, b"\n.").is_some() {
+        Cow::Owned(stuff_clean(body))
     } else {
-        encode(body, true)
-    };
-    out.extend_from_slice(b".\r\n");
-    out
+        Cow::Borrowed(body)
+    }
 }
 
 /// Dot-stuffing of a clean body (see [`is_clean`]): whole lines are copied with `memcpy`, and a
@@ -112,6 +118,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Everything that follows a 354: the content and its terminator.
+    fn data_payload(body: &[u8]) -> Vec<u8> {
+        let mut out = data_content(body).into_owned();
+        out.extend_from_slice(DATA_END);
+        out
+    }
+
     /// The byte-wise reference: what `is_clean` means, one byte at a time.
     fn is_clean_bytewise(body: &[u8]) -> bool {
         (body.is_empty() || body.ends_with(b"\r\n"))
@@ -160,6 +173,11 @@ mod tests {
         let body = b"Subject: x\r\n\r\nhello\r\n";
         assert!(matches!(normalise(body), Cow::Borrowed(_)));
         assert!(matches!(normalise(b""), Cow::Borrowed(_)));
+        assert!(matches!(data_content(body), Cow::Borrowed(_)));
+        assert!(matches!(data_content(b"a.b\r\n"), Cow::Borrowed(_)));
+        // A line starting with a dot needs stuffing, so a copy.
+        assert!(matches!(data_content(b"a\r\n.b\r\n"), Cow::Owned(_)));
+        assert!(matches!(data_content(b".b\r\n"), Cow::Owned(_)));
         assert_eq!(message_size(body), body.len() as u64);
     }
 

@@ -11,6 +11,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tracing::{debug, warn};
 
 use crate::stream::Stream;
+
+/// Most bytes of message content written (and timed) at once.
+pub(crate) const DATA_BLOCK: usize = 64 * 1024;
 use crate::{Capabilities, ClientConfig, ClientError, Credentials, Reply, Timeouts, TlsMode};
 use crate::{MAX_REPLY_LINE, ReplyParser};
 
@@ -324,6 +327,46 @@ impl Connection {
             Ok(())
         })
         .await;
+        self.poisoned |= result.is_err();
+        result
+    }
+
+    /// Writes `head`, then `body`, then `tail` as one byte stream, without copying `body`: in
+    /// blocks of at most [`DATA_BLOCK`] bytes of body, each written (vectored, so a short
+    /// message with its commands is one system call) and flushed under `limit` — RFC 5321
+    /// 4.5.3.2.5 times each send of message data, not the whole message. Poisons the session on
+    /// failure.
+    pub(crate) async fn write_framed(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        tail: &[u8],
+        stage: &'static str,
+        limit: Duration,
+    ) -> Result<(), ClientError> {
+        if self.poisoned {
+            return Err(ClientError::Unusable);
+        }
+        let stream = self.io.get_mut();
+        let count = body.len().div_ceil(DATA_BLOCK).max(1);
+        let mut result = Ok(());
+        for i in 0..count {
+            let block = body
+                .get(i * DATA_BLOCK..body.len().min((i + 1) * DATA_BLOCK))
+                .unwrap_or_default();
+            let first: &[u8] = if i == 0 { head } else { &[] };
+            let last: &[u8] = if i + 1 == count { tail } else { &[] };
+            let mut parts = bytes::Buf::chain(bytes::Buf::chain(first, block), last);
+            result = timed(stage, limit, async {
+                stream.write_all_buf(&mut parts).await?;
+                stream.flush().await?;
+                Ok(())
+            })
+            .await;
+            if result.is_err() {
+                break;
+            }
+        }
         self.poisoned |= result.is_err();
         result
     }

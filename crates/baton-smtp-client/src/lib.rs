@@ -4,8 +4,11 @@
 //! source address), greeting, EHLO with HELO fallback (RFC 5321), STARTTLS (RFC 3207) with an
 //! opportunistic/required/disabled policy, AUTH PLAIN/LOGIN (RFC 4954), MAIL/RCPT with SIZE
 //! (RFC 1870), 8BITMIME, SMTPUTF8 (RFC 6531) and DSN (RFC 3461) parameters, pipelining
-//! (RFC 2920), DATA with dot-stuffing or BDAT (RFC 3030), RSET for connection reuse (pipelined
-//! with the next envelope, [`Connection::mark_reused`]), QUIT.
+//! (RFC 2920), DATA with dot-stuffing or BDAT (RFC 3030; a message that fits one chunk goes in
+//! the same write as MAIL and RCPT, so a reused connection costs one round trip per message),
+//! RSET for connection reuse (pipelined with the next envelope, [`Connection::mark_reused`]),
+//! QUIT. Message content is written as it is queued, without a copy, unless it needs
+//! dot-stuffing or line-ending repair.
 //!
 //! It does not resolve MX records, choose routes, pool connections or decide retries: the
 //! delivery worker does, using the per-recipient replies in [`SendResult`] and

@@ -89,6 +89,20 @@ impl Replies {
     }
 }
 
+/// What [`Connection::envelope_pipelined`] sends in its one write.
+struct Envelope<'a> {
+    /// The MAIL command line.
+    mail: &'a str,
+    /// One RCPT command line per recipient.
+    rcpts: &'a [String],
+    /// Open with RSET (a reused connection).
+    rset: bool,
+    /// The server offers CHUNKING: no DATA.
+    bdat: bool,
+    /// The whole normalised content, sent as `BDAT <n> LAST` in the same write.
+    chunk: Option<&'a [u8]>,
+}
+
 impl Connection {
     /// Sends one message. Refusals by the server come back in the [`SendResult`]; errors mean
     /// the session failed (and, except for the checks made before anything is sent, that the
@@ -125,22 +139,45 @@ impl Connection {
             .map(|r| self.rcpt_command(r))
             .collect();
         let bdat = self.caps.chunking;
+        // RFC 3030 4.2 (its example 4.4): with PIPELINING, a message that fits one chunk goes
+        // as `BDAT <n> LAST` and its content in the same write as MAIL and RCPT — one round
+        // trip per message on a reused connection. A server that refuses every recipient
+        // still reads the chunk and refuses it.
+        let content = bdat.then(|| body::normalise(msg.body));
+        let chunk = content
+            .as_deref()
+            .filter(|c| self.caps.pipelining && c.len() <= MAX_CHUNK);
         let mut replies = Replies { closing: None };
         let (mail_reply, rcpt_replies, data_init) = if self.caps.pipelining {
-            self.envelope_pipelined(&mail, &rcpts, bdat, rset_pipelined, &mut replies)
-                .await?
+            let envelope = Envelope {
+                mail: &mail,
+                rcpts: &rcpts,
+                rset: rset_pipelined,
+                bdat,
+                chunk,
+            };
+            self.envelope_pipelined(envelope, &mut replies).await?
         } else {
             self.envelope_lockstep(&mail, &rcpts, bdat, &mut replies)
                 .await?
         };
         let accepted = rcpt_replies.iter().any(Reply::is_positive);
         let data_reply = if !mail_reply.is_positive() || !accepted {
-            self.finish_refused(data_init).await?;
+            // A pipelined chunk was refused with them; only a 354 to DATA needs finishing.
+            if chunk.is_none() {
+                self.finish_refused(data_init).await?;
+            }
             None
         } else if replies.closing.is_some() {
             replies.closing.clone()
-        } else if bdat {
-            Some(self.send_bdat(msg.body).await?)
+        } else if chunk.is_some() {
+            // The pipelined chunk's reply; a refusal leaves the transaction to the next RSET.
+            let reply =
+                data_init.ok_or_else(|| ClientError::Protocol("no reply to BDAT".into()))?;
+            self.needs_reset = !reply.is_positive();
+            Some(reply)
+        } else if let Some(content) = &content {
+            Some(self.send_bdat(content).await?)
         } else {
             match data_init {
                 Some(init) if init.code == 354 => Some(self.send_data(msg.body).await?),
@@ -211,31 +248,43 @@ impl Connection {
         ClientError::StaleConnection(Box::new(e))
     }
 
-    /// RFC 2920: (RSET,) MAIL, every RCPT and (without BDAT) DATA in one write, then the
-    /// replies in order. A failed write or an RSET not answered `250` is
-    /// [`ClientError::StaleConnection`] (the server took nothing: MAIL needs a clean state).
+    /// RFC 2920: (RSET,) MAIL, every RCPT and, without BDAT, DATA in one write — or with the
+    /// [`Envelope::chunk`], `BDAT <n> LAST` and the content — then the replies in order; the
+    /// third value is the reply to DATA or to the pipelined BDAT. A failed write or an RSET not
+    /// answered `250` is [`ClientError::StaleConnection`] (the server took nothing: MAIL needs
+    /// a clean state, and a chunk not written whole is no message).
     async fn envelope_pipelined(
         &mut self,
-        mail: &str,
-        rcpts: &[String],
-        bdat: bool,
-        rset: bool,
+        e: Envelope<'_>,
         replies: &mut Replies,
     ) -> Result<(Reply, Vec<Reply>, Option<Reply>), ClientError> {
-        let mut batch = String::with_capacity(mail.len() + rcpts.len() * 48 + 12);
-        if rset {
+        let mut batch = String::with_capacity(e.mail.len() + e.rcpts.len() * 48 + 24);
+        if e.rset {
             batch.push_str("RSET\r\n");
         }
-        batch.push_str(mail);
-        rcpts.iter().for_each(|r| batch.push_str(r));
-        if !bdat {
-            batch.push_str("DATA\r\n");
+        batch.push_str(e.mail);
+        e.rcpts.iter().for_each(|r| batch.push_str(r));
+        match e.chunk {
+            Some(chunk) => {
+                let _ = write!(batch, "BDAT {} LAST\r\n", chunk.len());
+            }
+            None if !e.bdat => batch.push_str("DATA\r\n"),
+            None => {}
         }
         let t = self.timeouts;
         self.needs_reset = true;
-        if rset {
-            if let Err(e) = self.write(batch.as_bytes(), "rset", t.rset).await {
-                return Err(self.stale(e));
+        let (stage, limit) = match (e.chunk.is_some(), e.rset) {
+            (true, _) => ("data_block", t.data_block),
+            (false, true) => ("rset", t.rset),
+            (false, false) => ("mail", t.mail),
+        };
+        let chunk = e.chunk.unwrap_or_default();
+        let written = self
+            .write_framed(batch.as_bytes(), chunk, &[], stage, limit)
+            .await;
+        if e.rset {
+            if let Err(err) = written {
+                return Err(self.stale(err));
             }
             match self.read_reply("rset", t.rset).await {
                 Ok(r) if r.code == 250 => {}
@@ -243,17 +292,19 @@ impl Connection {
                     let refused = ClientError::Protocol(format!("RSET refused: {r}"));
                     return Err(self.stale(refused));
                 }
-                Err(e) => return Err(self.stale(e)),
+                Err(err) => return Err(self.stale(err)),
             }
         } else {
-            self.write(batch.as_bytes(), "mail", t.mail).await?;
+            written?;
         }
         let mail_reply = replies.next(self, "mail", t.mail).await?;
-        let mut rcpt_replies = Vec::with_capacity(rcpts.len());
-        for _ in rcpts {
+        let mut rcpt_replies = Vec::with_capacity(e.rcpts.len());
+        for _ in e.rcpts {
             rcpt_replies.push(replies.next(self, "rcpt", t.rcpt).await?);
         }
-        let data_init = if bdat {
+        let data_init = if e.chunk.is_some() {
+            Some(replies.next(self, "data_term", t.data_term).await?)
+        } else if e.bdat {
             None
         } else {
             Some(replies.next(self, "data_init", t.data_init).await?)
@@ -303,23 +354,23 @@ impl Connection {
         Ok(())
     }
 
-    /// After 354: the dot-stuffed content in blocks, then the final reply.
+    /// After 354: the dot-stuffed content and its terminator (see [`Connection::write_framed`]),
+    /// then the final reply.
     async fn send_data(&mut self, body: &[u8]) -> Result<Reply, ClientError> {
         let t = self.timeouts;
-        let payload = body::data_payload(body);
-        for block in payload.chunks(64 * 1024) {
-            self.write(block, "data_block", t.data_block).await?;
-        }
+        let content = body::data_content(body);
+        self.write_framed(&[], &content, body::DATA_END, "data_block", t.data_block)
+            .await?;
         let reply = self.read_reply("data_term", t.data_term).await?;
         self.needs_reset = false;
         Ok(reply)
     }
 
-    /// RFC 3030: `BDAT <n>` chunks of at most [`MAX_CHUNK`], the last one flagged `LAST`.
-    /// An intermediate refusal ends the transaction with that reply.
-    async fn send_bdat(&mut self, body: &[u8]) -> Result<Reply, ClientError> {
+    /// RFC 3030: the normalised `content` as `BDAT <n>` chunks of at most [`MAX_CHUNK`], the
+    /// last one flagged `LAST`, each answered before the next. An intermediate refusal ends the
+    /// transaction with that reply.
+    async fn send_bdat(&mut self, content: &[u8]) -> Result<Reply, ClientError> {
         let t = self.timeouts;
-        let content = body::normalise(body);
         let chunks: Vec<&[u8]> = if content.is_empty() {
             vec![&[]]
         } else {
@@ -333,9 +384,8 @@ impl Connection {
             } else {
                 format!("BDAT {}\r\n", chunk.len())
             };
-            self.write(header.as_bytes(), "data_block", t.data_block)
+            self.write_framed(header.as_bytes(), chunk, &[], "data_block", t.data_block)
                 .await?;
-            self.write(chunk, "data_block", t.data_block).await?;
             let limit = if last { t.data_term } else { t.data_block };
             let stage = if last { "data_term" } else { "data_block" };
             let reply = self.read_reply(stage, limit).await?;

@@ -343,7 +343,7 @@ async fn all_recipients_refused_sends_no_data_lockstep() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn all_recipients_refused_sends_no_bdat() -> anyhow::Result<()> {
+async fn all_recipients_refused_delivers_nothing_over_bdat() -> anyhow::Result<()> {
     all_refused_then_reuse(true, true).await
 }
 
@@ -591,6 +591,174 @@ async fn connection_reuse_with_reset() -> anyhow::Result<()> {
         got[0].to == ["one@d.test"] && got[1].to == ["two@d.test"] && got[1].from == "b@s.test"
     );
     ensure!(receiver.connections() == 1);
+    Ok(())
+}
+
+/// Reads exactly `want.len()` bytes (bounded by [`WAIT`]) and checks they are `want`.
+async fn expect_bytes(s: &mut tokio::net::TcpStream, want: &[u8]) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = vec![0; want.len()];
+    tokio::time::timeout(WAIT, s.read_exact(&mut got))
+        .await
+        .context(
+            "the client stopped sending before the whole transaction was in: it waited for a reply",
+        )??;
+    ensure!(
+        got == want,
+        "got {:?}, want {:?}",
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(want)
+    );
+    Ok(())
+}
+
+/// RFC 3030 4.2: with PIPELINING and CHUNKING the client sends MAIL, RCPT, `BDAT <n> LAST` and
+/// the content without waiting for any reply. The server here answers nothing until it holds
+/// the whole transaction, so a client that waited (for MAIL's or RCPT's reply) would stall
+/// and the test fail. A transaction whose recipients are all refused has its chunk refused
+/// too, and the next one opens with RSET on the same connection.
+#[tokio::test]
+async fn bdat_is_pipelined_with_the_envelope() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let bdat = |rset: &str, to: &str| {
+        let mut t = format!(
+            "{rset}MAIL FROM:<a@s.test>\r\nRCPT TO:<{to}>\r\nBDAT {} LAST\r\n",
+            BODY.len()
+        )
+        .into_bytes();
+        t.extend_from_slice(BODY);
+        t
+    };
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        s.write_all(b"220 strict.test ESMTP\r\n").await?;
+        expect_bytes(&mut s, b"EHLO client.test\r\n").await?;
+        s.write_all(b"250-strict.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+            .await?;
+        expect_bytes(&mut s, &bdat("", "one@d.test")).await?;
+        s.write_all(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued\r\n")
+            .await?;
+        expect_bytes(&mut s, &bdat("", "bad@d.test")).await?;
+        s.write_all(b"250 2.1.0 Ok\r\n550 5.1.1 No such user\r\n554 5.5.1 No valid recipients\r\n")
+            .await?;
+        expect_bytes(&mut s, &bdat("RSET\r\n", "two@d.test")).await?;
+        s.write_all(b"250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued\r\n")
+            .await?;
+        expect_bytes(&mut s, b"QUIT\r\n").await?;
+        s.write_all(b"221 2.0.0 Bye\r\n").await?;
+        anyhow::Ok(())
+    });
+    let mut conn =
+        Connection::connect(addr, "localhost", &client_config(TlsMode::Disabled)).await?;
+    let one = conn
+        .send(&message("a@s.test", &["one@d.test"], BODY))
+        .await?;
+    ensure!(one.delivered(), "{one:?}");
+    let refused = conn
+        .send(&message("a@s.test", &["bad@d.test"], BODY))
+        .await?;
+    ensure!(
+        !refused.delivered() && refused.data_reply.is_none(),
+        "{refused:?}"
+    );
+    ensure!(refused.rcpt_replies[0].to_string() == "550 5.1.1 No such user");
+    let two = conn
+        .send(&message("a@s.test", &["two@d.test"], BODY))
+        .await?;
+    ensure!(two.delivered(), "{two:?}");
+    ensure!(conn.messages_sent() == 2);
+    conn.quit().await;
+    server.await??;
+    Ok(())
+}
+
+/// The same against a real Postfix `smtpd` (which offers PIPELINING and CHUNKING): over one
+/// connection a message, one whose only recipient Postfix refuses, and a message whose lines
+/// start with dots; Postfix relays the two it accepted to the programmable receiver, content
+/// intact.
+#[tokio::test]
+async fn pipelined_bdat_to_postfix() -> anyhow::Result<()> {
+    use baton_system_tests::harness::{TempDir, free_port};
+    use baton_system_tests::postfix::Postfix;
+    let dir = TempDir::new("baton-bdat-postfix")?;
+    let next = Receiver::start("127.0.0.1:0", ReceiverConfig::default()).await?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let refused = dir.0.join("refused-recipients");
+    std::fs::write(&refused, "bad@d.test 550 5.1.1 No such user\n")?;
+    let postfix = Postfix::start(
+        &dir.0,
+        addr,
+        &[
+            "relay_domains = d.test".into(),
+            format!(
+                "transport_maps = inline:{{d.test=smtp:[127.0.0.1]:{}}}",
+                next.addr().port()
+            ),
+            "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination".into(),
+            format!(
+                "smtpd_recipient_restrictions = check_recipient_access texthash:{}",
+                refused.display()
+            ),
+        ],
+    )?;
+    let deadline = Instant::now() + WAIT;
+    let mut conn = loop {
+        match Connection::connect(addr, "localhost", &client_config(TlsMode::Disabled)).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => {
+                bail!("Postfix did not answer: {e}\n{}", postfix.log_text())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let caps = conn.capabilities();
+    ensure!(caps.pipelining && caps.chunking, "{caps:?}");
+    let dots: &[u8] = b"Subject: dots\r\n\r\n.one\r\n..two\r\n.\r\nend\r\n";
+    let one = conn
+        .send(&message("a@s.test", &["one@d.test"], BODY))
+        .await?;
+    ensure!(one.delivered(), "{one:?}\n{}", postfix.log_text());
+    let refused = conn
+        .send(&message("a@s.test", &["bad@d.test"], BODY))
+        .await?;
+    ensure!(
+        !refused.delivered() && refused.rcpt_replies[0].code == 550,
+        "{refused:?}"
+    );
+    let two = conn
+        .send(&message("a@s.test", &["two@d.test"], dots))
+        .await?;
+    ensure!(two.delivered(), "{two:?}\n{}", postfix.log_text());
+    conn.quit().await;
+    let got = next
+        .wait_for_messages(2, Duration::from_secs(60))
+        .await
+        .with_context(|| postfix.log_text())?;
+    let body_of = |to: &str| {
+        got.iter()
+            .find(|m| m.to == [to])
+            .map(|m| m.body.clone())
+            .unwrap_or_default()
+    };
+    // Postfix adds header fields (Received:, and Date: and Message-ID: for a local client);
+    // the message text after the header block is what was sent, byte for byte.
+    let text = |m: &[u8]| {
+        m.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| m[i..].to_vec())
+            .unwrap_or_default()
+    };
+    for (to, sent) in [("one@d.test", BODY), ("two@d.test", dots)] {
+        let got = body_of(to);
+        ensure!(
+            !text(sent).is_empty() && text(&got) == text(sent),
+            "{to}: {}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    ensure!(got.iter().all(|m| m.to != ["bad@d.test"]));
     Ok(())
 }
 
