@@ -456,7 +456,7 @@ mod tests {
                     ..Rcpt::default()
                 })
                 .collect(),
-            body: Some(Body::InlineBody(b"x".to_vec())),
+            body: Some(Body::InlineBody(b"x".to_vec().into())),
             ..Envelope::default()
         }
     }

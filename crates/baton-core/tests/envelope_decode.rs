@@ -163,7 +163,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 not_before_ms: nb,
                 attempt,
                 kind: kind % 3,
-                body: Some(Body::InlineBody(body)),
+                body: Some(Body::InlineBody(body.into())),
                 dsn: Some(DsnEnvelope {
                     ret: ret % 4,
                     envid,
@@ -253,7 +253,9 @@ fn truncated_envelope_is_an_error_or_a_prefix() {
             address: "b@dest.test".into(),
             ..Default::default()
         }],
-        body: Some(Body::InlineBody(b"Subject: x\r\n\r\nhi\r\n".to_vec())),
+        body: Some(Body::InlineBody(
+            b"Subject: x\r\n\r\nhi\r\n".to_vec().into(),
+        )),
         ..Default::default()
     };
     let bytes = env.encode_to_vec();

@@ -63,7 +63,7 @@ pub(crate) fn dsn_for(
         from,
         original: env,
         original_message: match &env.body {
-            Some(Body::InlineBody(b)) => b.as_slice(),
+            Some(Body::InlineBody(b)) => b.as_ref(),
             _ => &[],
         },
         recipients,
@@ -106,7 +106,7 @@ pub(crate) fn dsn_for(
         attempt: 0,
         not_before_ms: 0,
         size: body.len() as u64,
-        body: Some(Body::InlineBody(body)),
+        body: Some(Body::InlineBody(body.into())),
         dsn: None,
         // Only the DSN's own envelope and headers count (RFC 6533): a DSN about a UTF-8
         // message to an ASCII sender must reach servers without SMTPUTF8.

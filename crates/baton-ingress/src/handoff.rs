@@ -288,7 +288,7 @@ fn assemble(
         attempt: 0,
         not_before_ms: 0,
         size: body.len() as u64,
-        body: Some(Body::InlineBody(body)),
+        body: Some(Body::InlineBody(body.into())),
         dsn: Some(DsnEnvelope {
             ret: ret as i32,
             envid: tx.params.envid.clone().unwrap_or_default(),
@@ -550,7 +550,7 @@ mod tests {
         .await?
         .envelope;
         match env.body {
-            Some(Body::InlineBody(b)) => Ok(b),
+            Some(Body::InlineBody(b)) => Ok(b.to_vec()),
             other => panic!("inline body expected: {other:?}"),
         }
     }

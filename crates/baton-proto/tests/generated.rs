@@ -32,6 +32,9 @@ fn generate(out: &Path) {
         .build_transport(false)
         // The content filter request carries the whole message: shared, not copied, per call.
         .bytes(".baton.v1.FilterRequest.message")
+        // A queued body is shared with the NATS message it was decoded from, not copied: the
+        // worker holds one copy of each message in hand instead of two.
+        .bytes(".baton.v1.Envelope.inline_body")
         .out_dir(out)
         .compile_fds(fds)
         .unwrap_or_else(|e| panic!("codegen: {e}"));

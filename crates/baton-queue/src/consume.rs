@@ -208,7 +208,7 @@ impl Lane {
             delivered,
             detail,
         };
-        let mut envelope = match Envelope::decode(msg.payload.as_ref()) {
+        let mut envelope = match Envelope::decode(msg.payload.clone()) {
             Ok(e) => e,
             Err(e) => {
                 let why = format!("not an envelope: {e}");
@@ -239,7 +239,7 @@ impl Lane {
                     return Ok(None);
                 }
             };
-            envelope.body = Some(Body::InlineBody(body));
+            envelope.body = Some(Body::InlineBody(body.into()));
             object_ref = Some(at);
         }
         Ok(Some(QueuedMessage {

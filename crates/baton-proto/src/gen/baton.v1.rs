@@ -81,7 +81,7 @@ pub mod envelope {
     pub enum Body {
         /// Inline body for messages up to the inline limit.
         #[prost(bytes, tag = "11")]
-        InlineBody(::prost::alloc::vec::Vec<u8>),
+        InlineBody(::prost::bytes::Bytes),
         /// Name of a JetStream Object Store object holding the body.
         #[prost(string, tag = "12")]
         ObjectRef(::prost::alloc::string::String),

@@ -71,7 +71,7 @@ fn envelope(u: &mut Unstructured<'_>) -> Result<Envelope> {
             envid: u.arbitrary()?,
         }),
         smtputf8: u.arbitrary()?,
-        body: Some(Body::InlineBody(u.arbitrary()?)),
+        body: Some(Body::InlineBody(u.arbitrary::<Vec<u8>>()?.into())),
         ..Default::default()
     })
 }
