@@ -219,7 +219,7 @@ impl AdminService {
     }
 
     async fn body(&self, stored: &StoredMessage, limit: usize) -> Result<(Bytes, bool), Status> {
-        let Ok(e) = v1::Envelope::decode(stored.payload.as_ref()) else {
+        let Ok(e) = v1::Envelope::decode(stored.payload.clone()) else {
             let n = stored.payload.len().min(limit);
             return Ok((stored.payload.slice(..n), stored.payload.len() > n));
         };
@@ -227,9 +227,7 @@ impl AdminService {
         match e.body {
             Some(Body::InlineBody(b)) => {
                 let truncated = b.len() > limit;
-                let mut b = b;
-                b.truncate(limit);
-                Ok((Bytes::from(b), truncated))
+                Ok((b.slice(..b.len().min(limit)), truncated))
             }
             Some(Body::ObjectRef(name)) => match at_store {
                 Some(at) => self
