@@ -14,10 +14,12 @@
 # `openssl speed rsa2048`; the accept rate of `baton dev` (everything in one process, delivery
 # running) against stock Postfix's accept rate while delivering; ingress RSS with 1,000 sessions
 # part-way through DATA of 100 KiB messages; worker RSS draining a 100,000-message backlog.
+# "floor": what the 2 KiB CPU target leaves for Baton's own work once the bytes on the wire
+# (smtp-sink, smtp-source -d) and nats-server's least work per message are paid (see below).
 #
 # Usage: bench/cpu_per_message.sh   (from the repo root; env: MESSAGES (20000 at 2 KiB),
 #        LARGE_MESSAGES (4000 at 100 KiB), SESSIONS (20), BACKLOG (100000), MIDDATA (1000),
-#        PARTS (all: "direct postfix baton dkim sign dev memory"))
+#        PARTS (all: "direct postfix baton dkim floor sign dev memory"))
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
@@ -27,7 +29,7 @@ SESSIONS=${SESSIONS:-20}
 BACKLOG=${BACKLOG:-100000}
 MIDDATA=${MIDDATA:-1000}
 WARMUP=${WARMUP:-200}
-PARTS=${PARTS:-"direct postfix baton dkim sign dev memory"}
+PARTS=${PARTS:-"direct postfix baton dkim floor sign dev memory"}
 SMALL=2048
 LARGE=102400
 
@@ -39,38 +41,44 @@ count_for() { if [ "$1" = "$SMALL" ]; then echo "$MESSAGES"; else echo "$LARGE_M
 label_of() { if [ "$1" = "$SMALL" ]; then echo "2KiB"; else echo "100KiB"; fi; }
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 pid_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+pid_user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 
-declare -A RATE ACCEPT MACHINE OWN DETAIL
+declare -A RATE ACCEPT MACHINE OWN DETAIL SPLIT PROC_MS
 
 # measure KEY PORT SIZE SINK_OUT [PID...] -> RATE[KEY] (msg/s end to end), ACCEPT[KEY] (msg/s
 # accepted by the relay), MACHINE[KEY] (ms of busy CPU per message, whole machine), OWN[KEY]
-# (ms per message of the listed processes), DETAIL[KEY] (per process).
+# (ms per message of the listed processes), DETAIL[KEY] (per process), SPLIT[KEY] (per process,
+# user + kernel), PROC_MS[KEY:NAME].
 measure() {
   local key=$1 port=$2 size=$3 out=$4 n base t0 t_last accept_t b0 b1 p
   shift 4
   n=$(count_for "$size")
-  local -a pids=("$@") c0=() c1=()
+  local -a pids=("$@") c0=() c1=() u0=() u1=()
   log "$key: smtp-source -s $SESSIONS -l $size -m $n ($(load_note))"
   base=$(sink_count "$out")
-  for p in "${pids[@]}"; do c0+=("$(pid_ticks "$p")"); done
+  for p in "${pids[@]}"; do c0+=("$(pid_ticks "$p")"); u0+=("$(pid_user_ticks "$p")"); done
   b0=$(busy_ticks)
   t0=$(now)
   accept_t=$(run_source "$key" "$port" "$SESSIONS" "$size" "$n")
   t_last=$(wait_sink "$out" $((base + n)) 900)
   b1=$(busy_ticks)
-  for p in "${pids[@]}"; do c1+=("$(pid_ticks "$p")"); done
+  for p in "${pids[@]}"; do c1+=("$(pid_ticks "$p")"); u1+=("$(pid_user_ticks "$p")"); done
   RATE[$key]=$(calc "%.0f" "$n / ($t_last - $t0)")
   ACCEPT[$key]=$(calc "%.0f" "$n / $accept_t")
   MACHINE[$key]=$(calc "%.3f" "($b1 - $b0) / $hz / $n * 1000")
-  local own=0 detail="" i ms
+  local own=0 detail="" split="" i ms us
   for i in "${!pids[@]}"; do
     ms=$(calc "%.3f" "(${c1[$i]} - ${c0[$i]}) / $hz / $n * 1000")
+    us=$(calc "%.3f" "(${u1[$i]} - ${u0[$i]}) / $hz / $n * 1000")
     own=$(calc "%.3f" "$own + $ms")
     detail+="${PROC_NAMES[$i]} $ms "
+    split+="${PROC_NAMES[$i]} ${us}+$(calc "%.3f" "$ms - $us") "
+    PROC_MS[$key:${PROC_NAMES[$i]}]=$ms
   done
   OWN[$key]=$own
   DETAIL[$key]=$detail
+  SPLIT[$key]=$split
   log "$key: ${RATE[$key]} msg/s end to end (accepted at ${ACCEPT[$key]} msg/s); machine ${MACHINE[$key]} ms CPU/msg${detail:+; own ${own} ms/msg: $detail}"
 }
 
@@ -127,6 +135,36 @@ if want dkim; then
   for size in $SMALL $LARGE; do
     measure "dkim-$(label_of $size)" "$INGRESS_PORT" "$size" "$STACK_SINK" "$INGRESS_PID" "$WORKER_PID" "$NATS_PID"
   done
+  stop_stack
+fi
+
+# ---------------------------------------------------------------- floor ----------------------
+# What the 2 KiB CPU target leaves for Baton's own work. The bytes on the wire cost the same in
+# any relay: Postfix's smtp-sink receiving one message per connection (what the ingress does)
+# and smtp-source sending over kept connections (what the worker does), each process's user +
+# kernel CPU per message. nats-server's share is measured with Baton asking the least of it (one
+# stored message, one delivery, one acknowledgement: events off), in the bare stack (events off,
+# warn logging, one runtime thread), whose processes are reported split into user + kernel.
+if want floor; then
+  start_sink floor
+  floor_sink_pid=${bench_pids[-1]}
+  floor_u0=$(pid_user_ticks "$floor_sink_pid")
+  floor_c0=$(pid_ticks "$floor_sink_pid")
+  log "floor: smtp-source -s $SESSIONS -l $SMALL -m $MESSAGES into smtp-sink ($(load_note))"
+  run_source floor-recv "$SINK_PORT" "$SESSIONS" "$SMALL" "$MESSAGES" >/dev/null
+  wait_sink "$SINK_OUT" "$MESSAGES" 300 >/dev/null
+  floor_u1=$(pid_user_ticks "$floor_sink_pid")
+  floor_c1=$(pid_ticks "$floor_sink_pid")
+  FLOOR_RECV=$(calc "%.3f" "($floor_c1 - $floor_c0) / $hz / $MESSAGES * 1000")
+  FLOOR_RECV_SPLIT="$(calc "%.3f" "($floor_u1 - $floor_u0) / $hz / $MESSAGES * 1000")+$(calc "%.3f" "($floor_c1 - $floor_u1 - $floor_c0 + $floor_u0) / $hz / $MESSAGES * 1000")"
+  log "floor: smtp-source -d (connections kept) -s $SESSIONS -l $SMALL -m $MESSAGES into smtp-sink"
+  SOURCE_FLAGS=-d run_source floor-send "$SINK_PORT" "$SESSIONS" "$SMALL" "$MESSAGES" >/dev/null
+  read -r floor_su floor_ss <"$bench_work/floor-send.source.cpu"
+  FLOOR_SEND=$(calc "%.3f" "($floor_su + $floor_ss) / $MESSAGES * 1000")
+  FLOOR_SEND_SPLIT="$(calc "%.3f" "$floor_su / $MESSAGES * 1000")+$(calc "%.3f" "$floor_ss / $MESSAGES * 1000")"
+  log "floor: SMTP receive ${FLOOR_RECV} ms/msg (user+kernel ${FLOOR_RECV_SPLIT}), SMTP send ${FLOOR_SEND} ms/msg (${FLOOR_SEND_SPLIT})"
+  BATON_EVENTS=false BATON_RUNTIME_THREADS=1 BATON_LOG=warn baton_stack floor
+  measure "bare-2KiB" "$INGRESS_PORT" "$SMALL" "$STACK_SINK" "$INGRESS_PID" "$WORKER_PID" "$NATS_PID"
   stop_stack
 fi
 
@@ -216,6 +254,15 @@ if [ -n "${RATE[baton-100KiB]:-}" ] && [ -n "${RATE[postfix-100KiB]:-}" ]; then
   echo "100 KiB end to end: Baton ${RATE[baton-100KiB]} vs Postfix ${RATE[postfix-100KiB]} msg/s = ${r}x; target >= 3x: $(verdict "$r" 3 '>=')"
   echo "100 KiB: Baton's processes ${OWN[baton-100KiB]} ms CPU/msg (${DETAIL[baton-100KiB]}); target <= 1.0: $(verdict "${OWN[baton-100KiB]}" 1.0 '<=')"
 fi
+if [ -n "${FLOOR_RECV:-}" ] && [ -n "${OWN[bare-2KiB]:-}" ]; then
+  nats_bare=${PROC_MS[bare-2KiB:nats]}
+  floor=$(calc "%.3f" "$FLOOR_RECV + $FLOOR_SEND + $nats_bare")
+  echo "2 KiB floor: SMTP receive, a connection per message (smtp-sink) ${FLOOR_RECV} + SMTP send over kept connections (smtp-source -d) ${FLOOR_SEND} + nats-server storing, delivering and deleting the message (events off) ${nats_bare} = ${floor} ms/msg; the 0.30 target leaves $(calc "%.3f" "0.30 - $floor") ms for all else Baton does per message"
+  echo "  bare stack (events off, warn logging, one runtime thread): ${OWN[bare-2KiB]} ms/msg, user+kernel: ${SPLIT[bare-2KiB]}; smtp-sink ${FLOOR_RECV_SPLIT}, smtp-source -d ${FLOOR_SEND_SPLIT}"
+  if [ -n "${SPLIT[baton-2KiB]:-}" ]; then
+    echo "  as shipped (events on, info logging): ${OWN[baton-2KiB]} ms/msg, user+kernel: ${SPLIT[baton-2KiB]}"
+  fi
+fi
 if [ -n "${baton_us:-}" ] && [ -n "${ossl_us:-}" ]; then
   r=$(ratio "$baton_us" "$ossl_us")
   echo "RSA-2048: Baton ${baton_us} us per signed 2 KiB message vs openssl ${ossl_us} us per signature = ${r}x; target <= 1.3x: $(verdict "$r" 1.3 '<=')"
@@ -232,7 +279,7 @@ fi
 if [ -n "${mid_rss:-}" ]; then
   echo "memory: ingress VmRSS $(mib "$mid_rss") MiB (VmHWM $(mib "$mid_hwm")) with $MIDDATA sessions mid-DATA (idle $(mib "$idle_rss") MiB); worker VmHWM $(mib "$worker_hwm") MiB draining $BACKLOG (reported)"
 fi
-for k in direct-2KiB direct-100KiB postfix-2KiB postfix-100KiB baton-2KiB baton-100KiB dkim-2KiB dkim-100KiB dev-2KiB; do
+for k in direct-2KiB direct-100KiB postfix-2KiB postfix-100KiB baton-2KiB baton-100KiB dkim-2KiB dkim-100KiB bare-2KiB dev-2KiB; do
   [ -n "${RATE[$k]:-}" ] && echo "  $k: ${RATE[$k]} msg/s end to end, accepted ${ACCEPT[$k]} msg/s, machine ${MACHINE[$k]} ms CPU/msg${DETAIL[$k]:+, ${DETAIL[$k]}}"
 done
 echo "(load at the end: $(load_note))"

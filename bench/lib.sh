@@ -326,12 +326,13 @@ vm_kib() { # PID FIELD (VmRSS, VmHWM)
 
 # run_source LABEL PORT SESSIONS SIZE COUNT [RCPT] -> prints elapsed seconds; aborts if
 # smtp-source fails. RCPT defaults to x@dest.test.
+# SOURCE_FLAGS: more smtp-source options (e.g. -d: keep each connection for the next message).
 run_source() {
   local label=$1 port=$2 s=$3 l=$4 m=$5 rcpt=${6:-x@dest.test} t0 t1
   t0=$(now)
   # /usr/bin/time records smtp-source's own CPU (user+sys s) in $label.source.cpu.
   if ! /usr/bin/time -f "%U %S" -o "$bench_work/$label.source.cpu" \
-    "$SMTP_SOURCE" -s "$s" -l "$l" -m "$m" -f app@example.com -t "$rcpt" \
+    "$SMTP_SOURCE" ${SOURCE_FLAGS:-} -s "$s" -l "$l" -m "$m" -f app@example.com -t "$rcpt" \
     "127.0.0.1:$port" >"$bench_work/$label.source.out" 2>&1; then
     echo "smtp-source against $label failed:" >&2
     tail -5 "$bench_work/$label.source.out" >&2

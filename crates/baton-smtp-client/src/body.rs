@@ -11,46 +11,81 @@ use std::borrow::Cow;
 /// Largest BDAT chunk sent.
 pub const MAX_CHUNK: usize = 1024 * 1024;
 
-/// True when `body` needs no normalisation: every CR is followed by LF, every LF is preceded
-/// by CR, and it is empty or ends with CRLF. Looks only at the line breaks (`memchr`), so a clean
-/// body — what the ingress queues — costs a few instructions per line, not per byte.
-fn is_clean(body: &[u8]) -> bool {
-    if !(body.is_empty() || body.ends_with(b"\r\n")) {
-        return false;
-    }
-    memchr::memchr2_iter(b'\r', b'\n', body).all(|i| match body.get(i) {
-        Some(b'\r') => body.get(i + 1) == Some(&b'\n'),
-        _ => i > 0 && body.get(i - 1) == Some(&b'\r'),
-    })
+/// What one pass over a body found, so a message is looked at once however it is sent: its
+/// SIZE, its BDAT content and its DATA content all follow from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// No normalisation needed: every CR is followed by LF, every LF is preceded by CR, and
+    /// the body is empty or ends with CRLF.
+    clean: bool,
+    /// A line starts with `.` (meaningful when `clean`).
+    dot_line: bool,
 }
 
-/// The body as it goes into a BDAT chunk: normalised, not dot-stuffed.
-pub(crate) fn normalise(body: &[u8]) -> Cow<'_, [u8]> {
-    if is_clean(body) {
-        Cow::Borrowed(body)
-    } else {
-        Cow::Owned(encode(body, false))
+impl Shape {
+    /// Looks only at the line breaks (`memchr`), so a clean body — what the ingress queues —
+    /// costs a few instructions per line, not per byte.
+    pub(crate) fn of(body: &[u8]) -> Shape {
+        let mut shape = Shape {
+            clean: body.is_empty() || body.ends_with(b"\r\n"),
+            dot_line: body.first() == Some(&b'.'),
+        };
+        if !shape.clean {
+            return shape;
+        }
+        for i in memchr::memchr2_iter(b'\r', b'\n', body) {
+            if body.get(i) == Some(&b'\r') {
+                if body.get(i + 1) != Some(&b'\n') {
+                    shape.clean = false;
+                    break;
+                }
+            } else if i == 0 || body.get(i - 1) != Some(&b'\r') {
+                shape.clean = false;
+                break;
+            } else if body.get(i + 1) == Some(&b'.') {
+                shape.dot_line = true;
+            }
+        }
+        shape
+    }
+
+    /// The body as it goes into a BDAT chunk: normalised, not dot-stuffed.
+    pub(crate) fn normalise(self, body: &[u8]) -> Cow<'_, [u8]> {
+        if self.clean {
+            Cow::Borrowed(body)
+        } else {
+            Cow::Owned(encode(body, false))
+        }
+    }
+
+    /// The body as it goes after a 354: normalised and dot-stuffed, without the terminating
+    /// [`DATA_END`]. A clean body in which no line starts with `.` (most messages) is
+    /// borrowed, so the worker sends it without copying it.
+    pub(crate) fn data_content(self, body: &[u8]) -> Cow<'_, [u8]> {
+        if !self.clean {
+            Cow::Owned(encode(body, true))
+        } else if self.dot_line {
+            Cow::Owned(stuff_clean(body))
+        } else {
+            Cow::Borrowed(body)
+        }
+    }
+
+    /// Size in octets of the normalised message (what SIZE= declares), without building it.
+    pub(crate) fn message_size(self, body: &[u8]) -> u64 {
+        if self.clean {
+            body.len() as u64
+        } else {
+            // Cheap enough: only reached for malformed input.
+            encode(body, false).len() as u64
+        }
     }
 }
 
 /// What ends the content after a 354 (RFC 5321 4.1.1.4).
 pub(crate) const DATA_END: &[u8] = b".\r\n";
 
-/// The body as it goes after a 354: normalised and dot-stuffed, without the terminating
-/// [`DATA_END`]. A clean body in which no line starts with `.` (most messages) is borrowed, so
-/// the worker sends it without copying it.
-pub(crate) fn data_content(body: &[u8]) -> Cow<'_, [u8]> {
-    if !is_clean(body) {
-        return Cow::Owned(encode(body, true));
-    }
-    if body.first() == Some(&b'.') || memchr::memmem::find(body, b"\n.").is_some() {
-        Cow::Owned(stuff_clean(body))
-    } else {
-        Cow::Borrowed(body)
-    }
-}
-
-/// Dot-stuffing of a clean body (see [`is_clean`]): whole lines are copied with `memcpy`, and a
+/// Dot-stuffing of a clean body (see [`Shape`]): whole lines are copied with `memcpy`, and a
 /// `.` is inserted where a line starts with one (`\n.` in a clean body, or a leading `.`).
 /// Same bytes as `encode(body, true)` (property-tested), an order of magnitude fewer instructions
 /// for large messages.
@@ -104,19 +139,26 @@ fn encode(body: &[u8], dot_stuff: bool) -> Vec<u8> {
     out
 }
 
-/// Size in octets of the normalised message (what SIZE= declares), without building it.
-pub(crate) fn message_size(body: &[u8]) -> u64 {
-    if is_clean(body) {
-        return body.len() as u64;
-    }
-    // Cheap enough: only reached for malformed input.
-    encode(body, false).len() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn is_clean(body: &[u8]) -> bool {
+        Shape::of(body).clean
+    }
+
+    fn normalise(body: &[u8]) -> Cow<'_, [u8]> {
+        Shape::of(body).normalise(body)
+    }
+
+    fn data_content(body: &[u8]) -> Cow<'_, [u8]> {
+        Shape::of(body).data_content(body)
+    }
+
+    fn message_size(body: &[u8]) -> u64 {
+        Shape::of(body).message_size(body)
+    }
 
     /// Everything that follows a 354: the content and its terminator.
     fn data_payload(body: &[u8]) -> Vec<u8> {

@@ -121,7 +121,8 @@ impl Connection {
         if smtputf8 && !self.caps.smtputf8 {
             return Err(ClientError::Smtputf8NotSupported);
         }
-        let size = body::message_size(msg.body);
+        let shape = body::Shape::of(msg.body);
+        let size = shape.message_size(msg.body);
         if let Some(limit) = self.caps.size_limit().filter(|&limit| size > limit) {
             return Err(ClientError::MessageTooLarge { size, limit });
         }
@@ -143,7 +144,7 @@ impl Connection {
         // as `BDAT <n> LAST` and its content in the same write as MAIL and RCPT — one round
         // trip per message on a reused connection. A server that refuses every recipient
         // still reads the chunk and refuses it.
-        let content = bdat.then(|| body::normalise(msg.body));
+        let content = bdat.then(|| shape.normalise(msg.body));
         let chunk = content
             .as_deref()
             .filter(|c| self.caps.pipelining && c.len() <= MAX_CHUNK);
@@ -180,7 +181,7 @@ impl Connection {
             Some(self.send_bdat(content).await?)
         } else {
             match data_init {
-                Some(init) if init.code == 354 => Some(self.send_data(msg.body).await?),
+                Some(init) if init.code == 354 => Some(self.send_data(msg.body, shape).await?),
                 Some(refused) => Some(refused),
                 None => return Err(ClientError::Protocol("no reply to DATA".into())),
             }
@@ -356,9 +357,9 @@ impl Connection {
 
     /// After 354: the dot-stuffed content and its terminator (see [`Connection::write_framed`]),
     /// then the final reply.
-    async fn send_data(&mut self, body: &[u8]) -> Result<Reply, ClientError> {
+    async fn send_data(&mut self, body: &[u8], shape: body::Shape) -> Result<Reply, ClientError> {
         let t = self.timeouts;
-        let content = body::data_content(body);
+        let content = shape.data_content(body);
         self.write_framed(&[], &content, body::DATA_END, "data_block", t.data_block)
             .await?;
         let reply = self.read_reply("data_term", t.data_term).await?;
