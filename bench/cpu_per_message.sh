@@ -202,7 +202,8 @@ mib() { calc "%.1f" "$1 / 1024"; }
 if want memory; then
   start_sink mem
   mem_sink=$SINK_OUT
-  start_nats mem
+  # gctrace: nats-server logs each garbage collection, with the live heap it left.
+  GODEBUG=gctrace=1 start_nats mem
   baton_config mem "$SINK_PORT"
   start_ingress mem
   idle_rss=$(vm_kib "$INGRESS_PID" VmRSS)
@@ -219,6 +220,7 @@ if want memory; then
   kill "$md_pid" 2>/dev/null || true
   wait "$md_pid" 2>/dev/null || true
 
+  nats_before=$(vm_kib "$NATS_PID" VmRSS)
   log "memory: queueing $BACKLOG x 2 KiB with no worker"
   run_source backlog "$INGRESS_PORT" "$SESSIONS" "$SMALL" "$BACKLOG" >/dev/null
   start_worker mem
@@ -232,6 +234,12 @@ if want memory; then
   done
   worker_hwm=$(vm_kib "$WORKER_PID" VmHWM)
   log "memory: worker drained $BACKLOG in $(calc "%.1f" "$(now) - $t0") s; VmRSS peak (sampled) $(mib "$peak") MiB, VmHWM $(mib "$worker_hwm") MiB"
+  # The queue is empty again; what stays is the event stream (each message's events and its
+  # Message-ID index record, kept for 7 days by default).
+  nats_after=$(vm_kib "$NATS_PID" VmRSS)
+  nats_per=$(calc "%.0f" "($nats_after - $nats_before) * 1024 / $BACKLOG")
+  nats_live=$(grep '^gc ' "$bench_work/mem.nats.log" | tail -1 | sed -n 's/.*->\([0-9]*\) MB,.*/\1/p')
+  log "memory: nats-server VmRSS $(mib "$nats_before") MiB before the backlog, $(mib "$nats_after") MiB once drained: $nats_per bytes per relayed message (live heap at its last collection: ${nats_live:-?} MB)"
 fi
 
 # ---------------------------------------------------------------- summary -------------------
@@ -277,7 +285,7 @@ if [ -n "${ACCEPT[dev-2KiB]:-}" ] && [ -n "${ACCEPT[postfix-2KiB]:-}" ]; then
   echo "accept rate while delivering: baton dev ${ACCEPT[dev-2KiB]} vs stock Postfix ${ACCEPT[postfix-2KiB]} msg/s = ${r}x; target >= 5x: $(verdict "$r" 5 '>=')"
 fi
 if [ -n "${mid_rss:-}" ]; then
-  echo "memory: ingress VmRSS $(mib "$mid_rss") MiB (VmHWM $(mib "$mid_hwm")) with $MIDDATA sessions mid-DATA (idle $(mib "$idle_rss") MiB); worker VmHWM $(mib "$worker_hwm") MiB draining $BACKLOG (reported)"
+  echo "memory: ingress VmRSS $(mib "$mid_rss") MiB (VmHWM $(mib "$mid_hwm")) with $MIDDATA sessions mid-DATA (idle $(mib "$idle_rss") MiB); worker VmHWM $(mib "$worker_hwm") MiB draining $BACKLOG (reported); nats-server +$nats_per bytes VmRSS per relayed message once drained (live heap ${nats_live:-?} MB)"
 fi
 for k in direct-2KiB direct-100KiB postfix-2KiB postfix-100KiB baton-2KiB baton-100KiB dkim-2KiB dkim-100KiB bare-2KiB dev-2KiB; do
   [ -n "${RATE[$k]:-}" ] && echo "  $k: ${RATE[$k]} msg/s end to end, accepted ${ACCEPT[$k]} msg/s, machine ${MACHINE[$k]} ms CPU/msg${DETAIL[$k]:+, ${DETAIL[$k]}}"
