@@ -38,6 +38,22 @@ fn terminator_split_at_every_boundary() {
     assert_eq!(codes(&out), vec!["ENQUEUE", "250 2.0.0", "250 2.0.0"]);
 }
 
+/// DATA content is decoded as it is fed, not held a second time as raw input: what stays
+/// buffered is only what follows the final dot.
+#[test]
+fn data_content_is_not_buffered_twice() {
+    let mut h = in_data();
+    let body = "Subject: x\r\n\r\n".to_owned() + &"0123456789abcdef\r\n".repeat(100);
+    h.session.feed(body.as_bytes());
+    assert_eq!(h.session.buffered_len(), 0);
+    assert_eq!(h.session.body_len(), body.len());
+    h.session.feed(b".\r\nNOOP\r\n");
+    assert_eq!(h.session.buffered_len(), b"NOOP\r\n".len());
+    let out = h.run("");
+    assert_eq!(codes(&out), vec!["ENQUEUE", "250 2.0.0", "250 2.0.0"]);
+    assert_eq!(h.enqueued[0].body, body.as_bytes());
+}
+
 #[test]
 fn empty_message_and_dot_unstuffing() {
     let mut h = in_data();

@@ -26,18 +26,21 @@ impl Session {
         self.mode = Mode::Data(rx);
     }
 
-    /// Feeds buffered input to the DATA decoder.
+    /// Feeds buffered input to the DATA decoder (which [`Session::feed`] may have fed
+    /// directly), and gives the verdict once the final dot is in.
     pub(super) fn step_data(&mut self) -> bool {
         let Mode::Data(rx) = &mut self.mode else {
             return false;
         };
-        if self.pos >= self.input.len() {
-            return false;
-        }
-        let used = rx.feed(&self.input[self.pos..]);
-        self.pos += used;
         if !rx.is_done() {
-            return true;
+            if self.pos >= self.input.len() {
+                return false;
+            }
+            let used = rx.feed(&self.input[self.pos..]);
+            self.pos += used;
+            if !rx.is_done() {
+                return true;
+            }
         }
         if let Mode::Data(rx) = std::mem::replace(&mut self.mode, Mode::Command) {
             self.finish_body(rx.finish());

@@ -178,9 +178,20 @@ impl Session {
     /// Appends bytes read from the socket. Cheap; the work happens in [`Session::poll`].
     /// Bytes arriving while waiting for the TLS handshake are discarded (never executed).
     pub fn feed(&mut self, input: &[u8]) {
-        match self.mode {
+        match &mut self.mode {
             Mode::Closed => {}
             Mode::WaitTls => self.stats.plaintext_after_starttls += input.len() as u64,
+            // DATA content with nothing buffered ahead of it goes straight to the decoder
+            // rather than through `input`: one copy of every body byte fewer. What follows
+            // the final dot (pipelined commands) is buffered as usual for `poll`, which also
+            // produces the end-of-data verdict.
+            Mode::Data(rx) if self.pos >= self.input.len() && !rx.is_done() => {
+                let used = rx.feed(input);
+                self.input.clear();
+                self.pos = 0;
+                self.input
+                    .extend_from_slice(input.get(used..).unwrap_or_default());
+            }
             _ => self.input.extend_from_slice(input),
         }
     }
