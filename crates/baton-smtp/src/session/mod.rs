@@ -175,7 +175,8 @@ impl Session {
         Action::Send(catalogue::greeting(host))
     }
 
-    /// Appends bytes read from the socket. Cheap; the work happens in [`Session::poll`].
+    /// Appends bytes read from the socket; commands are executed in [`Session::poll`]. DATA
+    /// content is decoded here when nothing is buffered ahead of it (no second copy).
     /// Bytes arriving while waiting for the TLS handshake are discarded (never executed).
     pub fn feed(&mut self, input: &[u8]) {
         match &mut self.mode {
