@@ -18,11 +18,7 @@ command -v strace >/dev/null || { echo "strace not found (apt-get install strace
 
 bench_init
 hz=$(getconf CLK_TCK)
-pid_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-sent() {
-  curl -fs "$WORKER_METRICS/metrics" |
-    awk '/^baton_delivery_recipients_total\{/ && /outcome="delivered"/ { s += $NF } END { printf "%d", s }'
-}
+sent() { metric_sum "$WORKER_METRICS" 'baton_delivery_recipients_total{outcome="delivered"'; }
 wait_sent() { # N TIMEOUT_S
   local start
   start=$(date +%s)

@@ -40,8 +40,6 @@ want() { [[ " $PARTS " == *" $1 "* ]]; }
 count_for() { if [ "$1" = "$SMALL" ]; then echo "$MESSAGES"; else echo "$LARGE_MESSAGES"; fi; }
 label_of() { if [ "$1" = "$SMALL" ]; then echo "2KiB"; else echo "100KiB"; fi; }
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-pid_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-pid_user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 
 declare -A RATE ACCEPT MACHINE OWN DETAIL SPLIT PROC_MS
@@ -147,7 +145,7 @@ fi
 # warn logging, one runtime thread), whose processes are reported split into user + kernel.
 if want floor; then
   start_sink floor
-  floor_sink_pid=${bench_pids[-1]}
+  floor_sink_pid=$SINK_PID
   floor_u0=$(pid_user_ticks "$floor_sink_pid")
   floor_c0=$(pid_ticks "$floor_sink_pid")
   log "floor: smtp-source -s $SESSIONS -l $SMALL -m $MESSAGES into smtp-sink ($(load_note))"

@@ -84,13 +84,14 @@ load_note() {
 
 # --- smtp-sink ------------------------------------------------------------------------------
 
-# start_sink NAME -> sets SINK_PORT, SINK_OUT. Counts messages ("mesg=N" on each final dot).
+# start_sink NAME -> sets SINK_PORT, SINK_OUT, SINK_PID. Counts messages ("mesg=N" on each final dot).
 start_sink() {
   local name=$1
   SINK_PORT=$(free_port)
   SINK_OUT="$bench_work/$name.sink.out"
   "$SMTP_SINK" -u nobody -c "127.0.0.1:$SINK_PORT" 1024 >"$SINK_OUT" 2>&1 &
-  bench_pids+=($!)
+  SINK_PID=$!
+  bench_pids+=("$SINK_PID")
   wait_port "$SINK_PORT"
 }
 
@@ -319,6 +320,10 @@ for _ in range(100):
 sys.exit("dnsmasq did not answer")
 PY
 }
+
+# CPU clock ticks (getconf CLK_TCK per second) a process has used: user + kernel, and user.
+pid_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+pid_user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 
 vm_kib() { # PID FIELD (VmRSS, VmHWM)
   awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
